@@ -1,0 +1,227 @@
+//! The local SQLite cache (`cache/cache.sqlite`): the merged index (chunk -> pack), derived from
+//! the repository's index files and rebuildable at any time. Non-normative (format-spec/cache.md).
+//! A schema or repository mismatch drops and rebuilds it.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::crypto::Keys;
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, IndexId, PackId, RepoId};
+use crate::index::{self, PackRecord};
+use crate::store::{FileKind, LocalStore};
+
+const SCHEMA_VERSION: i64 = 1;
+
+/// Where a chunk is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location {
+    /// Pack holding it.
+    pub pack: PackId,
+    /// Offset of the sealed blob.
+    pub offset: u32,
+    /// Sealed length.
+    pub stored_len: u32,
+    /// Plaintext length.
+    pub raw_len: u32,
+}
+
+/// The cache database.
+pub struct Cache {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// Problems found while loading index files into the cache.
+#[derive(Debug, Default)]
+pub struct SyncReport {
+    /// Index files newly loaded.
+    pub loaded: usize,
+    /// Index files that could not be read or decoded, with the error.
+    pub bad: Vec<(IndexId, Error)>,
+}
+
+impl Cache {
+    fn wrap<T>(&self, r: rusqlite::Result<T>) -> Result<T> {
+        r.map_err(|source| Error::Cache { path: self.path.clone(), source })
+    }
+
+    /// Opens (creating or rebuilding if stale) the cache at `path` for repository `repo`.
+    pub fn open(path: &Path, repo: RepoId) -> Result<Self> {
+        let e = |source| Error::Cache { path: path.to_path_buf(), source };
+        let conn = Connection::open(path).map_err(e)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(e)?;
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-8000;")
+            .map_err(e)?;
+        let cache = Cache { conn, path: path.to_path_buf() };
+        let ok: Option<(i64, Vec<u8>)> = cache
+            .conn
+            .query_row(
+                "SELECT (SELECT v FROM meta WHERE k='schema'), (SELECT v FROM meta WHERE k='repo')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .ok();
+        if ok != Some((SCHEMA_VERSION, repo.0.to_vec())) {
+            cache.create(repo)?;
+        }
+        Ok(cache)
+    }
+
+    fn create(&self, repo: RepoId) -> Result<()> {
+        self.wrap(self.conn.execute_batch(
+            "DROP TABLE IF EXISTS meta; DROP TABLE IF EXISTS index_files; DROP TABLE IF EXISTS packs;
+             DROP TABLE IF EXISTS chunks;
+             CREATE TABLE meta(k TEXT PRIMARY KEY, v ANY) STRICT;
+             CREATE TABLE index_files(id BLOB PRIMARY KEY) WITHOUT ROWID;
+             CREATE TABLE packs(pid INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, size INTEGER NOT NULL);
+             CREATE TABLE chunks(id BLOB PRIMARY KEY, pack INTEGER NOT NULL, offset INTEGER NOT NULL,
+                                 stored_len INTEGER NOT NULL, raw_len INTEGER NOT NULL) WITHOUT ROWID;",
+        ))?;
+        self.wrap(self.conn.execute("INSERT INTO meta VALUES('schema', ?1)", [SCHEMA_VERSION]))?;
+        self.wrap(self.conn.execute("INSERT INTO meta VALUES('repo', ?1)", [repo.0.to_vec()]))?;
+        Ok(())
+    }
+
+    /// Empties the index tables (rebuild).
+    pub fn clear(&self) -> Result<()> {
+        self.wrap(self.conn.execute_batch("DELETE FROM index_files; DELETE FROM chunks; DELETE FROM packs;"))
+    }
+
+    /// Brings the cache in line with the repository's `index/` directory: loads new index files;
+    /// if one it knew has disappeared, rebuilds from scratch.
+    pub fn sync(&mut self, store: &LocalStore, keys: &Keys) -> Result<SyncReport> {
+        let listed: Vec<IndexId> = store.list(FileKind::Index)?.iter().filter_map(|n| n.parse().ok()).collect();
+        let known: HashSet<IndexId> = {
+            let mut st = self.wrap(self.conn.prepare("SELECT id FROM index_files"))?;
+            let rows = self.wrap(st.query_map([], |r| r.get::<_, Vec<u8>>(0)))?;
+            let mut s = HashSet::new();
+            for r in rows {
+                if let Some(id) = IndexId::from_slice(&self.wrap(r)?) {
+                    s.insert(id);
+                }
+            }
+            s
+        };
+        let listed_set: HashSet<IndexId> = listed.iter().copied().collect();
+        let mut report = SyncReport::default();
+        let todo: Vec<IndexId> = if known.iter().any(|k| !listed_set.contains(k)) {
+            self.clear()?;
+            listed
+        } else {
+            listed.into_iter().filter(|i| !known.contains(i)).collect()
+        };
+        for id in todo {
+            match read_index_file(store, keys, &id) {
+                Ok(records) => {
+                    self.add_index(&id, &records)?;
+                    report.loaded += 1;
+                }
+                Err(e) => report.bad.push((id, e)),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Records an index file's content.
+    pub fn add_index(&mut self, id: &IndexId, records: &[PackRecord]) -> Result<()> {
+        let tx = self.conn.transaction().map_err(|source| Error::Cache { path: self.path.clone(), source })?;
+        let r: rusqlite::Result<()> = (|| {
+            {
+                let mut ins_pack = tx.prepare_cached("INSERT OR IGNORE INTO packs(id, size) VALUES(?1, ?2)")?;
+                let mut get_pack = tx.prepare_cached("SELECT pid FROM packs WHERE id=?1")?;
+                let mut ins = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO chunks(id, pack, offset, stored_len, raw_len) VALUES(?1,?2,?3,?4,?5)",
+                )?;
+                for p in records {
+                    ins_pack.execute(params![&p.id.0[..], p.size as i64])?;
+                    let pid: i64 = get_pack.query_row([&p.id.0[..]], |r| r.get(0))?;
+                    for e in &p.entries {
+                        ins.execute(params![&e.id.0[..], pid, e.offset, e.stored_len, e.raw_len])?;
+                    }
+                }
+            }
+            tx.execute("INSERT OR IGNORE INTO index_files(id) VALUES(?1)", [&id.0[..]])?;
+            Ok(())
+        })();
+        r.and_then(|_| tx.commit()).map_err(|source| Error::Cache { path: self.path.clone(), source })
+    }
+
+    /// Location of a chunk.
+    pub fn lookup(&self, id: &ChunkId) -> Result<Option<Location>> {
+        let mut st = self.wrap(self.conn.prepare_cached(
+            "SELECT p.id, c.offset, c.stored_len, c.raw_len FROM chunks c JOIN packs p ON p.pid = c.pack WHERE c.id=?1",
+        ))?;
+        self.wrap(
+            st.query_row([&id.0[..]], |r| {
+                let pack: Vec<u8> = r.get(0)?;
+                Ok(Location {
+                    pack: PackId::from_slice(&pack).unwrap_or_default(),
+                    offset: r.get(1)?,
+                    stored_len: r.get(2)?,
+                    raw_len: r.get(3)?,
+                })
+            })
+            .optional(),
+        )
+    }
+
+    /// Whether a chunk is stored.
+    pub fn contains(&self, id: &ChunkId) -> Result<bool> {
+        let mut st = self.wrap(self.conn.prepare_cached("SELECT 1 FROM chunks WHERE id=?1"))?;
+        self.wrap(st.exists([&id.0[..]]))
+    }
+
+    /// Every indexed pack with its size.
+    pub fn packs(&self) -> Result<Vec<(PackId, u64)>> {
+        let mut st = self.wrap(self.conn.prepare("SELECT id, size FROM packs ORDER BY id"))?;
+        let rows = self.wrap(st.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, size) = self.wrap(r)?;
+            if let Some(id) = PackId::from_slice(&id) {
+                out.push((id, size as u64));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The chunks the index places in `pack`, in offset order.
+    pub fn pack_entries(&self, pack: &PackId) -> Result<Vec<crate::pack::Entry>> {
+        let mut st = self.wrap(self.conn.prepare_cached(
+            "SELECT c.id, c.offset, c.stored_len, c.raw_len FROM chunks c JOIN packs p ON p.pid=c.pack
+             WHERE p.id=?1 ORDER BY c.offset",
+        ))?;
+        let rows = self.wrap(st.query_map([&pack.0[..]], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u32>(1)?, r.get::<_, u32>(2)?, r.get::<_, u32>(3)?))
+        }))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, offset, stored_len, raw_len) = self.wrap(r)?;
+            out.push(crate::pack::Entry { id: ChunkId::from_slice(&id).unwrap_or_default(), offset, stored_len, raw_len });
+        }
+        Ok(out)
+    }
+
+    /// Counts: (chunks, packs, sum of pack sizes, sum of raw chunk lengths).
+    pub fn totals(&self) -> Result<(u64, u64, u64, u64)> {
+        self.wrap(self.conn.query_row(
+            "SELECT (SELECT count(*) FROM chunks), (SELECT count(*) FROM packs),
+                    (SELECT coalesce(sum(size),0) FROM packs), (SELECT coalesce(sum(raw_len),0) FROM chunks)",
+            [],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64, r.get::<_, i64>(3)? as u64)),
+        ))
+    }
+}
+
+/// Reads, checks (name = content hash) and opens an index file.
+pub fn read_index_file(store: &LocalStore, keys: &Keys, id: &IndexId) -> Result<Vec<PackRecord>> {
+    let bytes = store.get(FileKind::Index, &id.to_hex())?;
+    let what = || format!("index file {id}");
+    if crate::id::content_hash(&bytes) != id.0 {
+        return Err(Error::corrupt(what(), "content does not match its name (hash mismatch)"));
+    }
+    index::open(keys, &bytes, &what)
+}

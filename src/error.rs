@@ -1,0 +1,85 @@
+//! Library errors. Policy: every variant that concerns a file names it; corruption is its own
+//! variant so callers (verify, restore) can tell damage from operational failure; `anyhow` is used
+//! only in the CLI.
+
+use std::path::PathBuf;
+
+/// The library's error type.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O error on a named file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Stored bytes that fail a check (hash, authentication tag, grammar).
+    #[error("{what} is corrupt: {detail}")]
+    Corrupt {
+        /// What was being read, e.g. "pack 1a2b…" or a path.
+        what: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The directory is not a cairn repository, or is of an unsupported version.
+    #[error("{path}: {detail}")]
+    NotARepository {
+        /// The path given as repository.
+        path: PathBuf,
+        /// Why it was refused.
+        detail: String,
+    },
+    /// The password does not open any key file.
+    #[error("wrong password: no key file in {0} opens with it")]
+    WrongPassword(PathBuf),
+    /// No password source was available.
+    #[error("a password is needed: set CAIRN_PASSWORD_FILE, pass --password-file, set CAIRN_PASSWORD, configure password_command, or run on a terminal")]
+    NoPassword,
+    /// The repository is locked by another process.
+    #[error("repository is locked: {0}")]
+    Locked(String),
+    /// A named object does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The caller asked for something impossible or malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// SQLite cache failure.
+    #[error("cache {path}: {source}")]
+    Cache {
+        /// The cache file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+/// Shorthand result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+    /// A corruption error.
+    pub fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> Self {
+        Error::Corrupt { what: what.into(), detail: detail.into() }
+    }
+}
+
+/// Adds a path to `std::io::Result`s.
+pub trait IoContext<T> {
+    /// Attaches `path` to the error.
+    fn ctx(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}

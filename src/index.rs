@@ -1,0 +1,67 @@
+//! Index files (`index/<id>`): which pack holds each chunk, for the packs one backup wrote.
+//! `seal(Index, 0, version u8 || u32le pack count || (pack id || u64le size || entries)*)`;
+//! format-spec/index.md.
+
+use crate::crypto::{Keys, ObjectKind};
+use crate::error::{Error, Result};
+use crate::id::PackId;
+use crate::pack::{encode_entries, Entry, Reader};
+
+/// Version byte of the index plaintext.
+pub const INDEX_VERSION: u8 = 1;
+
+/// One pack's record in an index file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackRecord {
+    /// The pack.
+    pub id: PackId,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its chunks, in pack order.
+    pub entries: Vec<Entry>,
+}
+
+/// Encodes the plaintext of an index file.
+pub fn encode(packs: &[PackRecord]) -> Vec<u8> {
+    let mut out = vec![INDEX_VERSION];
+    out.extend_from_slice(&(packs.len() as u32).to_le_bytes());
+    for p in packs {
+        out.extend_from_slice(&p.id.0);
+        out.extend_from_slice(&p.size.to_le_bytes());
+        encode_entries(&mut out, &p.entries);
+    }
+    out
+}
+
+/// Decodes the plaintext of an index file.
+pub fn decode(plain: &[u8], what: &dyn Fn() -> String) -> Result<Vec<PackRecord>> {
+    let mut r = Reader::new(plain, what);
+    let v = r.u8()?;
+    if v != INDEX_VERSION {
+        return Err(Error::corrupt(what(), format!("unknown index version {v}")));
+    }
+    let n = r.u32()? as usize;
+    if n > plain.len() / 44 {
+        return Err(Error::corrupt(what(), format!("pack count {n} exceeds the data")));
+    }
+    let mut packs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let id = PackId(r.id32()?);
+        let size = r.u64()?;
+        let entries = r.entries()?;
+        packs.push(PackRecord { id, size, entries });
+    }
+    r.finish()?;
+    Ok(packs)
+}
+
+/// Seals an index file.
+pub fn seal(keys: &Keys, packs: &[PackRecord]) -> Vec<u8> {
+    keys.seal(ObjectKind::Index, &[0; 32], &encode(packs))
+}
+
+/// Opens and decodes a sealed index file.
+pub fn open(keys: &Keys, sealed: &[u8], what: &dyn Fn() -> String) -> Result<Vec<PackRecord>> {
+    let plain = keys.open(ObjectKind::Index, &[0; 32], sealed, what)?;
+    decode(&plain, what)
+}

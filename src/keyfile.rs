@@ -1,0 +1,156 @@
+//! Key files (`keys/<random id>`): the master key wrapped with a key derived from a password by
+//! Argon2id. Several key files may wrap the same master key; each is immutable (a password change
+//! writes a new key file and removes the old one). Format: format-spec/keys.md.
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::crypto::MasterKey;
+use crate::error::{Error, Result};
+use crate::id::RepoId;
+
+/// Associated data of the wrapped master key.
+const KEY_AAD: &[u8] = b"cairn key file v1";
+
+/// Argon2id cost parameters, stored in each key file.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KdfParams {
+    /// Memory cost in KiB.
+    pub m_cost_kib: u32,
+    /// Iterations.
+    pub t_cost: u32,
+    /// Lanes.
+    pub p_cost: u32,
+}
+
+impl Default for KdfParams {
+    /// Sized for a 1 GiB Raspberry Pi: 64 MiB, 3 passes, 1 lane (about a second there).
+    fn default() -> Self {
+        KdfParams { m_cost_kib: 64 * 1024, t_cost: 3, p_cost: 1 }
+    }
+}
+
+impl KdfParams {
+    /// Defaults, with the memory cost overridable through `CAIRN_KDF_MEMORY_KIB` (used by the test
+    /// suite to keep hundreds of `init`s fast; the value used is recorded in the key file).
+    pub fn from_env() -> Self {
+        let mut p = KdfParams::default();
+        if let Some(m) = std::env::var("CAIRN_KDF_MEMORY_KIB").ok().and_then(|v| v.parse().ok()) {
+            p.m_cost_kib = m;
+            p.t_cost = 1;
+        }
+        p
+    }
+}
+
+/// The JSON content of a key file.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFile {
+    /// Always 1.
+    pub version: u32,
+    /// Always "argon2id".
+    pub kdf: String,
+    /// Cost parameters.
+    pub params: KdfParams,
+    /// 32 random bytes, hex.
+    pub salt: String,
+    /// 24 random bytes, hex.
+    pub nonce: String,
+    /// XChaCha20-Poly1305 of master key (32) || repository id (32), hex.
+    pub wrapped: String,
+    /// When it was made (RFC 3339).
+    pub created: String,
+    /// Host that made it.
+    pub host: String,
+    /// User-given label.
+    #[serde(default)]
+    pub label: String,
+}
+
+fn kek(password: &[u8], salt: &[u8], p: KdfParams) -> Result<Zeroizing<[u8; 32]>> {
+    let params = argon2::Params::new(p.m_cost_kib, p.t_cost, p.p_cost, Some(32))
+        .map_err(|e| Error::Invalid(format!("bad Argon2id parameters: {e}")))?;
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut out = Zeroizing::new([0u8; 32]);
+    argon
+        .hash_password_into(password, salt, &mut *out)
+        .map_err(|e| Error::Invalid(format!("Argon2id failed: {e}")))?;
+    Ok(out)
+}
+
+impl KeyFile {
+    /// Wraps `master` under `password`.
+    pub fn wrap(master: &MasterKey, repo_id: RepoId, password: &[u8], params: KdfParams, label: &str) -> Result<Self> {
+        let mut salt = [0u8; 32];
+        let mut nonce = [0u8; 24];
+        rand::rngs::OsRng.fill_bytes(&mut salt);
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let kek = kek(password, &salt, params)?;
+        let mut plain = Zeroizing::new([0u8; 64]);
+        plain[..32].copy_from_slice(&master.0);
+        plain[32..].copy_from_slice(&repo_id.0);
+        let cipher = XChaCha20Poly1305::new((&*kek).into());
+        let wrapped = cipher
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: &plain[..], aad: KEY_AAD })
+            .expect("in-memory encryption cannot fail");
+        Ok(KeyFile {
+            version: 1,
+            kdf: "argon2id".into(),
+            params,
+            salt: hex::encode(salt),
+            nonce: hex::encode(nonce),
+            wrapped: hex::encode(wrapped),
+            created: chrono::Local::now().to_rfc3339(),
+            host: crate::util::hostname(),
+            label: label.into(),
+        })
+    }
+
+    /// Parses a key file; `name` is used in errors.
+    pub fn parse(bytes: &[u8], name: &str) -> Result<Self> {
+        let kf: KeyFile = serde_json::from_slice(bytes)
+            .map_err(|e| Error::corrupt(format!("key file {name}"), format!("damaged: {e}")))?;
+        if kf.version != 1 || kf.kdf != "argon2id" {
+            return Err(Error::corrupt(format!("key file {name}"), "unsupported version or KDF"));
+        }
+        let lens = (kf.salt.len(), kf.nonce.len(), kf.wrapped.len());
+        if lens != (64, 48, (64 + 16) * 2) {
+            return Err(Error::corrupt(format!("key file {name}"), "damaged: wrong field lengths"));
+        }
+        if kf.params.m_cost_kib > 4 * 1024 * 1024 || kf.params.t_cost > 64 || kf.params.p_cost > 64 {
+            return Err(Error::corrupt(format!("key file {name}"), "Argon2id parameters out of range"));
+        }
+        Ok(kf)
+    }
+
+    /// Tries to unwrap with `password`: `Ok(None)` when the password does not fit.
+    pub fn unwrap_key(&self, password: &[u8], name: &str) -> Result<Option<(MasterKey, RepoId)>> {
+        let dec = |s: &str| hex::decode(s).map_err(|_| Error::corrupt(format!("key file {name}"), "damaged: bad hex"));
+        let salt = dec(&self.salt)?;
+        let nonce = dec(&self.nonce)?;
+        let wrapped = dec(&self.wrapped)?;
+        let kek = kek(password, &salt, self.params)?;
+        let cipher = XChaCha20Poly1305::new((&*kek).into());
+        match cipher.decrypt(XNonce::from_slice(&nonce), Payload { msg: &wrapped, aad: KEY_AAD }) {
+            Ok(plain) => {
+                let plain = Zeroizing::new(plain);
+                let mut mk = [0u8; 32];
+                mk.copy_from_slice(&plain[..32]);
+                let id = RepoId::from_slice(&plain[32..64]).expect("64-byte plaintext");
+                Ok(Some((MasterKey(mk), id)))
+            }
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Serialized form.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("serializable");
+        v.push(b'\n');
+        v
+    }
+}

@@ -1,0 +1,324 @@
+//! Snapshot files and the tree stream they point to. Both are `bincode` 2.0.1 (serde) with
+//! `config::standard()` (little endian, variable-length integers), pinned in Cargo.toml and
+//! guarded by the vectors in format-spec/vectors/. format-spec/manifest.md has every field.
+//!
+//! Snapshot file: `seal(Snapshot, 0, 0x01 || bincode(Snapshot))`.
+//! Tree stream (stored as ordinary chunks, listed in `Snapshot::tree`): a sequence of
+//! `u32le len || bincode(Node)` records in depth-first order, children sorted by name bytes.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{Keys, ObjectKind};
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, SnapshotId};
+
+/// Version byte of the snapshot plaintext.
+pub const SNAPSHOT_VERSION: u8 = 1;
+/// Largest accepted tree record (a file of 16 GiB in 4 KiB pages has 128 MiB of chunk ids).
+pub const MAX_RECORD: usize = 256 << 20;
+
+fn bincode_config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// Why a snapshot was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum SnapshotKind {
+    /// Routine, scheduled.
+    #[default]
+    Daily,
+    /// Before a change (migration, upgrade), kept until verified.
+    PreChange,
+    /// By hand.
+    Manual,
+}
+
+impl SnapshotKind {
+    /// CLI / JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotKind::Daily => "daily",
+            SnapshotKind::PreChange => "pre-change",
+            SnapshotKind::Manual => "manual",
+        }
+    }
+    /// Parses a CLI / JSON name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "daily" => Some(SnapshotKind::Daily),
+            "pre-change" => Some(SnapshotKind::PreChange),
+            "manual" => Some(SnapshotKind::Manual),
+            _ => None,
+        }
+    }
+}
+
+/// Snapshot statistics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Regular files in the tree.
+    pub files: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Symbolic links.
+    pub symlinks: u64,
+    /// Sum of file sizes.
+    pub logical_bytes: u64,
+    /// Files taken from the parent snapshot without reading.
+    pub unchanged_files: u64,
+    /// Chunks this snapshot added to the repository.
+    pub new_chunks: u64,
+    /// Bytes of plaintext those chunks hold.
+    pub new_raw_bytes: u64,
+    /// Bytes they take in packs (compressed, sealed).
+    pub new_bytes: u64,
+    /// Files that could not be read.
+    pub errors: u64,
+}
+
+/// A file that could not be stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeError {
+    /// Path inside the snapshot.
+    pub path: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// A snapshot: metadata and the chunk list of its tree stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Local time with offset, RFC 3339 with nanoseconds.
+    pub time: String,
+    /// Backup type (`db`, `logs`, `config`, or a user name).
+    pub backup_type: String,
+    /// Why it was taken.
+    pub kind: SnapshotKind,
+    /// Free text (pre-change, manual).
+    pub description: Option<String>,
+    /// Change ticket (pre-change).
+    pub ticket: Option<String>,
+    /// Who took it.
+    pub creator: Option<String>,
+    /// Why it is kept (manual).
+    pub purpose: Option<String>,
+    /// Host name.
+    pub host: String,
+    /// Source paths as given, made absolute.
+    pub paths: Vec<String>,
+    /// User labels.
+    pub labels: BTreeMap<String, String>,
+    /// Statistics.
+    pub stats: Stats,
+    /// Chunks of the tree stream, in order.
+    pub tree: Vec<ChunkId>,
+    /// Length of the tree stream in bytes.
+    pub tree_len: u64,
+    /// The snapshot this one was compared against for unchanged files.
+    pub parent: Option<SnapshotId>,
+    /// Files that could not be stored.
+    pub errors: Vec<NodeError>,
+    /// Source-specific facts (SQLite page size, schema hash, row counts, pg_dump version...).
+    pub source: BTreeMap<String, String>,
+    /// Program that wrote it, e.g. "cairn 0.1.0".
+    pub program: String,
+}
+
+impl Snapshot {
+    /// Encodes the plaintext.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![SNAPSHOT_VERSION];
+        out.extend(bincode::serde::encode_to_vec(self, bincode_config()).expect("serializable"));
+        out
+    }
+
+    /// Decodes a plaintext.
+    pub fn decode(plain: &[u8], what: &dyn Fn() -> String) -> Result<Self> {
+        let (&v, body) = plain.split_first().ok_or_else(|| Error::corrupt(what(), "empty snapshot"))?;
+        if v != SNAPSHOT_VERSION {
+            return Err(Error::corrupt(what(), format!("unknown snapshot version {v}")));
+        }
+        let (s, n): (Snapshot, usize) = bincode::serde::decode_from_slice(body, bincode_config())
+            .map_err(|e| Error::corrupt(what(), format!("undecodable: {e}")))?;
+        if n != body.len() {
+            return Err(Error::corrupt(what(), "trailing bytes"));
+        }
+        Ok(s)
+    }
+
+    /// Seals for storage.
+    pub fn seal(&self, keys: &Keys) -> Vec<u8> {
+        keys.seal(ObjectKind::Snapshot, &[0; 32], &self.encode())
+    }
+
+    /// Opens a stored snapshot file.
+    pub fn open(keys: &Keys, sealed: &[u8], what: &dyn Fn() -> String) -> Result<Self> {
+        Self::decode(&keys.open(ObjectKind::Snapshot, &[0; 32], sealed, what)?, what)
+    }
+
+    /// The snapshot time parsed.
+    pub fn datetime(&self) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+        chrono::DateTime::parse_from_rfc3339(&self.time).ok()
+    }
+}
+
+/// What a tree node is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeKind {
+    /// Regular file with content.
+    File,
+    /// Directory.
+    Dir,
+    /// Symbolic link (stored, never followed).
+    Symlink,
+}
+
+/// One entry of the tree stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// Path relative to the snapshot root, `/`-separated, raw bytes (Unix names need not be UTF-8).
+    pub path: Vec<u8>,
+    /// Kind.
+    pub kind: NodeKind,
+    /// Permission bits and file type bits (`st_mode`).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time, ns since the epoch.
+    pub mtime_ns: i64,
+    /// Status-change time, ns since the epoch (unchanged-file detection only).
+    pub ctime_ns: i64,
+    /// Inode number (unchanged-file detection only).
+    pub inode: u64,
+    /// Size in bytes (for files: the bytes actually read).
+    pub size: u64,
+    /// Symlink target bytes.
+    pub target: Vec<u8>,
+    /// Content chunks, in order.
+    pub chunks: Vec<ChunkId>,
+}
+
+impl Node {
+    /// Path as text, lossy for display.
+    pub fn path_str(&self) -> String {
+        String::from_utf8_lossy(&self.path).into_owned()
+    }
+
+    /// Appends this node's record to a tree stream.
+    pub fn encode_record(&self, out: &mut Vec<u8>) {
+        let body = bincode::serde::encode_to_vec(self, bincode_config()).expect("serializable");
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&body);
+    }
+
+    /// Decodes one record body.
+    pub fn decode_record(body: &[u8], what: &dyn Fn() -> String) -> Result<Self> {
+        let (n, used): (Node, usize) = bincode::serde::decode_from_slice(body, bincode_config())
+            .map_err(|e| Error::corrupt(what(), format!("undecodable tree record: {e}")))?;
+        if used != body.len() {
+            return Err(Error::corrupt(what(), "tree record has trailing bytes"));
+        }
+        Ok(n)
+    }
+}
+
+/// Orders paths the way the tree stream does: component by component, so that a directory's
+/// whole subtree comes before its next sibling.
+pub fn path_cmp(a: &[u8], b: &[u8]) -> Ordering {
+    a.split(|&c| c == b'/').cmp(b.split(|&c| c == b'/'))
+}
+
+/// Splits a tree stream byte buffer into records, pulling more bytes on demand.
+pub struct RecordParser {
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Default for RecordParser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RecordParser {
+    /// An empty parser.
+    pub fn new() -> Self {
+        RecordParser { buf: Vec::new(), pos: 0 }
+    }
+    /// Adds stream bytes.
+    pub fn feed(&mut self, data: &[u8]) {
+        if self.pos > 0 && self.pos * 2 > self.buf.len() {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+    /// The next complete record, `Ok(None)` if more bytes are needed.
+    pub fn next(&mut self, what: &dyn Fn() -> String) -> Result<Option<Node>> {
+        let avail = &self.buf[self.pos..];
+        if avail.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_le_bytes(avail[..4].try_into().expect("4")) as usize;
+        if len > MAX_RECORD {
+            return Err(Error::corrupt(what(), format!("tree record of {len} bytes")));
+        }
+        if avail.len() < 4 + len {
+            return Ok(None);
+        }
+        let node = Node::decode_record(&avail[4..4 + len], what)?;
+        self.pos += 4 + len;
+        Ok(Some(node))
+    }
+    /// Bytes fed but not consumed.
+    pub fn leftover(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+}
+
+/// Checks that a stored path is safe to create under a restore target: relative, no `..` or `.`
+/// components, no empty components, no NUL.
+pub fn check_safe_path(path: &[u8]) -> std::result::Result<(), String> {
+    if path.is_empty() {
+        return Err("empty path".into());
+    }
+    if path.contains(&0) {
+        return Err("path contains NUL".into());
+    }
+    if path[0] == b'/' {
+        return Err("absolute path".into());
+    }
+    for comp in path.split(|&c| c == b'/') {
+        match comp {
+            b"" => return Err("empty path component".into()),
+            b"." | b".." => return Err(format!("path component {:?}", String::from_utf8_lossy(comp))),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_order_is_depth_first() {
+        let mut v: Vec<&[u8]> = vec![b"a.txt", b"a/b", b"a", b"a/b/x", b"b"];
+        v.sort_by(|a, b| path_cmp(a, b));
+        assert_eq!(v, vec![&b"a"[..], b"a/b", b"a/b/x", b"a.txt", b"b"]);
+    }
+
+    #[test]
+    fn unsafe_paths_refused() {
+        for p in [&b"../x"[..], b"/etc/passwd", b"a/../../b", b"a//b", b"a\0b", b"", b"./a"] {
+            assert!(check_safe_path(p).is_err(), "{:?}", p);
+        }
+        assert!(check_safe_path(b"a/b..c/.hidden").is_ok());
+    }
+}

@@ -1,0 +1,258 @@
+//! Pack files: many sealed chunks, then a sealed trailer listing them, so the index can be
+//! rebuilt from packs alone. Grammar in format-spec/pack.md:
+//!
+//! `"CAIRNPK\x01" || blob* || seal(trailer) || u32le len(seal(trailer)) || "CAIRNEND"`
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::crypto::{Keys, ObjectKind};
+use crate::error::{Error, IoContext, Result};
+use crate::id::{ChunkId, PackId};
+use crate::store::{read_tail, FileKind, LocalStore};
+
+/// First bytes of every pack (the last byte is the pack format version).
+pub const PACK_MAGIC: &[u8; 8] = b"CAIRNPK\x01";
+/// Last bytes of every pack.
+pub const PACK_END: &[u8; 8] = b"CAIRNEND";
+/// Version byte at the start of the trailer plaintext.
+pub const TRAILER_VERSION: u8 = 1;
+/// Encoded size of one entry.
+pub const ENTRY_LEN: usize = 32 + 4 + 4 + 4;
+/// Packs never exceed this (offsets are u32).
+pub const MAX_PACK: u64 = u32::MAX as u64;
+
+/// Where a chunk sits in a pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The chunk.
+    pub id: ChunkId,
+    /// Offset of its sealed blob from the start of the pack.
+    pub offset: u32,
+    /// Length of the sealed blob.
+    pub stored_len: u32,
+    /// Length of the plaintext chunk.
+    pub raw_len: u32,
+}
+
+/// Encodes entries (trailer body and index file records share this).
+pub fn encode_entries(out: &mut Vec<u8>, entries: &[Entry]) {
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for e in entries {
+        out.extend_from_slice(&e.id.0);
+        out.extend_from_slice(&e.offset.to_le_bytes());
+        out.extend_from_slice(&e.stored_len.to_le_bytes());
+        out.extend_from_slice(&e.raw_len.to_le_bytes());
+    }
+}
+
+/// A cursor over untrusted bytes: every read is bounds-checked.
+pub struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+    what: &'a dyn Fn() -> String,
+}
+
+impl<'a> Reader<'a> {
+    /// Reads `data`; `what` names it in errors.
+    pub fn new(data: &'a [u8], what: &'a dyn Fn() -> String) -> Self {
+        Reader { data, pos: 0, what }
+    }
+    /// Next `n` bytes.
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.data.len() - self.pos < n {
+            return Err(Error::corrupt((self.what)(), format!("truncated at byte {}", self.pos)));
+        }
+        let s = &self.data[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    /// A byte.
+    pub fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    /// A little-endian u32.
+    pub fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+    }
+    /// A little-endian u64.
+    pub fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+    /// A 32-byte id.
+    pub fn id32(&mut self) -> Result<[u8; 32]> {
+        Ok(self.take(32)?.try_into().expect("32"))
+    }
+    /// Whether everything was consumed.
+    pub fn finish(&self) -> Result<()> {
+        if self.pos != self.data.len() {
+            return Err(Error::corrupt((self.what)(), format!("{} trailing bytes", self.data.len() - self.pos)));
+        }
+        Ok(())
+    }
+    /// A count followed by that many entries; the count is checked against the bytes left
+    /// before anything is allocated.
+    pub fn entries(&mut self) -> Result<Vec<Entry>> {
+        let n = self.u32()? as usize;
+        if n > (self.data.len() - self.pos) / ENTRY_LEN {
+            return Err(Error::corrupt((self.what)(), format!("entry count {n} exceeds the data")));
+        }
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            v.push(Entry { id: ChunkId(self.id32()?), offset: self.u32()?, stored_len: self.u32()?, raw_len: self.u32()? });
+        }
+        Ok(v)
+    }
+}
+
+/// Decodes a trailer plaintext and checks that its entries tile the pack body exactly.
+pub fn decode_trailer(plain: &[u8], body_end: u64, what: &dyn Fn() -> String) -> Result<Vec<Entry>> {
+    let mut r = Reader::new(plain, what);
+    let v = r.u8()?;
+    if v != TRAILER_VERSION {
+        return Err(Error::corrupt(what(), format!("unknown trailer version {v}")));
+    }
+    let entries = r.entries()?;
+    r.finish()?;
+    let mut pos = PACK_MAGIC.len() as u64;
+    for e in &entries {
+        if e.offset as u64 != pos {
+            return Err(Error::corrupt(what(), format!("chunk {} at offset {} but expected {pos}", e.id.short(), e.offset)));
+        }
+        pos += e.stored_len as u64;
+    }
+    if pos != body_end {
+        return Err(Error::corrupt(what(), format!("chunks end at {pos} but trailer starts at {body_end}")));
+    }
+    Ok(entries)
+}
+
+/// Parses the tail of a pack of total size `size`: returns the sealed trailer's position.
+pub fn parse_tail(tail: &[u8], size: u64, what: &dyn Fn() -> String) -> Result<(u64, u32)> {
+    if tail.len() < 12 || &tail[tail.len() - 8..] != PACK_END {
+        return Err(Error::corrupt(what(), "missing pack end marker (truncated?)"));
+    }
+    let len = u32::from_le_bytes(tail[tail.len() - 12..tail.len() - 8].try_into().expect("4"));
+    let min = (PACK_MAGIC.len() + 12) as u64 + len as u64;
+    if min > size {
+        return Err(Error::corrupt(what(), format!("trailer length {len} exceeds pack size {size}")));
+    }
+    Ok((size - 12 - len as u64, len))
+}
+
+/// Reads, opens and checks a pack's trailer without reading its chunks.
+pub fn read_trailer(path: &Path, keys: &Keys, pack: &PackId) -> Result<(Vec<Entry>, u64)> {
+    let what = || format!("pack {}", pack);
+    let (tail, size) = read_tail(path, 12)?;
+    let (start, len) = parse_tail(&tail, size, &what)?;
+    let f = File::open(path).ctx(path)?;
+    let mut sealed = vec![0u8; len as usize];
+    crate::store::read_exact_at(&f, &mut sealed, start, path)?;
+    let plain = keys.open(ObjectKind::PackTrailer, &[0; 32], &sealed, &|| format!("trailer of pack {pack}"))?;
+    let head = {
+        let mut h = [0u8; 8];
+        crate::store::read_exact_at(&f, &mut h, 0, path)?;
+        h
+    };
+    if &head != PACK_MAGIC {
+        return Err(Error::corrupt(what(), "bad pack magic"));
+    }
+    Ok((decode_trailer(&plain, start, &|| format!("trailer of pack {pack}"))?, size))
+}
+
+/// Parses a whole pack held in memory (verify --read-data, fuzzing).
+pub fn parse_pack(bytes: &[u8], keys: &Keys, what: &dyn Fn() -> String) -> Result<Vec<Entry>> {
+    if bytes.len() < PACK_MAGIC.len() + 12 || &bytes[..8] != PACK_MAGIC {
+        return Err(Error::corrupt(what(), "bad pack magic or too short"));
+    }
+    let (start, len) = parse_tail(&bytes[bytes.len() - 12..], bytes.len() as u64, what)?;
+    let sealed = &bytes[start as usize..start as usize + len as usize];
+    let plain = keys.open(ObjectKind::PackTrailer, &[0; 32], sealed, what)?;
+    decode_trailer(&plain, start, what)
+}
+
+/// Writes one pack to a temporary file, hashing as it goes.
+pub struct PackWriter {
+    tmp: PathBuf,
+    out: BufWriter<File>,
+    hasher: blake3::Hasher,
+    len: u64,
+    entries: Vec<Entry>,
+}
+
+/// A pack that has been published.
+#[derive(Debug)]
+pub struct WrittenPack {
+    /// Its id (= file name).
+    pub id: PackId,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its chunks.
+    pub entries: Vec<Entry>,
+}
+
+impl PackWriter {
+    /// Starts a pack in the store's `tmp/`.
+    pub fn new(store: &LocalStore) -> Result<Self> {
+        let (tmp, f) = store.temp_file()?;
+        let mut w = PackWriter {
+            tmp,
+            out: BufWriter::with_capacity(1 << 20, f),
+            hasher: blake3::Hasher::new(),
+            len: 0,
+            entries: Vec::new(),
+        };
+        w.write(PACK_MAGIC)?;
+        Ok(w)
+    }
+
+    fn write(&mut self, b: &[u8]) -> Result<()> {
+        self.out.write_all(b).ctx(&self.tmp)?;
+        self.hasher.update(b);
+        self.len += b.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether no chunk was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Appends a sealed chunk.
+    pub fn add(&mut self, id: ChunkId, sealed: &[u8], raw_len: u32) -> Result<()> {
+        if self.len + sealed.len() as u64 + (1 << 20) > MAX_PACK {
+            return Err(Error::Invalid("pack would exceed 4 GiB".into()));
+        }
+        let offset = self.len as u32;
+        self.write(sealed)?;
+        self.entries.push(Entry { id, offset, stored_len: sealed.len() as u32, raw_len });
+        Ok(())
+    }
+
+    /// Writes the trailer, fsyncs, and publishes the pack under its content hash.
+    pub fn finish(mut self, store: &LocalStore, keys: &Keys) -> Result<WrittenPack> {
+        let mut plain = vec![TRAILER_VERSION];
+        encode_entries(&mut plain, &self.entries);
+        let sealed = keys.seal(ObjectKind::PackTrailer, &[0; 32], &plain);
+        self.write(&sealed)?;
+        self.write(&(sealed.len() as u32).to_le_bytes())?;
+        self.write(PACK_END)?;
+        let f = self.out.into_inner().map_err(|e| Error::io(&self.tmp, e.into_error()))?;
+        f.sync_all().ctx(&self.tmp)?;
+        drop(f);
+        let id = PackId(*self.hasher.finalize().as_bytes());
+        store.publish(&self.tmp, FileKind::Pack, &id.to_hex())?;
+        Ok(WrittenPack { id, size: self.len, entries: self.entries })
+    }
+
+    /// Drops the temporary file (on error paths).
+    pub fn abandon(self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}

@@ -1,0 +1,398 @@
+//! An open repository: its store, config, keys and cache. Holds no business logic; the
+//! operations live in `backup`, `restore`, `verify`, `keys`.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use zeroize::Zeroizing;
+
+use crate::blob;
+use crate::cache::{Cache, Location};
+use crate::chunker::Cutter;
+use crate::crypto::{Keys, MasterKey, ObjectKind};
+use crate::error::{Error, IoContext, Result};
+use crate::id::{content_hash, ChunkId, PackId, RepoId, SnapshotId};
+use crate::keyfile::{KdfParams, KeyFile};
+use crate::manifest::{Node, RecordParser, Snapshot};
+use crate::repo_config::{default_chunkers, Compression, CompressionAlgorithm, Encryption, RepoConfig, FORMAT_NAME, FORMAT_VERSION};
+use crate::store::{fsync_dir, FileKind, LocalStore};
+
+/// Supplies the password when one is needed (never asked for unencrypted repositories).
+pub type PasswordFn<'a> = &'a dyn Fn() -> Result<Zeroizing<Vec<u8>>>;
+
+/// Options for `init`.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    /// Encrypt (default) or not.
+    pub encryption: Encryption,
+    /// zstd level.
+    pub compression_level: i32,
+    /// Target pack size.
+    pub pack_size: u64,
+    /// Argon2id parameters.
+    pub kdf: KdfParams,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions { encryption: Encryption::XChaCha20Poly1305, compression_level: 3, pack_size: 16 << 20, kdf: KdfParams::from_env() }
+    }
+}
+
+/// An open repository.
+pub struct Repo {
+    /// The directory.
+    pub store: LocalStore,
+    /// Its config.
+    pub config: RepoConfig,
+    /// Working keys.
+    pub keys: Arc<Keys>,
+    /// The local cache.
+    pub cache: Cache,
+    packs: PackFiles,
+}
+
+/// Open pack file handles shared by reader threads (pread needs no seek state).
+#[derive(Clone, Default)]
+pub struct PackFiles {
+    open: Arc<Mutex<HashMap<PackId, Arc<File>>>>,
+}
+
+impl PackFiles {
+    fn get(&self, store: &LocalStore, pack: &PackId) -> Result<(Arc<File>, PathBuf)> {
+        let path = store.path(FileKind::Pack, &pack.to_hex());
+        let mut m = self.open.lock().expect("not poisoned");
+        if let Some(f) = m.get(pack) {
+            return Ok((f.clone(), path));
+        }
+        let f = Arc::new(File::open(&path).ctx(&path)?);
+        if m.len() >= 64 {
+            m.clear();
+        }
+        m.insert(*pack, f.clone());
+        Ok((f, path))
+    }
+}
+
+/// Whether `dir` looks like a repository (has a `config`).
+pub fn is_repository(dir: &Path) -> bool {
+    dir.join("config").is_file()
+}
+
+/// Creates a repository at `dir` (which must not exist or be empty). `password` is required
+/// for encrypted repositories.
+pub fn init(dir: &Path, opts: &InitOptions, password: Option<&[u8]>) -> Result<RepoConfig> {
+    if dir.exists() {
+        let mut rd = std::fs::read_dir(dir).ctx(dir)?;
+        if rd.next().is_some() {
+            return Err(Error::Invalid(format!(
+                "{}: directory exists and is not empty{}",
+                dir.display(),
+                if is_repository(dir) { " (it is already a cairn repository)" } else { "" }
+            )));
+        }
+    }
+    let master = MasterKey::random();
+    let mut id = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
+    let id = RepoId(id);
+    let config = RepoConfig {
+        format: FORMAT_NAME.into(),
+        version: FORMAT_VERSION,
+        id,
+        created: chrono::Local::now().to_rfc3339(),
+        encryption: opts.encryption,
+        plain_master_key: (opts.encryption == Encryption::None).then(|| hex::encode(master.0)),
+        compression: Compression { algorithm: CompressionAlgorithm::Zstd, level: opts.compression_level },
+        pack_size: opts.pack_size,
+        chunkers: default_chunkers(),
+        sqlite_pages: true,
+    };
+    config.validate().map_err(Error::Invalid)?;
+    let keyfile = match opts.encryption {
+        Encryption::XChaCha20Poly1305 => {
+            let pw = password.ok_or(Error::NoPassword)?;
+            Some(KeyFile::wrap(&master, id, pw, opts.kdf, "initial")?)
+        }
+        Encryption::None => None,
+    };
+    // Build in a sibling temp dir and rename, so a crash never leaves half a repository.
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).ctx(parent)?;
+    let tmp = parent.join(format!(".{}.cairn-init-{}", dir.file_name().and_then(|n| n.to_str()).unwrap_or("repo"), std::process::id()));
+    let store = LocalStore::new(&tmp);
+    store.create_layout()?;
+    if let Some(kf) = keyfile {
+        let mut r = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut r);
+        store.put(FileKind::Key, &hex::encode(r), &kf.to_bytes())?;
+    }
+    let cfg_path = tmp.join("config");
+    {
+        use std::io::Write;
+        let mut f = File::create(&cfg_path).ctx(&cfg_path)?;
+        f.write_all(&config.to_bytes()).and_then(|_| f.sync_all()).ctx(&cfg_path)?;
+    }
+    fsync_dir(&tmp)?;
+    if dir.exists() {
+        std::fs::remove_dir(dir).ctx(dir)?;
+    }
+    std::fs::rename(&tmp, dir).ctx(dir)?;
+    fsync_dir(parent)?;
+    Ok(config)
+}
+
+/// Reads and validates the config of the repository at `dir`.
+pub fn read_config(dir: &Path) -> Result<RepoConfig> {
+    let not = |detail: String| Error::NotARepository { path: dir.to_path_buf(), detail };
+    if !dir.exists() {
+        return Err(not("repository does not exist (create it with `cairn init`)".into()));
+    }
+    if !dir.is_dir() {
+        return Err(not("not a directory".into()));
+    }
+    let p = dir.join("config");
+    if !p.is_file() {
+        return Err(not("not a cairn repository (no config file)".into()));
+    }
+    let bytes = std::fs::read(&p).ctx(&p)?;
+    let config: RepoConfig = serde_json::from_slice(&bytes).map_err(|e| not(format!("config is not a valid cairn repository config: {e}")))?;
+    config.validate().map_err(not)?;
+    Ok(config)
+}
+
+/// Finds the master key: from the config (unencrypted) or by trying the password on each key file.
+pub fn unlock(store: &LocalStore, config: &RepoConfig, password: PasswordFn) -> Result<(MasterKey, Option<String>)> {
+    match config.encryption {
+        Encryption::None => {
+            let keys = store.list(FileKind::Key)?;
+            if !keys.is_empty() {
+                return Err(Error::NotARepository {
+                    path: store.root().to_path_buf(),
+                    detail: "config says unencrypted but key files exist: the config may have been altered; refusing to open".into(),
+                });
+            }
+            let mut k = [0u8; 32];
+            hex::decode_to_slice(config.plain_master_key.as_deref().unwrap_or(""), &mut k)
+                .map_err(|_| Error::corrupt("config", "bad plain_master_key"))?;
+            Ok((MasterKey(k), None))
+        }
+        Encryption::XChaCha20Poly1305 => {
+            let names = store.list(FileKind::Key)?;
+            if names.is_empty() {
+                return Err(Error::corrupt(store.root().join("keys").display().to_string(), "no key files: the repository cannot be opened"));
+            }
+            let mut files = Vec::new();
+            let mut damaged = Vec::new();
+            for n in &names {
+                let bytes = store.get(FileKind::Key, n)?;
+                match KeyFile::parse(&bytes, n) {
+                    Ok(kf) => files.push((n.clone(), kf)),
+                    Err(e) => damaged.push(e),
+                }
+            }
+            if files.is_empty() {
+                return Err(damaged.remove(0));
+            }
+            let pw = password()?;
+            for (n, kf) in &files {
+                if let Some((mk, id)) = kf.unwrap_key(&pw, n)? {
+                    if id != config.id {
+                        return Err(Error::corrupt(format!("key file {n}"), "belongs to another repository"));
+                    }
+                    for d in damaged {
+                        tracing::warn!("{d}");
+                    }
+                    return Ok((mk, Some(n.clone())));
+                }
+            }
+            Err(Error::WrongPassword(store.root().join("keys")))
+        }
+    }
+}
+
+impl Repo {
+    /// Opens the repository at `dir`.
+    pub fn open(dir: &Path, password: PasswordFn) -> Result<Repo> {
+        let config = read_config(dir)?;
+        let store = LocalStore::new(dir);
+        let (master, _) = unlock(&store, &config, password)?;
+        let keys = Arc::new(Keys::derive(&master, config.id, config.encryption == Encryption::XChaCha20Poly1305));
+        let cache_dir = dir.join("cache");
+        std::fs::create_dir_all(&cache_dir).ctx(&cache_dir)?;
+        let cache = Cache::open(&cache_dir.join("cache.sqlite"), config.id)?;
+        Ok(Repo { store, config, keys, cache, packs: PackFiles::default() })
+    }
+
+    /// Loads new index files into the cache; unreadable ones are logged (verify reports them).
+    pub fn sync_index(&mut self) -> Result<()> {
+        let r = self.cache.sync(&self.store, &self.keys)?;
+        for (id, e) in r.bad {
+            tracing::warn!("skipping index file {id}: {e}");
+        }
+        Ok(())
+    }
+
+    /// A cut function for `backup_type`, keyed with this repository's gear seed.
+    pub fn cutter(&self, backup_type: &str) -> Cutter {
+        Cutter::new(self.config.chunker_for(backup_type), self.keys.gear_seed())
+    }
+
+    /// A reader for chunks (cheap to clone, usable from worker threads).
+    pub fn chunk_reader(&self) -> ChunkReader {
+        ChunkReader { store: self.store.clone(), keys: self.keys.clone(), packs: self.packs.clone() }
+    }
+
+    /// Ids of all snapshot files.
+    pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        Ok(self.store.list(FileKind::Snapshot)?.iter().filter_map(|n| n.parse().ok()).collect())
+    }
+
+    /// Reads and checks one snapshot file.
+    pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        let bytes = self.store.get(FileKind::Snapshot, &id.to_hex())?;
+        let what = || format!("snapshot {id}");
+        if content_hash(&bytes) != id.0 {
+            return Err(Error::corrupt(what(), "content does not match its name (hash mismatch)"));
+        }
+        Snapshot::open(&self.keys, &bytes, &what)
+    }
+
+    /// All readable snapshots, oldest first; unreadable ones are returned separately.
+    pub fn snapshots(&self) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(SnapshotId, Error)>)> {
+        let mut ok = Vec::new();
+        let mut bad = Vec::new();
+        for id in self.snapshot_ids()? {
+            match self.load_snapshot(&id) {
+                Ok(s) => ok.push((id, s)),
+                Err(e) => bad.push((id, e)),
+            }
+        }
+        ok.sort_by(|a, b| snapshot_order(&a.1, &b.1).then(a.0.cmp(&b.0)));
+        Ok((ok, bad))
+    }
+
+    /// Resolves `latest`, `TYPE:latest` or an id prefix.
+    pub fn resolve(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
+        let (all, _) = self.snapshots()?;
+        let pick_latest = |ty: Option<&str>| {
+            all.iter()
+                .rev()
+                .find(|(_, s)| ty.is_none_or(|t| s.backup_type == t))
+                .cloned()
+                .ok_or_else(|| Error::NotFound(match ty {
+                    Some(t) => format!("no snapshot of type {t:?}"),
+                    None => "the repository has no snapshots".into(),
+                }))
+        };
+        if spec == "latest" {
+            return pick_latest(None);
+        }
+        if let Some(t) = spec.strip_suffix(":latest") {
+            return pick_latest(Some(t));
+        }
+        let p = spec.to_ascii_lowercase();
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Invalid(format!("{spec:?} is not a snapshot id, `latest` or `TYPE:latest`")));
+        }
+        let hits: Vec<_> = all.iter().filter(|(id, _)| id.to_hex().starts_with(&p)).collect();
+        match hits.len() {
+            0 => Err(Error::NotFound(format!("no snapshot with id starting {spec:?}"))),
+            1 => Ok(hits[0].clone()),
+            n => Err(Error::Invalid(format!("snapshot id prefix {spec:?} is ambiguous ({n} matches)"))),
+        }
+    }
+
+    /// Streams the nodes of a snapshot's tree.
+    pub fn tree(&self, snap: &Snapshot) -> Result<TreeReader> {
+        let mut locs = Vec::with_capacity(snap.tree.len());
+        for c in &snap.tree {
+            let loc = self.cache.lookup(c)?.ok_or_else(|| Error::corrupt(format!("tree chunk {c}"), "not in the index"))?;
+            locs.push((*c, loc));
+        }
+        Ok(TreeReader::new(self.chunk_reader(), locs))
+    }
+}
+
+/// Snapshot order: by time, then type.
+pub fn snapshot_order(a: &Snapshot, b: &Snapshot) -> std::cmp::Ordering {
+    match (a.datetime(), b.datetime()) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        _ => a.time.cmp(&b.time),
+    }
+}
+
+/// Reads chunks out of packs, checking each against its id.
+#[derive(Clone)]
+pub struct ChunkReader {
+    store: LocalStore,
+    keys: Arc<Keys>,
+    packs: PackFiles,
+}
+
+impl ChunkReader {
+    /// Reads, opens, decodes and verifies one chunk.
+    pub fn read(&self, id: &ChunkId, loc: &Location) -> Result<Vec<u8>> {
+        let (f, path) = self.packs.get(&self.store, &loc.pack)?;
+        let mut sealed = vec![0u8; loc.stored_len as usize];
+        crate::store::read_exact_at(&f, &mut sealed, loc.offset as u64, &path)?;
+        self.decode(id, &loc.pack, &sealed, loc.raw_len)
+    }
+
+    /// Opens, decodes and verifies a sealed chunk.
+    pub fn decode(&self, id: &ChunkId, pack: &PackId, sealed: &[u8], raw_len: u32) -> Result<Vec<u8>> {
+        let what = || format!("chunk {} in pack {}", id.short(), pack.short());
+        let payload = self.keys.open(ObjectKind::Chunk, &id.0, sealed, &what)?;
+        let data = blob::decode(&payload, raw_len as usize, &what)?;
+        if self.keys.chunk_id(&data) != *id {
+            return Err(Error::corrupt(what(), "content does not match the chunk id"));
+        }
+        Ok(data)
+    }
+}
+
+/// Iterates a tree stream, loading its chunks one at a time.
+pub struct TreeReader {
+    reader: ChunkReader,
+    chunks: std::vec::IntoIter<(ChunkId, Location)>,
+    parser: RecordParser,
+}
+
+impl TreeReader {
+    /// A reader over tree chunks with known locations.
+    pub fn new(reader: ChunkReader, chunks: Vec<(ChunkId, Location)>) -> Self {
+        TreeReader { reader, chunks: chunks.into_iter(), parser: RecordParser::new() }
+    }
+}
+
+impl Iterator for TreeReader {
+    type Item = Result<Node>;
+    fn next(&mut self) -> Option<Result<Node>> {
+        loop {
+            match self.parser.next(&|| "snapshot tree".into()) {
+                Ok(Some(n)) => return Some(Ok(n)),
+                Ok(None) => {}
+                Err(e) => return Some(Err(e)),
+            }
+            match self.chunks.next() {
+                Some((id, loc)) => match self.reader.read(&id, &loc) {
+                    Ok(d) => self.parser.feed(&d),
+                    Err(e) => {
+                        self.chunks = Vec::new().into_iter();
+                        return Some(Err(e));
+                    }
+                },
+                None => {
+                    if self.parser.leftover() > 0 {
+                        let n = self.parser.leftover();
+                        self.parser = RecordParser::new();
+                        return Some(Err(Error::corrupt("snapshot tree", format!("{n} bytes of an incomplete record at the end"))));
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+}
