@@ -120,16 +120,24 @@ impl Keys {
 
     /// Seals `plain` as an object of `kind` named `id` (zeros for content-named files).
     pub fn seal(&self, kind: ObjectKind, id: &[u8; 32], plain: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        if self.encrypted {
+            rand::rngs::OsRng.fill_bytes(&mut nonce);
+        }
+        self.seal_with_nonce(kind, id, plain, &nonce)
+    }
+
+    /// `seal` with a caller-chosen nonce: only for golden vectors. Reusing a nonce with the same
+    /// key breaks confidentiality; everything else uses `seal`.
+    pub fn seal_with_nonce(&self, kind: ObjectKind, id: &[u8; 32], plain: &[u8], nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
         let aad = self.aad(kind, id);
         if self.encrypted {
             let cipher = XChaCha20Poly1305::new((&self.enc_key).into());
-            let mut nonce = [0u8; NONCE_LEN];
-            rand::rngs::OsRng.fill_bytes(&mut nonce);
             let ct = cipher
-                .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad: &aad })
+                .encrypt(XNonce::from_slice(nonce), Payload { msg: plain, aad: &aad })
                 .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
             let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
-            out.extend_from_slice(&nonce);
+            out.extend_from_slice(nonce);
             out.extend_from_slice(&ct);
             out
         } else {

@@ -27,3 +27,7 @@ pub mod store;
 pub mod util;
 
 pub use error::{Error, Result};
+pub mod restore;
+pub mod verify;
+pub mod keys;
+pub mod cli;

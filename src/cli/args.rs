@@ -1,0 +1,179 @@
+//! Command-line arguments ("low args": parsing and validation only, no I/O).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// cairn: deduplicating, encrypted backups of a small application's database, logs and config.
+#[derive(Parser, Debug)]
+#[command(name = "cairn", version, about, long_about = None)]
+pub struct Cli {
+    /// Repository directory.
+    #[arg(long, global = true, env = "CAIRN_REPO")]
+    pub repo: Option<PathBuf>,
+    /// Configuration file (default ./cairn.json, then ./config.json).
+    #[arg(long, global = true, env = "CAIRN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// File holding the repository password.
+    #[arg(long, global = true, env = "CAIRN_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More detail (repeat for debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a repository (encrypted unless --encryption none).
+    Init(InitArgs),
+    /// Take a snapshot of paths or of standard input.
+    Snapshot(SnapshotArgs),
+    /// List snapshots.
+    Snapshots {
+        /// Only this backup type.
+        #[arg(long = "type")]
+        backup_type: Option<String>,
+    },
+    /// List the files in a snapshot.
+    Ls {
+        /// Snapshot id prefix, `latest` or `TYPE:latest`.
+        snapshot: String,
+        /// Only this path and what is under it.
+        path: Option<String>,
+    },
+    /// Restore a snapshot into a directory.
+    Restore {
+        /// Snapshot id prefix, `latest` or `TYPE:latest`.
+        snapshot: String,
+        /// Directory to restore into (created if missing).
+        #[arg(long)]
+        target: PathBuf,
+        /// Restore only paths matching this glob (or under a matching directory); repeatable.
+        #[arg(long)]
+        include: Vec<String>,
+    },
+    /// Write one file of a snapshot to standard output.
+    Cat {
+        /// Snapshot id prefix, `latest` or `TYPE:latest`.
+        snapshot: String,
+        /// Path inside the snapshot.
+        path: String,
+    },
+    /// Check the repository; exit code 3 when damage is found.
+    Verify {
+        /// Also read packs in full: all of them, or a percentage (`--read-data=10%`).
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "100%")]
+        read_data: Option<String>,
+        /// Seed for the --read-data sample (default: from the clock, printed).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Repair derived state.
+    Repair {
+        /// What to repair.
+        #[command(subcommand)]
+        what: RepairWhat,
+    },
+    /// Manage the key files that unlock an encrypted repository.
+    Key {
+        /// Key command.
+        #[command(subcommand)]
+        cmd: KeyCmd,
+    },
+}
+
+/// `init` options.
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// `xchacha20poly1305` (default) or `none`.
+    #[arg(long, default_value = "xchacha20poly1305", value_parser = ["xchacha20poly1305", "none"])]
+    pub encryption: String,
+    /// zstd level 1..19.
+    #[arg(long, default_value_t = 3)]
+    pub compression_level: i32,
+    /// Target pack size in MiB.
+    #[arg(long, default_value_t = 16)]
+    pub pack_size_mib: u64,
+}
+
+/// `snapshot` options.
+#[derive(Args, Debug)]
+pub struct SnapshotArgs {
+    /// Backup type (db, logs, config, or any name).
+    #[arg(long = "type")]
+    pub backup_type: String,
+    /// daily, pre-change or manual.
+    #[arg(long, default_value = "daily", value_parser = ["daily", "pre-change", "manual"])]
+    pub kind: String,
+    /// Description (pre-change and manual snapshots).
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Change ticket.
+    #[arg(long)]
+    pub ticket: Option<String>,
+    /// Who takes it (default: $USER).
+    #[arg(long)]
+    pub creator: Option<String>,
+    /// Why it is kept (manual snapshots).
+    #[arg(long)]
+    pub purpose: Option<String>,
+    /// KEY=VALUE label; repeatable.
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Read every file even when size, mtime, ctime and inode are unchanged.
+    #[arg(long)]
+    pub force_read: bool,
+    /// Skip paths matching this glob (matched against the path inside the snapshot); repeatable.
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Read standard input and store it as a file of this name.
+    #[arg(long, value_name = "NAME", conflicts_with = "paths")]
+    pub stdin: Option<String>,
+    /// Files and directories.
+    #[arg(required_unless_present = "stdin")]
+    pub paths: Vec<PathBuf>,
+}
+
+/// `repair` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum RepairWhat {
+    /// Rebuild the index files and the local cache from the pack trailers.
+    Index,
+}
+
+/// `key` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum KeyCmd {
+    /// List key files.
+    List,
+    /// Add a key file for a new password (from --new-password-file, CAIRN_NEW_PASSWORD or a prompt).
+    Add {
+        /// Label for the key.
+        #[arg(long, default_value = "")]
+        label: String,
+        /// File holding the new password.
+        #[arg(long, env = "CAIRN_NEW_PASSWORD_FILE")]
+        new_password_file: Option<PathBuf>,
+    },
+    /// Remove a key file (not the one in use, not the last).
+    Remove {
+        /// Key id or prefix.
+        id: String,
+    },
+    /// Change the password: replace the key file in use with one for a new password.
+    Passwd {
+        /// File holding the new password.
+        #[arg(long, env = "CAIRN_NEW_PASSWORD_FILE")]
+        new_password_file: Option<PathBuf>,
+    },
+}

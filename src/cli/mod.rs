@@ -1,0 +1,485 @@
+//! The CLI edge: turns arguments into library calls and renders results. `anyhow` lives here only.
+
+pub mod args;
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use crate::backup::{self, Source, SnapshotOptions};
+use crate::manifest::{NodeKind, Snapshot, SnapshotKind};
+use crate::repo::{self, InitOptions, Repo};
+use crate::repo_config::Encryption;
+use crate::util::human_bytes;
+use crate::verify::{self, VerifyOptions};
+use args::{Cli, Command, KeyCmd, RepairWhat};
+
+/// Exit code: verify found damage.
+pub const EXIT_DAMAGE: i32 = 3;
+/// Exit code: wrong password or unusable key.
+pub const EXIT_PASSWORD: i32 = 4;
+
+/// Maps an error to the process exit code.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    match e.downcast_ref::<crate::Error>() {
+        Some(crate::Error::WrongPassword(_)) | Some(crate::Error::NoPassword) => EXIT_PASSWORD,
+        _ => 1,
+    }
+}
+
+struct Ctx {
+    cli: Cli,
+}
+
+fn read_password_file(p: &Path) -> Result<Zeroizing<Vec<u8>>> {
+    let mut v = Zeroizing::new(std::fs::read(p).with_context(|| format!("reading password file {}", p.display()))?);
+    while v.last().is_some_and(|&c| c == b'\n' || c == b'\r') {
+        v.pop();
+    }
+    if v.is_empty() {
+        bail!("password file {} is empty", p.display());
+    }
+    Ok(v)
+}
+
+impl Ctx {
+    fn repo_path(&self) -> Result<PathBuf> {
+        self.cli.repo.clone().ok_or_else(|| anyhow!("no repository given: pass --repo DIR or set CAIRN_REPO"))
+    }
+
+    /// The password, from (in order) --password-file / CAIRN_PASSWORD_FILE, CAIRN_PASSWORD, or a
+    /// prompt on a terminal. Never from a command-line argument.
+    fn password(&self) -> crate::Result<Zeroizing<Vec<u8>>> {
+        if let Some(p) = &self.cli.password_file {
+            return read_password_file(p).map_err(|e| crate::Error::Invalid(format!("{e:#}")));
+        }
+        if let Ok(p) = std::env::var("CAIRN_PASSWORD") {
+            if !p.is_empty() {
+                return Ok(Zeroizing::new(p.into_bytes()));
+            }
+        }
+        if std::io::stdin().is_terminal() {
+            let p = rpassword::prompt_password("repository password: ").map_err(|e| crate::Error::io("<terminal>", e))?;
+            return Ok(Zeroizing::new(p.into_bytes()));
+        }
+        Err(crate::Error::NoPassword)
+    }
+
+    fn new_password(&self, file: &Option<PathBuf>) -> Result<Zeroizing<Vec<u8>>> {
+        if let Some(p) = file {
+            return read_password_file(p);
+        }
+        if let Ok(p) = std::env::var("CAIRN_NEW_PASSWORD") {
+            if !p.is_empty() {
+                return Ok(Zeroizing::new(p.into_bytes()));
+            }
+        }
+        if std::io::stdin().is_terminal() {
+            let a = rpassword::prompt_password("new password: ")?;
+            let b = rpassword::prompt_password("new password again: ")?;
+            if a != b {
+                bail!("the passwords do not match");
+            }
+            if a.is_empty() {
+                bail!("empty password");
+            }
+            return Ok(Zeroizing::new(a.into_bytes()));
+        }
+        bail!("a new password is needed: pass --new-password-file, set CAIRN_NEW_PASSWORD_FILE or CAIRN_NEW_PASSWORD, or run on a terminal")
+    }
+
+    fn open(&self) -> Result<Repo> {
+        let path = self.repo_path()?;
+        Ok(Repo::open(&path, &|| self.password())?)
+    }
+
+    fn out(&self, v: &serde_json::Value) {
+        println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
+    }
+
+    fn spinner(&self, msg: &str) -> Option<indicatif::ProgressBar> {
+        if self.cli.json || self.cli.quiet || !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let pb = indicatif::ProgressBar::new_spinner();
+        pb.set_message(msg.to_string());
+        pb.enable_steady_tick(std::time::Duration::from_millis(120));
+        Some(pb)
+    }
+}
+
+fn globset(pats: &[String], what: &str) -> Result<Option<GlobSet>> {
+    if pats.is_empty() {
+        return Ok(None);
+    }
+    let mut b = GlobSetBuilder::new();
+    for p in pats {
+        b.add(Glob::new(p.trim_end_matches('/')).with_context(|| format!("bad {what} pattern {p:?}"))?);
+    }
+    Ok(Some(b.build()?))
+}
+
+fn snapshot_json(id: &crate::id::SnapshotId, s: &Snapshot) -> serde_json::Value {
+    json!({
+        "id": id.to_hex(),
+        "short_id": id.short(),
+        "time": s.time,
+        "type": s.backup_type,
+        "kind": s.kind.as_str(),
+        "description": s.description,
+        "ticket": s.ticket,
+        "creator": s.creator,
+        "purpose": s.purpose,
+        "host": s.host,
+        "paths": s.paths,
+        "labels": s.labels,
+        "stats": s.stats,
+        "parent": s.parent.map(|p| p.to_hex()),
+        "errors": s.errors,
+        "source": s.source,
+        "program": s.program,
+    })
+}
+
+fn fmt_time(s: &Snapshot) -> String {
+    s.datetime().map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| s.time.clone())
+}
+
+fn mode_string(kind: NodeKind, mode: u32) -> String {
+    let t = match kind {
+        NodeKind::Dir => 'd',
+        NodeKind::Symlink => 'l',
+        NodeKind::File => '-',
+    };
+    let mut s = String::from(t);
+    for shift in [6, 3, 0] {
+        let b = (mode >> shift) & 7;
+        s.push(if b & 4 != 0 { 'r' } else { '-' });
+        s.push(if b & 2 != 0 { 'w' } else { '-' });
+        s.push(if b & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+/// Runs the CLI; returns the exit code for success paths that are not plain 0 (verify damage).
+pub fn run(cli: Cli) -> Result<i32> {
+    let ctx = Ctx { cli };
+    match &ctx.cli.command {
+        Command::Init(a) => {
+            let path = ctx.repo_path()?;
+            let encryption = if a.encryption == "none" { Encryption::None } else { Encryption::XChaCha20Poly1305 };
+            let opts = InitOptions {
+                encryption,
+                compression_level: a.compression_level,
+                pack_size: a.pack_size_mib << 20,
+                ..Default::default()
+            };
+            let pw = match encryption {
+                Encryption::None => None,
+                Encryption::XChaCha20Poly1305 => Some(if ctx.cli.password_file.is_some() || std::env::var("CAIRN_PASSWORD").is_ok_and(|p| !p.is_empty()) {
+                    ctx.password()?
+                } else {
+                    ctx.new_password(&None)?
+                }),
+            };
+            let config = repo::init(&path, &opts, pw.as_ref().map(|p| p.as_slice()))?;
+            if ctx.cli.json {
+                ctx.out(&json!({"repository": path, "id": config.id.to_hex(), "encryption": config.encryption}));
+            } else if !ctx.cli.quiet {
+                println!("created repository {} at {}", config.id.short(), path.display());
+                match encryption {
+                    Encryption::XChaCha20Poly1305 => println!(
+                        "encrypted: keep the password safe. Without it nothing in this repository can be read, by you or anyone."
+                    ),
+                    Encryption::None => println!("NOT encrypted: anyone who can read the repository can read your data."),
+                }
+            }
+            Ok(0)
+        }
+        Command::Snapshot(a) => {
+            let mut repo = ctx.open()?;
+            let mut labels = BTreeMap::new();
+            for l in &a.labels {
+                let (k, v) = l.split_once('=').ok_or_else(|| anyhow!("label {l:?} is not KEY=VALUE"))?;
+                labels.insert(k.to_string(), v.to_string());
+            }
+            let opts = SnapshotOptions {
+                backup_type: a.backup_type.clone(),
+                kind: SnapshotKind::parse(&a.kind).expect("validated by clap"),
+                description: a.description.clone(),
+                ticket: a.ticket.clone(),
+                creator: a.creator.clone().or_else(|| std::env::var("USER").ok()),
+                purpose: a.purpose.clone(),
+                labels,
+                force_read: a.force_read,
+                excludes: globset(&a.exclude, "exclude")?,
+                source_meta: BTreeMap::new(),
+            };
+            let source = match &a.stdin {
+                Some(name) => Source::Reader { name: name.clone(), reader: Box::new(std::io::stdin()) },
+                None => Source::Paths(a.paths.clone()),
+            };
+            let pb = ctx.spinner(&format!("snapshot of {}", a.backup_type));
+            let r = backup::snapshot(&mut repo, source, &opts)?;
+            if let Some(pb) = pb {
+                pb.finish_and_clear();
+            }
+            let s = &r.snapshot;
+            if ctx.cli.json {
+                let mut v = snapshot_json(&r.id, s);
+                v["duration_s"] = json!(r.duration.as_secs_f64());
+                ctx.out(&v);
+            } else if !ctx.cli.quiet {
+                println!(
+                    "snapshot {} ({}) saved: {} files, {} dirs, {} read, {} new in {} chunks ({} stored), {} unchanged files, {:.2}s",
+                    r.id.short(),
+                    s.backup_type,
+                    s.stats.files,
+                    s.stats.dirs,
+                    human_bytes(s.stats.logical_bytes),
+                    human_bytes(s.stats.new_raw_bytes),
+                    s.stats.new_chunks,
+                    human_bytes(s.stats.new_bytes),
+                    s.stats.unchanged_files,
+                    r.duration.as_secs_f64()
+                );
+            }
+            if !s.errors.is_empty() {
+                for e in &s.errors {
+                    eprintln!("error: {}: {}", e.path, e.message);
+                }
+                bail!("snapshot {} saved, but {} entries could not be read (listed above and in the snapshot)", r.id.short(), s.errors.len());
+            }
+            Ok(0)
+        }
+        Command::Snapshots { backup_type } => {
+            let repo = ctx.open()?;
+            let (all, bad) = repo.snapshots()?;
+            let list: Vec<_> = all.iter().filter(|(_, s)| backup_type.as_ref().is_none_or(|t| &s.backup_type == t)).collect();
+            if ctx.cli.json {
+                ctx.out(&serde_json::Value::Array(list.iter().map(|(id, s)| snapshot_json(id, s)).collect()));
+            } else {
+                println!("{:<10} {:<20} {:<10} {:<10} {:<16} {:>8} {:>10} {:>10}", "ID", "TIME", "TYPE", "KIND", "HOST", "FILES", "SIZE", "ADDED");
+                for (id, s) in &list {
+                    println!(
+                        "{:<10} {:<20} {:<10} {:<10} {:<16} {:>8} {:>10} {:>10}",
+                        id.short(),
+                        fmt_time(s),
+                        s.backup_type,
+                        s.kind.as_str(),
+                        s.host,
+                        s.stats.files,
+                        human_bytes(s.stats.logical_bytes),
+                        human_bytes(s.stats.new_bytes)
+                    );
+                }
+                println!("{} snapshots", list.len());
+            }
+            for (id, e) in &bad {
+                eprintln!("warning: snapshot {} unreadable: {e}", id.short());
+            }
+            Ok(0)
+        }
+        Command::Ls { snapshot, path } => {
+            let mut repo = ctx.open()?;
+            repo.sync_index()?;
+            let (id, snap) = repo.resolve(snapshot)?;
+            let prefix = path.as_deref().map(|p| p.trim_matches('/').as_bytes().to_vec());
+            let mut nodes = Vec::new();
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            for n in repo.tree(&snap)? {
+                let n = n?;
+                if let Some(p) = &prefix {
+                    let under = n.path == *p || (n.path.starts_with(p) && n.path.get(p.len()) == Some(&b'/'));
+                    if !under {
+                        continue;
+                    }
+                }
+                if ctx.cli.json {
+                    nodes.push(json!({
+                        "path": n.path_str(), "kind": format!("{:?}", n.kind).to_lowercase(), "mode": n.mode & 0o7777,
+                        "size": n.size, "mtime_ns": n.mtime_ns, "uid": n.uid, "gid": n.gid,
+                        "target": (n.kind == NodeKind::Symlink).then(|| String::from_utf8_lossy(&n.target).into_owned()),
+                        "chunks": n.chunks.len(),
+                    }));
+                } else {
+                    let t = chrono::DateTime::from_timestamp_nanos(n.mtime_ns).with_timezone(&chrono::Local);
+                    let mut line = format!("{} {:>12} {} {}", mode_string(n.kind, n.mode), n.size, t.format("%Y-%m-%d %H:%M:%S"), n.path_str());
+                    if n.kind == NodeKind::Symlink {
+                        line.push_str(&format!(" -> {}", String::from_utf8_lossy(&n.target)));
+                    }
+                    writeln!(out, "{line}")?;
+                }
+            }
+            if ctx.cli.json {
+                ctx.out(&json!({"snapshot": id.to_hex(), "nodes": nodes}));
+            }
+            if prefix.is_some() && !ctx.cli.json && nodes.is_empty() {
+                // Nothing printed is ambiguous for a path filter; say so.
+            }
+            Ok(0)
+        }
+        Command::Restore { snapshot, target, include } => {
+            let mut repo = ctx.open()?;
+            let _lock = crate::lock::Lock::acquire(&repo.store, false, "restore")?;
+            repo.sync_index()?;
+            let (id, snap) = repo.resolve(snapshot)?;
+            let opts = crate::restore::RestoreOptions { include: globset(include, "include")? };
+            let pb = ctx.spinner(&format!("restoring {}", id.short()));
+            let start = std::time::Instant::now();
+            let r = crate::restore::restore(&repo, &snap, target, &opts)?;
+            if let Some(pb) = pb {
+                pb.finish_and_clear();
+            }
+            if ctx.cli.json {
+                ctx.out(&json!({"snapshot": id.to_hex(), "report": r, "duration_s": start.elapsed().as_secs_f64()}));
+            } else if !ctx.cli.quiet {
+                println!(
+                    "restored snapshot {} to {}: {} files, {} dirs, {} symlinks, {} in {:.2}s",
+                    id.short(),
+                    target.display(),
+                    r.files,
+                    r.dirs,
+                    r.symlinks,
+                    human_bytes(r.bytes),
+                    start.elapsed().as_secs_f64()
+                );
+            }
+            if !r.errors.is_empty() {
+                for (p, e) in &r.errors {
+                    eprintln!("error: {p}: {e}");
+                }
+                bail!("{} entries could not be restored", r.errors.len());
+            }
+            Ok(0)
+        }
+        Command::Cat { snapshot, path } => {
+            let mut repo = ctx.open()?;
+            repo.sync_index()?;
+            let (_, snap) = repo.resolve(snapshot)?;
+            let node = crate::restore::find_node(&repo, &snap, path)?;
+            if node.kind != NodeKind::File {
+                bail!("{path}: not a regular file");
+            }
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+            crate::restore::write_content(&repo, &node, &mut out)?;
+            out.flush()?;
+            Ok(0)
+        }
+        Command::Verify { read_data, seed } => {
+            let repo = ctx.open()?;
+            let pct = match read_data {
+                None => None,
+                Some(s) => {
+                    let v: f64 = s.trim_end_matches('%').parse().map_err(|_| anyhow!("--read-data={s}: expected a percentage such as 10%"))?;
+                    if !(v > 0.0 && v <= 100.0) {
+                        bail!("--read-data={s}: percentage must be in (0, 100]");
+                    }
+                    Some(v)
+                }
+            };
+            let seed = seed.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0));
+            let pb = ctx.spinner("verifying");
+            let start = std::time::Instant::now();
+            let r = verify::verify(&repo, &VerifyOptions { read_data: pct, seed })?;
+            if let Some(pb) = pb {
+                pb.finish_and_clear();
+            }
+            if ctx.cli.json {
+                let mut v = serde_json::to_value(&r)?;
+                v["ok"] = json!(!r.is_damaged());
+                v["duration_s"] = json!(start.elapsed().as_secs_f64());
+                ctx.out(&v);
+            } else {
+                for d in &r.damaged_packs {
+                    println!("DAMAGED pack {}: {}", d.pack, d.problem);
+                    println!("  {} chunks affected", d.chunks.len());
+                    for c in d.chunks.iter().take(10) {
+                        println!("    chunk {c}");
+                    }
+                    if d.chunks.len() > 10 {
+                        println!("    ... and {} more", d.chunks.len() - 10);
+                    }
+                    for a in &d.affected {
+                        println!("  breaks snapshot {} file {}", &a.snapshot[..8], a.path);
+                    }
+                }
+                for p in &r.problems {
+                    println!("DAMAGED {p}");
+                }
+                if !ctx.cli.quiet {
+                    for n in &r.notes {
+                        println!("note: {n}");
+                    }
+                    let sample = match (pct, r.seed) {
+                        (Some(p), Some(s)) => format!(" ({p}% sample, --seed {s})"),
+                        _ => String::new(),
+                    };
+                    println!(
+                        "checked {} index files, {} packs, {} snapshots; read {} packs ({}), {} chunks re-hashed{sample} in {:.2}s",
+                        r.index_files,
+                        r.packs,
+                        r.snapshots,
+                        r.packs_read,
+                        human_bytes(r.bytes_read),
+                        r.chunks_checked,
+                        start.elapsed().as_secs_f64()
+                    );
+                    println!("{}", if r.is_damaged() { "repository is DAMAGED" } else { "no errors found" });
+                }
+            }
+            Ok(if r.is_damaged() { EXIT_DAMAGE } else { 0 })
+        }
+        Command::Repair { what: RepairWhat::Index } => {
+            let mut repo = ctx.open()?;
+            let (n, bad) = verify::repair_index(&mut repo)?;
+            if ctx.cli.json {
+                ctx.out(&json!({"packs_indexed": n, "unreadable_packs": bad}));
+            } else {
+                println!("index rebuilt from {n} packs");
+                for (p, e) in &bad {
+                    println!("unreadable pack {p}: {e}");
+                }
+            }
+            Ok(if bad.is_empty() { 0 } else { 1 })
+        }
+        Command::Key { cmd } => {
+            let path = ctx.repo_path()?;
+            let pw = || ctx.password();
+            match cmd {
+                KeyCmd::List => {
+                    let keys = crate::keys::list(&path, &pw)?;
+                    if ctx.cli.json {
+                        ctx.out(&serde_json::to_value(&keys)?);
+                    } else {
+                        for k in keys {
+                            println!("{}{} {} {} {}", if k.current { "*" } else { " " }, &k.id[..16], k.created, k.host, k.label);
+                        }
+                    }
+                }
+                KeyCmd::Add { label, new_password_file } => {
+                    let np = ctx.new_password(new_password_file)?;
+                    let id = crate::keys::add(&path, &pw, &np, label)?;
+                    println!("added key {}", &id[..16]);
+                }
+                KeyCmd::Remove { id } => {
+                    let id = crate::keys::remove(&path, &pw, id)?;
+                    println!("removed key {}", &id[..16]);
+                }
+                KeyCmd::Passwd { new_password_file } => {
+                    let np = ctx.new_password(new_password_file)?;
+                    let id = crate::keys::passwd(&path, &pw, &np)?;
+                    println!("password changed (new key {})", &id[..16]);
+                }
+            }
+            Ok(0)
+        }
+    }
+}

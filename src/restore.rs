@@ -1,0 +1,267 @@
+//! `restore` and `cat`: manifest -> index -> pack -> open -> decompress -> check -> write.
+//!
+//! Safety rules (format-spec/restore.md): every stored path is checked (relative, no `..`, `.`,
+//! empty components or NUL) before use; no write goes through a symlink that exists in the
+//! target (parents are checked with lstat, files are opened with O_NOFOLLOW after removing a
+//! symlink in their place); symlinks are created last, so none of ours can redirect a later write.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use globset::GlobSet;
+use rayon::prelude::*;
+
+use crate::cache::Location;
+use crate::error::{Error, IoContext, Result};
+use crate::id::ChunkId;
+use crate::manifest::{check_safe_path, Node, NodeKind, Snapshot};
+use crate::repo::{ChunkReader, Repo};
+
+/// Chunks decoded in parallel per window.
+const WINDOW_BYTES: u64 = 8 << 20;
+
+/// Restore options.
+#[derive(Default)]
+pub struct RestoreOptions {
+    /// Only nodes matching (or under a directory matching) one of these.
+    pub include: Option<GlobSet>,
+}
+
+/// What a restore did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct RestoreReport {
+    /// Files written.
+    pub files: u64,
+    /// Directories created.
+    pub dirs: u64,
+    /// Symlinks created.
+    pub symlinks: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Entries that failed, with the reason.
+    pub errors: Vec<(String, String)>,
+}
+
+fn included(include: &Option<GlobSet>, path: &[u8]) -> bool {
+    let Some(g) = include else { return true };
+    let mut prefix = Vec::new();
+    for (i, comp) in path.split(|&c| c == b'/').enumerate() {
+        if i > 0 {
+            prefix.push(b'/');
+        }
+        prefix.extend_from_slice(comp);
+        if g.is_match(Path::new(OsStr::from_bytes(&prefix))) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Creates the directories leading to `rel` under `target`, refusing symlinks and non-dirs.
+struct SafeDirs {
+    target: PathBuf,
+    known: HashSet<Vec<u8>>,
+}
+
+impl SafeDirs {
+    fn ensure(&mut self, rel: &[u8]) -> Result<PathBuf> {
+        let mut cur = self.target.clone();
+        let mut prefix: Vec<u8> = Vec::new();
+        for comp in rel.split(|&c| c == b'/') {
+            if !prefix.is_empty() {
+                prefix.push(b'/');
+            }
+            prefix.extend_from_slice(comp);
+            cur.push(OsStr::from_bytes(comp));
+            if self.known.contains(&prefix) {
+                continue;
+            }
+            match fs::symlink_metadata(&cur) {
+                Ok(m) if m.file_type().is_dir() => {}
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(Error::Invalid(format!("{}: is a symlink in the target; refusing to write through it", cur.display())))
+                }
+                Ok(_) => return Err(Error::Invalid(format!("{}: exists and is not a directory", cur.display()))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir(&cur).ctx(&cur)?,
+                Err(e) => return Err(Error::io(&cur, e)),
+            }
+            self.known.insert(prefix.clone());
+        }
+        Ok(cur)
+    }
+}
+
+fn parent_of(path: &[u8]) -> Option<&[u8]> {
+    path.iter().rposition(|&c| c == b'/').map(|i| &path[..i])
+}
+
+fn set_mtime(path: &Path, mtime_ns: i64, symlink: bool) -> std::io::Result<()> {
+    let t = filetime::FileTime::from_unix_time(mtime_ns.div_euclid(1_000_000_000), mtime_ns.rem_euclid(1_000_000_000) as u32);
+    if symlink {
+        filetime::set_symlink_file_times(path, t, t)
+    } else {
+        filetime::set_file_times(path, t, t)
+    }
+}
+
+/// Resolves a file's chunk locations.
+pub fn locate(repo: &Repo, chunks: &[ChunkId]) -> Result<Vec<(ChunkId, Location)>> {
+    chunks
+        .iter()
+        .map(|c| {
+            repo.cache
+                .lookup(c)?
+                .map(|l| (*c, l))
+                .ok_or_else(|| Error::corrupt(format!("chunk {c}"), "not in the index (missing data)"))
+        })
+        .collect()
+}
+
+/// Streams a node's content to `out`, decoding windows of chunks in parallel. Returns bytes written.
+pub fn write_content(repo: &Repo, node: &Node, out: &mut dyn Write) -> Result<u64> {
+    let reader: ChunkReader = repo.chunk_reader();
+    let locs = locate(repo, &node.chunks)?;
+    let mut written = 0u64;
+    let mut i = 0;
+    while i < locs.len() {
+        let mut j = i;
+        let mut bytes = 0u64;
+        while j < locs.len() && (j == i || bytes < WINDOW_BYTES) {
+            bytes += locs[j].1.raw_len as u64;
+            j += 1;
+        }
+        let datas: Vec<Result<Vec<u8>>> = locs[i..j].par_iter().map(|(id, loc)| reader.read(id, loc)).collect();
+        for d in datas {
+            let d = d?;
+            out.write_all(&d).map_err(|e| Error::io(node.path_str(), e))?;
+            written += d.len() as u64;
+        }
+        i = j;
+    }
+    if written != node.size {
+        return Err(Error::corrupt(node.path_str(), format!("restored {written} bytes, snapshot says {}", node.size)));
+    }
+    Ok(written)
+}
+
+/// Restores `snap` into `target`.
+pub fn restore(repo: &Repo, snap: &Snapshot, target: &Path, opts: &RestoreOptions) -> Result<RestoreReport> {
+    fs::create_dir_all(target).ctx(target)?;
+    let target = fs::canonicalize(target).ctx(target)?;
+    let mut dirs = SafeDirs { target: target.clone(), known: HashSet::new() };
+    let mut report = RestoreReport::default();
+    let mut dir_times = Vec::new();
+    let mut links = Vec::new();
+    let am_root = unsafe { libc::geteuid() } == 0;
+    for node in repo.tree(snap)? {
+        let node = node?;
+        if let Err(why) = check_safe_path(&node.path) {
+            report.errors.push((node.path_str(), format!("refused: {why}")));
+            continue;
+        }
+        if !included(&opts.include, &node.path) {
+            continue;
+        }
+        let r: Result<()> = (|| {
+            match node.kind {
+                NodeKind::Dir => {
+                    let p = dirs.ensure(&node.path)?;
+                    report.dirs += 1;
+                    dir_times.push((p, node.mode, node.mtime_ns));
+                }
+                NodeKind::Symlink => links.push(node.clone()),
+                NodeKind::File => {
+                    let parent = match parent_of(&node.path) {
+                        Some(p) => dirs.ensure(p)?,
+                        None => target.clone(),
+                    };
+                    let name = node.path.rsplit(|&c| c == b'/').next().expect("non-empty");
+                    let p = parent.join(OsStr::from_bytes(name));
+                    if let Ok(m) = fs::symlink_metadata(&p) {
+                        if m.file_type().is_dir() {
+                            return Err(Error::Invalid(format!("{}: a directory is in the way", p.display())));
+                        }
+                        // Never write through an existing symlink (or hard-linked file): replace it.
+                        fs::remove_file(&p).ctx(&p)?;
+                    }
+                    let mut f = OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .mode(0o600)
+                        .open(&p)
+                        .ctx(&p)?;
+                    let n = {
+                        let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
+                        let n = write_content(repo, &node, &mut w)?;
+                        w.flush().ctx(&p)?;
+                        n
+                    };
+                    if am_root {
+                        let _ = std::os::unix::fs::fchown(&f, Some(node.uid), Some(node.gid));
+                    }
+                    f.set_permissions(fs::Permissions::from_mode(node.mode & 0o7777)).ctx(&p)?;
+                    drop(f);
+                    set_mtime(&p, node.mtime_ns, false).ctx(&p)?;
+                    report.files += 1;
+                    report.bytes += n;
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            report.errors.push((node.path_str(), e.to_string()));
+        }
+    }
+    for node in links {
+        let r: Result<()> = (|| {
+            let parent = match parent_of(&node.path) {
+                Some(p) => dirs.ensure(p)?,
+                None => target.clone(),
+            };
+            let name = node.path.rsplit(|&c| c == b'/').next().expect("non-empty");
+            let p = parent.join(OsStr::from_bytes(name));
+            if let Ok(m) = fs::symlink_metadata(&p) {
+                if m.file_type().is_dir() {
+                    return Err(Error::Invalid(format!("{}: a directory is in the way", p.display())));
+                }
+                fs::remove_file(&p).ctx(&p)?;
+            }
+            std::os::unix::fs::symlink(OsStr::from_bytes(&node.target), &p).ctx(&p)?;
+            if am_root {
+                let _ = std::os::unix::fs::lchown(&p, Some(node.uid), Some(node.gid));
+            }
+            set_mtime(&p, node.mtime_ns, true).ctx(&p)?;
+            report.symlinks += 1;
+            Ok(())
+        })();
+        if let Err(e) = r {
+            report.errors.push((node.path_str(), e.to_string()));
+        }
+    }
+    // Deepest first, so setting a parent's mtime is not undone by creating its children.
+    for (p, mode, mtime) in dir_times.into_iter().rev() {
+        let _ = fs::set_permissions(&p, fs::Permissions::from_mode(mode & 0o7777));
+        if let Err(e) = set_mtime(&p, mtime, false) {
+            report.errors.push((p.display().to_string(), e.to_string()));
+        }
+    }
+    Ok(report)
+}
+
+/// Finds one node by path.
+pub fn find_node(repo: &Repo, snap: &Snapshot, path: &str) -> Result<Node> {
+    let want = path.trim_matches('/').as_bytes();
+    for n in repo.tree(snap)? {
+        let n = n?;
+        if n.path == want {
+            return Ok(n);
+        }
+    }
+    Err(Error::NotFound(format!("{path}: not in the snapshot")))
+}

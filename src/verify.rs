@@ -1,0 +1,341 @@
+//! `verify`: proves the repository whole, or names what is damaged and what that breaks.
+//!
+//! Structure (always): every index file opens and matches its name; every indexed pack exists
+//! with its indexed size and a trailer that opens and agrees with the index; every snapshot file
+//! opens and matches its name; every chunk a snapshot references (tree and content) is indexed in
+//! a pack that passed. With `read_data`, the chosen packs are read whole: their hash must match
+//! their name and every chunk must open, decompress and hash to its id. The repository's own
+//! index files are the reference, not the local cache, which may be stale or missing.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::cache::{read_index_file, Cache};
+use crate::error::{Error, Result};
+use crate::id::{content_hash, ChunkId, IndexId, PackId};
+use crate::manifest::{NodeKind, Snapshot};
+use crate::pack::{parse_pack, read_trailer};
+use crate::repo::{Repo, TreeReader};
+use crate::store::FileKind;
+
+/// Verify options.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VerifyOptions {
+    /// Read this percentage (0 < p <= 100) of packs in full; `None` = structure only.
+    pub read_data: Option<f64>,
+    /// Seed of the pack sample (printed so a run can be repeated).
+    pub seed: u64,
+}
+
+/// A damaged pack and what it breaks.
+#[derive(Debug, Serialize, Clone)]
+pub struct DamagedPack {
+    /// The pack.
+    pub pack: String,
+    /// What is wrong.
+    pub problem: String,
+    /// Chunks lost or unverifiable (all the pack's indexed chunks when the pack is unreadable).
+    pub chunks: Vec<String>,
+    /// Snapshot id and path of every file (or tree) these chunks break.
+    pub affected: Vec<Affected>,
+}
+
+/// A file broken by damage.
+#[derive(Debug, Serialize, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Affected {
+    /// Snapshot id.
+    pub snapshot: String,
+    /// Path in the snapshot, or "(tree)" when the snapshot's tree itself is broken.
+    pub path: String,
+}
+
+/// The verify report.
+#[derive(Debug, Serialize, Default)]
+pub struct VerifyReport {
+    /// Index files read.
+    pub index_files: usize,
+    /// Packs in the index.
+    pub packs: usize,
+    /// Packs read in full.
+    pub packs_read: usize,
+    /// Bytes read in full.
+    pub bytes_read: u64,
+    /// Chunks decoded and re-hashed.
+    pub chunks_checked: u64,
+    /// Snapshots checked.
+    pub snapshots: usize,
+    /// Sample seed (with read_data below 100%).
+    pub seed: Option<u64>,
+    /// Damaged packs.
+    pub damaged_packs: Vec<DamagedPack>,
+    /// Other damage: unreadable index or snapshot files, chunks referenced but not indexed.
+    pub problems: Vec<String>,
+    /// Harmless findings: packs no index lists (left by an interrupted backup; prune removes them).
+    pub notes: Vec<String>,
+}
+
+impl VerifyReport {
+    /// Whether damage was found.
+    pub fn is_damaged(&self) -> bool {
+        !self.damaged_packs.is_empty() || !self.problems.is_empty()
+    }
+}
+
+/// Runs verify.
+pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
+    let mut report = VerifyReport::default();
+    let _lock = crate::lock::Lock::acquire(&repo.store, false, "verify")?;
+
+    // 1. Index files, loaded fresh into a scratch index.
+    let scratch_path = repo.store.root().join("tmp").join(format!("verify-{}.sqlite", std::process::id()));
+    let _ = std::fs::remove_file(&scratch_path);
+    struct Scratch(std::path::PathBuf);
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+            }
+        }
+    }
+    let _scratch_guard = Scratch(scratch_path.clone());
+    let mut index = Cache::open(&scratch_path, repo.config.id)?;
+    for name in repo.store.list(FileKind::Index)? {
+        let Ok(id) = name.parse::<IndexId>() else { continue };
+        match read_index_file(&repo.store, &repo.keys, &id) {
+            Ok(records) => {
+                index.add_index(&id, &records)?;
+                report.index_files += 1;
+            }
+            Err(e) => report.problems.push(format!("index file {id}: {e}")),
+        }
+    }
+
+    // 2. Packs: presence, size, trailer.
+    let indexed = index.packs()?;
+    report.packs = indexed.len();
+    let on_disk: BTreeSet<String> = repo.store.list(FileKind::Pack)?.into_iter().collect();
+    let mut damaged: BTreeMap<PackId, (String, BTreeSet<ChunkId>)> = BTreeMap::new();
+    let indexed_names: BTreeSet<String> = indexed.iter().map(|(p, _)| p.to_hex()).collect();
+    for n in on_disk.difference(&indexed_names) {
+        report.notes.push(format!("pack {n} is not in any index file (unreferenced; prune removes it, repair index adopts it)"));
+    }
+    let store = &repo.store;
+    let trailer_checks: Vec<(PackId, Option<String>)> = indexed
+        .par_iter()
+        .map(|(pack, size)| {
+            let path = store.path(FileKind::Pack, &pack.to_hex());
+            let problem = match std::fs::metadata(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("pack file is missing".to_string()),
+                Err(e) => Some(format!("cannot stat pack: {e}")),
+                Ok(m) if m.len() != *size => Some(format!("pack is {} bytes, index says {size}", m.len())),
+                Ok(_) => None,
+            };
+            (*pack, problem)
+        })
+        .collect();
+    for (pack, problem) in trailer_checks {
+        let problem = match problem {
+            Some(p) => Some(p),
+            None => {
+                let path = repo.store.path(FileKind::Pack, &pack.to_hex());
+                match read_trailer(&path, &repo.keys, &pack) {
+                    Err(e) => Some(format!("trailer unreadable: {e}")),
+                    Ok((entries, _)) => {
+                        let want = index.pack_entries(&pack)?;
+                        let by_id: HashMap<ChunkId, _> = entries.iter().map(|e| (e.id, *e)).collect();
+                        let bad: Vec<_> = want.iter().filter(|w| by_id.get(&w.id) != Some(w)).collect();
+                        if bad.is_empty() {
+                            None
+                        } else {
+                            Some(format!("trailer disagrees with the index on {} chunks", bad.len()))
+                        }
+                    }
+                }
+            }
+        };
+        if let Some(p) = problem {
+            let chunks = index.pack_entries(&pack)?.into_iter().map(|e| e.id).collect();
+            damaged.insert(pack, (p, chunks));
+        }
+    }
+
+    // 3. Full reads.
+    if let Some(pct) = opts.read_data {
+        let mut candidates: Vec<(PackId, u64)> = indexed.iter().filter(|(p, _)| !damaged.contains_key(p)).copied().collect();
+        if pct < 100.0 {
+            report.seed = Some(opts.seed);
+            let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
+            candidates.shuffle(&mut rng);
+            let n = ((candidates.len() as f64) * pct / 100.0).ceil() as usize;
+            candidates.truncate(n.min(candidates.len()));
+        }
+        let reader = repo.chunk_reader();
+        for (pack, _) in candidates {
+            let path = repo.store.path(FileKind::Pack, &pack.to_hex());
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) => {
+                    let chunks = index.pack_entries(&pack)?.into_iter().map(|e| e.id).collect();
+                    damaged.insert(pack, (format!("cannot read pack: {e}"), chunks));
+                    continue;
+                }
+            };
+            report.packs_read += 1;
+            report.bytes_read += bytes.len() as u64;
+            let what = || format!("pack {pack}");
+            let entries = match parse_pack(&bytes, &repo.keys, &what) {
+                Ok(e) => e,
+                Err(e) => {
+                    let chunks = index.pack_entries(&pack)?.into_iter().map(|e| e.id).collect();
+                    damaged.insert(pack, (e.to_string(), chunks));
+                    continue;
+                }
+            };
+            let bad: BTreeSet<ChunkId> = entries
+                .par_iter()
+                .filter(|e| {
+                    let s = &bytes[e.offset as usize..e.offset as usize + e.stored_len as usize];
+                    reader.decode(&e.id, &pack, s, e.raw_len).is_err()
+                })
+                .map(|e| e.id)
+                .collect();
+            report.chunks_checked += entries.len() as u64;
+            let hash_ok = content_hash(&bytes) == pack.0;
+            if !bad.is_empty() {
+                damaged.insert(pack, (format!("{} of {} chunks fail their check", bad.len(), entries.len()), bad));
+            } else if !hash_ok {
+                // Every chunk and the trailer open: the change is in bytes no chunk covers.
+                report.problems.push(format!("pack {pack}: content does not match its name, though every chunk checks out"));
+            }
+        }
+    }
+
+    // 4. Snapshots and what the damage breaks.
+    let damaged_chunks: HashMap<ChunkId, PackId> =
+        damaged.iter().flat_map(|(p, (_, cs))| cs.iter().map(move |c| (*c, *p))).collect();
+    let mut affected: BTreeMap<PackId, BTreeSet<Affected>> = BTreeMap::new();
+    for name in repo.store.list(FileKind::Snapshot)? {
+        let Ok(id) = name.parse() else { continue };
+        let snap: Snapshot = match repo.load_snapshot(&id) {
+            Ok(s) => s,
+            Err(e) => {
+                report.problems.push(format!("snapshot {id}: {e}"));
+                continue;
+            }
+        };
+        report.snapshots += 1;
+        let sid = id.to_hex();
+        let mut locs = Vec::new();
+        let mut tree_ok = true;
+        for c in &snap.tree {
+            match index.lookup(c)? {
+                Some(l) => {
+                    if let Some(p) = damaged_chunks.get(c) {
+                        affected.entry(*p).or_default().insert(Affected { snapshot: sid.clone(), path: "(tree)".into() });
+                        tree_ok = false;
+                    }
+                    locs.push((*c, l))
+                }
+                None => {
+                    report.problems.push(format!("snapshot {sid}: tree chunk {c} is not in any index"));
+                    tree_ok = false;
+                }
+            }
+        }
+        if !tree_ok {
+            continue;
+        }
+        let mut missing_reported = 0;
+        for node in TreeReader::new(repo.chunk_reader(), locs) {
+            let node = match node {
+                Ok(n) => n,
+                Err(e) => {
+                    report.problems.push(format!("snapshot {sid}: tree unreadable: {e}"));
+                    break;
+                }
+            };
+            if node.kind != NodeKind::File {
+                continue;
+            }
+            for c in &node.chunks {
+                if let Some(p) = damaged_chunks.get(c) {
+                    affected.entry(*p).or_default().insert(Affected { snapshot: sid.clone(), path: node.path_str() });
+                } else if !index.contains(c)? {
+                    if missing_reported < 20 {
+                        report.problems.push(format!("snapshot {sid}: {}: chunk {c} is not in any index", node.path_str()));
+                    }
+                    missing_reported += 1;
+                    break;
+                }
+            }
+        }
+        if missing_reported > 20 {
+            report.problems.push(format!("snapshot {sid}: {} more files with missing chunks", missing_reported - 20));
+        }
+    }
+    for (pack, (problem, chunks)) in damaged {
+        report.damaged_packs.push(DamagedPack {
+            pack: pack.to_hex(),
+            problem,
+            chunks: chunks.iter().map(|c| c.to_hex()).collect(),
+            affected: affected.remove(&pack).unwrap_or_default().into_iter().collect(),
+        });
+    }
+    Ok(report)
+}
+
+/// Rebuilds the repository index from pack trailers (`repair index`): writes fresh index files
+/// covering every readable pack, then removes the old index files, then rebuilds the cache.
+/// Needs the exclusive lock. Returns (packs indexed, unreadable packs with reasons).
+pub fn repair_index(repo: &mut Repo) -> Result<(usize, Vec<(String, String)>)> {
+    let _lock = crate::lock::Lock::acquire(&repo.store, true, "repair index")?;
+    let old = repo.store.list(FileKind::Index)?;
+    let mut bad = Vec::new();
+    let mut batch = Vec::new();
+    let mut entries = 0usize;
+    let mut written = Vec::new();
+    let mut count = 0;
+    let flush = |batch: &mut Vec<crate::index::PackRecord>, written: &mut Vec<String>| -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let sealed = crate::index::seal(&repo.keys, batch);
+        let id = IndexId(content_hash(&sealed)).to_hex();
+        repo.store.put(FileKind::Index, &id, &sealed)?;
+        written.push(id);
+        batch.clear();
+        Ok(())
+    };
+    for name in repo.store.list(FileKind::Pack)? {
+        let Ok(pack) = name.parse::<PackId>() else { continue };
+        let path = repo.store.path(FileKind::Pack, &name);
+        match read_trailer(&path, &repo.keys, &pack) {
+            Ok((es, size)) => {
+                entries += es.len();
+                count += 1;
+                batch.push(crate::index::PackRecord { id: pack, size, entries: es });
+                if entries >= 65536 {
+                    flush(&mut batch, &mut written)?;
+                    entries = 0;
+                }
+            }
+            Err(e) => bad.push((name, e.to_string())),
+        }
+    }
+    flush(&mut batch, &mut written)?;
+    for o in old {
+        if !written.contains(&o) {
+            repo.store.remove(FileKind::Index, &o)?;
+        }
+    }
+    repo.cache.clear()?;
+    let r = repo.cache.sync(&repo.store, &repo.keys)?;
+    if let Some((id, e)) = r.bad.into_iter().next() {
+        return Err(Error::corrupt(format!("index file {id}"), format!("just written but unreadable: {e}")));
+    }
+    Ok((count, bad))
+}
