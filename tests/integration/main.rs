@@ -1,0 +1,12 @@
+//! One integration test binary (one link step); each module covers one area.
+
+mod util;
+
+mod bad_input;
+mod corruption;
+mod crash;
+mod encryption;
+mod format_vectors;
+mod fuzz_corpus;
+mod restore_safety;
+mod roundtrip;
