@@ -62,6 +62,11 @@ pub struct SnapshotOptions {
     pub excludes: Option<GlobSet>,
     /// Source facts to record.
     pub source_meta: BTreeMap<String, String>,
+    /// Chunker for this run instead of the repository's for the type (recorded in the snapshot).
+    pub chunker: Option<crate::chunker::ChunkerParams>,
+    /// On-change mode: when the content equals the parent snapshot's and the parent is younger
+    /// than this, commit nothing (the outcome says `written: false`).
+    pub skip_if_unchanged_within: Option<chrono::Duration>,
 }
 
 /// What to snapshot.
@@ -86,7 +91,13 @@ pub struct SnapshotOutcome {
     pub snapshot: Snapshot,
     /// Wall time taken.
     pub duration: Duration,
+    /// False when on-change mode found the content unchanged (then `id` is the parent's).
+    pub written: bool,
 }
+
+/// Key under which each snapshot records the digest of its content (paths, kinds, link targets,
+/// chunk ids; not times or modes), so on-change types can tell "nothing changed".
+pub const CONTENT_DIGEST: &str = "content_digest";
 
 enum Ev {
     Node(Node),
@@ -480,10 +491,19 @@ struct TreeWriter {
     ids: Vec<ChunkId>,
     len: u64,
     buf: Vec<u8>,
+    digest: blake3::Hasher,
 }
 
 impl TreeWriter {
     fn add(&mut self, node: &Node, packer: &mut Packer) -> Result<()> {
+        for part in [&node.path[..], &[node.kind as u8][..], &node.target[..]] {
+            self.digest.update(&(part.len() as u64).to_le_bytes());
+            self.digest.update(part);
+        }
+        self.digest.update(&(node.chunks.len() as u64).to_le_bytes());
+        for c in &node.chunks {
+            self.digest.update(&c.0);
+        }
         self.buf.clear();
         node.encode_record(&mut self.buf);
         self.len += self.buf.len() as u64;
@@ -562,7 +582,10 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
         },
         None => None,
     };
-    let cutter = repo.cutter(&opts.backup_type);
+    let cutter = match opts.chunker {
+        Some(p) => Cutter::new(p, repo.keys.gear_seed()),
+        None => repo.cutter(&opts.backup_type),
+    };
     let tree_cutter = repo.cutter("tree");
     let sqlite_detect = repo.config.sqlite_pages;
     let walker_cache = Cache::open(&repo.store.root().join("cache").join("cache.sqlite"), repo.config.id).ok();
@@ -639,7 +662,7 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
     });
 
     let mut packer = Packer::new(repo);
-    let mut tree = TreeWriter { chunker: PushChunker::new(tree_cutter), ids: Vec::new(), len: 0, buf: Vec::new() };
+    let mut tree = TreeWriter { chunker: PushChunker::new(tree_cutter), ids: Vec::new(), len: 0, buf: Vec::new(), digest: blake3::Hasher::new() };
     let mut errors = Vec::new();
     let result = (|| -> Result<()> {
         let mut current: Option<Node> = None;
@@ -698,6 +721,7 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
         packer.abandon();
         return Err(e);
     }
+    let digest = tree.digest.finalize().to_hex().to_string();
     let (tree_ids, tree_len) = match tree.finish(&mut packer) {
         Ok(t) => t,
         Err(e) => {
@@ -708,6 +732,19 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
     packer.finish()?;
     let mut stats = std::mem::take(&mut packer.stats);
     stats.errors = errors.len() as u64;
+    let mut source_meta = opts.source_meta.clone();
+    source_meta.insert(CONTENT_DIGEST.into(), digest.clone());
+    if let Some(p) = opts.chunker {
+        source_meta.insert("chunker".into(), serde_json::to_string(&p).expect("serializable"));
+    }
+    if let (Some(within), Some((pid, ps))) = (opts.skip_if_unchanged_within, &parent) {
+        let young = ps.datetime().is_some_and(|t| time.fixed_offset() - t < within);
+        if young && errors.is_empty() && ps.source.get(CONTENT_DIGEST) == Some(&digest) {
+            let mut snapshot = ps.clone();
+            snapshot.stats = stats;
+            return Ok(SnapshotOutcome { id: *pid, snapshot, duration: start.elapsed(), written: false });
+        }
+    }
     let snapshot = Snapshot {
         time: time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, false),
         backup_type: opts.backup_type.clone(),
@@ -724,11 +761,11 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
         tree_len,
         parent: parent.map(|p| p.0),
         errors,
-        source: opts.source_meta.clone(),
+        source: source_meta,
         program: format!("cairn {}", env!("CARGO_PKG_VERSION")),
     };
     let sealed = snapshot.seal(&repo.keys);
     let id = SnapshotId(content_hash(&sealed));
     repo.store.put(FileKind::Snapshot, &id.to_hex(), &sealed)?;
-    Ok(SnapshotOutcome { id, snapshot, duration: start.elapsed() })
+    Ok(SnapshotOutcome { id, snapshot, duration: start.elapsed(), written: true })
 }

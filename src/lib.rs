@@ -31,3 +31,8 @@ pub mod restore;
 pub mod verify;
 pub mod keys;
 pub mod cli;
+pub mod config;
+pub mod source;
+pub mod job;
+pub mod export;
+pub mod fuzzing;

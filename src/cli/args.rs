@@ -36,6 +36,16 @@ pub struct Cli {
 pub enum Command {
     /// Create a repository (encrypted unless --encryption none).
     Init(InitArgs),
+    /// Run the configured backups (all types, or those named with --type).
+    Backup(BackupArgs),
+    /// Validate the configuration file and print it resolved.
+    Config {
+        /// What to do.
+        #[command(subcommand)]
+        what: ConfigWhat,
+    },
+    /// Write conventional archives (obd_backup_db_2026-01-25_030000.db.gz, ...tar.gz).
+    Export(ExportArgs),
     /// Take a snapshot of paths or of standard input.
     Snapshot(SnapshotArgs),
     /// List snapshots.
@@ -90,6 +100,50 @@ pub enum Command {
         #[command(subcommand)]
         cmd: KeyCmd,
     },
+}
+
+/// `backup` options.
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// Run now, whatever the schedule says.
+    #[arg(long)]
+    pub now: bool,
+    /// Only these types; repeatable.
+    #[arg(long = "type")]
+    pub types: Vec<String>,
+    /// Use SQLite's online backup API even where the config asks for VACUUM INTO.
+    #[arg(long)]
+    pub no_vacuum: bool,
+    /// Read every file even if it looks unchanged.
+    #[arg(long)]
+    pub force_read: bool,
+}
+
+/// `config` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum ConfigWhat {
+    /// Validate and print the resolved configuration.
+    Check,
+}
+
+/// `export` options.
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Snapshots (id prefix, `latest`, `TYPE:latest`).
+    #[arg(required_unless_present = "latest")]
+    pub snapshots: Vec<String>,
+    /// Export the latest snapshot of each type.
+    #[arg(long)]
+    pub latest: bool,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// `flat` (default: NAME_backup_TYPE_TIME.ext files) or `dated` (YYYYMMDD/ dirs and backup_metadata.json).
+    #[arg(long, default_value = "flat", value_parser = ["flat", "dated"])]
+    pub layout: String,
+    /// Name prefix (default: the config's `name`, else "cairn").
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
 /// `init` options.

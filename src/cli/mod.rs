@@ -17,7 +17,8 @@ use crate::repo::{self, InitOptions, Repo};
 use crate::repo_config::Encryption;
 use crate::util::human_bytes;
 use crate::verify::{self, VerifyOptions};
-use args::{Cli, Command, KeyCmd, RepairWhat};
+use crate::config::Config;
+use args::{Cli, Command, ConfigWhat, KeyCmd, RepairWhat};
 
 /// Exit code: verify found damage.
 pub const EXIT_DAMAGE: i32 = 3;
@@ -34,6 +35,7 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
 
 struct Ctx {
     cli: Cli,
+    config: std::cell::OnceCell<Option<Config>>,
 }
 
 fn read_password_file(p: &Path) -> Result<Zeroizing<Vec<u8>>> {
@@ -48,8 +50,33 @@ fn read_password_file(p: &Path) -> Result<Zeroizing<Vec<u8>>> {
 }
 
 impl Ctx {
+    /// The configuration file, if one is given or found (./cairn.json, ./config.json).
+    fn config(&self) -> Result<Option<&Config>> {
+        if self.config.get().is_none() {
+            let c = match Config::locate(self.cli.config.as_deref())? {
+                Some(p) => Some(Config::load(&p)?),
+                None => None,
+            };
+            let _ = self.config.set(c);
+        }
+        Ok(self.config.get().expect("set").as_ref())
+    }
+
+    fn require_config(&self) -> Result<&Config> {
+        self.config()?.ok_or_else(|| {
+            anyhow!("no configuration: pass --config FILE, set CAIRN_CONFIG, or create ./cairn.json (see examples/cairn.json)")
+        })
+    }
+
+    /// --repo / CAIRN_REPO, else the config's repository.
     fn repo_path(&self) -> Result<PathBuf> {
-        self.cli.repo.clone().ok_or_else(|| anyhow!("no repository given: pass --repo DIR or set CAIRN_REPO"))
+        if let Some(r) = &self.cli.repo {
+            return Ok(r.clone());
+        }
+        if let Some(c) = self.config()? {
+            return Ok(c.backup.repository.clone());
+        }
+        bail!("no repository given: pass --repo DIR, set CAIRN_REPO, or use a config file with \"repository\"")
     }
 
     /// The password, from (in order) --password-file / CAIRN_PASSWORD_FILE, CAIRN_PASSWORD, or a
@@ -62,6 +89,28 @@ impl Ctx {
             if !p.is_empty() {
                 return Ok(Zeroizing::new(p.into_bytes()));
             }
+        }
+        let cfg = self.config().map_err(|e| crate::Error::Invalid(format!("{e:#}")))?;
+        if let Some(p) = cfg.and_then(|c| c.backup.password_file.as_ref()) {
+            return read_password_file(p).map_err(|e| crate::Error::Invalid(format!("{e:#}")));
+        }
+        if let Some(cmd) = cfg.and_then(|c| c.backup.password_command.as_ref()) {
+            let out = std::process::Command::new(&cmd[0])
+                .args(&cmd[1..])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .map_err(|e| crate::Error::Invalid(format!("password_command {:?}: {e}", cmd[0])))?;
+            if !out.status.success() {
+                return Err(crate::Error::Invalid(format!("password_command {:?} failed: {}", cmd[0], out.status)));
+            }
+            let mut v = Zeroizing::new(out.stdout);
+            while v.last().is_some_and(|&c| c == b'\n' || c == b'\r') {
+                v.pop();
+            }
+            if v.is_empty() {
+                return Err(crate::Error::Invalid(format!("password_command {:?} printed nothing", cmd[0])));
+            }
+            return Ok(v);
         }
         if std::io::stdin().is_terminal() {
             let p = rpassword::prompt_password("repository password: ").map_err(|e| crate::Error::io("<terminal>", e))?;
@@ -168,8 +217,19 @@ fn mode_string(kind: NodeKind, mode: u32) -> String {
 
 /// Runs the CLI; returns the exit code for success paths that are not plain 0 (verify damage).
 pub fn run(cli: Cli) -> Result<i32> {
-    let ctx = Ctx { cli };
+    let ctx = Ctx { cli, config: std::cell::OnceCell::new() };
     match &ctx.cli.command {
+        Command::Config { what: ConfigWhat::Check } => {
+            let c = ctx.require_config()?;
+            let mut v = c.resolved_json();
+            if let Some(r) = &ctx.cli.repo {
+                v["backup"]["repository"] = json!(r);
+            }
+            ctx.out(&v);
+            Ok(0)
+        }
+        Command::Backup(a) => cmd_backup(&ctx, a),
+        Command::Export(a) => cmd_export(&ctx, a),
         Command::Init(a) => {
             let path = ctx.repo_path()?;
             let encryption = if a.encryption == "none" { Encryption::None } else { Encryption::XChaCha20Poly1305 };
@@ -181,11 +241,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             };
             let pw = match encryption {
                 Encryption::None => None,
-                Encryption::XChaCha20Poly1305 => Some(if ctx.cli.password_file.is_some() || std::env::var("CAIRN_PASSWORD").is_ok_and(|p| !p.is_empty()) {
-                    ctx.password()?
-                } else {
-                    ctx.new_password(&None)?
-                }),
+                Encryption::XChaCha20Poly1305 => Some(init_password(&ctx)?),
             };
             let config = repo::init(&path, &opts, pw.as_ref().map(|p| p.as_slice()))?;
             if ctx.cli.json {
@@ -219,6 +275,8 @@ pub fn run(cli: Cli) -> Result<i32> {
                 force_read: a.force_read,
                 excludes: globset(&a.exclude, "exclude")?,
                 source_meta: BTreeMap::new(),
+                chunker: None,
+                skip_if_unchanged_within: None,
             };
             let source = match &a.stdin {
                 Some(name) => Source::Reader { name: name.clone(), reader: Box::new(std::io::stdin()) },
@@ -482,4 +540,145 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// The password for a new repository: any configured source, else a double prompt.
+fn init_password(ctx: &Ctx) -> Result<Zeroizing<Vec<u8>>> {
+    match ctx.password() {
+        Ok(p) => Ok(p),
+        Err(crate::Error::NoPassword) => ctx.new_password(&None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn cmd_backup(ctx: &Ctx, a: &args::BackupArgs) -> Result<i32> {
+    let cfg = ctx.require_config()?;
+    if !a.now {
+        bail!("`cairn backup` without --now runs the types whose schedule is due; schedules are not in this build yet: run `cairn backup --now`");
+    }
+    for t in &a.types {
+        if cfg.type_config(t).is_none() {
+            let known: Vec<&str> = cfg.types.iter().map(|(n, _)| n.as_str()).collect();
+            bail!("{}: no backup type {t:?} (configured: {})", cfg.file.display(), known.join(", "));
+        }
+    }
+    let path = ctx.repo_path()?;
+    let fresh = !path.exists() || std::fs::read_dir(&path).map(|mut d| d.next().is_none()).unwrap_or(false);
+    if fresh {
+        let encryption = if cfg.backup.encryption.as_deref() == Some("none") { Encryption::None } else { Encryption::XChaCha20Poly1305 };
+        let pw = match encryption {
+            Encryption::None => None,
+            Encryption::XChaCha20Poly1305 => Some(init_password(ctx)?),
+        };
+        let c = repo::init(&path, &InitOptions { encryption, ..Default::default() }, pw.as_ref().map(|p| p.as_slice()))?;
+        if !ctx.cli.quiet && !ctx.cli.json {
+            println!("created repository {} at {} ({})", c.id.short(), path.display(), if encryption == Encryption::None { "NOT encrypted" } else { "encrypted" });
+        }
+    }
+    let mut repo = ctx.open()?;
+    let flags = crate::job::RunFlags { no_vacuum: a.no_vacuum, force_read: a.force_read };
+    let mut results = Vec::new();
+    let mut failed = 0;
+    for (name, t) in &cfg.types {
+        if !a.types.is_empty() && !a.types.contains(name) {
+            continue;
+        }
+        let start = std::time::Instant::now();
+        let r = crate::job::run_type(&mut repo, name, t, flags);
+        let secs = start.elapsed().as_secs_f64();
+        match r {
+            Ok(o) => {
+                let s = &o.snapshot.stats;
+                let dedup = if s.logical_bytes > 0 { (100.0 * (1.0 - s.new_raw_bytes as f64 / s.logical_bytes as f64)).clamp(0.0, 100.0) } else { 100.0 };
+                if !ctx.cli.json && !ctx.cli.quiet {
+                    if o.written {
+                        println!(
+                            "{name}: snapshot {} saved: {} files, {} read, {} new ({} stored, {dedup:.1}% deduplicated), {secs:.2}s",
+                            o.id.short(),
+                            s.files,
+                            human_bytes(s.logical_bytes),
+                            human_bytes(s.new_raw_bytes),
+                            human_bytes(s.new_bytes)
+                        );
+                    } else {
+                        println!("{name}: unchanged since snapshot {}, nothing stored, {secs:.2}s", o.id.short());
+                    }
+                }
+                for e in &o.snapshot.errors {
+                    eprintln!("{name}: error: {}: {}", e.path, e.message);
+                }
+                if o.written && !o.snapshot.errors.is_empty() {
+                    failed += 1;
+                }
+                results.push(json!({
+                    "type": name, "ok": o.snapshot.errors.is_empty(), "written": o.written, "snapshot": o.id.to_hex(),
+                    "stats": s, "errors": o.snapshot.errors, "dedup_percent": dedup, "duration_s": secs,
+                }));
+            }
+            Err(e) => {
+                failed += 1;
+                tracing::error!("{name}: backup failed: {e}");
+                if !ctx.cli.json {
+                    println!("{name}: FAILED: {e}");
+                }
+                results.push(json!({"type": name, "ok": false, "error": e.to_string(), "duration_s": secs}));
+            }
+        }
+    }
+    if ctx.cli.json {
+        ctx.out(&json!({"repository": path, "results": results}));
+    }
+    if failed > 0 {
+        bail!("{failed} of {} backup types failed", results.len());
+    }
+    Ok(0)
+}
+
+fn cmd_export(ctx: &Ctx, a: &args::ExportArgs) -> Result<i32> {
+    let mut repo = ctx.open()?;
+    let _lock = crate::lock::Lock::acquire(&repo.store, false, "export")?;
+    repo.sync_index()?;
+    let name = match &a.name {
+        Some(n) => n.clone(),
+        None => ctx.config()?.map(|c| c.backup.name.clone()).unwrap_or_else(|| "cairn".into()),
+    };
+    let mut chosen = Vec::new();
+    if a.latest {
+        let (all, _) = repo.snapshots()?;
+        let mut latest: BTreeMap<String, (crate::id::SnapshotId, Snapshot)> = BTreeMap::new();
+        for (id, s) in all {
+            latest.insert(s.backup_type.clone(), (id, s));
+        }
+        chosen.extend(latest.into_values());
+    }
+    for spec in &a.snapshots {
+        chosen.push(repo.resolve(spec)?);
+    }
+    if chosen.is_empty() {
+        bail!("nothing to export: the repository has no snapshots");
+    }
+    let mut out = Vec::new();
+    for (id, s) in &chosen {
+        let files = if a.layout == "dated" {
+            let keep_days = ctx
+                .config()?
+                .and_then(|c| c.type_config(&s.backup_type))
+                .and_then(|t| t.retention.as_ref())
+                .and_then(|r| r.keep_within.as_deref().and_then(crate::config::parse_duration).map(|d| d.num_days()).or(r.keep_daily.map(i64::from)))
+                .unwrap_or(30);
+            crate::export::export_dated(&repo, id, s, &a.out, keep_days)?
+        } else {
+            vec![crate::export::export(&repo, s, &name, &a.out)?]
+        };
+        for f in files {
+            if !ctx.cli.json && !ctx.cli.quiet {
+                println!("{} ({}) -> {}", id.short(), s.backup_type, f.display());
+            }
+            out.push(json!({"snapshot": id.to_hex(), "type": s.backup_type, "file": f}));
+        }
+    }
+    if ctx.cli.json {
+        ctx.out(&serde_json::Value::Array(out));
+    }
+    Ok(0)
 }

@@ -146,3 +146,134 @@ pub fn repo_files(repo: &Path, dir: &str) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+// ---- BEGIN helpers for corruption.rs and encryption.rs (library-side inspection of a repository) ----
+
+/// The password `Env::cmd` gives the binary.
+pub const PASSWORD: &str = "correct horse";
+
+/// Opens a repository in this process (to find ids, offsets and keys) and loads its index.
+/// Drop it before running the binary on the same repository.
+pub fn open_repo_with(repo: &Path, password: &str) -> cairn::repo::Repo {
+    let pw = password.as_bytes().to_vec();
+    let mut r = cairn::repo::Repo::open(repo, &|| Ok(zeroize::Zeroizing::new(pw.clone()))).expect("open repository");
+    r.sync_index().expect("load index");
+    r
+}
+
+/// `open_repo_with` and the default password.
+pub fn open_repo(repo: &Path) -> cairn::repo::Repo {
+    open_repo_with(repo, PASSWORD)
+}
+
+/// XORs the byte at `offset` of `path` with 0x5a.
+pub fn flip_byte(path: &Path, offset: u64) {
+    let mut b = std::fs::read(path).unwrap();
+    b[offset as usize] ^= 0x5a;
+    std::fs::write(path, b).unwrap();
+}
+
+/// Path of pack `id` in `repo`.
+pub fn pack_path(repo: &Path, id: &cairn::id::PackId) -> PathBuf {
+    let h = id.to_hex();
+    repo.join("packs").join(&h[..2]).join(h)
+}
+
+/// Asserts a run did not panic.
+pub fn assert_no_panic(r: &Run) {
+    assert!(!r.stderr.contains("panicked"), "panic:\n{}", r.stderr);
+}
+
+/// Where every chunk of every readable snapshot lives, per the repository index.
+pub struct Layout {
+    /// Indexed packs and their entries (offset order).
+    pub packs: std::collections::BTreeMap<cairn::id::PackId, Vec<cairn::pack::Entry>>,
+    /// Readable snapshots.
+    pub snapshots: Vec<SnapLayout>,
+    chunk_pack: std::collections::HashMap<cairn::id::ChunkId, cairn::id::PackId>,
+}
+
+/// One snapshot's chunks.
+pub struct SnapLayout {
+    pub id: String,
+    pub backup_type: String,
+    pub tree: Vec<cairn::id::ChunkId>,
+    /// File path in the snapshot -> its chunks.
+    pub files: std::collections::BTreeMap<String, Vec<cairn::id::ChunkId>>,
+}
+
+/// Reads the layout of `repo` through the library (default password).
+pub fn layout(repo: &Path) -> Layout {
+    let r = open_repo(repo);
+    let mut packs = std::collections::BTreeMap::new();
+    let mut chunk_pack = std::collections::HashMap::new();
+    for (p, _) in r.cache.packs().unwrap() {
+        let es = r.cache.pack_entries(&p).unwrap();
+        for e in &es {
+            chunk_pack.insert(e.id, p);
+        }
+        packs.insert(p, es);
+    }
+    let (snaps, _) = r.snapshots().unwrap();
+    let mut snapshots = Vec::new();
+    for (id, s) in snaps {
+        let mut files = std::collections::BTreeMap::new();
+        for n in r.tree(&s).unwrap() {
+            let n = n.unwrap();
+            if n.kind == cairn::manifest::NodeKind::File {
+                files.insert(n.path_str(), n.chunks.clone());
+            }
+        }
+        snapshots.push(SnapLayout { id: id.to_hex(), backup_type: s.backup_type.clone(), tree: s.tree.clone(), files });
+    }
+    Layout { packs, snapshots, chunk_pack }
+}
+
+impl Layout {
+    /// The snapshot of backup type `ty` (exactly one expected).
+    pub fn snap(&self, ty: &str) -> &SnapLayout {
+        let v: Vec<_> = self.snapshots.iter().filter(|s| s.backup_type == ty).collect();
+        assert_eq!(v.len(), 1, "snapshots of type {ty}");
+        v[0]
+    }
+    /// The pack holding chunk `c`.
+    pub fn pack_of(&self, c: &cairn::id::ChunkId) -> cairn::id::PackId {
+        self.chunk_pack[c]
+    }
+    /// What verify reports as broken when `lost` chunks are unusable: per snapshot, "(tree)" when
+    /// a tree chunk is lost, else every file with a lost chunk. Sorted (snapshot, path) pairs.
+    pub fn affected_by(&self, lost: &std::collections::BTreeSet<cairn::id::ChunkId>) -> Vec<(String, String)> {
+        let mut out = std::collections::BTreeSet::new();
+        for s in &self.snapshots {
+            if s.tree.iter().any(|c| lost.contains(c)) {
+                out.insert((s.id.clone(), "(tree)".to_string()));
+                continue;
+            }
+            for (p, cs) in &s.files {
+                if cs.iter().any(|c| lost.contains(c)) {
+                    out.insert((s.id.clone(), p.clone()));
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+    /// `affected_by` all chunks of `pack`.
+    pub fn users_of_pack(&self, pack: &cairn::id::PackId) -> Vec<(String, String)> {
+        self.affected_by(&self.packs[pack].iter().map(|e| e.id).collect())
+    }
+}
+
+/// Every entry under `root` with its kind, size and content hash: equal listings mean nothing
+/// was created, removed or changed.
+pub fn tree_state(root: &Path) -> std::collections::BTreeMap<PathBuf, (bool, u64, String)> {
+    walk(root)
+        .into_iter()
+        .map(|p| {
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let h = if m.is_file() { blake3::hash(&std::fs::read(&p).unwrap()).to_hex().to_string() } else { String::new() };
+            (p.strip_prefix(root).unwrap().to_path_buf(), (m.is_dir(), if m.is_dir() { 0 } else { m.len() }, h))
+        })
+        .collect()
+}
+
+// ---- END helpers for corruption.rs and encryption.rs ----

@@ -1,0 +1,112 @@
+//! Runs one configured backup type: builds its source (consistent SQLite copy, pg_dump stream,
+//! command output, files) and takes the snapshot. Used by `backup`.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::backup::{self, SnapshotOptions, SnapshotOutcome, Source};
+use crate::config::{parse_duration, SourceSpec, TypeConfig};
+use crate::error::{Error, Result};
+use crate::repo::Repo;
+use crate::source::{sqlite, ChildReader};
+
+/// Per-run switches from the command line.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunFlags {
+    /// Use the backup API even where the config asks for VACUUM INTO.
+    pub no_vacuum: bool,
+    /// Read every file.
+    pub force_read: bool,
+}
+
+/// Removes the password from a PostgreSQL URL before it is recorded.
+pub fn redact_url(u: &str) -> String {
+    if let Some((scheme, rest)) = u.split_once("://") {
+        if let Some((userinfo, host)) = rest.split_once('@') {
+            let user = userinfo.split(':').next().unwrap_or("");
+            return format!("{scheme}://{user}@{host}");
+        }
+    }
+    u.to_string()
+}
+
+fn pg_dump_command(target: &str) -> Command {
+    let mut c = Command::new(std::env::var_os("CAIRN_PG_DUMP").unwrap_or_else(|| "pg_dump".into()));
+    // Plain SQL, uncompressed: compressed input would defeat deduplication.
+    c.args(["--format=plain", "--no-password"]);
+    if target.contains("://") || target.contains('=') {
+        c.arg(format!("--dbname={target}"));
+    } else {
+        c.arg(format!("--dbname=service={target}"));
+    }
+    c
+}
+
+fn pg_dump_version() -> Option<String> {
+    let out = Command::new(std::env::var_os("CAIRN_PG_DUMP").unwrap_or_else(|| "pg_dump".into())).arg("--version").output().ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Takes the snapshot for type `name`.
+pub fn run_type(repo: &mut Repo, name: &str, t: &TypeConfig, flags: RunFlags) -> Result<SnapshotOutcome> {
+    let on_change = t.schedule.as_deref() == Some("on-change");
+    let mut opts = SnapshotOptions {
+        backup_type: name.to_string(),
+        creator: std::env::var("USER").ok(),
+        force_read: flags.force_read,
+        chunker: t.chunker,
+        skip_if_unchanged_within: on_change
+            .then(|| t.on_change_fallback.as_deref().and_then(parse_duration).unwrap_or_else(|| chrono::Duration::days(1))),
+        ..Default::default()
+    };
+    if !t.exclude.is_empty() {
+        let mut b = globset::GlobSetBuilder::new();
+        for g in &t.exclude {
+            b.add(globset::Glob::new(g.trim_end_matches('/')).map_err(|e| Error::Invalid(format!("exclude {g:?}: {e}")))?);
+        }
+        opts.excludes = Some(b.build().map_err(|e| Error::Invalid(e.to_string()))?);
+    }
+    match t.source() {
+        SourceSpec::Sqlite { path, vacuum } => {
+            let timeout = Duration::from_secs(t.busy_timeout_s.unwrap_or(30));
+            let copy = sqlite::copy(&path, &repo.store.root().join("tmp"), vacuum && !flags.no_vacuum, timeout)?;
+            let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "db.sqlite".into());
+            opts.source_meta = copy.meta.clone();
+            opts.source_meta.insert("sqlite.file".into(), file_name.clone());
+            let f = std::fs::File::open(&copy.path).map_err(|e| Error::io(&copy.path, e))?;
+            let r = backup::snapshot(repo, Source::Reader { name: file_name, reader: Box::new(f) }, &opts);
+            drop(copy);
+            r
+        }
+        SourceSpec::Postgres(target) => {
+            let reader = ChildReader::spawn(pg_dump_command(&target), "pg_dump")?;
+            let mut meta = BTreeMap::new();
+            meta.insert("postgres.target".into(), redact_url(&target));
+            meta.insert("postgres.format".into(), "plain".into());
+            if let Some(v) = pg_dump_version() {
+                meta.insert("postgres.pg_dump".into(), v);
+            }
+            opts.source_meta = meta;
+            backup::snapshot(repo, Source::Reader { name: format!("{name}.sql"), reader: Box::new(reader) }, &opts)
+        }
+        SourceSpec::Command(argv) => {
+            let mut c = Command::new(&argv[0]);
+            c.args(&argv[1..]);
+            let reader = ChildReader::spawn(c, &argv[0])?;
+            opts.source_meta.insert("command".into(), argv.join(" "));
+            let file = t.command_name.clone().unwrap_or_else(|| format!("{name}.out"));
+            backup::snapshot(repo, Source::Reader { name: file, reader: Box::new(reader) }, &opts)
+        }
+        SourceSpec::Paths(paths) => backup::snapshot(repo, Source::Paths(paths), &opts),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn url_password_is_removed() {
+        assert_eq!(super::redact_url("postgresql://app:s3cret@db:5432/app"), "postgresql://app@db:5432/app");
+        assert_eq!(super::redact_url("myservice"), "myservice");
+    }
+}
