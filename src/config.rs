@@ -194,6 +194,12 @@ pub struct BackupConfig {
     /// Notifications.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<NotifyConfig>,
+    /// Apply retention (`forget`) after a successful backup (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forget_after_backup: Option<bool>,
+    /// Prune after `forget` removed snapshots (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune_after_backup: Option<bool>,
 }
 
 /// A loaded, validated configuration.
@@ -209,6 +215,18 @@ pub struct Config {
 
 fn invalid(file: &Path, key: &str, msg: impl std::fmt::Display) -> Error {
     Error::Invalid(format!("{}: {key}: {msg}", file.display()))
+}
+
+/// `base` joined with a serde_path_to_error path, which is "." for the value itself.
+fn key_path(base: &str, path: &serde_path_to_error::Path) -> String {
+    let p = path.to_string();
+    match (base, p.as_str()) {
+        (b, ".") if b.is_empty() => "(top level)".to_string(),
+        (b, ".") => b.to_string(),
+        ("", p) => p.to_string(),
+        (b, p) if p.starts_with('[') => format!("{b}{p}"),
+        (b, p) => format!("{b}.{p}"),
+    }
 }
 
 /// Parses a duration such as "30d", "12h", "2w", "90m", "45s".
@@ -309,14 +327,15 @@ impl Config {
         let bytes = std::fs::read(file).map_err(|e| Error::io(file, e))?;
         let value: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Invalid(format!("{}: not valid JSON: {e}", file.display())))?;
+        if !value.is_object() {
+            return Err(invalid(file, "(top level)", "must be a JSON object"));
+        }
         let (section, prefix) = match value.get("backup") {
             Some(b) => (b.clone(), "backup."),
             None => (value, ""),
         };
-        let mut backup: BackupConfig = serde_path_to_error::deserialize(section).map_err(|e| {
-            let path = e.path().to_string();
-            invalid(file, &format!("{prefix}{path}"), e.into_inner())
-        })?;
+        let mut backup: BackupConfig = serde_path_to_error::deserialize(section)
+            .map_err(|e| invalid(file, &key_path(prefix.trim_end_matches('.'), e.path()), e.into_inner()))?;
         let dir = std::fs::canonicalize(file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
             .map_err(|e| Error::io(file, e))?;
         let abs = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { dir.join(p) };
@@ -344,7 +363,7 @@ impl Config {
                 return Err(invalid(file, &key, "type names are 1-64 characters without '/', ':' or spaces"));
             }
             let mut t: TypeConfig = serde_path_to_error::deserialize(v.clone())
-                .map_err(|e| invalid(file, &format!("{key}.{}", e.path()), e.into_inner()))?;
+                .map_err(|e| invalid(file, &key_path(&key, e.path()), e.into_inner()))?;
             let sources = [t.sqlite.is_some(), t.postgres.is_some(), t.paths.is_some(), t.command.is_some()];
             match sources.iter().filter(|&&b| b).count() {
                 1 => {}
@@ -401,7 +420,8 @@ impl Config {
                 check_retention(file, &format!("{prefix}remotes[{i}].retention"), ret)?;
             }
         }
-        Ok(Config { file: file.to_path_buf(), backup, types })
+        let file = file.file_name().map(|n| dir.join(n)).unwrap_or_else(|| file.to_path_buf());
+        Ok(Config { file, backup, types })
     }
 
     /// A type's settings.

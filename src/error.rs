@@ -41,6 +41,9 @@ pub enum Error {
     /// The repository is locked by another process.
     #[error("repository is locked: {0}")]
     Locked(String),
+    /// A resource stayed busy (a locked database); worth retrying later.
+    #[error("{0}")]
+    Busy(String),
     /// A named object does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -56,6 +59,21 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+}
+
+impl Error {
+    /// Whether retrying later may succeed (busy database, repository lock, I/O error), as opposed
+    /// to a permanent problem (missing file, bad config, corruption, wrong password).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Busy(_) | Error::Locked(_) => true,
+            Error::Io { source, .. } => !matches!(
+                source.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::InvalidInput
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// Shorthand result.

@@ -80,6 +80,11 @@ pub fn run_type(repo: &mut Repo, name: &str, t: &TypeConfig, flags: RunFlags) ->
             r
         }
         SourceSpec::Postgres(target) => {
+            // pg_dump text is a database stream whatever the type is called ("pg" in the README):
+            // cut it with the repository's small-chunk "db" parameters, so a row edit stays local.
+            if opts.chunker.is_none() && !repo.config.chunkers.contains_key(name) {
+                opts.chunker = Some(repo.config.chunker_for("db"));
+            }
             let reader = ChildReader::spawn(pg_dump_command(&target), "pg_dump")?;
             let mut meta = BTreeMap::new();
             meta.insert("postgres.target".into(), redact_url(&target));

@@ -326,6 +326,20 @@ pub fn repair_index(repo: &mut Repo) -> Result<(usize, Vec<(String, String)>)> {
             Err(e) => bad.push((name, e.to_string())),
         }
     }
+    // A pack whose trailer cannot be read may still hold intact chunks that the old index files
+    // locate: carry their records over instead of making those chunks unreachable (verify keeps
+    // reporting the damaged trailer).
+    let unreadable: BTreeSet<&str> = bad.iter().map(|(n, _)| n.as_str()).collect();
+    let mut carried = BTreeSet::new();
+    for o in &old {
+        let Ok(id) = o.parse::<IndexId>() else { continue };
+        let Ok(records) = read_index_file(&repo.store, &repo.keys, &id) else { continue };
+        for r in records {
+            if unreadable.contains(r.id.to_hex().as_str()) && carried.insert(r.id) {
+                batch.push(r);
+            }
+        }
+    }
     flush(&mut batch, &mut written)?;
     for o in old {
         if !written.contains(&o) {

@@ -44,6 +44,49 @@ pub enum Command {
         #[command(subcommand)]
         what: ConfigWhat,
     },
+    /// Apply each type's retention policy: say what is kept and why, remove the rest.
+    Forget {
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only these types; repeatable.
+        #[arg(long = "type")]
+        types: Vec<String>,
+    },
+    /// Delete data no snapshot references and repack sparse packs.
+    Prune {
+        /// Only say what would be done.
+        #[arg(long)]
+        dry_run: bool,
+        /// Repack packs whose live share is below this percentage.
+        #[arg(long, default_value_t = 50.0)]
+        repack_below: f64,
+    },
+    /// Mark a pre-change snapshot verified (it then follows its own retention).
+    MarkVerified {
+        /// Snapshot id prefix.
+        snapshot: String,
+        /// Who verified the change.
+        #[arg(long)]
+        by: String,
+    },
+    /// Per type: last good backup and its age, next due, failures; repository size and dedup.
+    Status {
+        /// Also write Prometheus metrics to this file.
+        #[arg(long)]
+        metrics_file: Option<PathBuf>,
+    },
+    /// The activity log.
+    History {
+        /// Only this type.
+        #[arg(long = "type")]
+        backup_type: Option<String>,
+        /// At most this many runs.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Run the schedule in the foreground (for systemd); exits cleanly on SIGTERM or SIGINT.
+    Daemon,
     /// Write conventional archives (obd_backup_db_2026-01-25_030000.db.gz, ...tar.gz).
     Export(ExportArgs),
     /// Take a snapshot of paths or of standard input.
@@ -117,6 +160,9 @@ pub struct BackupArgs {
     /// Read every file even if it looks unchanged.
     #[arg(long)]
     pub force_read: bool,
+    /// Also write Prometheus metrics to this file.
+    #[arg(long)]
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// `config` subcommands.
@@ -181,6 +227,9 @@ pub struct SnapshotArgs {
     /// Why it is kept (manual snapshots).
     #[arg(long)]
     pub purpose: Option<String>,
+    /// Retention of a manual or pre-change snapshot: `permanent`, `days_N` or `until_verified`.
+    #[arg(long)]
+    pub retention: Option<String>,
     /// KEY=VALUE label; repeatable.
     #[arg(long = "label")]
     pub labels: Vec<String>,

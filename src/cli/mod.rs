@@ -229,6 +229,103 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Backup(a) => cmd_backup(&ctx, a),
+        Command::Daemon => cmd_daemon(&ctx),
+        Command::Forget { dry_run, types } => {
+            let repo = ctx.open()?;
+            let cfg = ctx.config()?;
+            let policy = |t: &str| cfg.and_then(|c| c.type_config(t)).and_then(|c| c.retention.clone());
+            let sel = (!types.is_empty()).then_some(types.as_slice());
+            let decisions = crate::prune::forget(&repo, sel, &policy, *dry_run)?;
+            if ctx.cli.json {
+                ctx.out(&json!({"dry_run": dry_run, "decisions": decisions}));
+            } else {
+                println!("{:<10} {:<26} {:<10} {:<10} {:<7} {}", "ID", "TIME", "TYPE", "KIND", "ACTION", "WHY");
+                for d in &decisions {
+                    let action = if d.keep { "keep" } else if *dry_run { "would remove" } else { "remove" };
+                    println!("{:<10} {:<26} {:<10} {:<10} {:<7} {}", &d.id[..8], &d.time[..d.time.len().min(25)], d.backup_type, d.kind, action, d.reasons.join(", "));
+                }
+                let n = decisions.iter().filter(|d| !d.keep).count();
+                println!("{} snapshots {}, {} kept", n, if *dry_run { "would be removed" } else { "removed" }, decisions.len() - n);
+            }
+            Ok(0)
+        }
+        Command::Prune { dry_run, repack_below } => {
+            let mut repo = ctx.open()?;
+            if !(0.0..=100.0).contains(repack_below) {
+                bail!("--repack-below must be a percentage 0..100");
+            }
+            let r = crate::prune::prune(&mut repo, crate::prune::PruneOptions { dry_run: *dry_run, repack_below: repack_below / 100.0 })?;
+            if ctx.cli.json {
+                ctx.out(&serde_json::to_value(&r)?);
+            } else {
+                println!(
+                    "{}{} snapshots reference {} chunks; of {} packs: {} deleted, {} repacked into {}, {} unindexed deleted; {} removed, {} written, {} freed in {:.2}s",
+                    if *dry_run { "dry run: " } else { "" },
+                    r.snapshots,
+                    r.live_chunks,
+                    r.packs_before,
+                    r.packs_deleted,
+                    r.packs_repacked,
+                    r.packs_written,
+                    r.unindexed_deleted,
+                    human_bytes(r.bytes_deleted),
+                    human_bytes(r.bytes_written),
+                    human_bytes(r.bytes_freed.max(0) as u64),
+                    r.duration_s
+                );
+            }
+            Ok(0)
+        }
+        Command::MarkVerified { snapshot, by } => {
+            let repo = ctx.open()?;
+            let (id, _) = repo.resolve(snapshot)?;
+            let new = crate::prune::mark_verified(&repo, &id, by)?;
+            if ctx.cli.json {
+                ctx.out(&json!({"old": id.to_hex(), "new": new.to_hex(), "verified_by": by}));
+            } else {
+                println!("snapshot {} verified by {by} (now {})", id.short(), new.short());
+            }
+            Ok(0)
+        }
+        Command::Status { metrics_file } => {
+            let mut repo = ctx.open()?;
+            repo.sync_index()?;
+            let st = crate::status::status(&repo, ctx.config()?)?;
+            if let Some(m) = metrics_file {
+                crate::status::write_metrics(m, &st)?;
+            }
+            if ctx.cli.json {
+                ctx.out(&serde_json::to_value(&st)?);
+            } else {
+                print!("{}", crate::status::render(&st));
+            }
+            Ok(0)
+        }
+        Command::History { backup_type, limit } => {
+            let path = ctx.repo_path()?;
+            crate::repo::read_config(&path)?;
+            let h = crate::history::History::open(&path)?;
+            let runs = h.list(backup_type.as_deref(), *limit)?;
+            if ctx.cli.json {
+                ctx.out(&serde_json::to_value(&runs)?);
+            } else {
+                println!("{:<26} {:<10} {:<10} {:>8} {:>10} {:>10} {:<10} {}", "START", "TYPE", "RESULT", "FILES", "READ", "ADDED", "SNAPSHOT", "ERROR");
+                for r in runs.iter().rev() {
+                    println!(
+                        "{:<26} {:<10} {:<10} {:>8} {:>10} {:>10} {:<10} {}",
+                        &r.start[..r.start.len().min(25)],
+                        r.backup_type,
+                        format!("{:?}", r.result).to_lowercase(),
+                        r.files,
+                        human_bytes(r.bytes_read),
+                        human_bytes(r.bytes_added),
+                        r.snapshot.as_deref().map(|s| &s[..8]).unwrap_or("-"),
+                        r.error.clone().unwrap_or_default()
+                    );
+                }
+            }
+            Ok(0)
+        }
         Command::Export(a) => cmd_export(&ctx, a),
         Command::Init(a) => {
             let path = ctx.repo_path()?;
@@ -263,6 +360,13 @@ pub fn run(cli: Cli) -> Result<i32> {
             for l in &a.labels {
                 let (k, v) = l.split_once('=').ok_or_else(|| anyhow!("label {l:?} is not KEY=VALUE"))?;
                 labels.insert(k.to_string(), v.to_string());
+            }
+            if let Some(r) = &a.retention {
+                let ok = r == "permanent" || r == "until_verified" || r.strip_prefix("days_").is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n > 0));
+                if !ok {
+                    bail!("--retention {r:?}: use permanent, until_verified or days_N");
+                }
+                labels.insert("retention".into(), r.clone());
             }
             let opts = SnapshotOptions {
                 backup_type: a.backup_type.clone(),
@@ -553,15 +657,34 @@ fn init_password(ctx: &Ctx) -> Result<Zeroizing<Vec<u8>>> {
 
 fn cmd_backup(ctx: &Ctx, a: &args::BackupArgs) -> Result<i32> {
     let cfg = ctx.require_config()?;
-    if !a.now {
-        bail!("`cairn backup` without --now runs the types whose schedule is due; schedules are not in this build yet: run `cairn backup --now`");
-    }
     for t in &a.types {
         if cfg.type_config(t).is_none() {
             let known: Vec<&str> = cfg.types.iter().map(|(n, _)| n.as_str()).collect();
             bail!("{}: no backup type {t:?} (configured: {})", cfg.file.display(), known.join(", "));
         }
     }
+    let mut repo = open_or_create(ctx, cfg)?;
+    let opts = crate::runner::RunOptions {
+        now: a.now,
+        types: a.types.clone(),
+        flags: crate::job::RunFlags { no_vacuum: a.no_vacuum, force_read: a.force_read },
+        ..Default::default()
+    };
+    let report = crate::runner::run_backups(&mut repo, cfg, &opts)?;
+    print_backup_report(ctx, &report);
+    if let Some(m) = &a.metrics_file {
+        let st = crate::status::status(&repo, Some(cfg))?;
+        crate::status::write_metrics(m, &st)?;
+    }
+    let failed = report.failed();
+    if failed > 0 {
+        bail!("{failed} of {} backup types failed", report.ran.len());
+    }
+    Ok(0)
+}
+
+/// Opens the configured repository, creating it on first use.
+fn open_or_create(ctx: &Ctx, cfg: &Config) -> Result<Repo> {
     let path = ctx.repo_path()?;
     let fresh = !path.exists() || std::fs::read_dir(&path).map(|mut d| d.next().is_none()).unwrap_or(false);
     if fresh {
@@ -575,61 +698,115 @@ fn cmd_backup(ctx: &Ctx, a: &args::BackupArgs) -> Result<i32> {
             println!("created repository {} at {} ({})", c.id.short(), path.display(), if encryption == Encryption::None { "NOT encrypted" } else { "encrypted" });
         }
     }
-    let mut repo = ctx.open()?;
-    let flags = crate::job::RunFlags { no_vacuum: a.no_vacuum, force_read: a.force_read };
-    let mut results = Vec::new();
-    let mut failed = 0;
-    for (name, t) in &cfg.types {
-        if !a.types.is_empty() && !a.types.contains(name) {
-            continue;
-        }
-        let start = std::time::Instant::now();
-        let r = crate::job::run_type(&mut repo, name, t, flags);
-        let secs = start.elapsed().as_secs_f64();
-        match r {
-            Ok(o) => {
-                let s = &o.snapshot.stats;
+    ctx.open()
+}
+
+fn print_backup_report(ctx: &Ctx, report: &crate::runner::BackupReport) {
+    if ctx.cli.json {
+        ctx.out(&serde_json::to_value(report).expect("serializable"));
+        return;
+    }
+    for r in &report.ran {
+        let name = &r.backup_type;
+        let retries = if r.retries > 0 { format!(" after {} retries", r.retries) } else { String::new() };
+        match (&r.result, &r.stats) {
+            (crate::history::Outcome::Unchanged, _) => {
+                println!("{name}: unchanged since snapshot {}, nothing stored, {:.2}s", &r.snapshot.clone().unwrap_or_default()[..8], r.duration_s)
+            }
+            (_, Some(s)) => {
                 let dedup = if s.logical_bytes > 0 { (100.0 * (1.0 - s.new_raw_bytes as f64 / s.logical_bytes as f64)).clamp(0.0, 100.0) } else { 100.0 };
-                if !ctx.cli.json && !ctx.cli.quiet {
-                    if o.written {
-                        println!(
-                            "{name}: snapshot {} saved: {} files, {} read, {} new ({} stored, {dedup:.1}% deduplicated), {secs:.2}s",
-                            o.id.short(),
-                            s.files,
-                            human_bytes(s.logical_bytes),
-                            human_bytes(s.new_raw_bytes),
-                            human_bytes(s.new_bytes)
-                        );
-                    } else {
-                        println!("{name}: unchanged since snapshot {}, nothing stored, {secs:.2}s", o.id.short());
-                    }
-                }
-                for e in &o.snapshot.errors {
+                println!(
+                    "{name}: snapshot {} saved: {} files, {} read, {} new ({} stored, {dedup:.1}% deduplicated), {:.2}s{retries}",
+                    &r.snapshot.clone().unwrap_or_default()[..8],
+                    s.files,
+                    human_bytes(s.logical_bytes),
+                    human_bytes(s.new_raw_bytes),
+                    human_bytes(s.new_bytes),
+                    r.duration_s
+                );
+                for e in &r.file_errors {
                     eprintln!("{name}: error: {}: {}", e.path, e.message);
                 }
-                if o.written && !o.snapshot.errors.is_empty() {
-                    failed += 1;
-                }
-                results.push(json!({
-                    "type": name, "ok": o.snapshot.errors.is_empty(), "written": o.written, "snapshot": o.id.to_hex(),
-                    "stats": s, "errors": o.snapshot.errors, "dedup_percent": dedup, "duration_s": secs,
-                }));
             }
-            Err(e) => {
-                failed += 1;
-                tracing::error!("{name}: backup failed: {e}");
-                if !ctx.cli.json {
-                    println!("{name}: FAILED: {e}");
-                }
-                results.push(json!({"type": name, "ok": false, "error": e.to_string(), "duration_s": secs}));
-            }
+            (_, None) => println!("{name}: FAILED{retries}: {}", r.error.clone().unwrap_or_default()),
         }
     }
-    if ctx.cli.json {
-        ctx.out(&json!({"repository": path, "results": results}));
+    if !ctx.cli.quiet {
+        for (t, why) in &report.skipped {
+            println!("{t}: not due ({why})");
+        }
+        if !report.forgotten.is_empty() {
+            println!("retention removed {} snapshots", report.forgotten.len());
+        }
+        if let Some(p) = &report.prune {
+            println!("prune: {} packs deleted, {} repacked, {} freed", p.packs_deleted + p.unindexed_deleted, p.packs_repacked, human_bytes(p.bytes_freed.max(0) as u64));
+        }
     }
-    if failed > 0 {
-        bail!("{failed} of {} backup types failed", results.len());
+    if let Some(e) = &report.maintenance_error {
+        eprintln!("warning: {e}");
+    }
+    for e in &report.notify_errors {
+        eprintln!("warning: notification not delivered: {e}");
+    }
+}
+
+static TERM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_term(_: libc::c_int) {
+    TERM.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn cmd_daemon(ctx: &Ctx) -> Result<i32> {
+    use std::sync::atomic::Ordering;
+    let cfg = ctx.require_config()?;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_term as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_term as *const () as libc::sighandler_t);
+    }
+    let mut repo = open_or_create(ctx, cfg)?;
+    tracing::info!("daemon started for {} types", cfg.types.len());
+    if !ctx.cli.quiet {
+        println!("cairn daemon: {} types, repository {}", cfg.types.len(), repo.store.root().display());
+    }
+    while !TERM.load(Ordering::SeqCst) {
+        match crate::runner::run_backups(&mut repo, cfg, &crate::runner::RunOptions::default()) {
+            Ok(report) => {
+                if !report.ran.is_empty() {
+                    print_backup_report(ctx, &report);
+                }
+            }
+            Err(e) => tracing::error!("backup round failed: {e}"),
+        }
+        // Sleep until the next due time, in short steps: wall-clock jumps and suspend are noticed
+        // within a minute, and a signal within a second.
+        let history = crate::history::History::open(repo.store.root())?;
+        let mut next = chrono::Local::now().fixed_offset() + chrono::Duration::minutes(60);
+        for (name, t) in &cfg.types {
+            if t.schedule.as_deref() == Some("on-change") {
+                next = next.min(chrono::Local::now().fixed_offset() + chrono::Duration::minutes(5));
+                continue;
+            }
+            let d = crate::runner::due_now(t, crate::runner::last_success(&history, &repo, name)?);
+            next = next.min(d.next);
+        }
+        tracing::info!("next run due at {next}");
+        let started = std::time::Instant::now();
+        let wall_start = chrono::Local::now().fixed_offset();
+        while !TERM.load(Ordering::SeqCst) {
+            let now = chrono::Local::now().fixed_offset();
+            if now >= next {
+                break;
+            }
+            let drift = (now - wall_start).num_seconds() - started.elapsed().as_secs() as i64;
+            if drift.abs() > 60 || started.elapsed().as_secs() >= 60 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
+    if !ctx.cli.quiet {
+        println!("cairn daemon: stopping");
     }
     Ok(0)
 }

@@ -108,7 +108,7 @@ pub fn copy(db: &Path, tmp_dir: &Path, vacuum: bool, busy_timeout: Duration) -> 
 }
 
 fn busy_error(db: &Path, t: Duration) -> Error {
-    Error::Invalid(format!("{}: database stayed busy (locked) for more than {}s; nothing stored", db.display(), t.as_secs()))
+    Error::Busy(format!("{}: database stayed busy (locked) for more than {}s; nothing stored", db.display(), t.as_secs()))
 }
 
 /// Checks a database copy and collects what a later restore test compares: page size, a hash of

@@ -1,0 +1,300 @@
+//! `forget` (remove snapshot files per retention) and `prune` (remove data no snapshot
+//! references, repack sparse packs).
+//!
+//! Prune holds the exclusive lock for its whole run, so no backup can add references while it
+//! decides what is unreferenced (a concurrent backup waits and retries). Its write order makes a
+//! SIGKILL at any point harmless: (1) new packs with the live chunks of sparse packs, fsynced;
+//! (2) new index files covering every pack that stays, fsynced; (3) old index files removed;
+//! (4) obsolete packs removed. Until (2) the old index is complete; after it the new one is.
+//! Any listing or read error aborts before step (1): a failed listing never looks like "nothing
+//! there" (format-spec/ordering.md).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::cache::read_index_file;
+use crate::error::{Error, Result};
+use crate::id::{content_hash, ChunkId, IndexId, PackId, SnapshotId};
+use crate::index::{self, PackRecord};
+use crate::lock::Lock;
+use crate::manifest::{NodeKind, Snapshot};
+use crate::pack::{parse_pack, PackWriter};
+use crate::repo::Repo;
+use crate::retention::{self, Decision};
+use crate::store::FileKind;
+
+/// Prune options.
+#[derive(Clone, Copy, Debug)]
+pub struct PruneOptions {
+    /// Plan only.
+    pub dry_run: bool,
+    /// Repack packs whose live share (by stored bytes) is below this fraction.
+    pub repack_below: f64,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions { dry_run: false, repack_below: 0.5 }
+    }
+}
+
+/// What prune did (or would do).
+#[derive(Debug, Default, Serialize)]
+pub struct PruneReport {
+    /// Snapshots read.
+    pub snapshots: usize,
+    /// Chunks referenced.
+    pub live_chunks: usize,
+    /// Packs before.
+    pub packs_before: usize,
+    /// Packs deleted outright (nothing live).
+    pub packs_deleted: usize,
+    /// Packs repacked.
+    pub packs_repacked: usize,
+    /// Packs written by repacking.
+    pub packs_written: usize,
+    /// Packs on disk that no index lists (left by interrupted backups), deleted.
+    pub unindexed_deleted: usize,
+    /// Bytes of pack files removed.
+    pub bytes_deleted: u64,
+    /// Bytes written into new packs.
+    pub bytes_written: u64,
+    /// Net bytes freed.
+    pub bytes_freed: i64,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// Seconds taken.
+    pub duration_s: f64,
+}
+
+/// Applies each type's retention and removes the snapshot files it does not keep.
+/// `policy_for` gives the policy of a type (None = keep everything).
+pub fn forget(
+    repo: &Repo,
+    types: Option<&[String]>,
+    policy_for: &dyn Fn(&str) -> Option<crate::config::Retention>,
+    dry_run: bool,
+) -> Result<Vec<Decision>> {
+    let _lock = Lock::acquire(&repo.store, true, "forget")?;
+    let (all, bad) = repo.snapshots()?;
+    if let Some((id, e)) = bad.into_iter().next() {
+        return Err(Error::corrupt(format!("snapshot {id}"), format!("unreadable, forget stops: {e}")));
+    }
+    let mut by_type: std::collections::BTreeMap<String, Vec<(SnapshotId, Snapshot)>> = Default::default();
+    for (id, s) in all {
+        if types.is_none_or(|t| t.contains(&s.backup_type)) {
+            by_type.entry(s.backup_type.clone()).or_default().push((id, s));
+        }
+    }
+    let now = chrono::Local::now().fixed_offset();
+    let mut out = Vec::new();
+    for (t, snaps) in by_type {
+        let policy = policy_for(&t);
+        let decisions = retention::apply(&snaps, policy.as_ref(), now);
+        if !dry_run {
+            for d in decisions.iter().filter(|d| !d.keep) {
+                repo.store.remove(FileKind::Snapshot, &d.id)?;
+            }
+        }
+        out.extend(decisions);
+    }
+    Ok(out)
+}
+
+/// Every chunk a snapshot references (tree and content).
+fn live_chunks(repo: &Repo) -> Result<(HashSet<ChunkId>, usize)> {
+    let mut live = HashSet::new();
+    let ids = repo.snapshot_ids()?;
+    for id in &ids {
+        let s = repo.load_snapshot(id).map_err(|e| Error::corrupt(format!("snapshot {id}"), format!("unreadable, prune stops: {e}")))?;
+        live.extend(s.tree.iter().copied());
+        for n in repo.tree(&s)? {
+            let n = n.map_err(|e| Error::corrupt(format!("snapshot {id}"), format!("tree unreadable, prune stops: {e}")))?;
+            if n.kind == NodeKind::File {
+                live.extend(n.chunks.iter().copied());
+            }
+        }
+    }
+    Ok((live, ids.len()))
+}
+
+/// Runs prune.
+pub fn prune(repo: &mut Repo, opts: PruneOptions) -> Result<PruneReport> {
+    let start = Instant::now();
+    let _lock = Lock::acquire(&repo.store, true, "prune")?;
+    let mut report = PruneReport { dry_run: opts.dry_run, ..Default::default() };
+    // Read everything first; any failure stops prune before it changes anything.
+    let index_names = repo.store.list(FileKind::Index)?;
+    let mut packs: HashMap<PackId, PackRecord> = HashMap::new();
+    for n in &index_names {
+        let id: IndexId = n.parse().map_err(|_| Error::corrupt(format!("index file {n}"), "bad name"))?;
+        let records = read_index_file(&repo.store, &repo.keys, &id)
+            .map_err(|e| Error::corrupt(format!("index file {id}"), format!("{e}; run `cairn repair index` before prune")))?;
+        for r in records {
+            packs.entry(r.id).or_insert(r);
+        }
+    }
+    repo.cache.clear()?;
+    let sync = repo.cache.sync(&repo.store, &repo.keys)?;
+    if let Some((id, e)) = sync.bad.into_iter().next() {
+        return Err(Error::corrupt(format!("index file {id}"), e.to_string()));
+    }
+    let on_disk: Vec<String> = repo.store.list(FileKind::Pack)?;
+    for p in packs.keys() {
+        if !on_disk.contains(&p.to_hex()) {
+            return Err(Error::corrupt(format!("pack {p}"), "indexed but missing; run `cairn verify` and `cairn repair index` before prune"));
+        }
+    }
+    let (live, nsnap) = live_chunks(repo)?;
+    report.snapshots = nsnap;
+    report.live_chunks = live.len();
+    report.packs_before = packs.len();
+
+    // A chunk stored twice counts as live only where the cache places it.
+    let mut live_bytes: HashMap<PackId, u64> = HashMap::new();
+    for c in &live {
+        let loc = repo.cache.lookup(c)?.ok_or_else(|| {
+            Error::corrupt(format!("chunk {c}"), "referenced by a snapshot but in no index; prune stops (run `cairn verify`)")
+        })?;
+        *live_bytes.entry(loc.pack).or_default() += loc.stored_len as u64;
+    }
+    let mut delete: Vec<(PackId, u64)> = Vec::new();
+    let mut repack: Vec<PackId> = Vec::new();
+    let mut keep: Vec<PackId> = Vec::new();
+    for (id, r) in &packs {
+        let total: u64 = r.entries.iter().map(|e| e.stored_len as u64).sum();
+        let l = live_bytes.get(id).copied().unwrap_or(0);
+        if l == 0 {
+            delete.push((*id, r.size));
+        } else if (l as f64) < opts.repack_below * total as f64 {
+            repack.push(*id);
+        } else {
+            keep.push(*id);
+        }
+    }
+    let unindexed: Vec<String> = on_disk.iter().filter(|n| n.parse::<PackId>().map(|p| !packs.contains_key(&p)).unwrap_or(false)).cloned().collect();
+    report.packs_deleted = delete.len();
+    report.packs_repacked = repack.len();
+    report.unindexed_deleted = unindexed.len();
+    let mut bytes_deleted: u64 = delete.iter().map(|(_, s)| s).sum::<u64>() + repack.iter().map(|p| packs[p].size).sum::<u64>();
+    for n in &unindexed {
+        bytes_deleted += repo.store.size(FileKind::Pack, n)?.unwrap_or(0);
+    }
+    report.bytes_deleted = bytes_deleted;
+    if opts.dry_run {
+        report.bytes_freed = bytes_deleted as i64;
+        report.duration_s = start.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+
+    // (1) Repack.
+    let reader = repo.chunk_reader();
+    let mut new_records: Vec<PackRecord> = Vec::new();
+    let mut writer: Option<PackWriter> = None;
+    let mut copied: HashSet<ChunkId> = HashSet::new();
+    for p in &repack {
+        let path = repo.store.path(FileKind::Pack, &p.to_hex());
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let entries = parse_pack(&bytes, &repo.keys, &|| format!("pack {p}"))?;
+        for e in entries {
+            if !live.contains(&e.id) || copied.contains(&e.id) {
+                continue;
+            }
+            if repo.cache.lookup(&e.id)?.map(|l| l.pack) != Some(*p) {
+                continue;
+            }
+            let sealed = &bytes[e.offset as usize..e.offset as usize + e.stored_len as usize];
+            // Sealed bytes move as they are (the AAD binds the chunk id, not the pack), after a
+            // check, so repacking never copies damage forward silently.
+            reader.decode(&e.id, p, sealed, e.raw_len)?;
+            if writer.is_none() {
+                writer = Some(PackWriter::new(&repo.store)?);
+            }
+            let w = writer.as_mut().expect("set");
+            w.add(e.id, sealed, e.raw_len)?;
+            copied.insert(e.id);
+            if w.len() >= repo.config.pack_size {
+                let done = writer.take().expect("set").finish(&repo.store, &repo.keys)?;
+                report.bytes_written += done.size;
+                new_records.push(PackRecord { id: done.id, size: done.size, entries: done.entries });
+            }
+        }
+    }
+    if let Some(w) = writer.take() {
+        if w.is_empty() {
+            w.abandon();
+        } else {
+            let done = w.finish(&repo.store, &repo.keys)?;
+            report.bytes_written += done.size;
+            new_records.push(PackRecord { id: done.id, size: done.size, entries: done.entries });
+        }
+    }
+    report.packs_written = new_records.len();
+
+    // (2) New index files for every pack that stays.
+    let mut all: Vec<PackRecord> = keep.iter().map(|p| packs[p].clone()).collect();
+    all.extend(new_records);
+    let mut written = HashSet::new();
+    let mut batch = Vec::new();
+    let mut n = 0;
+    for r in all {
+        n += r.entries.len();
+        batch.push(r);
+        if n >= 65536 {
+            written.insert(write_index(repo, &batch)?);
+            batch.clear();
+            n = 0;
+        }
+    }
+    if !batch.is_empty() {
+        written.insert(write_index(repo, &batch)?);
+    }
+    // (3) Old index files.
+    for name in &index_names {
+        if !written.contains(name) {
+            repo.store.remove(FileKind::Index, name)?;
+        }
+    }
+    // (4) Obsolete packs.
+    for (p, _) in &delete {
+        repo.store.remove(FileKind::Pack, &p.to_hex())?;
+    }
+    for p in &repack {
+        repo.store.remove(FileKind::Pack, &p.to_hex())?;
+    }
+    for n in &unindexed {
+        repo.store.remove(FileKind::Pack, n)?;
+    }
+    repo.cache.clear()?;
+    repo.cache.sync(&repo.store, &repo.keys)?;
+    report.bytes_freed = report.bytes_deleted as i64 - report.bytes_written as i64;
+    report.duration_s = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn write_index(repo: &Repo, records: &[PackRecord]) -> Result<String> {
+    let sealed = index::seal(&repo.keys, records);
+    let id = IndexId(content_hash(&sealed)).to_hex();
+    repo.store.put(FileKind::Index, &id, &sealed)?;
+    Ok(id)
+}
+
+/// Marks a pre-change snapshot verified: writes a copy with `verified_by` and `verified_date`
+/// labels, then removes the original (new before old: a crash leaves both, never neither).
+/// Returns the new id.
+pub fn mark_verified(repo: &Repo, id: &SnapshotId, by: &str) -> Result<SnapshotId> {
+    let _lock = Lock::acquire(&repo.store, false, "mark-verified")?;
+    let mut s = repo.load_snapshot(id)?;
+    if s.kind != crate::manifest::SnapshotKind::PreChange {
+        return Err(Error::Invalid(format!("snapshot {} is a {} snapshot; only pre-change snapshots are verified", id.short(), s.kind.as_str())));
+    }
+    s.labels.insert("verified_by".into(), by.into());
+    s.labels.insert("verified_date".into(), chrono::Local::now().to_rfc3339());
+    let sealed = s.seal(&repo.keys);
+    let new = SnapshotId(content_hash(&sealed));
+    repo.store.put(FileKind::Snapshot, &new.to_hex(), &sealed)?;
+    repo.store.remove(FileKind::Snapshot, &id.to_hex())?;
+    Ok(new)
+}

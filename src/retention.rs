@@ -1,0 +1,160 @@
+//! Retention: which snapshots a policy keeps, and why. Rules combine as restic's do: a snapshot
+//! kept by any rule stays. `keep_last N` keeps the newest N; `keep_hourly/daily/weekly/monthly/
+//! yearly N` keep the newest snapshot in each of the N most recent hours/days/... that have one;
+//! `keep_within D` keeps everything within D of the newest snapshot (not of "now", so a device
+//! away for weeks does not come back to an empty history).
+//!
+//! Pre-change snapshots are kept until verified (`mark-verified`), then follow their own
+//! `retention` label (`until_verified` = may go, `days_N`, `permanent`). Manual snapshots follow
+//! their `retention` label (`days_N`, default `permanent`). The newest complete snapshot of a
+//! type is never removed, whatever the clock says.
+
+use chrono::{DateTime, Datelike, FixedOffset, Timelike};
+use serde::Serialize;
+
+use crate::config::{parse_duration, Retention};
+use crate::id::SnapshotId;
+use crate::manifest::{Snapshot, SnapshotKind};
+
+/// A decision about one snapshot.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    /// Snapshot id.
+    pub id: String,
+    /// Its time.
+    pub time: String,
+    /// Its type.
+    pub backup_type: String,
+    /// Its kind.
+    pub kind: String,
+    /// Kept?
+    pub keep: bool,
+    /// The rules that kept it (empty when removed), or why it goes.
+    pub reasons: Vec<String>,
+}
+
+/// Parses a `days_N` / `permanent` / `until_verified` label.
+fn label_days(label: &str) -> Option<i64> {
+    label.strip_prefix("days_").and_then(|n| n.parse().ok())
+}
+
+fn bucket(t: &DateTime<FixedOffset>, unit: &str) -> (i32, u32, u32) {
+    match unit {
+        "hourly" => (t.year(), t.ordinal(), t.hour()),
+        "daily" => (t.year(), t.ordinal(), 0),
+        "weekly" => {
+            let w = t.iso_week();
+            (w.year(), w.week(), 0)
+        }
+        "monthly" => (t.year(), t.month(), 0),
+        _ => (t.year(), 0, 0),
+    }
+}
+
+/// Applies `policy` to the snapshots of one type. `now` is used for the age of manual and
+/// verified pre-change snapshots. Returns decisions newest first.
+pub fn apply(snaps: &[(SnapshotId, Snapshot)], policy: Option<&Retention>, now: DateTime<FixedOffset>) -> Vec<Decision> {
+    let mut v: Vec<(&SnapshotId, &Snapshot, DateTime<FixedOffset>)> =
+        snaps.iter().filter_map(|(id, s)| s.datetime().map(|t| (id, s, t))).collect();
+    v.sort_by(|a, b| b.2.cmp(&a.2).then(b.0.cmp(a.0)));
+    let mut reasons: Vec<Vec<String>> = vec![Vec::new(); v.len()];
+
+    // Newest complete snapshot: never removed.
+    if let Some(i) = v.iter().position(|(_, s, _)| s.errors.is_empty()) {
+        reasons[i].push("newest complete snapshot".into());
+    }
+    for (i, (_, s, t)) in v.iter().enumerate() {
+        let label = s.labels.get("retention").map(String::as_str);
+        match s.kind {
+            SnapshotKind::PreChange => {
+                if !s.labels.contains_key("verified_by") {
+                    reasons[i].push("pre-change, not yet verified".into());
+                } else if label == Some("permanent") {
+                    reasons[i].push("pre-change, retention permanent".into());
+                } else if let Some(d) = label.and_then(label_days) {
+                    if now - *t < chrono::Duration::days(d) {
+                        reasons[i].push(format!("pre-change, retention days_{d}"));
+                    }
+                }
+            }
+            SnapshotKind::Manual => match label.and_then(label_days) {
+                Some(d) => {
+                    if now - *t < chrono::Duration::days(d) {
+                        reasons[i].push(format!("manual, retention days_{d}"));
+                    }
+                }
+                None => reasons[i].push("manual, retention permanent".into()),
+            },
+            SnapshotKind::Daily => {}
+        }
+    }
+    let Some(p) = policy else {
+        for r in reasons.iter_mut() {
+            if r.is_empty() {
+                r.push("no retention policy for this type".into());
+            }
+        }
+        return finish(&v, reasons);
+    };
+    // The time rules apply to routine snapshots; pre-change and manual ones have their own.
+    let routine: Vec<usize> = (0..v.len()).filter(|&i| v[i].1.kind == SnapshotKind::Daily).collect();
+    if let Some(n) = p.keep_last {
+        for (rank, &i) in routine.iter().take(n as usize).enumerate() {
+            reasons[i].push(format!("last {}", rank + 1));
+        }
+    }
+    for (unit, n) in [
+        ("hourly", p.keep_hourly),
+        ("daily", p.keep_daily),
+        ("weekly", p.keep_weekly),
+        ("monthly", p.keep_monthly),
+        ("yearly", p.keep_yearly),
+    ] {
+        let Some(n) = n else { continue };
+        let mut last = None;
+        let mut count = 0;
+        for &i in &routine {
+            if count >= n {
+                break;
+            }
+            let b = bucket(&v[i].2, unit);
+            if last != Some(b) {
+                last = Some(b);
+                count += 1;
+                let label = match unit {
+                    "hourly" => v[i].2.format("%Y-%m-%d %H:00").to_string(),
+                    "daily" => v[i].2.format("%Y-%m-%d").to_string(),
+                    "weekly" => format!("{}-W{:02}", b.0, b.1),
+                    "monthly" => v[i].2.format("%Y-%m").to_string(),
+                    _ => v[i].2.format("%Y").to_string(),
+                };
+                reasons[i].push(format!("{unit} {label}"));
+            }
+        }
+    }
+    if let Some(d) = p.keep_within.as_deref().and_then(parse_duration) {
+        if let Some(&first) = routine.first() {
+            let newest = v[first].2;
+            for &i in &routine {
+                if newest - v[i].2 <= d {
+                    reasons[i].push(format!("within {}", p.keep_within.as_deref().unwrap_or("")));
+                }
+            }
+        }
+    }
+    finish(&v, reasons)
+}
+
+fn finish(v: &[(&SnapshotId, &Snapshot, DateTime<FixedOffset>)], reasons: Vec<Vec<String>>) -> Vec<Decision> {
+    v.iter()
+        .zip(reasons)
+        .map(|((id, s, _), r)| Decision {
+            id: id.to_hex(),
+            time: s.time.clone(),
+            backup_type: s.backup_type.clone(),
+            kind: s.kind.as_str().into(),
+            keep: !r.is_empty(),
+            reasons: if r.is_empty() { vec!["no rule keeps it".into()] } else { r },
+        })
+        .collect()
+}

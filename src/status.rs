@@ -1,0 +1,212 @@
+//! `status`: where each type stands (last success, age against its RPO, next due, failures,
+//! newest snapshot) and what the repository holds; also Prometheus textfile metrics.
+
+use chrono::Local;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::history::History;
+use crate::repo::Repo;
+use crate::runner::{due_now, last_success, rpo};
+use crate::schedule::human_duration;
+use crate::store::FileKind;
+
+/// One type's status.
+#[derive(Debug, Serialize)]
+pub struct TypeStatus {
+    /// Type.
+    pub backup_type: String,
+    /// Its schedule.
+    pub schedule: Option<String>,
+    /// Last success (RFC 3339).
+    pub last_success: Option<String>,
+    /// Its age in seconds.
+    pub age_s: Option<i64>,
+    /// RPO in seconds.
+    pub rpo_s: i64,
+    /// Older than its RPO (or never backed up).
+    pub overdue: bool,
+    /// Next due time.
+    pub next_due: String,
+    /// Due now, and why.
+    pub due_now: bool,
+    /// Why (or why not).
+    pub due_reason: String,
+    /// Failed runs since the last success.
+    pub consecutive_failures: u32,
+    /// Last error, if the last run failed.
+    pub last_error: Option<String>,
+    /// Newest snapshot id.
+    pub newest_snapshot: Option<String>,
+    /// Snapshots of this type.
+    pub snapshots: usize,
+}
+
+/// The whole status.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// Repository path.
+    pub repository: String,
+    /// "xchacha20poly1305" or "none".
+    pub encryption: String,
+    /// Per type.
+    pub types: Vec<TypeStatus>,
+    /// Snapshots in all.
+    pub snapshots: usize,
+    /// Bytes of packs, index files and snapshot files.
+    pub stored_bytes: u64,
+    /// Sum of the logical sizes of all snapshots.
+    pub logical_bytes: u64,
+    /// logical / stored.
+    pub dedup_ratio: f64,
+    /// Types overdue.
+    pub overdue: Vec<String>,
+}
+
+/// Computes the status.
+pub fn status(repo: &Repo, cfg: Option<&Config>) -> Result<Status> {
+    let history = History::open(repo.store.root())?;
+    let (snaps, _) = repo.snapshots()?;
+    let now = Local::now().fixed_offset();
+    let mut types = Vec::new();
+    let mut names: Vec<String> = cfg.map(|c| c.types.iter().map(|(n, _)| n.clone()).collect()).unwrap_or_default();
+    for (_, s) in &snaps {
+        if !names.contains(&s.backup_type) {
+            names.push(s.backup_type.clone());
+        }
+    }
+    for name in names {
+        let tc = cfg.and_then(|c| c.type_config(&name)).cloned().unwrap_or_default();
+        let last = last_success(&history, repo, &name)?;
+        let r = rpo(&tc);
+        let due = due_now(&tc, last);
+        let recent = history.list(Some(&name), 1)?;
+        let last_error = recent.first().filter(|r| r.result == crate::history::Outcome::Failed).and_then(|r| r.error.clone());
+        let of_type: Vec<_> = snaps.iter().filter(|(_, s)| s.backup_type == name).collect();
+        types.push(TypeStatus {
+            backup_type: name.clone(),
+            schedule: tc.schedule.clone(),
+            last_success: last.map(|t| t.to_rfc3339()),
+            age_s: last.map(|t| (now - t).num_seconds()),
+            rpo_s: r.num_seconds(),
+            overdue: last.is_none_or(|t| now - t > r),
+            next_due: due.next.to_rfc3339(),
+            due_now: due.due,
+            due_reason: due.reason,
+            consecutive_failures: history.consecutive_failures(&name)?,
+            last_error,
+            newest_snapshot: of_type.last().map(|(id, _)| id.to_hex()),
+            snapshots: of_type.len(),
+        });
+    }
+    let mut stored = 0u64;
+    for p in repo.cache.packs()? {
+        stored += p.1;
+    }
+    for kind in [FileKind::Index, FileKind::Snapshot] {
+        for n in repo.store.list(kind)? {
+            stored += repo.store.size(kind, &n)?.unwrap_or(0);
+        }
+    }
+    let logical: u64 = snaps.iter().map(|(_, s)| s.stats.logical_bytes).sum();
+    let overdue = types.iter().filter(|t| t.overdue).map(|t| t.backup_type.clone()).collect();
+    Ok(Status {
+        repository: repo.store.root().display().to_string(),
+        encryption: match repo.config.encryption {
+            crate::repo_config::Encryption::None => "none".into(),
+            crate::repo_config::Encryption::XChaCha20Poly1305 => "xchacha20poly1305".into(),
+        },
+        types,
+        snapshots: snaps.len(),
+        stored_bytes: stored,
+        logical_bytes: logical,
+        dedup_ratio: if stored > 0 { logical as f64 / stored as f64 } else { 0.0 },
+        overdue,
+    })
+}
+
+/// Human rendering.
+pub fn render(s: &Status) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("repository {} ({})\n", s.repository, if s.encryption == "none" { "NOT encrypted" } else { "encrypted" }));
+    out.push_str(&format!(
+        "{} snapshots, {} stored for {} of snapshots (dedup ratio {:.1}x)\n\n",
+        s.snapshots,
+        crate::util::human_bytes(s.stored_bytes),
+        crate::util::human_bytes(s.logical_bytes),
+        s.dedup_ratio
+    ));
+    out.push_str(&format!("{:<10} {:<18} {:<20} {:>10} {:>8} {:<20} {:>5}  {}\n", "TYPE", "SCHEDULE", "LAST SUCCESS", "AGE", "RPO", "NEXT DUE", "FAILS", "STATE"));
+    for t in &s.types {
+        let last = t
+            .last_success
+            .as_deref()
+            .and_then(|x| chrono::DateTime::parse_from_rfc3339(x).ok())
+            .map(|x| x.with_timezone(&Local).format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_else(|| "never".into());
+        let age = t.age_s.map(|a| human_duration(chrono::Duration::seconds(a))).unwrap_or_else(|| "-".into());
+        let next = chrono::DateTime::parse_from_rfc3339(&t.next_due)
+            .map(|x| if t.due_now { "now".to_string() } else { x.with_timezone(&Local).format("%Y-%m-%d %H:%M").to_string() })
+            .unwrap_or_default();
+        let state = if t.consecutive_failures > 0 {
+            format!("FAILING: {}", t.last_error.clone().unwrap_or_default())
+        } else if t.overdue {
+            "OVERDUE".to_string()
+        } else {
+            "ok".to_string()
+        };
+        out.push_str(&format!(
+            "{:<10} {:<18} {:<20} {:>10} {:>8} {:<20} {:>5}  {}\n",
+            t.backup_type,
+            t.schedule.clone().unwrap_or_else(|| "-".into()),
+            last,
+            age,
+            human_duration(chrono::Duration::seconds(t.rpo_s)),
+            next,
+            t.consecutive_failures,
+            state
+        ));
+    }
+    if s.overdue.is_empty() {
+        out.push_str("\nall types are within their RPO\n");
+    } else {
+        out.push_str(&format!("\nOVERDUE: {}\n", s.overdue.join(", ")));
+    }
+    out
+}
+
+/// Prometheus text format for node_exporter's textfile collector.
+pub fn metrics(s: &Status) -> String {
+    let mut m = String::new();
+    // Each metric's HELP, TYPE and samples form one group, as the text format requires.
+    type Sample = fn(&TypeStatus) -> i64;
+    let per_type: [(&str, &str, Sample); 4] = [
+        ("cairn_last_success_timestamp_seconds", "Unix time of the last successful backup of a type.", |t| {
+            t.last_success.as_deref().and_then(|x| chrono::DateTime::parse_from_rfc3339(x).ok()).map(|x| x.timestamp()).unwrap_or(0)
+        }),
+        ("cairn_overdue", "1 when a type's last success is older than its RPO.", |t| t.overdue as i64),
+        ("cairn_consecutive_failures", "Failed runs since the last success.", |t| t.consecutive_failures as i64),
+        ("cairn_snapshots", "Snapshots of a type.", |t| t.snapshots as i64),
+    ];
+    for (name, help, f) in per_type {
+        m.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for t in &s.types {
+            m.push_str(&format!("{name}{{type=\"{}\"}} {}\n", t.backup_type.replace('\\', "\\\\").replace('"', "\\\""), f(t)));
+        }
+    }
+    for (name, help, v) in [
+        ("cairn_repository_stored_bytes", "Bytes the repository occupies.", s.stored_bytes),
+        ("cairn_repository_logical_bytes", "Sum of the logical sizes of all snapshots.", s.logical_bytes),
+    ] {
+        m.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"));
+    }
+    m
+}
+
+/// Writes metrics atomically (node_exporter must never read half a file).
+pub fn write_metrics(path: &std::path::Path, s: &Status) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, metrics(s)).map_err(|e| crate::Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| crate::Error::io(path, e))
+}
