@@ -48,8 +48,27 @@ impl Cache {
         r.map_err(|source| Error::Cache { path: self.path.clone(), source })
     }
 
-    /// Opens (creating or rebuilding if stale) the cache at `path` for repository `repo`.
+    /// Opens (creating or rebuilding if stale) the cache at `path` for repository `repo`. A file
+    /// SQLite reports as not a database or corrupt is deleted and rebuilt: it is derived state.
     pub fn open(path: &Path, repo: RepoId) -> Result<Self> {
+        match Self::open_once(path, repo) {
+            Err(Error::Cache { source, .. })
+                if matches!(
+                    source.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+                ) =>
+            {
+                tracing::warn!("cache {} is damaged ({source}); rebuilding it", path.display());
+                for suffix in ["", "-wal", "-shm", "-journal"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+                Self::open_once(path, repo)
+            }
+            r => r,
+        }
+    }
+
+    fn open_once(path: &Path, repo: RepoId) -> Result<Self> {
         let e = |source| Error::Cache { path: path.to_path_buf(), source };
         let conn = Connection::open(path).map_err(e)?;
         conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(e)?;

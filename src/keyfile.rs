@@ -121,6 +121,10 @@ impl KeyFile {
         if lens != (64, 48, (64 + 16) * 2) {
             return Err(Error::corrupt(format!("key file {name}"), "damaged: wrong field lengths"));
         }
+        // Checked here, not at unwrap time, so a damaged file is set aside and the others tried.
+        if [&kf.salt, &kf.nonce, &kf.wrapped].iter().any(|s| !s.bytes().all(|b| b.is_ascii_hexdigit())) {
+            return Err(Error::corrupt(format!("key file {name}"), "damaged: bad hex"));
+        }
         if kf.params.m_cost_kib > 4 * 1024 * 1024 || kf.params.t_cost > 64 || kf.params.p_cost > 64 {
             return Err(Error::corrupt(format!("key file {name}"), "Argon2id parameters out of range"));
         }

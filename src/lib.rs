@@ -43,3 +43,4 @@ pub mod history;
 pub mod notify;
 pub mod runner;
 pub mod status;
+pub mod remote;

@@ -54,10 +54,12 @@ pub struct Repo {
     packs: PackFiles,
 }
 
-/// Open pack file handles shared by reader threads (pread needs no seek state).
+/// Open pack file handles shared by reader threads (pread needs no seek state). In a partial
+/// mirror of a remote, a pack that is not here yet is fetched on first use.
 #[derive(Clone, Default)]
 pub struct PackFiles {
     open: Arc<Mutex<HashMap<PackId, Arc<File>>>>,
+    fetch: Option<Arc<crate::remote::rclone::Rclone>>,
 }
 
 impl PackFiles {
@@ -66,6 +68,17 @@ impl PackFiles {
         let mut m = self.open.lock().expect("not poisoned");
         if let Some(f) = m.get(pack) {
             return Ok((f.clone(), path));
+        }
+        if let (Some(remote), false) = (&self.fetch, path.exists()) {
+            let (tmp, f) = store.temp_file()?;
+            drop(f);
+            let rel = path.strip_prefix(store.root()).expect("under root").to_string_lossy().into_owned();
+            tracing::info!("fetching {rel} from remote {}", remote.name);
+            if let Err(e) = remote.download(&rel, &tmp) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+            store.publish(&tmp, FileKind::Pack, &pack.to_hex())?;
         }
         let f = Arc::new(File::open(&path).ctx(&path)?);
         if m.len() >= 64 {
@@ -224,6 +237,11 @@ impl Repo {
         std::fs::create_dir_all(&cache_dir).ctx(&cache_dir)?;
         let cache = Cache::open(&cache_dir.join("cache.sqlite"), config.id)?;
         Ok(Repo { store, config, keys, cache, packs: PackFiles::default() })
+    }
+
+    /// Fetches missing packs from `remote` on first use (a partial mirror of a remote).
+    pub fn fetch_packs_from(&mut self, remote: crate::remote::rclone::Rclone) {
+        self.packs.fetch = Some(Arc::new(remote));
     }
 
     /// Loads new index files into the cache; unreadable ones are logged (verify reports them).

@@ -100,13 +100,12 @@ fn parent_of(path: &[u8]) -> Option<&[u8]> {
     path.iter().rposition(|&c| c == b'/').map(|i| &path[..i])
 }
 
-fn set_mtime(path: &Path, mtime_ns: i64, symlink: bool) -> std::io::Result<()> {
+/// Sets atime and mtime with `utimensat(AT_SYMLINK_NOFOLLOW)`: it never follows a symlink and
+/// needs no `open()`, so it works on entries whose restored mode denies their owner read access
+/// (`filetime::set_file_times` opens the path, which fails on mode 000 files and directories).
+fn set_mtime(path: &Path, mtime_ns: i64) -> std::io::Result<()> {
     let t = filetime::FileTime::from_unix_time(mtime_ns.div_euclid(1_000_000_000), mtime_ns.rem_euclid(1_000_000_000) as u32);
-    if symlink {
-        filetime::set_symlink_file_times(path, t, t)
-    } else {
-        filetime::set_file_times(path, t, t)
-    }
+    filetime::set_symlink_file_times(path, t, t)
 }
 
 /// Resolves a file's chunk locations.
@@ -207,7 +206,7 @@ pub fn restore(repo: &Repo, snap: &Snapshot, target: &Path, opts: &RestoreOption
                     }
                     f.set_permissions(fs::Permissions::from_mode(node.mode & 0o7777)).ctx(&p)?;
                     drop(f);
-                    set_mtime(&p, node.mtime_ns, false).ctx(&p)?;
+                    set_mtime(&p, node.mtime_ns).ctx(&p)?;
                     report.files += 1;
                     report.bytes += n;
                 }
@@ -236,7 +235,7 @@ pub fn restore(repo: &Repo, snap: &Snapshot, target: &Path, opts: &RestoreOption
             if am_root {
                 let _ = std::os::unix::fs::lchown(&p, Some(node.uid), Some(node.gid));
             }
-            set_mtime(&p, node.mtime_ns, true).ctx(&p)?;
+            set_mtime(&p, node.mtime_ns).ctx(&p)?;
             report.symlinks += 1;
             Ok(())
         })();
@@ -247,7 +246,7 @@ pub fn restore(repo: &Repo, snap: &Snapshot, target: &Path, opts: &RestoreOption
     // Deepest first, so setting a parent's mtime is not undone by creating its children.
     for (p, mode, mtime) in dir_times.into_iter().rev() {
         let _ = fs::set_permissions(&p, fs::Permissions::from_mode(mode & 0o7777));
-        if let Err(e) = set_mtime(&p, mtime, false) {
+        if let Err(e) = set_mtime(&p, mtime) {
             report.errors.push((p.display().to_string(), e.to_string()));
         }
     }

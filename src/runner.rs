@@ -77,6 +77,27 @@ pub struct BackupReport {
     pub maintenance_error: Option<String>,
     /// Notifications that could not be delivered.
     pub notify_errors: Vec<String>,
+    /// Remote syncs after the backup.
+    pub sync: Vec<SyncOutcome>,
+}
+
+/// One remote's sync after a backup.
+#[derive(Debug, Serialize, Default)]
+pub struct SyncOutcome {
+    /// Remote name.
+    pub remote: String,
+    /// Files uploaded.
+    pub uploaded: usize,
+    /// Bytes uploaded.
+    pub uploaded_bytes: u64,
+    /// Files deleted on the remote.
+    pub deleted: usize,
+    /// Files on the remote cairn did not write.
+    pub foreign: Vec<String>,
+    /// Error, if the sync failed.
+    pub error: Option<String>,
+    /// Full report.
+    pub report: Option<crate::remote::sync::SyncReport>,
 }
 
 impl BackupReport {

@@ -62,6 +62,25 @@ pub struct Status {
     pub dedup_ratio: f64,
     /// Types overdue.
     pub overdue: Vec<String>,
+    /// Remotes: last sync and what is pending.
+    pub remotes: Vec<RemoteStatus>,
+}
+
+/// One remote's state.
+#[derive(Debug, Serialize)]
+pub struct RemoteStatus {
+    /// Name.
+    pub name: String,
+    /// rclone target.
+    pub target: String,
+    /// End of the last successful sync.
+    pub last_sync: Option<String>,
+    /// Error of the last sync if it failed.
+    pub last_error: Option<String>,
+    /// Files not yet on the remote.
+    pub pending_files: usize,
+    /// Their bytes.
+    pub pending_bytes: u64,
 }
 
 /// Computes the status.
@@ -111,6 +130,18 @@ pub fn status(repo: &Repo, cfg: Option<&Config>) -> Result<Status> {
     }
     let logical: u64 = snaps.iter().map(|(_, s)| s.stats.logical_bytes).sum();
     let overdue = types.iter().filter(|t| t.overdue).map(|t| t.backup_type.clone()).collect();
+    let mut remotes = Vec::new();
+    if let Some(c) = cfg {
+        let state = crate::remote::sync::SyncState::open(repo.store.root())?;
+        for r in &c.backup.remotes {
+            let key = format!("sync:{}", r.name);
+            let runs = history.list(Some(&key), 50)?;
+            let last_ok = runs.iter().find(|x| x.result != crate::history::Outcome::Failed).map(|x| x.end.clone());
+            let last_error = runs.first().filter(|x| x.result == crate::history::Outcome::Failed).and_then(|x| x.error.clone());
+            let (pending_files, pending_bytes) = state.pending(repo.store.root(), &r.name)?;
+            remotes.push(RemoteStatus { name: r.name.clone(), target: r.rclone.clone(), last_sync: last_ok, last_error, pending_files, pending_bytes });
+        }
+    }
     Ok(Status {
         repository: repo.store.root().display().to_string(),
         encryption: match repo.config.encryption {
@@ -123,6 +154,7 @@ pub fn status(repo: &Repo, cfg: Option<&Config>) -> Result<Status> {
         logical_bytes: logical,
         dedup_ratio: if stored > 0 { logical as f64 / stored as f64 } else { 0.0 },
         overdue,
+        remotes,
     })
 }
 
@@ -167,6 +199,20 @@ pub fn render(s: &Status) -> String {
             t.consecutive_failures,
             state
         ));
+    }
+    for r in &s.remotes {
+        let last = r.last_sync.as_deref().map(|x| x[..x.len().min(19)].replace('T', " ")).unwrap_or_else(|| "never".into());
+        out.push_str(&format!(
+            "\nremote {} ({}): last sync {last}, {} files ({}) pending{}",
+            r.name,
+            r.target,
+            r.pending_files,
+            crate::util::human_bytes(r.pending_bytes),
+            r.last_error.as_deref().map(|e| format!("; last sync FAILED: {e}")).unwrap_or_default()
+        ));
+    }
+    if !s.remotes.is_empty() {
+        out.push('\n');
     }
     if s.overdue.is_empty() {
         out.push_str("\nall types are within their RPO\n");

@@ -17,6 +17,11 @@ pub struct Cli {
     /// File holding the repository password.
     #[arg(long, global = true, env = "CAIRN_PASSWORD_FILE")]
     pub password_file: Option<PathBuf>,
+    /// Read from this remote (a name from the config, or an rclone target such as
+    /// `gdrive:backups/obd`) instead of the local repository: snapshots, ls, restore, cat, export,
+    /// verify.
+    #[arg(long, global = true)]
+    pub remote: Option<String>,
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,
@@ -85,6 +90,14 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// Upload to remotes what they lack (all configured remotes, or --remote NAME).
+    Sync {
+        /// Only say what would be uploaded and deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Copy a whole remote repository into a new local one (--remote NAME --repo DIR).
+    Clone,
     /// Run the schedule in the foreground (for systemd); exits cleanly on SIGTERM or SIGINT.
     Daemon,
     /// Write conventional archives (obd_backup_db_2026-01-25_030000.db.gz, ...tar.gz).
@@ -163,6 +176,9 @@ pub struct BackupArgs {
     /// Also write Prometheus metrics to this file.
     #[arg(long)]
     pub metrics_file: Option<PathBuf>,
+    /// Do not sync remotes after the backup.
+    #[arg(long)]
+    pub no_sync: bool,
 }
 
 /// `config` subcommands.

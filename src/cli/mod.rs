@@ -143,8 +143,38 @@ impl Ctx {
     }
 
     fn open(&self) -> Result<Repo> {
+        if let Some(name) = &self.cli.remote {
+            let remote = self.remote(name)?;
+            let dir = crate::remote::mirror::refresh(&remote, &crate::remote::mirror::default_cache_root())?;
+            let mut repo = Repo::open(&dir, &|| self.password())?;
+            repo.fetch_packs_from(remote);
+            return Ok(repo);
+        }
         let path = self.repo_path()?;
         Ok(Repo::open(&path, &|| self.password())?)
+    }
+
+    /// A remote by config name, or an rclone target given directly.
+    fn remote(&self, name: &str) -> Result<crate::remote::rclone::Rclone> {
+        if let Some(r) = self.config()?.and_then(|c| c.backup.remotes.iter().find(|r| r.name == name)) {
+            return Ok(crate::remote::rclone::Rclone::new(&r.name, &r.rclone, &r.flags));
+        }
+        if name.contains(':') {
+            return Ok(crate::remote::rclone::Rclone::new(name, name, &[]));
+        }
+        let known: Vec<String> = self.config()?.map(|c| c.backup.remotes.iter().map(|r| r.name.clone()).collect()).unwrap_or_default();
+        bail!("no remote {name:?} (configured: {}); give a configured name or an rclone target like gdrive:backups", if known.is_empty() { "none".into() } else { known.join(", ") })
+    }
+
+    /// The remotes a command applies to: --remote NAME, or every configured one.
+    fn remotes(&self) -> Result<Vec<crate::remote::rclone::Rclone>> {
+        if let Some(n) = &self.cli.remote {
+            return Ok(vec![self.remote(n)?]);
+        }
+        Ok(self
+            .config()?
+            .map(|c| c.backup.remotes.iter().map(|r| crate::remote::rclone::Rclone::new(&r.name, &r.rclone, &r.flags)).collect())
+            .unwrap_or_default())
     }
 
     fn out(&self, v: &serde_json::Value) {
@@ -230,6 +260,60 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Backup(a) => cmd_backup(&ctx, a),
         Command::Daemon => cmd_daemon(&ctx),
+        Command::Sync { dry_run } => {
+            let repo_path = ctx.repo_path()?;
+            let repo = Repo::open(&repo_path, &|| ctx.password())?;
+            let remotes = ctx.remotes()?;
+            if remotes.is_empty() {
+                bail!("no remotes configured: add \"remotes\" to the config or pass --remote gdrive:path");
+            }
+            let results = sync_all(&ctx, &repo, &remotes, *dry_run);
+            if ctx.cli.json {
+                ctx.out(&serde_json::to_value(&results)?);
+            } else {
+                for r in &results {
+                    match (&r.error, &r.report) {
+                        (Some(e), _) => println!("{}: FAILED: {e}", r.remote),
+                        (None, Some(rep)) => {
+                            println!(
+                                "{}: {}{} files uploaded ({}), {} repaired, {} deleted, {} foreign files left alone, {:.2}s",
+                                r.remote,
+                                if *dry_run { "dry run: " } else { "" },
+                                rep.uploaded.len(),
+                                human_bytes(rep.uploaded_bytes),
+                                rep.repaired.len(),
+                                rep.deleted.len(),
+                                rep.foreign.len(),
+                                rep.duration_s
+                            );
+                            for f in &rep.foreign {
+                                println!("  foreign (not written by this repository, not deleted): {f}");
+                            }
+                            for f in &rep.duplicates {
+                                println!("  duplicate name on the remote: {f}");
+                            }
+                        }
+                        (None, None) => {}
+                    }
+                }
+            }
+            let failed = results.iter().filter(|r| r.error.is_some()).count();
+            if failed > 0 {
+                bail!("{failed} of {} remotes failed to sync", results.len());
+            }
+            Ok(0)
+        }
+        Command::Clone => {
+            let name = ctx.cli.remote.clone().ok_or_else(|| anyhow!("clone needs --remote NAME"))?;
+            let dest = ctx.cli.repo.clone().ok_or_else(|| anyhow!("clone needs --repo DIR for the new local repository"))?;
+            let remote = ctx.remote(&name)?;
+            let start = std::time::Instant::now();
+            crate::remote::mirror::clone_all(&remote, &dest)?;
+            let repo = Repo::open(&dest, &|| ctx.password())?;
+            let (snaps, _) = repo.snapshots()?;
+            println!("cloned remote {} into {}: {} snapshots in {:.2}s", remote.name, dest.display(), snaps.len(), start.elapsed().as_secs_f64());
+            Ok(0)
+        }
         Command::Forget { dry_run, types } => {
             let repo = ctx.open()?;
             let cfg = ctx.config()?;
@@ -536,6 +620,36 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Verify { read_data, seed } => {
+            if let (Some(name), Ok(local)) = (&ctx.cli.remote, ctx.repo_path()) {
+                if crate::repo::is_repository(&local) {
+                    let remote = ctx.remote(name)?;
+                    let c = crate::remote::sync::check(&local, &remote)?;
+                    if ctx.cli.json && read_data.is_none() {
+                        let mut v = serde_json::to_value(&c)?;
+                        v["ok"] = json!(!c.is_damaged());
+                        ctx.out(&v);
+                    } else if !ctx.cli.json {
+                        for (what, list) in [("MISSING", &c.missing), ("MISMATCH", &c.mismatched), ("DUPLICATE", &c.duplicates)] {
+                            for f in list {
+                                println!("{what} on remote {}: {f}", c.remote);
+                            }
+                        }
+                        println!(
+                            "remote {}: {} files compared, {} missing, {} mismatched, {} duplicates, {} not yet synced, {} extra",
+                            c.remote,
+                            c.checked,
+                            c.missing.len(),
+                            c.mismatched.len(),
+                            c.duplicates.len(),
+                            c.pending.len(),
+                            c.extra.len()
+                        );
+                    }
+                    if read_data.is_none() || c.is_damaged() {
+                        return Ok(if c.is_damaged() { EXIT_DAMAGE } else { 0 });
+                    }
+                }
+            }
             let repo = ctx.open()?;
             let pct = match read_data {
                 None => None,
@@ -670,7 +784,10 @@ fn cmd_backup(ctx: &Ctx, a: &args::BackupArgs) -> Result<i32> {
         flags: crate::job::RunFlags { no_vacuum: a.no_vacuum, force_read: a.force_read },
         ..Default::default()
     };
-    let report = crate::runner::run_backups(&mut repo, cfg, &opts)?;
+    let mut report = crate::runner::run_backups(&mut repo, cfg, &opts)?;
+    if !a.no_sync && report.ran.iter().any(|r| r.result == crate::history::Outcome::Success) {
+        report.sync = sync_all(ctx, &repo, &ctx.remotes()?, false);
+    }
     print_backup_report(ctx, &report);
     if let Some(m) = &a.metrics_file {
         let st = crate::status::status(&repo, Some(cfg))?;
@@ -742,12 +859,66 @@ fn print_backup_report(ctx: &Ctx, report: &crate::runner::BackupReport) {
             println!("prune: {} packs deleted, {} repacked, {} freed", p.packs_deleted + p.unindexed_deleted, p.packs_repacked, human_bytes(p.bytes_freed.max(0) as u64));
         }
     }
+    for r in &report.sync {
+        match &r.error {
+            None => println!("sync {}: {} files uploaded ({}), {} deleted", r.remote, r.uploaded, human_bytes(r.uploaded_bytes), r.deleted),
+            Some(e) => println!("sync {}: FAILED (the backup is safe locally; the next run catches up): {e}", r.remote),
+        }
+    }
     if let Some(e) = &report.maintenance_error {
         eprintln!("warning: {e}");
     }
     for e in &report.notify_errors {
         eprintln!("warning: notification not delivered: {e}");
     }
+}
+
+/// Syncs each remote, recording each in the history; a failure is reported, never raised.
+fn sync_all(ctx: &Ctx, repo: &Repo, remotes: &[crate::remote::rclone::Rclone], dry_run: bool) -> Vec<crate::runner::SyncOutcome> {
+    let _ = ctx;
+    let mut out = Vec::new();
+    for remote in remotes {
+        let start = chrono::Local::now();
+        let r = crate::remote::sync::sync(repo.store.root(), remote, dry_run);
+        let mut o = crate::runner::SyncOutcome { remote: remote.name.clone(), ..Default::default() };
+        let mut run = crate::history::Run {
+            id: 0,
+            backup_type: format!("sync:{}", remote.name),
+            start: start.to_rfc3339(),
+            end: chrono::Local::now().to_rfc3339(),
+            result: crate::history::Outcome::Success,
+            error: None,
+            files: 0,
+            bytes_read: 0,
+            bytes_added: 0,
+            snapshot: None,
+            retries: 0,
+        };
+        match r {
+            Ok(rep) => {
+                o.uploaded = rep.uploaded.len();
+                o.uploaded_bytes = rep.uploaded_bytes;
+                o.deleted = rep.deleted.len();
+                o.foreign = rep.foreign.clone();
+                run.files = rep.uploaded.len() as u64;
+                run.bytes_added = rep.uploaded_bytes;
+                o.report = Some(rep);
+            }
+            Err(e) => {
+                tracing::error!("sync to {} failed: {e}", remote.name);
+                o.error = Some(e.to_string());
+                run.result = crate::history::Outcome::Failed;
+                run.error = o.error.clone();
+            }
+        }
+        if !dry_run {
+            if let Ok(h) = crate::history::History::open(repo.store.root()) {
+                let _ = h.record(&run);
+            }
+        }
+        out.push(o);
+    }
+    out
 }
 
 static TERM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
