@@ -107,6 +107,9 @@ enum Ev {
     Error(NodeError),
 }
 
+/// What the walker sends: a batch of events, or the error that ends the walk.
+type Batch = Result<Vec<Ev>>;
+
 enum FileOutcome {
     Stored,
     Retry,
@@ -188,7 +191,7 @@ impl PrevTree {
 }
 
 struct Walker {
-    tx: Sender<Result<Vec<Ev>>>,
+    tx: Sender<Batch>,
     batch: Vec<Ev>,
     batch_bytes: usize,
     cutter: Cutter,
@@ -589,7 +592,7 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
     let tree_cutter = repo.cutter("tree");
     let sqlite_detect = repo.config.sqlite_pages;
     let walker_cache = Cache::open(&repo.store.root().join("cache").join("cache.sqlite"), repo.config.id).ok();
-    let (tx, rx): (Sender<Result<Vec<Ev>>>, Receiver<Result<Vec<Ev>>>) = bounded(2);
+    let (tx, rx): (Sender<Batch>, Receiver<Batch>) = bounded(2);
     let excludes = opts.excludes.clone();
     let force_read = opts.force_read;
     let time = chrono::Local::now();

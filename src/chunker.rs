@@ -50,7 +50,8 @@ impl ChunkerParams {
                 if !(MINIMUM_MIN..=MINIMUM_MAX).contains(&min)
                     || !(AVERAGE_MIN..=AVERAGE_MAX).contains(&avg)
                     || !(MAXIMUM_MIN..=MAXIMUM_MAX).contains(&max)
-                    || !(min <= avg && avg <= max)
+                    || min > avg
+                    || avg > max
                     || normalization > 3
                 {
                     return Err(format!(

@@ -89,6 +89,9 @@ impl PackFiles {
     }
 }
 
+/// Readable snapshots (oldest first) and unreadable ones with their error.
+pub type SnapshotList = (Vec<(SnapshotId, Snapshot)>, Vec<(SnapshotId, Error)>);
+
 /// Whether `dir` looks like a repository (has a `config`).
 pub fn is_repository(dir: &Path) -> bool {
     dir.join("config").is_file()
@@ -279,7 +282,7 @@ impl Repo {
     }
 
     /// All readable snapshots, oldest first; unreadable ones are returned separately.
-    pub fn snapshots(&self) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(SnapshotId, Error)>)> {
+    pub fn snapshots(&self) -> Result<SnapshotList> {
         let mut ok = Vec::new();
         let mut bad = Vec::new();
         for id in self.snapshot_ids()? {

@@ -290,7 +290,7 @@ pub fn dead_man_check(repo: &Repo, cfg: &Config, history: &History) -> Result<Ve
         let last = last_success(history, repo, name)?;
         let stale = match last {
             Some(l) => now - l > limit,
-            None => history.list(Some(name), 1)?.first().is_some(),
+            None => !history.list(Some(name), 1)?.is_empty(),
         };
         if !stale {
             continue;

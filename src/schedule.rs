@@ -134,8 +134,8 @@ where
         return Due { due: true, reason: "never backed up".into(), next: fixed(now) };
     };
     if let Some(c) = catch_up_after {
-        if now.clone() - last.clone() >= c {
-            return Due { due: true, reason: format!("catch-up: last success {} ago", human_duration(now.clone() - last)), next: fixed(now) };
+        if *now - last >= c {
+            return Due { due: true, reason: format!("catch-up: last success {} ago", human_duration(*now - last)), next: fixed(now) };
         }
     }
     let catch_up_at = catch_up_after.map(|c| fixed(&last) + c);

@@ -323,10 +323,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             if ctx.cli.json {
                 ctx.out(&json!({"dry_run": dry_run, "decisions": decisions}));
             } else {
-                println!("{:<10} {:<26} {:<10} {:<10} {:<7} {}", "ID", "TIME", "TYPE", "KIND", "ACTION", "WHY");
+                println!("{:<10} {:<26} {:<10} {:<10} {:<12} WHY", "ID", "TIME", "TYPE", "KIND", "ACTION");
                 for d in &decisions {
                     let action = if d.keep { "keep" } else if *dry_run { "would remove" } else { "remove" };
-                    println!("{:<10} {:<26} {:<10} {:<10} {:<7} {}", &d.id[..8], &d.time[..d.time.len().min(25)], d.backup_type, d.kind, action, d.reasons.join(", "));
+                    println!("{:<10} {:<26} {:<10} {:<10} {:<12} {}", &d.id[..8], &d.time[..d.time.len().min(25)], d.backup_type, d.kind, action, d.reasons.join(", "));
                 }
                 let n = decisions.iter().filter(|d| !d.keep).count();
                 println!("{} snapshots {}, {} kept", n, if *dry_run { "would be removed" } else { "removed" }, decisions.len() - n);
@@ -393,7 +393,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             if ctx.cli.json {
                 ctx.out(&serde_json::to_value(&runs)?);
             } else {
-                println!("{:<26} {:<10} {:<10} {:>8} {:>10} {:>10} {:<10} {}", "START", "TYPE", "RESULT", "FILES", "READ", "ADDED", "SNAPSHOT", "ERROR");
+                println!("{:<26} {:<10} {:<10} {:>8} {:>10} {:>10} {:<10} ERROR", "START", "TYPE", "RESULT", "FILES", "READ", "ADDED", "SNAPSHOT");
                 for r in runs.iter().rev() {
                     println!(
                         "{:<26} {:<10} {:<10} {:>8} {:>10} {:>10} {:<10} {}",
