@@ -213,10 +213,15 @@ pub fn unlock(store: &LocalStore, config: &RepoConfig, password: PasswordFn) -> 
                 return Err(damaged.remove(0));
             }
             let pw = password()?;
+            // A key file planted from another repository must not lock the owner out: skip it,
+            // and only report it if no key of this repository opens.
+            let mut foreign = None;
             for (n, kf) in &files {
                 if let Some((mk, id)) = kf.unwrap_key(&pw, n)? {
                     if id != config.id {
-                        return Err(Error::corrupt(format!("key file {n}"), "belongs to another repository"));
+                        tracing::warn!("key file {n} belongs to another repository; ignoring it");
+                        foreign = Some(Error::corrupt(format!("key file {n}"), "belongs to another repository"));
+                        continue;
                     }
                     for d in damaged {
                         tracing::warn!("{d}");
@@ -224,7 +229,7 @@ pub fn unlock(store: &LocalStore, config: &RepoConfig, password: PasswordFn) -> 
                     return Ok((mk, Some(n.clone())));
                 }
             }
-            Err(Error::WrongPassword(store.root().join("keys")))
+            Err(foreign.unwrap_or_else(|| Error::WrongPassword(store.root().join("keys"))))
         }
     }
 }

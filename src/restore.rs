@@ -195,11 +195,21 @@ pub fn restore(repo: &Repo, snap: &Snapshot, target: &Path, opts: &RestoreOption
                         .mode(0o600)
                         .open(&p)
                         .ctx(&p)?;
-                    let n = {
+                    let written: Result<u64> = (|| {
                         let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
                         let n = write_content(repo, &node, &mut w)?;
                         w.flush().ctx(&p)?;
-                        n
+                        Ok(n)
+                    })();
+                    // A file that could not be restored whole is removed, never left looking
+                    // restored.
+                    let n = match written {
+                        Ok(n) => n,
+                        Err(e) => {
+                            drop(f);
+                            let _ = fs::remove_file(&p);
+                            return Err(e);
+                        }
                     };
                     if am_root {
                         let _ = std::os::unix::fs::fchown(&f, Some(node.uid), Some(node.gid));
