@@ -2,7 +2,16 @@
 //! New encodings (a zstd delta against a base chunk, say) are new byte values, so they can be
 //! added without a format break; readers refuse values they do not know.
 
+use std::cell::RefCell;
+
 use crate::error::{Error, Result};
+
+thread_local! {
+    // zstd contexts are expensive to create (hundreds of KiB); one per thread, reused, keeps
+    // page-sized chunks cheap.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
 
 /// Body is the chunk itself.
 pub const ENC_RAW: u8 = 0;
@@ -14,10 +23,16 @@ pub fn encode(data: &[u8], level: i32) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() / 2 + 16);
     out.push(ENC_ZSTD);
     // zstd::bulk with an output bound avoids a reallocation; failure only means "did not shrink".
-    let mut c = zstd::bulk::Compressor::new(level).expect("valid zstd level");
     let bound = zstd::zstd_safe::compress_bound(data.len());
     out.resize(1 + bound, 0);
-    match c.compress_to_buffer(data, &mut out[1..]) {
+    let r = COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level).expect("valid zstd level")));
+        }
+        slot.as_mut().expect("set").1.compress_to_buffer(data, &mut out[1..])
+    });
+    match r {
         Ok(n) if n < data.len() => {
             out.truncate(1 + n);
             out
@@ -37,11 +52,15 @@ pub fn decode(payload: &[u8], raw_len: usize, what: &dyn Fn() -> String) -> Resu
     let out = match enc {
         ENC_RAW => body.to_vec(),
         ENC_ZSTD => {
-            let mut out = Vec::with_capacity(raw_len);
-            let mut d = zstd::bulk::Decompressor::new().map_err(|e| Error::corrupt(what(), e.to_string()))?;
-            out.resize(raw_len, 0);
-            let n = d
-                .decompress_to_buffer(body, &mut out[..])
+            let mut out = vec![0u8; raw_len];
+            let n = DECOMPRESSOR
+                .with(|cell| {
+                    let mut slot = cell.borrow_mut();
+                    if slot.is_none() {
+                        *slot = Some(zstd::bulk::Decompressor::new()?);
+                    }
+                    slot.as_mut().expect("set").decompress_to_buffer(body, &mut out[..])
+                })
                 .map_err(|e| Error::corrupt(what(), format!("zstd: {e}")))?;
             out.truncate(n);
             out

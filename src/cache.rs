@@ -45,14 +45,14 @@ pub struct SyncReport {
 
 impl Cache {
     fn wrap<T>(&self, r: rusqlite::Result<T>) -> Result<T> {
-        r.map_err(|source| Error::Cache { path: self.path.clone(), source })
+        r.map_err(|source| Error::Cache { path: self.path.clone(), err: source })
     }
 
     /// Opens (creating or rebuilding if stale) the cache at `path` for repository `repo`. A file
     /// SQLite reports as not a database or corrupt is deleted and rebuilt: it is derived state.
     pub fn open(path: &Path, repo: RepoId) -> Result<Self> {
         match Self::open_once(path, repo) {
-            Err(Error::Cache { source, .. })
+            Err(Error::Cache { err: source, .. })
                 if matches!(
                     source.sqlite_error_code(),
                     Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
@@ -69,7 +69,7 @@ impl Cache {
     }
 
     fn open_once(path: &Path, repo: RepoId) -> Result<Self> {
-        let e = |source| Error::Cache { path: path.to_path_buf(), source };
+        let e = |source| Error::Cache { path: path.to_path_buf(), err: source };
         let conn = Connection::open(path).map_err(e)?;
         conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(e)?;
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-8000;")
@@ -146,7 +146,7 @@ impl Cache {
 
     /// Records an index file's content.
     pub fn add_index(&mut self, id: &IndexId, records: &[PackRecord]) -> Result<()> {
-        let tx = self.conn.transaction().map_err(|source| Error::Cache { path: self.path.clone(), source })?;
+        let tx = self.conn.transaction().map_err(|source| Error::Cache { path: self.path.clone(), err: source })?;
         let r: rusqlite::Result<()> = (|| {
             {
                 let mut ins_pack = tx.prepare_cached("INSERT OR IGNORE INTO packs(id, size) VALUES(?1, ?2)")?;
@@ -165,7 +165,7 @@ impl Cache {
             tx.execute("INSERT OR IGNORE INTO index_files(id) VALUES(?1)", [&id.0[..]])?;
             Ok(())
         })();
-        r.and_then(|_| tx.commit()).map_err(|source| Error::Cache { path: self.path.clone(), source })
+        r.and_then(|_| tx.commit()).map_err(|source| Error::Cache { path: self.path.clone(), err: source })
     }
 
     /// Location of a chunk.

@@ -221,7 +221,7 @@ fn invalid(file: &Path, key: &str, msg: impl std::fmt::Display) -> Error {
 fn key_path(base: &str, path: &serde_path_to_error::Path) -> String {
     let p = path.to_string();
     match (base, p.as_str()) {
-        (b, ".") if b.is_empty() => "(top level)".to_string(),
+        ("", ".") => "(top level)".to_string(),
         (b, ".") => b.to_string(),
         ("", p) => p.to_string(),
         (b, p) if p.starts_with('[') => format!("{b}{p}"),

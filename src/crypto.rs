@@ -14,6 +14,13 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 use crate::error::{Error, Result};
 use crate::id::RepoId;
 
+thread_local! {
+    // Nonces come from a per-thread ChaCha20 CSPRNG seeded from the OS: random 192-bit nonces
+    // need no coordination, and this avoids a getrandom system call per chunk.
+    static NONCE_RNG: std::cell::RefCell<rand::rngs::StdRng> =
+        std::cell::RefCell::new(<rand::rngs::StdRng as rand::SeedableRng>::from_entropy());
+}
+
 /// Length of the random nonce in front of an encrypted object.
 pub const NONCE_LEN: usize = 24;
 /// Length of the authentication tag after an object (both modes).
@@ -122,7 +129,7 @@ impl Keys {
     pub fn seal(&self, kind: ObjectKind, id: &[u8; 32], plain: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         if self.encrypted {
-            rand::rngs::OsRng.fill_bytes(&mut nonce);
+            NONCE_RNG.with(|r| r.borrow_mut().fill_bytes(&mut nonce));
         }
         self.seal_with_nonce(kind, id, plain, &nonce)
     }

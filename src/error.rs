@@ -8,13 +8,14 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An I/O error on a named file.
-    #[error("{path}: {source}")]
+    // The cause is part of the message and deliberately not a `source()`: anyhow's `{:#}`
+    // would print it twice.
+    #[error("{path}: {err}")]
     Io {
         /// The file or directory involved.
         path: PathBuf,
         /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        err: std::io::Error,
     },
     /// Stored bytes that fail a check (hash, authentication tag, grammar).
     #[error("{what} is corrupt: {detail}")]
@@ -51,13 +52,12 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
     /// SQLite cache failure.
-    #[error("cache {path}: {source}")]
+    #[error("cache {path}: {err}")]
     Cache {
         /// The cache file.
         path: PathBuf,
         /// The underlying error.
-        #[source]
-        source: rusqlite::Error,
+        err: rusqlite::Error,
     },
 }
 
@@ -67,8 +67,8 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Busy(_) | Error::Locked(_) => true,
-            Error::Io { source, .. } => !matches!(
-                source.kind(),
+            Error::Io { err, .. } => !matches!(
+                err.kind(),
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::InvalidInput
             ),
             _ => false,
@@ -82,7 +82,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io { path: path.into(), err: source }
     }
     /// A corruption error.
     pub fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> Self {

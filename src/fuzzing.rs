@@ -13,11 +13,11 @@ use std::sync::OnceLock;
 
 use crate::blob;
 use crate::crypto::{Keys, MasterKey, ObjectKind};
+use crate::id::RepoId;
 use crate::index;
 use crate::keyfile::KeyFile;
 use crate::manifest::{Node, RecordParser, Snapshot};
 use crate::pack::{decode_trailer, parse_pack, parse_tail};
-use crate::id::RepoId;
 
 /// The test master key of format-spec/vectors/: bytes 0x00, 0x01, ..., 0x1f.
 pub const TEST_MASTER_KEY: [u8; 32] = seq32(0x00);
@@ -103,13 +103,17 @@ pub fn pack_trailer(data: &[u8]) {
 /// decoded and checked as `verify --read-data` does.
 pub fn pack(data: &[u8]) {
     for keys in keys() {
-        let Ok(entries) = parse_pack(data, keys, &what) else { continue };
+        let Ok(entries) = parse_pack(data, keys, &what) else {
+            continue;
+        };
         for e in entries {
             let start = e.offset as usize;
             let Some(sealed) = data.get(start..start + e.stored_len as usize) else {
                 panic!("parse_pack accepted an entry outside the pack: {e:?}");
             };
-            let Ok(payload) = keys.open(ObjectKind::Chunk, &e.id.0, sealed, &what) else { continue };
+            let Ok(payload) = keys.open(ObjectKind::Chunk, &e.id.0, sealed, &what) else {
+                continue;
+            };
             if e.raw_len <= MAX_RAW {
                 if let Ok(plain) = blob::decode(&payload, e.raw_len as usize, &what) {
                     let _ = keys.chunk_id(&plain) == e.id;
@@ -160,7 +164,9 @@ pub fn tree_record(data: &[u8]) {
 
 /// A key file: parsed, and, when its Argon2id cost is tiny, unwrapped with [`TEST_PASSWORD`].
 pub fn keyfile(data: &[u8]) {
-    let Ok(kf) = KeyFile::parse(data, "fuzz") else { return };
+    let Ok(kf) = KeyFile::parse(data, "fuzz") else {
+        return;
+    };
     // Costs are attacker-chosen up to 4 GiB x 64 passes: the fuzzer only pays for tiny ones.
     if kf.params.m_cost_kib <= 64 && kf.params.t_cost <= 2 && kf.params.p_cost <= 2 {
         let _ = kf.unwrap_key(TEST_PASSWORD, "fuzz");
@@ -171,7 +177,12 @@ pub fn keyfile(data: &[u8]) {
 /// as a chunk payload (`blob::decode`) whose plaintext length is `data[..2]` (u16le).
 pub fn sealed(data: &[u8]) {
     for keys in keys() {
-        for kind in [ObjectKind::Chunk, ObjectKind::PackTrailer, ObjectKind::Index, ObjectKind::Snapshot] {
+        for kind in [
+            ObjectKind::Chunk,
+            ObjectKind::PackTrailer,
+            ObjectKind::Index,
+            ObjectKind::Snapshot,
+        ] {
             let _ = keys.open(kind, &[0; 32], data, &what);
         }
     }
@@ -181,8 +192,11 @@ pub fn sealed(data: &[u8]) {
     }
 }
 
+/// A fuzz target body.
+pub type Target = fn(&[u8]);
+
 /// Every target by name (the directory names under `fuzz/corpus/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("pack_trailer", pack_trailer),
     ("pack", pack),
     ("index_file", index_file),

@@ -74,7 +74,7 @@ pub struct History {
 
 impl History {
     fn wrap<T>(&self, r: rusqlite::Result<T>) -> Result<T> {
-        r.map_err(|source| Error::Cache { path: self.path.clone(), source })
+        r.map_err(|source| Error::Cache { path: self.path.clone(), err: source })
     }
 
     /// Opens (creating) the history of the repository at `repo_root`.
@@ -82,7 +82,7 @@ impl History {
         let dir = repo_root.join("state");
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let path = dir.join("history.sqlite");
-        let conn = Connection::open(&path).map_err(|source| Error::Cache { path: path.clone(), source })?;
+        let conn = Connection::open(&path).map_err(|source| Error::Cache { path: path.clone(), err: source })?;
         let h = History { conn, path };
         h.wrap(h.conn.busy_timeout(std::time::Duration::from_secs(30)))?;
         h.wrap(h.conn.execute_batch(
@@ -156,6 +156,16 @@ impl History {
                     [backup_type],
                     |r| r.get(0),
                 )
+                .optional(),
+        )?;
+        Ok(t.and_then(|t| DateTime::parse_from_rfc3339(&t).ok()))
+    }
+
+    /// The start time of the first recorded run of a type.
+    pub fn first_run(&self, backup_type: &str) -> Result<Option<DateTime<FixedOffset>>> {
+        let t: Option<String> = self.wrap(
+            self.conn
+                .query_row("SELECT start FROM runs WHERE type=?1 ORDER BY id LIMIT 1", [backup_type], |r| r.get(0))
                 .optional(),
         )?;
         Ok(t.and_then(|t| DateTime::parse_from_rfc3339(&t).ok()))

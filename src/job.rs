@@ -31,10 +31,46 @@ pub fn redact_url(u: &str) -> String {
     u.to_string()
 }
 
+/// Splits the password out of a PostgreSQL URL (percent-decoded), so it reaches pg_dump through
+/// PGPASSWORD instead of a command line that `ps` shows to every user.
+fn split_password(u: &str) -> (String, Option<String>) {
+    if let Some((scheme, rest)) = u.split_once("://") {
+        if let Some((userinfo, host)) = rest.split_once('@') {
+            if let Some((user, pass)) = userinfo.split_once(':') {
+                return (format!("{scheme}://{user}@{host}"), Some(percent_decode(pass)));
+            }
+        }
+    }
+    (u.to_string(), None)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn pg_dump_command(target: &str) -> Command {
     let mut c = Command::new(std::env::var_os("CAIRN_PG_DUMP").unwrap_or_else(|| "pg_dump".into()));
     // Plain SQL, uncompressed: compressed input would defeat deduplication.
     c.args(["--format=plain", "--no-password"]);
+    let (target, password) = split_password(target);
+    if let Some(p) = password {
+        c.env("PGPASSWORD", p);
+    }
+    let target = target.as_str();
     if target.contains("://") || target.contains('=') {
         c.arg(format!("--dbname={target}"));
     } else {
@@ -113,5 +149,7 @@ mod tests {
     fn url_password_is_removed() {
         assert_eq!(super::redact_url("postgresql://app:s3cret@db:5432/app"), "postgresql://app@db:5432/app");
         assert_eq!(super::redact_url("myservice"), "myservice");
+        assert_eq!(super::split_password("postgresql://app:p%40ss@db/app"), ("postgresql://app@db/app".to_string(), Some("p@ss".to_string())));
+        assert_eq!(super::split_password("postgresql://app@db/app").1, None);
     }
 }

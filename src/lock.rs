@@ -53,7 +53,7 @@ impl Lock {
             let info: Option<LockInfo> = match store.get(FileKind::Lock, &other) {
                 Ok(b) => serde_json::from_slice(&b).ok(),
                 // Released between listing and reading.
-                Err(Error::Io { ref source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(Error::Io { err: ref source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
             let Some(info) = info else {

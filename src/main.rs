@@ -4,6 +4,12 @@
 use clap::Parser;
 
 fn main() {
+    // Die quietly on a closed pipe (`cairn snapshots --json | head -1`) like other Unix tools,
+    // instead of panicking in println!.
+    // SAFETY: restoring the default disposition of a signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = cairn::cli::args::Cli::parse();
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "error",

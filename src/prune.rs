@@ -184,7 +184,9 @@ pub fn prune(repo: &mut Repo, opts: PruneOptions) -> Result<PruneReport> {
     }
     report.bytes_deleted = bytes_deleted;
     if opts.dry_run {
-        report.bytes_freed = bytes_deleted as i64;
+        // Repacking writes the live chunks of the packs it rewrites back: not freed.
+        report.bytes_written = repack.iter().map(|p| live_bytes.get(p).copied().unwrap_or(0)).sum();
+        report.bytes_freed = bytes_deleted as i64 - report.bytes_written as i64;
         report.duration_s = start.elapsed().as_secs_f64();
         return Ok(report);
     }

@@ -367,6 +367,52 @@ impl ChunkReader {
         self.decode(id, &loc.pack, &sealed, loc.raw_len)
     }
 
+    /// Reads many chunks: runs stored back to back in one pack are fetched with one read, then
+    /// decoded in parallel. Results are in input order.
+    pub fn read_many(&self, chunks: &[(ChunkId, Location)]) -> Vec<Result<Vec<u8>>> {
+        use rayon::prelude::*;
+        let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+        for (i, (_, l)) in chunks.iter().enumerate() {
+            let extends = runs.last().is_some_and(|r| {
+                let p = &chunks[r.end - 1].1;
+                p.pack == l.pack && p.offset as u64 + p.stored_len as u64 == l.offset as u64 && r.len() < 4096
+            });
+            if extends {
+                runs.last_mut().expect("non-empty").end = i + 1;
+            } else {
+                runs.push(i..i + 1);
+            }
+        }
+        let per_run: Vec<Vec<Result<Vec<u8>>>> = runs
+            .par_iter()
+            .map(|r| {
+                let first = &chunks[r.start].1;
+                let last = &chunks[r.end - 1].1;
+                let len = (last.offset as u64 + last.stored_len as u64 - first.offset as u64) as usize;
+                let buf = self.packs.get(&self.store, &first.pack).and_then(|(f, path)| {
+                    let mut buf = vec![0u8; len];
+                    crate::store::read_exact_at(&f, &mut buf, first.offset as u64, &path)?;
+                    Ok(buf)
+                });
+                match buf {
+                    Err(e) => {
+                        let msg = e.to_string();
+                        (r.start..r.end).map(|_| Err(Error::corrupt(format!("pack {}", first.pack), msg.clone()))).collect()
+                    }
+                    Ok(buf) => chunks[r.clone()]
+                        .par_iter()
+                        .with_min_len(16)
+                        .map(|(id, l)| {
+                            let at = (l.offset - first.offset) as usize;
+                            self.decode(id, &l.pack, &buf[at..at + l.stored_len as usize], l.raw_len)
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        per_run.into_iter().flatten().collect()
+    }
+
     /// Opens, decodes and verifies a sealed chunk.
     pub fn decode(&self, id: &ChunkId, pack: &PackId, sealed: &[u8], raw_len: u32) -> Result<Vec<u8>> {
         let what = || format!("chunk {} in pack {}", id.short(), pack.short());

@@ -14,7 +14,6 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use globset::GlobSet;
-use rayon::prelude::*;
 
 use crate::cache::Location;
 use crate::error::{Error, IoContext, Result};
@@ -134,7 +133,7 @@ pub fn write_content(repo: &Repo, node: &Node, out: &mut dyn Write) -> Result<u6
             bytes += locs[j].1.raw_len as u64;
             j += 1;
         }
-        let datas: Vec<Result<Vec<u8>>> = locs[i..j].par_iter().map(|(id, loc)| reader.read(id, loc)).collect();
+        let datas = reader.read_many(&locs[i..j]);
         for d in datas {
             let d = d?;
             out.write_all(&d).map_err(|e| Error::io(node.path_str(), e))?;

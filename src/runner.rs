@@ -290,7 +290,9 @@ pub fn dead_man_check(repo: &Repo, cfg: &Config, history: &History) -> Result<Ve
         let last = last_success(history, repo, name)?;
         let stale = match last {
             Some(l) => now - l > limit,
-            None => !history.list(Some(name), 1)?.is_empty(),
+            // Never succeeded: stale once its first run is older than the limit (a first
+            // failure is reported as a failure, not at once as a dead man as well).
+            None => history.first_run(name)?.is_some_and(|f| now - f > limit),
         };
         if !stale {
             continue;

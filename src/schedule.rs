@@ -4,7 +4,10 @@
 //! takes the earlier instant. "Due" compares the last success with the most recent slot, so a
 //! machine that was off or asleep runs once when it comes back, not once per missed slot.
 
-use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Weekday};
+use chrono::{
+    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone,
+    Timelike, Weekday,
+};
 
 use crate::config::parse_duration;
 
@@ -68,30 +71,36 @@ impl Schedule {
     pub fn last_slot<Tz: TimeZone>(&self, now: &DateTime<Tz>) -> Option<DateTime<Tz>> {
         let tz = now.timezone();
         if let Schedule::Hourly = self {
-            let n = now.naive_local();
-            let h = n.date().and_hms_opt(n.hour(), 0, 0).expect("valid");
-            return Some(local(&tz, h));
+            // Minute 0 in the offset in force at `now`, not a local wall-clock hour looked up
+            // again: on an autumn night both 02:00s are slots, and the earlier-instant rule for
+            // ambiguous times would otherwise put the second 02:xx hour's slot an hour back.
+            let into_hour =
+                Duration::seconds(i64::from(now.minute()) * 60 + i64::from(now.second()))
+                    + Duration::nanoseconds(i64::from(now.nanosecond()));
+            return Some(now.clone() - into_hour);
         }
         if matches!(self, Schedule::Every(_) | Schedule::OnChange) {
             return None;
         }
         let today = now.naive_local().date();
-        (0..=31).filter_map(|back| self.slot_on(&tz, today - Duration::days(back))).find(|s| s <= now)
+        (0..=31)
+            .filter_map(|back| self.slot_on(&tz, today - Duration::days(back)))
+            .find(|s| s <= now)
     }
 
     /// The first slot strictly after `t`.
     pub fn next_slot<Tz: TimeZone>(&self, t: &DateTime<Tz>) -> Option<DateTime<Tz>> {
         let tz = t.timezone();
         if let Schedule::Hourly = self {
-            let n = t.naive_local();
-            let h = n.date().and_hms_opt(n.hour(), 0, 0).expect("valid") + Duration::hours(1);
-            return Some(local(&tz, h));
+            return self.last_slot(t).map(|s| s + Duration::hours(1));
         }
         if matches!(self, Schedule::Every(_) | Schedule::OnChange) {
             return None;
         }
         let today = t.naive_local().date();
-        (0..=62).filter_map(|fwd| self.slot_on(&tz, today + Duration::days(fwd))).find(|s| s > t)
+        (0..=62)
+            .filter_map(|fwd| self.slot_on(&tz, today + Duration::days(fwd)))
+            .find(|s| s > t)
     }
 }
 
@@ -122,36 +131,77 @@ pub struct Due {
 
 /// Decides whether a type with `schedule` and `catch_up_after` is due at `now`, given its last
 /// successful run. No schedule means "only with --now".
-pub fn due<Tz: TimeZone>(schedule: Option<&Schedule>, catch_up_after: Option<Duration>, last_success: Option<DateTime<Tz>>, now: &DateTime<Tz>) -> Due
+pub fn due<Tz: TimeZone>(
+    schedule: Option<&Schedule>,
+    catch_up_after: Option<Duration>,
+    last_success: Option<DateTime<Tz>>,
+    now: &DateTime<Tz>,
+) -> Due
 where
     Tz::Offset: Copy,
 {
+    // Times are reported in the offset in force at that time (`last + 6h` across a DST change
+    // is shown in the new offset, not in the offset `last` had).
     let fixed = |t: &DateTime<Tz>| t.fixed_offset();
     let Some(s) = schedule else {
-        return Due { due: false, reason: "no schedule (runs with --now only)".into(), next: fixed(now) + Duration::days(36500) };
+        return Due {
+            due: false,
+            reason: "no schedule (runs with --now only)".into(),
+            next: fixed(now) + Duration::days(36500),
+        };
     };
     let Some(last) = last_success else {
-        return Due { due: true, reason: "never backed up".into(), next: fixed(now) };
+        return Due {
+            due: true,
+            reason: "never backed up".into(),
+            next: fixed(now),
+        };
     };
     if let Some(c) = catch_up_after {
         if *now - last >= c {
-            return Due { due: true, reason: format!("catch-up: last success {} ago", human_duration(*now - last)), next: fixed(now) };
+            return Due {
+                due: true,
+                reason: format!("catch-up: last success {} ago", human_duration(*now - last)),
+                next: fixed(now),
+            };
         }
     }
-    let catch_up_at = catch_up_after.map(|c| fixed(&last) + c);
+    let catch_up_at = catch_up_after.map(|c| fixed(&(last + c)));
     let (due, reason, next) = match s {
-        Schedule::OnChange => (true, "on-change: checked on every run".to_string(), fixed(now)),
+        Schedule::OnChange => (
+            true,
+            "on-change: checked on every run".to_string(),
+            fixed(now),
+        ),
         Schedule::Every(d) => {
-            let at = fixed(&last) + *d;
-            (at <= fixed(now), format!("every {}", human_duration(*d)), at)
+            let at = fixed(&(last + *d));
+            (
+                at <= fixed(now),
+                format!("every {}", human_duration(*d)),
+                at,
+            )
         }
         _ => {
             let slot = s.last_slot(now);
             match slot {
-                Some(slot) if last < slot => (true, format!("slot {} passed since the last success", slot.fixed_offset().format("%Y-%m-%d %H:%M")), fixed(now)),
+                Some(slot) if last < slot => (
+                    true,
+                    format!(
+                        "slot {} passed since the last success",
+                        slot.fixed_offset().format("%Y-%m-%d %H:%M")
+                    ),
+                    fixed(now),
+                ),
                 _ => {
-                    let n = s.next_slot(now).map(|t| t.fixed_offset()).unwrap_or_else(|| fixed(now) + s.interval());
-                    (false, format!("next slot {}", n.format("%Y-%m-%d %H:%M")), n)
+                    let n = s
+                        .next_slot(now)
+                        .map(|t| t.fixed_offset())
+                        .unwrap_or_else(|| fixed(now) + s.interval());
+                    (
+                        false,
+                        format!("next slot {}", n.format("%Y-%m-%d %H:%M")),
+                        n,
+                    )
                 }
             }
         }

@@ -959,7 +959,8 @@ fn cmd_daemon(ctx: &Ctx) -> Result<i32> {
                 continue;
             }
             let d = crate::runner::due_now(t, crate::runner::last_success(&history, &repo, name)?);
-            next = next.min(d.next);
+            // A type still due after this round failed: try again in five minutes, not at once.
+            next = next.min(if d.due { chrono::Local::now().fixed_offset() + chrono::Duration::minutes(5) } else { d.next });
         }
         tracing::info!("next run due at {next}");
         let started = std::time::Instant::now();

@@ -75,7 +75,7 @@ impl Rclone {
 
     fn run(&self, mut c: Command, what: &str) -> Result<Vec<u8>> {
         let out = c.output().map_err(|e| {
-            Error::Io { path: PathBuf::from("rclone"), source: std::io::Error::new(e.kind(), format!("cannot run rclone (is it installed?): {e}")) }
+            Error::Io { path: PathBuf::from("rclone"), err: std::io::Error::new(e.kind(), format!("cannot run rclone (is it installed?): {e}")) }
         })?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
@@ -83,7 +83,7 @@ impl Rclone {
             let tail = last[last.len().saturating_sub(3)..].join(" | ");
             return Err(Error::Io {
                 path: PathBuf::from(format!("remote {}", self.name)),
-                source: std::io::Error::other(format!("rclone {what} failed ({}): {tail}", out.status)),
+                err: std::io::Error::other(format!("rclone {what} failed ({}): {tail}", out.status)),
             });
         }
         Ok(out.stdout)
@@ -96,7 +96,7 @@ impl Rclone {
         c.args(["lsjson", "--recursive", "--files-only", "--no-mimetype", "--hash", "--hash-type", "MD5"]).arg(&self.target);
         let out = match self.run(c, "lsjson") {
             Ok(o) => o,
-            Err(Error::Io { source, .. }) if source.to_string().contains("directory not found") => return Ok(Vec::new()),
+            Err(Error::Io { err: source, .. }) if source.to_string().contains("directory not found") => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
         let entries: Vec<LsEntry> = serde_json::from_slice(&out)
@@ -159,7 +159,7 @@ impl Rclone {
 fn absent_ok(r: Result<Vec<u8>>) -> Result<()> {
     match r {
         Ok(_) => Ok(()),
-        Err(Error::Io { source, .. }) if source.to_string().contains("directory not found") => Ok(()),
+        Err(Error::Io { err: source, .. }) if source.to_string().contains("directory not found") => Ok(()),
         Err(e) => Err(e),
     }
 }

@@ -60,7 +60,7 @@ impl SyncState {
         let dir = root.join("state");
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let path = dir.join("history.sqlite");
-        let e = |source| Error::Cache { path: path.clone(), source };
+        let e = |source| Error::Cache { path: path.clone(), err: source };
         let conn = Connection::open(&path).map_err(e)?;
         conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(e)?;
         conn.execute_batch(
@@ -74,7 +74,7 @@ impl SyncState {
     }
 
     fn q<T>(&self, r: rusqlite::Result<T>) -> Result<T> {
-        r.map_err(|source| Error::Cache { path: "state/history.sqlite".into(), source })
+        r.map_err(|source| Error::Cache { path: "state/history.sqlite".into(), err: source })
     }
 
     /// MD5 of a local repository file (cached: the files are immutable).
@@ -151,7 +151,8 @@ pub struct SyncReport {
     pub uploaded: Vec<String>,
     /// Bytes uploaded.
     pub uploaded_bytes: u64,
-    /// Remote files that differed from the local ones (altered or partial) and were replaced.
+    /// Remote files that differed from the local ones (altered or partial) and were replaced, or
+    /// that were synced once and had disappeared from the remote, and were uploaded again.
     pub repaired: Vec<String>,
     /// Remote files deleted because the local repository no longer has them.
     pub deleted: Vec<String>,
@@ -207,8 +208,17 @@ pub fn sync(root: &Path, remote: &Rclone, dry_run: bool) -> Result<SyncReport> {
     for (rel, size) in &local {
         let m = state.md5(root, rel, *size)?;
         let up = match on_remote.get(rel) {
-            None => true,
+            None => {
+                // Synced once and gone since: lost on the remote, put back.
+                if synced.contains_key(rel) {
+                    report.repaired.push(rel.clone());
+                }
+                true
+            }
             Some(r) if r.size != *size || r.md5.as_ref().is_some_and(|h| *h != m) => {
+                if rel == "config" {
+                    refuse_foreign_repository(root, remote)?;
+                }
                 report.repaired.push(rel.clone());
                 if !dry_run {
                     remote.delete(rel)?;
@@ -280,6 +290,25 @@ pub fn sync(root: &Path, remote: &Rclone, dry_run: bool) -> Result<SyncReport> {
     Ok(report)
 }
 
+/// A remote `config` that differs from ours is replaced only when it is not another repository's
+/// (an interrupted upload leaves a partial one): two repositories sharing one remote path would
+/// otherwise take turns overwriting each other's config, leaving one unreadable.
+fn refuse_foreign_repository(root: &Path, remote: &Rclone) -> Result<()> {
+    let id_of = |bytes: &[u8]| serde_json::from_slice::<serde_json::Value>(bytes).ok().and_then(|v| v.get("id").cloned());
+    let cfg = root.join("config");
+    let ours = id_of(&std::fs::read(&cfg).map_err(|e| Error::io(&cfg, e))?);
+    let tmp = root.join("tmp").join(format!("remote-config-{}", std::process::id()));
+    let theirs = remote.download("config", &tmp).ok().and_then(|_| std::fs::read(&tmp).ok()).and_then(|b| id_of(&b));
+    let _ = std::fs::remove_file(&tmp);
+    match (ours, theirs) {
+        (Some(a), Some(b)) if a != b => Err(Error::Invalid(format!(
+            "remote {} holds another cairn repository (its config has a different id): refusing to replace it; give each repository its own remote path",
+            remote.name
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// What `verify --remote` finds without downloading.
 #[derive(Debug, Default, Serialize)]
 pub struct RemoteCheck {
@@ -289,6 +318,9 @@ pub struct RemoteCheck {
     pub missing: Vec<String>,
     /// Local files not synced yet (not damage).
     pub pending: Vec<String>,
+    /// Of `pending`, those the remote holds with another size or MD5: uploads that were
+    /// interrupted (the next sync replaces them), not damage.
+    pub partial: Vec<String>,
     /// Files whose size or MD5 differ from the local copy.
     pub mismatched: Vec<String>,
     /// Files on the remote the local repository does not have.
@@ -327,7 +359,12 @@ pub fn check(root: &Path, remote: &Rclone) -> Result<RemoteCheck> {
             Some(f) => {
                 let m = state.md5(root, rel, *size)?;
                 if f.size != *size || f.md5.as_ref().is_some_and(|h| *h != m) {
-                    out.mismatched.push(rel.clone());
+                    if synced.contains_key(rel) {
+                        out.mismatched.push(rel.clone());
+                    } else {
+                        out.pending.push(rel.clone());
+                        out.partial.push(rel.clone());
+                    }
                 }
             }
         }
