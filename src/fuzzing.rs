@@ -177,12 +177,7 @@ pub fn keyfile(data: &[u8]) {
 /// as a chunk payload (`blob::decode`) whose plaintext length is `data[..2]` (u16le).
 pub fn sealed(data: &[u8]) {
     for keys in keys() {
-        for kind in [
-            ObjectKind::Chunk,
-            ObjectKind::PackTrailer,
-            ObjectKind::Index,
-            ObjectKind::Snapshot,
-        ] {
+        for kind in [ObjectKind::Chunk, ObjectKind::PackTrailer, ObjectKind::Index, ObjectKind::Snapshot] {
             let _ = keys.open(kind, &[0; 32], data, &what);
         }
     }

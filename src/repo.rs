@@ -252,6 +252,15 @@ impl Repo {
         self.packs.fetch = Some(Arc::new(remote));
     }
 
+    /// Makes sure `pack` is in the store: in a partial mirror of a remote it is fetched now (verify
+    /// reads pack files directly, not through the chunk reader). A no-op for a local repository.
+    pub fn ensure_pack(&self, pack: &PackId) -> Result<()> {
+        if self.packs.fetch.is_some() && !self.store.path(FileKind::Pack, &pack.to_hex()).exists() {
+            self.packs.get(&self.store, pack)?;
+        }
+        Ok(())
+    }
+
     /// Loads new index files into the cache; unreadable ones are logged (verify reports them).
     pub fn sync_index(&mut self) -> Result<()> {
         let r = self.cache.sync(&self.store, &self.keys)?;

@@ -117,6 +117,12 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
     // 2. Packs: presence, size, trailer.
     let indexed = index.packs()?;
     report.packs = indexed.len();
+    // A partial mirror of a remote fetches its packs now; one it cannot fetch is missing below.
+    for (pack, _) in &indexed {
+        if let Err(e) = repo.ensure_pack(pack) {
+            tracing::warn!("{e}");
+        }
+    }
     let on_disk: BTreeSet<String> = repo.store.list(FileKind::Pack)?.into_iter().collect();
     let mut damaged: BTreeMap<PackId, (String, BTreeSet<ChunkId>)> = BTreeMap::new();
     let indexed_names: BTreeSet<String> = indexed.iter().map(|(p, _)| p.to_hex()).collect();

@@ -130,7 +130,12 @@ pub fn walk(root: &Path) -> Vec<PathBuf> {
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
-            let m = std::fs::symlink_metadata(&p).unwrap();
+            // A file a concurrent cairn process removes between listing and stat is gone, not an error.
+            let m = match std::fs::symlink_metadata(&p) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => panic!("{}: {e}", p.display()),
+            };
             if m.is_dir() {
                 stack.push(p.clone());
             }
@@ -156,7 +161,8 @@ pub const PASSWORD: &str = "correct horse";
 /// Drop it before running the binary on the same repository.
 pub fn open_repo_with(repo: &Path, password: &str) -> cairn::repo::Repo {
     let pw = password.as_bytes().to_vec();
-    let mut r = cairn::repo::Repo::open(repo, &|| Ok(zeroize::Zeroizing::new(pw.clone()))).expect("open repository");
+    let mut r = cairn::repo::Repo::open(repo, &|| Ok(zeroize::Zeroizing::new(pw.clone())))
+        .expect("open repository");
     r.sync_index().expect("load index");
     r
 }
@@ -224,15 +230,28 @@ pub fn layout(repo: &Path) -> Layout {
                 files.insert(n.path_str(), n.chunks.clone());
             }
         }
-        snapshots.push(SnapLayout { id: id.to_hex(), backup_type: s.backup_type.clone(), tree: s.tree.clone(), files });
+        snapshots.push(SnapLayout {
+            id: id.to_hex(),
+            backup_type: s.backup_type.clone(),
+            tree: s.tree.clone(),
+            files,
+        });
     }
-    Layout { packs, snapshots, chunk_pack }
+    Layout {
+        packs,
+        snapshots,
+        chunk_pack,
+    }
 }
 
 impl Layout {
     /// The snapshot of backup type `ty` (exactly one expected).
     pub fn snap(&self, ty: &str) -> &SnapLayout {
-        let v: Vec<_> = self.snapshots.iter().filter(|s| s.backup_type == ty).collect();
+        let v: Vec<_> = self
+            .snapshots
+            .iter()
+            .filter(|s| s.backup_type == ty)
+            .collect();
         assert_eq!(v.len(), 1, "snapshots of type {ty}");
         v[0]
     }
@@ -242,7 +261,10 @@ impl Layout {
     }
     /// What verify reports as broken when `lost` chunks are unusable: per snapshot, "(tree)" when
     /// a tree chunk is lost, else every file with a lost chunk. Sorted (snapshot, path) pairs.
-    pub fn affected_by(&self, lost: &std::collections::BTreeSet<cairn::id::ChunkId>) -> Vec<(String, String)> {
+    pub fn affected_by(
+        &self,
+        lost: &std::collections::BTreeSet<cairn::id::ChunkId>,
+    ) -> Vec<(String, String)> {
         let mut out = std::collections::BTreeSet::new();
         for s in &self.snapshots {
             if s.tree.iter().any(|c| lost.contains(c)) {
@@ -270,10 +292,327 @@ pub fn tree_state(root: &Path) -> std::collections::BTreeMap<PathBuf, (bool, u64
         .into_iter()
         .map(|p| {
             let m = std::fs::symlink_metadata(&p).unwrap();
-            let h = if m.is_file() { blake3::hash(&std::fs::read(&p).unwrap()).to_hex().to_string() } else { String::new() };
-            (p.strip_prefix(root).unwrap().to_path_buf(), (m.is_dir(), if m.is_dir() { 0 } else { m.len() }, h))
+            let h = if m.is_file() {
+                blake3::hash(&std::fs::read(&p).unwrap())
+                    .to_hex()
+                    .to_string()
+            } else {
+                String::new()
+            };
+            (
+                p.strip_prefix(root).unwrap().to_path_buf(),
+                (m.is_dir(), if m.is_dir() { 0 } else { m.len() }, h),
+            )
         })
         .collect()
 }
 
 // ---- END helpers for corruption.rs and encryption.rs ----
+
+// ---- helpers added for roundtrip / crash / restore_safety / bad_input ----
+
+/// Raw result of one CLI run (stdout kept as bytes, for `cat`).
+pub struct RawRun {
+    pub code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl Env {
+    /// Runs `cairn ARGS...` with `input` on standard input.
+    pub fn run_stdin(&self, args: &[&str], input: &[u8]) -> Run {
+        let r = self.run_raw_stdin(args, Some(input));
+        Run { code: r.code, stdout: String::from_utf8_lossy(&r.stdout).into_owned(), stderr: r.stderr }
+    }
+    /// Runs `cairn ARGS...` and keeps stdout as bytes.
+    pub fn run_raw(&self, args: &[&str]) -> RawRun {
+        self.run_raw_stdin(args, None)
+    }
+    fn run_raw_stdin(&self, args: &[&str], input: Option<&[u8]>) -> RawRun {
+        use std::io::Write;
+        let mut c = self.cmd();
+        c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if input.is_some() {
+            c.stdin(Stdio::piped());
+        }
+        let mut child = c.spawn().expect("spawn cairn");
+        let writer = input.map(|data| {
+            let mut stdin = child.stdin.take().expect("piped stdin");
+            let data = data.to_vec();
+            std::thread::spawn(move || {
+                // The child may exit early (error paths); a broken pipe is not our failure.
+                let _ = stdin.write_all(&data);
+            })
+        });
+        let Output { status, stdout, stderr } = child.wait_with_output().expect("wait cairn");
+        if let Some(w) = writer {
+            w.join().expect("stdin writer");
+        }
+        RawRun { code: status.code().unwrap_or(-1), stdout, stderr: String::from_utf8_lossy(&stderr).into_owned() }
+    }
+}
+
+/// Whether the tests run as root (permission bits do not stop root from reading).
+pub fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Names of the snapshot files in a repository, sorted.
+pub fn snapshot_names(repo: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(repo.join("snapshots")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+/// Every path under `root` with its kind, size and content hash: a fingerprint for "nothing changed".
+pub fn fingerprint(root: &Path) -> Vec<(PathBuf, String)> {
+    let mut v: Vec<(PathBuf, String)> = walk(root)
+        .into_iter()
+        .map(|p| {
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let what = if m.is_file() {
+                format!("file {} {}", m.len(), blake3::hash(&std::fs::read(&p).unwrap()).to_hex())
+            } else if m.file_type().is_symlink() {
+                format!("symlink {:?}", std::fs::read_link(&p).unwrap())
+            } else {
+                "dir".to_string()
+            };
+            (p.strip_prefix(root).unwrap().to_path_buf(), what)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// `assert_trees_equal`, plus directory and symlink mtimes (restore sets those too).
+pub fn assert_trees_equal_strict(a: &Path, b: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    assert_trees_equal(a, b);
+    let mut all = walk(a);
+    all.push(a.to_path_buf());
+    for pa in all {
+        let rel = pa.strip_prefix(a).unwrap();
+        let pb = b.join(rel);
+        let ma = std::fs::symlink_metadata(&pa).unwrap();
+        let mb = std::fs::symlink_metadata(&pb).unwrap();
+        if ma.is_dir() {
+            assert_eq!(ma.mode() & 0o7777, mb.mode() & 0o7777, "{rel:?} dir mode");
+        }
+        assert_eq!((ma.mtime(), ma.mtime_nsec()), (mb.mtime(), mb.mtime_nsec()), "{rel:?} mtime ({:?})", ma.file_type());
+    }
+}
+
+// ---- BEGIN helpers for sources.rs and export.rs (config-driven runs, writer processes, system tools) ----
+
+/// What `write_config` puts in the config's `password_file`.
+pub const CONFIG_PASSWORD: &str = "config file password";
+
+impl Env {
+    /// A config-driven command: `--config CONFIG` and no CAIRN_REPO / CAIRN_PASSWORD from the
+    /// environment, so the config's `repository` and `password_file` are what count. The working
+    /// directory is the Env's scratch dir, not the config's.
+    pub fn cfg_cmd(&self, config: &Path, args: &[&str]) -> Command {
+        let mut c = self.cmd();
+        // Retries of transient failures (a busy database, a dying dump tool) 10 ms apart, not 5 s.
+        c.env_remove("CAIRN_REPO")
+            .env_remove("CAIRN_PASSWORD")
+            .env("CAIRN_RETRY_BASE_MS", "10")
+            .arg("--config")
+            .arg(config)
+            .args(args);
+        c
+    }
+    /// Runs a `cfg_cmd`.
+    pub fn run_cfg(&self, config: &Path, args: &[&str]) -> Run {
+        self.run_cmd(self.cfg_cmd(config, args))
+    }
+    /// Runs a `cfg_cmd` and keeps stdout as bytes (for `cat`).
+    pub fn run_cfg_raw(&self, config: &Path, args: &[&str]) -> RawRun {
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = self.cfg_cmd(config, args).output().expect("spawn cairn");
+        RawRun {
+            code: status.code().unwrap_or(-1),
+            stdout,
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+}
+
+/// Writes `dir/cairn.json` (a standalone config: the `backup` section's content at the top level)
+/// and `dir/cairn-password`; returns the config's path. Relative paths in `section` resolve
+/// against `dir`.
+pub fn write_config(dir: &Path, section: serde_json::Value) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("cairn-password"), format!("{CONFIG_PASSWORD}\n")).unwrap();
+    let p = dir.join("cairn.json");
+    std::fs::write(&p, serde_json::to_vec_pretty(&section).unwrap()).unwrap();
+    p
+}
+
+/// Number of snapshot files in a repository (0 when it has none or does not exist).
+pub fn snapshot_count(repo: &Path) -> usize {
+    std::fs::read_dir(repo.join("snapshots"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Whether `program` is found on PATH.
+pub fn have_program(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+/// Installs a Debian package when `present()` is false and we run as root (apt-get install,
+/// then update and install again if that fails); panics when it is still missing.
+pub fn ensure_package(package: &str, present: impl Fn() -> bool) {
+    static APT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _g = APT.lock().unwrap_or_else(|e| e.into_inner());
+    if present() {
+        return;
+    }
+    assert!(
+        is_root(),
+        "{package} is needed by this test: install it (apt-get install {package})"
+    );
+    let install = || {
+        Command::new("apt-get")
+            .args([
+                "-o",
+                "DPkg::Lock::Timeout=120",
+                "install",
+                "-y",
+                "-qq",
+                package,
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        let _ = Command::new("apt-get")
+            .args(["-o", "DPkg::Lock::Timeout=120", "update", "-qq"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .status();
+        install();
+    }
+    assert!(present(), "{package} could not be installed");
+}
+
+/// A child process (writer, lock holder, ...) killed by its own id and reaped when dropped.
+pub struct ChildGuard(pub std::process::Child);
+
+impl ChildGuard {
+    /// Spawns `python3 -c SCRIPT ARGS...` with stdout piped.
+    pub fn python(script: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Self {
+        let mut c = Command::new("python3");
+        c.arg("-c").arg(script);
+        for a in args {
+            c.arg(a);
+        }
+        ChildGuard(
+            c.stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("spawn python3"),
+        )
+    }
+    /// Reads one line of the child's stdout (e.g. a "ready" signal).
+    pub fn read_line(&mut self) -> String {
+        use std::io::Read;
+        let out = self.0.stdout.as_mut().expect("piped stdout");
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        // A byte at a time: nothing after the newline is taken from the pipe.
+        while out.read(&mut b).expect("read child stdout") == 1 && b[0] != b'\n' {
+            line.push(b[0]);
+        }
+        String::from_utf8_lossy(&line).into_owned()
+    }
+    /// Waits for exit; returns the exit status and the rest of stdout.
+    pub fn finish(mut self) -> (std::process::ExitStatus, String) {
+        use std::io::Read;
+        let mut s = String::new();
+        if let Some(mut o) = self.0.stdout.take() {
+            let _ = o.read_to_string(&mut s);
+        }
+        let st = self.0.wait().expect("wait child");
+        (st, s)
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Copies a directory tree (files, dirs, symlinks), leaving out entries named in `skip`.
+pub fn copy_dir(from: &Path, to: &Path, skip: &[&str]) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name();
+        if skip.iter().any(|s| name == std::ffi::OsStr::new(s)) {
+            continue;
+        }
+        let (src, dst) = (e.path(), to.join(&name));
+        let ft = e.file_type().unwrap();
+        if ft.is_dir() {
+            copy_dir(&src, &dst, &[]);
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src).unwrap(), &dst).unwrap();
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
+
+/// A copy of `examples/app` (without any `backups/` left by a local run) at `dir/app`; returns
+/// (app dir, its config.json).
+pub fn example_app(dir: &Path) -> (PathBuf, PathBuf) {
+    let app = dir.join("app");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/app"),
+        &app,
+        &["backups"],
+    );
+    let cfg = app.join("config.json");
+    (app, cfg)
+}
+// ---- END helpers for sources.rs and export.rs ----
+
+/// Uid (and gid) of `nobody`, which the tests become when they run as root.
+pub const NOBODY: u32 = 65534;
+
+/// Runs cairn as `nobody` when the tests run as root (root reads mode-000 files and lists
+/// mode-000 directories, so permission behaviour only shows for an unprivileged user), else as
+/// the current user. Pair with `give_to_unprivileged` on the scratch directory.
+pub fn run_unprivileged(env: &Env, args: &[&str]) -> Run {
+    use std::os::unix::process::CommandExt;
+    let mut c = env.cmd();
+    if is_root() {
+        c.uid(NOBODY).gid(NOBODY);
+    }
+    c.args(args);
+    env.run_cmd(c)
+}
+
+/// When root: hands `root` and everything under it to `nobody` (see `run_unprivileged`).
+pub fn give_to_unprivileged(root: &Path) {
+    if is_root() {
+        let mut all = walk(root);
+        all.push(root.to_path_buf());
+        for p in all {
+            std::os::unix::fs::lchown(&p, Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+    }
+}
