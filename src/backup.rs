@@ -131,7 +131,9 @@ fn source_root(p: &Path) -> Result<(PathBuf, Vec<u8>)> {
     }
     let name = norm
         .file_name()
-        .ok_or_else(|| Error::Invalid(format!("{}: cannot snapshot a file system root; name a directory below it", p.display())))?
+        .ok_or_else(|| {
+            Error::Invalid(format!("{}: cannot snapshot a file system root; name a directory below it", p.display()))
+        })?
         .as_bytes()
         .to_vec();
     Ok((norm, name))
@@ -331,7 +333,10 @@ impl Walker {
                         tracing::info!("{} {why}; reading it again", fs_path.display());
                         FileOutcome::Retry
                     }
-                    Some(why) => FileOutcome::Failed(format!("{} {why} on {READ_ATTEMPTS} attempts; not stored", fs_path.display())),
+                    Some(why) => FileOutcome::Failed(format!(
+                        "{} {why} on {READ_ATTEMPTS} attempts; not stored",
+                        fs_path.display()
+                    )),
                 },
             };
             let retry = matches!(outcome, FileOutcome::Retry);
@@ -376,7 +381,8 @@ fn stable(before: &std::fs::Metadata, after: &std::fs::Metadata, read: u64, path
     if read < before.size() {
         return Some("ended early while being read");
     }
-    if after.size() == before.size() && ns(after.mtime(), after.mtime_nsec()) != ns(before.mtime(), before.mtime_nsec()) {
+    if after.size() == before.size() && ns(after.mtime(), after.mtime_nsec()) != ns(before.mtime(), before.mtime_nsec())
+    {
         return Some("was rewritten while being read");
     }
     match std::fs::symlink_metadata(path) {
@@ -410,7 +416,14 @@ fn encode_chunk(keys: &Keys, level: i32, id: ChunkId, data: &[u8]) -> Result<Vec
 
 impl<'r> Packer<'r> {
     fn new(repo: &'r mut Repo) -> Self {
-        Packer { repo, writer: None, pending: HashSet::new(), pending_index: Vec::new(), pending_entries: 0, stats: Stats::default() }
+        Packer {
+            repo,
+            writer: None,
+            pending: HashSet::new(),
+            pending_index: Vec::new(),
+            pending_entries: 0,
+            stats: Stats::default(),
+        }
     }
 
     /// Stores chunks the repository lacks; returns all their ids in order.
@@ -530,7 +543,10 @@ impl TreeWriter {
 pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Result<SnapshotOutcome> {
     let start = Instant::now();
     if opts.backup_type.is_empty() || opts.backup_type.contains(['/', ':', '\0']) || opts.backup_type.len() > 64 {
-        return Err(Error::Invalid(format!("backup type {:?}: use 1-64 characters without '/', ':'", opts.backup_type)));
+        return Err(Error::Invalid(format!(
+            "backup type {:?}: use 1-64 characters without '/', ':'",
+            opts.backup_type
+        )));
     }
     // Resolve sources before taking locks or writing anything: a missing path is a clean error.
     let roots: Vec<(PathBuf, Vec<u8>)> = match &source {
@@ -557,7 +573,8 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
             v
         }
         Source::Reader { name, .. } => {
-            crate::manifest::check_safe_path(name.as_bytes()).map_err(|e| Error::Invalid(format!("stdin name {name:?}: {e}")))?;
+            crate::manifest::check_safe_path(name.as_bytes())
+                .map_err(|e| Error::Invalid(format!("stdin name {name:?}: {e}")))?;
             if name.contains('/') {
                 return Err(Error::Invalid(format!("stdin name {name:?} must not contain '/'")));
             }
@@ -635,7 +652,8 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
                 }
                 // A stream that fails (a dump tool exiting non-zero) is a permanent error of that
                 // source, not an I/O hiccup worth retrying.
-                let stream_err = |e: std::io::Error| Error::Invalid(format!("{}: {e}", String::from_utf8_lossy(&node.path)));
+                let stream_err =
+                    |e: std::io::Error| Error::Invalid(format!("{}: {e}", String::from_utf8_lossy(&node.path)));
                 let mut ch = match StreamChunker::new(reader, w.cutter.clone(), w.sqlite_detect) {
                     Ok(c) => c,
                     Err(e) => {
@@ -667,7 +685,13 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
     });
 
     let mut packer = Packer::new(repo);
-    let mut tree = TreeWriter { chunker: PushChunker::new(tree_cutter), ids: Vec::new(), len: 0, buf: Vec::new(), digest: blake3::Hasher::new() };
+    let mut tree = TreeWriter {
+        chunker: PushChunker::new(tree_cutter),
+        ids: Vec::new(),
+        len: 0,
+        buf: Vec::new(),
+        digest: blake3::Hasher::new(),
+    };
     let mut errors = Vec::new();
     let result = (|| -> Result<()> {
         let mut current: Option<Node> = None;

@@ -77,11 +77,9 @@ impl Cache {
         let cache = Cache { conn, path: path.to_path_buf() };
         let ok: Option<(i64, Vec<u8>)> = cache
             .conn
-            .query_row(
-                "SELECT (SELECT v FROM meta WHERE k='schema'), (SELECT v FROM meta WHERE k='repo')",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .query_row("SELECT (SELECT v FROM meta WHERE k='schema'), (SELECT v FROM meta WHERE k='repo')", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .ok();
         if ok != Some((SCHEMA_VERSION, repo.0.to_vec())) {
             cache.create(repo)?;
@@ -219,7 +217,12 @@ impl Cache {
         let mut out = Vec::new();
         for r in rows {
             let (id, offset, stored_len, raw_len) = self.wrap(r)?;
-            out.push(crate::pack::Entry { id: ChunkId::from_slice(&id).unwrap_or_default(), offset, stored_len, raw_len });
+            out.push(crate::pack::Entry {
+                id: ChunkId::from_slice(&id).unwrap_or_default(),
+                offset,
+                stored_len,
+                raw_len,
+            });
         }
         Ok(out)
     }
@@ -230,7 +233,14 @@ impl Cache {
             "SELECT (SELECT count(*) FROM chunks), (SELECT count(*) FROM packs),
                     (SELECT coalesce(sum(size),0) FROM packs), (SELECT coalesce(sum(raw_len),0) FROM chunks)",
             [],
-            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64, r.get::<_, i64>(3)? as u64)),
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                    r.get::<_, i64>(3)? as u64,
+                ))
+            },
         ))
     }
 }

@@ -253,13 +253,18 @@ pub fn check_schedule(s: &str) -> std::result::Result<(), String> {
     let parts: Vec<&str> = s.split_whitespace().collect();
     let hhmm = |t: &str| -> bool {
         t.split_once(':').is_some_and(|(h, m)| {
-            h.len() <= 2 && m.len() == 2 && h.parse::<u32>().is_ok_and(|h| h < 24) && m.parse::<u32>().is_ok_and(|m| m < 60)
+            h.len() <= 2
+                && m.len() == 2
+                && h.parse::<u32>().is_ok_and(|h| h < 24)
+                && m.parse::<u32>().is_ok_and(|m| m < 60)
         })
     };
     let ok = match parts.as_slice() {
         ["hourly"] | ["on-change"] => true,
         ["daily", t] => hhmm(t),
-        ["weekly", d, t] => ["mon", "tue", "wed", "thu", "fri", "sat", "sun"].contains(&d.to_ascii_lowercase().as_str()) && hhmm(t),
+        ["weekly", d, t] => {
+            ["mon", "tue", "wed", "thu", "fri", "sat", "sun"].contains(&d.to_ascii_lowercase().as_str()) && hhmm(t)
+        }
         ["monthly", day, t] => day.parse::<u32>().is_ok_and(|d| (1..=28).contains(&d)) && hhmm(t),
         ["every", d] => parse_duration(d).is_some_and(|d| d >= chrono::Duration::minutes(1)),
         _ => false,
@@ -276,7 +281,11 @@ pub fn check_schedule(s: &str) -> std::result::Result<(), String> {
 fn check_retention(file: &Path, key: &str, r: &Retention) -> Result<()> {
     if let Some(w) = &r.keep_within {
         if parse_duration(w).is_none() {
-            return Err(invalid(file, &format!("{key}.keep_within"), format!("{w:?} is not a duration such as \"30d\"")));
+            return Err(invalid(
+                file,
+                &format!("{key}.keep_within"),
+                format!("{w:?} is not a duration such as \"30d\""),
+            ));
         }
     }
     let any = r.keep_last.is_some()
@@ -290,7 +299,11 @@ fn check_retention(file: &Path, key: &str, r: &Retention) -> Result<()> {
         return Err(invalid(file, key, "retention keeps nothing: give keep_last, keep_daily, ... or keep_within"));
     }
     if r.keep_last == Some(0) {
-        return Err(invalid(file, &format!("{key}.keep_last"), "must be at least 1 (the newest snapshot is always kept)"));
+        return Err(invalid(
+            file,
+            &format!("{key}.keep_last"),
+            "must be at least 1 (the newest snapshot is always kept)",
+        ));
     }
     Ok(())
 }
@@ -308,10 +321,11 @@ impl Config {
             let p = PathBuf::from(c);
             if p.is_file() {
                 if c == "config.json" {
-                    let v: serde_json::Value = match std::fs::read(&p).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
-                        Some(v) => v,
-                        None => continue,
-                    };
+                    let v: serde_json::Value =
+                        match std::fs::read(&p).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+                            Some(v) => v,
+                            None => continue,
+                        };
                     if v.get("backup").is_none() {
                         continue;
                     }
@@ -340,7 +354,11 @@ impl Config {
             .map_err(|e| Error::io(file, e))?;
         let abs = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { dir.join(p) };
         if backup.name.is_empty() || !backup.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(invalid(file, &format!("{prefix}name"), format!("{:?}: use letters, digits, '-' and '_'", backup.name)));
+            return Err(invalid(
+                file,
+                &format!("{prefix}name"),
+                format!("{:?}: use letters, digits, '-' and '_'", backup.name),
+            ));
         }
         backup.repository = abs(&backup.repository);
         if let Some(p) = &backup.password_file {
@@ -348,7 +366,13 @@ impl Config {
         }
         match backup.encryption.as_deref() {
             None | Some("xchacha20poly1305") | Some("none") => {}
-            Some(o) => return Err(invalid(file, &format!("{prefix}encryption"), format!("{o:?}: use \"xchacha20poly1305\" or \"none\""))),
+            Some(o) => {
+                return Err(invalid(
+                    file,
+                    &format!("{prefix}encryption"),
+                    format!("{o:?}: use \"xchacha20poly1305\" or \"none\""),
+                ))
+            }
         }
         if backup.password_command.as_ref().is_some_and(|c| c.is_empty()) {
             return Err(invalid(file, &format!("{prefix}password_command"), "empty command"));
@@ -368,7 +392,13 @@ impl Config {
             match sources.iter().filter(|&&b| b).count() {
                 1 => {}
                 0 => return Err(invalid(file, &key, "no source: give one of sqlite, postgres, paths, command")),
-                _ => return Err(invalid(file, &key, "more than one source: give only one of sqlite, postgres, paths, command")),
+                _ => {
+                    return Err(invalid(
+                        file,
+                        &key,
+                        "more than one source: give only one of sqlite, postgres, paths, command",
+                    ))
+                }
             }
             if t.vacuum && t.sqlite.is_none() {
                 return Err(invalid(file, &format!("{key}.vacuum"), "only applies to a sqlite source"));
@@ -393,10 +423,16 @@ impl Config {
             if let Some(s) = &t.schedule {
                 check_schedule(s).map_err(|e| invalid(file, &format!("{key}.schedule"), e))?;
             }
-            for (k, v) in [("catch_up_after", &t.catch_up_after), ("rpo", &t.rpo), ("on_change_fallback", &t.on_change_fallback)] {
+            for (k, v) in
+                [("catch_up_after", &t.catch_up_after), ("rpo", &t.rpo), ("on_change_fallback", &t.on_change_fallback)]
+            {
                 if let Some(d) = v {
                     if parse_duration(d).is_none() {
-                        return Err(invalid(file, &format!("{key}.{k}"), format!("{d:?} is not a duration such as \"2d\"")));
+                        return Err(invalid(
+                            file,
+                            &format!("{key}.{k}"),
+                            format!("{d:?} is not a duration such as \"2d\""),
+                        ));
                     }
                 }
             }
@@ -411,10 +447,18 @@ impl Config {
         let mut names = std::collections::HashSet::new();
         for (i, r) in backup.remotes.iter().enumerate() {
             if !names.insert(r.name.clone()) {
-                return Err(invalid(file, &format!("{prefix}remotes[{i}].name"), format!("duplicate remote {:?}", r.name)));
+                return Err(invalid(
+                    file,
+                    &format!("{prefix}remotes[{i}].name"),
+                    format!("duplicate remote {:?}", r.name),
+                ));
             }
             if !r.rclone.contains(':') {
-                return Err(invalid(file, &format!("{prefix}remotes[{i}].rclone"), format!("{:?} is not an rclone target such as \"gdrive:backups\"", r.rclone)));
+                return Err(invalid(
+                    file,
+                    &format!("{prefix}remotes[{i}].rclone"),
+                    format!("{:?} is not an rclone target such as \"gdrive:backups\"", r.rclone),
+                ));
             }
             if let Some(ret) = &r.retention {
                 check_retention(file, &format!("{prefix}remotes[{i}].retention"), ret)?;

@@ -173,16 +173,19 @@ impl Keys {
             }
             let cipher = XChaCha20Poly1305::new((&self.enc_key).into());
             let (nonce, ct) = sealed.split_at(NONCE_LEN);
-            cipher
-                .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
-                .map_err(|_| Error::corrupt(what(), "authentication failed (altered, moved or from another repository)"))
+            cipher.decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &aad }).map_err(|_| {
+                Error::corrupt(what(), "authentication failed (altered, moved or from another repository)")
+            })
         } else {
             if sealed.len() < TAG_LEN {
                 return Err(Error::corrupt(what(), "object shorter than its tag"));
             }
             let (plain, tag) = sealed.split_at(sealed.len() - TAG_LEN);
             if self.plain_tag(&aad, plain) != tag {
-                return Err(Error::corrupt(what(), "integrity tag mismatch (altered, moved or from another repository)"));
+                return Err(Error::corrupt(
+                    what(),
+                    "integrity tag mismatch (altered, moved or from another repository)",
+                ));
             }
             Ok(plain.to_vec())
         }

@@ -36,7 +36,12 @@ pub struct ContentReader {
 impl ContentReader {
     /// A reader over `node`'s chunks.
     pub fn new(repo: &Repo, node: &Node) -> Result<Self> {
-        Ok(ContentReader { reader: repo.chunk_reader(), locs: locate(repo, &node.chunks)?.into_iter(), cur: Vec::new(), pos: 0 })
+        Ok(ContentReader {
+            reader: repo.chunk_reader(),
+            locs: locate(repo, &node.chunks)?.into_iter(),
+            cur: Vec::new(),
+            pos: 0,
+        })
     }
 }
 
@@ -121,7 +126,9 @@ fn single_file(repo: &Repo, s: &Snapshot) -> Result<Node> {
         let n = n?;
         if n.kind == NodeKind::File {
             if file.is_some() {
-                return Err(Error::Invalid("snapshot holds more than one file; cannot export as a single database".into()));
+                return Err(Error::Invalid(
+                    "snapshot holds more than one file; cannot export as a single database".into(),
+                ));
             }
             file = Some(n);
         }
@@ -153,7 +160,10 @@ pub fn export(repo: &Repo, s: &Snapshot, name: &str, out: &Path) -> Result<PathB
                 let mut r = ContentReader::new(repo, &node)?;
                 let n = io::copy(&mut r, &mut gz).map_err(|e| Error::io(&file_name, e))?;
                 if n != node.size {
-                    return Err(Error::corrupt(node.path_str(), format!("exported {n} bytes, snapshot says {}", node.size)));
+                    return Err(Error::corrupt(
+                        node.path_str(),
+                        format!("exported {n} bytes, snapshot says {}", node.size),
+                    ));
                 }
             }
             ArchiveKind::Tar => {
@@ -242,13 +252,18 @@ pub fn export_dated(repo: &Repo, id: &SnapshotId, s: &Snapshot, out: &Path, keep
     // backup_metadata.json, merged with what is there.
     let meta_path = out.join("backup_metadata.json");
     let mut meta: serde_json::Value = match std::fs::read(&meta_path) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::Invalid(format!("{}: not valid JSON: {e}", meta_path.display())))?,
+        Ok(b) => serde_json::from_slice(&b)
+            .map_err(|e| Error::Invalid(format!("{}: not valid JSON: {e}", meta_path.display())))?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => json!({"daily": {}, "pre_change": {}, "manual": {}}),
         Err(e) => return Err(Error::io(&meta_path, e)),
     };
     let created = t.to_rfc3339();
     let slug = |d: &Option<String>| {
-        d.as_deref().unwrap_or("snapshot").chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect::<String>()
+        d.as_deref()
+            .unwrap_or("snapshot")
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .collect::<String>()
     };
     let (section, key, mut entry) = match s.kind {
         SnapshotKind::Daily => (
@@ -287,11 +302,15 @@ pub fn export_dated(repo: &Repo, id: &SnapshotId, s: &Snapshot, out: &Path, keep
         ),
     };
     entry["snapshot"] = json!(id.to_hex());
-    let obj = meta.as_object_mut().ok_or_else(|| Error::Invalid(format!("{}: not a JSON object", meta_path.display())))?;
+    let obj =
+        meta.as_object_mut().ok_or_else(|| Error::Invalid(format!("{}: not a JSON object", meta_path.display())))?;
     let sec = obj.entry(section).or_insert_with(|| json!({}));
-    let slot = sec.as_object_mut().ok_or_else(|| Error::Invalid(format!("{}: {section} is not an object", meta_path.display())))?;
+    let slot = sec
+        .as_object_mut()
+        .ok_or_else(|| Error::Invalid(format!("{}: {section} is not an object", meta_path.display())))?;
     // Several snapshots of one day (db, logs, config) share the day's entry: merge their files.
-    let existing_files = slot.get(&key).and_then(|e| e.get("files")).and_then(|f| f.as_object()).cloned().unwrap_or_default();
+    let existing_files =
+        slot.get(&key).and_then(|e| e.get("files")).and_then(|f| f.as_object()).cloned().unwrap_or_default();
     let mut merged: BTreeMap<String, serde_json::Value> = existing_files.into_iter().collect();
     merged.extend(files);
     entry["files"] = json!(merged);

@@ -184,14 +184,21 @@ impl History {
     /// When an alert was last sent for (type, event).
     pub fn last_alert(&self, backup_type: &str, event: &str) -> Result<Option<DateTime<FixedOffset>>> {
         let t: Option<String> = self.wrap(
-            self.conn.query_row("SELECT time FROM alerts WHERE type=?1 AND event=?2", [backup_type, event], |r| r.get(0)).optional(),
+            self.conn
+                .query_row("SELECT time FROM alerts WHERE type=?1 AND event=?2", [backup_type, event], |r| r.get(0))
+                .optional(),
         )?;
         Ok(t.and_then(|t| DateTime::parse_from_rfc3339(&t).ok()))
     }
 
     /// Records that an alert was sent.
     pub fn set_alert(&self, backup_type: &str, event: &str, time: &str) -> Result<()> {
-        self.wrap(self.conn.execute("INSERT OR REPLACE INTO alerts(type, event, time) VALUES(?1,?2,?3)", [backup_type, event, time]))?;
+        self.wrap(
+            self.conn.execute(
+                "INSERT OR REPLACE INTO alerts(type, event, time) VALUES(?1,?2,?3)",
+                [backup_type, event, time],
+            ),
+        )?;
         Ok(())
     }
 

@@ -80,7 +80,10 @@ fn pg_dump_command(target: &str) -> Command {
 }
 
 fn pg_dump_version() -> Option<String> {
-    let out = Command::new(std::env::var_os("CAIRN_PG_DUMP").unwrap_or_else(|| "pg_dump".into())).arg("--version").output().ok()?;
+    let out = Command::new(std::env::var_os("CAIRN_PG_DUMP").unwrap_or_else(|| "pg_dump".into()))
+        .arg("--version")
+        .output()
+        .ok()?;
     Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
@@ -92,14 +95,18 @@ pub fn run_type(repo: &mut Repo, name: &str, t: &TypeConfig, flags: RunFlags) ->
         creator: std::env::var("USER").ok(),
         force_read: flags.force_read,
         chunker: t.chunker,
-        skip_if_unchanged_within: on_change
-            .then(|| t.on_change_fallback.as_deref().and_then(parse_duration).unwrap_or_else(|| chrono::Duration::days(1))),
+        skip_if_unchanged_within: on_change.then(|| {
+            t.on_change_fallback.as_deref().and_then(parse_duration).unwrap_or_else(|| chrono::Duration::days(1))
+        }),
         ..Default::default()
     };
     if !t.exclude.is_empty() {
         let mut b = globset::GlobSetBuilder::new();
         for g in &t.exclude {
-            b.add(globset::Glob::new(g.trim_end_matches('/')).map_err(|e| Error::Invalid(format!("exclude {g:?}: {e}")))?);
+            b.add(
+                globset::Glob::new(g.trim_end_matches('/'))
+                    .map_err(|e| Error::Invalid(format!("exclude {g:?}: {e}")))?,
+            );
         }
         opts.excludes = Some(b.build().map_err(|e| Error::Invalid(e.to_string()))?);
     }
@@ -107,7 +114,8 @@ pub fn run_type(repo: &mut Repo, name: &str, t: &TypeConfig, flags: RunFlags) ->
         SourceSpec::Sqlite { path, vacuum } => {
             let timeout = Duration::from_secs(t.busy_timeout_s.unwrap_or(30));
             let copy = sqlite::copy(&path, &repo.store.root().join("tmp"), vacuum && !flags.no_vacuum, timeout)?;
-            let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "db.sqlite".into());
+            let file_name =
+                path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "db.sqlite".into());
             opts.source_meta = copy.meta.clone();
             opts.source_meta.insert("sqlite.file".into(), file_name.clone());
             let f = std::fs::File::open(&copy.path).map_err(|e| Error::io(&copy.path, e))?;
@@ -149,7 +157,10 @@ mod tests {
     fn url_password_is_removed() {
         assert_eq!(super::redact_url("postgresql://app:s3cret@db:5432/app"), "postgresql://app@db:5432/app");
         assert_eq!(super::redact_url("myservice"), "myservice");
-        assert_eq!(super::split_password("postgresql://app:p%40ss@db/app"), ("postgresql://app@db/app".to_string(), Some("p@ss".to_string())));
+        assert_eq!(
+            super::split_password("postgresql://app:p%40ss@db/app"),
+            ("postgresql://app@db/app".to_string(), Some("p@ss".to_string()))
+        );
         assert_eq!(super::split_password("postgresql://app@db/app").1, None);
     }
 }

@@ -76,9 +76,7 @@ fn kek(password: &[u8], salt: &[u8], p: KdfParams) -> Result<Zeroizing<[u8; 32]>
         .map_err(|e| Error::Invalid(format!("bad Argon2id parameters: {e}")))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut out = Zeroizing::new([0u8; 32]);
-    argon
-        .hash_password_into(password, salt, &mut *out)
-        .map_err(|e| Error::Invalid(format!("Argon2id failed: {e}")))?;
+    argon.hash_password_into(password, salt, &mut *out).map_err(|e| Error::Invalid(format!("Argon2id failed: {e}")))?;
     Ok(out)
 }
 
@@ -125,8 +123,8 @@ impl KeyFile {
         if [&kf.salt, &kf.nonce, &kf.wrapped].iter().any(|s| !s.bytes().all(|b| b.is_ascii_hexdigit())) {
             return Err(Error::corrupt(format!("key file {name}"), "damaged: bad hex"));
         }
-        if kf.params.m_cost_kib > 4 * 1024 * 1024 || kf.params.t_cost > 64 || kf.params.p_cost > 64 {
-            return Err(Error::corrupt(format!("key file {name}"), "Argon2id parameters out of range"));
+        if kf.params.m_cost_kib > 1024 * 1024 || kf.params.t_cost > 16 || kf.params.p_cost > 16 {
+            return Err(Error::corrupt(format!("key file {name}"), "Argon2id parameters out of range (at most 1 GiB, 16 passes, 16 lanes): refused so a planted key file cannot exhaust the machine"));
         }
         Ok(kf)
     }

@@ -30,7 +30,7 @@ pub struct KeyInfo {
 fn encrypted_store(dir: &std::path::Path) -> Result<LocalStore> {
     let config = read_config(dir)?;
     if config.encryption == Encryption::None {
-        return Err(Error::Invalid("this repository is not encrypted: it has no keys (migrate with `cairn copy` into a new, encrypted repository)".into()));
+        return Err(Error::Invalid("this repository is not encrypted: it has no keys (to encrypt, init a new repository and back up into it; keep the old one until its snapshots have expired)".into()));
     }
     Ok(LocalStore::new(dir))
 }
@@ -52,7 +52,14 @@ pub fn list(dir: &std::path::Path, password: PasswordFn) -> Result<Vec<KeyInfo>>
                 label: kf.label,
                 m_cost_kib: kf.params.m_cost_kib,
             }),
-            Err(e) => out.push(KeyInfo { id: n, current: false, created: String::new(), host: String::new(), label: format!("DAMAGED: {e}"), m_cost_kib: 0 }),
+            Err(e) => out.push(KeyInfo {
+                id: n,
+                current: false,
+                created: String::new(),
+                host: String::new(),
+                label: format!("DAMAGED: {e}"),
+                m_cost_kib: 0,
+            }),
         }
     }
     Ok(out)
@@ -84,7 +91,9 @@ pub fn remove(dir: &std::path::Path, password: PasswordFn, id: &str) -> Result<S
         _ => return Err(Error::Invalid(format!("key id prefix {id:?} is ambiguous"))),
     };
     if current.as_deref() == Some(target.as_str()) {
-        return Err(Error::Invalid("refusing to remove the key file your password opens; use `key passwd`, or open with another key".into()));
+        return Err(Error::Invalid(
+            "refusing to remove the key file your password opens; use `key passwd`, or open with another key".into(),
+        ));
     }
     if all.len() <= 1 {
         return Err(Error::Invalid("refusing to remove the last key file".into()));

@@ -1,7 +1,7 @@
 //! Repository locks (`locks/<random>`): a JSON file per holder. Backups and reads take shared
 //! locks; `repair` (and later `prune`) an exclusive one. A lock whose holder is a dead process on
 //! this host is stale and removed; any other conflicting lock is reported with who holds it.
-//! Locks are local coordination, never synced to remotes (format-spec/locks.md).
+//! Locks are local coordination, never synced to remotes (format-spec/layout.md, section Locks).
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};

@@ -20,8 +20,14 @@ pub const SNAPSHOT_VERSION: u8 = 1;
 /// Largest accepted tree record (a file of 16 GiB in 4 KiB pages has 128 MiB of chunk ids).
 pub const MAX_RECORD: usize = 256 << 20;
 
-fn bincode_config() -> bincode::config::Configuration {
-    bincode::config::standard()
+fn bincode_config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<MAX_RECORD>,
+> {
+    // The limit changes no encoded byte; it stops a crafted length prefix from asking for an
+    // absurd allocation before the input runs out.
+    bincode::config::standard().with_limit::<MAX_RECORD>()
 }
 
 /// Why a snapshot was taken.

@@ -109,10 +109,11 @@ pub fn send(cfg: &NotifyConfig, ev: &Event) -> Vec<String> {
             ev.host,
             ev.time
         );
-        let r = Command::new(&sendmail).arg("-t").stdin(Stdio::piped()).stdout(Stdio::null()).spawn().and_then(|mut c| {
-            c.stdin.take().expect("piped").write_all(msg.as_bytes())?;
-            c.wait()
-        });
+        let r =
+            Command::new(&sendmail).arg("-t").stdin(Stdio::piped()).stdout(Stdio::null()).spawn().and_then(|mut c| {
+                c.stdin.take().expect("piped").write_all(msg.as_bytes())?;
+                c.wait()
+            });
         match r {
             Ok(s) if s.success() => {}
             Ok(s) => fail("email", format!("{} exited with {s}", sendmail.display())),

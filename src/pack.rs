@@ -100,7 +100,12 @@ impl<'a> Reader<'a> {
         }
         let mut v = Vec::with_capacity(n);
         for _ in 0..n {
-            v.push(Entry { id: ChunkId(self.id32()?), offset: self.u32()?, stored_len: self.u32()?, raw_len: self.u32()? });
+            v.push(Entry {
+                id: ChunkId(self.id32()?),
+                offset: self.u32()?,
+                stored_len: self.u32()?,
+                raw_len: self.u32()?,
+            });
         }
         Ok(v)
     }
@@ -118,7 +123,10 @@ pub fn decode_trailer(plain: &[u8], body_end: u64, what: &dyn Fn() -> String) ->
     let mut pos = PACK_MAGIC.len() as u64;
     for e in &entries {
         if e.offset as u64 != pos {
-            return Err(Error::corrupt(what(), format!("chunk {} at offset {} but expected {pos}", e.id.short(), e.offset)));
+            return Err(Error::corrupt(
+                what(),
+                format!("chunk {} at offset {} but expected {pos}", e.id.short(), e.offset),
+            ));
         }
         pos += e.stored_len as u64;
     }

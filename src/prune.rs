@@ -108,10 +108,13 @@ fn live_chunks(repo: &Repo) -> Result<(HashSet<ChunkId>, usize)> {
     let mut live = HashSet::new();
     let ids = repo.snapshot_ids()?;
     for id in &ids {
-        let s = repo.load_snapshot(id).map_err(|e| Error::corrupt(format!("snapshot {id}"), format!("unreadable, prune stops: {e}")))?;
+        let s = repo
+            .load_snapshot(id)
+            .map_err(|e| Error::corrupt(format!("snapshot {id}"), format!("unreadable, prune stops: {e}")))?;
         live.extend(s.tree.iter().copied());
         for n in repo.tree(&s)? {
-            let n = n.map_err(|e| Error::corrupt(format!("snapshot {id}"), format!("tree unreadable, prune stops: {e}")))?;
+            let n =
+                n.map_err(|e| Error::corrupt(format!("snapshot {id}"), format!("tree unreadable, prune stops: {e}")))?;
             if n.kind == NodeKind::File {
                 live.extend(n.chunks.iter().copied());
             }
@@ -130,8 +133,9 @@ pub fn prune(repo: &mut Repo, opts: PruneOptions) -> Result<PruneReport> {
     let mut packs: HashMap<PackId, PackRecord> = HashMap::new();
     for n in &index_names {
         let id: IndexId = n.parse().map_err(|_| Error::corrupt(format!("index file {n}"), "bad name"))?;
-        let records = read_index_file(&repo.store, &repo.keys, &id)
-            .map_err(|e| Error::corrupt(format!("index file {id}"), format!("{e}; run `cairn repair index` before prune")))?;
+        let records = read_index_file(&repo.store, &repo.keys, &id).map_err(|e| {
+            Error::corrupt(format!("index file {id}"), format!("{e}; run `cairn repair index` before prune"))
+        })?;
         for r in records {
             packs.entry(r.id).or_insert(r);
         }
@@ -144,7 +148,10 @@ pub fn prune(repo: &mut Repo, opts: PruneOptions) -> Result<PruneReport> {
     let on_disk: Vec<String> = repo.store.list(FileKind::Pack)?;
     for p in packs.keys() {
         if !on_disk.contains(&p.to_hex()) {
-            return Err(Error::corrupt(format!("pack {p}"), "indexed but missing; run `cairn verify` and `cairn repair index` before prune"));
+            return Err(Error::corrupt(
+                format!("pack {p}"),
+                "indexed but missing; run `cairn verify` and `cairn repair index` before prune",
+            ));
         }
     }
     let (live, nsnap) = live_chunks(repo)?;
@@ -156,7 +163,10 @@ pub fn prune(repo: &mut Repo, opts: PruneOptions) -> Result<PruneReport> {
     let mut live_bytes: HashMap<PackId, u64> = HashMap::new();
     for c in &live {
         let loc = repo.cache.lookup(c)?.ok_or_else(|| {
-            Error::corrupt(format!("chunk {c}"), "referenced by a snapshot but in no index; prune stops (run `cairn verify`)")
+            Error::corrupt(
+                format!("chunk {c}"),
+                "referenced by a snapshot but in no index; prune stops (run `cairn verify`)",
+            )
         })?;
         *live_bytes.entry(loc.pack).or_default() += loc.stored_len as u64;
     }
@@ -174,11 +184,16 @@ pub fn prune(repo: &mut Repo, opts: PruneOptions) -> Result<PruneReport> {
             keep.push(*id);
         }
     }
-    let unindexed: Vec<String> = on_disk.iter().filter(|n| n.parse::<PackId>().map(|p| !packs.contains_key(&p)).unwrap_or(false)).cloned().collect();
+    let unindexed: Vec<String> = on_disk
+        .iter()
+        .filter(|n| n.parse::<PackId>().map(|p| !packs.contains_key(&p)).unwrap_or(false))
+        .cloned()
+        .collect();
     report.packs_deleted = delete.len();
     report.packs_repacked = repack.len();
     report.unindexed_deleted = unindexed.len();
-    let mut bytes_deleted: u64 = delete.iter().map(|(_, s)| s).sum::<u64>() + repack.iter().map(|p| packs[p].size).sum::<u64>();
+    let mut bytes_deleted: u64 =
+        delete.iter().map(|(_, s)| s).sum::<u64>() + repack.iter().map(|p| packs[p].size).sum::<u64>();
     for n in &unindexed {
         bytes_deleted += repo.store.size(FileKind::Pack, n)?.unwrap_or(0);
     }
@@ -290,7 +305,11 @@ pub fn mark_verified(repo: &Repo, id: &SnapshotId, by: &str) -> Result<SnapshotI
     let _lock = Lock::acquire(&repo.store, false, "mark-verified")?;
     let mut s = repo.load_snapshot(id)?;
     if s.kind != crate::manifest::SnapshotKind::PreChange {
-        return Err(Error::Invalid(format!("snapshot {} is a {} snapshot; only pre-change snapshots are verified", id.short(), s.kind.as_str())));
+        return Err(Error::Invalid(format!(
+            "snapshot {} is a {} snapshot; only pre-change snapshots are verified",
+            id.short(),
+            s.kind.as_str()
+        )));
     }
     s.labels.insert("verified_by".into(), by.into());
     s.labels.insert("verified_date".into(), chrono::Local::now().to_rfc3339());

@@ -16,7 +16,9 @@ use crate::error::{Error, IoContext, Result};
 use crate::id::{content_hash, ChunkId, PackId, RepoId, SnapshotId};
 use crate::keyfile::{KdfParams, KeyFile};
 use crate::manifest::{Node, RecordParser, Snapshot};
-use crate::repo_config::{default_chunkers, Compression, CompressionAlgorithm, Encryption, RepoConfig, FORMAT_NAME, FORMAT_VERSION};
+use crate::repo_config::{
+    default_chunkers, Compression, CompressionAlgorithm, Encryption, RepoConfig, FORMAT_NAME, FORMAT_VERSION,
+};
 use crate::store::{fsync_dir, FileKind, LocalStore};
 
 /// Supplies the password when one is needed (never asked for unencrypted repositories).
@@ -37,7 +39,12 @@ pub struct InitOptions {
 
 impl Default for InitOptions {
     fn default() -> Self {
-        InitOptions { encryption: Encryption::XChaCha20Poly1305, compression_level: 3, pack_size: 16 << 20, kdf: KdfParams::from_env() }
+        InitOptions {
+            encryption: Encryption::XChaCha20Poly1305,
+            compression_level: 3,
+            pack_size: 16 << 20,
+            kdf: KdfParams::from_env(),
+        }
     }
 }
 
@@ -78,6 +85,16 @@ impl PackFiles {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(e);
             }
+            // Only a pack whose bytes hash to its name enters the mirror.
+            let bytes = std::fs::read(&tmp).ctx(&tmp)?;
+            if content_hash(&bytes) != pack.0 {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(Error::corrupt(
+                    format!("pack {pack} from remote {}", remote.name),
+                    "content does not match its name",
+                ));
+            }
+            drop(bytes);
             store.publish(&tmp, FileKind::Pack, &pack.to_hex())?;
         }
         let f = Arc::new(File::open(&path).ctx(&path)?);
@@ -137,7 +154,11 @@ pub fn init(dir: &Path, opts: &InitOptions, password: Option<&[u8]>) -> Result<R
     // Build in a sibling temp dir and rename, so a crash never leaves half a repository.
     let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).ctx(parent)?;
-    let tmp = parent.join(format!(".{}.cairn-init-{}", dir.file_name().and_then(|n| n.to_str()).unwrap_or("repo"), std::process::id()));
+    let tmp = parent.join(format!(
+        ".{}.cairn-init-{}",
+        dir.file_name().and_then(|n| n.to_str()).unwrap_or("repo"),
+        std::process::id()
+    ));
     let store = LocalStore::new(&tmp);
     store.create_layout()?;
     if let Some(kf) = keyfile {
@@ -174,7 +195,8 @@ pub fn read_config(dir: &Path) -> Result<RepoConfig> {
         return Err(not("not a cairn repository (no config file)".into()));
     }
     let bytes = std::fs::read(&p).ctx(&p)?;
-    let config: RepoConfig = serde_json::from_slice(&bytes).map_err(|e| not(format!("config is not a valid cairn repository config: {e}")))?;
+    let config: RepoConfig = serde_json::from_slice(&bytes)
+        .map_err(|e| not(format!("config is not a valid cairn repository config: {e}")))?;
     config.validate().map_err(not)?;
     Ok(config)
 }
@@ -198,7 +220,10 @@ pub fn unlock(store: &LocalStore, config: &RepoConfig, password: PasswordFn) -> 
         Encryption::XChaCha20Poly1305 => {
             let names = store.list(FileKind::Key)?;
             if names.is_empty() {
-                return Err(Error::corrupt(store.root().join("keys").display().to_string(), "no key files: the repository cannot be opened"));
+                return Err(Error::corrupt(
+                    store.root().join("keys").display().to_string(),
+                    "no key files: the repository cannot be opened",
+                ));
             }
             let mut files = Vec::new();
             let mut damaged = Vec::new();
@@ -313,14 +338,12 @@ impl Repo {
     pub fn resolve(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
         let (all, _) = self.snapshots()?;
         let pick_latest = |ty: Option<&str>| {
-            all.iter()
-                .rev()
-                .find(|(_, s)| ty.is_none_or(|t| s.backup_type == t))
-                .cloned()
-                .ok_or_else(|| Error::NotFound(match ty {
+            all.iter().rev().find(|(_, s)| ty.is_none_or(|t| s.backup_type == t)).cloned().ok_or_else(|| {
+                Error::NotFound(match ty {
                     Some(t) => format!("no snapshot of type {t:?}"),
                     None => "the repository has no snapshots".into(),
-                }))
+                })
+            })
         };
         if spec == "latest" {
             return pick_latest(None);
@@ -344,7 +367,8 @@ impl Repo {
     pub fn tree(&self, snap: &Snapshot) -> Result<TreeReader> {
         let mut locs = Vec::with_capacity(snap.tree.len());
         for c in &snap.tree {
-            let loc = self.cache.lookup(c)?.ok_or_else(|| Error::corrupt(format!("tree chunk {c}"), "not in the index"))?;
+            let loc =
+                self.cache.lookup(c)?.ok_or_else(|| Error::corrupt(format!("tree chunk {c}"), "not in the index"))?;
             locs.push((*c, loc));
         }
         Ok(TreeReader::new(self.chunk_reader(), locs))
@@ -406,7 +430,9 @@ impl ChunkReader {
                 match buf {
                     Err(e) => {
                         let msg = e.to_string();
-                        (r.start..r.end).map(|_| Err(Error::corrupt(format!("pack {}", first.pack), msg.clone()))).collect()
+                        (r.start..r.end)
+                            .map(|_| Err(Error::corrupt(format!("pack {}", first.pack), msg.clone())))
+                            .collect()
                     }
                     Ok(buf) => chunks[r.clone()]
                         .par_iter()
@@ -469,7 +495,10 @@ impl Iterator for TreeReader {
                     if self.parser.leftover() > 0 {
                         let n = self.parser.leftover();
                         self.parser = RecordParser::new();
-                        return Some(Err(Error::corrupt("snapshot tree", format!("{n} bytes of an incomplete record at the end"))));
+                        return Some(Err(Error::corrupt(
+                            "snapshot tree",
+                            format!("{n} bytes of an incomplete record at the end"),
+                        )));
                     }
                     return None;
                 }

@@ -50,7 +50,7 @@ pub struct RepoConfig {
     pub format: String,
     /// Format version.
     pub version: u32,
-    /// Random repository id (hex).
+    /// Random repository id (a JSON array of 32 numbers).
     pub id: RepoId,
     /// Creation time, RFC 3339.
     pub created: String,
@@ -78,10 +78,7 @@ pub fn default_chunkers() -> BTreeMap<String, ChunkerParams> {
         ChunkerParams::FastCdc { min: 64 * 1024, avg: 256 * 1024, max: 1024 * 1024, normalization: 1 },
     );
     // Non-SQLite database streams (pg_dump text): row edits are local, small chunks pay.
-    m.insert(
-        "db".into(),
-        ChunkerParams::FastCdc { min: 8 * 1024, avg: 32 * 1024, max: 128 * 1024, normalization: 1 },
-    );
+    m.insert("db".into(), ChunkerParams::FastCdc { min: 8 * 1024, avg: 32 * 1024, max: 128 * 1024, normalization: 1 });
     m.insert(
         "tree".into(),
         ChunkerParams::FastCdc { min: 64 * 1024, avg: 256 * 1024, max: 1024 * 1024, normalization: 1 },
@@ -114,7 +111,7 @@ impl RepoConfig {
         if self.version != FORMAT_VERSION {
             return Err(format!(
                 "repository format version {} is not supported by this cairn (it reads version {FORMAT_VERSION}); \
-                 use a matching cairn release, or `cairn copy` from it into a new repository",
+                 use the cairn release that wrote it (format-spec/README.md lists the versions)",
                 self.version
             ));
         }

@@ -83,7 +83,10 @@ impl SafeDirs {
             match fs::symlink_metadata(&cur) {
                 Ok(m) if m.file_type().is_dir() => {}
                 Ok(m) if m.file_type().is_symlink() => {
-                    return Err(Error::Invalid(format!("{}: is a symlink in the target; refusing to write through it", cur.display())))
+                    return Err(Error::Invalid(format!(
+                        "{}: is a symlink in the target; refusing to write through it",
+                        cur.display()
+                    )))
                 }
                 Ok(_) => return Err(Error::Invalid(format!("{}: exists and is not a directory", cur.display()))),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir(&cur).ctx(&cur)?,
@@ -103,7 +106,10 @@ fn parent_of(path: &[u8]) -> Option<&[u8]> {
 /// needs no `open()`, so it works on entries whose restored mode denies their owner read access
 /// (`filetime::set_file_times` opens the path, which fails on mode 000 files and directories).
 fn set_mtime(path: &Path, mtime_ns: i64) -> std::io::Result<()> {
-    let t = filetime::FileTime::from_unix_time(mtime_ns.div_euclid(1_000_000_000), mtime_ns.rem_euclid(1_000_000_000) as u32);
+    let t = filetime::FileTime::from_unix_time(
+        mtime_ns.div_euclid(1_000_000_000),
+        mtime_ns.rem_euclid(1_000_000_000) as u32,
+    );
     filetime::set_symlink_file_times(path, t, t)
 }
 

@@ -53,7 +53,11 @@ fn bucket(t: &DateTime<FixedOffset>, unit: &str) -> (i32, u32, u32) {
 
 /// Applies `policy` to the snapshots of one type. `now` is used for the age of manual and
 /// verified pre-change snapshots. Returns decisions newest first.
-pub fn apply(snaps: &[(SnapshotId, Snapshot)], policy: Option<&Retention>, now: DateTime<FixedOffset>) -> Vec<Decision> {
+pub fn apply(
+    snaps: &[(SnapshotId, Snapshot)],
+    policy: Option<&Retention>,
+    now: DateTime<FixedOffset>,
+) -> Vec<Decision> {
     let mut v: Vec<(&SnapshotId, &Snapshot, DateTime<FixedOffset>)> =
         snaps.iter().filter_map(|(id, s)| s.datetime().map(|t| (id, s, t))).collect();
     v.sort_by(|a, b| b.2.cmp(&a.2).then(b.0.cmp(a.0)));

@@ -111,7 +111,11 @@ impl BackupReport {
 pub fn last_success(history: &History, repo: &Repo, backup_type: &str) -> Result<Option<DateTime<FixedOffset>>> {
     let h = history.last_success(backup_type)?;
     let (snaps, _) = repo.snapshots()?;
-    let s = snaps.iter().rev().find(|(_, s)| s.backup_type == backup_type && s.errors.is_empty()).and_then(|(_, s)| s.datetime());
+    let s = snaps
+        .iter()
+        .rev()
+        .find(|(_, s)| s.backup_type == backup_type && s.errors.is_empty())
+        .and_then(|(_, s)| s.datetime());
     Ok(match (h, s) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
@@ -234,16 +238,27 @@ pub fn run_backups(repo: &mut Repo, cfg: &Config, opts: &RunOptions) -> Result<B
         // Notifications.
         let mut events = Vec::new();
         if run.result == Outcome::Failed {
-            events.push(Event::new("failure", name, format!("{name} backup failed: {}", run.error.clone().unwrap_or_default())));
+            events.push(Event::new(
+                "failure",
+                name,
+                format!("{name} backup failed: {}", run.error.clone().unwrap_or_default()),
+            ));
             if failures_before + 1 == threshold {
                 events.push(Event::new(
                     "consecutive_failures",
                     name,
-                    format!("{name} backup has failed {threshold} times in a row; last error: {}", run.error.clone().unwrap_or_default()),
+                    format!(
+                        "{name} backup has failed {threshold} times in a row; last error: {}",
+                        run.error.clone().unwrap_or_default()
+                    ),
                 ));
             }
         } else if failures_before > 0 {
-            events.push(Event::new("recovery", name, format!("{name} backup succeeded again after {failures_before} failed runs")));
+            events.push(Event::new(
+                "recovery",
+                name,
+                format!("{name} backup succeeded again after {failures_before} failed runs"),
+            ));
         }
         if run.result != Outcome::Failed {
             history.clear_alert(name, "dead_man")?;
@@ -286,7 +301,8 @@ pub fn dead_man_check(repo: &Repo, cfg: &Config, history: &History) -> Result<Ve
         if t.schedule.is_none() {
             continue;
         }
-        let limit = (rpo(t) * 2).max(t.catch_up_after.as_deref().and_then(parse_duration).unwrap_or(chrono::Duration::zero()));
+        let limit =
+            (rpo(t) * 2).max(t.catch_up_after.as_deref().and_then(parse_duration).unwrap_or(chrono::Duration::zero()));
         let last = last_success(history, repo, name)?;
         let stale = match last {
             Some(l) => now - l > limit,
@@ -301,7 +317,9 @@ pub fn dead_man_check(repo: &Repo, cfg: &Config, history: &History) -> Result<Ve
             continue;
         }
         let msg = match last {
-            Some(l) => format!("no successful {name} backup in {} (limit {})", human_duration(now - l), human_duration(limit)),
+            Some(l) => {
+                format!("no successful {name} backup in {} (limit {})", human_duration(now - l), human_duration(limit))
+            }
             None => format!("no successful {name} backup yet"),
         };
         errors.extend(notify::send(&notify_cfg, &Event::new("dead_man", name, msg)));

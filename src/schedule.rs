@@ -5,8 +5,7 @@
 //! machine that was off or asleep runs once when it comes back, not once per missed slot.
 
 use chrono::{
-    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone,
-    Timelike, Weekday,
+    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Weekday,
 };
 
 use crate::config::parse_duration;
@@ -74,18 +73,15 @@ impl Schedule {
             // Minute 0 in the offset in force at `now`, not a local wall-clock hour looked up
             // again: on an autumn night both 02:00s are slots, and the earlier-instant rule for
             // ambiguous times would otherwise put the second 02:xx hour's slot an hour back.
-            let into_hour =
-                Duration::seconds(i64::from(now.minute()) * 60 + i64::from(now.second()))
-                    + Duration::nanoseconds(i64::from(now.nanosecond()));
+            let into_hour = Duration::seconds(i64::from(now.minute()) * 60 + i64::from(now.second()))
+                + Duration::nanoseconds(i64::from(now.nanosecond()));
             return Some(now.clone() - into_hour);
         }
         if matches!(self, Schedule::Every(_) | Schedule::OnChange) {
             return None;
         }
         let today = now.naive_local().date();
-        (0..=31)
-            .filter_map(|back| self.slot_on(&tz, today - Duration::days(back)))
-            .find(|s| s <= now)
+        (0..=31).filter_map(|back| self.slot_on(&tz, today - Duration::days(back))).find(|s| s <= now)
     }
 
     /// The first slot strictly after `t`.
@@ -98,9 +94,7 @@ impl Schedule {
             return None;
         }
         let today = t.naive_local().date();
-        (0..=62)
-            .filter_map(|fwd| self.slot_on(&tz, today + Duration::days(fwd)))
-            .find(|s| s > t)
+        (0..=62).filter_map(|fwd| self.slot_on(&tz, today + Duration::days(fwd))).find(|s| s > t)
     }
 }
 
@@ -151,11 +145,7 @@ where
         };
     };
     let Some(last) = last_success else {
-        return Due {
-            due: true,
-            reason: "never backed up".into(),
-            next: fixed(now),
-        };
+        return Due { due: true, reason: "never backed up".into(), next: fixed(now) };
     };
     if let Some(c) = catch_up_after {
         if *now - last >= c {
@@ -168,40 +158,22 @@ where
     }
     let catch_up_at = catch_up_after.map(|c| fixed(&(last + c)));
     let (due, reason, next) = match s {
-        Schedule::OnChange => (
-            true,
-            "on-change: checked on every run".to_string(),
-            fixed(now),
-        ),
+        Schedule::OnChange => (true, "on-change: checked on every run".to_string(), fixed(now)),
         Schedule::Every(d) => {
             let at = fixed(&(last + *d));
-            (
-                at <= fixed(now),
-                format!("every {}", human_duration(*d)),
-                at,
-            )
+            (at <= fixed(now), format!("every {}", human_duration(*d)), at)
         }
         _ => {
             let slot = s.last_slot(now);
             match slot {
                 Some(slot) if last < slot => (
                     true,
-                    format!(
-                        "slot {} passed since the last success",
-                        slot.fixed_offset().format("%Y-%m-%d %H:%M")
-                    ),
+                    format!("slot {} passed since the last success", slot.fixed_offset().format("%Y-%m-%d %H:%M")),
                     fixed(now),
                 ),
                 _ => {
-                    let n = s
-                        .next_slot(now)
-                        .map(|t| t.fixed_offset())
-                        .unwrap_or_else(|| fixed(now) + s.interval());
-                    (
-                        false,
-                        format!("next slot {}", n.format("%Y-%m-%d %H:%M")),
-                        n,
-                    )
+                    let n = s.next_slot(now).map(|t| t.fixed_offset()).unwrap_or_else(|| fixed(now) + s.interval());
+                    (false, format!("next slot {}", n.format("%Y-%m-%d %H:%M")), n)
                 }
             }
         }

@@ -101,7 +101,8 @@ pub fn status(repo: &Repo, cfg: Option<&Config>) -> Result<Status> {
         let r = rpo(&tc);
         let due = due_now(&tc, last);
         let recent = history.list(Some(&name), 1)?;
-        let last_error = recent.first().filter(|r| r.result == crate::history::Outcome::Failed).and_then(|r| r.error.clone());
+        let last_error =
+            recent.first().filter(|r| r.result == crate::history::Outcome::Failed).and_then(|r| r.error.clone());
         let of_type: Vec<_> = snaps.iter().filter(|(_, s)| s.backup_type == name).collect();
         types.push(TypeStatus {
             backup_type: name.clone(),
@@ -137,9 +138,17 @@ pub fn status(repo: &Repo, cfg: Option<&Config>) -> Result<Status> {
             let key = format!("sync:{}", r.name);
             let runs = history.list(Some(&key), 50)?;
             let last_ok = runs.iter().find(|x| x.result != crate::history::Outcome::Failed).map(|x| x.end.clone());
-            let last_error = runs.first().filter(|x| x.result == crate::history::Outcome::Failed).and_then(|x| x.error.clone());
+            let last_error =
+                runs.first().filter(|x| x.result == crate::history::Outcome::Failed).and_then(|x| x.error.clone());
             let (pending_files, pending_bytes) = state.pending(repo.store.root(), &r.name)?;
-            remotes.push(RemoteStatus { name: r.name.clone(), target: r.rclone.clone(), last_sync: last_ok, last_error, pending_files, pending_bytes });
+            remotes.push(RemoteStatus {
+                name: r.name.clone(),
+                target: r.rclone.clone(),
+                last_sync: last_ok,
+                last_error,
+                pending_files,
+                pending_bytes,
+            });
         }
     }
     Ok(Status {
@@ -161,7 +170,11 @@ pub fn status(repo: &Repo, cfg: Option<&Config>) -> Result<Status> {
 /// Human rendering.
 pub fn render(s: &Status) -> String {
     let mut out = String::new();
-    out.push_str(&format!("repository {} ({})\n", s.repository, if s.encryption == "none" { "NOT encrypted" } else { "encrypted" }));
+    out.push_str(&format!(
+        "repository {} ({})\n",
+        s.repository,
+        if s.encryption == "none" { "NOT encrypted" } else { "encrypted" }
+    ));
     out.push_str(&format!(
         "{} snapshots, {} stored for {} of snapshots (dedup ratio {:.1}x)\n\n",
         s.snapshots,
@@ -169,7 +182,10 @@ pub fn render(s: &Status) -> String {
         crate::util::human_bytes(s.logical_bytes),
         s.dedup_ratio
     ));
-    out.push_str(&format!("{:<10} {:<18} {:<20} {:>10} {:>8} {:<20} {:>5}  {}\n", "TYPE", "SCHEDULE", "LAST SUCCESS", "AGE", "RPO", "NEXT DUE", "FAILS", "STATE"));
+    out.push_str(&format!(
+        "{:<10} {:<18} {:<20} {:>10} {:>8} {:<20} {:>5}  {}\n",
+        "TYPE", "SCHEDULE", "LAST SUCCESS", "AGE", "RPO", "NEXT DUE", "FAILS", "STATE"
+    ));
     for t in &s.types {
         let last = t
             .last_success
@@ -179,7 +195,13 @@ pub fn render(s: &Status) -> String {
             .unwrap_or_else(|| "never".into());
         let age = t.age_s.map(|a| human_duration(chrono::Duration::seconds(a))).unwrap_or_else(|| "-".into());
         let next = chrono::DateTime::parse_from_rfc3339(&t.next_due)
-            .map(|x| if t.due_now { "now".to_string() } else { x.with_timezone(&Local).format("%Y-%m-%d %H:%M").to_string() })
+            .map(|x| {
+                if t.due_now {
+                    "now".to_string()
+                } else {
+                    x.with_timezone(&Local).format("%Y-%m-%d %H:%M").to_string()
+                }
+            })
             .unwrap_or_default();
         let state = if t.consecutive_failures > 0 {
             format!("FAILING: {}", t.last_error.clone().unwrap_or_default())
@@ -201,7 +223,8 @@ pub fn render(s: &Status) -> String {
         ));
     }
     for r in &s.remotes {
-        let last = r.last_sync.as_deref().map(|x| x[..x.len().min(19)].replace('T', " ")).unwrap_or_else(|| "never".into());
+        let last =
+            r.last_sync.as_deref().map(|x| x[..x.len().min(19)].replace('T', " ")).unwrap_or_else(|| "never".into());
         out.push_str(&format!(
             "\nremote {} ({}): last sync {last}, {} files ({}) pending{}",
             r.name,
@@ -229,7 +252,11 @@ pub fn metrics(s: &Status) -> String {
     type Sample = fn(&TypeStatus) -> i64;
     let per_type: [(&str, &str, Sample); 4] = [
         ("cairn_last_success_timestamp_seconds", "Unix time of the last successful backup of a type.", |t| {
-            t.last_success.as_deref().and_then(|x| chrono::DateTime::parse_from_rfc3339(x).ok()).map(|x| x.timestamp()).unwrap_or(0)
+            t.last_success
+                .as_deref()
+                .and_then(|x| chrono::DateTime::parse_from_rfc3339(x).ok())
+                .map(|x| x.timestamp())
+                .unwrap_or(0)
         }),
         ("cairn_overdue", "1 when a type's last success is older than its RPO.", |t| t.overdue as i64),
         ("cairn_consecutive_failures", "Failed runs since the last success.", |t| t.consecutive_failures as i64),
@@ -238,7 +265,11 @@ pub fn metrics(s: &Status) -> String {
     for (name, help, f) in per_type {
         m.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
         for t in &s.types {
-            m.push_str(&format!("{name}{{type=\"{}\"}} {}\n", t.backup_type.replace('\\', "\\\\").replace('"', "\\\""), f(t)));
+            m.push_str(&format!(
+                "{name}{{type=\"{}\"}} {}\n",
+                t.backup_type.replace('\\', "\\\\").replace('"', "\\\""),
+                f(t)
+            ));
         }
     }
     for (name, help, v) in [

@@ -127,7 +127,9 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
     let mut damaged: BTreeMap<PackId, (String, BTreeSet<ChunkId>)> = BTreeMap::new();
     let indexed_names: BTreeSet<String> = indexed.iter().map(|(p, _)| p.to_hex()).collect();
     for n in on_disk.difference(&indexed_names) {
-        report.notes.push(format!("pack {n} is not in any index file (unreferenced; prune removes it, repair index adopts it)"));
+        report.notes.push(format!(
+            "pack {n} is not in any index file (unreferenced; prune removes it, repair index adopts it)"
+        ));
     }
     let store = &repo.store;
     let trailer_checks: Vec<(PackId, Option<String>)> = indexed
@@ -171,7 +173,8 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
 
     // 3. Full reads.
     if let Some(pct) = opts.read_data {
-        let mut candidates: Vec<(PackId, u64)> = indexed.iter().filter(|(p, _)| !damaged.contains_key(p)).copied().collect();
+        let mut candidates: Vec<(PackId, u64)> =
+            indexed.iter().filter(|(p, _)| !damaged.contains_key(p)).copied().collect();
         if pct < 100.0 {
             report.seed = Some(opts.seed);
             let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
@@ -215,7 +218,9 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
                 damaged.insert(pack, (format!("{} of {} chunks fail their check", bad.len(), entries.len()), bad));
             } else if !hash_ok {
                 // Every chunk and the trailer open: the change is in bytes no chunk covers.
-                report.problems.push(format!("pack {pack}: content does not match its name, though every chunk checks out"));
+                report
+                    .problems
+                    .push(format!("pack {pack}: content does not match its name, though every chunk checks out"));
             }
         }
     }
@@ -241,7 +246,10 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
             match index.lookup(c)? {
                 Some(l) => {
                     if let Some(p) = damaged_chunks.get(c) {
-                        affected.entry(*p).or_default().insert(Affected { snapshot: sid.clone(), path: "(tree)".into() });
+                        affected
+                            .entry(*p)
+                            .or_default()
+                            .insert(Affected { snapshot: sid.clone(), path: "(tree)".into() });
                         tree_ok = false;
                     }
                     locs.push((*c, l))
@@ -272,7 +280,9 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
                     affected.entry(*p).or_default().insert(Affected { snapshot: sid.clone(), path: node.path_str() });
                 } else if !index.contains(c)? {
                     if missing_reported < 20 {
-                        report.problems.push(format!("snapshot {sid}: {}: chunk {c} is not in any index", node.path_str()));
+                        report
+                            .problems
+                            .push(format!("snapshot {sid}: {}: chunk {c} is not in any index", node.path_str()));
                     }
                     missing_reported += 1;
                     break;

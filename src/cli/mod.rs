@@ -11,13 +11,13 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use crate::backup::{self, Source, SnapshotOptions};
+use crate::backup::{self, SnapshotOptions, Source};
+use crate::config::Config;
 use crate::manifest::{NodeKind, Snapshot, SnapshotKind};
 use crate::repo::{self, InitOptions, Repo};
 use crate::repo_config::Encryption;
 use crate::util::human_bytes;
 use crate::verify::{self, VerifyOptions};
-use crate::config::Config;
 use args::{Cli, Command, ConfigWhat, KeyCmd, RepairWhat};
 
 /// Exit code: verify found damage.
@@ -113,7 +113,8 @@ impl Ctx {
             return Ok(v);
         }
         if std::io::stdin().is_terminal() {
-            let p = rpassword::prompt_password("repository password: ").map_err(|e| crate::Error::io("<terminal>", e))?;
+            let p =
+                rpassword::prompt_password("repository password: ").map_err(|e| crate::Error::io("<terminal>", e))?;
             return Ok(Zeroizing::new(p.into_bytes()));
         }
         Err(crate::Error::NoPassword)
@@ -162,8 +163,12 @@ impl Ctx {
         if name.contains(':') {
             return Ok(crate::remote::rclone::Rclone::new(name, name, &[]));
         }
-        let known: Vec<String> = self.config()?.map(|c| c.backup.remotes.iter().map(|r| r.name.clone()).collect()).unwrap_or_default();
-        bail!("no remote {name:?} (configured: {}); give a configured name or an rclone target like gdrive:backups", if known.is_empty() { "none".into() } else { known.join(", ") })
+        let known: Vec<String> =
+            self.config()?.map(|c| c.backup.remotes.iter().map(|r| r.name.clone()).collect()).unwrap_or_default();
+        bail!(
+            "no remote {name:?} (configured: {}); give a configured name or an rclone target like gdrive:backups",
+            if known.is_empty() { "none".into() } else { known.join(", ") }
+        )
     }
 
     /// The remotes a command applies to: --remote NAME, or every configured one.
@@ -173,7 +178,13 @@ impl Ctx {
         }
         Ok(self
             .config()?
-            .map(|c| c.backup.remotes.iter().map(|r| crate::remote::rclone::Rclone::new(&r.name, &r.rclone, &r.flags)).collect())
+            .map(|c| {
+                c.backup
+                    .remotes
+                    .iter()
+                    .map(|r| crate::remote::rclone::Rclone::new(&r.name, &r.rclone, &r.flags))
+                    .collect()
+            })
             .unwrap_or_default())
     }
 
@@ -305,13 +316,20 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Clone => {
             let name = ctx.cli.remote.clone().ok_or_else(|| anyhow!("clone needs --remote NAME"))?;
-            let dest = ctx.cli.repo.clone().ok_or_else(|| anyhow!("clone needs --repo DIR for the new local repository"))?;
+            let dest =
+                ctx.cli.repo.clone().ok_or_else(|| anyhow!("clone needs --repo DIR for the new local repository"))?;
             let remote = ctx.remote(&name)?;
             let start = std::time::Instant::now();
             crate::remote::mirror::clone_all(&remote, &dest)?;
             let repo = Repo::open(&dest, &|| ctx.password())?;
             let (snaps, _) = repo.snapshots()?;
-            println!("cloned remote {} into {}: {} snapshots in {:.2}s", remote.name, dest.display(), snaps.len(), start.elapsed().as_secs_f64());
+            println!(
+                "cloned remote {} into {}: {} snapshots in {:.2}s",
+                remote.name,
+                dest.display(),
+                snaps.len(),
+                start.elapsed().as_secs_f64()
+            );
             Ok(0)
         }
         Command::Forget { dry_run, types } => {
@@ -325,11 +343,30 @@ pub fn run(cli: Cli) -> Result<i32> {
             } else {
                 println!("{:<10} {:<26} {:<10} {:<10} {:<12} WHY", "ID", "TIME", "TYPE", "KIND", "ACTION");
                 for d in &decisions {
-                    let action = if d.keep { "keep" } else if *dry_run { "would remove" } else { "remove" };
-                    println!("{:<10} {:<26} {:<10} {:<10} {:<12} {}", &d.id[..8], &d.time[..d.time.len().min(25)], d.backup_type, d.kind, action, d.reasons.join(", "));
+                    let action = if d.keep {
+                        "keep"
+                    } else if *dry_run {
+                        "would remove"
+                    } else {
+                        "remove"
+                    };
+                    println!(
+                        "{:<10} {:<26} {:<10} {:<10} {:<12} {}",
+                        &d.id[..8],
+                        &d.time[..d.time.len().min(25)],
+                        d.backup_type,
+                        d.kind,
+                        action,
+                        d.reasons.join(", ")
+                    );
                 }
                 let n = decisions.iter().filter(|d| !d.keep).count();
-                println!("{} snapshots {}, {} kept", n, if *dry_run { "would be removed" } else { "removed" }, decisions.len() - n);
+                println!(
+                    "{} snapshots {}, {} kept",
+                    n,
+                    if *dry_run { "would be removed" } else { "removed" },
+                    decisions.len() - n
+                );
             }
             Ok(0)
         }
@@ -338,7 +375,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             if !(0.0..=100.0).contains(repack_below) {
                 bail!("--repack-below must be a percentage 0..100");
             }
-            let r = crate::prune::prune(&mut repo, crate::prune::PruneOptions { dry_run: *dry_run, repack_below: repack_below / 100.0 })?;
+            let r = crate::prune::prune(
+                &mut repo,
+                crate::prune::PruneOptions { dry_run: *dry_run, repack_below: repack_below / 100.0 },
+            )?;
             if ctx.cli.json {
                 ctx.out(&serde_json::to_value(&r)?);
             } else {
@@ -393,7 +433,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             if ctx.cli.json {
                 ctx.out(&serde_json::to_value(&runs)?);
             } else {
-                println!("{:<26} {:<10} {:<10} {:>8} {:>10} {:>10} {:<10} ERROR", "START", "TYPE", "RESULT", "FILES", "READ", "ADDED", "SNAPSHOT");
+                println!(
+                    "{:<26} {:<10} {:<10} {:>8} {:>10} {:>10} {:<10} ERROR",
+                    "START", "TYPE", "RESULT", "FILES", "READ", "ADDED", "SNAPSHOT"
+                );
                 for r in runs.iter().rev() {
                     println!(
                         "{:<26} {:<10} {:<10} {:>8} {:>10} {:>10} {:<10} {}",
@@ -446,7 +489,9 @@ pub fn run(cli: Cli) -> Result<i32> {
                 labels.insert(k.to_string(), v.to_string());
             }
             if let Some(r) = &a.retention {
-                let ok = r == "permanent" || r == "until_verified" || r.strip_prefix("days_").is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n > 0));
+                let ok = r == "permanent"
+                    || r == "until_verified"
+                    || r.strip_prefix("days_").is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n > 0));
                 if !ok {
                     bail!("--retention {r:?}: use permanent, until_verified or days_N");
                 }
@@ -499,18 +544,26 @@ pub fn run(cli: Cli) -> Result<i32> {
                 for e in &s.errors {
                     eprintln!("error: {}: {}", e.path, e.message);
                 }
-                bail!("snapshot {} saved, but {} entries could not be read (listed above and in the snapshot)", r.id.short(), s.errors.len());
+                bail!(
+                    "snapshot {} saved, but {} entries could not be read (listed above and in the snapshot)",
+                    r.id.short(),
+                    s.errors.len()
+                );
             }
             Ok(0)
         }
         Command::Snapshots { backup_type } => {
             let repo = ctx.open()?;
             let (all, bad) = repo.snapshots()?;
-            let list: Vec<_> = all.iter().filter(|(_, s)| backup_type.as_ref().is_none_or(|t| &s.backup_type == t)).collect();
+            let list: Vec<_> =
+                all.iter().filter(|(_, s)| backup_type.as_ref().is_none_or(|t| &s.backup_type == t)).collect();
             if ctx.cli.json {
                 ctx.out(&serde_json::Value::Array(list.iter().map(|(id, s)| snapshot_json(id, s)).collect()));
             } else {
-                println!("{:<10} {:<20} {:<10} {:<10} {:<16} {:>8} {:>10} {:>10}", "ID", "TIME", "TYPE", "KIND", "HOST", "FILES", "SIZE", "ADDED");
+                println!(
+                    "{:<10} {:<20} {:<10} {:<10} {:<16} {:>8} {:>10} {:>10}",
+                    "ID", "TIME", "TYPE", "KIND", "HOST", "FILES", "SIZE", "ADDED"
+                );
                 for (id, s) in &list {
                     println!(
                         "{:<10} {:<20} {:<10} {:<10} {:<16} {:>8} {:>10} {:>10}",
@@ -556,7 +609,13 @@ pub fn run(cli: Cli) -> Result<i32> {
                     }));
                 } else {
                     let t = chrono::DateTime::from_timestamp_nanos(n.mtime_ns).with_timezone(&chrono::Local);
-                    let mut line = format!("{} {:>12} {} {}", mode_string(n.kind, n.mode), n.size, t.format("%Y-%m-%d %H:%M:%S"), n.path_str());
+                    let mut line = format!(
+                        "{} {:>12} {} {}",
+                        mode_string(n.kind, n.mode),
+                        n.size,
+                        t.format("%Y-%m-%d %H:%M:%S"),
+                        n.path_str()
+                    );
                     if n.kind == NodeKind::Symlink {
                         line.push_str(&format!(" -> {}", String::from_utf8_lossy(&n.target)));
                     }
@@ -629,7 +688,9 @@ pub fn run(cli: Cli) -> Result<i32> {
                         v["ok"] = json!(!c.is_damaged());
                         ctx.out(&v);
                     } else if !ctx.cli.json {
-                        for (what, list) in [("MISSING", &c.missing), ("MISMATCH", &c.mismatched), ("DUPLICATE", &c.duplicates)] {
+                        for (what, list) in
+                            [("MISSING", &c.missing), ("MISMATCH", &c.mismatched), ("DUPLICATE", &c.duplicates)]
+                        {
                             for f in list {
                                 println!("{what} on remote {}: {f}", c.remote);
                             }
@@ -654,14 +715,22 @@ pub fn run(cli: Cli) -> Result<i32> {
             let pct = match read_data {
                 None => None,
                 Some(s) => {
-                    let v: f64 = s.trim_end_matches('%').parse().map_err(|_| anyhow!("--read-data={s}: expected a percentage such as 10%"))?;
+                    let v: f64 = s
+                        .trim_end_matches('%')
+                        .parse()
+                        .map_err(|_| anyhow!("--read-data={s}: expected a percentage such as 10%"))?;
                     if !(v > 0.0 && v <= 100.0) {
                         bail!("--read-data={s}: percentage must be in (0, 100]");
                     }
                     Some(v)
                 }
             };
-            let seed = seed.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0));
+            let seed = seed.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(0)
+            });
             let pb = ctx.spinner("verifying");
             let start = std::time::Instant::now();
             let r = verify::verify(&repo, &VerifyOptions { read_data: pct, seed })?;
@@ -736,7 +805,14 @@ pub fn run(cli: Cli) -> Result<i32> {
                         ctx.out(&serde_json::to_value(&keys)?);
                     } else {
                         for k in keys {
-                            println!("{}{} {} {} {}", if k.current { "*" } else { " " }, &k.id[..16], k.created, k.host, k.label);
+                            println!(
+                                "{}{} {} {} {}",
+                                if k.current { "*" } else { " " },
+                                &k.id[..16],
+                                k.created,
+                                k.host,
+                                k.label
+                            );
                         }
                     }
                 }
@@ -805,14 +881,24 @@ fn open_or_create(ctx: &Ctx, cfg: &Config) -> Result<Repo> {
     let path = ctx.repo_path()?;
     let fresh = !path.exists() || std::fs::read_dir(&path).map(|mut d| d.next().is_none()).unwrap_or(false);
     if fresh {
-        let encryption = if cfg.backup.encryption.as_deref() == Some("none") { Encryption::None } else { Encryption::XChaCha20Poly1305 };
+        let encryption = if cfg.backup.encryption.as_deref() == Some("none") {
+            Encryption::None
+        } else {
+            Encryption::XChaCha20Poly1305
+        };
         let pw = match encryption {
             Encryption::None => None,
             Encryption::XChaCha20Poly1305 => Some(init_password(ctx)?),
         };
-        let c = repo::init(&path, &InitOptions { encryption, ..Default::default() }, pw.as_ref().map(|p| p.as_slice()))?;
+        let c =
+            repo::init(&path, &InitOptions { encryption, ..Default::default() }, pw.as_ref().map(|p| p.as_slice()))?;
         if !ctx.cli.quiet && !ctx.cli.json {
-            println!("created repository {} at {} ({})", c.id.short(), path.display(), if encryption == Encryption::None { "NOT encrypted" } else { "encrypted" });
+            println!(
+                "created repository {} at {} ({})",
+                c.id.short(),
+                path.display(),
+                if encryption == Encryption::None { "NOT encrypted" } else { "encrypted" }
+            );
         }
     }
     ctx.open()
@@ -828,10 +914,18 @@ fn print_backup_report(ctx: &Ctx, report: &crate::runner::BackupReport) {
         let retries = if r.retries > 0 { format!(" after {} retries", r.retries) } else { String::new() };
         match (&r.result, &r.stats) {
             (crate::history::Outcome::Unchanged, _) => {
-                println!("{name}: unchanged since snapshot {}, nothing stored, {:.2}s", &r.snapshot.clone().unwrap_or_default()[..8], r.duration_s)
+                println!(
+                    "{name}: unchanged since snapshot {}, nothing stored, {:.2}s",
+                    &r.snapshot.clone().unwrap_or_default()[..8],
+                    r.duration_s
+                )
             }
             (_, Some(s)) => {
-                let dedup = if s.logical_bytes > 0 { (100.0 * (1.0 - s.new_raw_bytes as f64 / s.logical_bytes as f64)).clamp(0.0, 100.0) } else { 100.0 };
+                let dedup = if s.logical_bytes > 0 {
+                    (100.0 * (1.0 - s.new_raw_bytes as f64 / s.logical_bytes as f64)).clamp(0.0, 100.0)
+                } else {
+                    100.0
+                };
                 println!(
                     "{name}: snapshot {} saved: {} files, {} read, {} new ({} stored, {dedup:.1}% deduplicated), {:.2}s{retries}",
                     &r.snapshot.clone().unwrap_or_default()[..8],
@@ -856,12 +950,23 @@ fn print_backup_report(ctx: &Ctx, report: &crate::runner::BackupReport) {
             println!("retention removed {} snapshots", report.forgotten.len());
         }
         if let Some(p) = &report.prune {
-            println!("prune: {} packs deleted, {} repacked, {} freed", p.packs_deleted + p.unindexed_deleted, p.packs_repacked, human_bytes(p.bytes_freed.max(0) as u64));
+            println!(
+                "prune: {} packs deleted, {} repacked, {} freed",
+                p.packs_deleted + p.unindexed_deleted,
+                p.packs_repacked,
+                human_bytes(p.bytes_freed.max(0) as u64)
+            );
         }
     }
     for r in &report.sync {
         match &r.error {
-            None => println!("sync {}: {} files uploaded ({}), {} deleted", r.remote, r.uploaded, human_bytes(r.uploaded_bytes), r.deleted),
+            None => println!(
+                "sync {}: {} files uploaded ({}), {} deleted",
+                r.remote,
+                r.uploaded,
+                human_bytes(r.uploaded_bytes),
+                r.deleted
+            ),
             Some(e) => println!("sync {}: FAILED (the backup is safe locally; the next run catches up): {e}", r.remote),
         }
     }
@@ -874,7 +979,12 @@ fn print_backup_report(ctx: &Ctx, report: &crate::runner::BackupReport) {
 }
 
 /// Syncs each remote, recording each in the history; a failure is reported, never raised.
-fn sync_all(ctx: &Ctx, repo: &Repo, remotes: &[crate::remote::rclone::Rclone], dry_run: bool) -> Vec<crate::runner::SyncOutcome> {
+fn sync_all(
+    ctx: &Ctx,
+    repo: &Repo,
+    remotes: &[crate::remote::rclone::Rclone],
+    dry_run: bool,
+) -> Vec<crate::runner::SyncOutcome> {
     let _ = ctx;
     let mut out = Vec::new();
     for remote in remotes {
@@ -960,7 +1070,11 @@ fn cmd_daemon(ctx: &Ctx) -> Result<i32> {
             }
             let d = crate::runner::due_now(t, crate::runner::last_success(&history, &repo, name)?);
             // A type still due after this round failed: try again in five minutes, not at once.
-            next = next.min(if d.due { chrono::Local::now().fixed_offset() + chrono::Duration::minutes(5) } else { d.next });
+            next = next.min(if d.due {
+                chrono::Local::now().fixed_offset() + chrono::Duration::minutes(5)
+            } else {
+                d.next
+            });
         }
         tracing::info!("next run due at {next}");
         let started = std::time::Instant::now();
@@ -1013,7 +1127,13 @@ fn cmd_export(ctx: &Ctx, a: &args::ExportArgs) -> Result<i32> {
                 .config()?
                 .and_then(|c| c.type_config(&s.backup_type))
                 .and_then(|t| t.retention.as_ref())
-                .and_then(|r| r.keep_within.as_deref().and_then(crate::config::parse_duration).map(|d| d.num_days()).or(r.keep_daily.map(i64::from)))
+                .and_then(|r| {
+                    r.keep_within
+                        .as_deref()
+                        .and_then(crate::config::parse_duration)
+                        .map(|d| d.num_days())
+                        .or(r.keep_daily.map(i64::from))
+                })
                 .unwrap_or(30);
             crate::export::export_dated(&repo, id, s, &a.out, keep_days)?
         } else {

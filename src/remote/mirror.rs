@@ -24,8 +24,9 @@ pub fn refresh(remote: &Rclone, cache_root: &Path) -> Result<PathBuf> {
     let store = LocalStore::new(&dir);
     store.create_layout()?;
     let cfg_tmp = dir.join("tmp").join("config.download");
-    remote.download("config", &cfg_tmp).map_err(|e| {
-        Error::NotARepository { path: PathBuf::from(&remote.target), detail: format!("cannot read the repository config from the remote: {e}") }
+    remote.download("config", &cfg_tmp).map_err(|e| Error::NotARepository {
+        path: PathBuf::from(&remote.target),
+        detail: format!("cannot read the repository config from the remote: {e}"),
     })?;
     std::fs::rename(&cfg_tmp, dir.join("config")).map_err(|e| Error::io(dir.join("config"), e))?;
     for d in ["keys", "index", "snapshots"] {

@@ -74,8 +74,9 @@ impl Rclone {
     }
 
     fn run(&self, mut c: Command, what: &str) -> Result<Vec<u8>> {
-        let out = c.output().map_err(|e| {
-            Error::Io { path: PathBuf::from("rclone"), err: std::io::Error::new(e.kind(), format!("cannot run rclone (is it installed?): {e}")) }
+        let out = c.output().map_err(|e| Error::Io {
+            path: PathBuf::from("rclone"),
+            err: std::io::Error::new(e.kind(), format!("cannot run rclone (is it installed?): {e}")),
         })?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
@@ -93,10 +94,13 @@ impl Rclone {
     /// exist yet lists as empty only when rclone says exactly that (directory not found).
     pub fn list(&self) -> Result<Vec<RemoteFile>> {
         let mut c = self.command();
-        c.args(["lsjson", "--recursive", "--files-only", "--no-mimetype", "--hash", "--hash-type", "MD5"]).arg(&self.target);
+        c.args(["lsjson", "--recursive", "--files-only", "--no-mimetype", "--hash", "--hash-type", "MD5"])
+            .arg(&self.target);
         let out = match self.run(c, "lsjson") {
             Ok(o) => o,
-            Err(Error::Io { err: source, .. }) if source.to_string().contains("directory not found") => return Ok(Vec::new()),
+            Err(Error::Io { err: source, .. }) if source.to_string().contains("directory not found") => {
+                return Ok(Vec::new())
+            }
             Err(e) => return Err(e),
         };
         let entries: Vec<LsEntry> = serde_json::from_slice(&out)

@@ -37,7 +37,12 @@ pub fn local_inventory(root: &Path) -> Result<Vec<(String, u64)>> {
     let m = std::fs::metadata(&cfg).map_err(|e| Error::io(&cfg, e))?;
     out.push(("config".to_string(), m.len()));
     let store = crate::store::LocalStore::new(root);
-    for kind in [crate::store::FileKind::Key, crate::store::FileKind::Pack, crate::store::FileKind::Index, crate::store::FileKind::Snapshot] {
+    for kind in [
+        crate::store::FileKind::Key,
+        crate::store::FileKind::Pack,
+        crate::store::FileKind::Index,
+        crate::store::FileKind::Snapshot,
+    ] {
         for n in store.list(kind)? {
             let p = store.path(kind, &n);
             let rel = p.strip_prefix(root).expect("under root").to_string_lossy().into_owned();
@@ -79,8 +84,10 @@ impl SyncState {
 
     /// MD5 of a local repository file (cached: the files are immutable).
     pub fn md5(&self, root: &Path, rel: &str, size: u64) -> Result<String> {
-        let cached: Option<(i64, String)> =
-            self.conn.query_row("SELECT size, md5 FROM local_md5 WHERE path=?1", [rel], |r| Ok((r.get(0)?, r.get(1)?))).ok();
+        let cached: Option<(i64, String)> = self
+            .conn
+            .query_row("SELECT size, md5 FROM local_md5 WHERE path=?1", [rel], |r| Ok((r.get(0)?, r.get(1)?)))
+            .ok();
         if let Some((s, m)) = cached {
             if s as u64 == size {
                 return Ok(m);
@@ -98,14 +105,19 @@ impl SyncState {
             h.update(&buf[..n]);
         }
         let m = hex::encode(h.finalize());
-        self.q(self.conn.execute("INSERT OR REPLACE INTO local_md5(path, size, md5) VALUES(?1,?2,?3)", params![rel, size as i64, m]))?;
+        self.q(self.conn.execute(
+            "INSERT OR REPLACE INTO local_md5(path, size, md5) VALUES(?1,?2,?3)",
+            params![rel, size as i64, m],
+        ))?;
         Ok(m)
     }
 
     /// Files recorded as synced to `remote`.
     pub fn synced(&self, remote: &str) -> Result<HashMap<String, (u64, String)>> {
         let mut st = self.q(self.conn.prepare("SELECT path, size, md5 FROM remote_files WHERE remote=?1"))?;
-        let rows = self.q(st.query_map([remote], |r| Ok((r.get::<_, String>(0)?, (r.get::<_, i64>(1)? as u64, r.get::<_, String>(2)?)))))?;
+        let rows = self.q(st.query_map([remote], |r| {
+            Ok((r.get::<_, String>(0)?, (r.get::<_, i64>(1)? as u64, r.get::<_, String>(2)?)))
+        }))?;
         let mut m = HashMap::new();
         for r in rows {
             let (k, v) = self.q(r)?;
@@ -177,7 +189,12 @@ impl SyncLock {
         let safe: String = remote.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
         let p = root.join("state").join(format!("sync-{safe}.lock"));
         std::fs::create_dir_all(root.join("state")).map_err(|e| Error::io(root.join("state"), e))?;
-        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&p).map_err(|e| Error::io(&p, e))?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(|e| Error::io(&p, e))?;
         // SAFETY: flock on a file descriptor we own.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(Error::Locked(format!("another sync to remote {remote} is running")));
@@ -249,8 +266,7 @@ pub fn sync(root: &Path, remote: &Rclone, dry_run: bool) -> Result<SyncReport> {
         }
     }
     report.foreign.sort();
-    let mut to_delete: Vec<String> =
-        synced.keys().filter(|p| !local_set.contains(p.as_str())).cloned().collect();
+    let mut to_delete: Vec<String> = synced.keys().filter(|p| !local_set.contains(p.as_str())).cloned().collect();
     to_delete.sort_by(|a, b| rank(b).cmp(&rank(a)).then(a.cmp(b)));
     if dry_run {
         report.deleted = to_delete.into_iter().filter(|p| on_remote.contains_key(p)).collect();
@@ -268,14 +284,18 @@ pub fn sync(root: &Path, remote: &Rclone, dry_run: bool) -> Result<SyncReport> {
             let size = local.iter().find(|(r, _)| r == rel).map(|(_, s)| *s).expect("local");
             let m = &md5s[rel];
             match after.get(rel) {
-                Some(f) if f.size == size && f.md5.as_ref().is_none_or(|h| h == m) => state.mark(&remote.name, rel, size, m)?,
+                Some(f) if f.size == size && f.md5.as_ref().is_none_or(|h| h == m) => {
+                    state.mark(&remote.name, rel, size, m)?
+                }
                 Some(f) => {
                     return Err(Error::corrupt(
                         format!("remote {} file {rel}", remote.name),
                         format!("after upload: size {} md5 {:?}, expected {size} {m}", f.size, f.md5),
                     ))
                 }
-                None => return Err(Error::corrupt(format!("remote {} file {rel}", remote.name), "missing after upload")),
+                None => {
+                    return Err(Error::corrupt(format!("remote {} file {rel}", remote.name), "missing after upload"))
+                }
             }
         }
     }
@@ -294,7 +314,8 @@ pub fn sync(root: &Path, remote: &Rclone, dry_run: bool) -> Result<SyncReport> {
 /// (an interrupted upload leaves a partial one): two repositories sharing one remote path would
 /// otherwise take turns overwriting each other's config, leaving one unreadable.
 fn refuse_foreign_repository(root: &Path, remote: &Rclone) -> Result<()> {
-    let id_of = |bytes: &[u8]| serde_json::from_slice::<serde_json::Value>(bytes).ok().and_then(|v| v.get("id").cloned());
+    let id_of =
+        |bytes: &[u8]| serde_json::from_slice::<serde_json::Value>(bytes).ok().and_then(|v| v.get("id").cloned());
     let cfg = root.join("config");
     let ours = id_of(&std::fs::read(&cfg).map_err(|e| Error::io(&cfg, e))?);
     let tmp = root.join("tmp").join(format!("remote-config-{}", std::process::id()));

@@ -54,7 +54,11 @@ impl ChildReader {
             Some(c) => format!("exited with status {c}"),
             None => "was killed by a signal".to_string(),
         };
-        Err(io::Error::other(format!("{} {how}{}", self.what, if err.is_empty() { String::new() } else { format!(": {err}") })))
+        Err(io::Error::other(format!(
+            "{} {how}{}",
+            self.what,
+            if err.is_empty() { String::new() } else { format!(": {err}") }
+        )))
     }
 }
 

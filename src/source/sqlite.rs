@@ -54,7 +54,8 @@ pub fn copy(db: &Path, tmp_dir: &Path, vacuum: bool, busy_timeout: Duration) -> 
         return Err(Error::Invalid(format!("{}: not a SQLite database (no SQLite header)", db.display())));
     }
     let e = |source: rusqlite::Error| Error::Invalid(format!("{}: {source}", db.display()));
-    let src = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(e)?;
+    let src = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(e)?;
     src.busy_timeout(busy_timeout).map_err(e)?;
     let mut rnd = [0u8; 8];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut rnd);
@@ -90,7 +91,9 @@ pub fn copy(db: &Path, tmp_dir: &Path, vacuum: bool, busy_timeout: Duration) -> 
                 }
                 Ok(rusqlite::backup::StepResult::More) => {}
                 Ok(_) => {}
-                Err(err) if busy(&err) && start.elapsed() < busy_timeout => std::thread::sleep(Duration::from_millis(100)),
+                Err(err) if busy(&err) && start.elapsed() < busy_timeout => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
                 Err(err) if busy(&err) => return Err(busy_error(db, busy_timeout)),
                 Err(err) => return Err(e(err)),
             }
@@ -108,7 +111,11 @@ pub fn copy(db: &Path, tmp_dir: &Path, vacuum: bool, busy_timeout: Duration) -> 
 }
 
 fn busy_error(db: &Path, t: Duration) -> Error {
-    Error::Busy(format!("{}: database stayed busy (locked) for more than {}s; nothing stored", db.display(), t.as_secs()))
+    Error::Busy(format!(
+        "{}: database stayed busy (locked) for more than {}s; nothing stored",
+        db.display(),
+        t.as_secs()
+    ))
 }
 
 /// Checks a database copy and collects what a later restore test compares: page size, a hash of
@@ -135,8 +142,11 @@ pub fn schema_and_counts(c: &Connection) -> rusqlite::Result<BTreeMap<String, St
     let mut h = blake3::Hasher::new();
     let mut tables = Vec::new();
     {
-        let mut st = c.prepare("SELECT type, name, tbl_name, coalesce(sql,'') FROM sqlite_master ORDER BY type, name")?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))?;
+        let mut st =
+            c.prepare("SELECT type, name, tbl_name, coalesce(sql,'') FROM sqlite_master ORDER BY type, name")?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+        })?;
         for r in rows {
             let (ty, name, tbl, sql) = r?;
             for part in [&ty, &name, &tbl, &sql] {

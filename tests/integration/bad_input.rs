@@ -9,10 +9,7 @@ use crate::util::{self, Env};
 
 /// Files that a failed command must not have added: snapshots, packs, index files, locks, temps.
 fn written(repo: &Path) -> Vec<PathBuf> {
-    ["snapshots", "packs", "index", "locks", "tmp"]
-        .iter()
-        .flat_map(|d| util::repo_files(repo, d))
-        .collect()
+    ["snapshots", "packs", "index", "locks", "tmp"].iter().flat_map(|d| util::repo_files(repo, d)).collect()
 }
 
 fn count(haystack: &str, needle: &str) -> usize {
@@ -24,51 +21,20 @@ fn missing_source_path_fails_cleanly() {
     let env = Env::new();
     env.init();
     let missing = env.path().join("no such dir");
-    let r = env
-        .run(&["snapshot", "--type", "t", missing.to_str().unwrap()])
-        .code(1);
-    assert!(
-        r.stderr.contains(missing.to_str().unwrap()),
-        "message names the path: {}",
-        r.stderr
-    );
-    assert!(
-        r.stderr.contains("No such file or directory"),
-        "{}",
-        r.stderr
-    );
+    let r = env.run(&["snapshot", "--type", "t", missing.to_str().unwrap()]).code(1);
+    assert!(r.stderr.contains(missing.to_str().unwrap()), "message names the path: {}", r.stderr);
+    assert!(r.stderr.contains("No such file or directory"), "{}", r.stderr);
     assert!(r.stdout.is_empty(), "{}", r.stdout);
-    assert!(
-        written(&env.repo()).is_empty(),
-        "nothing written: {:?}",
-        written(&env.repo())
-    );
+    assert!(written(&env.repo()).is_empty(), "nothing written: {:?}", written(&env.repo()));
 
     // One good path and one missing one: still nothing, the good one is not stored alone.
     let good = env.path().join("good");
     std::fs::create_dir(&good).unwrap();
     std::fs::write(good.join("f"), b"data").unwrap();
-    let r = env
-        .run(&[
-            "--json",
-            "snapshot",
-            "--type",
-            "t",
-            good.to_str().unwrap(),
-            missing.to_str().unwrap(),
-        ])
-        .code(1);
+    let r = env.run(&["--json", "snapshot", "--type", "t", good.to_str().unwrap(), missing.to_str().unwrap()]).code(1);
     assert!(r.stderr.contains(missing.to_str().unwrap()), "{}", r.stderr);
-    assert!(
-        r.stdout.is_empty(),
-        "no JSON for a failed snapshot: {}",
-        r.stdout
-    );
-    assert!(
-        written(&env.repo()).is_empty(),
-        "nothing written: {:?}",
-        written(&env.repo())
-    );
+    assert!(r.stdout.is_empty(), "no JSON for a failed snapshot: {}", r.stdout);
+    assert!(written(&env.repo()).is_empty(), "nothing written: {:?}", written(&env.repo()));
     assert!(util::snapshot_names(&env.repo()).is_empty());
 
     // A dangling symlink given as source is a symlink, not a missing path: it is stored.
@@ -89,15 +55,8 @@ fn io_error_message_names_the_cause_once() {
     let env = Env::new();
     env.init_plain();
     let missing = env.path().join("missing");
-    let r = env
-        .run(&["snapshot", "--type", "t", missing.to_str().unwrap()])
-        .code(1);
-    assert_eq!(
-        count(&r.stderr, "No such file or directory"),
-        1,
-        "cause repeated: {}",
-        r.stderr
-    );
+    let r = env.run(&["snapshot", "--type", "t", missing.to_str().unwrap()]).code(1);
+    assert_eq!(count(&r.stderr, "No such file or directory"), 1, "cause repeated: {}", r.stderr);
 }
 
 #[test]
@@ -114,96 +73,41 @@ fn unreadable_entries_are_recorded_as_errors() {
     std::fs::set_permissions(tree.join("secret"), std::fs::Permissions::from_mode(0o000)).unwrap();
     std::fs::set_permissions(tree.join("locked"), std::fs::Permissions::from_mode(0o000)).unwrap();
     // /proc/self/mem is a regular file that fails to read (EIO at offset 0), whoever reads it.
-    let r = util::run_unprivileged(
-        &env,
-        &[
-            "--json",
-            "snapshot",
-            "--type",
-            "t",
-            tree.to_str().unwrap(),
-            "/proc/self/mem",
-        ],
-    );
+    let r =
+        util::run_unprivileged(&env, &["--json", "snapshot", "--type", "t", tree.to_str().unwrap(), "/proc/self/mem"]);
     std::fs::set_permissions(tree.join("locked"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let r = r.code(1);
-    assert!(
-        r.stderr.contains("3 entries could not be read"),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr.contains("mem: reading /proc/self/mem"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("3 entries could not be read"), "{}", r.stderr);
+    assert!(r.stderr.contains("mem: reading /proc/self/mem"), "{}", r.stderr);
     assert!(r.stderr.contains("tree/secret: opening"), "{}", r.stderr);
     // The snapshot is saved, with the errors in it.
     let snap = r.json();
-    assert_eq!(
-        util::snapshot_names(&env.repo()),
-        [snap["id"].as_str().unwrap()]
-    );
+    assert_eq!(util::snapshot_names(&env.repo()), [snap["id"].as_str().unwrap()]);
 
-    let list = util::run_unprivileged(&env, &["--json", "snapshots"])
-        .ok()
-        .json();
+    let list = util::run_unprivileged(&env, &["--json", "snapshots"]).ok().json();
     let s = &list[0];
     assert_eq!(s["id"], snap["id"]);
     let errors: Vec<(String, String)> = s["errors"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| {
-            (
-                e["path"].as_str().unwrap().to_string(),
-                e["message"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|e| (e["path"].as_str().unwrap().to_string(), e["message"].as_str().unwrap().to_string()))
         .collect();
-    assert!(
-        errors
-            .iter()
-            .any(|(p, m)| p == "mem" && m.contains("Input/output error")),
-        "{errors:?}"
-    );
-    assert!(
-        errors
-            .iter()
-            .any(|(p, m)| p == "tree/secret" && m.contains("Permission denied")),
-        "{errors:?}"
-    );
-    assert!(
-        errors
-            .iter()
-            .any(|(p, m)| p == "tree/locked" && m.contains("Permission denied")),
-        "{errors:?}"
-    );
+    assert!(errors.iter().any(|(p, m)| p == "mem" && m.contains("Input/output error")), "{errors:?}");
+    assert!(errors.iter().any(|(p, m)| p == "tree/secret" && m.contains("Permission denied")), "{errors:?}");
+    assert!(errors.iter().any(|(p, m)| p == "tree/locked" && m.contains("Permission denied")), "{errors:?}");
     assert_eq!(errors.len(), 3, "{errors:?}");
     assert_eq!(s["stats"]["errors"].as_u64(), Some(3));
-    assert_eq!(
-        s["stats"]["files"].as_u64(),
-        Some(1),
-        "only tree/good was stored"
-    );
+    assert_eq!(s["stats"]["files"].as_u64(), Some(1), "only tree/good was stored");
 
     // What could be read restores; the repository verifies.
     let out = env.path().join("out");
-    util::run_unprivileged(
-        &env,
-        &["restore", "latest", "--target", out.to_str().unwrap()],
-    )
-    .ok();
+    util::run_unprivileged(&env, &["restore", "latest", "--target", out.to_str().unwrap()]).ok();
     assert_eq!(std::fs::read(out.join("tree/good")).unwrap(), b"good data");
     assert!(!out.join("tree/secret").exists());
     assert!(!out.join("mem").exists());
     // The directory that could not be listed is recorded (and restored) without content.
-    assert_eq!(
-        std::fs::read_dir(out.join("tree/locked"))
-            .map(|d| d.count())
-            .unwrap_or(0),
-        0
-    );
+    assert_eq!(std::fs::read_dir(out.join("tree/locked")).map(|d| d.count()).unwrap_or(0), 0);
     util::run_unprivileged(&env, &["verify", "--read-data"]).ok();
 }
 
@@ -223,10 +127,7 @@ fn repository_that_does_not_exist() {
         c.arg("--repo").arg(&nope).args(&args);
         let r = env.run_cmd(c).code(1);
         assert!(
-            r.stderr.contains(&format!(
-                "{}: repository does not exist (create it with `cairn init`)",
-                nope.display()
-            )),
+            r.stderr.contains(&format!("{}: repository does not exist (create it with `cairn init`)", nope.display())),
             "{args:?}: {}",
             r.stderr
         );
@@ -247,25 +148,12 @@ fn directory_that_is_not_a_repository() {
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(dir.join("notes.txt"), b"not a repo").unwrap();
     let before = util::fingerprint(&dir);
-    for args in [
-        vec!["snapshots"],
-        vec!["snapshot", "--type", "t", "."],
-        vec!["verify"],
-        vec!["repair", "index"],
-    ] {
+    for args in [vec!["snapshots"], vec!["snapshot", "--type", "t", "."], vec!["verify"], vec!["repair", "index"]] {
         let mut c = env.cmd();
         c.arg("--repo").arg(&dir).args(&args);
         let r = env.run_cmd(c).code(1);
-        assert!(
-            r.stderr.contains("not a cairn repository (no config file)"),
-            "{args:?}: {}",
-            r.stderr
-        );
-        assert_eq!(
-            util::fingerprint(&dir),
-            before,
-            "{args:?} wrote into a foreign directory"
-        );
+        assert!(r.stderr.contains("not a cairn repository (no config file)"), "{args:?}: {}", r.stderr);
+        assert_eq!(util::fingerprint(&dir), before, "{args:?} wrote into a foreign directory");
     }
 
     // A regular file.
@@ -280,12 +168,7 @@ fn directory_that_is_not_a_repository() {
     let mut c = env.cmd();
     c.arg("--repo").arg(&dir).arg("snapshots");
     let r = env.run_cmd(c).code(1);
-    assert!(
-        r.stderr
-            .contains("config is not a valid cairn repository config"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("config is not a valid cairn repository config"), "{}", r.stderr);
     assert!(!dir.join("cache").exists());
 }
 
@@ -297,35 +180,16 @@ fn unknown_format_version_is_refused() {
     std::fs::create_dir(&data).unwrap();
     std::fs::write(data.join("f"), b"x").unwrap();
     let cfg_path = env.repo().join("config");
-    let mut cfg: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
     assert_eq!(cfg["version"], 1);
     cfg["version"] = 99.into();
     std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
     let before = util::fingerprint(&env.repo());
-    for args in [
-        vec!["snapshots"],
-        vec!["snapshot", "--type", "t", "data"],
-        vec!["verify"],
-        vec!["key", "list"],
-    ] {
+    for args in [vec!["snapshots"], vec!["snapshot", "--type", "t", "data"], vec!["verify"], vec!["key", "list"]] {
         let r = env.run(&args).code(1);
-        assert!(
-            r.stderr
-                .contains("repository format version 99 is not supported"),
-            "{args:?}: {}",
-            r.stderr
-        );
-        assert!(
-            r.stderr.contains("reads version 1"),
-            "{args:?}: {}",
-            r.stderr
-        );
-        assert_eq!(
-            util::fingerprint(&env.repo()),
-            before,
-            "{args:?} wrote to the repository"
-        );
+        assert!(r.stderr.contains("repository format version 99 is not supported"), "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains("reads version 1"), "{args:?}: {}", r.stderr);
+        assert_eq!(util::fingerprint(&env.repo()), before, "{args:?} wrote to the repository");
     }
 }
 
@@ -338,48 +202,24 @@ fn init_refuses_non_empty_directories() {
     let mut c = env.cmd();
     c.arg("--repo").arg(&dir).arg("init");
     let r = env.run_cmd(c).code(1);
-    assert!(
-        r.stderr.contains(&format!(
-            "{}: directory exists and is not empty",
-            dir.display()
-        )),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        !r.stderr.contains("already a cairn repository"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains(&format!("{}: directory exists and is not empty", dir.display())), "{}", r.stderr);
+    assert!(!r.stderr.contains("already a cairn repository"), "{}", r.stderr);
     assert_eq!(
         util::fingerprint(&dir),
-        [(
-            PathBuf::from("precious"),
-            format!("file 7 {}", blake3::hash(b"keep me").to_hex())
-        )]
+        [(PathBuf::from("precious"), format!("file 7 {}", blake3::hash(b"keep me").to_hex()))]
     );
     // No half-built repository left next to it.
-    let names: Vec<String> = std::fs::read_dir(env.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let names: Vec<String> =
+        std::fs::read_dir(env.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(names.iter().all(|n| !n.contains("cairn-init")), "{names:?}");
 
     // Over an existing repository: refused and said so, nothing changed.
     env.init();
     let before = util::fingerprint(&env.repo());
     let r = env.run(&["init"]).code(1);
-    assert!(
-        r.stderr.contains("(it is already a cairn repository)"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("(it is already a cairn repository)"), "{}", r.stderr);
     let r2 = env.run(&["init", "--encryption", "none"]).code(1);
-    assert!(
-        r2.stderr.contains("(it is already a cairn repository)"),
-        "{}",
-        r2.stderr
-    );
+    assert!(r2.stderr.contains("(it is already a cairn repository)"), "{}", r2.stderr);
     assert_eq!(util::fingerprint(&env.repo()), before);
 
     // An existing empty directory is fine.
@@ -413,21 +253,11 @@ fn wrong_password_exits_4_and_writes_nothing() {
         vec!["key", "passwd"],
     ] {
         let mut c = env.cmd();
-        c.env("CAIRN_PASSWORD", "wrong horse")
-            .env("CAIRN_NEW_PASSWORD", "another")
-            .args(&args);
+        c.env("CAIRN_PASSWORD", "wrong horse").env("CAIRN_NEW_PASSWORD", "another").args(&args);
         let r = env.run_cmd(c).code(4);
-        assert!(
-            r.stderr.contains("wrong password: no key file in"),
-            "{args:?}: {}",
-            r.stderr
-        );
+        assert!(r.stderr.contains("wrong password: no key file in"), "{args:?}: {}", r.stderr);
         assert!(r.stdout.is_empty(), "{args:?}: {}", r.stdout);
-        assert_eq!(
-            util::fingerprint(&env.repo()),
-            before,
-            "{args:?} wrote to the repository"
-        );
+        assert_eq!(util::fingerprint(&env.repo()), before, "{args:?} wrote to the repository");
         assert!(!out.exists(), "{args:?} created the restore target");
     }
 
@@ -435,10 +265,7 @@ fn wrong_password_exits_4_and_writes_nothing() {
     let pw = env.path().join("pw");
     std::fs::write(&pw, b"wrong horse\n").unwrap();
     let mut c = env.cmd();
-    c.env_remove("CAIRN_PASSWORD")
-        .arg("--password-file")
-        .arg(&pw)
-        .arg("snapshots");
+    c.env_remove("CAIRN_PASSWORD").arg("--password-file").arg(&pw).arg("snapshots");
     env.run_cmd(c).code(4);
 
     // No password at all (no terminal): exit 4 with a hint.
@@ -476,11 +303,7 @@ fn usage_errors_exit_2() {
         vec!["snapshots", "--bogus-flag"],
     ] {
         let r = env.run(&args).code(2);
-        assert!(
-            r.stderr.contains("Usage:") || r.stderr.contains("try '--help'"),
-            "{args:?}: {}",
-            r.stderr
-        );
+        assert!(r.stderr.contains("Usage:") || r.stderr.contains("try '--help'"), "{args:?}: {}", r.stderr);
         assert!(r.stdout.is_empty(), "{args:?}: {}", r.stdout);
     }
     assert_eq!(util::fingerprint(&env.repo()), before);
@@ -496,83 +319,28 @@ fn invalid_values_exit_1_without_writing() {
     std::fs::create_dir_all(d.join("a/x")).unwrap();
     std::fs::create_dir_all(d.join("b/x")).unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (
-            vec!["snapshot", "--type", "a/b", "a"],
-            "backup type \"a/b\"",
-        ),
-        (
-            vec!["snapshot", "--type", "a:b", "a"],
-            "backup type \"a:b\"",
-        ),
+        (vec!["snapshot", "--type", "a/b", "a"], "backup type \"a/b\""),
+        (vec!["snapshot", "--type", "a:b", "a"], "backup type \"a:b\""),
         (vec!["snapshot", "--type", "", "a"], "backup type \"\""),
-        (
-            vec!["snapshot", "--type", "t", "--label", "novalue", "a"],
-            "label \"novalue\" is not KEY=VALUE",
-        ),
-        (
-            vec!["snapshot", "--type", "t", "--exclude", "a[", "a"],
-            "bad exclude pattern \"a[\"",
-        ),
-        (
-            vec!["snapshot", "--type", "t", "a/x", "b/x"],
-            "would both be stored as \"x\"",
-        ),
-        (
-            vec!["snapshot", "--type", "t", "/"],
-            "cannot snapshot a file system root",
-        ),
-        (
-            vec!["snapshot", "--type", "t", "--stdin", "../x"],
-            "stdin name \"../x\"",
-        ),
-        (
-            vec!["snapshot", "--type", "t", "--stdin", "a/b"],
-            "stdin name \"a/b\"",
-        ),
-        (
-            vec!["verify", "--read-data=abc"],
-            "--read-data=abc: expected a percentage",
-        ),
-        (
-            vec!["verify", "--read-data=0%"],
-            "percentage must be in (0, 100]",
-        ),
-        (
-            vec!["verify", "--read-data=150%"],
-            "percentage must be in (0, 100]",
-        ),
-        (
-            vec!["restore", "abcdef", "--target", "out"],
-            "no snapshot with id starting \"abcdef\"",
-        ),
-        (
-            vec!["restore", "latest", "--target", "out"],
-            "the repository has no snapshots",
-        ),
+        (vec!["snapshot", "--type", "t", "--label", "novalue", "a"], "label \"novalue\" is not KEY=VALUE"),
+        (vec!["snapshot", "--type", "t", "--exclude", "a[", "a"], "bad exclude pattern \"a[\""),
+        (vec!["snapshot", "--type", "t", "a/x", "b/x"], "would both be stored as \"x\""),
+        (vec!["snapshot", "--type", "t", "/"], "cannot snapshot a file system root"),
+        (vec!["snapshot", "--type", "t", "--stdin", "../x"], "stdin name \"../x\""),
+        (vec!["snapshot", "--type", "t", "--stdin", "a/b"], "stdin name \"a/b\""),
+        (vec!["verify", "--read-data=abc"], "--read-data=abc: expected a percentage"),
+        (vec!["verify", "--read-data=0%"], "percentage must be in (0, 100]"),
+        (vec!["verify", "--read-data=150%"], "percentage must be in (0, 100]"),
+        (vec!["restore", "abcdef", "--target", "out"], "no snapshot with id starting \"abcdef\""),
+        (vec!["restore", "latest", "--target", "out"], "the repository has no snapshots"),
     ];
     for (args, msg) in cases {
         let r = env.run_stdin(&args, b"stdin data").code(1);
-        assert!(
-            r.stderr.contains(msg),
-            "{args:?}: expected {msg:?} in: {}",
-            r.stderr
-        );
-        assert!(
-            util::snapshot_names(&env.repo()).is_empty(),
-            "{args:?} wrote a snapshot"
-        );
-        assert!(
-            util::repo_files(&env.repo(), "packs").is_empty(),
-            "{args:?} wrote a pack"
-        );
-        assert!(
-            util::repo_files(&env.repo(), "locks").is_empty(),
-            "{args:?} left a lock"
-        );
-        assert!(
-            !d.join("out").exists(),
-            "{args:?} created the restore target"
-        );
+        assert!(r.stderr.contains(msg), "{args:?}: expected {msg:?} in: {}", r.stderr);
+        assert!(util::snapshot_names(&env.repo()).is_empty(), "{args:?} wrote a snapshot");
+        assert!(util::repo_files(&env.repo(), "packs").is_empty(), "{args:?} wrote a pack");
+        assert!(util::repo_files(&env.repo(), "locks").is_empty(), "{args:?} left a lock");
+        assert!(!d.join("out").exists(), "{args:?} created the restore target");
     }
 }
 
@@ -592,11 +360,7 @@ fn closed_stdout_does_not_panic() {
         std::fs::write(data.join(format!("file-{i:05}")), b"x").unwrap();
     }
     env.run(&["snapshot", "--type", "t", "data"]).ok();
-    for args in [
-        vec!["ls", "latest"],
-        vec!["--json", "ls", "latest"],
-        vec!["--json", "snapshots"],
-    ] {
+    for args in [vec!["ls", "latest"], vec!["--json", "ls", "latest"], vec!["--json", "snapshots"]] {
         // A pipe whose read end is already closed (std::io::pipe is newer than the MSRV).
         let mut fds = [0; 2];
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
@@ -606,9 +370,7 @@ fn closed_stdout_does_not_panic() {
         };
         drop(reader);
         let mut c = env.cmd();
-        c.args(&args)
-            .stdout(writer)
-            .stderr(std::process::Stdio::piped());
+        c.args(&args).stdout(writer).stderr(std::process::Stdio::piped());
         let out = c.output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");

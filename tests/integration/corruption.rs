@@ -10,9 +10,7 @@ use std::path::{Path, PathBuf};
 use cairn::id::{ChunkId, PackId};
 use serde_json::Value;
 
-use crate::util::{
-    assert_no_panic, assert_trees_equal, flip_byte, layout, pack_path, prng_bytes, Env, Layout, Run,
-};
+use crate::util::{assert_no_panic, assert_trees_equal, flip_byte, layout, pack_path, prng_bytes, Env, Layout, Run};
 
 const TYPES: [(&str, &str); 3] = [("alpha", "a"), ("beta", "b"), ("gamma", "c")];
 
@@ -41,9 +39,7 @@ impl Fx {
         put("c/notes.txt", b"gamma notes\n");
         let fx = Fx { env, src };
         for (ty, dir) in TYPES {
-            fx.env
-                .run(&["snapshot", "--type", ty, fx.src.join(dir).to_str().unwrap()])
-                .ok();
+            fx.env.run(&["snapshot", "--type", ty, fx.src.join(dir).to_str().unwrap()]).ok();
         }
         fx
     }
@@ -55,11 +51,7 @@ impl Fx {
     fn layout(&self) -> Layout {
         let l = layout(&self.repo());
         assert_eq!(l.snapshots.len(), 3);
-        assert!(
-            l.packs.len() >= 6,
-            "expected several packs, got {}",
-            l.packs.len()
-        );
+        assert!(l.packs.len() >= 6, "expected several packs, got {}", l.packs.len());
         l
     }
 
@@ -74,19 +66,9 @@ impl Fx {
         let mut a = vec!["--json", "verify"];
         a.extend_from_slice(args);
         let r = self.run(&a);
-        assert!(
-            r.code == 0 || r.code == 3,
-            "verify failed to run: {}\n{}",
-            r.code,
-            r.stderr
-        );
+        assert!(r.code == 0 || r.code == 3, "verify failed to run: {}\n{}", r.code, r.stderr);
         let v = r.json();
-        assert_eq!(
-            v["ok"],
-            Value::Bool(r.code == 0),
-            "ok flag vs exit code: {}",
-            r.stdout
-        );
+        assert_eq!(v["ok"], Value::Bool(r.code == 0), "ok flag vs exit code: {}", r.stdout);
         (r.code, v)
     }
 
@@ -99,8 +81,7 @@ impl Fx {
     /// Restores snapshot `id` of directory `dir` and compares it with the source.
     fn restore_ok(&self, id: &str, dir: &str, name: &str) {
         let t = self.target(name);
-        self.run(&["restore", id, "--target", t.to_str().unwrap()])
-            .ok();
+        self.run(&["restore", id, "--target", t.to_str().unwrap()]).ok();
         assert_trees_equal(&self.src.join(dir), &t.join(dir));
     }
 
@@ -109,11 +90,7 @@ impl Fx {
     fn restore_fails(&self, id: &str, file: &str, name: &str) -> Run {
         let t = self.target(name);
         let r = self.run(&["restore", id, "--target", t.to_str().unwrap()]);
-        assert_eq!(
-            r.code, 1,
-            "restore of damaged data must fail\n{}\n{}",
-            r.stdout, r.stderr
-        );
+        assert_eq!(r.code, 1, "restore of damaged data must fail\n{}\n{}", r.stdout, r.stderr);
         assert!(r.stderr.contains("error"), "{}", r.stderr);
         let got = t.join(file);
         if got.exists() {
@@ -137,40 +114,20 @@ fn damaged(v: &Value) -> Vec<Damage> {
         .unwrap()
         .iter()
         .map(|d| {
-            let chunks = d["chunks"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|c| c.as_str().unwrap().to_string())
-                .collect();
+            let chunks = d["chunks"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
             let affected = d["affected"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|a| {
-                    (
-                        a["snapshot"].as_str().unwrap().to_string(),
-                        a["path"].as_str().unwrap().to_string(),
-                    )
-                })
+                .map(|a| (a["snapshot"].as_str().unwrap().to_string(), a["path"].as_str().unwrap().to_string()))
                 .collect();
-            (
-                d["pack"].as_str().unwrap().to_string(),
-                d["problem"].as_str().unwrap().to_string(),
-                chunks,
-                affected,
-            )
+            (d["pack"].as_str().unwrap().to_string(), d["problem"].as_str().unwrap().to_string(), chunks, affected)
         })
         .collect()
 }
 
 fn problems(v: &Value) -> Vec<String> {
-    v["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap().to_string())
-        .collect()
+    v["problems"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect()
 }
 
 fn hexes<'a>(ids: impl IntoIterator<Item = &'a ChunkId>) -> Vec<String> {
@@ -180,11 +137,7 @@ fn hexes<'a>(ids: impl IntoIterator<Item = &'a ChunkId>) -> Vec<String> {
 
 /// Packs whose chunks serve only `(snapshot, path)`, not trees.
 fn packs_used_only_by(l: &Layout, snapshot: &str, path: &str) -> Vec<PackId> {
-    l.packs
-        .keys()
-        .filter(|p| l.users_of_pack(p) == vec![(snapshot.to_string(), path.to_string())])
-        .copied()
-        .collect()
+    l.packs.keys().filter(|p| l.users_of_pack(p) == vec![(snapshot.to_string(), path.to_string())]).copied().collect()
 }
 
 fn trailer_span(pack: &Path) -> (u64, u64) {
@@ -201,15 +154,11 @@ fn flipped_byte_in_a_chunk_is_found_by_read_data_and_named_precisely() {
     let l = fx.layout();
     let gamma = l.snap("gamma");
     let (alpha, beta) = (l.snap("alpha").id.clone(), l.snap("beta").id.clone());
-    let pack = *packs_used_only_by(&l, &gamma.id, "c/c_only.bin")
-        .first()
-        .expect("a pack holding only c_only.bin chunks");
+    let pack =
+        *packs_used_only_by(&l, &gamma.id, "c/c_only.bin").first().expect("a pack holding only c_only.bin chunks");
     let es = &l.packs[&pack];
     let victim = es[es.len() / 2];
-    flip_byte(
-        &pack_path(&fx.repo(), &pack),
-        victim.offset as u64 + victim.stored_len as u64 / 2,
-    );
+    flip_byte(&pack_path(&fx.repo(), &pack), victim.offset as u64 + victim.stored_len as u64 / 2);
 
     // Structure checks do not read chunk bodies: this damage is invisible to them by design.
     let (code, v) = fx.verify(&[]);
@@ -221,26 +170,16 @@ fn flipped_byte_in_a_chunk_is_found_by_read_data_and_named_precisely() {
     assert_eq!(d.len(), 1, "{v}");
     let (p, problem, chunks, affected) = &d[0];
     assert_eq!(p, &pack.to_hex());
-    assert!(
-        problem.contains("1 of") && problem.contains("fail"),
-        "{problem}"
-    );
+    assert!(problem.contains("1 of") && problem.contains("fail"), "{problem}");
     assert_eq!(chunks, &vec![victim.id.to_hex()]);
-    assert_eq!(
-        affected,
-        &vec![(gamma.id.clone(), "c/c_only.bin".to_string())]
-    );
+    assert_eq!(affected, &vec![(gamma.id.clone(), "c/c_only.bin".to_string())]);
     assert!(problems(&v).is_empty(), "{v}");
     assert_eq!(v["packs_read"].as_u64().unwrap() as usize, l.packs.len());
 
     fx.restore_ok(&alpha, "a", "alpha");
     fx.restore_ok(&beta, "b", "beta");
     let r = fx.restore_fails(&gamma.id, "c/c_only.bin", "gamma");
-    assert!(
-        r.stderr.contains("c/c_only.bin") && r.stderr.contains("corrupt"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("c/c_only.bin") && r.stderr.contains("corrupt"), "{}", r.stderr);
     // The other file of gamma is intact and restored.
     let t = fx.env.path().join("restores/gamma/c/notes.txt");
     assert_eq!(std::fs::read(t).unwrap(), b"gamma notes\n");
@@ -270,10 +209,7 @@ fn flipped_byte_in_a_shared_pack_trailer_is_found_by_structure_verify() {
         assert_eq!(d.len(), 1, "{v}");
         let (p, problem, chunks, affected) = &d[0];
         assert_eq!(p, &pack.to_hex());
-        assert!(
-            problem.contains("trailer") && problem.contains("authentication failed"),
-            "{problem}"
-        );
+        assert!(problem.contains("trailer") && problem.contains("authentication failed"), "{problem}");
         assert_eq!(chunks, &hexes(l.packs[&pack].iter().map(|e| &e.id)));
         assert_eq!(affected, &users);
     }
@@ -294,11 +230,7 @@ fn flipped_byte_in_a_shared_pack_trailer_is_found_by_structure_verify() {
     fx.restore_ok(&beta.id, "b", "beta-after-repair");
     let (code, v) = fx.verify(&[]);
     assert_eq!(code, 3);
-    assert_eq!(
-        damaged(&v).iter().map(|d| d.0.clone()).collect::<Vec<_>>(),
-        vec![pack.to_hex()],
-        "{v}"
-    );
+    assert_eq!(damaged(&v).iter().map(|d| d.0.clone()).collect::<Vec<_>>(), vec![pack.to_hex()], "{v}");
 }
 
 #[test]
@@ -306,17 +238,11 @@ fn truncated_pack_is_found_by_structure_verify() {
     let fx = Fx::new();
     let l = fx.layout();
     let beta = l.snap("beta");
-    let pack = *packs_used_only_by(&l, &beta.id, "b/b_only.bin")
-        .first()
-        .expect("a pack holding only b_only.bin chunks");
+    let pack =
+        *packs_used_only_by(&l, &beta.id, "b/b_only.bin").first().expect("a pack holding only b_only.bin chunks");
     let path = pack_path(&fx.repo(), &pack);
     let size = std::fs::metadata(&path).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(size / 2)
-        .unwrap();
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(size / 2).unwrap();
 
     for args in [&[][..], &["--read-data"][..]] {
         let (code, v) = fx.verify(args);
@@ -325,15 +251,9 @@ fn truncated_pack_is_found_by_structure_verify() {
         assert_eq!(d.len(), 1, "{v}");
         let (p, problem, chunks, affected) = &d[0];
         assert_eq!(p, &pack.to_hex());
-        assert!(
-            problem.contains(&format!("pack is {} bytes, index says {size}", size / 2)),
-            "{problem}"
-        );
+        assert!(problem.contains(&format!("pack is {} bytes, index says {size}", size / 2)), "{problem}");
         assert_eq!(chunks, &hexes(l.packs[&pack].iter().map(|e| &e.id)));
-        assert_eq!(
-            affected,
-            &vec![(beta.id.clone(), "b/b_only.bin".to_string())]
-        );
+        assert_eq!(affected, &vec![(beta.id.clone(), "b/b_only.bin".to_string())]);
         assert!(problems(&v).is_empty(), "{v}");
     }
 
@@ -368,11 +288,7 @@ fn deleted_pack_holding_a_tree_is_found_by_structure_verify() {
     let t = fx.target("gamma");
     let r = fx.run(&["restore", &gamma.id, "--target", t.to_str().unwrap()]);
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(
-        r.stderr.contains(&pack.to_hex()) || r.stderr.contains("No such file"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains(&pack.to_hex()) || r.stderr.contains("No such file"), "{}", r.stderr);
     assert!(!t.join("c/c_only.bin").exists());
     let r = fx.run(&["ls", &gamma.id]);
     assert_eq!(r.code, 1, "{}", r.stderr);
@@ -393,10 +309,7 @@ fn corrupt_index_file_is_reported_and_repair_index_rebuilds_it() {
             .iter()
             .find(|p| {
                 let id = p.file_name().unwrap().to_str().unwrap().parse().unwrap();
-                cairn::cache::read_index_file(&r.store, &r.keys, &id)
-                    .unwrap()
-                    .iter()
-                    .any(|rec| rec.id == b_pack)
+                cairn::cache::read_index_file(&r.store, &r.keys, &id).unwrap().iter().any(|rec| rec.id == b_pack)
             })
             .unwrap()
             .clone()
@@ -409,17 +322,11 @@ fn corrupt_index_file_is_reported_and_repair_index_rebuilds_it() {
     assert_eq!(code, 3);
     assert!(damaged(&v).is_empty(), "{v}");
     let ps = problems(&v);
-    assert!(
-        ps.iter()
-            .any(|p| p.starts_with(&format!("index file {victim_name}")) && p.contains("corrupt")),
-        "{ps:?}"
-    );
+    assert!(ps.iter().any(|p| p.starts_with(&format!("index file {victim_name}")) && p.contains("corrupt")), "{ps:?}");
     // Beta's own chunks (its tree among them) are now unindexed; alpha and gamma are untouched.
     assert!(
-        ps.iter().any(
-            |p| p.starts_with(&format!("snapshot {}: tree chunk", beta.id))
-                && p.contains("not in any index")
-        ),
+        ps.iter()
+            .any(|p| p.starts_with(&format!("snapshot {}: tree chunk", beta.id)) && p.contains("not in any index")),
         "{ps:?}"
     );
     for other in ["alpha", "gamma"] {
@@ -428,10 +335,7 @@ fn corrupt_index_file_is_reported_and_repair_index_rebuilds_it() {
     assert_eq!(v["index_files"], 2);
 
     let r = fx.run(&["--json", "repair", "index"]).ok();
-    assert_eq!(
-        r.json()["packs_indexed"].as_u64().unwrap() as usize,
-        l.packs.len()
-    );
+    assert_eq!(r.json()["packs_indexed"].as_u64().unwrap() as usize, l.packs.len());
     assert!(r.json()["unreadable_packs"].as_array().unwrap().is_empty());
     assert!(!victim.exists(), "the corrupt index file is replaced");
     let (code, v) = fx.verify(&["--read-data"]);
@@ -456,31 +360,14 @@ fn corrupt_snapshot_file_is_reported_and_others_restore() {
     assert!(damaged(&v).is_empty(), "{v}");
     let ps = problems(&v);
     assert_eq!(ps.len(), 1, "{ps:?}");
-    assert!(
-        ps[0].starts_with(&format!("snapshot {gamma}")) && ps[0].contains("corrupt"),
-        "{ps:?}"
-    );
+    assert!(ps[0].starts_with(&format!("snapshot {gamma}")) && ps[0].contains("corrupt"), "{ps:?}");
     assert_eq!(v["snapshots"], 2);
 
     let r = fx.run(&["--json", "snapshots"]).ok();
-    let ids: BTreeSet<String> = r
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(
-        ids,
-        [l.snap("alpha").id.clone(), l.snap("beta").id.clone()]
-            .into_iter()
-            .collect()
-    );
-    assert!(
-        r.stderr.contains(&gamma[..8]) && r.stderr.contains("unreadable"),
-        "{}",
-        r.stderr
-    );
+    let ids: BTreeSet<String> =
+        r.json().as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids, [l.snap("alpha").id.clone(), l.snap("beta").id.clone()].into_iter().collect());
+    assert!(r.stderr.contains(&gamma[..8]) && r.stderr.contains("unreadable"), "{}", r.stderr);
 
     fx.restore_ok(&l.snap("alpha").id, "a", "alpha");
     fx.restore_ok(&l.snap("beta").id, "b", "beta");
@@ -498,12 +385,7 @@ fn deleted_cache_is_rebuilt_from_the_repository() {
         let mut n = 0;
         for e in std::fs::read_dir(fx.repo().join("cache")).unwrap() {
             let p = e.unwrap().path();
-            if p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with("cache.sqlite")
-            {
+            if p.file_name().unwrap().to_str().unwrap().starts_with("cache.sqlite") {
                 std::fs::remove_file(p).unwrap();
                 n += 1;
             }
@@ -520,15 +402,7 @@ fn deleted_cache_is_rebuilt_from_the_repository() {
     }
     // A snapshot after losing the cache still deduplicates against the repository.
     rm_cache();
-    let r = fx
-        .run(&[
-            "--json",
-            "snapshot",
-            "--type",
-            "alpha",
-            fx.src.join("a").to_str().unwrap(),
-        ])
-        .ok();
+    let r = fx.run(&["--json", "snapshot", "--type", "alpha", fx.src.join("a").to_str().unwrap()]).ok();
     assert_eq!(r.json()["stats"]["new_chunks"], 0, "{}", r.stdout);
 
     rm_cache();
@@ -558,12 +432,8 @@ fn read_data_sample_is_deterministic_and_finds_damage_it_reads() {
     }
 
     // Damage one chunk in every pack: the damaged packs reported are exactly the sample.
-    let originals: Vec<(PathBuf, Vec<u8>)> = l
-        .packs
-        .keys()
-        .map(|p| pack_path(&fx.repo(), p))
-        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
-        .collect();
+    let originals: Vec<(PathBuf, Vec<u8>)> =
+        l.packs.keys().map(|p| pack_path(&fx.repo(), p)).map(|p| (p.clone(), std::fs::read(&p).unwrap())).collect();
     for (p, es) in &l.packs {
         flip_byte(&pack_path(&fx.repo(), p), es[0].offset as u64 + 100);
     }
@@ -582,10 +452,7 @@ fn read_data_sample_is_deterministic_and_finds_damage_it_reads() {
     let s7 = sample("7");
     assert_eq!(sample("7"), s7, "same seed, same sample");
     let others: Vec<_> = (0..8).map(|s| sample(&s.to_string())).collect();
-    assert!(
-        others.iter().any(|s| *s != s7),
-        "the seed chooses the sample"
-    );
+    assert!(others.iter().any(|s| *s != s7), "the seed chooses the sample");
     for (p, b) in &originals {
         std::fs::write(p, b).unwrap();
     }
@@ -594,45 +461,23 @@ fn read_data_sample_is_deterministic_and_finds_damage_it_reads() {
     // A flip in a sampled pack is found by that sample; one outside it is not read, so not found.
     let all: BTreeSet<String> = l.packs.keys().map(|p| p.to_hex()).collect();
     let inside: PackId = s7.iter().next().unwrap().parse().unwrap();
-    let outside: PackId = all
-        .difference(&s7)
-        .next()
-        .expect("a pack outside the sample")
-        .parse()
-        .unwrap();
+    let outside: PackId = all.difference(&s7).next().expect("a pack outside the sample").parse().unwrap();
     let e = l.packs[&inside].last().copied().unwrap();
-    flip_byte(
-        &pack_path(&fx.repo(), &inside),
-        e.offset as u64 + e.stored_len as u64 - 1,
-    );
+    flip_byte(&pack_path(&fx.repo(), &inside), e.offset as u64 + e.stored_len as u64 - 1);
     let (code, v) = fx.verify(&["--read-data=50%", "--seed", "7"]);
     assert_eq!(code, 3);
     let d = damaged(&v);
-    assert_eq!(
-        (d.len(), d[0].0.as_str(), &d[0].2),
-        (1, inside.to_hex().as_str(), &vec![e.id.to_hex()]),
-        "{v}"
-    );
+    assert_eq!((d.len(), d[0].0.as_str(), &d[0].2), (1, inside.to_hex().as_str(), &vec![e.id.to_hex()]), "{v}");
     assert_eq!(d[0].3, l.affected_by(&[e.id].into_iter().collect()));
 
-    let orig = originals
-        .iter()
-        .find(|(p, _)| *p == pack_path(&fx.repo(), &inside))
-        .unwrap();
+    let orig = originals.iter().find(|(p, _)| *p == pack_path(&fx.repo(), &inside)).unwrap();
     std::fs::write(&orig.0, &orig.1).unwrap();
     let e = l.packs[&outside][0];
     flip_byte(&pack_path(&fx.repo(), &outside), e.offset as u64 + 50);
-    assert_eq!(
-        fx.verify(&["--read-data=50%", "--seed", "7"]).0,
-        0,
-        "the damaged pack is not in the sample"
-    );
+    assert_eq!(fx.verify(&["--read-data=50%", "--seed", "7"]).0, 0, "the damaged pack is not in the sample");
     let (code, v) = fx.verify(&["--read-data=100%"]);
     assert_eq!(code, 3);
-    assert_eq!(
-        damaged(&v).iter().map(|d| d.0.clone()).collect::<Vec<_>>(),
-        vec![outside.to_hex()]
-    );
+    assert_eq!(damaged(&v).iter().map(|d| d.0.clone()).collect::<Vec<_>>(), vec![outside.to_hex()]);
 }
 
 #[test]
@@ -643,13 +488,8 @@ fn damaged_cache_file_is_rebuilt_not_fatal() {
     let real = std::fs::read(&cache).unwrap();
     let garbage = prng_bytes(9, 5000);
     let truncated = real[..real.len() / 2].to_vec();
-    for (i, bytes) in [
-        garbage,
-        truncated,
-        b"SQLite format 3\0 and then nothing useful".to_vec(),
-    ]
-    .into_iter()
-    .enumerate()
+    for (i, bytes) in
+        [garbage, truncated, b"SQLite format 3\0 and then nothing useful".to_vec()].into_iter().enumerate()
     {
         for suffix in ["-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", cache.display()));

@@ -32,10 +32,7 @@ enum KillAt {
 
 fn names(dir: &Path) -> BTreeSet<String> {
     std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
+        .map(|rd| rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default()
 }
 
@@ -60,10 +57,7 @@ fn run_and_kill(env: &Env, src: &Path, at: KillAt) -> Outcome {
     let index_before = names(&repo.join("index"));
     let tmp_before = names(&repo.join("tmp"));
     let mut c = env.cmd();
-    c.args(["snapshot", "--type", "big"])
-        .arg(src)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    c.args(["snapshot", "--type", "big"]).arg(src).stdout(Stdio::null()).stderr(Stdio::null());
     let start = Instant::now();
     let mut child = c.spawn().expect("spawn cairn");
     let mut tmp_seen = BTreeSet::new();
@@ -77,9 +71,7 @@ fn run_and_kill(env: &Env, src: &Path, at: KillAt) -> Outcome {
             KillAt::PackWriting(n) => {
                 let tmp = repo.join("tmp");
                 for name in names(&tmp).difference(&tmp_before) {
-                    let big = std::fs::metadata(tmp.join(name))
-                        .map(|m| m.len() > 64 << 10)
-                        .unwrap_or(false);
+                    let big = std::fs::metadata(tmp.join(name)).map(|m| m.len() > 64 << 10).unwrap_or(false);
                     if name.ends_with(".tmp") && big {
                         tmp_seen.insert(name.clone());
                     }
@@ -91,10 +83,7 @@ fn run_and_kill(env: &Env, src: &Path, at: KillAt) -> Outcome {
         if fire {
             break None;
         }
-        assert!(
-            elapsed < Duration::from_secs(120),
-            "kill point {at:?} never reached"
-        );
+        assert!(elapsed < Duration::from_secs(120), "kill point {at:?} never reached");
         std::thread::sleep(Duration::from_micros(500));
     };
     let killed_after = start.elapsed();
@@ -125,8 +114,7 @@ fn run_and_kill(env: &Env, src: &Path, at: KillAt) -> Outcome {
 
 fn restore_and_compare(env: &Env, snap: &str, src: &Path, n: usize) {
     let out = env.path().join(format!("restore-{n}"));
-    env.run(&["restore", snap, "--target", out.to_str().unwrap()])
-        .ok();
+    env.run(&["restore", snap, "--target", out.to_str().unwrap()]).ok();
     util::assert_trees_equal(src, &out.join("src"));
     std::fs::remove_dir_all(&out).unwrap();
 }
@@ -135,17 +123,12 @@ fn restore_and_compare(env: &Env, snap: &str, src: &Path, n: usize) {
 fn sigkill_during_snapshot() {
     let t0 = Instant::now();
     let env = Env::new();
-    env.run(&["init", "--encryption", "none", "--pack-size-mib", "4"])
-        .ok();
+    env.run(&["init", "--encryption", "none", "--pack-size-mib", "4"]).ok();
     let repo = env.repo();
     let src: PathBuf = env.path().join("src");
     std::fs::create_dir_all(src.join("etc")).unwrap();
     for i in 0..FILES {
-        std::fs::write(
-            src.join(format!("data-{i}.bin")),
-            util::prng_bytes(1000 + i as u64, FILE_SIZE),
-        )
-        .unwrap();
+        std::fs::write(src.join(format!("data-{i}.bin")), util::prng_bytes(1000 + i as u64, FILE_SIZE)).unwrap();
     }
     std::fs::write(src.join("etc/small.conf"), b"key = value\n").unwrap();
     let probe = env.path().join("probe");
@@ -174,11 +157,7 @@ fn sigkill_during_snapshot() {
         // No half snapshot: at most one new snapshot file, and only one that is complete.
         assert!(o.new_snapshots.len() <= 1, "{o:?}");
         if !o.killed {
-            assert_eq!(
-                o.new_snapshots.len(),
-                1,
-                "a run that exited 0 committed its snapshot: {o:?}"
-            );
+            assert_eq!(o.new_snapshots.len(), 1, "a run that exited 0 committed its snapshot: {o:?}");
         }
         for s in &o.new_snapshots {
             restore_and_compare(&env, s, &src, n);
@@ -190,38 +169,24 @@ fn sigkill_during_snapshot() {
         if n == REPAIR_AFTER {
             assert!(o.killed && o.stale_locks == 1, "{o:?}");
             env.run(&["repair", "index"]).ok();
-            assert!(
-                util::repo_files(&repo, "locks").is_empty(),
-                "stale lock left after repair index ({o:?})"
-            );
+            assert!(util::repo_files(&repo, "locks").is_empty(), "stale lock left after repair index ({o:?})");
         }
         std::fs::write(probe.join("n"), format!("{n}")).unwrap();
-        env.run(&["snapshot", "--type", "probe", probe.to_str().unwrap()])
-            .ok();
-        assert!(
-            util::repo_files(&repo, "locks").is_empty(),
-            "stale lock left after the next snapshot ({o:?})"
-        );
+        env.run(&["snapshot", "--type", "probe", probe.to_str().unwrap()]).ok();
+        assert!(util::repo_files(&repo, "locks").is_empty(), "stale lock left after the next snapshot ({o:?})");
 
         // Whatever the kill left (unreferenced packs, temporary files, an index without its
         // snapshot) is not damage.
         let v = env.run(&["--json", "verify", "--read-data"]).ok().json();
         assert_eq!(v["ok"], true, "{v}");
         assert!(
-            v["problems"].as_array().unwrap().is_empty()
-                && v["damaged_packs"].as_array().unwrap().is_empty(),
+            v["problems"].as_array().unwrap().is_empty() && v["damaged_packs"].as_array().unwrap().is_empty(),
             "{v}"
         );
         outcomes.push(o);
     }
-    let interrupted: Vec<&Outcome> = outcomes
-        .iter()
-        .filter(|o| o.killed && o.new_snapshots.is_empty())
-        .collect();
-    assert!(
-        interrupted.len() >= 4,
-        "too few kills landed mid-snapshot: {outcomes:#?}"
-    );
+    let interrupted: Vec<&Outcome> = outcomes.iter().filter(|o| o.killed && o.new_snapshots.is_empty()).collect();
+    assert!(interrupted.len() >= 4, "too few kills landed mid-snapshot: {outcomes:#?}");
     assert!(
         interrupted.iter().any(|o| o.packs > 0 && o.stale_locks > 0),
         "no kill landed after packs were published while the lock was held: {outcomes:#?}"
@@ -229,17 +194,7 @@ fn sigkill_during_snapshot() {
 
     // A full snapshot now completes and restores byte-identical.
     let kills_done = t0.elapsed();
-    let snap = env
-        .run(&[
-            "--json",
-            "snapshot",
-            "--type",
-            "big",
-            "--force-read",
-            src.to_str().unwrap(),
-        ])
-        .ok()
-        .json();
+    let snap = env.run(&["--json", "snapshot", "--type", "big", "--force-read", src.to_str().unwrap()]).ok().json();
     assert_eq!(snap["stats"]["files"].as_u64(), Some(FILES as u64 + 1));
     assert_eq!(snap["stats"]["errors"].as_u64(), Some(0));
     restore_and_compare(&env, snap["id"].as_str().unwrap(), &src, 99);

@@ -10,8 +10,8 @@ use cairn::pack::Entry;
 use serde_json::Value;
 
 use crate::util::{
-    assert_no_panic, assert_trees_equal, flip_byte, layout, open_repo, pack_path, prng_bytes,
-    repo_files, tree_state, Env, Run, PASSWORD,
+    assert_no_panic, assert_trees_equal, flip_byte, layout, open_repo, pack_path, prng_bytes, repo_files, tree_state,
+    Env, Run, PASSWORD,
 };
 
 fn put(root: &Path, rel: &str, data: &[u8]) {
@@ -42,33 +42,20 @@ fn init(env: &Env, encrypted: bool) {
     if encrypted {
         run(env, &["init", "--pack-size-mib", "1"]).ok();
     } else {
-        run(
-            env,
-            &["init", "--encryption", "none", "--pack-size-mib", "1"],
-        )
-        .ok();
+        run(env, &["init", "--encryption", "none", "--pack-size-mib", "1"]).ok();
     }
 }
 
 /// Takes a snapshot of `path`; returns its id.
 fn snapshot(env: &Env, ty: &str, path: &Path) -> String {
-    let r = run(
-        env,
-        &["--json", "snapshot", "--type", ty, path.to_str().unwrap()],
-    )
-    .ok();
+    let r = run(env, &["--json", "snapshot", "--type", ty, path.to_str().unwrap()]).ok();
     r.json()["id"].as_str().unwrap().to_string()
 }
 
 /// Restores `id` into a fresh directory and compares `dir` (a source directory) with it.
 fn restore_same(env: &Env, pw: &str, id: &str, src_dir: &Path, name: &str) {
     let t = env.path().join("restores").join(name);
-    run_pw(
-        env,
-        Some(pw),
-        &["restore", id, "--target", t.to_str().unwrap()],
-    )
-    .ok();
+    run_pw(env, Some(pw), &["restore", id, "--target", t.to_str().unwrap()]).ok();
     assert_trees_equal(src_dir, &t.join(src_dir.file_name().unwrap()));
 }
 
@@ -76,17 +63,10 @@ fn restore_same(env: &Env, pw: &str, id: &str, src_dir: &Path, name: &str) {
 fn restore_fails(env: &Env, id: &str, file: &str, orig: &[u8], name: &str) -> Run {
     let t = env.path().join("restores").join(name);
     let r = run(env, &["restore", id, "--target", t.to_str().unwrap()]);
-    assert_eq!(
-        r.code, 1,
-        "restore of damaged data must fail\n{}\n{}",
-        r.stdout, r.stderr
-    );
+    assert_eq!(r.code, 1, "restore of damaged data must fail\n{}\n{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("error:"), "{}", r.stderr);
     if let Ok(got) = std::fs::read(t.join(file)) {
-        assert!(
-            got.len() < orig.len() && orig.starts_with(&got),
-            "{file}: restored bytes differ from the original"
-        );
+        assert!(got.len() < orig.len() && orig.starts_with(&got), "{file}: restored bytes differ from the original");
     }
     r
 }
@@ -95,12 +75,7 @@ fn verify(env: &Env, args: &[&str]) -> (i32, Value) {
     let mut a = vec!["--json", "verify"];
     a.extend_from_slice(args);
     let r = run(env, &a);
-    assert!(
-        r.code == 0 || r.code == 3,
-        "verify failed to run: {}\n{}",
-        r.code,
-        r.stderr
-    );
+    assert!(r.code == 0 || r.code == 3, "verify failed to run: {}\n{}", r.code, r.stderr);
     (r.code, r.json())
 }
 
@@ -117,24 +92,14 @@ fn damaged(v: &Value) -> Vec<Damage> {
             (
                 s(&d["pack"]),
                 d["chunks"].as_array().unwrap().iter().map(s).collect(),
-                d["affected"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|a| (s(&a["snapshot"]), s(&a["path"])))
-                    .collect(),
+                d["affected"].as_array().unwrap().iter().map(|a| (s(&a["snapshot"]), s(&a["path"]))).collect(),
             )
         })
         .collect()
 }
 
 fn problems(v: &Value) -> Vec<String> {
-    v["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap().to_string())
-        .collect()
+    v["problems"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect()
 }
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
@@ -146,10 +111,8 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 fn master_of(repo: &Path) -> (cairn::crypto::MasterKey, RepoId) {
     let config = cairn::repo::read_config(repo).unwrap();
     let store = cairn::store::LocalStore::new(repo);
-    let (mk, _) = cairn::repo::unlock(&store, &config, &|| {
-        Ok(zeroize::Zeroizing::new(PASSWORD.as_bytes().to_vec()))
-    })
-    .unwrap();
+    let (mk, _) =
+        cairn::repo::unlock(&store, &config, &|| Ok(zeroize::Zeroizing::new(PASSWORD.as_bytes().to_vec()))).unwrap();
     (mk, config.id)
 }
 
@@ -175,50 +138,23 @@ fn one(encrypted: bool, files: &[(&str, Vec<u8>)]) -> One {
 fn round_trip_with_and_without_encryption() {
     for encrypted in [true, false] {
         let env = Env::new();
-        let r = run(
-            &env,
-            &if encrypted {
-                vec!["--json", "init"]
-            } else {
-                vec!["--json", "init", "--encryption", "none"]
-            },
-        )
-        .ok();
-        assert_eq!(
-            r.json()["encryption"],
-            if encrypted {
-                "xchacha20poly1305"
-            } else {
-                "none"
-            }
-        );
+        let r =
+            run(&env, &if encrypted { vec!["--json", "init"] } else { vec!["--json", "init", "--encryption", "none"] })
+                .ok();
+        assert_eq!(r.json()["encryption"], if encrypted { "xchacha20poly1305" } else { "none" });
         let src = env.path().join("src").join("data");
         put(&src, "big.bin", &prng_bytes(11, 2_500_000));
-        put(
-            &src,
-            "text/log.txt",
-            &b"2026-01-01 GET /index.html 200\n".repeat(20_000),
-        );
+        put(&src, "text/log.txt", &b"2026-01-01 GET /index.html 200\n".repeat(20_000));
         put(&src, "text/empty", b"");
         put(&src, "sub/deeper/x.bin", &prng_bytes(12, 70_001));
         std::os::unix::fs::symlink("../big.bin", src.join("sub/link")).unwrap();
-        std::fs::set_permissions(
-            src.join("text/log.txt"),
-            std::os::unix::fs::PermissionsExt::from_mode(0o640),
-        )
-        .unwrap();
+        std::fs::set_permissions(src.join("text/log.txt"), std::os::unix::fs::PermissionsExt::from_mode(0o640))
+            .unwrap();
         let id = snapshot(&env, "files", &src);
         restore_same(&env, PASSWORD, &id, &src, &format!("enc-{encrypted}"));
-        let out = env
-            .cmd()
-            .args(["cat", &id, "data/big.bin"])
-            .output()
-            .unwrap();
+        let out = env.cmd().args(["cat", &id, "data/big.bin"]).output().unwrap();
         assert_eq!(out.status.code(), Some(0));
-        assert!(
-            out.stdout == prng_bytes(11, 2_500_000),
-            "cat returns the file byte for byte"
-        );
+        assert!(out.stdout == prng_bytes(11, 2_500_000), "cat returns the file byte for byte");
         let (code, _) = verify(&env, &["--read-data"]);
         assert_eq!(code, 0);
         // Unencrypted repositories have no keys, so a wrong password changes nothing.
@@ -239,12 +175,7 @@ fn wrong_password_exits_4_and_writes_nothing() {
     let target = env.path().join("target");
     let pwfile = env.path().join("newpw");
     std::fs::write(&pwfile, "new one\n").unwrap();
-    let key_id = repo_files(&env.repo(), "keys")[0]
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
+    let key_id = repo_files(&env.repo(), "keys")[0].file_name().unwrap().to_str().unwrap().to_string();
     let cmds: Vec<Vec<&str>> = vec![
         vec!["snapshots"],
         vec!["ls", "latest"],
@@ -255,42 +186,20 @@ fn wrong_password_exits_4_and_writes_nothing() {
         vec!["snapshot", "--type", "files", o.src.to_str().unwrap()],
         vec!["repair", "index"],
         vec!["key", "list"],
-        vec![
-            "key",
-            "add",
-            "--new-password-file",
-            pwfile.to_str().unwrap(),
-        ],
-        vec![
-            "key",
-            "passwd",
-            "--new-password-file",
-            pwfile.to_str().unwrap(),
-        ],
+        vec!["key", "add", "--new-password-file", pwfile.to_str().unwrap()],
+        vec!["key", "passwd", "--new-password-file", pwfile.to_str().unwrap()],
         vec!["key", "remove", &key_id],
     ];
     for args in &cmds {
         let r = run_pw(env, Some("Correct horse"), args);
         assert_eq!(r.code, 4, "{args:?}: {}", r.stderr);
-        assert!(
-            r.stderr.contains("wrong password"),
-            "{args:?}: {}",
-            r.stderr
-        );
+        assert!(r.stderr.contains("wrong password"), "{args:?}: {}", r.stderr);
         assert!(r.stdout.is_empty(), "{args:?}: {}", r.stdout);
         let r = run_pw(env, None, args);
         assert_eq!(r.code, 4, "{args:?}: {}", r.stderr);
-        assert!(
-            r.stderr.contains("a password is needed"),
-            "{args:?}: {}",
-            r.stderr
-        );
+        assert!(r.stderr.contains("a password is needed"), "{args:?}: {}", r.stderr);
     }
-    assert_eq!(
-        tree_state(&env.repo()),
-        before,
-        "a refused password must leave the repository untouched"
-    );
+    assert_eq!(tree_state(&env.repo()), before, "a refused password must leave the repository untouched");
     assert!(!target.exists());
     restore_same(env, PASSWORD, &o.id, &o.src, "right");
 }
@@ -301,21 +210,13 @@ fn damaged_key_file_is_reported_as_damaged_not_as_wrong_password() {
     let env = &o.env;
     let key = repo_files(&env.repo(), "keys").remove(0);
     let good = std::fs::read(&key).unwrap();
-    for garbage in [
-        &b"{\"version\": 1, \"kdf\": \"argon2id\", garb"[..],
-        b"",
-        b"{\"version\":1}",
-        b"\x00\xff not json",
-    ] {
+    for garbage in [&b"{\"version\": 1, \"kdf\": \"argon2id\", garb"[..], b"", b"{\"version\":1}", b"\x00\xff not json"]
+    {
         std::fs::write(&key, garbage).unwrap();
         for pw in [PASSWORD, "some other password"] {
             let r = run_pw(env, Some(pw), &["snapshots"]);
             assert_eq!(r.code, 1, "{}", r.stderr);
-            assert!(
-                r.stderr.contains("key file") && r.stderr.contains("damaged"),
-                "{}",
-                r.stderr
-            );
+            assert!(r.stderr.contains("key file") && r.stderr.contains("damaged"), "{}", r.stderr);
             assert!(!r.stderr.contains("wrong password"), "{}", r.stderr);
         }
     }
@@ -330,19 +231,13 @@ fn damaged_key_file_is_reported_as_damaged_not_as_wrong_password() {
     // With a second, intact key file the repository still opens; the damaged one is named.
     std::fs::write(&key, &good).unwrap();
     let mut c = env.cmd();
-    c.env("CAIRN_NEW_PASSWORD", "second password")
-        .args(["key", "add", "--label", "second"]);
+    c.env("CAIRN_NEW_PASSWORD", "second password").args(["key", "add", "--label", "second"]);
     env.run_cmd(c).ok();
     std::fs::write(&key, b"{ not a key").unwrap();
     run_pw(env, Some("second password"), &["snapshots"]).ok();
     let r = run_pw(env, Some("second password"), &["--json", "key", "list"]).ok();
-    let damaged_label = r
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|k| k["label"].as_str().unwrap().starts_with("DAMAGED"))
-        .count();
+    let damaged_label =
+        r.json().as_array().unwrap().iter().filter(|k| k["label"].as_str().unwrap().starts_with("DAMAGED")).count();
     assert_eq!(damaged_label, 1, "{}", r.stdout);
     let r = run_pw(env, Some("third password"), &["snapshots"]);
     assert_eq!(r.code, 4, "{}", r.stderr);
@@ -351,11 +246,7 @@ fn damaged_key_file_is_reported_as_damaged_not_as_wrong_password() {
     std::fs::write(&key, &good).unwrap();
     let mut kf: Value = serde_json::from_slice(&good).unwrap();
     kf["nonce"] = Value::String("xy".repeat(24));
-    std::fs::write(
-        env.repo().join("keys").join("0".repeat(64)),
-        serde_json::to_vec(&kf).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(env.repo().join("keys").join("0".repeat(64)), serde_json::to_vec(&kf).unwrap()).unwrap();
     run(env, &["snapshots"]).ok();
     run_pw(env, Some("second password"), &["snapshots"]).ok();
 }
@@ -363,57 +254,27 @@ fn damaged_key_file_is_reported_as_damaged_not_as_wrong_password() {
 #[test]
 fn tampered_ciphertext_is_detected_by_verify_and_restore() {
     let big = prng_bytes(21, 2_000_000);
-    let o = one(
-        true,
-        &[
-            ("big.bin", big.clone()),
-            ("other.txt", b"untouched\n".to_vec()),
-        ],
-    );
+    let o = one(true, &[("big.bin", big.clone()), ("other.txt", b"untouched\n".to_vec())]);
     let env = &o.env;
     let l = layout(&env.repo());
     let chunks = &l.snapshots[0].files["d/big.bin"];
     assert!(chunks.len() >= 3);
     let victim = chunks[chunks.len() / 2];
     let pack = l.pack_of(&victim);
-    let e = l.packs[&pack]
-        .iter()
-        .find(|e| e.id == victim)
-        .copied()
-        .unwrap();
-    flip_byte(
-        &pack_path(&env.repo(), &pack),
-        e.offset as u64 + e.stored_len as u64 / 2,
-    );
+    let e = l.packs[&pack].iter().find(|e| e.id == victim).copied().unwrap();
+    flip_byte(&pack_path(&env.repo(), &pack), e.offset as u64 + e.stored_len as u64 / 2);
 
     let (code, v) = verify(env, &["--read-data"]);
     assert_eq!(code, 3);
     assert_eq!(
         damaged(&v),
-        vec![(
-            pack.to_hex(),
-            vec![victim.to_hex()],
-            vec![(o.id.clone(), "d/big.bin".to_string())]
-        )]
+        vec![(pack.to_hex(), vec![victim.to_hex()], vec![(o.id.clone(), "d/big.bin".to_string())])]
     );
-    assert!(
-        v["damaged_packs"][0]["problem"]
-            .as_str()
-            .unwrap()
-            .contains("1 of"),
-        "{v}"
-    );
+    assert!(v["damaged_packs"][0]["problem"].as_str().unwrap().contains("1 of"), "{v}");
 
     let r = restore_fails(env, &o.id, "d/big.bin", &big, "tampered");
-    assert!(
-        r.stderr.contains("d/big.bin") && r.stderr.contains("authentication failed"),
-        "{}",
-        r.stderr
-    );
-    assert_eq!(
-        std::fs::read(env.path().join("restores/tampered/d/other.txt")).unwrap(),
-        b"untouched\n"
-    );
+    assert!(r.stderr.contains("d/big.bin") && r.stderr.contains("authentication failed"), "{}", r.stderr);
+    assert_eq!(std::fs::read(env.path().join("restores/tampered/d/other.txt")).unwrap(), b"untouched\n");
 
     // `cat` stops at the bad chunk: what reached stdout is a strict prefix of the file.
     let out = {
@@ -458,28 +319,11 @@ fn chunk_copied_over_another_in_a_different_pack_is_detected() {
 
         let (code, v) = verify(&env, &["--read-data"]);
         assert_eq!(code, 3, "encrypted={encrypted}");
-        assert_eq!(
-            damaged(&v),
-            vec![(
-                py.to_hex(),
-                vec![ey.id.to_hex()],
-                vec![(id2.clone(), "s2/y.bin".to_string())]
-            )]
-        );
+        assert_eq!(damaged(&v), vec![(py.to_hex(), vec![ey.id.to_hex()], vec![(id2.clone(), "s2/y.bin".to_string())])]);
         let r = restore_fails(&env, &id2, "s2/y.bin", &y, &format!("two-{encrypted}"));
-        let why = if encrypted {
-            "authentication failed"
-        } else {
-            "integrity tag mismatch"
-        };
+        let why = if encrypted { "authentication failed" } else { "integrity tag mismatch" };
         assert!(r.stderr.contains(why), "{}", r.stderr);
-        restore_same(
-            &env,
-            PASSWORD,
-            &id1,
-            &env.path().join("s1"),
-            &format!("one-{encrypted}"),
-        );
+        restore_same(&env, PASSWORD, &id1, &env.path().join("s1"), &format!("one-{encrypted}"));
     }
 }
 
@@ -487,10 +331,7 @@ fn chunk_copied_over_another_in_a_different_pack_is_detected() {
 fn chunks_swapped_within_a_pack_are_detected() {
     let p_data = prng_bytes(41, 20_000);
     let q_data = prng_bytes(42, 20_000);
-    let o = one(
-        true,
-        &[("p.bin", p_data.clone()), ("q.bin", q_data.clone())],
-    );
+    let o = one(true, &[("p.bin", p_data.clone()), ("q.bin", q_data.clone())]);
     let env = &o.env;
     let l = layout(&env.repo());
     let (pack, ep) = entry(&l, &l.snapshots[0].files["d/p.bin"][0]);
@@ -512,13 +353,7 @@ fn chunks_swapped_within_a_pack_are_detected() {
     assert_eq!(d.len(), 1, "{v}");
     assert_eq!(d[0].0, pack.to_hex());
     assert_eq!(d[0].1, sorted(vec![ep.id.to_hex(), eq.id.to_hex()]));
-    assert_eq!(
-        d[0].2,
-        vec![
-            (o.id.clone(), "d/p.bin".to_string()),
-            (o.id.clone(), "d/q.bin".to_string())
-        ]
-    );
+    assert_eq!(d[0].2, vec![(o.id.clone(), "d/p.bin".to_string()), (o.id.clone(), "d/q.bin".to_string())]);
     restore_fails(env, &o.id, "d/p.bin", &p_data, "swap1");
     assert!(std::fs::read(env.path().join("restores/swap1/d/q.bin"))
         .map_or(true, |b| q_data.starts_with(&b) && b.len() < q_data.len()));
@@ -527,10 +362,8 @@ fn chunks_swapped_within_a_pack_are_detected() {
     //    still places each chunk where the other now is, so the structure check and restore refuse.
     let r = open_repo(&env.repo());
     let mut entries = cairn::pack::parse_pack(&orig, &r.keys, &|| "pack".into()).unwrap();
-    let (ip, iq) = (
-        entries.iter().position(|e| e.id == ep.id).unwrap(),
-        entries.iter().position(|e| e.id == eq.id).unwrap(),
-    );
+    let (ip, iq) =
+        (entries.iter().position(|e| e.id == ep.id).unwrap(), entries.iter().position(|e| e.id == eq.id).unwrap());
     let (idp, idq) = (entries[ip].id, entries[iq].id);
     entries[ip].id = idq;
     entries[iq].id = idp;
@@ -538,9 +371,8 @@ fn chunks_swapped_within_a_pack_are_detected() {
     cairn::pack::encode_entries(&mut plain, &entries);
     let sealed = r.keys.seal(ObjectKind::PackTrailer, &[0; 32], &plain);
     drop(r);
-    let body_end = orig.len()
-        - 12
-        - u32::from_le_bytes(orig[orig.len() - 12..orig.len() - 8].try_into().unwrap()) as usize;
+    let body_end =
+        orig.len() - 12 - u32::from_le_bytes(orig[orig.len() - 12..orig.len() - 8].try_into().unwrap()) as usize;
     let mut forged = swapped[..body_end].to_vec();
     forged.extend_from_slice(&sealed);
     forged.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
@@ -556,13 +388,7 @@ fn chunks_swapped_within_a_pack_are_detected() {
     assert_eq!(code, 3);
     let dp = &v["damaged_packs"][0];
     assert_eq!(dp["pack"], pack.to_hex());
-    assert!(
-        dp["problem"]
-            .as_str()
-            .unwrap()
-            .contains("trailer disagrees with the index on 2 chunks"),
-        "{v}"
-    );
+    assert!(dp["problem"].as_str().unwrap().contains("trailer disagrees with the index on 2 chunks"), "{v}");
     restore_fails(env, &o.id, "d/p.bin", &p_data, "swap2");
 
     // repair index trusts the (authentic) trailer: the data is all there, so restores are
@@ -574,28 +400,13 @@ fn chunks_swapped_within_a_pack_are_detected() {
     assert!(damaged(&v).is_empty(), "{v}");
     let ps = problems(&v);
     assert_eq!(ps.len(), 1, "{ps:?}");
-    assert!(
-        ps[0].contains(&pack.to_hex()) && ps[0].contains("does not match its name"),
-        "{ps:?}"
-    );
+    assert!(ps[0].contains(&pack.to_hex()) && ps[0].contains("does not match its name"), "{ps:?}");
 }
 
 /// Two encrypted repositories with the same password, A and B, each with one snapshot.
 fn two_repos() -> (One, One) {
-    let a = one(
-        true,
-        &[
-            ("a.bin", prng_bytes(51, 1_500_000)),
-            ("same.bin", prng_bytes(50, 300_000)),
-        ],
-    );
-    let b = one(
-        true,
-        &[
-            ("b.bin", prng_bytes(52, 1_500_000)),
-            ("same.bin", prng_bytes(50, 300_000)),
-        ],
-    );
+    let a = one(true, &[("a.bin", prng_bytes(51, 1_500_000)), ("same.bin", prng_bytes(50, 300_000))]);
+    let b = one(true, &[("b.bin", prng_bytes(52, 1_500_000)), ("same.bin", prng_bytes(50, 300_000))]);
     (a, b)
 }
 
@@ -618,14 +429,7 @@ fn objects_from_another_repository_are_rejected() {
     let len = u32::from_le_bytes(orig[n - 12..n - 8].try_into().unwrap()) as usize;
     let plain = {
         let r = open_repo(&b.env.repo());
-        r.keys
-            .open(
-                ObjectKind::PackTrailer,
-                &[0; 32],
-                &orig[n - 12 - len..n - 12],
-                &|| "t".into(),
-            )
-            .unwrap()
+        r.keys.open(ObjectKind::PackTrailer, &[0; 32], &orig[n - 12 - len..n - 12], &|| "t".into()).unwrap()
     };
     let resealed = keys_b_as_a.seal(ObjectKind::PackTrailer, &[0; 32], &plain);
     assert_eq!(resealed.len(), len);
@@ -636,13 +440,7 @@ fn objects_from_another_repository_are_rejected() {
     assert_eq!(code, 3);
     let dp = &v["damaged_packs"][0];
     assert_eq!(dp["pack"], pack.to_hex());
-    assert!(
-        dp["problem"]
-            .as_str()
-            .unwrap()
-            .contains("authentication failed"),
-        "{v}"
-    );
+    assert!(dp["problem"].as_str().unwrap().contains("authentication failed"), "{v}");
     std::fs::write(&path, &orig).unwrap();
     assert_eq!(verify(&b.env, &["--read-data"]).0, 0);
 
@@ -654,11 +452,7 @@ fn objects_from_another_repository_are_rejected() {
     let span = e.offset as usize..(e.offset + e.stored_len) as usize;
     let payload = {
         let r = open_repo(&b.env.repo());
-        r.keys
-            .open(ObjectKind::Chunk, &c.0, &bytes[span.clone()], &|| {
-                "c".into()
-            })
-            .unwrap()
+        r.keys.open(ObjectKind::Chunk, &c.0, &bytes[span.clone()], &|| "c".into()).unwrap()
     };
     let resealed = keys_b_as_a.seal(ObjectKind::Chunk, &c.0, &payload);
     assert_eq!(resealed.len(), span.len());
@@ -667,21 +461,8 @@ fn objects_from_another_repository_are_rejected() {
     std::fs::write(&path, &bytes).unwrap();
     let (code, v) = verify(&b.env, &["--read-data"]);
     assert_eq!(code, 3);
-    assert_eq!(
-        damaged(&v),
-        vec![(
-            pack.to_hex(),
-            vec![c.to_hex()],
-            vec![(b.id.clone(), "d/b.bin".to_string())]
-        )]
-    );
-    let r = restore_fails(
-        &b.env,
-        &b.id,
-        "d/b.bin",
-        &prng_bytes(52, 1_500_000),
-        "resealed-chunk",
-    );
+    assert_eq!(damaged(&v), vec![(pack.to_hex(), vec![c.to_hex()], vec![(b.id.clone(), "d/b.bin".to_string())])]);
+    let r = restore_fails(&b.env, &b.id, "d/b.bin", &prng_bytes(52, 1_500_000), "resealed-chunk");
     assert!(r.stderr.contains("authentication failed"), "{}", r.stderr);
     std::fs::write(&path, &orig).unwrap();
 
@@ -693,26 +474,13 @@ fn objects_from_another_repository_are_rejected() {
     std::fs::copy(pack_path(&a.env.repo(), &foreign), &dst).unwrap();
     let (code, v) = verify(&b.env, &["--read-data"]);
     assert_eq!(code, 0, "{v}");
-    assert!(
-        v["notes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|n| n.as_str().unwrap().contains(&foreign.to_hex())),
-        "{v}"
-    );
+    assert!(v["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains(&foreign.to_hex())), "{v}");
     let r = run(&b.env, &["--json", "repair", "index"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     let bad = r.json()["unreadable_packs"].clone();
     assert_eq!(bad.as_array().unwrap().len(), 1, "{bad}");
     assert_eq!(bad[0][0], foreign.to_hex());
-    assert!(
-        bad[0][1]
-            .as_str()
-            .unwrap()
-            .contains("authentication failed"),
-        "{bad}"
-    );
+    assert!(bad[0][1].as_str().unwrap().contains("authentication failed"), "{bad}");
     restore_same(&b.env, PASSWORD, &b.id, &b.src, "b-after-repair");
     assert_eq!(verify(&b.env, &["--read-data"]).0, 0);
 }
@@ -733,10 +501,7 @@ fn index_file_from_another_repository_is_detected() {
     assert!(damaged(&v).is_empty(), "{v}");
     let ps = problems(&v);
     assert_eq!(ps.len(), 1, "{ps:?}");
-    assert!(
-        ps[0].starts_with(&format!("index file {name}")) && ps[0].contains("authentication failed"),
-        "{ps:?}"
-    );
+    assert!(ps[0].starts_with(&format!("index file {name}")) && ps[0].contains("authentication failed"), "{ps:?}");
     // B's data is unaffected, and repair index drops the foreign file.
     restore_same(&b.env, PASSWORD, &b.id, &b.src, "with-foreign-index");
     run(&b.env, &["repair", "index"]).ok();
@@ -751,9 +516,7 @@ fn index_file_from_another_repository_is_detected() {
         .iter()
         .map(|(p, es)| cairn::index::PackRecord {
             id: *p,
-            size: std::fs::metadata(pack_path(&b.env.repo(), p))
-                .unwrap()
-                .len(),
+            size: std::fs::metadata(pack_path(&b.env.repo(), p)).unwrap().len(),
             entries: es.clone(),
         })
         .collect();
@@ -764,24 +527,11 @@ fn index_file_from_another_repository_is_detected() {
     assert_eq!(code, 3);
     let ps = problems(&v);
     assert_eq!(ps.len(), 1, "{ps:?}");
-    assert!(
-        ps[0].starts_with(&format!("index file {name}")) && ps[0].contains("authentication failed"),
-        "{ps:?}"
-    );
+    assert!(ps[0].starts_with(&format!("index file {name}")) && ps[0].contains("authentication failed"), "{ps:?}");
     // The same records sealed for B itself are accepted: the repository id made the difference.
     std::fs::remove_file(b.env.repo().join("index").join(&name)).unwrap();
-    let sealed = cairn::index::seal(
-        &Keys::derive(&mk_b, master_of(&b.env.repo()).1, true),
-        &records,
-    );
-    std::fs::write(
-        b.env
-            .repo()
-            .join("index")
-            .join(blake3::hash(&sealed).to_hex().as_str()),
-        &sealed,
-    )
-    .unwrap();
+    let sealed = cairn::index::seal(&Keys::derive(&mk_b, master_of(&b.env.repo()).1, true), &records);
+    std::fs::write(b.env.repo().join("index").join(blake3::hash(&sealed).to_hex().as_str()), &sealed).unwrap();
     assert_eq!(verify(&b.env, &[]).0, 0);
 
     // 3. The same for unencrypted repositories: an index file from another one fails its tag.
@@ -794,30 +544,17 @@ fn index_file_from_another_repository_is_detected() {
     assert_eq!(code, 3);
     let ps = problems(&v);
     assert!(
-        ps.len() == 1
-            && ps[0].starts_with(&format!("index file {name}"))
-            && ps[0].contains("integrity tag mismatch"),
+        ps.len() == 1 && ps[0].starts_with(&format!("index file {name}")) && ps[0].contains("integrity tag mismatch"),
         "{ps:?}"
     );
 }
 
 #[test]
 fn key_add_remove_passwd_keep_snapshots_readable() {
-    let o = one(
-        true,
-        &[
-            ("a.bin", prng_bytes(61, 400_000)),
-            ("b.txt", b"hello\n".to_vec()),
-        ],
-    );
+    let o = one(true, &[("a.bin", prng_bytes(61, 400_000)), ("b.txt", b"hello\n".to_vec())]);
     let env = &o.env;
     let keys = |pw: &str| -> Vec<Value> {
-        run_pw(env, Some(pw), &["--json", "key", "list"])
-            .ok()
-            .json()
-            .as_array()
-            .unwrap()
-            .clone()
+        run_pw(env, Some(pw), &["--json", "key", "list"]).ok().json().as_array().unwrap().clone()
     };
     let current = |pw: &str| -> String {
         let ks = keys(pw);
@@ -831,8 +568,7 @@ fn key_add_remove_passwd_keep_snapshots_readable() {
 
     // Add a second key (new password from the environment).
     let mut c = env.cmd();
-    c.env("CAIRN_NEW_PASSWORD", "second pw")
-        .args(["key", "add", "--label", "laptop"]);
+    c.env("CAIRN_NEW_PASSWORD", "second pw").args(["key", "add", "--label", "laptop"]);
     env.run_cmd(c).ok();
     assert_eq!(keys("second pw").len(), 2);
     let second = current("second pw");
@@ -844,20 +580,10 @@ fn key_add_remove_passwd_keep_snapshots_readable() {
     put(&src2, "new.txt", b"added later\n");
     put(&src2, "a.bin", &prng_bytes(61, 400_000));
     let mut c = env.cmd();
-    c.env("CAIRN_PASSWORD", "second pw").args([
-        "--json",
-        "snapshot",
-        "--type",
-        "files",
-        src2.to_str().unwrap(),
-    ]);
+    c.env("CAIRN_PASSWORD", "second pw").args(["--json", "snapshot", "--type", "files", src2.to_str().unwrap()]);
     let r = env.run_cmd(c).ok();
     let id2 = r.json()["id"].as_str().unwrap().to_string();
-    assert_eq!(
-        r.json()["stats"]["new_chunks"],
-        2,
-        "only new.txt and the tree are new: a.bin deduplicates across keys"
-    );
+    assert_eq!(r.json()["stats"]["new_chunks"], 2, "only new.txt and the tree are new: a.bin deduplicates across keys");
     restore_same(env, PASSWORD, &id2, &src2, "first-reads-second");
 
     // The key in use cannot be removed, whichever it is.
@@ -881,17 +607,7 @@ fn key_add_remove_passwd_keep_snapshots_readable() {
     // passwd (new password from a file): old password refused, new one reads everything.
     let pwfile = env.path().join("pw4");
     std::fs::write(&pwfile, "fourth pw\n").unwrap();
-    run_pw(
-        env,
-        Some("second pw"),
-        &[
-            "key",
-            "passwd",
-            "--new-password-file",
-            pwfile.to_str().unwrap(),
-        ],
-    )
-    .ok();
+    run_pw(env, Some("second pw"), &["key", "passwd", "--new-password-file", pwfile.to_str().unwrap()]).ok();
     let r = run_pw(env, Some("second pw"), &["snapshots"]);
     assert_eq!(r.code, 4);
     assert!(r.stderr.contains("wrong password"), "{}", r.stderr);
@@ -899,9 +615,7 @@ fn key_add_remove_passwd_keep_snapshots_readable() {
     assert_eq!(ks.len(), 1);
     assert_eq!(ks[0]["label"], "laptop", "passwd keeps the label");
     assert_ne!(ks[0]["id"].as_str().unwrap(), second);
-    let listed = run_pw(env, Some("fourth pw"), &["--json", "snapshots"])
-        .ok()
-        .json();
+    let listed = run_pw(env, Some("fourth pw"), &["--json", "snapshots"]).ok().json();
     assert_eq!(listed.as_array().unwrap().len(), 2);
     restore_same(env, "fourth pw", &o.id, &o.src, "fourth-1");
     restore_same(env, "fourth pw", &id2, &src2, "fourth-2");
@@ -921,12 +635,7 @@ fn files_containing(repo: &Path, needle: &[u8]) -> Vec<PathBuf> {
             let rel = p.strip_prefix(repo).unwrap();
             !(rel.starts_with("cache") || rel.starts_with("tmp"))
         })
-        .filter(|p| {
-            std::fs::read(p)
-                .unwrap()
-                .windows(needle.len())
-                .any(|w| w == needle)
-        })
+        .filter(|p| std::fs::read(p).unwrap().windows(needle.len()).any(|w| w == needle))
         .collect()
 }
 
@@ -944,19 +653,11 @@ fn storage_never_sees_plaintext_of_encrypted_repositories() {
         let with_marker = files_containing(&repo, MARKER);
         let with_name = files_containing(&repo, SECRET_NAME.as_bytes());
         if encrypted {
-            assert!(
-                with_marker.is_empty(),
-                "plaintext visible in {with_marker:?}"
-            );
+            assert!(with_marker.is_empty(), "plaintext visible in {with_marker:?}");
             assert!(with_name.is_empty(), "file name visible in {with_name:?}");
         } else {
             // The same grep finds the plaintext when nothing is encrypted: the check has teeth.
-            assert!(
-                with_marker
-                    .iter()
-                    .any(|p| p.starts_with(repo.join("packs"))),
-                "{with_marker:?}"
-            );
+            assert!(with_marker.iter().any(|p| p.starts_with(repo.join("packs"))), "{with_marker:?}");
         }
     }
 }
@@ -986,10 +687,7 @@ fn chunk_ids_are_keyed_per_repository() {
         };
         let (ia, ib) = (ids(&a.env.repo()), ids(&b.env.repo()));
         assert!(ia.len() >= 3 && ib.len() >= 3);
-        assert!(
-            ia.is_disjoint(&ib),
-            "encrypted={encrypted}: repositories share chunk ids"
-        );
+        assert!(ia.is_disjoint(&ib), "encrypted={encrypted}: repositories share chunk ids");
         restore_same(&a.env, PASSWORD, &a.id, &a.src, "a");
         restore_same(&b.env, PASSWORD, &b.id, &b.src, "b");
     }
@@ -1007,19 +705,11 @@ fn key_file_from_another_repository_is_refused_without_locking_out_the_owner() {
     std::fs::copy(&foreign, &planted).unwrap();
     let r = run(&b.env, &["snapshots"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("belongs to another repository"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("belongs to another repository"), "{}", r.stderr);
     // Next to B's own key file (tried after it, by name), the foreign one must not lock B's owner
     // out: B's own key opens B.
     std::fs::write(&own, &own_bytes).unwrap();
     let r = run(&b.env, &["--json", "snapshots"]);
-    assert_eq!(
-        r.code, 0,
-        "a planted foreign key file locks the repository out:\n{}",
-        r.stderr
-    );
+    assert_eq!(r.code, 0, "a planted foreign key file locks the repository out:\n{}", r.stderr);
     restore_same(&b.env, PASSWORD, &b.id, &b.src, "b");
 }

@@ -22,31 +22,18 @@ fn run_tool(program: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<u8> {
         c.arg(a);
     }
     let out = c.output().unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{program} failed: {}", String::from_utf8_lossy(&out.stderr));
     out.stdout
 }
 
 /// Checks `obd_backup_(db|logs|config)_YYYY-MM-DD_HHMMSS.(db.gz|tar.gz)`; returns (type, time part).
 fn parse_export_name(name: &str) -> (String, String) {
-    let rest = name
-        .strip_prefix("obd_backup_")
-        .unwrap_or_else(|| panic!("{name}: prefix"));
-    let (ty, rest) = rest
-        .split_once('_')
-        .unwrap_or_else(|| panic!("{name}: type"));
+    let rest = name.strip_prefix("obd_backup_").unwrap_or_else(|| panic!("{name}: prefix"));
+    let (ty, rest) = rest.split_once('_').unwrap_or_else(|| panic!("{name}: type"));
     assert!(["db", "logs", "config"].contains(&ty), "{name}: type {ty}");
     let ext = if ty == "db" { ".db.gz" } else { ".tar.gz" };
-    let stamp = rest
-        .strip_suffix(ext)
-        .unwrap_or_else(|| panic!("{name}: extension {ext}"));
-    let shape: String = stamp
-        .chars()
-        .map(|c| if c.is_ascii_digit() { 'd' } else { c })
-        .collect();
+    let stamp = rest.strip_suffix(ext).unwrap_or_else(|| panic!("{name}: extension {ext}"));
+    let shape: String = stamp.chars().map(|c| if c.is_ascii_digit() { 'd' } else { c }).collect();
     assert_eq!(shape, "dddd-dd-dd_dddddd", "{name}: time");
     (ty.to_string(), stamp.to_string())
 }
@@ -63,12 +50,8 @@ fn backed_up_example(env: &Env, tz: &str) -> (PathBuf, PathBuf, BTreeMap<String,
     c.env("TZ", tz);
     env.run_cmd(c).ok();
     let snaps = env.run_cfg(&cfg, &["snapshots", "--json"]).ok().json();
-    let by_type: BTreeMap<String, Value> = snaps
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| (s["type"].as_str().unwrap().to_string(), s.clone()))
-        .collect();
+    let by_type: BTreeMap<String, Value> =
+        snaps.as_array().unwrap().iter().map(|s| (s["type"].as_str().unwrap().to_string(), s.clone())).collect();
     assert_eq!(by_type.len(), 3);
     (app, cfg, by_type)
 }
@@ -77,11 +60,7 @@ fn export(env: &Env, cfg: &Path, args: &[&str], tz: &str) -> Vec<PathBuf> {
     let mut c = env.cfg_cmd(cfg, &["export", "--json"]);
     c.args(args).env("TZ", tz);
     let v = env.run_cmd(c).ok().json();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|e| PathBuf::from(e["file"].as_str().unwrap()))
-        .collect()
+    v.as_array().unwrap().iter().map(|e| PathBuf::from(e["file"].as_str().unwrap())).collect()
 }
 
 fn sqlite3_dump(db: &Path) -> Vec<u8> {
@@ -89,10 +68,8 @@ fn sqlite3_dump(db: &Path) -> Vec<u8> {
 }
 
 fn no_temp_files(dir: &Path) {
-    let left: Vec<_> = walk(dir)
-        .into_iter()
-        .filter(|p| p.file_name().unwrap().to_string_lossy().contains(".tmp-"))
-        .collect();
+    let left: Vec<_> =
+        walk(dir).into_iter().filter(|p| p.file_name().unwrap().to_string_lossy().contains(".tmp-")).collect();
     assert!(left.is_empty(), "temporary files left: {left:?}");
 }
 
@@ -103,12 +80,7 @@ fn flat_export_names_contents_and_reproducibility() {
     // Snapshots taken at +05:30, exported under UTC: names carry the snapshot's own local time.
     let (app, cfg, snaps) = backed_up_example(&env, "IST-5:30");
     let out1 = env.path().join("out1");
-    let files = export(
-        &env,
-        &cfg,
-        &["--latest", "--out", out1.to_str().unwrap()],
-        "UTC",
-    );
+    let files = export(&env, &cfg, &["--latest", "--out", out1.to_str().unwrap()], "UTC");
     assert_eq!(files.len(), 3);
     let mut by_type = BTreeMap::new();
     for f in &files {
@@ -116,11 +88,7 @@ fn flat_export_names_contents_and_reproducibility() {
         let (ty, stamp) = parse_export_name(f.file_name().unwrap().to_str().unwrap());
         let time = snaps[&ty]["time"].as_str().unwrap();
         assert!(time.ends_with("+05:30"), "{time}");
-        assert_eq!(
-            stamp,
-            local_stamp(time),
-            "{ty}: name's time is not the snapshot's local time"
-        );
+        assert_eq!(stamp, local_stamp(time), "{ty}: name's time is not the snapshot's local time");
         by_type.insert(ty, f.clone());
     }
     assert_eq!(std::fs::read_dir(&out1).unwrap().count(), 3);
@@ -135,71 +103,35 @@ fn flat_export_names_contents_and_reproducibility() {
     let db = work.join("copy.db");
     let out = String::from_utf8(run_tool(
         "sqlite3",
-        &[
-            &db,
-            &"PRAGMA integrity_check; SELECT count(*) FROM readings; SELECT count(*) FROM trips;",
-        ],
+        &[&db, &"PRAGMA integrity_check; SELECT count(*) FROM readings; SELECT count(*) FROM trips;"],
     ))
     .unwrap();
     let src = rusqlite::Connection::open(app.join("data/app.db")).unwrap();
-    let readings: i64 = src
-        .query_row("SELECT count(*) FROM readings", [], |r| r.get(0))
-        .unwrap();
-    let trips: i64 = src
-        .query_row("SELECT count(*) FROM trips", [], |r| r.get(0))
-        .unwrap();
+    let readings: i64 = src.query_row("SELECT count(*) FROM readings", [], |r| r.get(0)).unwrap();
+    let trips: i64 = src.query_row("SELECT count(*) FROM trips", [], |r| r.get(0)).unwrap();
     assert!(readings > 0 && trips > 0);
-    assert_eq!(
-        out.lines().collect::<Vec<_>>(),
-        ["ok".to_string(), readings.to_string(), trips.to_string()]
-    );
-    assert_eq!(
-        snaps["db"]["source"]["sqlite.rows.readings"],
-        readings.to_string()
-    );
-    assert_eq!(
-        sqlite3_dump(&db),
-        sqlite3_dump(&app.join("data/app.db")),
-        "exported database differs from the source"
-    );
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["ok".to_string(), readings.to_string(), trips.to_string()]);
+    assert_eq!(snaps["db"]["source"]["sqlite.rows.readings"], readings.to_string());
+    assert_eq!(sqlite3_dump(&db), sqlite3_dump(&app.join("data/app.db")), "exported database differs from the source");
 
     // Logs and config: the real tar lists and extracts them with their content.
     let list = String::from_utf8(run_tool("tar", &[&"tzf", &by_type["logs"]])).unwrap();
     // (Directory entries are typed as such; the name may or may not end in '/'.)
     let listed: BTreeSet<&str> = list.lines().map(|l| l.trim_end_matches('/')).collect();
-    assert_eq!(
-        listed,
-        BTreeSet::from(["logs", "logs/app.log", "logs/app.log.2.gz", "logs/obd.log"])
-    );
+    assert_eq!(listed, BTreeSet::from(["logs", "logs/app.log", "logs/app.log.2.gz", "logs/obd.log"]));
     let verbose = String::from_utf8(run_tool("tar", &[&"tvzf", &by_type["logs"]])).unwrap();
     let kinds: Vec<char> = verbose.lines().map(|l| l.chars().next().unwrap()).collect();
     assert_eq!(kinds, ['d', '-', '-', '-'], "{verbose}");
     let list = String::from_utf8(run_tool("tar", &[&"tzf", &by_type["config"]])).unwrap();
-    assert_eq!(
-        list.lines().collect::<BTreeSet<_>>(),
-        BTreeSet::from(["config.json", ".env"])
-    );
+    assert_eq!(list.lines().collect::<BTreeSet<_>>(), BTreeSet::from(["config.json", ".env"]));
     let x = env.path().join("extracted");
     std::fs::create_dir_all(&x).unwrap();
     for ty in ["logs", "config"] {
         run_tool("tar", &[&"xzf", &by_type[ty], &"-C", &x]);
     }
-    for rel in [
-        "logs/app.log",
-        "logs/app.log.2.gz",
-        "logs/obd.log",
-        "config.json",
-        ".env",
-    ] {
-        assert_eq!(
-            std::fs::read(x.join(rel)).unwrap(),
-            std::fs::read(app.join(rel)).unwrap(),
-            "{rel}"
-        );
-        let (a, b) = (
-            std::fs::metadata(x.join(rel)).unwrap(),
-            std::fs::metadata(app.join(rel)).unwrap(),
-        );
+    for rel in ["logs/app.log", "logs/app.log.2.gz", "logs/obd.log", "config.json", ".env"] {
+        assert_eq!(std::fs::read(x.join(rel)).unwrap(), std::fs::read(app.join(rel)).unwrap(), "{rel}");
+        let (a, b) = (std::fs::metadata(x.join(rel)).unwrap(), std::fs::metadata(app.join(rel)).unwrap());
         assert_eq!(
             filetime::FileTime::from_last_modification_time(&a).unix_seconds(),
             filetime::FileTime::from_last_modification_time(&b).unix_seconds(),
@@ -209,51 +141,22 @@ fn flat_export_names_contents_and_reproducibility() {
 
     // The same snapshot twice (by id, another day, another time zone): the same bytes.
     let out2 = env.path().join("out2");
-    let ids: Vec<String> = ["db", "logs", "config"]
-        .iter()
-        .map(|t| snaps[*t]["short_id"].as_str().unwrap().to_string())
-        .collect();
+    let ids: Vec<String> =
+        ["db", "logs", "config"].iter().map(|t| snaps[*t]["short_id"].as_str().unwrap().to_string()).collect();
     let mut args: Vec<&str> = ids.iter().map(|s| s.as_str()).collect();
     args.extend(["--out", out2.to_str().unwrap()]);
     let again = export(&env, &cfg, &args, "America/New_York");
     assert_eq!(again.len(), 3);
     for f in &again {
         let first = out1.join(f.file_name().unwrap());
-        assert_eq!(
-            std::fs::read(f).unwrap(),
-            std::fs::read(&first).unwrap(),
-            "{} is not reproducible",
-            f.display()
-        );
+        assert_eq!(std::fs::read(f).unwrap(), std::fs::read(&first).unwrap(), "{} is not reproducible", f.display());
     }
     // --name changes only the file name.
     let out3 = env.path().join("out3");
-    let named = export(
-        &env,
-        &cfg,
-        &[
-            "db:latest",
-            "--name",
-            "myapp",
-            "--out",
-            out3.to_str().unwrap(),
-        ],
-        "UTC",
-    );
+    let named = export(&env, &cfg, &["db:latest", "--name", "myapp", "--out", out3.to_str().unwrap()], "UTC");
     let n = named[0].file_name().unwrap().to_str().unwrap();
-    assert_eq!(
-        n,
-        by_type["db"]
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .replacen("obd_", "myapp_", 1)
-    );
-    assert_eq!(
-        std::fs::read(&named[0]).unwrap(),
-        std::fs::read(&by_type["db"]).unwrap()
-    );
+    assert_eq!(n, by_type["db"].file_name().unwrap().to_str().unwrap().replacen("obd_", "myapp_", 1));
+    assert_eq!(std::fs::read(&named[0]).unwrap(), std::fs::read(&by_type["db"]).unwrap());
 }
 
 #[test]
@@ -262,18 +165,7 @@ fn dated_layout_writes_seed_001_files_and_metadata() {
     let env = Env::new();
     let (app, cfg, snaps) = backed_up_example(&env, "UTC");
     let out = env.path().join("dated");
-    let files = export(
-        &env,
-        &cfg,
-        &[
-            "--latest",
-            "--layout",
-            "dated",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        "UTC",
-    );
+    let files = export(&env, &cfg, &["--latest", "--layout", "dated", "--out", out.to_str().unwrap()], "UTC");
     let day = snaps["db"]["time"].as_str().unwrap()[..10].replace('-', "");
     let dir = out.join(&day);
     let expected = [
@@ -284,10 +176,8 @@ fn dated_layout_writes_seed_001_files_and_metadata() {
         "logs/app.log.2.gz.bak",
         "logs/obd.log.bak",
     ];
-    let mut got: Vec<String> = files
-        .iter()
-        .map(|f| f.strip_prefix(&dir).unwrap().to_str().unwrap().to_string())
-        .collect();
+    let mut got: Vec<String> =
+        files.iter().map(|f| f.strip_prefix(&dir).unwrap().to_str().unwrap().to_string()).collect();
     got.sort();
     let mut want: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
     want.sort();
@@ -299,43 +189,24 @@ fn dated_layout_writes_seed_001_files_and_metadata() {
         ("logs/app.log.2.gz.bak", "logs/app.log.2.gz"),
         ("logs/obd.log.bak", "logs/obd.log"),
     ] {
-        assert_eq!(
-            std::fs::read(dir.join(rel)).unwrap(),
-            std::fs::read(app.join(src)).unwrap(),
-            "{rel}"
-        );
+        assert_eq!(std::fs::read(dir.join(rel)).unwrap(), std::fs::read(app.join(src)).unwrap(), "{rel}");
     }
-    assert_eq!(
-        sqlite3_dump(&dir.join("app.db")),
-        sqlite3_dump(&app.join("data/app.db"))
-    );
+    assert_eq!(sqlite3_dump(&dir.join("app.db")), sqlite3_dump(&app.join("data/app.db")));
 
     let check_metadata = || {
-        let meta: Value =
-            serde_json::from_slice(&std::fs::read(out.join("backup_metadata.json")).unwrap())
-                .unwrap();
+        let meta: Value = serde_json::from_slice(&std::fs::read(out.join("backup_metadata.json")).unwrap()).unwrap();
         for section in ["daily", "pre_change", "manual"] {
             assert!(meta[section].is_object(), "{section}");
         }
         let entry = &meta["daily"][&day];
         assert_eq!(entry["status"], "active");
-        assert!(entry["created"]
-            .as_str()
-            .unwrap()
-            .starts_with(&snaps["db"]["time"].as_str().unwrap()[..10]));
+        assert!(entry["created"].as_str().unwrap().starts_with(&snaps["db"]["time"].as_str().unwrap()[..10]));
         let listed = entry["files"].as_object().unwrap();
-        assert_eq!(
-            listed.keys().cloned().collect::<BTreeSet<_>>(),
-            expected.iter().map(|s| s.to_string()).collect()
-        );
+        assert_eq!(listed.keys().cloned().collect::<BTreeSet<_>>(), expected.iter().map(|s| s.to_string()).collect());
         for (rel, f) in listed {
             let bytes = std::fs::read(dir.join(rel)).unwrap();
             assert_eq!(f["size"], bytes.len() as u64, "{rel} size");
-            assert_eq!(
-                f["hash"],
-                hex::encode(Sha256::digest(&bytes)),
-                "{rel} sha256"
-            );
+            assert_eq!(f["hash"], hex::encode(Sha256::digest(&bytes)), "{rel} sha256");
         }
         assert_eq!(listed["app.db"]["has_wal"], false);
         let ids: BTreeSet<&str> = snaps.values().map(|s| s["id"].as_str().unwrap()).collect();
@@ -345,21 +216,9 @@ fn dated_layout_writes_seed_001_files_and_metadata() {
     no_temp_files(&out);
     // Exporting again rewrites the same files and keeps one entry for the day.
     let before = fingerprint(&dir);
-    export(
-        &env,
-        &cfg,
-        &[
-            "--latest",
-            "--layout",
-            "dated",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        "UTC",
-    );
+    export(&env, &cfg, &["--latest", "--layout", "dated", "--out", out.to_str().unwrap()], "UTC");
     assert_eq!(fingerprint(&dir), before);
     check_metadata();
-    let meta: Value =
-        serde_json::from_slice(&std::fs::read(out.join("backup_metadata.json")).unwrap()).unwrap();
+    let meta: Value = serde_json::from_slice(&std::fs::read(out.join("backup_metadata.json")).unwrap()).unwrap();
     assert_eq!(meta["daily"].as_object().unwrap().len(), 1);
 }

@@ -22,21 +22,14 @@ use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeZone};
 use chrono_tz::{Europe::Berlin, Tz};
 use serde_json::{json, Value};
 
-use crate::util::{
-    assert_trees_equal, copy_dir, example_app, prng_bytes, write_config, ChildGuard, Env, Run,
-};
+use crate::util::{assert_trees_equal, copy_dir, example_app, prng_bytes, write_config, ChildGuard, Env, Run};
 
 // ================================================================================================
 // Retention tables on synthetic snapshot histories
 // ================================================================================================
 
 /// A synthetic snapshot of type "db" (only what retention reads is meaningful).
-fn mk(
-    time: &str,
-    kind: SnapshotKind,
-    labels: &[(&str, &str)],
-    errors: bool,
-) -> (SnapshotId, Snapshot) {
+fn mk(time: &str, kind: SnapshotKind, labels: &[(&str, &str)], errors: bool) -> (SnapshotId, Snapshot) {
     let s = Snapshot {
         time: time.into(),
         backup_type: "db".into(),
@@ -47,28 +40,16 @@ fn mk(
         purpose: None,
         host: "test-host".into(),
         paths: vec![],
-        labels: labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         stats: Default::default(),
         tree: vec![],
         tree_len: 0,
         parent: None,
-        errors: if errors {
-            vec![NodeError {
-                path: "app.db".into(),
-                message: "unreadable".into(),
-            }]
-        } else {
-            vec![]
-        },
+        errors: if errors { vec![NodeError { path: "app.db".into(), message: "unreadable".into() }] } else { vec![] },
         source: Default::default(),
         program: "lifecycle test".into(),
     };
-    let id = SnapshotId(
-        *blake3::hash(format!("{time} {kind:?} {labels:?} {errors}").as_bytes()).as_bytes(),
-    );
+    let id = SnapshotId(*blake3::hash(format!("{time} {kind:?} {labels:?} {errors}").as_bytes()).as_bytes());
     (id, s)
 }
 
@@ -95,14 +76,7 @@ fn days_desc(first: &str, last: &str, hm: &str) -> Vec<String> {
 /// same-day ones: Sunday 2026-06-14 15:00, the last evening of May and of 2025.
 fn two_years_daily() -> Vec<(SnapshotId, Snapshot)> {
     let mut v: Vec<String> = days_desc("2024-06-16", "2026-06-15", "03:00");
-    v.extend(
-        [
-            "2026-06-14T15:00:00+00:00",
-            "2026-05-31T22:00:00+00:00",
-            "2025-12-31T23:30:00+00:00",
-        ]
-        .map(String::from),
-    );
+    v.extend(["2026-06-14T15:00:00+00:00", "2026-05-31T22:00:00+00:00", "2025-12-31T23:30:00+00:00"].map(String::from));
     v.iter().map(|t| daily(t)).collect()
 }
 
@@ -119,23 +93,17 @@ struct Expect(BTreeMap<String, Vec<String>>);
 
 impl Expect {
     fn add(&mut self, time: &str, reason: impl Into<String>) -> &mut Self {
-        self.0
-            .entry(time.to_string())
-            .or_default()
-            .push(reason.into());
+        self.0.entry(time.to_string()).or_default().push(reason.into());
         self
     }
 }
 
 /// A readable table of expected against actual; empty when they agree.
 fn diff_table(snaps: &[(SnapshotId, Snapshot)], decisions: &[Decision], exp: &Expect) -> String {
-    let actual: BTreeMap<String, &Decision> =
-        decisions.iter().map(|d| (d.time.clone(), d)).collect();
+    let actual: BTreeMap<String, &Decision> = decisions.iter().map(|d| (d.time.clone(), d)).collect();
     let mut bad = Vec::new();
     for (_, s) in snaps {
-        let d = actual
-            .get(&s.time)
-            .unwrap_or_else(|| panic!("no decision for {}", s.time));
+        let d = actual.get(&s.time).unwrap_or_else(|| panic!("no decision for {}", s.time));
         let want = exp.0.get(&s.time);
         let ok = match want {
             Some(r) => d.keep && &d.reasons == r,
@@ -148,10 +116,8 @@ fn diff_table(snaps: &[(SnapshotId, Snapshot)], decisions: &[Decision], exp: &Ex
     if bad.is_empty() {
         return String::new();
     }
-    let mut out = format!(
-        "{} decisions differ (>> marks them); kept snapshots and mismatches, newest first:\n",
-        bad.len()
-    );
+    let mut out =
+        format!("{} decisions differ (>> marks them); kept snapshots and mismatches, newest first:\n", bad.len());
     out.push_str(&format!(
         "   {:<27} {:<10} {:<6} {:<70} {}\n",
         "TIME", "KIND", "KEEP", "REASONS (actual)", "EXPECTED"
@@ -169,8 +135,7 @@ fn diff_table(snaps: &[(SnapshotId, Snapshot)], decisions: &[Decision], exp: &Ex
             d.kind,
             d.keep,
             d.reasons.join("; "),
-            want.map(|r| format!("keep: {}", r.join("; ")))
-                .unwrap_or_else(|| "remove".into())
+            want.map(|r| format!("keep: {}", r.join("; "))).unwrap_or_else(|| "remove".into())
         ));
     }
     out
@@ -184,11 +149,7 @@ fn check_policy(
     exp: &Expect,
 ) -> Vec<Decision> {
     let decisions = apply(snaps, policy, fixed(now));
-    assert_eq!(
-        decisions.len(),
-        snaps.len(),
-        "{name}: one decision per snapshot"
-    );
+    assert_eq!(decisions.len(), snaps.len(), "{name}: one decision per snapshot");
     // Newest first.
     for w in decisions.windows(2) {
         assert!(
@@ -204,20 +165,14 @@ fn check_policy(
 }
 
 fn keep_last(n: u32) -> Retention {
-    Retention {
-        keep_last: Some(n),
-        ..Default::default()
-    }
+    Retention { keep_last: Some(n), ..Default::default() }
 }
 
 #[test]
 fn retention_seed_000_keep_last_30_8_10() {
     // db: keep_last 30 over two years of dailies (plus same-day extras).
     let snaps = two_years_daily();
-    let mut order: Vec<String> = vec![
-        "2026-06-15T03:00:00+00:00".into(),
-        "2026-06-14T15:00:00+00:00".into(),
-    ];
+    let mut order: Vec<String> = vec!["2026-06-15T03:00:00+00:00".into(), "2026-06-14T15:00:00+00:00".into()];
     order.extend(days_desc("2026-06-01", "2026-06-14", "03:00"));
     order.push("2026-05-31T22:00:00+00:00".into());
     order.extend(days_desc("2026-05-19", "2026-05-31", "03:00"));
@@ -238,23 +193,13 @@ fn retention_seed_000_keep_last_30_8_10() {
         snaps.push(daily(&format!("{d}T03:00:00+00:00")));
         d += chrono::Duration::days(7);
     }
-    snaps.push(mk(
-        "2026-06-10T09:00:00+00:00",
-        SnapshotKind::PreChange,
-        &[],
-        false,
-    ));
-    let sundays = [
-        "06-14", "06-07", "05-31", "05-24", "05-17", "05-10", "05-03", "04-26",
-    ];
+    snaps.push(mk("2026-06-10T09:00:00+00:00", SnapshotKind::PreChange, &[], false));
+    let sundays = ["06-14", "06-07", "05-31", "05-24", "05-17", "05-10", "05-03", "04-26"];
     let mut e = Expect::default();
     e.add("2026-06-14T03:00:00+00:00", "newest complete snapshot");
     e.add("2026-06-10T09:00:00+00:00", "pre-change, not yet verified");
     for (i, s) in sundays.iter().enumerate() {
-        e.add(
-            &format!("2026-{s}T03:00:00+00:00"),
-            format!("last {}", i + 1),
-        );
+        e.add(&format!("2026-{s}T03:00:00+00:00"), format!("last {}", i + 1));
     }
     check_policy("logs keep_last 8", &snaps, Some(&keep_last(8)), NOW, &e);
 
@@ -296,11 +241,7 @@ fn retention_seed_000_keep_last_30_8_10() {
     }
     let d = check_policy("config keep_last 10", &snaps, Some(&keep_last(10)), NOW, &e);
     let order: Vec<&str> = d.iter().map(|d| d.time.as_str()).collect();
-    assert_eq!(
-        &order[..10],
-        &newest_first[..],
-        "newest first by instant, not by text"
-    );
+    assert_eq!(&order[..10], &newest_first[..], "newest first by instant, not by text");
 }
 
 const MONTH_ENDS: [&str; 12] = [
@@ -321,12 +262,7 @@ const MONTH_ENDS: [&str; 12] = [
 #[test]
 fn retention_seed_002_7_daily_4_weekly_12_monthly() {
     let snaps = two_years_daily();
-    let policy = Retention {
-        keep_daily: Some(7),
-        keep_weekly: Some(4),
-        keep_monthly: Some(12),
-        ..Default::default()
-    };
+    let policy = Retention { keep_daily: Some(7), keep_weekly: Some(4), keep_monthly: Some(12), ..Default::default() };
     let mut e = Expect::default();
     e.add("2026-06-15T03:00:00+00:00", "newest complete snapshot");
     for (t, day) in [
@@ -352,13 +288,7 @@ fn retention_seed_002_7_daily_4_weekly_12_monthly() {
     for t in MONTH_ENDS {
         e.add(t, format!("monthly {}", &t[..7]));
     }
-    let d = check_policy(
-        "7 daily + 4 weekly + 12 monthly",
-        &snaps,
-        Some(&policy),
-        NOW,
-        &e,
-    );
+    let d = check_policy("7 daily + 4 weekly + 12 monthly", &snaps, Some(&policy), NOW, &e);
     assert_eq!(d.iter().filter(|d| d.keep).count(), 19);
 }
 
@@ -404,20 +334,11 @@ fn retention_seed_004_30_days_12_weeks_12_months_7_years() {
     }
     // Within 30 days of the newest snapshot (2026-06-15 03:00): from 2026-05-16 03:00 on.
     let mut within = days_desc("2026-05-16", "2026-06-15", "03:00");
-    within.extend([
-        "2026-06-14T15:00:00+00:00".to_string(),
-        "2026-05-31T22:00:00+00:00".to_string(),
-    ]);
+    within.extend(["2026-06-14T15:00:00+00:00".to_string(), "2026-05-31T22:00:00+00:00".to_string()]);
     for t in &within {
         e.add(t, "within 30d");
     }
-    let d = check_policy(
-        "30 days + 12 weeks + 12 months + 7 years",
-        &snaps,
-        Some(&policy),
-        NOW,
-        &e,
-    );
+    let d = check_policy("30 days + 12 weeks + 12 months + 7 years", &snaps, Some(&policy), NOW, &e);
     assert_eq!(d.iter().filter(|d| d.keep).count(), 50);
 }
 
@@ -428,50 +349,15 @@ fn retention_pre_change_and_manual_follow_their_labels() {
     let v = ("verified_by", "alice");
     let snaps = vec![
         mk("2026-01-01T10:00:00+00:00", pc, &[], false),
-        mk(
-            "2026-01-02T10:00:00+00:00",
-            pc,
-            &[("retention", "days_30")],
-            false,
-        ),
+        mk("2026-01-02T10:00:00+00:00", pc, &[("retention", "days_30")], false),
         mk("2026-06-01T10:00:00+00:00", pc, &[v], false),
-        mk(
-            "2026-06-02T10:00:00+00:00",
-            pc,
-            &[v, ("retention", "until_verified")],
-            false,
-        ),
-        mk(
-            "2026-06-03T10:00:00+00:00",
-            pc,
-            &[v, ("retention", "days_30")],
-            false,
-        ),
-        mk(
-            "2026-04-01T10:00:00+00:00",
-            pc,
-            &[v, ("retention", "days_30")],
-            false,
-        ),
-        mk(
-            "2020-01-01T10:00:00+00:00",
-            pc,
-            &[v, ("retention", "permanent")],
-            false,
-        ),
+        mk("2026-06-02T10:00:00+00:00", pc, &[v, ("retention", "until_verified")], false),
+        mk("2026-06-03T10:00:00+00:00", pc, &[v, ("retention", "days_30")], false),
+        mk("2026-04-01T10:00:00+00:00", pc, &[v, ("retention", "days_30")], false),
+        mk("2020-01-01T10:00:00+00:00", pc, &[v, ("retention", "permanent")], false),
         mk("2019-05-05T10:00:00+00:00", man, &[], false),
-        mk(
-            "2026-06-10T10:00:00+00:00",
-            man,
-            &[("retention", "days_7")],
-            false,
-        ),
-        mk(
-            "2026-06-01T09:00:00+00:00",
-            man,
-            &[("retention", "days_7")],
-            false,
-        ),
+        mk("2026-06-10T10:00:00+00:00", man, &[("retention", "days_7")], false),
+        mk("2026-06-01T09:00:00+00:00", man, &[("retention", "days_7")], false),
         mk("2026-06-15T03:00:00+00:00", SnapshotKind::Daily, &[], false),
         mk("2026-06-14T03:00:00+00:00", SnapshotKind::Daily, &[], false),
     ];
@@ -479,59 +365,30 @@ fn retention_pre_change_and_manual_follow_their_labels() {
     e.add("2026-01-01T10:00:00+00:00", "pre-change, not yet verified");
     e.add("2026-01-02T10:00:00+00:00", "pre-change, not yet verified"); // days_30 counts only once verified
     e.add("2026-06-03T10:00:00+00:00", "pre-change, retention days_30"); // 12 days old
-    e.add(
-        "2020-01-01T10:00:00+00:00",
-        "pre-change, retention permanent",
-    );
+    e.add("2020-01-01T10:00:00+00:00", "pre-change, retention permanent");
     e.add("2019-05-05T10:00:00+00:00", "manual, retention permanent");
     e.add("2026-06-10T10:00:00+00:00", "manual, retention days_7");
     e.add("2026-06-15T03:00:00+00:00", "newest complete snapshot");
     e.add("2026-06-15T03:00:00+00:00", "last 1");
     // Removed: verified with the default (until_verified) or an explicit until_verified, a
     // verified days_30 from 75 days ago, a days_7 manual from 14 days ago, an old daily.
-    check_policy(
-        "pre-change and manual, keep_last 1",
-        &snaps,
-        Some(&keep_last(1)),
-        NOW,
-        &e,
-    );
+    check_policy("pre-change and manual, keep_last 1", &snaps, Some(&keep_last(1)), NOW, &e);
 
     // Without any policy for the type: routine snapshots stay, labelled as such.
     let d = apply(&snaps, None, fixed(NOW));
-    let old_daily = d
-        .iter()
-        .find(|d| d.time == "2026-06-14T03:00:00+00:00")
-        .unwrap();
-    assert!(
-        old_daily.keep && old_daily.reasons == ["no retention policy for this type"],
-        "{old_daily:?}"
-    );
+    let old_daily = d.iter().find(|d| d.time == "2026-06-14T03:00:00+00:00").unwrap();
+    assert!(old_daily.keep && old_daily.reasons == ["no retention policy for this type"], "{old_daily:?}");
 }
 
 #[test]
 fn retention_newest_complete_snapshot_is_never_removed() {
     // Five years old, and the policy would drop it: a manual snapshot whose days_1 has long
     // expired, with keep_within 1d. It is the only one: it stays.
-    let snaps = vec![mk(
-        "2021-06-15T03:00:00+00:00",
-        SnapshotKind::Manual,
-        &[("retention", "days_1")],
-        false,
-    )];
-    let within = Retention {
-        keep_within: Some("1d".into()),
-        ..Default::default()
-    };
+    let snaps = vec![mk("2021-06-15T03:00:00+00:00", SnapshotKind::Manual, &[("retention", "days_1")], false)];
+    let within = Retention { keep_within: Some("1d".into()), ..Default::default() };
     let mut e = Expect::default();
     e.add("2021-06-15T03:00:00+00:00", "newest complete snapshot");
-    check_policy(
-        "lone 5-year-old snapshot, keep_within 1d",
-        &snaps,
-        Some(&within),
-        NOW,
-        &e,
-    );
+    check_policy("lone 5-year-old snapshot, keep_within 1d", &snaps, Some(&within), NOW, &e);
 
     // A device away for years: keep_within counts from the newest snapshot, not from now.
     let snaps = vec![
@@ -540,15 +397,8 @@ fn retention_newest_complete_snapshot_is_never_removed() {
         daily("2021-06-13T03:00:00+00:00"),
     ];
     let mut e = Expect::default();
-    e.add("2021-06-15T03:00:00+00:00", "newest complete snapshot")
-        .add("2021-06-15T03:00:00+00:00", "within 1d");
-    check_policy(
-        "old history, keep_within 1d",
-        &snaps,
-        Some(&within),
-        NOW,
-        &e,
-    );
+    e.add("2021-06-15T03:00:00+00:00", "newest complete snapshot").add("2021-06-15T03:00:00+00:00", "within 1d");
+    check_policy("old history, keep_within 1d", &snaps, Some(&within), NOW, &e);
 
     // The newest snapshot has unreadable files: it is not "complete"; the newest complete one
     // is the one before, kept although keep_last 1 is used up by the incomplete one.
@@ -560,13 +410,7 @@ fn retention_newest_complete_snapshot_is_never_removed() {
     let mut e = Expect::default();
     e.add("2026-06-15T03:00:00+00:00", "last 1");
     e.add("2026-06-14T03:00:00+00:00", "newest complete snapshot");
-    check_policy(
-        "newest has errors, keep_last 1",
-        &snaps,
-        Some(&keep_last(1)),
-        NOW,
-        &e,
-    );
+    check_policy("newest has errors, keep_last 1", &snaps, Some(&keep_last(1)), NOW, &e);
 
     // All incomplete: nothing is "newest complete"; the policy alone decides.
     let snaps = vec![
@@ -575,13 +419,7 @@ fn retention_newest_complete_snapshot_is_never_removed() {
     ];
     let mut e = Expect::default();
     e.add("2026-06-15T03:00:00+00:00", "last 1");
-    check_policy(
-        "all incomplete, keep_last 1",
-        &snaps,
-        Some(&keep_last(1)),
-        NOW,
-        &e,
-    );
+    check_policy("all incomplete, keep_last 1", &snaps, Some(&keep_last(1)), NOW, &e);
 }
 
 // ================================================================================================
@@ -591,10 +429,7 @@ fn retention_newest_complete_snapshot_is_never_removed() {
 /// A Berlin wall-clock time that exists exactly once.
 fn berlin(s: &str) -> DateTime<Tz> {
     let n = NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap();
-    Berlin
-        .from_local_datetime(&n)
-        .single()
-        .unwrap_or_else(|| panic!("{s} is not a unique Berlin time"))
+    Berlin.from_local_datetime(&n).single().unwrap_or_else(|| panic!("{s} is not a unique Berlin time"))
 }
 
 /// A UTC instant shown in Berlin (for the hours that happen twice or not at all).
@@ -602,12 +437,7 @@ fn utc(s: &str) -> DateTime<Tz> {
     Berlin.from_utc_datetime(&NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap())
 }
 
-fn due_at(
-    schedule: &str,
-    catch_up: Option<&str>,
-    last: Option<DateTime<Tz>>,
-    now: DateTime<Tz>,
-) -> Due {
+fn due_at(schedule: &str, catch_up: Option<&str>, last: Option<DateTime<Tz>>, now: DateTime<Tz>) -> Due {
     let s = Schedule::parse(schedule).unwrap_or_else(|| panic!("schedule {schedule:?}"));
     let c = catch_up.map(|c| cairn::config::parse_duration(c).unwrap());
     due(Some(&s), c, last, &now)
@@ -617,21 +447,13 @@ fn due_at(
 fn assert_not_due(d: &Due, next: &str) {
     assert!(!d.due, "expected not due: {d:?}");
     assert_eq!(d.next, fixed(next), "next due: {d:?}");
-    assert_eq!(
-        d.next.to_rfc3339(),
-        fixed(next).to_rfc3339(),
-        "next due offset: {d:?}"
-    );
+    assert_eq!(d.next.to_rfc3339(), fixed(next).to_rfc3339(), "next due offset: {d:?}");
 }
 
 #[track_caller]
 fn assert_due(d: &Due, reason: &str) {
     assert!(d.due, "expected due: {d:?}");
-    assert!(
-        d.reason.contains(reason),
-        "reason {:?} should contain {reason:?}",
-        d.reason
-    );
+    assert!(d.reason.contains(reason), "reason {:?} should contain {reason:?}", d.reason);
 }
 
 #[test]
@@ -648,36 +470,18 @@ fn due_never_backed_up_and_no_schedule() {
 fn due_around_midnight_uses_the_local_date() {
     // 23:10 UTC on Jan 1 is 00:10 on Jan 2 in Berlin: the 00:15 slot of Jan 2 is still ahead.
     let last = berlin("2026-01-01 00:20");
-    assert_not_due(
-        &due_at("daily 00:15", None, Some(last), utc("2026-01-01 23:10")),
-        "2026-01-02T00:15:00+01:00",
-    );
+    assert_not_due(&due_at("daily 00:15", None, Some(last), utc("2026-01-01 23:10")), "2026-01-02T00:15:00+01:00");
     let d = due_at("daily 00:15", None, Some(last), utc("2026-01-01 23:20"));
     assert_due(&d, "slot 2026-01-02 00:15 passed");
     // Just after local midnight, "daily 03:00" waits for the 03:00 of the new local day.
-    let d = due_at(
-        "daily 03:00",
-        None,
-        Some(berlin("2026-01-01 03:05")),
-        utc("2026-01-01 23:30"),
-    );
+    let d = due_at("daily 03:00", None, Some(berlin("2026-01-01 03:05")), utc("2026-01-01 23:30"));
     assert_not_due(&d, "2026-01-02T03:00:00+01:00");
     assert_due(
-        &due_at(
-            "daily 03:00",
-            None,
-            Some(berlin("2026-01-01 03:05")),
-            utc("2026-01-02 02:00"),
-        ),
+        &due_at("daily 03:00", None, Some(berlin("2026-01-01 03:05")), utc("2026-01-02 02:00")),
         "slot 2026-01-02 03:00",
     );
     // A success just before midnight does not cover the next day's slot.
-    let d = due_at(
-        "daily 23:55",
-        None,
-        Some(berlin("2026-01-01 23:56")),
-        berlin("2026-01-02 00:01"),
-    );
+    let d = due_at("daily 23:55", None, Some(berlin("2026-01-01 23:56")), berlin("2026-01-02 00:01"));
     assert_not_due(&d, "2026-01-02T23:55:00+01:00");
 }
 
@@ -693,27 +497,12 @@ fn due_on_the_spring_forward_night() {
         assert_due(&d, "slot 2026-03-29 03:00");
         // After a success at 03:00:30 CEST: nothing until the next day.
         let ran = utc("2026-03-29 01:00") + chrono::Duration::seconds(30);
-        let next = if sched == "daily 02:30" {
-            "2026-03-30T02:30:00+02:00"
-        } else {
-            "2026-03-30T03:00:00+02:00"
-        };
-        assert_not_due(
-            &due_at(sched, None, Some(ran), berlin("2026-03-29 03:40")),
-            next,
-        );
-        assert_not_due(
-            &due_at(sched, None, Some(ran), berlin("2026-03-29 23:59")),
-            next,
-        );
+        let next = if sched == "daily 02:30" { "2026-03-30T02:30:00+02:00" } else { "2026-03-30T03:00:00+02:00" };
+        assert_not_due(&due_at(sched, None, Some(ran), berlin("2026-03-29 03:40")), next);
+        assert_not_due(&due_at(sched, None, Some(ran), berlin("2026-03-29 23:59")), next);
     }
     // "every 6h" counts real hours: from midnight CET, the next run is 07:00 CEST.
-    let d = due_at(
-        "every 6h",
-        None,
-        Some(berlin("2026-03-29 00:00")),
-        berlin("2026-03-29 06:30"),
-    );
+    let d = due_at("every 6h", None, Some(berlin("2026-03-29 00:00")), berlin("2026-03-29 06:30"));
     assert_not_due(&d, "2026-03-29T07:00:00+02:00");
 }
 
@@ -722,67 +511,30 @@ fn due_on_the_fall_back_night() {
     // 2026-10-25: Berlin goes from 03:00 CEST back to 02:00 CET; 02:30 happens at 00:30 UTC
     // (CEST) and again at 01:30 UTC (CET). "daily 02:30" takes the first and runs once.
     let last = berlin("2026-10-24 02:35");
-    assert_not_due(
-        &due_at("daily 02:30", None, Some(last), utc("2026-10-25 00:29")),
-        "2026-10-25T02:30:00+02:00",
-    );
-    assert_due(
-        &due_at("daily 02:30", None, Some(last), utc("2026-10-25 00:30")),
-        "slot 2026-10-25 02:30",
-    );
+    assert_not_due(&due_at("daily 02:30", None, Some(last), utc("2026-10-25 00:29")), "2026-10-25T02:30:00+02:00");
+    assert_due(&due_at("daily 02:30", None, Some(last), utc("2026-10-25 00:30")), "slot 2026-10-25 02:30");
     let ran = utc("2026-10-25 00:31");
     for second_pass in ["2026-10-25 01:30", "2026-10-25 01:45", "2026-10-25 05:00"] {
-        assert_not_due(
-            &due_at("daily 02:30", None, Some(ran), utc(second_pass)),
-            "2026-10-26T02:30:00+01:00",
-        );
+        assert_not_due(&due_at("daily 02:30", None, Some(ran), utc(second_pass)), "2026-10-26T02:30:00+01:00");
     }
     // 03:00 happens once, in CET (02:00 UTC).
     let last = berlin("2026-10-24 03:05");
+    assert_not_due(&due_at("daily 03:00", None, Some(last), utc("2026-10-25 00:30")), "2026-10-25T03:00:00+01:00");
+    assert_not_due(&due_at("daily 03:00", None, Some(last), utc("2026-10-25 01:59")), "2026-10-25T03:00:00+01:00");
+    assert_due(&due_at("daily 03:00", None, Some(last), utc("2026-10-25 02:00")), "slot 2026-10-25 03:00");
     assert_not_due(
-        &due_at("daily 03:00", None, Some(last), utc("2026-10-25 00:30")),
-        "2026-10-25T03:00:00+01:00",
-    );
-    assert_not_due(
-        &due_at("daily 03:00", None, Some(last), utc("2026-10-25 01:59")),
-        "2026-10-25T03:00:00+01:00",
-    );
-    assert_due(
-        &due_at("daily 03:00", None, Some(last), utc("2026-10-25 02:00")),
-        "slot 2026-10-25 03:00",
-    );
-    assert_not_due(
-        &due_at(
-            "daily 03:00",
-            None,
-            Some(utc("2026-10-25 02:01")),
-            utc("2026-10-25 10:00"),
-        ),
+        &due_at("daily 03:00", None, Some(utc("2026-10-25 02:01")), utc("2026-10-25 10:00")),
         "2026-10-26T03:00:00+01:00",
     );
     // "hourly": both 02:00s of the night are slots (00:00 and 01:00 UTC).
     let ran = utc("2026-10-25 00:05"); // 02:05 CEST
-    assert_not_due(
-        &due_at("hourly", None, Some(ran), utc("2026-10-25 00:50")),
-        "2026-10-25T02:00:00+01:00",
-    );
-    assert_due(
-        &due_at("hourly", None, Some(ran), utc("2026-10-25 01:10")),
-        "passed",
-    );
+    assert_not_due(&due_at("hourly", None, Some(ran), utc("2026-10-25 00:50")), "2026-10-25T02:00:00+01:00");
+    assert_due(&due_at("hourly", None, Some(ran), utc("2026-10-25 01:10")), "passed");
     let ran = utc("2026-10-25 01:05"); // 02:05 CET
-    assert_not_due(
-        &due_at("hourly", None, Some(ran), utc("2026-10-25 01:50")),
-        "2026-10-25T03:00:00+01:00",
-    );
+    assert_not_due(&due_at("hourly", None, Some(ran), utc("2026-10-25 01:50")), "2026-10-25T03:00:00+01:00");
     // ... and on the spring night 02:00 does not exist: after 01:xx CET comes 03:00 CEST.
     assert_not_due(
-        &due_at(
-            "hourly",
-            None,
-            Some(berlin("2026-03-29 01:05")),
-            berlin("2026-03-29 01:30"),
-        ),
+        &due_at("hourly", None, Some(berlin("2026-03-29 01:05")), berlin("2026-03-29 01:30")),
         "2026-03-29T03:00:00+02:00",
     );
 }
@@ -792,42 +544,18 @@ fn due_after_a_week_off_runs_once() {
     // Last success Monday 03:02; the machine was off until the next Monday 10:00: due once...
     let last = berlin("2026-06-01 03:02");
     let now = berlin("2026-06-08 10:00");
-    assert_due(
-        &due_at("daily 03:00", None, Some(last), now),
-        "slot 2026-06-08 03:00",
-    );
+    assert_due(&due_at("daily 03:00", None, Some(last), now), "slot 2026-06-08 03:00");
     // ... and after that run succeeds at T, not again until the next slot.
     let t = berlin("2026-06-08 10:01");
     for n in ["2026-06-08 10:02", "2026-06-08 23:59", "2026-06-09 02:59"] {
-        assert_not_due(
-            &due_at("daily 03:00", Some("2d"), Some(t), berlin(n)),
-            "2026-06-09T03:00:00+02:00",
-        );
+        assert_not_due(&due_at("daily 03:00", Some("2d"), Some(t), berlin(n)), "2026-06-09T03:00:00+02:00");
     }
-    assert_due(
-        &due_at(
-            "daily 03:00",
-            Some("2d"),
-            Some(t),
-            berlin("2026-06-09 03:00"),
-        ),
-        "slot 2026-06-09 03:00",
-    );
+    assert_due(&due_at("daily 03:00", Some("2d"), Some(t), berlin("2026-06-09 03:00")), "slot 2026-06-09 03:00");
     // Monthly: a month off runs once too.
-    let d = due_at(
-        "monthly 1 04:30",
-        None,
-        Some(berlin("2026-04-01 04:31")),
-        berlin("2026-06-20 12:00"),
-    );
+    let d = due_at("monthly 1 04:30", None, Some(berlin("2026-04-01 04:31")), berlin("2026-06-20 12:00"));
     assert_due(&d, "slot 2026-06-01 04:30");
     assert_not_due(
-        &due_at(
-            "monthly 1 04:30",
-            None,
-            Some(berlin("2026-06-20 12:01")),
-            berlin("2026-06-20 12:02"),
-        ),
+        &due_at("monthly 1 04:30", None, Some(berlin("2026-06-20 12:01")), berlin("2026-06-20 12:02")),
         "2026-07-01T04:30:00+02:00",
     );
 }
@@ -837,38 +565,18 @@ fn due_catch_up_after_two_days_whatever_the_slot() {
     let last = berlin("2026-06-07 03:05"); // Sunday
                                            // Without catch-up: next Sunday.
     assert_not_due(
-        &due_at(
-            "weekly sun 03:00",
-            None,
-            Some(last),
-            berlin("2026-06-09 03:05"),
-        ),
+        &due_at("weekly sun 03:00", None, Some(last), berlin("2026-06-09 03:05")),
         "2026-06-14T03:00:00+02:00",
     );
     // With catch_up_after 2d: the catch-up time comes first, and is due once reached.
     assert_not_due(
-        &due_at(
-            "weekly sun 03:00",
-            Some("2d"),
-            Some(last),
-            berlin("2026-06-09 03:04"),
-        ),
+        &due_at("weekly sun 03:00", Some("2d"), Some(last), berlin("2026-06-09 03:04")),
         "2026-06-09T03:05:00+02:00",
     );
-    let d = due_at(
-        "weekly sun 03:00",
-        Some("2d"),
-        Some(last),
-        berlin("2026-06-09 03:05"),
-    );
+    let d = due_at("weekly sun 03:00", Some("2d"), Some(last), berlin("2026-06-09 03:05"));
     assert_due(&d, "catch-up: last success 2d 0h ago");
     // A failing daily job: catch-up also fires for the "every" kind.
-    let d = due_at(
-        "every 7d",
-        Some("2d"),
-        Some(last),
-        berlin("2026-06-10 00:00"),
-    );
+    let d = due_at("every 7d", Some("2d"), Some(last), berlin("2026-06-10 00:00"));
     assert_due(&d, "catch-up");
 }
 
@@ -876,50 +584,19 @@ fn due_catch_up_after_two_days_whatever_the_slot() {
 fn due_weekly_across_the_week_boundary() {
     let last = berlin("2026-06-07 03:01"); // Sunday, ISO week 23
     assert_not_due(
-        &due_at(
-            "weekly sun 03:00",
-            None,
-            Some(last),
-            berlin("2026-06-13 23:59"),
-        ),
+        &due_at("weekly sun 03:00", None, Some(last), berlin("2026-06-13 23:59")),
         "2026-06-14T03:00:00+02:00",
     );
     assert_not_due(
-        &due_at(
-            "weekly sun 03:00",
-            None,
-            Some(last),
-            berlin("2026-06-14 02:59"),
-        ),
+        &due_at("weekly sun 03:00", None, Some(last), berlin("2026-06-14 02:59")),
         "2026-06-14T03:00:00+02:00",
     );
-    assert_due(
-        &due_at(
-            "weekly sun 03:00",
-            None,
-            Some(last),
-            berlin("2026-06-14 03:00"),
-        ),
-        "slot 2026-06-14 03:00",
-    );
+    assert_due(&due_at("weekly sun 03:00", None, Some(last), berlin("2026-06-14 03:00")), "slot 2026-06-14 03:00");
     // Monday of the next ISO week: the Sunday slot was missed, run now.
-    assert_due(
-        &due_at(
-            "weekly sun 03:00",
-            None,
-            Some(last),
-            berlin("2026-06-15 00:10"),
-        ),
-        "slot 2026-06-14 03:00",
-    );
+    assert_due(&due_at("weekly sun 03:00", None, Some(last), berlin("2026-06-15 00:10")), "slot 2026-06-14 03:00");
     // Ran Sunday 03:02: Monday is not due, the next slot is a week later.
     assert_not_due(
-        &due_at(
-            "weekly sun 03:00",
-            None,
-            Some(berlin("2026-06-14 03:02")),
-            berlin("2026-06-15 00:10"),
-        ),
+        &due_at("weekly sun 03:00", None, Some(berlin("2026-06-14 03:02")), berlin("2026-06-15 00:10")),
         "2026-06-21T03:00:00+02:00",
     );
 }
@@ -927,21 +604,13 @@ fn due_weekly_across_the_week_boundary() {
 #[test]
 fn due_every_6h() {
     let last = berlin("2026-06-01 10:00");
-    assert_not_due(
-        &due_at("every 6h", None, Some(last), berlin("2026-06-01 15:59")),
-        "2026-06-01T16:00:00+02:00",
-    );
+    assert_not_due(&due_at("every 6h", None, Some(last), berlin("2026-06-01 15:59")), "2026-06-01T16:00:00+02:00");
     let d = due_at("every 6h", None, Some(last), berlin("2026-06-01 16:00"));
     assert!(d.due && d.reason == "every 6h 0m", "{d:?}");
     // Days off: due once, then 6 h after the new success.
     assert!(due_at("every 6h", None, Some(last), berlin("2026-06-05 08:00")).due);
     assert_not_due(
-        &due_at(
-            "every 6h",
-            None,
-            Some(berlin("2026-06-05 08:01")),
-            berlin("2026-06-05 08:02"),
-        ),
+        &due_at("every 6h", None, Some(berlin("2026-06-05 08:01")), berlin("2026-06-05 08:02")),
         "2026-06-05T14:01:00+02:00",
     );
 }
@@ -985,22 +654,13 @@ fn snapshot_ids(env: &Env, extra: &[&str]) -> BTreeSet<String> {
     let mut a = vec!["--json"];
     a.extend_from_slice(extra);
     a.push("snapshots");
-    cairn(env, &a)
-        .ok()
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect()
+    cairn(env, &a).ok().json().as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect()
 }
 
 /// Restores snapshot `id` and checks it equals `src` (content, modes, mtimes). `name` is the
 /// snapshot's root (the source directory's name).
 fn assert_restores(env: &Env, extra: &[&str], id: &str, src: &Path) {
-    let target = env
-        .path()
-        .join(format!("restore-{}-{}", &id[..12], rand_suffix()));
+    let target = env.path().join(format!("restore-{}-{}", &id[..12], rand_suffix()));
     let mut a: Vec<&str> = extra.to_vec();
     let t = target.to_str().unwrap();
     a.extend_from_slice(&["restore", id, "--target", t]);
@@ -1019,11 +679,7 @@ fn verify_read_data(env: &Env, extra: &[&str]) {
     let mut a: Vec<&str> = extra.to_vec();
     a.extend_from_slice(&["verify", "--read-data"]);
     let r = cairn(env, &a);
-    assert_eq!(
-        r.code, 0,
-        "verify --read-data failed\nstdout: {}\nstderr: {}",
-        r.stdout, r.stderr
-    );
+    assert_eq!(r.code, 0, "verify --read-data failed\nstdout: {}\nstderr: {}", r.stdout, r.stderr);
     assert!(r.stdout.contains("no errors found"), "{}", r.stdout);
 }
 
@@ -1039,12 +695,7 @@ fn history(env: &Env, cfg: &Path, ty: Option<&str>) -> Vec<Value> {
     if let Some(t) = ty {
         a.extend_from_slice(&["--type", t]);
     }
-    cairn_cfg(env, cfg, &a)
-        .ok()
-        .json()
-        .as_array()
-        .unwrap()
-        .clone()
+    cairn_cfg(env, cfg, &a).ok().json().as_array().unwrap().clone()
 }
 
 fn status_type(st: &Value, ty: &str) -> Value {
@@ -1076,10 +727,7 @@ fn cli_forget_dry_run_lists_everything_then_forget_removes_exactly_that() {
     let mut states: HashMap<String, PathBuf> = HashMap::new();
     let mut take = |ty: &str, n: u64, extra: &[&str]| -> String {
         let dir = env.path().join("states").join(format!("{ty}{n}"));
-        write(
-            &dir.join("data.bin"),
-            &prng_bytes(n * 100 + ty.len() as u64 + ty.as_bytes()[0] as u64, 40_000),
-        );
+        write(&dir.join("data.bin"), &prng_bytes(n * 100 + ty.len() as u64 + ty.as_bytes()[0] as u64, 40_000));
         write(&dir.join("note.txt"), format!("{ty} {n}\n").as_bytes());
         let mut a = vec!["--type", ty];
         a.extend_from_slice(extra);
@@ -1089,34 +737,12 @@ fn cli_forget_dry_run_lists_everything_then_forget_removes_exactly_that() {
         states.insert(id.clone(), dir);
         id
     };
-    let a_manual = take(
-        "a",
-        0,
-        &[
-            "--kind",
-            "manual",
-            "--retention",
-            "days_1",
-            "--purpose",
-            "before upgrade",
-        ],
-    );
+    let a_manual = take("a", 0, &["--kind", "manual", "--retention", "days_1", "--purpose", "before upgrade"]);
     let a1 = take("a", 1, &[]);
     let a2 = take("a", 2, &[]);
     let a3 = take("a", 3, &[]);
     let a4 = take("a", 4, &[]);
-    let b_pre = take(
-        "b",
-        0,
-        &[
-            "--kind",
-            "pre-change",
-            "--description",
-            "migration",
-            "--ticket",
-            "T-9",
-        ],
-    );
+    let b_pre = take("b", 0, &["--kind", "pre-change", "--description", "migration", "--ticket", "T-9"]);
     let b1 = take("b", 1, &[]);
     let b2 = take("b", 2, &[]);
     let b3 = take("b", 3, &[]);
@@ -1130,21 +756,12 @@ fn cli_forget_dry_run_lists_everything_then_forget_removes_exactly_that() {
         (a1.as_str(), (false, vec!["no rule keeps it"])),
         (a2.as_str(), (false, vec!["no rule keeps it"])),
         (a3.as_str(), (true, vec!["last 2"])),
-        (
-            a4.as_str(),
-            (true, vec!["newest complete snapshot", "last 1"]),
-        ),
+        (a4.as_str(), (true, vec!["newest complete snapshot", "last 1"])),
         (b_pre.as_str(), (true, vec!["pre-change, not yet verified"])),
         (b1.as_str(), (false, vec!["no rule keeps it"])),
         (b2.as_str(), (false, vec!["no rule keeps it"])),
-        (
-            b3.as_str(),
-            (true, vec!["newest complete snapshot", "last 1"]),
-        ),
-        (
-            c1.as_str(),
-            (true, vec!["no retention policy for this type"]),
-        ),
+        (b3.as_str(), (true, vec!["newest complete snapshot", "last 1"])),
+        (c1.as_str(), (true, vec!["no retention policy for this type"])),
         (c2.as_str(), (true, vec!["newest complete snapshot"])),
     ]
     .into_iter()
@@ -1157,40 +774,20 @@ fn cli_forget_dry_run_lists_everything_then_forget_removes_exactly_that() {
     assert_eq!(decisions.len(), 11, "every snapshot listed: {v:#}");
     let mut got: BTreeMap<String, (bool, Vec<String>)> = BTreeMap::new();
     for d in decisions {
-        let reasons = d["reasons"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r.as_str().unwrap().to_string())
-            .collect();
-        got.insert(
-            d["id"].as_str().unwrap().to_string(),
-            (d["keep"].as_bool().unwrap(), reasons),
-        );
-        assert!(
-            ["a", "b", "c"].contains(&d["backup_type"].as_str().unwrap()),
-            "{d}"
-        );
-        assert!(
-            d["time"].as_str().is_some() && d["kind"].as_str().is_some(),
-            "{d}"
-        );
+        let reasons = d["reasons"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect();
+        got.insert(d["id"].as_str().unwrap().to_string(), (d["keep"].as_bool().unwrap(), reasons));
+        assert!(["a", "b", "c"].contains(&d["backup_type"].as_str().unwrap()), "{d}");
+        assert!(d["time"].as_str().is_some() && d["kind"].as_str().is_some(), "{d}");
     }
     let want: BTreeMap<String, (bool, Vec<String>)> = expected
         .iter()
-        .map(|(k, (keep, r))| {
-            (
-                k.to_string(),
-                (*keep, r.iter().map(|s| s.to_string()).collect()),
-            )
-        })
+        .map(|(k, (keep, r))| (k.to_string(), (*keep, r.iter().map(|s| s.to_string()).collect())))
         .collect();
     assert_eq!(got, want, "forget --dry-run decisions");
     assert_eq!(snapshot_ids(&env, &[]), all, "a dry run removes nothing");
     let text = cairn(&env, &["forget", "--dry-run"]).ok();
     assert!(
-        text.stdout.contains("would remove")
-            && text.stdout.contains("4 snapshots would be removed, 7 kept"),
+        text.stdout.contains("would remove") && text.stdout.contains("4 snapshots would be removed, 7 kept"),
         "{}",
         text.stdout
     );
@@ -1199,42 +796,19 @@ fn cli_forget_dry_run_lists_everything_then_forget_removes_exactly_that() {
     // The real thing removes exactly those four.
     let r = cairn(&env, &["--json", "forget"]).ok();
     assert_eq!(r.json()["dry_run"], false);
-    let kept: BTreeSet<String> = want
-        .iter()
-        .filter(|(_, (k, _))| *k)
-        .map(|(id, _)| id.clone())
-        .collect();
+    let kept: BTreeSet<String> = want.iter().filter(|(_, (k, _))| *k).map(|(id, _)| id.clone()).collect();
     assert_eq!(snapshot_ids(&env, &[]), kept);
     // Idempotent: a second forget removes nothing more.
     let v = cairn(&env, &["--json", "forget"]).ok().json();
-    assert!(
-        v["decisions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|d| d["keep"] == true),
-        "{v:#}"
-    );
+    assert!(v["decisions"].as_array().unwrap().iter().all(|d| d["keep"] == true), "{v:#}");
     // --type limits the scope.
-    let v = cairn(&env, &["--json", "forget", "--dry-run", "--type", "b"])
-        .ok()
-        .json();
-    assert!(
-        v["decisions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|d| d["backup_type"] == "b"),
-        "{v:#}"
-    );
+    let v = cairn(&env, &["--json", "forget", "--dry-run", "--type", "b"]).ok().json();
+    assert!(v["decisions"].as_array().unwrap().iter().all(|d| d["backup_type"] == "b"), "{v:#}");
 
     // Prune frees the space of the four, and everything left restores byte for byte.
     let p = cairn(&env, &["--json", "prune"]).ok().json();
     assert!(p["bytes_freed"].as_i64().unwrap() > 0, "{p:#}");
-    assert!(
-        p["packs_deleted"].as_u64().unwrap() + p["packs_repacked"].as_u64().unwrap() >= 1,
-        "{p:#}"
-    );
+    assert!(p["packs_deleted"].as_u64().unwrap() + p["packs_repacked"].as_u64().unwrap() >= 1, "{p:#}");
     assert_eq!(p["dry_run"], false);
     verify_read_data(&env, &[]);
     for id in &kept {
@@ -1243,11 +817,7 @@ fn cli_forget_dry_run_lists_everything_then_forget_removes_exactly_that() {
     // Nothing left to do.
     let p = cairn(&env, &["--json", "prune", "--dry-run"]).ok().json();
     assert_eq!(
-        (
-            p["packs_deleted"].as_u64(),
-            p["packs_repacked"].as_u64(),
-            p["bytes_deleted"].as_u64()
-        ),
+        (p["packs_deleted"].as_u64(), p["packs_repacked"].as_u64(), p["bytes_deleted"].as_u64()),
         (Some(0), Some(0), Some(0)),
         "{p:#}"
     );
@@ -1263,10 +833,7 @@ fn cli_prune_repacks_a_mostly_dead_pack() {
     env.init();
     let big = env.path().join("big");
     for i in 0..6u64 {
-        write(
-            &big.join(format!("f{i}.bin")),
-            &prng_bytes(9000 + i, 150_000),
-        );
+        write(&big.join(format!("f{i}.bin")), &prng_bytes(9000 + i, 150_000));
     }
     let first = snap(&env, &["--type", "r", big.to_str().unwrap()]);
     let small = env.path().join("small");
@@ -1286,16 +853,9 @@ fn cli_prune_repacks_a_mostly_dead_pack() {
 
     let dry = cairn(&env, &["--json", "prune", "--dry-run"]).ok().json();
     assert_eq!(dry["dry_run"], true);
-    assert_eq!(
-        crate::util::repo_files(&env.repo(), "packs").len(),
-        packs_before,
-        "dry run changes nothing"
-    );
+    assert_eq!(crate::util::repo_files(&env.repo(), "packs").len(), packs_before, "dry run changes nothing");
     let p = cairn(&env, &["--json", "prune"]).ok().json();
-    assert!(
-        p["packs_repacked"].as_u64().unwrap() >= 1 || p["packs_deleted"].as_u64().unwrap() >= 1,
-        "{p:#}"
-    );
+    assert!(p["packs_repacked"].as_u64().unwrap() >= 1 || p["packs_deleted"].as_u64().unwrap() >= 1, "{p:#}");
     // One file of six is live in the first snapshot's pack: it is repacked, not kept whole.
     assert_eq!(p["packs_repacked"], 1, "{p:#}");
     assert!(p["bytes_freed"].as_i64().unwrap() > 4 * 150_000, "{p:#}");
@@ -1306,21 +866,12 @@ fn cli_prune_repacks_a_mostly_dead_pack() {
     // The dry run announced the same: what it deletes, less what repacking writes back (give
     // or take the new pack's header and trailer).
     assert_eq!(
-        (
-            dry["packs_repacked"].as_u64(),
-            dry["bytes_deleted"].as_u64()
-        ),
+        (dry["packs_repacked"].as_u64(), dry["bytes_deleted"].as_u64()),
         (p["packs_repacked"].as_u64(), p["bytes_deleted"].as_u64()),
         "{dry:#}\n{p:#}"
     );
-    let (est, real) = (
-        dry["bytes_freed"].as_i64().unwrap(),
-        p["bytes_freed"].as_i64().unwrap(),
-    );
-    assert!(
-        est >= real && est - real < 4096,
-        "dry run said {est} bytes freed, prune freed {real}"
-    );
+    let (est, real) = (dry["bytes_freed"].as_i64().unwrap(), p["bytes_freed"].as_i64().unwrap());
+    assert!(est >= real && est - real < 4096, "dry run said {est} bytes freed, prune freed {real}");
     verify_read_data(&env, &[]);
     assert_restores(&env, &[], &second, &small);
 }
@@ -1380,10 +931,7 @@ fn cli_prune_survives_sigkill_at_any_point() {
     }
     cairn(&env, &["forget"]).ok();
     let kept: Vec<(String, u64)> = ids.iter().cloned().zip(0..).skip(12).collect();
-    assert_eq!(
-        snapshot_ids(&env, &[]),
-        kept.iter().map(|(i, _)| i.clone()).collect()
-    );
+    assert_eq!(snapshot_ids(&env, &[]), kept.iter().map(|(i, _)| i.clone()).collect());
     let pristine = env.path().join("pristine");
     copy_dir(&env.repo(), &pristine, &[]);
     let before = repo_state(&pristine);
@@ -1392,18 +940,7 @@ fn cli_prune_survives_sigkill_at_any_point() {
         let r = repo.to_str().unwrap();
         for (id, k) in &kept {
             let target = env.path().join(format!("r-{}", rand_suffix()));
-            cairn(
-                &env,
-                &[
-                    "--repo",
-                    r,
-                    "restore",
-                    id,
-                    "--target",
-                    target.to_str().unwrap(),
-                ],
-            )
-            .ok();
+            cairn(&env, &["--repo", r, "restore", id, "--target", target.to_str().unwrap()]).ok();
             let mut names: Vec<String> = std::fs::read_dir(target.join("src"))
                 .unwrap()
                 .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -1424,14 +961,9 @@ fn cli_prune_survives_sigkill_at_any_point() {
     let work = env.path().join("work-full");
     copy_dir(&pristine, &work, &[]);
     let t0 = Instant::now();
-    let p = cairn(&env, &["--repo", work.to_str().unwrap(), "--json", "prune"])
-        .ok()
-        .json();
+    let p = cairn(&env, &["--repo", work.to_str().unwrap(), "--json", "prune"]).ok().json();
     let full = t0.elapsed();
-    assert!(
-        p["packs_deleted"].as_u64().unwrap() >= 8 && p["packs_repacked"].as_u64().unwrap() >= 1,
-        "{p:#}"
-    );
+    assert!(p["packs_deleted"].as_u64().unwrap() >= 8 && p["packs_repacked"].as_u64().unwrap() >= 1, "{p:#}");
     let after = repo_state(&work);
     std::fs::remove_dir_all(&work).unwrap();
 
@@ -1453,9 +985,7 @@ fn cli_prune_survives_sigkill_at_any_point() {
         copy_dir(&pristine, &work, &[]);
         let w = work.to_str().unwrap();
         let mut c = env.cmd();
-        c.args(["--repo", w, "prune"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        c.args(["--repo", w, "prune"]).stdout(Stdio::null()).stderr(Stdio::null());
         let mut child = c.spawn().unwrap();
         let t = Instant::now();
         match kill {
@@ -1463,23 +993,12 @@ fn cli_prune_survives_sigkill_at_any_point() {
             _ => loop {
                 let now = repo_state(&work);
                 let seen = match kill {
-                    Kill::NewPack => now
-                        .iter()
-                        .any(|f| f.starts_with("packs/") && !before.contains(f)),
-                    Kill::NewIndex => now
-                        .iter()
-                        .any(|f| f.starts_with("index/") && !before.contains(f)),
-                    Kill::IndexGone => before
-                        .iter()
-                        .any(|f| f.starts_with("index/") && !now.contains(f)),
-                    _ => before
-                        .iter()
-                        .any(|f| f.starts_with("packs/") && !now.contains(f)),
+                    Kill::NewPack => now.iter().any(|f| f.starts_with("packs/") && !before.contains(f)),
+                    Kill::NewIndex => now.iter().any(|f| f.starts_with("index/") && !before.contains(f)),
+                    Kill::IndexGone => before.iter().any(|f| f.starts_with("index/") && !now.contains(f)),
+                    _ => before.iter().any(|f| f.starts_with("packs/") && !now.contains(f)),
                 };
-                if seen
-                    || child.try_wait().unwrap().is_some()
-                    || t.elapsed() > Duration::from_secs(30)
-                {
+                if seen || child.try_wait().unwrap().is_some() || t.elapsed() > Duration::from_secs(30) {
                     break;
                 }
             },
@@ -1508,15 +1027,9 @@ fn cli_prune_survives_sigkill_at_any_point() {
         check_restores(&work);
         // A later prune completes the job and leaves nothing to do.
         cairn(&env, &["--repo", w, "prune"]).ok();
-        let dry = cairn(&env, &["--repo", w, "--json", "prune", "--dry-run"])
-            .ok()
-            .json();
+        let dry = cairn(&env, &["--repo", w, "--json", "prune", "--dry-run"]).ok().json();
         assert_eq!(
-            (
-                dry["packs_deleted"].as_u64(),
-                dry["packs_repacked"].as_u64(),
-                dry["unindexed_deleted"].as_u64()
-            ),
+            (dry["packs_deleted"].as_u64(), dry["packs_repacked"].as_u64(), dry["unindexed_deleted"].as_u64()),
             (Some(0), Some(0), Some(0)),
             "after {kill:?}: {dry:#}"
         );
@@ -1526,15 +1039,8 @@ fn cli_prune_survives_sigkill_at_any_point() {
         }
         std::fs::remove_dir_all(&work).unwrap();
     }
-    eprintln!(
-        "uninterrupted prune: {} ms; kills:\n  {}",
-        full.as_millis(),
-        outcomes.join("\n  ")
-    );
-    assert!(
-        hit_mid_way >= 1,
-        "no kill landed while prune was changing the repository: {outcomes:#?}"
-    );
+    eprintln!("uninterrupted prune: {} ms; kills:\n  {}", full.as_millis(), outcomes.join("\n  "));
+    assert!(hit_mid_way >= 1, "no kill landed while prune was changing the repository: {outcomes:#?}");
 }
 
 #[test]
@@ -1559,22 +1065,14 @@ fn cli_concurrent_snapshot_and_prune_never_corrupt() {
         cairn(&env, &["forget"]).ok();
         let d = dir.to_str().unwrap().to_string();
         let mut p = env.cmd();
-        p.args(["prune"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        p.args(["prune"]).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut s = env.cmd();
-        s.args(["--json", "snapshot", "--type", "c", &d])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        s.args(["--json", "snapshot", "--type", "c", &d]).stdout(Stdio::piped()).stderr(Stdio::piped());
         let (pc, sc) = (p.spawn().unwrap(), s.spawn().unwrap());
-        let (po, so) = (
-            pc.wait_with_output().unwrap(),
-            sc.wait_with_output().unwrap(),
-        );
-        for (what, o, ok, locked) in [
-            ("prune", &po, &mut prune_ok, &mut prune_locked),
-            ("snapshot", &so, &mut snap_ok, &mut snap_locked),
-        ] {
+        let (po, so) = (pc.wait_with_output().unwrap(), sc.wait_with_output().unwrap());
+        for (what, o, ok, locked) in
+            [("prune", &po, &mut prune_ok, &mut prune_locked), ("snapshot", &so, &mut snap_ok, &mut snap_locked)]
+        {
             let err = String::from_utf8_lossy(&o.stderr);
             match o.status.code() {
                 Some(0) => *ok += 1,
@@ -1594,9 +1092,7 @@ fn cli_concurrent_snapshot_and_prune_never_corrupt() {
             states.insert(snap(&env, &["--type", "c", &d]), dir);
         }
     }
-    eprintln!(
-        "snapshot: {snap_ok} ok, {snap_locked} locked; prune: {prune_ok} ok, {prune_locked} locked"
-    );
+    eprintln!("snapshot: {snap_ok} ok, {snap_locked} locked; prune: {prune_ok} ok, {prune_locked} locked");
     verify_read_data(&env, &[]);
     let ids = snapshot_ids(&env, &[]);
     assert!(!ids.is_empty());
@@ -1622,10 +1118,7 @@ fn next_local(hour: u32, weekday: Option<chrono::Weekday>) -> DateTime<FixedOffs
     let now = Local::now();
     let mut d = now.date_naive();
     loop {
-        let t = Local
-            .from_local_datetime(&d.and_hms_opt(hour, 0, 0).unwrap())
-            .earliest()
-            .unwrap();
+        let t = Local.from_local_datetime(&d.and_hms_opt(hour, 0, 0).unwrap()).earliest().unwrap();
         if t > now && weekday.is_none_or(|w| d.weekday() == w) {
             return t.fixed_offset();
         }
@@ -1644,13 +1137,7 @@ fn cli_backup_without_now_runs_only_due_types() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| {
-            (
-                t["backup_type"].as_str().unwrap(),
-                t["reason"].as_str().unwrap(),
-                t["result"].as_str().unwrap(),
-            )
-        })
+        .map(|t| (t["backup_type"].as_str().unwrap(), t["reason"].as_str().unwrap(), t["result"].as_str().unwrap()))
         .collect();
     assert_eq!(
         ran,
@@ -1667,76 +1154,39 @@ fn cli_backup_without_now_runs_only_due_types() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| {
-            (
-                t["backup_type"].as_str().unwrap(),
-                t["result"].as_str().unwrap(),
-            )
-        })
+        .map(|t| (t["backup_type"].as_str().unwrap(), t["result"].as_str().unwrap()))
         .collect();
     assert_eq!(ran, [("config", "unchanged")], "{v:#}");
-    let skipped: Vec<&str> = v["skipped"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s[0].as_str().unwrap())
-        .collect();
+    let skipped: Vec<&str> = v["skipped"].as_array().unwrap().iter().map(|s| s[0].as_str().unwrap()).collect();
     assert_eq!(skipped, ["db", "logs"]);
     let r = cairn_cfg(&env, &cfg, &["backup"]).ok();
     assert!(
-        r.stdout.contains("db: not due (next slot")
-            && r.stdout.contains("logs: not due (next slot"),
+        r.stdout.contains("db: not due (next slot") && r.stdout.contains("logs: not due (next slot"),
         "{}",
         r.stdout
     );
-    assert!(
-        r.stdout.contains("config: unchanged since snapshot"),
-        "{}",
-        r.stdout
-    );
+    assert!(r.stdout.contains("config: unchanged since snapshot"), "{}", r.stdout);
     assert_eq!(crate::util::snapshot_count(&_app.join("backups/repo")), 3);
 
     // status: next due times and not due now.
     let st = cairn_cfg(&env, &cfg, &["--json", "status"]).ok().json();
     let db = status_type(&st, "db");
     assert_eq!(
-        (
-            db["due_now"].as_bool(),
-            db["overdue"].as_bool(),
-            db["consecutive_failures"].as_u64()
-        ),
+        (db["due_now"].as_bool(), db["overdue"].as_bool(), db["consecutive_failures"].as_u64()),
         (Some(false), Some(false), Some(0)),
         "{db:#}"
     );
-    assert_eq!(
-        fixed(db["next_due"].as_str().unwrap()),
-        next_local(3, None),
-        "{db:#}"
-    );
+    assert_eq!(fixed(db["next_due"].as_str().unwrap()), next_local(3, None), "{db:#}");
     let logs = status_type(&st, "logs");
     assert_eq!(logs["due_now"], false, "{logs:#}");
-    assert_eq!(
-        fixed(logs["next_due"].as_str().unwrap()),
-        next_local(3, Some(chrono::Weekday::Sun)),
-        "{logs:#}"
-    );
+    assert_eq!(fixed(logs["next_due"].as_str().unwrap()), next_local(3, Some(chrono::Weekday::Sun)), "{logs:#}");
     let config = status_type(&st, "config");
-    assert_eq!(
-        config["due_now"], true,
-        "on-change types are checked on every run: {config:#}"
-    );
+    assert_eq!(config["due_now"], true, "on-change types are checked on every run: {config:#}");
     assert!(st["overdue"].as_array().unwrap().is_empty(), "{st:#}");
     // The history has the five runs, newest first.
     let h = history(&env, &cfg, None);
-    let runs: Vec<(&str, &str)> = h
-        .iter()
-        .map(|r| {
-            (
-                r["backup_type"].as_str().unwrap(),
-                r["result"].as_str().unwrap(),
-            )
-        })
-        .collect();
+    let runs: Vec<(&str, &str)> =
+        h.iter().map(|r| (r["backup_type"].as_str().unwrap(), r["result"].as_str().unwrap())).collect();
     assert_eq!(
         runs,
         [
@@ -1748,9 +1198,7 @@ fn cli_backup_without_now_runs_only_due_types() {
         ]
     );
     // --now runs everything regardless.
-    let v = cairn_cfg(&env, &cfg, &["--json", "backup", "--now", "--type", "db"])
-        .ok()
-        .json();
+    let v = cairn_cfg(&env, &cfg, &["--json", "backup", "--now", "--type", "db"]).ok().json();
     assert_eq!(v["ran"][0]["reason"], "--now");
 }
 
@@ -1772,10 +1220,7 @@ struct Req {
 
 impl Req {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -1797,16 +1242,9 @@ fn read_request(s: &mut TcpStream) -> Option<Req> {
     let mut lines = head.split("\r\n");
     let mut first = lines.next()?.split(' ');
     let (method, path) = (first.next()?.to_string(), first.next()?.to_string());
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let get = |n: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(n))
-            .map(|(_, v)| v.clone())
-    };
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
+    let get = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
     let mut body = buf[head_end + 4..].to_vec();
     if let Some(len) = get("content-length").and_then(|l| l.parse::<usize>().ok()) {
         while body.len() < len {
@@ -1827,8 +1265,7 @@ fn read_request(s: &mut TcpStream) -> Option<Req> {
         let mut out = Vec::new();
         let mut rest = &body[..];
         while let Some(i) = rest.windows(2).position(|w| w == b"\r\n") {
-            let size =
-                usize::from_str_radix(String::from_utf8_lossy(&rest[..i]).trim(), 16).ok()?;
+            let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..i]).trim(), 16).ok()?;
             if size == 0 {
                 break;
             }
@@ -1837,12 +1274,7 @@ fn read_request(s: &mut TcpStream) -> Option<Req> {
         }
         body = out;
     }
-    Some(Req {
-        method,
-        path,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
+    Some(Req { method, path, headers, body: String::from_utf8_lossy(&body).into_owned() })
 }
 
 impl HttpSink {
@@ -1862,17 +1294,10 @@ impl HttpSink {
                 if let Some(req) = read_request(&mut s) {
                     r.lock().unwrap().push(req);
                 }
-                let _ = s.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             }
         });
-        HttpSink {
-            port,
-            reqs,
-            stop,
-            thread: Some(thread),
-        }
+        HttpSink { port, reqs, stop, thread: Some(thread) }
     }
     fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
@@ -1905,18 +1330,11 @@ fn split_events(reqs: &[Req]) -> (Vec<(String, String)>, Vec<Value>) {
     for r in reqs {
         assert_eq!(r.method, "POST", "{r:?}");
         match r.path.as_str() {
-            "/topic" => ntfy.push((
-                r.header("Title").unwrap_or_default().to_string(),
-                r.body.clone(),
-            )),
+            "/topic" => ntfy.push((r.header("Title").unwrap_or_default().to_string(), r.body.clone())),
             "/hook" => {
-                assert!(
-                    r.header("Content-Type").is_some_and(|c| c.contains("json")),
-                    "{r:?}"
-                );
+                assert!(r.header("Content-Type").is_some_and(|c| c.contains("json")), "{r:?}");
                 hook.push(
-                    serde_json::from_str(&r.body)
-                        .unwrap_or_else(|e| panic!("webhook body not JSON ({e}): {}", r.body)),
+                    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("webhook body not JSON ({e}): {}", r.body)),
                 );
             }
             p => panic!("unexpected path {p}: {r:?}"),
@@ -1926,11 +1344,7 @@ fn split_events(reqs: &[Req]) -> (Vec<(String, String)>, Vec<Value>) {
 }
 
 fn lines(p: &Path) -> Vec<String> {
-    std::fs::read_to_string(p)
-        .unwrap_or_default()
-        .lines()
-        .map(String::from)
-        .collect()
+    std::fs::read_to_string(p).unwrap_or_default().lines().map(String::from).collect()
 }
 
 #[test]
@@ -1942,10 +1356,7 @@ fn cli_failures_retries_and_notifications() {
     let notify = |ntfy: &str, hook: &str| json!({"ntfy": ntfy, "webhook": hook, "command": format!("echo \"$CAIRN_EVENT $CAIRN_TYPE\" >> '{}'", events.display())});
     let good = notify(&sink.url("/topic"), &sink.url("/hook"));
     let dead = closed_port();
-    let bad = notify(
-        &format!("http://127.0.0.1:{dead}/topic"),
-        &format!("http://127.0.0.1:{dead}/hook"),
-    );
+    let bad = notify(&format!("http://127.0.0.1:{dead}/topic"), &format!("http://127.0.0.1:{dead}/hook"));
     let set = |n: &Value, db: &str| {
         edit_backup(&cfg, |b| {
             b["notify"] = n.clone();
@@ -1954,10 +1365,7 @@ fn cli_failures_retries_and_notifications() {
     };
     set(&good, "data/app.db");
     cairn_cfg(&env, &cfg, &["backup", "--now"]).ok();
-    assert!(
-        sink.take().is_empty() && lines(&events).is_empty(),
-        "no event for a success"
-    );
+    assert!(sink.take().is_empty() && lines(&events).is_empty(), "no event for a success");
 
     // Three failing runs: the database file is gone (a permanent error, not retried).
     set(&good, "data/missing.db");
@@ -1968,103 +1376,45 @@ fn cli_failures_retries_and_notifications() {
             "{}",
             r.stdout
         );
-        assert!(
-            !r.stdout.contains("retries"),
-            "a missing file is not retried: {}",
-            r.stdout
-        );
+        assert!(!r.stdout.contains("retries"), "a missing file is not retried: {}", r.stdout);
         assert!(
             r.stdout.contains("logs: snapshot") && r.stdout.contains("config: "),
             "the other types still run: {}",
             r.stdout
         );
-        assert!(
-            r.stderr.contains("1 of 3 backup types failed"),
-            "{}",
-            r.stderr
-        );
+        assert!(r.stderr.contains("1 of 3 backup types failed"), "{}", r.stderr);
         let (ntfy, hook) = split_events(&sink.take());
-        let want: Vec<&str> = if run == 3 {
-            vec!["failure", "consecutive_failures"]
-        } else {
-            vec!["failure"]
-        };
-        assert_eq!(
-            hook.iter()
-                .map(|h| h["event"].as_str().unwrap())
-                .collect::<Vec<_>>(),
-            want,
-            "run {run}: {hook:#?}"
-        );
+        let want: Vec<&str> = if run == 3 { vec!["failure", "consecutive_failures"] } else { vec!["failure"] };
+        assert_eq!(hook.iter().map(|h| h["event"].as_str().unwrap()).collect::<Vec<_>>(), want, "run {run}: {hook:#?}");
         assert!(
-            hook.iter()
-                .all(|h| h["type"] == "db"
-                    && h["message"].as_str().unwrap().contains("does not exist")),
+            hook.iter().all(|h| h["type"] == "db" && h["message"].as_str().unwrap().contains("does not exist")),
             "{hook:#?}"
         );
         assert_eq!(ntfy.len(), want.len(), "{ntfy:?}");
-        assert!(
-            ntfy[0].0.contains("db") && ntfy[0].0.contains("FAILED"),
-            "ntfy title {:?}",
-            ntfy[0].0
-        );
+        assert!(ntfy[0].0.contains("db") && ntfy[0].0.contains("FAILED"), "ntfy title {:?}", ntfy[0].0);
         assert!(ntfy[0].1.contains("db backup failed"), "{:?}", ntfy[0].1);
         if run == 3 {
-            assert!(
-                ntfy[1].0.contains("db backup failing repeatedly"),
-                "{:?}",
-                ntfy[1].0
-            );
-            assert!(
-                ntfy[1].1.contains("failed 3 times in a row"),
-                "{:?}",
-                ntfy[1].1
-            );
+            assert!(ntfy[1].0.contains("db backup failing repeatedly"), "{:?}", ntfy[1].0);
+            assert!(ntfy[1].1.contains("failed 3 times in a row"), "{:?}", ntfy[1].1);
         }
     }
-    assert_eq!(
-        lines(&events),
-        [
-            "failure db",
-            "failure db",
-            "failure db",
-            "consecutive_failures db"
-        ]
-    );
+    assert_eq!(lines(&events), ["failure db", "failure db", "failure db", "consecutive_failures db"]);
     let h = history(&env, &cfg, Some("db"));
     let failed: Vec<&Value> = h.iter().filter(|r| r["result"] == "failed").collect();
     assert_eq!(failed.len(), 3, "{h:#?}");
     for r in &failed {
-        assert!(
-            r["error"]
-                .as_str()
-                .unwrap()
-                .contains("missing.db does not exist"),
-            "{r}"
-        );
+        assert!(r["error"].as_str().unwrap().contains("missing.db does not exist"), "{r}");
         assert_eq!(r["retries"], 0, "permanent errors are not retried: {r}");
         assert!(r["snapshot"].is_null());
     }
     let st = cairn_cfg(&env, &cfg, &["--json", "status"]).ok().json();
     let db = status_type(&st, "db");
     assert_eq!(db["consecutive_failures"], 3, "{db:#}");
-    assert!(
-        db["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("does not exist"),
-        "{db:#}"
-    );
+    assert!(db["last_error"].as_str().unwrap().contains("does not exist"), "{db:#}");
     assert_eq!(status_type(&st, "logs")["consecutive_failures"], 0);
     let text = cairn_cfg(&env, &cfg, &["status"]).ok().stdout;
-    let db_line = text
-        .lines()
-        .find(|l| l.starts_with("db "))
-        .unwrap_or_else(|| panic!("{text}"));
-    assert!(
-        db_line.contains("FAILING") && db_line.contains("does not exist"),
-        "{text}"
-    );
+    let db_line = text.lines().find(|l| l.starts_with("db ")).unwrap_or_else(|| panic!("{text}"));
+    assert!(db_line.contains("FAILING") && db_line.contains("does not exist"), "{text}");
 
     // Unreachable notification URLs: warnings, and the exit code is the backup's own.
     set(&bad, "data/missing.db");
@@ -2083,18 +1433,8 @@ fn cli_failures_retries_and_notifications() {
     assert!(r.stdout.contains("db: snapshot"), "{}", r.stdout);
     let (ntfy, hook) = split_events(&sink.take());
     assert_eq!(hook.len(), 1, "{hook:#?}");
-    assert_eq!(
-        (hook[0]["event"].as_str(), hook[0]["type"].as_str()),
-        (Some("recovery"), Some("db"))
-    );
-    assert!(
-        hook[0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("after 4 failed runs"),
-        "{}",
-        hook[0]
-    );
+    assert_eq!((hook[0]["event"].as_str(), hook[0]["type"].as_str()), (Some("recovery"), Some("db")));
+    assert!(hook[0]["message"].as_str().unwrap().contains("after 4 failed runs"), "{}", hook[0]);
     assert!(ntfy[0].0.contains("db backup recovered"), "{ntfy:?}");
     let st = cairn_cfg(&env, &cfg, &["--json", "status"]).ok().json();
     assert_eq!(status_type(&st, "db")["consecutive_failures"], 0);
@@ -2105,11 +1445,7 @@ fn cli_failures_retries_and_notifications() {
     cairn_cfg(&env, &cfg, &["backup", "--now", "--type", "db"]).code(1);
     set(&bad, "data/app.db");
     let r = cairn_cfg(&env, &cfg, &["backup", "--now", "--type", "db"]).ok();
-    assert!(
-        r.stderr.contains("notification not delivered"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("notification not delivered"), "{}", r.stderr);
     assert_eq!(
         lines(&events),
         [
@@ -2124,12 +1460,7 @@ fn cli_failures_retries_and_notifications() {
         ]
     );
     let (_, hook) = split_events(&sink.take());
-    assert_eq!(
-        hook.iter()
-            .map(|h| h["event"].as_str().unwrap())
-            .collect::<Vec<_>>(),
-        ["failure"]
-    );
+    assert_eq!(hook.iter().map(|h| h["event"].as_str().unwrap()).collect::<Vec<_>>(), ["failure"]);
     assert!(app.join("data/app.db").exists());
 }
 
@@ -2147,29 +1478,12 @@ fn cli_busy_database_is_retried() {
     let t0 = Instant::now();
     let r = cairn_cfg(&env, &cfg, &["backup", "--now", "--type", "db"]).code(1);
     let took = t0.elapsed();
-    assert!(
-        r.stdout.contains("db: FAILED after 3 retries") && r.stdout.contains("busy"),
-        "{}\n{}",
-        r.stdout,
-        r.stderr
-    );
-    assert!(
-        took >= Duration::from_secs(4),
-        "four attempts of at least 1 s each: {took:?}"
-    );
+    assert!(r.stdout.contains("db: FAILED after 3 retries") && r.stdout.contains("busy"), "{}\n{}", r.stdout, r.stderr);
+    assert!(took >= Duration::from_secs(4), "four attempts of at least 1 s each: {took:?}");
     let h = history(&env, &cfg, Some("db"));
     assert_eq!(h.len(), 1);
-    assert_eq!(
-        (h[0]["result"].as_str(), h[0]["retries"].as_u64()),
-        (Some("failed"), Some(3)),
-        "{:#}",
-        h[0]
-    );
-    assert!(
-        h[0]["error"].as_str().unwrap().contains("busy"),
-        "{:#}",
-        h[0]
-    );
+    assert_eq!((h[0]["result"].as_str(), h[0]["retries"].as_u64()), (Some("failed"), Some(3)), "{:#}", h[0]);
+    assert!(h[0]["error"].as_str().unwrap().contains("busy"), "{:#}", h[0]);
     drop(holder);
     // Released: the next run succeeds at once.
     cairn_cfg(&env, &cfg, &["backup", "--now", "--type", "db"]).ok();
@@ -2186,10 +1500,7 @@ fn check_prometheus(text: &str) -> BTreeSet<String> {
     for l in text.lines() {
         if let Some(rest) = l.strip_prefix("# HELP ") {
             let name = rest.split(' ').next().unwrap().to_string();
-            assert!(
-                !seen_type.contains(&name) && !finished.contains(&name),
-                "HELP for {name} twice or late:\n{text}"
-            );
+            assert!(!seen_type.contains(&name) && !finished.contains(&name), "HELP for {name} twice or late:\n{text}");
             if let Some(c) = current.take() {
                 finished.insert(c);
             }
@@ -2197,18 +1508,11 @@ fn check_prometheus(text: &str) -> BTreeSet<String> {
             let mut p = rest.split(' ');
             let name = p.next().unwrap().to_string();
             assert_eq!(p.next(), Some("gauge"), "{l}");
-            assert!(
-                seen_type.insert(name.clone()),
-                "TYPE for {name} twice:\n{text}"
-            );
+            assert!(seen_type.insert(name.clone()), "TYPE for {name} twice:\n{text}");
             current = Some(name);
         } else {
             let name = l.split(['{', ' ']).next().unwrap();
-            assert_eq!(
-                current.as_deref(),
-                Some(name),
-                "sample {l:?} outside its metric's group:\n{text}"
-            );
+            assert_eq!(current.as_deref(), Some(name), "sample {l:?} outside its metric's group:\n{text}");
             samples.insert(l.to_string());
         }
     }
@@ -2222,42 +1526,17 @@ fn cli_overdue_status_and_metrics() {
     cairn_cfg(&env, &cfg, &["backup", "--now", "--type", "db"]).ok();
     let st = cairn_cfg(&env, &cfg, &["--json", "status"]).ok().json();
     assert_eq!(status_type(&st, "db")["overdue"], false);
-    assert_eq!(
-        status_type(&st, "logs")["overdue"],
-        true,
-        "never backed up counts as overdue"
-    );
+    assert_eq!(status_type(&st, "logs")["overdue"], true, "never backed up counts as overdue");
     edit_backup(&cfg, |b| b["types"]["db"]["rpo"] = json!("1s"));
     std::thread::sleep(Duration::from_secs(2));
     let metrics = env.path().join("cairn.prom");
-    let st = cairn_cfg(
-        &env,
-        &cfg,
-        &[
-            "--json",
-            "status",
-            "--metrics-file",
-            metrics.to_str().unwrap(),
-        ],
-    )
-    .ok()
-    .json();
+    let st = cairn_cfg(&env, &cfg, &["--json", "status", "--metrics-file", metrics.to_str().unwrap()]).ok().json();
     let db = status_type(&st, "db");
-    assert_eq!(
-        (db["overdue"].as_bool(), db["rpo_s"].as_i64()),
-        (Some(true), Some(1)),
-        "{db:#}"
-    );
+    assert_eq!((db["overdue"].as_bool(), db["rpo_s"].as_i64()), (Some(true), Some(1)), "{db:#}");
     assert!(db["age_s"].as_i64().unwrap() >= 1, "{db:#}");
-    assert!(
-        st["overdue"].as_array().unwrap().iter().any(|t| t == "db"),
-        "{st:#}"
-    );
+    assert!(st["overdue"].as_array().unwrap().iter().any(|t| t == "db"), "{st:#}");
     let text = cairn_cfg(&env, &cfg, &["status"]).ok().stdout;
-    let db_line = text
-        .lines()
-        .find(|l| l.starts_with("db "))
-        .unwrap_or_else(|| panic!("{text}"));
+    let db_line = text.lines().find(|l| l.starts_with("db ")).unwrap_or_else(|| panic!("{text}"));
     assert!(db_line.ends_with("OVERDUE"), "{text}");
     assert!(text.contains("\nOVERDUE: db, logs, config"), "{text}");
     let m = std::fs::read_to_string(&metrics).unwrap();
@@ -2270,18 +1549,8 @@ fn cli_overdue_status_and_metrics() {
     ] {
         assert!(samples.contains(s), "{s} missing:\n{m}");
     }
-    assert!(
-        samples
-            .iter()
-            .any(|s| s.starts_with("cairn_last_success_timestamp_seconds{type=\"db\"} 1")),
-        "{m}"
-    );
-    assert!(
-        samples
-            .iter()
-            .any(|s| s.starts_with("cairn_repository_stored_bytes ")),
-        "{m}"
-    );
+    assert!(samples.iter().any(|s| s.starts_with("cairn_last_success_timestamp_seconds{type=\"db\"} 1")), "{m}");
+    assert!(samples.iter().any(|s| s.starts_with("cairn_repository_stored_bytes ")), "{m}");
     // No temporary file left beside it.
     let left: Vec<_> = std::fs::read_dir(env.path())
         .unwrap()
@@ -2329,34 +1598,16 @@ fn cli_mark_verified_releases_a_pre_change_snapshot() {
 
     // Refused for a daily snapshot.
     let r = cairn(&env, &["mark-verified", &d2[..12], "--by", "alice"]).code(1);
-    assert!(
-        r.stderr.contains("only pre-change snapshots are verified"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("only pre-change snapshots are verified"), "{}", r.stderr);
 
-    let v = cairn(
-        &env,
-        &["--json", "mark-verified", &pre[..12], "--by", "alice"],
-    )
-    .ok()
-    .json();
+    let v = cairn(&env, &["--json", "mark-verified", &pre[..12], "--by", "alice"]).ok().json();
     assert_eq!(v["old"], pre.as_str());
     let new = v["new"].as_str().unwrap().to_string();
     assert_ne!(new, pre);
     let list = cairn(&env, &["--json", "snapshots"]).ok().json();
-    let s = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == new.as_str())
-        .unwrap_or_else(|| panic!("{list:#}"));
+    let s = list.as_array().unwrap().iter().find(|s| s["id"] == new.as_str()).unwrap_or_else(|| panic!("{list:#}"));
     assert_eq!(
-        (
-            s["kind"].as_str(),
-            s["ticket"].as_str(),
-            s["labels"]["verified_by"].as_str()
-        ),
+        (s["kind"].as_str(), s["ticket"].as_str(), s["labels"]["verified_by"].as_str()),
         (Some("pre-change"), Some("T-1"), Some("alice")),
         "{s:#}"
     );
@@ -2396,9 +1647,7 @@ fn cli_mark_verified_releases_a_pre_change_snapshot() {
     );
     write(&cfgdir.join("app.conf"), b"version=4\n");
     let d3 = snap(&env, &["--type", "config", cfgdir.to_str().unwrap()]);
-    let new2 = cairn(&env, &["--json", "mark-verified", &pre2, "--by", "bob"])
-        .ok()
-        .json()["new"]
+    let new2 = cairn(&env, &["--json", "mark-verified", &pre2, "--by", "bob"]).ok().json()["new"]
         .as_str()
         .unwrap()
         .to_string();
@@ -2416,18 +1665,13 @@ fn cli_daemon_stops_cleanly_on_sigterm_and_sigint() {
         let out = env.path().join(format!("daemon-{name}.out"));
         let err = env.path().join(format!("daemon-{name}.err"));
         let mut c = env.cfg_cmd(&cfg, &["daemon"]);
-        c.stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap());
+        c.stdout(std::fs::File::create(&out).unwrap()).stderr(std::fs::File::create(&err).unwrap());
         let mut child = ChildGuard(c.spawn().unwrap());
         // First round: every type never backed up (then only the on-change one) runs.
         let t0 = Instant::now();
         loop {
             let r = cairn_cfg(&env, &cfg, &["--json", "history"]);
-            let h = if r.code == 0 {
-                r.json().as_array().map_or(0, |a| a.len())
-            } else {
-                0
-            };
+            let h = if r.code == 0 { r.json().as_array().map_or(0, |a| a.len()) } else { 0 };
             if h >= expect_runs {
                 break;
             }
@@ -2450,45 +1694,22 @@ fn cli_daemon_stops_cleanly_on_sigterm_and_sigint() {
             if let Some(s) = child.0.try_wait().unwrap() {
                 break s;
             }
-            assert!(
-                t1.elapsed() < Duration::from_secs(5),
-                "{name}: daemon still running 5 s after the signal"
-            );
+            assert!(t1.elapsed() < Duration::from_secs(5), "{name}: daemon still running 5 s after the signal");
             std::thread::sleep(Duration::from_millis(50));
         };
         let stdout = std::fs::read_to_string(&out).unwrap();
-        assert_eq!(
-            status.code(),
-            Some(0),
-            "{name}: {status:?}\n{stdout}\n{}",
-            std::fs::read_to_string(&err).unwrap()
-        );
-        assert!(
-            stdout.contains("cairn daemon: stopping"),
-            "{name}: {stdout}"
-        );
+        assert_eq!(status.code(), Some(0), "{name}: {status:?}\n{stdout}\n{}", std::fs::read_to_string(&err).unwrap());
+        assert!(stdout.contains("cairn daemon: stopping"), "{name}: {stdout}");
         let runs: Vec<(String, String)> = history(&env, &cfg, None)
             .iter()
-            .map(|r| {
-                (
-                    r["backup_type"].as_str().unwrap().into(),
-                    r["result"].as_str().unwrap().into(),
-                )
-            })
+            .map(|r| (r["backup_type"].as_str().unwrap().into(), r["result"].as_str().unwrap().into()))
             .collect();
         if expect_runs == 3 {
-            assert!(
-                stdout.contains("db: snapshot") && stdout.contains("logs: snapshot"),
-                "{stdout}"
-            );
+            assert!(stdout.contains("db: snapshot") && stdout.contains("logs: snapshot"), "{stdout}");
             assert_eq!(runs.len(), 3, "{runs:?}");
         } else {
             assert_eq!(runs.len(), 4, "{runs:?}");
-            assert_eq!(
-                runs[0],
-                ("config".to_string(), "unchanged".to_string()),
-                "{runs:?}"
-            );
+            assert_eq!(runs[0], ("config".to_string(), "unchanged".to_string()), "{runs:?}");
         }
     }
 }
@@ -2531,40 +1752,23 @@ fn cli_daemon_does_not_spin_on_a_failing_type() {
     });
     let out = env.path().join("daemon.out");
     let mut c = env.cfg_cmd(&cfg, &["daemon"]);
-    c.stdout(std::fs::File::create(&out).unwrap())
-        .stderr(Stdio::null());
+    c.stdout(std::fs::File::create(&out).unwrap()).stderr(Stdio::null());
     let mut child = ChildGuard(c.spawn().unwrap());
     let t0 = Instant::now();
     while !lines(&events).iter().any(|l| l == "failure db") {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "no failure recorded in 60 s"
-        );
+        assert!(t0.elapsed() < Duration::from_secs(60), "no failure recorded in 60 s");
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(3));
     // SAFETY: sending a signal to our own child process by its id.
-    assert_eq!(
-        unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGTERM) },
-        0
-    );
+    assert_eq!(unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGTERM) }, 0);
     let t1 = Instant::now();
     while child.0.try_wait().unwrap().is_none() {
-        assert!(
-            t1.elapsed() < Duration::from_secs(5),
-            "daemon still running 5 s after SIGTERM"
-        );
+        assert!(t1.elapsed() < Duration::from_secs(5), "daemon still running 5 s after SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     }
     let db_runs = history(&env, &cfg, Some("db")).len();
     let ev = lines(&events);
-    assert_eq!(
-        db_runs, 1,
-        "db attempts within 3 s of the first failure; alerts: {ev:?}"
-    );
-    assert_eq!(
-        ev.iter().filter(|l| *l == "failure db").count(),
-        1,
-        "{ev:?}"
-    );
+    assert_eq!(db_runs, 1, "db attempts within 3 s of the first failure; alerts: {ev:?}");
+    assert_eq!(ev.iter().filter(|l| *l == "failure db").count(), 1, "{ev:?}");
 }

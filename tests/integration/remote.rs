@@ -28,11 +28,7 @@ impl WebDav {
     fn start(dir: &Path, extra: &[&str]) -> WebDav {
         need_rclone();
         std::fs::create_dir_all(dir).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new("rclone")
             .args(["serve", "webdav"])
             .arg(dir)
@@ -47,21 +43,13 @@ impl WebDav {
         let mut w = WebDav { child, port };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if TcpStream::connect_timeout(
-                &([127, 0, 0, 1], port).into(),
-                Duration::from_millis(200),
-            )
-            .is_ok()
-            {
+            if TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok() {
                 return w;
             }
             if let Ok(Some(st)) = w.child.try_wait() {
                 panic!("rclone serve webdav exited before listening: {st}");
             }
-            assert!(
-                Instant::now() < deadline,
-                "rclone serve webdav is not listening on port {port}"
-            );
+            assert!(Instant::now() < deadline, "rclone serve webdav is not listening on port {port}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -113,10 +101,7 @@ fn files_under(root: &Path) -> BTreeMap<String, u64> {
         .filter(|p| p.is_file())
         .map(|p| {
             let size = std::fs::metadata(&p).unwrap().len();
-            (
-                p.strip_prefix(root).unwrap().to_string_lossy().into_owned(),
-                size,
-            )
+            (p.strip_prefix(root).unwrap().to_string_lossy().into_owned(), size)
         })
         .collect()
 }
@@ -126,10 +111,7 @@ fn inventory(repo: &Path) -> BTreeMap<String, u64> {
     files_under(repo)
         .into_iter()
         .filter(|(rel, _)| {
-            rel == "config"
-                || ["keys/", "packs/", "index/", "snapshots/"]
-                    .iter()
-                    .any(|d| rel.starts_with(d))
+            rel == "config" || ["keys/", "packs/", "index/", "snapshots/"].iter().any(|d| rel.starts_with(d))
         })
         .collect()
 }
@@ -201,10 +183,7 @@ fn small_change(app: &Path) {
     }
     drop(c);
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(app.join("logs/app.log"))
-        .unwrap();
+    let mut f = std::fs::OpenOptions::new().append(true).open(app.join("logs/app.log")).unwrap();
     writeln!(f, "2026-11-22 03:00:00 INFO trip 4711 ended, 12.3 km").unwrap();
 }
 
@@ -212,20 +191,13 @@ fn small_change(app: &Path) {
 fn local_remote_gets_exactly_the_missing_files() {
     let env = Env::new();
     let usb = env.path().join("usb");
-    let (app, cfg) = app_with_remotes(
-        &env,
-        json!([{ "name": "usb", "rclone": local_target(&usb) }]),
-    );
+    let (app, cfg) = app_with_remotes(&env, json!([{ "name": "usb", "rclone": local_target(&usb) }]));
     let repo = app.join("backups/repo");
     env.run_cfg(&cfg, &["backup", "--now", "--no-sync"]).ok();
     assert!(files_under(&usb).is_empty(), "--no-sync uploaded something");
     let status = env.run_cfg(&cfg, &["status", "--json"]).ok().json();
     let local = inventory(&repo);
-    assert_eq!(
-        status["remotes"][0]["pending_files"],
-        json!(local.len()),
-        "{status}"
-    );
+    assert_eq!(status["remotes"][0]["pending_files"], json!(local.len()), "{status}");
 
     // First sync: everything, config and keys first, then packs, index files, snapshots.
     let r = sync_report(&env, &cfg, &[]);
@@ -237,16 +209,9 @@ fn local_remote_gets_exactly_the_missing_files() {
     );
     assert_eq!(up.len(), local.len(), "each file once: {up:?}");
     assert_eq!(up[0], "config");
-    assert!(
-        up.windows(2).all(|w| rank(&w[0]) <= rank(&w[1])),
-        "upload order: {up:?}"
-    );
+    assert!(up.windows(2).all(|w| rank(&w[0]) <= rank(&w[1])), "upload order: {up:?}");
     assert_eq!(r["uploaded_bytes"], json!(local.values().sum::<u64>()));
-    assert_eq!(
-        files_under(&usb),
-        local,
-        "the remote holds exactly the repository's files"
-    );
+    assert_eq!(files_under(&usb), local, "the remote holds exactly the repository's files");
     assert_same_bytes(&repo, &usb, local.keys());
     let status = env.run_cfg(&cfg, &["status", "--json"]).ok().json();
     assert_eq!(status["remotes"][0]["pending_files"], json!(0), "{status}");
@@ -264,61 +229,30 @@ fn local_remote_gets_exactly_the_missing_files() {
     small_change(&app);
     env.run_cfg(&cfg, &["backup", "--now", "--no-sync"]).ok();
     let after = inventory(&repo);
-    let new: BTreeSet<String> = after
-        .keys()
-        .filter(|k| !local.contains_key(*k))
-        .cloned()
-        .collect();
-    assert!(
-        new.iter().any(|f| f.starts_with("snapshots/"))
-            && new.iter().any(|f| f.starts_with("packs/")),
-        "{new:?}"
-    );
+    let new: BTreeSet<String> = after.keys().filter(|k| !local.contains_key(*k)).cloned().collect();
+    assert!(new.iter().any(|f| f.starts_with("snapshots/")) && new.iter().any(|f| f.starts_with("packs/")), "{new:?}");
     let dry = sync_report(&env, &cfg, &["--dry-run"]);
     assert_eq!(set(&dry["uploaded"]), new, "dry run");
     assert_eq!(files_under(&usb), local, "a dry run changes nothing");
     let r = sync_report(&env, &cfg, &[]);
     let up = strings(&r["uploaded"]);
-    assert_eq!(
-        up.iter().cloned().collect::<BTreeSet<_>>(),
-        new,
-        "only the new files"
-    );
-    assert!(
-        up.windows(2).all(|w| rank(&w[0]) <= rank(&w[1])),
-        "upload order: {up:?}"
-    );
+    assert_eq!(up.iter().cloned().collect::<BTreeSet<_>>(), new, "only the new files");
+    assert!(up.windows(2).all(|w| rank(&w[0]) <= rank(&w[1])), "upload order: {up:?}");
     let bytes: u64 = new.iter().map(|f| after[f]).sum();
     assert_eq!(r["uploaded_bytes"], json!(bytes));
     assert_eq!(r["deleted"], json!([]));
     assert_eq!(files_under(&usb), after);
     assert_same_bytes(&repo, &usb, after.keys());
-    eprintln!(
-        "daily sync of examples/app after a small change: {} files, {bytes} bytes",
-        new.len()
-    );
+    eprintln!("daily sync of examples/app after a small change: {} files, {bytes} bytes", new.len());
 
-    let v = env
-        .run_cfg(&cfg, &["verify", "--remote", "usb", "--json"])
-        .ok()
-        .json();
+    let v = env.run_cfg(&cfg, &["verify", "--remote", "usb", "--json"]).ok().json();
     assert_eq!(v["ok"], json!(true), "{v}");
     assert_eq!(v["checked"], json!(after.len()));
     for k in ["missing", "mismatched", "pending", "extra", "duplicates"] {
         assert_eq!(v[k], json!([]), "{k}: {v}");
     }
-    let h = env
-        .run_cfg(&cfg, &["history", "--json", "--type", "sync:usb"])
-        .ok()
-        .json();
-    assert!(
-        h.as_array().unwrap().len() >= 3
-            && h.as_array()
-                .unwrap()
-                .iter()
-                .all(|r| r["result"] == "success"),
-        "{h}"
-    );
+    let h = env.run_cfg(&cfg, &["history", "--json", "--type", "sync:usb"]).ok().json();
+    assert!(h.as_array().unwrap().len() >= 3 && h.as_array().unwrap().iter().all(|r| r["result"] == "success"), "{h}");
 }
 
 #[test]
@@ -328,10 +262,7 @@ fn webdav_remote_sync_and_restore_from_it_alone() {
     let target = dav.target("backups/obd");
     let (app, cfg) = app_with_remotes(&env, json!([{ "name": "dav", "rclone": target }]));
     // `backup` syncs after a successful run.
-    let rep = env
-        .run_cfg(&cfg, &["backup", "--now", "--json"])
-        .ok()
-        .json();
+    let rep = env.run_cfg(&cfg, &["backup", "--now", "--json"]).ok().json();
     let s = &rep["sync"];
     assert_eq!(s.as_array().unwrap().len(), 1, "{rep}");
     assert!(s[0]["error"].is_null(), "{rep}");
@@ -341,10 +272,7 @@ fn webdav_remote_sync_and_restore_from_it_alone() {
     assert_eq!(files_under(&served), local);
     assert_same_bytes(&app.join("backups/repo"), &served, local.keys());
     // WebDAV reports no MD5: sizes alone are compared, and they agree.
-    let v = env
-        .run_cfg(&cfg, &["verify", "--remote", "dav", "--json"])
-        .ok()
-        .json();
+    let v = env.run_cfg(&cfg, &["verify", "--remote", "dav", "--json"]).ok().json();
     assert_eq!(v["ok"], json!(true), "{v}");
     let r = sync_report(&env, &cfg, &[]);
     assert_eq!(r["uploaded"], json!([]), "{r}");
@@ -355,27 +283,13 @@ fn webdav_remote_sync_and_restore_from_it_alone() {
     let bare_env = Env::new();
     let pw = app.join("cairn-password");
     let d = bare_env.path().join("restored");
-    bare_env
-        .run_cmd(bare(
-            &bare_env,
-            &target,
-            &pw,
-            &["restore", "db:latest", "--target", d.to_str().unwrap()],
-        ))
-        .ok();
+    bare_env.run_cmd(bare(&bare_env, &target, &pw, &["restore", "db:latest", "--target", d.to_str().unwrap()])).ok();
     assert!(
         std::fs::read(d.join("app.db")).unwrap() == want_db.stdout,
         "restored database differs from `cat` of the original"
     );
     let l = bare_env.path().join("logs");
-    bare_env
-        .run_cmd(bare(
-            &bare_env,
-            &target,
-            &pw,
-            &["restore", "logs:latest", "--target", l.to_str().unwrap()],
-        ))
-        .ok();
+    bare_env.run_cmd(bare(&bare_env, &target, &pw, &["restore", "logs:latest", "--target", l.to_str().unwrap()])).ok();
     for f in ["app.log", "obd.log", "app.log.2.gz"] {
         assert_eq!(
             std::fs::read(l.join("logs").join(f)).unwrap(),
@@ -399,10 +313,7 @@ fn rclone_children(pid: u32) -> Vec<i32> {
         let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
             continue;
         };
-        let ppid = stat[close + 1..]
-            .split_whitespace()
-            .nth(1)
-            .and_then(|x| x.parse::<u32>().ok());
+        let ppid = stat[close + 1..].split_whitespace().nth(1).and_then(|x| x.parse::<u32>().ok());
         if ppid == Some(pid) && &stat[open + 1..close] == "rclone" {
             out.push(p);
         }
@@ -415,25 +326,17 @@ fn rclone_children(pid: u32) -> Vec<i32> {
 /// rclone child. Returns cairn's exit code (-1 when killed) and its output.
 fn interrupted_sync(env: &Env, cfg: &Path, served: &Path, whole_group: bool) -> (i32, String) {
     let mut c = env.cfg_cmd(cfg, &["sync"]);
-    c.process_group(0)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    c.process_group(0).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = c.spawn().expect("spawn cairn sync");
     let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(60);
     while files_under(&served.join("packs")).is_empty() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "sync ended before it could be interrupted"
-        );
+        assert!(child.try_wait().unwrap().is_none(), "sync ended before it could be interrupted");
         assert!(Instant::now() < deadline, "no pack reached the server");
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_secs(1));
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "sync ended before it could be interrupted"
-    );
+    assert!(child.try_wait().unwrap().is_none(), "sync ended before it could be interrupted");
     if whole_group {
         // SAFETY: signals the process group we created for this child.
         unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
@@ -448,28 +351,16 @@ fn interrupted_sync(env: &Env, cfg: &Path, served: &Path, whole_group: bool) -> 
     let out = child.wait_with_output().unwrap();
     (
         out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
     )
 }
 
 /// After an interrupted sync: nothing is missing or mismatched, every file verify does not call
 /// pending is byte-identical on the server, every file recorded synced is among those, and the
 /// partial files are exactly the pending ones the server holds. Returns the partial files.
-fn assert_nothing_wrongly_marked(
-    env: &Env,
-    cfg: &Path,
-    repo: &Path,
-    served: &Path,
-) -> BTreeSet<String> {
+fn assert_nothing_wrongly_marked(env: &Env, cfg: &Path, repo: &Path, served: &Path) -> BTreeSet<String> {
     let local = inventory(repo);
-    let v = env
-        .run_cfg(cfg, &["verify", "--remote", "dav", "--json"])
-        .code(0)
-        .json();
+    let v = env.run_cfg(cfg, &["verify", "--remote", "dav", "--json"]).code(0).json();
     assert_eq!(v["missing"], json!([]), "{v}");
     assert_eq!(v["mismatched"], json!([]), "{v}");
     let pending = set(&v["pending"]);
@@ -481,10 +372,7 @@ fn assert_nothing_wrongly_marked(
     for f in &pending {
         match on_server.get(f) {
             Some(size) => {
-                assert!(
-                    partial.contains(f),
-                    "{f} is on the server, pending, and not called partial: {v}"
-                );
+                assert!(partial.contains(f), "{f} is on the server, pending, and not called partial: {v}");
                 assert_ne!(*size, local[f], "{f}");
             }
             None => assert!(!partial.contains(f)),
@@ -492,10 +380,7 @@ fn assert_nothing_wrongly_marked(
     }
     let st = env.run_cfg(cfg, &["status", "--json"]).ok().json();
     let unmarked = st["remotes"][0]["pending_files"].as_u64().unwrap() as usize;
-    assert!(
-        unmarked >= pending.len(),
-        "files recorded synced that are not on the server: {st} {v}"
-    );
+    assert!(unmarked >= pending.len(), "files recorded synced that are not on the server: {st} {v}");
     partial
 }
 
@@ -508,14 +393,9 @@ fn killed_sync_marks_nothing_wrongly_and_resumes() {
     std::fs::create_dir_all(&data).unwrap();
     // ~40 MB of incompressible data: ten 4 MiB packs.
     for i in 0..4u64 {
-        std::fs::write(
-            data.join(format!("part{i}.bin")),
-            prng_bytes(1000 + i, 10 << 20),
-        )
-        .unwrap();
+        std::fs::write(data.join(format!("part{i}.bin")), prng_bytes(1000 + i, 10 << 20)).unwrap();
     }
-    let remote =
-        |flags: Value| json!([{ "name": "dav", "rclone": dav.target(""), "flags": flags }]);
+    let remote = |flags: Value| json!([{ "name": "dav", "rclone": dav.target(""), "flags": flags }]);
     let cfg = write_config(
         env.path(),
         json!({ "name": "big", "repository": "repo", "password_file": "cairn-password",
@@ -525,10 +405,7 @@ fn killed_sync_marks_nothing_wrongly_and_resumes() {
     env.run_cfg(&cfg, &["init", "--pack-size-mib", "4"]).ok();
     env.run_cfg(&cfg, &["backup", "--now", "--no-sync"]).ok();
     let local = inventory(&repo);
-    assert!(
-        local.keys().filter(|f| f.starts_with("packs/")).count() >= 8,
-        "{local:?}"
-    );
+    assert!(local.keys().filter(|f| f.starts_with("packs/")).count() >= 8, "{local:?}");
 
     // rclone dies under cairn: the sync fails, says so, and records nothing.
     let (code, out) = interrupted_sync(&env, &cfg, &served, false);
@@ -536,15 +413,8 @@ fn killed_sync_marks_nothing_wrongly_and_resumes() {
     assert!(out.contains("rclone copy failed"), "{out}");
     let partial1 = assert_nothing_wrongly_marked(&env, &cfg, &repo, &served);
     let st = env.run_cfg(&cfg, &["status", "--json"]).ok().json();
-    assert_eq!(
-        st["remotes"][0]["pending_files"],
-        json!(local.len()),
-        "nothing may be recorded synced: {st}"
-    );
-    assert!(
-        !partial1.is_empty(),
-        "expected a partial upload on the server"
-    );
+    assert_eq!(st["remotes"][0]["pending_files"], json!(local.len()), "nothing may be recorded synced: {st}");
+    assert!(!partial1.is_empty(), "expected a partial upload on the server");
 
     // cairn and rclone both killed.
     let (code, out) = interrupted_sync(&env, &cfg, &served, true);
@@ -557,10 +427,7 @@ fn killed_sync_marks_nothing_wrongly_and_resumes() {
     assert_eq!(set(&r["repaired"]), partial2, "{r}");
     assert_eq!(files_under(&served), local);
     assert_same_bytes(&repo, &served, local.keys());
-    let v = env
-        .run_cfg(&cfg, &["verify", "--remote", "dav", "--json"])
-        .ok()
-        .json();
+    let v = env.run_cfg(&cfg, &["verify", "--remote", "dav", "--json"]).ok().json();
     assert_eq!(v["ok"], json!(true), "{v}");
     assert_eq!(v["pending"], json!([]), "{v}");
     let st = env.run_cfg(&cfg, &["status", "--json"]).ok().json();
@@ -590,37 +457,22 @@ fn killed_sync_marks_nothing_wrongly_and_resumes() {
 fn deleted_or_altered_remote_file_is_damage_and_sync_repairs_it() {
     let env = Env::new();
     let usb = env.path().join("usb");
-    let (app, cfg) = app_with_remotes(
-        &env,
-        json!([{ "name": "usb", "rclone": local_target(&usb) }]),
-    );
+    let (app, cfg) = app_with_remotes(&env, json!([{ "name": "usb", "rclone": local_target(&usb) }]));
     let repo = app.join("backups/repo");
     env.run_cfg(&cfg, &["backup", "--now"]).ok();
     let local = inventory(&repo);
     assert_eq!(files_under(&usb), local, "backup synced");
-    let mut packs: Vec<(&String, &u64)> = local
-        .iter()
-        .filter(|(f, _)| f.starts_with("packs/"))
-        .collect();
+    let mut packs: Vec<(&String, &u64)> = local.iter().filter(|(f, _)| f.starts_with("packs/")).collect();
     packs.sort_by_key(|(_, s)| **s);
     let (gone, altered) = (packs[0].0.clone(), packs[packs.len() - 1].0.clone());
 
     // Deleted behind cairn's back.
     std::fs::remove_file(usb.join(&gone)).unwrap();
-    let v = env
-        .run_cfg(&cfg, &["verify", "--remote", "usb", "--json"])
-        .code(3)
-        .json();
+    let v = env.run_cfg(&cfg, &["verify", "--remote", "usb", "--json"]).code(3).json();
     assert_eq!(v["missing"], json!([gone]), "{v}");
     assert_eq!(v["ok"], json!(false));
     let human = env.run_cfg(&cfg, &["verify", "--remote", "usb"]).code(3);
-    assert!(
-        human
-            .stdout
-            .contains(&format!("MISSING on remote usb: {gone}")),
-        "{}",
-        human.stdout
-    );
+    assert!(human.stdout.contains(&format!("MISSING on remote usb: {gone}")), "{}", human.stdout);
     let r = sync_report(&env, &cfg, &[]);
     assert_eq!(r["uploaded"], json!([gone]), "{r}");
     assert_eq!(r["repaired"], json!([gone]), "{r}");
@@ -633,29 +485,17 @@ fn deleted_or_altered_remote_file_is_damage_and_sync_repairs_it() {
         *x ^= 0xa5;
     }
     std::fs::write(usb.join(&altered), &b).unwrap();
-    let v = env
-        .run_cfg(&cfg, &["verify", "--remote", "usb", "--json"])
-        .code(3)
-        .json();
+    let v = env.run_cfg(&cfg, &["verify", "--remote", "usb", "--json"]).code(3).json();
     assert_eq!(v["mismatched"], json!([altered]), "{v}");
     assert_eq!(v["missing"], json!([]), "{v}");
     let human = env.run_cfg(&cfg, &["verify", "--remote", "usb"]).code(3);
-    assert!(
-        human
-            .stdout
-            .contains(&format!("MISMATCH on remote usb: {altered}")),
-        "{}",
-        human.stdout
-    );
+    assert!(human.stdout.contains(&format!("MISMATCH on remote usb: {altered}")), "{}", human.stdout);
     let r = sync_report(&env, &cfg, &[]);
     assert_eq!(r["repaired"], json!([altered]), "{r}");
     assert_eq!(r["uploaded"], json!([altered]), "{r}");
     assert_same_bytes(&repo, &usb, local.keys());
     assert_eq!(files_under(&usb), local);
-    let v = env
-        .run_cfg(&cfg, &["verify", "--remote", "usb", "--json"])
-        .ok()
-        .json();
+    let v = env.run_cfg(&cfg, &["verify", "--remote", "usb", "--json"]).ok().json();
     assert_eq!(v["ok"], json!(true), "{v}");
 }
 
@@ -665,52 +505,24 @@ fn refusing_remote_fails_the_sync_not_the_backup() {
     let ro_dir = env.path().join("ro");
     let ro = WebDav::start(&ro_dir, &["--read-only"]);
     let good = env.path().join("good");
-    let ro_remote =
-        |target: String| json!({ "name": "ro", "rclone": target, "flags": ["--retries", "1"] });
-    let (app, cfg) = app_with_remotes(
-        &env,
-        json!([{ "name": "good", "rclone": local_target(&good) }, ro_remote(ro.target("obd"))]),
-    );
+    let ro_remote = |target: String| json!({ "name": "ro", "rclone": target, "flags": ["--retries", "1"] });
+    let (app, cfg) =
+        app_with_remotes(&env, json!([{ "name": "good", "rclone": local_target(&good) }, ro_remote(ro.target("obd"))]));
     let repo = app.join("backups/repo");
 
     env.run_cfg(&cfg, &["backup", "--now", "--no-sync"]).ok();
     let r = env.run_cfg(&cfg, &["sync", "--remote", "ro"]).code(1);
-    assert!(
-        r.stdout.contains("ro: FAILED") && r.stdout.contains("rclone copy failed"),
-        "{}",
-        r.stdout
-    );
-    assert!(
-        r.stderr.contains("1 of 1 remotes failed to sync"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stdout.contains("ro: FAILED") && r.stdout.contains("rclone copy failed"), "{}", r.stdout);
+    assert!(r.stderr.contains("1 of 1 remotes failed to sync"), "{}", r.stderr);
 
     small_change(&app);
-    let rep = env
-        .run_cfg(&cfg, &["backup", "--now", "--json"])
-        .ok()
-        .json();
-    let by_name: BTreeMap<String, &Value> = rep["sync"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| (s["remote"].as_str().unwrap().to_string(), s))
-        .collect();
+    let rep = env.run_cfg(&cfg, &["backup", "--now", "--json"]).ok().json();
+    let by_name: BTreeMap<String, &Value> =
+        rep["sync"].as_array().unwrap().iter().map(|s| (s["remote"].as_str().unwrap().to_string(), s)).collect();
     assert!(by_name["good"]["error"].is_null(), "{rep}");
-    assert!(
-        by_name["ro"]["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("rclone copy failed")),
-        "{rep}"
-    );
+    assert!(by_name["ro"]["error"].as_str().is_some_and(|e| e.contains("rclone copy failed")), "{rep}");
     let text = env.run_cfg(&cfg, &["backup", "--now", "--type", "db"]).ok();
-    assert!(
-        text.stdout
-            .contains("sync ro: FAILED (the backup is safe locally"),
-        "{}",
-        text.stdout
-    );
+    assert!(text.stdout.contains("sync ro: FAILED (the backup is safe locally"), "{}", text.stdout);
 
     let h = env.run_cfg(&cfg, &["history", "--json"]).ok().json();
     let runs = h.as_array().unwrap();
@@ -720,59 +532,27 @@ fn refusing_remote_fails_the_sync_not_the_backup() {
             && r["error"].as_str().is_some_and(|e| !e.is_empty())),
         "{h}"
     );
-    assert!(
-        runs.iter()
-            .any(|r| r["backup_type"] == "sync:good" && r["result"] == "success"),
-        "{h}"
-    );
-    assert!(
-        runs.iter()
-            .any(|r| r["backup_type"] == "db" && r["result"] == "success"),
-        "{h}"
-    );
+    assert!(runs.iter().any(|r| r["backup_type"] == "sync:good" && r["result"] == "success"), "{h}");
+    assert!(runs.iter().any(|r| r["backup_type"] == "db" && r["result"] == "success"), "{h}");
     let st = env.run_cfg(&cfg, &["status", "--json"]).ok().json();
-    let remotes: BTreeMap<String, &Value> = st["remotes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r["name"].as_str().unwrap().to_string(), r))
-        .collect();
+    let remotes: BTreeMap<String, &Value> =
+        st["remotes"].as_array().unwrap().iter().map(|r| (r["name"].as_str().unwrap().to_string(), r)).collect();
     assert!(remotes["ro"]["pending_files"].as_u64().unwrap() > 0, "{st}");
     assert!(remotes["ro"]["last_error"].is_string(), "{st}");
     assert_eq!(remotes["good"]["pending_files"], json!(0), "{st}");
-    assert!(
-        files_under(&ro_dir).is_empty(),
-        "a read-only remote received files"
-    );
+    assert!(files_under(&ro_dir).is_empty(), "a read-only remote received files");
     let text = env.run_cfg(&cfg, &["status"]).ok();
     assert!(text.stdout.contains("last sync FAILED"), "{}", text.stdout);
 
     // The remote becomes writable: the next sync catches up on everything.
     let rw = WebDav::start(&ro_dir, &[]);
-    set_remotes(
-        &cfg,
-        json!([{ "name": "good", "rclone": local_target(&good) }, ro_remote(rw.target("obd"))]),
-    );
+    set_remotes(&cfg, json!([{ "name": "good", "rclone": local_target(&good) }, ro_remote(rw.target("obd"))]));
     let local = inventory(&repo);
-    let r = env
-        .run_cfg(&cfg, &["sync", "--remote", "ro", "--json"])
-        .ok()
-        .json();
-    assert_eq!(
-        set(&r[0]["report"]["uploaded"]),
-        local.keys().cloned().collect(),
-        "{r}"
-    );
+    let r = env.run_cfg(&cfg, &["sync", "--remote", "ro", "--json"]).ok().json();
+    assert_eq!(set(&r[0]["report"]["uploaded"]), local.keys().cloned().collect(), "{r}");
     assert_eq!(files_under(&ro_dir.join("obd")), local);
     let st = env.run_cfg(&cfg, &["status", "--json"]).ok().json();
-    assert!(
-        st["remotes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["pending_files"] == json!(0)),
-        "{st}"
-    );
+    assert!(st["remotes"].as_array().unwrap().iter().all(|r| r["pending_files"] == json!(0)), "{st}");
     env.run_cfg(&cfg, &["verify", "--remote", "ro"]).ok();
 }
 
@@ -780,28 +560,14 @@ fn refusing_remote_fails_the_sync_not_the_backup() {
 fn disaster_recovery_from_the_remote_alone() {
     let env = Env::new();
     let usb = env.path().join("usb");
-    let (app, cfg) = app_with_remotes(
-        &env,
-        json!([{ "name": "usb", "rclone": local_target(&usb) }]),
-    );
+    let (app, cfg) = app_with_remotes(&env, json!([{ "name": "usb", "rclone": local_target(&usb) }]));
     env.run_cfg(&cfg, &["backup", "--now"]).ok();
     small_change(&app);
     env.run_cfg(&cfg, &["backup", "--now"]).ok();
     let want_db = env.run_cfg_raw(&cfg, &["cat", "db:latest", "app.db"]);
     assert_eq!(want_db.code, 0, "{}", want_db.stderr);
     let e0 = env.path().join("export-local");
-    env.run_cfg(
-        &cfg,
-        &[
-            "export",
-            "--latest",
-            "--name",
-            "obd",
-            "--out",
-            e0.to_str().unwrap(),
-        ],
-    )
-    .ok();
+    env.run_cfg(&cfg, &["export", "--latest", "--name", "obd", "--out", e0.to_str().unwrap()]).ok();
     let snaps = env.run_cfg(&cfg, &["snapshots", "--json"]).ok().json();
     let ids: Vec<&Value> = snaps.as_array().unwrap().iter().map(|s| &s["id"]).collect();
 
@@ -812,15 +578,7 @@ fn disaster_recovery_from_the_remote_alone() {
     let target = local_target(&usb);
     let run = |args: &[&str]| dr.run_cmd(bare(&dr, &target, &pw, args));
     let listed = run(&["snapshots", "--json"]).ok().json();
-    assert_eq!(
-        listed
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| &s["id"])
-            .collect::<Vec<_>>(),
-        ids
-    );
+    assert_eq!(listed.as_array().unwrap().iter().map(|s| &s["id"]).collect::<Vec<_>>(), ids);
     let d = dr.path().join("restored");
     run(&["restore", "db:latest", "--target", d.to_str().unwrap()]).ok();
     assert!(
@@ -828,23 +586,12 @@ fn disaster_recovery_from_the_remote_alone() {
         "restored database differs from `cat` of the original"
     );
     let e = dr.path().join("export-remote");
-    run(&[
-        "export",
-        "--latest",
-        "--name",
-        "obd",
-        "--out",
-        e.to_str().unwrap(),
-    ])
-    .ok();
+    run(&["export", "--latest", "--name", "obd", "--out", e.to_str().unwrap()]).ok();
     let (a, b) = (files_under(&e0), files_under(&e));
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     assert_eq!(a.len(), 3);
     for name in a.keys() {
-        assert!(
-            std::fs::read(e0.join(name)).unwrap() == std::fs::read(e.join(name)).unwrap(),
-            "export {name} differs"
-        );
+        assert!(std::fs::read(e0.join(name)).unwrap() == std::fs::read(e.join(name)).unwrap(), "export {name} differs");
     }
     let v = run(&["verify", "--read-data", "--json"]).ok().json();
     assert_eq!(v["ok"], json!(true), "{v}");
@@ -852,15 +599,7 @@ fn disaster_recovery_from_the_remote_alone() {
 
     // verify --read-data as the first command on another bare machine (no pack fetched yet).
     let dr2 = Env::new();
-    let v = dr2
-        .run_cmd(bare(
-            &dr2,
-            &target,
-            &pw,
-            &["verify", "--read-data", "--json"],
-        ))
-        .ok()
-        .json();
+    let v = dr2.run_cmd(bare(&dr2, &target, &pw, &["verify", "--read-data", "--json"])).ok().json();
     assert_eq!(v["ok"], json!(true), "{v}");
     assert_eq!(v["packs_read"], v["packs"], "{v}");
 
@@ -868,12 +607,11 @@ fn disaster_recovery_from_the_remote_alone() {
     let new = dr.path().join("new-repo");
     run(&["clone", "--repo", new.to_str().unwrap()]).ok();
     let mut c = dr.cmd();
-    c.env_remove("CAIRN_PASSWORD")
-        .arg("--repo")
-        .arg(&new)
-        .arg("--password-file")
-        .arg(&pw)
-        .args(["verify", "--read-data", "--json"]);
+    c.env_remove("CAIRN_PASSWORD").arg("--repo").arg(&new).arg("--password-file").arg(&pw).args([
+        "verify",
+        "--read-data",
+        "--json",
+    ]);
     let v = dr.run_cmd(c).ok().json();
     assert_eq!(v["ok"], json!(true), "{v}");
     assert_eq!(inventory(&new), inventory(&app.join("backups/repo")));
@@ -907,38 +645,20 @@ fn prune_then_sync_deletes_what_prune_removed_and_nothing_else() {
     env.run_cfg(&cfg, &["forget"]).ok();
     env.run_cfg(&cfg, &["prune"]).ok();
     let after = inventory(&repo);
-    let removed: BTreeSet<String> = before
-        .keys()
-        .filter(|f| !after.contains_key(*f))
-        .cloned()
-        .collect();
-    let added: BTreeSet<String> = after
-        .keys()
-        .filter(|f| !before.contains_key(*f))
-        .cloned()
-        .collect();
+    let removed: BTreeSet<String> = before.keys().filter(|f| !after.contains_key(*f)).cloned().collect();
+    let added: BTreeSet<String> = after.keys().filter(|f| !before.contains_key(*f)).cloned().collect();
     assert!(
-        removed.iter().any(|f| f.starts_with("snapshots/"))
-            && removed.iter().any(|f| f.starts_with("packs/")),
+        removed.iter().any(|f| f.starts_with("snapshots/")) && removed.iter().any(|f| f.starts_with("packs/")),
         "{removed:?}"
     );
-    let foreign: BTreeSet<String> =
-        ["notes.txt".to_string(), "packs/zz/foreign".to_string()].into();
+    let foreign: BTreeSet<String> = ["notes.txt".to_string(), "packs/zz/foreign".to_string()].into();
 
     let dry = sync_report(&env, &cfg, &["--dry-run"]);
     assert_eq!(set(&dry["deleted"]), removed, "{dry}");
-    assert_eq!(
-        files_under(&usb).len(),
-        before.len() + 2,
-        "a dry run deletes nothing"
-    );
+    assert_eq!(files_under(&usb).len(), before.len() + 2, "a dry run deletes nothing");
     let r = sync_report(&env, &cfg, &[]);
     let deleted = strings(&r["deleted"]);
-    assert_eq!(
-        deleted.iter().cloned().collect::<BTreeSet<_>>(),
-        removed,
-        "{r}"
-    );
+    assert_eq!(deleted.iter().cloned().collect::<BTreeSet<_>>(), removed, "{r}");
     assert!(
         deleted.windows(2).all(|w| rank(&w[0]) >= rank(&w[1])),
         "deletions go snapshots first, packs last: {deleted:?}"
@@ -948,21 +668,14 @@ fn prune_then_sync_deletes_what_prune_removed_and_nothing_else() {
     let mut want: BTreeSet<String> = after.keys().cloned().collect();
     want.extend(foreign.iter().cloned());
     assert_eq!(files_under(&usb).into_keys().collect::<BTreeSet<_>>(), want);
-    assert_eq!(
-        std::fs::read_to_string(usb.join("notes.txt")).unwrap(),
-        "kept by someone else\n"
-    );
+    assert_eq!(std::fs::read_to_string(usb.join("notes.txt")).unwrap(), "kept by someone else\n");
     let text = env.run_cfg(&cfg, &["sync"]).ok();
     assert!(
-        text.stdout
-            .contains("foreign (not written by this repository, not deleted): packs/zz/foreign"),
+        text.stdout.contains("foreign (not written by this repository, not deleted): packs/zz/foreign"),
         "{}",
         text.stdout
     );
-    let v = env
-        .run_cfg(&cfg, &["verify", "--remote", "usb", "--json"])
-        .ok()
-        .json();
+    let v = env.run_cfg(&cfg, &["verify", "--remote", "usb", "--json"]).ok().json();
     assert_eq!(set(&v["extra"]), foreign, "{v}");
 }
 
@@ -979,14 +692,7 @@ fn a_remote_path_holding_another_repository_is_not_overwritten() {
     }
     one.run(&["sync", "--remote", &target]).ok();
     let r = two.run(&["sync", "--remote", &target]).code(1);
-    assert!(
-        r.stdout.contains("holds another cairn repository"),
-        "{}",
-        r.stdout
-    );
-    assert_eq!(
-        std::fs::read(shared.join("config")).unwrap(),
-        std::fs::read(one.repo().join("config")).unwrap()
-    );
+    assert!(r.stdout.contains("holds another cairn repository"), "{}", r.stdout);
+    assert_eq!(std::fs::read(shared.join("config")).unwrap(), std::fs::read(one.repo().join("config")).unwrap());
     assert_eq!(files_under(&shared), inventory(&one.repo()));
 }

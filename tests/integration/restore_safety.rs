@@ -24,17 +24,10 @@ fn open_repo(repo_dir: &Path) -> Repo {
     Repo::open(repo_dir, &pw).expect("open repository")
 }
 
-fn add_chunk(
-    repo: &Repo,
-    pack: &mut PackWriter,
-    added: &mut HashSet<ChunkId>,
-    data: &[u8],
-) -> ChunkId {
+fn add_chunk(repo: &Repo, pack: &mut PackWriter, added: &mut HashSet<ChunkId>, data: &[u8]) -> ChunkId {
     let id = repo.keys.chunk_id(data);
     if added.insert(id) {
-        let sealed = repo
-            .keys
-            .seal(ObjectKind::Chunk, &id.0, &blob::encode(data, 3));
+        let sealed = repo.keys.seal(ObjectKind::Chunk, &id.0, &blob::encode(data, 3));
         pack.add(id, &sealed, data.len() as u32).expect("add chunk");
     }
     id
@@ -43,11 +36,7 @@ fn add_chunk(
 /// Writes a snapshot whose tree is exactly `nodes`, in the given order (no sorting, no path
 /// checks). A file node's content is taken from `file_contents` by path (empty if absent); its
 /// `chunks` and `size` are filled in. Returns the snapshot id in hex.
-pub fn craft_snapshot(
-    repo_dir: &Path,
-    nodes: Vec<Node>,
-    file_contents: &[(&[u8], &[u8])],
-) -> String {
+pub fn craft_snapshot(repo_dir: &Path, nodes: Vec<Node>, file_contents: &[(&[u8], &[u8])]) -> String {
     let repo = open_repo(repo_dir);
     let contents: HashMap<&[u8], &[u8]> = file_contents.iter().copied().collect();
     let mut pack = PackWriter::new(&repo.store).expect("pack writer");
@@ -59,11 +48,8 @@ pub fn craft_snapshot(
             NodeKind::File => {
                 let data = contents.get(n.path.as_slice()).copied().unwrap_or_default();
                 n.size = data.len() as u64;
-                n.chunks = if data.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![add_chunk(&repo, &mut pack, &mut added, data)]
-                };
+                n.chunks =
+                    if data.is_empty() { Vec::new() } else { vec![add_chunk(&repo, &mut pack, &mut added, data)] };
                 stats.files += 1;
                 stats.logical_bytes += n.size;
             }
@@ -74,21 +60,9 @@ pub fn craft_snapshot(
     }
     let tree_id = add_chunk(&repo, &mut pack, &mut added, &tree);
     let written = pack.finish(&repo.store, &repo.keys).expect("finish pack");
-    let sealed_index = index::seal(
-        &repo.keys,
-        &[PackRecord {
-            id: written.id,
-            size: written.size,
-            entries: written.entries,
-        }],
-    );
-    repo.store
-        .put(
-            FileKind::Index,
-            &IndexId(content_hash(&sealed_index)).to_hex(),
-            &sealed_index,
-        )
-        .expect("index file");
+    let sealed_index =
+        index::seal(&repo.keys, &[PackRecord { id: written.id, size: written.size, entries: written.entries }]);
+    repo.store.put(FileKind::Index, &IndexId(content_hash(&sealed_index)).to_hex(), &sealed_index).expect("index file");
     let snap = Snapshot {
         time: chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, false),
         backup_type: "crafted".into(),
@@ -110,9 +84,7 @@ pub fn craft_snapshot(
     };
     let sealed = snap.seal(&repo.keys);
     let id = SnapshotId(content_hash(&sealed));
-    repo.store
-        .put(FileKind::Snapshot, &id.to_hex(), &sealed)
-        .expect("snapshot file");
+    repo.store.put(FileKind::Snapshot, &id.to_hex(), &sealed).expect("snapshot file");
     id.to_hex()
 }
 
@@ -167,11 +139,7 @@ impl Scene {
         std::fs::create_dir(&outside).unwrap();
         let target = env.path().join("work/target");
         std::fs::create_dir_all(&target).unwrap();
-        Scene {
-            env,
-            outside,
-            target,
-        }
+        Scene { env, outside, target }
     }
 
     fn outside_bytes(&self) -> Vec<u8> {
@@ -182,32 +150,19 @@ impl Scene {
     fn surroundings(&self) -> Vec<(PathBuf, String)> {
         util::fingerprint(self.env.path())
             .into_iter()
-            .filter(|(p, _)| {
-                !p.starts_with("repo/") && !p.starts_with("work/target/") && p != Path::new("repo")
-            })
+            .filter(|(p, _)| !p.starts_with("repo/") && !p.starts_with("work/target/") && p != Path::new("repo"))
             .collect()
     }
 
     /// Runs `restore --json`; returns (exit code, report errors as (path, message)).
     fn restore(&self, snap: &str) -> (i32, Vec<(String, String)>, String) {
-        let r = self.env.run(&[
-            "--json",
-            "restore",
-            snap,
-            "--target",
-            self.target.to_str().unwrap(),
-        ]);
+        let r = self.env.run(&["--json", "restore", snap, "--target", self.target.to_str().unwrap()]);
         let errors = match serde_json::from_str::<serde_json::Value>(&r.stdout) {
             Ok(v) => v["report"]["errors"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|e| {
-                    (
-                        e[0].as_str().unwrap().to_string(),
-                        e[1].as_str().unwrap().to_string(),
-                    )
-                })
+                .map(|e| (e[0].as_str().unwrap().to_string(), e[1].as_str().unwrap().to_string()))
                 .collect(),
             Err(_) => Vec::new(),
         };
@@ -244,10 +199,7 @@ fn unsafe_paths_are_refused() {
     let mut nodes = vec![file(b"good.txt")];
     nodes.extend(bad);
     nodes.push(file(b"also-good.txt"));
-    let contents: Vec<(&[u8], &[u8])> = nodes
-        .iter()
-        .map(|n| (n.path.as_slice(), &b"evil"[..]))
-        .collect();
+    let contents: Vec<(&[u8], &[u8])> = nodes.iter().map(|n| (n.path.as_slice(), &b"evil"[..])).collect();
     let mut contents = contents;
     contents[0].1 = b"fine";
     let last = contents.len() - 1;
@@ -256,52 +208,23 @@ fn unsafe_paths_are_refused() {
 
     let before = s.surroundings();
     let (code, errors, stderr) = s.restore(&snap);
-    assert_eq!(
-        code, 1,
-        "restore must fail when entries are refused\n{stderr}"
-    );
-    assert_eq!(
-        errors.len(),
-        n_bad,
-        "every unsafe node reported: {errors:#?}"
-    );
-    assert!(
-        errors.iter().all(|(_, m)| m.starts_with("refused: ")),
-        "{errors:#?}"
-    );
-    assert!(
-        stderr.contains(&format!("{n_bad} entries could not be restored")),
-        "{stderr}"
-    );
+    assert_eq!(code, 1, "restore must fail when entries are refused\n{stderr}");
+    assert_eq!(errors.len(), n_bad, "every unsafe node reported: {errors:#?}");
+    assert!(errors.iter().all(|(_, m)| m.starts_with("refused: ")), "{errors:#?}");
+    assert!(stderr.contains(&format!("{n_bad} entries could not be restored")), "{stderr}");
     assert!(stderr.contains("refused: absolute path"), "{stderr}");
     assert!(stderr.contains("refused: path contains NUL"), "{stderr}");
-    assert!(
-        stderr.contains("refused: path component \"..\""),
-        "{stderr}"
-    );
+    assert!(stderr.contains("refused: path component \"..\""), "{stderr}");
 
-    assert_eq!(
-        s.surroundings(),
-        before,
-        "nothing written outside the target"
-    );
+    assert_eq!(s.surroundings(), before, "nothing written outside the target");
     assert!(util::fingerprint(&s.outside).is_empty());
     assert!(!Path::new(&abs_literal).exists(), "absolute path written");
     assert!(!Path::new("/tmp").join("evil-link").exists());
     // The safe entries are restored, nothing else.
-    let inside: Vec<PathBuf> = util::fingerprint(&s.target)
-        .into_iter()
-        .map(|(p, _)| p)
-        .collect();
-    assert_eq!(
-        inside,
-        [PathBuf::from("also-good.txt"), PathBuf::from("good.txt")]
-    );
+    let inside: Vec<PathBuf> = util::fingerprint(&s.target).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(inside, [PathBuf::from("also-good.txt"), PathBuf::from("good.txt")]);
     assert_eq!(std::fs::read(s.target.join("good.txt")).unwrap(), b"fine");
-    assert_eq!(
-        std::fs::read(s.target.join("also-good.txt")).unwrap(),
-        b"fine too"
-    );
+    assert_eq!(std::fs::read(s.target.join("also-good.txt")).unwrap(), b"fine too");
 
     // `ls` lists every crafted node, unsafe or not.
     let ls = s.env.run(&["--json", "ls", &snap]).ok().json();
@@ -313,34 +236,15 @@ fn unsafe_paths_are_refused() {
 fn symlink_then_file_through_it() {
     type Make = fn(&[u8]) -> Vec<Node>;
     let cases: Vec<(&str, Make)> = vec![
-        ("symlink first", |o: &[u8]| {
-            vec![symlink(b"d", o), file(b"d/evil")]
-        }),
-        ("file first", |o: &[u8]| {
-            vec![file(b"d/evil"), symlink(b"d", o)]
-        }),
-        ("symlink, dir, file", |o: &[u8]| {
-            vec![symlink(b"d", o), dir(b"d"), file(b"d/evil")]
-        }),
-        ("relative symlink", |_: &[u8]| {
-            vec![symlink(b"d", b"../../outside"), file(b"d/evil")]
-        }),
-        ("nested symlink", |o: &[u8]| {
-            vec![dir(b"x"), symlink(b"x/d", o), file(b"x/d/evil")]
-        }),
-        ("symlink through symlink", |o: &[u8]| {
-            vec![symlink(b"d", o), symlink(b"d/evil", b"/etc/passwd")]
-        }),
-        ("dir through symlink", |o: &[u8]| {
-            vec![symlink(b"d", o), dir(b"d/evil")]
-        }),
+        ("symlink first", |o: &[u8]| vec![symlink(b"d", o), file(b"d/evil")]),
+        ("file first", |o: &[u8]| vec![file(b"d/evil"), symlink(b"d", o)]),
+        ("symlink, dir, file", |o: &[u8]| vec![symlink(b"d", o), dir(b"d"), file(b"d/evil")]),
+        ("relative symlink", |_: &[u8]| vec![symlink(b"d", b"../../outside"), file(b"d/evil")]),
+        ("nested symlink", |o: &[u8]| vec![dir(b"x"), symlink(b"x/d", o), file(b"x/d/evil")]),
+        ("symlink through symlink", |o: &[u8]| vec![symlink(b"d", o), symlink(b"d/evil", b"/etc/passwd")]),
+        ("dir through symlink", |o: &[u8]| vec![symlink(b"d", o), dir(b"d/evil")]),
         ("parent symlink", |_: &[u8]| {
-            vec![
-                symlink(b"up", b".."),
-                file(b"up/evil"),
-                symlink(b"up2", b"../.."),
-                dir(b"up2/evil"),
-            ]
+            vec![symlink(b"up", b".."), file(b"up/evil"), symlink(b"up2", b"../.."), dir(b"up2/evil")]
         }),
     ];
     for (what, make) in cases {
@@ -349,11 +253,7 @@ fn symlink_then_file_through_it() {
         let snap = craft_snapshot(
             &s.env.repo(),
             nodes,
-            &[
-                (b"d/evil", b"evil"),
-                (b"x/d/evil", b"evil"),
-                (b"up/evil", b"evil"),
-            ],
+            &[(b"d/evil", b"evil"), (b"x/d/evil", b"evil"), (b"up/evil", b"evil")],
         );
         let before = s.surroundings();
         let (code, errors, stderr) = s.restore(&snap);
@@ -362,17 +262,10 @@ fn symlink_then_file_through_it() {
             "{what}: wrote into outside: {:?}",
             util::fingerprint(&s.outside)
         );
-        assert_eq!(
-            s.surroundings(),
-            before,
-            "{what}: nothing written outside the target"
-        );
+        assert_eq!(s.surroundings(), before, "{what}: nothing written outside the target");
         assert_ne!(code, 0, "{what}: the conflict is reported\n{stderr}");
         assert!(!errors.is_empty(), "{what}");
-        assert!(
-            stderr.contains("entries could not be restored"),
-            "{what}: {stderr}"
-        );
+        assert!(stderr.contains("entries could not be restored"), "{what}: {stderr}");
     }
 }
 
@@ -381,20 +274,10 @@ fn symlink_then_file_through_it() {
 #[test]
 fn second_restore_does_not_follow_first_restores_symlink() {
     let s = Scene::new();
-    let a = craft_snapshot(
-        &s.env.repo(),
-        vec![
-            symlink(b"d", &s.outside_bytes()),
-            symlink(b"f", b"../../outside/f"),
-        ],
-        &[],
-    );
+    let a =
+        craft_snapshot(&s.env.repo(), vec![symlink(b"d", &s.outside_bytes()), symlink(b"f", b"../../outside/f")], &[]);
     let (code, errors, stderr) = s.restore(&a);
-    assert_eq!(
-        (code, errors.len()),
-        (0, 0),
-        "symlinks themselves are data: {stderr}"
-    );
+    assert_eq!((code, errors.len()), (0, 0), "symlinks themselves are data: {stderr}");
     assert_eq!(std::fs::read_link(s.target.join("d")).unwrap(), s.outside);
 
     let b = craft_snapshot(
@@ -403,17 +286,11 @@ fn second_restore_does_not_follow_first_restores_symlink() {
         &[(b"d/evil", b"evil"), (b"f", b"new")],
     );
     let (code, errors, stderr) = s.restore(&b);
-    assert!(
-        util::fingerprint(&s.outside).is_empty(),
-        "wrote through the symlink: {:?}",
-        util::fingerprint(&s.outside)
-    );
+    assert!(util::fingerprint(&s.outside).is_empty(), "wrote through the symlink: {:?}", util::fingerprint(&s.outside));
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(errors.len(), 2, "{errors:#?}");
     assert!(
-        errors
-            .iter()
-            .all(|(_, m)| m.contains("is a symlink in the target; refusing to write through it")),
+        errors.iter().all(|(_, m)| m.contains("is a symlink in the target; refusing to write through it")),
         "{errors:#?}"
     );
     // `f` was a symlink to outside/f: it is replaced by the file, outside/f is not created.
@@ -431,11 +308,7 @@ fn preexisting_links_in_target_are_not_written_through() {
     std::fs::create_dir(s.outside.join("vdir")).unwrap();
     let t = &s.target;
     std::os::unix::fs::symlink(s.outside.join("victim"), t.join("f")).unwrap();
-    std::os::unix::fs::symlink(
-        s.outside.join("created-through-dangling"),
-        t.join("dangling"),
-    )
-    .unwrap();
+    std::os::unix::fs::symlink(s.outside.join("created-through-dangling"), t.join("dangling")).unwrap();
     std::os::unix::fs::symlink(&s.outside, t.join("d")).unwrap();
     std::os::unix::fs::symlink(s.outside.join("vdir"), t.join("dd")).unwrap();
     std::os::unix::fs::symlink(s.outside.join("victim"), t.join("s")).unwrap();
@@ -458,57 +331,30 @@ fn preexisting_links_in_target_are_not_written_through() {
         dir(b"rel/evil-dir"),
         file(b"rel/evil"),
     ];
-    let contents: Vec<(&[u8], &[u8])> = nodes
-        .iter()
-        .map(|n| (n.path.as_slice(), &b"from snapshot"[..]))
-        .collect();
+    let contents: Vec<(&[u8], &[u8])> = nodes.iter().map(|n| (n.path.as_slice(), &b"from snapshot"[..])).collect();
     let snap = craft_snapshot(&s.env.repo(), nodes.clone(), &contents);
     let (code, errors, stderr) = s.restore(&snap);
 
-    assert_eq!(
-        util::fingerprint(&s.outside),
-        outside_before,
-        "outside changed"
-    );
-    assert_eq!(
-        std::fs::read(s.outside.join("victim")).unwrap(),
-        b"original"
-    );
-    assert_eq!(
-        std::fs::read(s.outside.join("hl-victim")).unwrap(),
-        b"original hard"
-    );
+    assert_eq!(util::fingerprint(&s.outside), outside_before, "outside changed");
+    assert_eq!(std::fs::read(s.outside.join("victim")).unwrap(), b"original");
+    assert_eq!(std::fs::read(s.outside.join("hl-victim")).unwrap(), b"original hard");
     assert!(!s.outside.join("created-through-dangling").exists());
     assert!(!s.outside.join("evil").exists() && !s.outside.join("vdir/evil").exists());
     assert_eq!(code, 1, "{stderr}");
     let failed: HashSet<&str> = errors.iter().map(|(p, _)| p.as_str()).collect();
-    assert_eq!(
-        failed,
-        HashSet::from(["d/evil", "dd", "dd/evil", "rel/evil-dir", "rel/evil"]),
-        "{errors:#?}"
-    );
+    assert_eq!(failed, HashSet::from(["d/evil", "dd", "dd/evil", "rel/evil-dir", "rel/evil"]), "{errors:#?}");
 
     // Where a file replaces a link, it is a fresh regular file with the snapshot's content.
     for p in ["f", "dangling", "h", "sub/f"] {
         let m = std::fs::symlink_metadata(t.join(p)).unwrap();
         assert!(m.is_file(), "{p} is not a regular file");
-        assert_eq!(
-            std::os::unix::fs::MetadataExt::nlink(&m),
-            1,
-            "{p} still hard-linked"
-        );
+        assert_eq!(std::os::unix::fs::MetadataExt::nlink(&m), 1, "{p} still hard-linked");
         assert_eq!(std::fs::read(t.join(p)).unwrap(), b"from snapshot", "{p}");
     }
-    assert_eq!(
-        std::fs::read_link(t.join("s")).unwrap(),
-        Path::new("elsewhere")
-    );
+    assert_eq!(std::fs::read_link(t.join("s")).unwrap(), Path::new("elsewhere"));
     // The links that were refused are left alone.
     assert_eq!(std::fs::read_link(t.join("d")).unwrap(), s.outside);
-    assert_eq!(
-        std::fs::read_link(t.join("rel")).unwrap(),
-        Path::new("../../../outside")
-    );
+    assert_eq!(std::fs::read_link(t.join("rel")).unwrap(), Path::new("../../../outside"));
 }
 
 /// An honest snapshot of a tree that contains symlinks pointing outside restores them as links
@@ -521,9 +367,7 @@ fn real_snapshot_with_outside_symlinks() {
     std::fs::write(src.join("data/x"), b"x").unwrap();
     std::os::unix::fs::symlink(&s.outside, src.join("link-out")).unwrap();
     std::os::unix::fs::symlink("../../outside/never", src.join("data/rel-out")).unwrap();
-    s.env
-        .run(&["snapshot", "--type", "t", src.to_str().unwrap()])
-        .ok();
+    s.env.run(&["snapshot", "--type", "t", src.to_str().unwrap()]).ok();
     let (code, errors, stderr) = s.restore("latest");
     assert_eq!((code, errors.len()), (0, 0), "{stderr}");
     assert!(util::fingerprint(&s.outside).is_empty());
@@ -540,32 +384,16 @@ fn real_snapshot_with_outside_symlinks() {
 fn unrepresentable_entries_are_errors_not_crashes() {
     let s = Scene::new();
     let long_name = vec![b'n'; 300];
-    let deep: Vec<u8> = std::iter::repeat_n(&b"abcdefghij/"[..], 500)
-        .flatten()
-        .copied()
-        .chain(*b"leaf")
-        .collect();
-    let nodes = vec![
-        symlink(b"nul-target", b"a\0b"),
-        file(&long_name),
-        file(&deep),
-        file(b"fine"),
-    ];
-    let snap = craft_snapshot(
-        &s.env.repo(),
-        nodes,
-        &[(b"fine", b"ok"), (&long_name, b"x"), (&deep, b"x")],
-    );
+    let deep: Vec<u8> = std::iter::repeat_n(&b"abcdefghij/"[..], 500).flatten().copied().chain(*b"leaf").collect();
+    let nodes = vec![symlink(b"nul-target", b"a\0b"), file(&long_name), file(&deep), file(b"fine")];
+    let snap = craft_snapshot(&s.env.repo(), nodes, &[(b"fine", b"ok"), (&long_name, b"x"), (&deep, b"x")]);
     let before = s.surroundings();
     let (code, errors, stderr) = s.restore(&snap);
     assert_eq!(code, 1, "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     let failed: HashSet<&str> = errors.iter().map(|(p, _)| p.as_str()).collect();
     assert!(failed.contains("nul-target"), "{errors:#?}");
-    assert!(
-        failed.contains(String::from_utf8_lossy(&long_name).as_ref()),
-        "{errors:#?}"
-    );
+    assert!(failed.contains(String::from_utf8_lossy(&long_name).as_ref()), "{errors:#?}");
     assert_eq!(std::fs::read(s.target.join("fine")).unwrap(), b"ok");
     assert_eq!(s.surroundings(), before);
 }

@@ -24,32 +24,15 @@ enum Content {
 
 #[derive(Clone, Debug)]
 enum Entry {
-    File {
-        len: usize,
-        content: Content,
-        mode: u32,
-        mtime: (i64, u32),
-    },
-    Dir {
-        mode: u32,
-        mtime: (i64, u32),
-        children: BTreeMap<Vec<u8>, Entry>,
-    },
-    Symlink {
-        target: Vec<u8>,
-        mtime: (i64, u32),
-    },
+    File { len: usize, content: Content, mode: u32, mtime: (i64, u32) },
+    Dir { mode: u32, mtime: (i64, u32), children: BTreeMap<Vec<u8>, Entry> },
+    Symlink { target: Vec<u8>, mtime: (i64, u32) },
 }
 
 fn file_bytes(len: usize, content: &Content) -> Vec<u8> {
     match content {
         Content::Random(seed) => util::prng_bytes(*seed, len),
-        Content::Text => b"the quick brown fox jumps over the lazy dog\n"
-            .iter()
-            .copied()
-            .cycle()
-            .take(len)
-            .collect(),
+        Content::Text => b"the quick brown fox jumps over the lazy dog\n".iter().copied().cycle().take(len).collect(),
         Content::Zeros => vec![0; len],
     }
 }
@@ -87,22 +70,11 @@ fn mtime() -> impl Strategy<Value = (i64, u32)> {
 
 fn file_entry() -> impl Strategy<Value = Entry> {
     let len = prop_oneof![2 => Just(0usize), 3 => 1usize..200, 3 => 200usize..20_000, 1 => 20_000usize..300_000];
-    let content = prop_oneof![3 => any::<u64>().prop_map(Content::Random), 1 => Just(Content::Text), 1 => Just(Content::Zeros)];
-    let mode = prop_oneof![
-        Just(0o600u32),
-        Just(0o755),
-        Just(0o640),
-        Just(0o644),
-        Just(0o700),
-        Just(0o4755),
-        Just(0o1777)
-    ];
-    (len, content, mode, mtime()).prop_map(|(len, content, mode, mtime)| Entry::File {
-        len,
-        content,
-        mode,
-        mtime,
-    })
+    let content =
+        prop_oneof![3 => any::<u64>().prop_map(Content::Random), 1 => Just(Content::Text), 1 => Just(Content::Zeros)];
+    let mode =
+        prop_oneof![Just(0o600u32), Just(0o755), Just(0o640), Just(0o644), Just(0o700), Just(0o4755), Just(0o1777)];
+    (len, content, mode, mtime()).prop_map(|(len, content, mode, mtime)| Entry::File { len, content, mode, mtime })
 }
 
 fn symlink_entry() -> impl Strategy<Value = Entry> {
@@ -121,28 +93,14 @@ fn symlink_entry() -> impl Strategy<Value = Entry> {
 
 fn dir_mode() -> impl Strategy<Value = u32> {
     // Owner-writable: the test must be able to build and delete the tree without root.
-    prop_oneof![
-        Just(0o755u32),
-        Just(0o700),
-        Just(0o750),
-        Just(0o777),
-        Just(0o1777)
-    ]
+    prop_oneof![Just(0o755u32), Just(0o700), Just(0o750), Just(0o777), Just(0o1777)]
 }
 
 fn entry() -> impl Strategy<Value = Entry> {
     let leaf = prop_oneof![3 => file_entry(), 1 => symlink_entry()];
     leaf.prop_recursive(3, 32, 5, |inner| {
-        (
-            dir_mode(),
-            mtime(),
-            prop::collection::btree_map(name(), inner, 0..5),
-        )
-            .prop_map(|(mode, mtime, children)| Entry::Dir {
-                mode,
-                mtime,
-                children,
-            })
+        (dir_mode(), mtime(), prop::collection::btree_map(name(), inner, 0..5))
+            .prop_map(|(mode, mtime, children)| Entry::Dir { mode, mtime, children })
     })
 }
 
@@ -154,20 +112,10 @@ struct Tree {
 }
 
 fn tree() -> impl Strategy<Value = Tree> {
-    (
-        name(),
-        dir_mode(),
-        mtime(),
-        prop::collection::btree_map(name(), entry(), 2..8),
-        prop::bool::weighted(0.2),
-    )
+    (name(), dir_mode(), mtime(), prop::collection::btree_map(name(), entry(), 2..8), prop::bool::weighted(0.2))
         .prop_map(|(root_name, mode, mtime, children, big)| Tree {
             root_name,
-            root: Entry::Dir {
-                mode,
-                mtime,
-                children,
-            },
+            root: Entry::Dir { mode, mtime, children },
             big,
         })
 }
@@ -186,12 +134,7 @@ struct Counts {
 
 fn materialize(path: &Path, e: &Entry, counts: &mut Counts) {
     match e {
-        Entry::File {
-            len,
-            content,
-            mode,
-            mtime,
-        } => {
+        Entry::File { len, content, mode, mtime } => {
             std::fs::write(path, file_bytes(*len, content)).unwrap();
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode)).unwrap();
             filetime::set_file_times(path, ft(*mtime), ft(*mtime)).unwrap();
@@ -203,11 +146,7 @@ fn materialize(path: &Path, e: &Entry, counts: &mut Counts) {
             filetime::set_symlink_file_times(path, ft(*mtime), ft(*mtime)).unwrap();
             counts.symlinks += 1;
         }
-        Entry::Dir {
-            mode,
-            mtime,
-            children,
-        } => {
+        Entry::Dir { mode, mtime, children } => {
             std::fs::create_dir(path).unwrap();
             for (n, c) in children {
                 materialize(&path.join(OsStr::from_bytes(n)), c, counts);
@@ -227,12 +166,7 @@ fn build(parent: &Path, t: &Tree) -> (std::path::PathBuf, Counts) {
             // Larger than one 1 MiB pack.
             children.insert(
                 b"big file.bin".to_vec(),
-                Entry::File {
-                    len: 5 << 19,
-                    content: Content::Random(99),
-                    mode: 0o644,
-                    mtime: (1_600_000_000, 5),
-                },
+                Entry::File { len: 5 << 19, content: Content::Random(99), mode: 0o644, mtime: (1_600_000_000, 5) },
             );
         }
     }
@@ -278,22 +212,10 @@ fn check_roundtrip(t: &Tree, encrypted: bool) {
     assert_eq!(u(&s["errors"]), 0);
 
     let ls = env.run(&["--json", "ls", "latest"]).ok().json();
-    assert_eq!(
-        ls["nodes"].as_array().unwrap().len() as u64,
-        counts.files + counts.dirs + counts.symlinks
-    );
+    assert_eq!(ls["nodes"].as_array().unwrap().len() as u64, counts.files + counts.dirs + counts.symlinks);
 
     let out = env.path().join("out");
-    let r = env
-        .run(&[
-            "--json",
-            "restore",
-            "latest",
-            "--target",
-            out.to_str().unwrap(),
-        ])
-        .ok()
-        .json();
+    let r = env.run(&["--json", "restore", "latest", "--target", out.to_str().unwrap()]).ok().json();
     assert_eq!(u(&r["report"]["files"]), counts.files);
     assert_eq!(u(&r["report"]["dirs"]), counts.dirs);
     assert_eq!(u(&r["report"]["symlinks"]), counts.symlinks);
@@ -302,19 +224,12 @@ fn check_roundtrip(t: &Tree, encrypted: bool) {
     // Nothing else appeared in the target.
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
     if t.big {
-        assert!(
-            util::repo_files(&env.repo(), "packs").len() >= 2,
-            "a 2.5 MiB file must span 1 MiB packs"
-        );
+        assert!(util::repo_files(&env.repo(), "packs").len() >= 2, "a 2.5 MiB file must span 1 MiB packs");
     }
 }
 
 fn proptest_config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 12,
-        max_shrink_iters: 64,
-        ..ProptestConfig::default()
-    }
+    ProptestConfig { cases: 12, max_shrink_iters: 64, ..ProptestConfig::default() }
 }
 
 proptest! {
@@ -337,78 +252,32 @@ proptest! {
 #[test]
 fn odd_tree_roundtrip_both_modes() {
     let mut children = BTreeMap::new();
-    let file = |len, mode, s| Entry::File {
-        len,
-        content: Content::Random(len as u64),
-        mode,
-        mtime: (s, 123_456_789),
-    };
+    let file = |len, mode, s| Entry::File { len, content: Content::Random(len as u64), mode, mtime: (s, 123_456_789) };
     children.insert(b"empty".to_vec(), file(0, 0o600, 1_000_000_000));
     children.insert(b"-rf".to_vec(), file(10, 0o755, 1_100_000_000));
-    children.insert(
-        b"new\nline and space".to_vec(),
-        file(100, 0o640, 1_200_000_000),
-    );
+    children.insert(b"new\nline and space".to_vec(), file(100, 0o640, 1_200_000_000));
     children.insert(b"\xff\xfe\xfd".to_vec(), file(1000, 0o600, -5));
-    children.insert(
-        "ünïcödé 日本語 🦀".as_bytes().to_vec(),
-        file(5000, 0o644, 0),
-    );
-    children.insert(
-        b"dangling".to_vec(),
-        Entry::Symlink {
-            target: b"does/not/exist".to_vec(),
-            mtime: (1_300_000_000, 1),
-        },
-    );
-    children.insert(
-        b"abs-link".to_vec(),
-        Entry::Symlink {
-            target: b"/etc/passwd".to_vec(),
-            mtime: (1_300_000_000, 2),
-        },
-    );
-    children.insert(
-        b"link-to-file".to_vec(),
-        Entry::Symlink {
-            target: b"empty".to_vec(),
-            mtime: (1_300_000_000, 3),
-        },
-    );
+    children.insert("ünïcödé 日本語 🦀".as_bytes().to_vec(), file(5000, 0o644, 0));
+    children
+        .insert(b"dangling".to_vec(), Entry::Symlink { target: b"does/not/exist".to_vec(), mtime: (1_300_000_000, 1) });
+    children
+        .insert(b"abs-link".to_vec(), Entry::Symlink { target: b"/etc/passwd".to_vec(), mtime: (1_300_000_000, 2) });
+    children.insert(b"link-to-file".to_vec(), Entry::Symlink { target: b"empty".to_vec(), mtime: (1_300_000_000, 3) });
     children.insert(
         b"empty dir".to_vec(),
-        Entry::Dir {
-            mode: 0o700,
-            mtime: (1_400_000_000, 4),
-            children: BTreeMap::new(),
-        },
+        Entry::Dir { mode: 0o700, mtime: (1_400_000_000, 4), children: BTreeMap::new() },
     );
-    let mut deep = Entry::Dir {
-        mode: 0o750,
-        mtime: (1_500_000_000, 0),
-        children: BTreeMap::new(),
-    };
+    let mut deep = Entry::Dir { mode: 0o750, mtime: (1_500_000_000, 0), children: BTreeMap::new() };
     for i in 0..6 {
         let mut c = BTreeMap::new();
-        c.insert(
-            format!("f{i}").into_bytes(),
-            file(i * 7, 0o640, 1_500_000_000 + i as i64),
-        );
+        c.insert(format!("f{i}").into_bytes(), file(i * 7, 0o640, 1_500_000_000 + i as i64));
         c.insert(b"d".to_vec(), deep);
-        deep = Entry::Dir {
-            mode: 0o755,
-            mtime: (1_500_000_100 + i as i64, 0),
-            children: c,
-        };
+        deep = Entry::Dir { mode: 0o755, mtime: (1_500_000_100 + i as i64, 0), children: c };
     }
     children.insert(b"deep".to_vec(), deep);
     let t = Tree {
         root_name: b"-root dir".to_vec(),
-        root: Entry::Dir {
-            mode: 0o755,
-            mtime: (1_000, 0),
-            children,
-        },
+        root: Entry::Dir { mode: 0o755, mtime: (1_000, 0), children },
         big: true,
     };
     check_roundtrip(&t, true);
@@ -432,9 +301,7 @@ fn dash_path_argument() {
 
 fn snapshot_json(env: &Env, ty: &str, path: &Path, extra: &[&str]) -> Value {
     let mut c = env.cmd();
-    c.args(["--json", "snapshot", "--type", ty])
-        .args(extra)
-        .arg(path);
+    c.args(["--json", "snapshot", "--type", ty]).args(extra).arg(path);
     env.run_cmd(c).ok().json()
 }
 
@@ -457,38 +324,24 @@ fn dedup_case(encrypted: bool, ty: &str, size: usize) {
     std::fs::write(&f, &data).unwrap();
     let second = snapshot_json(&env, ty, &dir, &[]);
 
-    let (b1, b2) = (
-        u(&first["stats"]["new_bytes"]),
-        u(&second["stats"]["new_bytes"]),
-    );
-    let (c1, c2) = (
-        u(&first["stats"]["new_chunks"]),
-        u(&second["stats"]["new_chunks"]),
-    );
+    let (b1, b2) = (u(&first["stats"]["new_bytes"]), u(&second["stats"]["new_bytes"]));
+    let (c1, c2) = (u(&first["stats"]["new_chunks"]), u(&second["stats"]["new_chunks"]));
+    assert!(b1 as usize >= size, "first snapshot stores the whole file: {b1}");
+    assert!(b2 * 100 < b1 * 15, "{ty}: second snapshot added {b2} bytes, first {b1}: not < 15%");
     assert!(
-        b1 as usize >= size,
-        "first snapshot stores the whole file: {b1}"
+        c2 <= 4,
+        "{ty}: second snapshot added {c2} chunks (first {c1}): the change touches 1-2 content chunks + the tree"
     );
-    assert!(
-        b2 * 100 < b1 * 15,
-        "{ty}: second snapshot added {b2} bytes, first {b1}: not < 15%"
-    );
-    assert!(c2 <= 4, "{ty}: second snapshot added {c2} chunks (first {c1}): the change touches 1-2 content chunks + the tree");
     assert_eq!(u(&second["stats"]["unchanged_files"]), 0);
     assert_eq!(second["parent"], first["id"]);
 
     let out = env.path().join("out");
-    env.run(&["restore", "latest", "--target", out.to_str().unwrap()])
-        .ok();
+    env.run(&["restore", "latest", "--target", out.to_str().unwrap()]).ok();
     assert_eq!(std::fs::read(out.join("data/big.bin")).unwrap(), data);
     let first_id = first["id"].as_str().unwrap();
     let out1 = env.path().join("out1");
-    env.run(&["restore", first_id, "--target", out1.to_str().unwrap()])
-        .ok();
-    assert_eq!(
-        std::fs::read(out1.join("data/big.bin")).unwrap(),
-        util::prng_bytes(7, size)
-    );
+    env.run(&["restore", first_id, "--target", out1.to_str().unwrap()]).ok();
+    assert_eq!(std::fs::read(out1.join("data/big.bin")).unwrap(), util::prng_bytes(7, size));
 }
 
 #[test]
@@ -513,15 +366,13 @@ fn sqlite_database_is_chunked_at_page_size() {
     let db = dir.join("app.sqlite");
     {
         let c = rusqlite::Connection::open(&db).unwrap();
-        c.execute_batch("PRAGMA page_size=4096; PRAGMA journal_mode=DELETE; CREATE TABLE t(id INTEGER PRIMARY KEY, body BLOB);")
-            .unwrap();
+        c.execute_batch(
+            "PRAGMA page_size=4096; PRAGMA journal_mode=DELETE; CREATE TABLE t(id INTEGER PRIMARY KEY, body BLOB);",
+        )
+        .unwrap();
         let tx = c.unchecked_transaction().unwrap();
         for i in 0..3000u64 {
-            tx.execute(
-                "INSERT INTO t VALUES(?1, ?2)",
-                rusqlite::params![i as i64, util::prng_bytes(i, 300)],
-            )
-            .unwrap();
+            tx.execute("INSERT INTO t VALUES(?1, ?2)", rusqlite::params![i as i64, util::prng_bytes(i, 300)]).unwrap();
         }
         tx.commit().unwrap();
     }
@@ -535,52 +386,29 @@ fn sqlite_database_is_chunked_at_page_size() {
         first["stats"]["new_chunks"]
     );
 
-    let ls = env
-        .run(&["--json", "ls", "latest", "app/app.sqlite"])
-        .ok()
-        .json();
+    let ls = env.run(&["--json", "ls", "latest", "app/app.sqlite"]).ok().json();
     let node = &ls["nodes"][0];
     assert_eq!(u(&node["size"]), size);
-    assert_eq!(
-        u(&node["chunks"]),
-        pages,
-        "file cut exactly at its 4096-byte pages"
-    );
+    assert_eq!(u(&node["chunks"]), pages, "file cut exactly at its 4096-byte pages");
 
     {
         let c = rusqlite::Connection::open(&db).unwrap();
-        c.execute(
-            "UPDATE t SET body = ?1 WHERE id = 1500",
-            [util::prng_bytes(1_000_000, 300)],
-        )
-        .unwrap();
+        c.execute("UPDATE t SET body = ?1 WHERE id = 1500", [util::prng_bytes(1_000_000, 300)]).unwrap();
     }
     assert_eq!(std::fs::metadata(&db).unwrap().len(), size);
     let second = snapshot_json(&env, "db", &dir, &[]);
     let c2 = u(&second["stats"]["new_chunks"]);
     // The row's leaf page, page 1 (change counter), maybe one interior page, and the tree.
     assert!(c2 <= 5, "one changed row added {c2} chunks");
-    assert!(
-        u(&second["stats"]["new_raw_bytes"]) <= 5 * 4096 + 64 * 1024,
-        "{}",
-        second["stats"]
-    );
+    assert!(u(&second["stats"]["new_raw_bytes"]) <= 5 * 4096 + 64 * 1024, "{}", second["stats"]);
 
     let out = env.path().join("out");
-    env.run(&["restore", "latest", "--target", out.to_str().unwrap()])
-        .ok();
-    assert_eq!(
-        std::fs::read(out.join("app/app.sqlite")).unwrap(),
-        std::fs::read(&db).unwrap()
-    );
+    env.run(&["restore", "latest", "--target", out.to_str().unwrap()]).ok();
+    assert_eq!(std::fs::read(out.join("app/app.sqlite")).unwrap(), std::fs::read(&db).unwrap());
     let c = rusqlite::Connection::open(out.join("app/app.sqlite")).unwrap();
-    let check: String = c
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
+    let check: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(check, "ok");
-    let body: Vec<u8> = c
-        .query_row("SELECT body FROM t WHERE id = 1500", [], |r| r.get(0))
-        .unwrap();
+    let body: Vec<u8> = c.query_row("SELECT body FROM t WHERE id = 1500", [], |r| r.get(0)).unwrap();
     assert_eq!(body, util::prng_bytes(1_000_000, 300));
 }
 
@@ -593,11 +421,7 @@ fn unchanged_files_are_not_read_again_unless_forced() {
     let dir = env.path().join("tree");
     std::fs::create_dir_all(dir.join("sub")).unwrap();
     for i in 0..20u64 {
-        std::fs::write(
-            dir.join(format!("f{i}")),
-            util::prng_bytes(i, 1000 * i as usize),
-        )
-        .unwrap();
+        std::fs::write(dir.join(format!("f{i}")), util::prng_bytes(i, 1000 * i as usize)).unwrap();
     }
     std::fs::write(dir.join("sub/empty"), b"").unwrap();
     std::os::unix::fs::symlink("f1", dir.join("link")).unwrap();
@@ -617,11 +441,7 @@ fn unchanged_files_are_not_read_again_unless_forced() {
     let forced = snapshot_json(&env, "cfg", &dir, &["--force-read"]);
     assert_eq!(u(&forced["stats"]["unchanged_files"]), 0);
     assert_eq!(u(&forced["stats"]["files"]), files);
-    assert!(
-        u(&forced["stats"]["new_chunks"]) <= 1,
-        "re-read content dedups: {}",
-        forced["stats"]
-    );
+    assert!(u(&forced["stats"]["new_chunks"]) <= 1, "re-read content dedups: {}", forced["stats"]);
 
     // A touched file is read again; the others are not.
     std::fs::write(dir.join("f3"), b"changed").unwrap();
@@ -634,8 +454,7 @@ fn unchanged_files_are_not_read_again_unless_forced() {
     assert!(other["parent"].is_null());
 
     let out = env.path().join("out");
-    env.run(&["restore", "cfg:latest", "--target", out.to_str().unwrap()])
-        .ok();
+    env.run(&["restore", "cfg:latest", "--target", out.to_str().unwrap()]).ok();
     util::assert_trees_equal(&dir, &out.join("tree"));
 }
 
@@ -651,28 +470,16 @@ fn stdin_roundtrip_via_cat() {
             env.init_plain();
         }
         let data = util::prng_bytes(42, (3 << 20) + 17);
-        let snap = env
-            .run_stdin(
-                &["--json", "snapshot", "--type", "db", "--stdin", "dump.sql"],
-                &data,
-            )
-            .ok()
-            .json();
+        let snap = env.run_stdin(&["--json", "snapshot", "--type", "db", "--stdin", "dump.sql"], &data).ok().json();
         assert_eq!(u(&snap["stats"]["files"]), 1);
         assert_eq!(u(&snap["stats"]["logical_bytes"]), data.len() as u64);
         assert_eq!(snap["paths"][0], "<stdin>/dump.sql");
         let raw = env.run_raw(&["cat", "db:latest", "dump.sql"]);
         assert_eq!(raw.code, 0, "{}", raw.stderr);
-        assert!(
-            raw.stdout == data,
-            "cat returned {} bytes, expected {}",
-            raw.stdout.len(),
-            data.len()
-        );
+        assert!(raw.stdout == data, "cat returned {} bytes, expected {}", raw.stdout.len(), data.len());
 
         // Empty input is a valid, empty file.
-        env.run_stdin(&["snapshot", "--type", "empty", "--stdin", "nothing"], b"")
-            .ok();
+        env.run_stdin(&["snapshot", "--type", "empty", "--stdin", "nothing"], b"").ok();
         let raw = env.run_raw(&["cat", "empty:latest", "nothing"]);
         assert_eq!((raw.code, raw.stdout.len()), (0, 0), "{}", raw.stderr);
 
@@ -685,17 +492,12 @@ fn stdin_roundtrip_via_cat() {
         assert_eq!(u(&nodes[0]["size"]), data.len() as u64);
 
         let out = env.path().join("out");
-        env.run(&["restore", "db:latest", "--target", out.to_str().unwrap()])
-            .ok();
+        env.run(&["restore", "db:latest", "--target", out.to_str().unwrap()]).ok();
         assert!(std::fs::read(out.join("dump.sql")).unwrap() == data);
 
         // cat of a missing path or of a directory fails cleanly.
         let r = env.run(&["cat", "db:latest", "nope"]).code(1);
-        assert!(
-            r.stderr.contains("nope: not in the snapshot"),
-            "{}",
-            r.stderr
-        );
+        assert!(r.stderr.contains("nope: not in the snapshot"), "{}", r.stderr);
     }
 }
 
@@ -711,72 +513,28 @@ fn ls_json_describes_every_node() {
     std::fs::write(dir.join("sub/b.bin"), util::prng_bytes(1, 300_000)).unwrap();
     std::os::unix::fs::symlink("../a.txt", dir.join("sub/link")).unwrap();
     std::fs::set_permissions(dir.join("a.txt"), std::fs::Permissions::from_mode(0o640)).unwrap();
-    std::fs::set_permissions(
-        dir.join("sub/empty"),
-        std::fs::Permissions::from_mode(0o700),
-    )
-    .unwrap();
-    filetime::set_file_times(
-        dir.join("a.txt"),
-        ft((1_234_567_890, 42)),
-        ft((1_234_567_890, 42)),
-    )
-    .unwrap();
+    std::fs::set_permissions(dir.join("sub/empty"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    filetime::set_file_times(dir.join("a.txt"), ft((1_234_567_890, 42)), ft((1_234_567_890, 42))).unwrap();
     let snap = snapshot_json(&env, "t", &dir, &[]);
 
-    let ls = env
-        .run(&["--json", "ls", &snap["id"].as_str().unwrap()[..10]])
-        .ok()
-        .json();
+    let ls = env.run(&["--json", "ls", &snap["id"].as_str().unwrap()[..10]]).ok().json();
     assert_eq!(ls["snapshot"], snap["id"]);
     let nodes = ls["nodes"].as_array().unwrap();
     let paths: Vec<&str> = nodes.iter().map(|n| n["path"].as_str().unwrap()).collect();
     // Depth-first, children sorted by name bytes.
-    assert_eq!(
-        paths,
-        [
-            "root",
-            "root/a.txt",
-            "root/sub",
-            "root/sub/b.bin",
-            "root/sub/empty",
-            "root/sub/link"
-        ]
-    );
-    let by: BTreeMap<&str, &Value> = nodes
-        .iter()
-        .map(|n| (n["path"].as_str().unwrap(), n))
-        .collect();
+    assert_eq!(paths, ["root", "root/a.txt", "root/sub", "root/sub/b.bin", "root/sub/empty", "root/sub/link"]);
+    let by: BTreeMap<&str, &Value> = nodes.iter().map(|n| (n["path"].as_str().unwrap(), n)).collect();
     let a = by["root/a.txt"];
-    assert_eq!(
-        (
-            a["kind"].as_str(),
-            u(&a["mode"]),
-            u(&a["size"]),
-            u(&a["chunks"])
-        ),
-        (Some("file"), 0o640, 5, 1)
-    );
+    assert_eq!((a["kind"].as_str(), u(&a["mode"]), u(&a["size"]), u(&a["chunks"])), (Some("file"), 0o640, 5, 1));
     assert_eq!(a["mtime_ns"].as_i64(), Some(1_234_567_890_000_000_042));
     assert!(a["target"].is_null());
     let b = by["root/sub/b.bin"];
     assert_eq!(u(&b["size"]), 300_000);
     assert!(u(&b["chunks"]) >= 1);
     let e = by["root/sub/empty"];
-    assert_eq!(
-        (
-            e["kind"].as_str(),
-            u(&e["mode"]),
-            u(&e["size"]),
-            u(&e["chunks"])
-        ),
-        (Some("dir"), 0o700, 0, 0)
-    );
+    assert_eq!((e["kind"].as_str(), u(&e["mode"]), u(&e["size"]), u(&e["chunks"])), (Some("dir"), 0o700, 0, 0));
     let l = by["root/sub/link"];
-    assert_eq!(
-        (l["kind"].as_str(), l["target"].as_str()),
-        (Some("symlink"), Some("../a.txt"))
-    );
+    assert_eq!((l["kind"].as_str(), l["target"].as_str()), (Some("symlink"), Some("../a.txt")));
     let uid = unsafe { libc::getuid() } as u64;
     assert!(nodes.iter().all(|n| u(&n["uid"]) == uid));
 
@@ -784,30 +542,13 @@ fn ls_json_describes_every_node() {
     std::fs::write(dir.join("sub2"), b"x").unwrap();
     snapshot_json(&env, "t", &dir, &[]);
     let ls = env.run(&["--json", "ls", "latest", "root/sub"]).ok().json();
-    let paths: Vec<&str> = ls["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["path"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        paths,
-        [
-            "root/sub",
-            "root/sub/b.bin",
-            "root/sub/empty",
-            "root/sub/link"
-        ]
-    );
+    let paths: Vec<&str> = ls["nodes"].as_array().unwrap().iter().map(|n| n["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["root/sub", "root/sub/b.bin", "root/sub/empty", "root/sub/link"]);
 
     // Human output names every path and the link target.
     let text = env.run(&["ls", "latest"]).ok().stdout;
     assert!(text.contains("root/sub/link -> ../a.txt"), "{text}");
-    assert!(
-        text.lines()
-            .any(|l| l.starts_with("-rw-r----- ") && l.ends_with(" root/a.txt")),
-        "{text}"
-    );
+    assert!(text.lines().any(|l| l.starts_with("-rw-r----- ") && l.ends_with(" root/a.txt")), "{text}");
 }
 
 // ---------------------------------------------------------------- snapshot selection
@@ -820,16 +561,7 @@ fn snapshots_json_latest_type_latest_and_prefixes() {
     for (i, ty) in ["db", "logs", "db", "config"].iter().enumerate() {
         let v = env
             .run_stdin(
-                &[
-                    "--json",
-                    "snapshot",
-                    "--type",
-                    ty,
-                    "--label",
-                    &format!("n={i}"),
-                    "--stdin",
-                    "x",
-                ],
+                &["--json", "snapshot", "--type", ty, "--label", &format!("n={i}"), "--stdin", "x"],
                 format!("{i}").as_bytes(),
             )
             .ok()
@@ -839,15 +571,8 @@ fn snapshots_json_latest_type_latest_and_prefixes() {
 
     let list = env.run(&["--json", "snapshots"]).ok().json();
     let list = list.as_array().unwrap();
-    let got: Vec<(String, String)> = list
-        .iter()
-        .map(|s| {
-            (
-                s["id"].as_str().unwrap().to_string(),
-                s["type"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let got: Vec<(String, String)> =
+        list.iter().map(|s| (s["id"].as_str().unwrap().to_string(), s["type"].as_str().unwrap().to_string())).collect();
     assert_eq!(got, ids, "oldest first");
     for (i, s) in list.iter().enumerate() {
         assert_eq!(s["short_id"].as_str().unwrap(), &ids[i].0[..8]);
@@ -856,30 +581,15 @@ fn snapshots_json_latest_type_latest_and_prefixes() {
         assert!(s["time"].as_str().unwrap().len() >= 20);
         assert!(s["program"].as_str().unwrap().starts_with("cairn "));
     }
-    let dbs = env
-        .run(&["--json", "snapshots", "--type", "db"])
-        .ok()
-        .json();
-    let dbs: Vec<&str> = dbs
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap())
-        .collect();
+    let dbs = env.run(&["--json", "snapshots", "--type", "db"]).ok().json();
+    let dbs: Vec<&str> = dbs.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
     assert_eq!(dbs, [ids[0].0.as_str(), ids[2].0.as_str()]);
-    let none = env
-        .run(&["--json", "snapshots", "--type", "nope"])
-        .ok()
-        .json();
+    let none = env.run(&["--json", "snapshots", "--type", "nope"]).ok().json();
     assert_eq!(none.as_array().unwrap().len(), 0);
 
     let cat = |spec: &str| {
         let r = env.run_raw(&["cat", spec, "x"]);
-        (
-            r.code,
-            String::from_utf8_lossy(&r.stdout).into_owned(),
-            r.stderr,
-        )
+        (r.code, String::from_utf8_lossy(&r.stdout).into_owned(), r.stderr)
     };
     assert_eq!(cat("latest").1, "3");
     assert_eq!(cat("db:latest").1, "2");
@@ -888,11 +598,7 @@ fn snapshots_json_latest_type_latest_and_prefixes() {
     for (i, (id, _)) in ids.iter().enumerate() {
         assert_eq!(cat(id).1, i.to_string(), "full id");
         assert_eq!(cat(&id[..8]).1, i.to_string(), "8-char prefix");
-        assert_eq!(
-            cat(&id[..12].to_uppercase()).1,
-            i.to_string(),
-            "upper-case prefix"
-        );
+        assert_eq!(cat(&id[..12].to_uppercase()).1, i.to_string(), "upper-case prefix");
     }
     let (code, _, err) = cat("nope:latest");
     assert_eq!(code, 1);
@@ -900,32 +606,21 @@ fn snapshots_json_latest_type_latest_and_prefixes() {
     let (code, _, err) = cat("not-hex");
     assert_eq!(code, 1);
     assert!(err.contains("is not a snapshot id"), "{err}");
-    let unused = (0..256)
-        .map(|b| format!("{b:02x}"))
-        .find(|p| ids.iter().all(|(id, _)| !id.starts_with(p.as_str())))
-        .unwrap();
+    let unused =
+        (0..256).map(|b| format!("{b:02x}")).find(|p| ids.iter().all(|(id, _)| !id.starts_with(p.as_str()))).unwrap();
     let (code, _, err) = cat(&unused);
     assert_eq!(code, 1);
     assert!(err.contains("no snapshot with id starting"), "{err}");
 
     // Keep adding snapshots until two ids share a first hex digit (at most 17 by pigeonhole).
     let shared = loop {
-        let firsts: Vec<char> = ids
-            .iter()
-            .map(|(id, _)| id.chars().next().unwrap())
-            .collect();
-        if let Some(c) = firsts
-            .iter()
-            .find(|c| firsts.iter().filter(|d| d == c).count() > 1)
-        {
+        let firsts: Vec<char> = ids.iter().map(|(id, _)| id.chars().next().unwrap()).collect();
+        if let Some(c) = firsts.iter().find(|c| firsts.iter().filter(|d| d == c).count() > 1) {
             break *c;
         }
         let n = ids.len();
         let v = env
-            .run_stdin(
-                &["--json", "snapshot", "--type", "more", "--stdin", "x"],
-                format!("{n}").as_bytes(),
-            )
+            .run_stdin(&["--json", "snapshot", "--type", "more", "--stdin", "x"], format!("{n}").as_bytes())
             .ok()
             .json();
         ids.push((v["id"].as_str().unwrap().to_string(), "more".into()));
@@ -938,15 +633,8 @@ fn snapshots_json_latest_type_latest_and_prefixes() {
     let empty = Env::new();
     empty.init_plain();
     let r = empty.run(&["ls", "latest"]).code(1);
-    assert!(
-        r.stderr.contains("the repository has no snapshots"),
-        "{}",
-        r.stderr
-    );
-    assert_eq!(
-        empty.run(&["--json", "snapshots"]).ok().json(),
-        serde_json::json!([])
-    );
+    assert!(r.stderr.contains("the repository has no snapshots"), "{}", r.stderr);
+    assert_eq!(empty.run(&["--json", "snapshots"]).ok().json(), serde_json::json!([]));
 }
 
 // ---------------------------------------------------------------- modes without owner access
@@ -994,16 +682,7 @@ fn restore_modes_without_owner_read_access() {
     let snap = crate::restore_safety::craft_snapshot(&env.repo(), nodes.clone(), &contents);
     util::give_to_unprivileged(env.path());
     let out = env.path().join("out");
-    let r = util::run_unprivileged(
-        &env,
-        &[
-            "--json",
-            "restore",
-            &snap,
-            "--target",
-            out.to_str().unwrap(),
-        ],
-    );
+    let r = util::run_unprivileged(&env, &["--json", "restore", &snap, "--target", out.to_str().unwrap()]);
     let mut problems = Vec::new();
     for n in &nodes {
         let p = out.join(OsStr::from_bytes(&n.path));
@@ -1012,20 +691,11 @@ fn restore_modes_without_owner_read_access() {
             Ok(m) => {
                 use std::os::unix::fs::MetadataExt;
                 if m.mode() != n.mode {
-                    problems.push(format!(
-                        "{}: mode {:o}, snapshot {:o}",
-                        n.path_str(),
-                        m.mode(),
-                        n.mode
-                    ));
+                    problems.push(format!("{}: mode {:o}, snapshot {:o}", n.path_str(), m.mode(), n.mode));
                 }
                 let t = m.mtime() * 1_000_000_000 + m.mtime_nsec();
                 if t != n.mtime_ns {
-                    problems.push(format!(
-                        "{}: mtime {t}, snapshot {}",
-                        n.path_str(),
-                        n.mtime_ns
-                    ));
+                    problems.push(format!("{}: mtime {t}, snapshot {}", n.path_str(), n.mtime_ns));
                 }
             }
         }
@@ -1036,11 +706,7 @@ fn restore_modes_without_owner_read_access() {
         if p.exists() || std::fs::symlink_metadata(&p).is_ok() {
             let _ = std::fs::set_permissions(
                 &p,
-                std::fs::Permissions::from_mode(if n.kind == NodeKind::Dir {
-                    0o755
-                } else {
-                    0o644
-                }),
+                std::fs::Permissions::from_mode(if n.kind == NodeKind::Dir { 0o755 } else { 0o644 }),
             );
         }
     }
@@ -1053,17 +719,8 @@ fn restore_modes_without_owner_read_access() {
     for (path, data) in &contents {
         match std::fs::read(out.join(OsStr::from_bytes(path))) {
             Ok(got) if got == *data => {}
-            other => problems.push(format!(
-                "{}: content {other:?}",
-                String::from_utf8_lossy(path)
-            )),
+            other => problems.push(format!("{}: content {other:?}", String::from_utf8_lossy(path))),
         }
     }
-    assert!(
-        problems.is_empty() && r.code == 0,
-        "exit {}\n{}\nstderr: {}",
-        r.code,
-        problems.join("\n"),
-        r.stderr
-    );
+    assert!(problems.is_empty() && r.code == 0, "exit {}\n{}\nstderr: {}", r.code, problems.join("\n"), r.stderr);
 }

@@ -13,62 +13,41 @@ use crate::util::*;
 
 /// The per-type results of a `backup --now --json` run, in run order.
 fn results(r: &Run) -> Vec<Value> {
-    r.json()["ran"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no results in {}", r.stdout))
-        .clone()
+    r.json()["ran"].as_array().unwrap_or_else(|| panic!("no results in {}", r.stdout)).clone()
 }
 
 fn result<'a>(rs: &'a [Value], ty: &str) -> &'a Value {
-    rs.iter()
-        .find(|r| r["backup_type"] == ty)
-        .unwrap_or_else(|| panic!("no result for {ty}: {rs:#?}"))
+    rs.iter().find(|r| r["backup_type"] == ty).unwrap_or_else(|| panic!("no result for {ty}: {rs:#?}"))
 }
 
 /// Asserts a type's result stored a complete new snapshot; returns its id.
 fn stored(r: &Value) -> String {
-    assert_eq!(
-        (&r["result"], r["file_errors"].as_array().map(|v| v.len())),
-        (&json!("success"), Some(0)),
-        "{r:#}"
-    );
+    assert_eq!((&r["result"], r["file_errors"].as_array().map(|v| v.len())), (&json!("success"), Some(0)), "{r:#}");
     r["snapshot"].as_str().unwrap().to_string()
 }
 
 /// A failed type's error text.
 fn failure(r: &Value) -> String {
     assert_eq!(r["result"], "failed", "{r:#}");
-    r["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error in {r:#}"))
-        .to_string()
+    r["error"].as_str().unwrap_or_else(|| panic!("no error in {r:#}")).to_string()
 }
 
 /// `snapshots --json`, by id.
 fn snapshots(env: &Env, cfg: &Path) -> std::collections::BTreeMap<String, Value> {
     let v = env.run_cfg(cfg, &["snapshots", "--json"]).ok().json();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| (s["id"].as_str().unwrap().to_string(), s.clone()))
-        .collect()
+    v.as_array().unwrap().iter().map(|s| (s["id"].as_str().unwrap().to_string(), s.clone())).collect()
 }
 
 fn repo_tmp_leftovers(repo: &Path) -> Vec<PathBuf> {
-    walk(&repo.join("tmp"))
-        .into_iter()
-        .filter(|p| p.is_file())
-        .collect()
+    walk(&repo.join("tmp")).into_iter().filter(|p| p.is_file()).collect()
 }
 
 fn small_db(path: &Path, rows: i64) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let c = rusqlite::Connection::open(path).unwrap();
-    c.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL);")
-        .unwrap();
+    c.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL);").unwrap();
     for i in 0..rows {
-        c.execute("INSERT INTO t(v) VALUES (?1)", [format!("row {i}")])
-            .unwrap();
+        c.execute("INSERT INTO t(v) VALUES (?1)", [format!("row {i}")]).unwrap();
     }
 }
 
@@ -99,10 +78,7 @@ fn standalone_config_resolves_relative_paths_against_its_directory() {
         stored(result(&rs, ty));
     }
     assert_eq!(snapshot_count(&repo), 2);
-    assert!(
-        !env.path().join("backups").exists(),
-        "nothing may be created relative to the cwd"
-    );
+    assert!(!env.path().join("backups").exists(), "nothing may be created relative to the cwd");
     // The repository is encrypted with the password file's password: another one is refused.
     let mut c = env.cfg_cmd(cfg, &["snapshots"]);
     c.env("CAIRN_PASSWORD", "not the password");
@@ -112,18 +88,9 @@ fn standalone_config_resolves_relative_paths_against_its_directory() {
     let v = env.run_cfg(cfg, &["config", "check"]).ok().json();
     assert_eq!(v["file"], json!(root.join("cairn.json")));
     assert_eq!(v["backup"]["repository"], json!(repo));
-    assert_eq!(
-        v["backup"]["password_file"],
-        json!(root.join("cairn-password"))
-    );
-    assert_eq!(
-        v["backup"]["types"]["db"]["sqlite"],
-        json!(root.join("data/app.db"))
-    );
-    assert_eq!(
-        v["backup"]["types"]["logs"]["paths"],
-        json!([root.join("logs")])
-    );
+    assert_eq!(v["backup"]["password_file"], json!(root.join("cairn-password")));
+    assert_eq!(v["backup"]["types"]["db"]["sqlite"], json!(root.join("data/app.db")));
+    assert_eq!(v["backup"]["types"]["logs"]["paths"], json!([root.join("logs")]));
 
     // CAIRN_CONFIG instead of --config, from yet another directory.
     let elsewhere = env.path().join("elsewhere");
@@ -137,10 +104,7 @@ fn standalone_config_resolves_relative_paths_against_its_directory() {
     assert_eq!(env.run_cmd(c).ok().json().as_array().unwrap().len(), 2);
     // ./cairn.json is found in the working directory.
     let mut c = env.cmd();
-    c.env_remove("CAIRN_REPO")
-        .env_remove("CAIRN_PASSWORD")
-        .current_dir(&proj)
-        .args(["snapshots", "--json"]);
+    c.env_remove("CAIRN_REPO").env_remove("CAIRN_PASSWORD").current_dir(&proj).args(["snapshots", "--json"]);
     assert_eq!(env.run_cmd(c).ok().json().as_array().unwrap().len(), 2);
 
     // CAIRN_REPO overrides the config's repository (created there on first use).
@@ -152,10 +116,7 @@ fn standalone_config_resolves_relative_paths_against_its_directory() {
     assert_eq!(snapshot_count(&repo), 2);
     let mut c = env.cfg_cmd(cfg, &["config", "check"]);
     c.env("CAIRN_REPO", &other);
-    assert_eq!(
-        env.run_cmd(c).ok().json()["backup"]["repository"],
-        json!(other)
-    );
+    assert_eq!(env.run_cmd(c).ok().json()["backup"]["repository"], json!(other));
 }
 
 #[test]
@@ -167,51 +128,24 @@ fn app_config_json_with_a_backup_key_is_a_config() {
     assert_eq!(v["file"], json!(root.join("config.json")));
     let types: Vec<&String> = v["backup"]["types"].as_object().unwrap().keys().collect();
     assert_eq!(types, ["db", "logs", "config"], "types in file order");
-    assert_eq!(
-        v["backup"]["types"]["config"]["paths"],
-        json!([root.join("config.json"), root.join(".env")])
-    );
-    let r = env
-        .run_cfg(
-            &cfg,
-            &[
-                "backup", "--now", "--type", "db", "--type", "config", "--json",
-            ],
-        )
-        .ok();
+    assert_eq!(v["backup"]["types"]["config"]["paths"], json!([root.join("config.json"), root.join(".env")]));
+    let r = env.run_cfg(&cfg, &["backup", "--now", "--type", "db", "--type", "config", "--json"]).ok();
     let rs = results(&r);
-    assert_eq!(
-        rs.iter()
-            .map(|r| r["backup_type"].as_str().unwrap())
-            .collect::<Vec<_>>(),
-        ["db", "config"]
-    );
+    assert_eq!(rs.iter().map(|r| r["backup_type"].as_str().unwrap()).collect::<Vec<_>>(), ["db", "config"]);
     assert_eq!(snapshot_count(&root.join("backups/repo")), 2);
     // ./config.json with a backup key is found from the app's directory.
     let mut c = env.cmd();
-    c.env_remove("CAIRN_REPO")
-        .env_remove("CAIRN_PASSWORD")
-        .current_dir(&app)
-        .args(["snapshots", "--json"]);
+    c.env_remove("CAIRN_REPO").env_remove("CAIRN_PASSWORD").current_dir(&app).args(["snapshots", "--json"]);
     assert_eq!(env.run_cmd(c).ok().json().as_array().unwrap().len(), 2);
     // An unknown --type names the file and the configured types.
-    let r = env
-        .run_cfg(&cfg, &["backup", "--now", "--type", "nope"])
-        .code(1);
-    assert!(
-        r.stderr.contains("no backup type \"nope\"") && r.stderr.contains("db, logs, config"),
-        "{}",
-        r.stderr
-    );
+    let r = env.run_cfg(&cfg, &["backup", "--now", "--type", "nope"]).code(1);
+    assert!(r.stderr.contains("no backup type \"nope\"") && r.stderr.contains("db, logs, config"), "{}", r.stderr);
     // A config.json without a backup key is someone else's file, not a cairn config.
     let other = env.path().join("other");
     std::fs::create_dir_all(&other).unwrap();
     std::fs::write(other.join("config.json"), r#"{"app": {"name": "x"}}"#).unwrap();
     let mut c = env.cmd();
-    c.env_remove("CAIRN_REPO")
-        .env_remove("CAIRN_PASSWORD")
-        .current_dir(&other)
-        .args(["config", "check"]);
+    c.env_remove("CAIRN_REPO").env_remove("CAIRN_PASSWORD").current_dir(&other).args(["config", "check"]);
     let r = env.run_cmd(c).code(1);
     assert!(r.stderr.contains("no configuration"), "{}", r.stderr);
 }
@@ -219,7 +153,8 @@ fn app_config_json_with_a_backup_key_is_a_config() {
 #[test]
 fn config_errors_name_the_file_and_the_key() {
     let env = Env::new();
-    let app = |types: Value| json!({ "app": { "x": 1 }, "backup": { "name": "obd", "repository": "repo", "types": types } });
+    let app =
+        |types: Value| json!({ "app": { "x": 1 }, "backup": { "name": "obd", "repository": "repo", "types": types } });
     let alone = |types: Value| json!({ "name": "obd", "repository": "repo", "types": types });
     let cases: Vec<(Value, &str, &str)> = vec![
         (
@@ -232,22 +167,10 @@ fn config_errors_name_the_file_and_the_key() {
             "backup.types.db.retention.keep_last",
             "at least 1",
         ),
-        (
-            app(json!({ "db": { "sqlite": "a.db", "paths": ["logs"] } })),
-            "backup.types.db",
-            "more than one source",
-        ),
-        (
-            app(json!({ "db": { "schedule": "hourly" } })),
-            "backup.types.db",
-            "no source",
-        ),
+        (app(json!({ "db": { "sqlite": "a.db", "paths": ["logs"] } })), "backup.types.db", "more than one source"),
+        (app(json!({ "db": { "schedule": "hourly" } })), "backup.types.db", "no source"),
         (app(json!({})), "backup.types", "no backup types"),
-        (
-            app(json!({ "db": { "sqlite_path": "a.db" } })),
-            "backup.types.db.sqlite_path",
-            "unknown field",
-        ),
+        (app(json!({ "db": { "sqlite_path": "a.db" } })), "backup.types.db.sqlite_path", "unknown field"),
         (
             app(json!({ "db": { "sqlite": "a.db", "busy_timeout_s": "10" } })),
             "backup.types.db.busy_timeout_s",
@@ -269,11 +192,7 @@ fn config_errors_name_the_file_and_the_key() {
             "backup",
             "missing field `repository`",
         ),
-        (
-            alone(json!({ "logs": { "paths": "logs" } })),
-            "types.logs.paths",
-            "invalid type",
-        ),
+        (alone(json!({ "logs": { "paths": "logs" } })), "types.logs.paths", "invalid type"),
         (
             alone(json!({ "logs": { "paths": ["logs"], "vacuum": true } })),
             "types.logs.vacuum",
@@ -289,21 +208,13 @@ fn config_errors_name_the_file_and_the_key() {
             "types.db.catch_up_after",
             "not a duration",
         ),
-        (
-            json!({ "name": "obd", "repository": "repo" }),
-            "(top level)",
-            "missing field `types`",
-        ),
+        (json!({ "name": "obd", "repository": "repo" }), "(top level)", "missing field `types`"),
         (json!([1, 2]), "(top level)", "must be a JSON object"),
     ];
     for (i, (content, key, what)) in cases.iter().enumerate() {
         let dir = env.path().join(format!("case{i}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join(if content.get("backup").is_some() {
-            "config.json"
-        } else {
-            "cairn.json"
-        });
+        let file = dir.join(if content.get("backup").is_some() { "config.json" } else { "cairn.json" });
         std::fs::write(&file, serde_json::to_vec_pretty(content).unwrap()).unwrap();
         for args in [&["config", "check"][..], &["backup", "--now"][..]] {
             let r = env.run_cfg(&file, args);
@@ -316,30 +227,16 @@ fn config_errors_name_the_file_and_the_key() {
             );
             assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
         }
-        assert!(
-            !dir.join("repo").exists(),
-            "case {i}: a bad config must not create the repository"
-        );
+        assert!(!dir.join("repo").exists(), "case {i}: a bad config must not create the repository");
     }
     // Not JSON at all.
     let file = env.path().join("broken.json");
     std::fs::write(&file, "{ \"name\": \"obd\", ").unwrap();
     let r = env.run_cfg(&file, &["config", "check"]).code(1);
-    assert!(
-        r.stderr
-            .contains(&format!("{}: not valid JSON", file.display())),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains(&format!("{}: not valid JSON", file.display())), "{}", r.stderr);
     // A missing config file.
-    let r = env
-        .run_cfg(&env.path().join("nope.json"), &["config", "check"])
-        .code(1);
-    assert!(
-        r.stderr.contains("nope.json") && r.stderr.contains("does not exist"),
-        "{}",
-        r.stderr
-    );
+    let r = env.run_cfg(&env.path().join("nope.json"), &["config", "check"]).code(1);
+    assert!(r.stderr.contains("nope.json") && r.stderr.contains("does not exist"), "{}", r.stderr);
 }
 
 #[test]
@@ -352,17 +249,11 @@ fn readme_first_command_backs_up_the_example_app() {
     c.env_remove("CAIRN_KDF_MEMORY_KIB");
     let r = env.run_cmd(c).ok();
     let repo = app.canonicalize().unwrap().join("backups/repo");
-    assert!(
-        r.stdout.contains("created repository") && r.stdout.contains(&repo.display().to_string()),
-        "{}",
-        r.stdout
-    );
+    assert!(r.stdout.contains("created repository") && r.stdout.contains(&repo.display().to_string()), "{}", r.stdout);
     assert!(r.stdout.contains("(encrypted)"), "{}", r.stdout);
     for ty in ["db", "logs", "config"] {
         assert!(
-            r.stdout
-                .lines()
-                .any(|l| l.starts_with(&format!("{ty}: snapshot ")) && l.contains(" saved: ")),
+            r.stdout.lines().any(|l| l.starts_with(&format!("{ty}: snapshot ")) && l.contains(" saved: ")),
             "{ty} not reported:\n{}",
             r.stdout
         );
@@ -404,18 +295,9 @@ print(commits, flush=True)
 fn make_accounts_db(path: &Path, wal: bool, page_size: u32) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let c = rusqlite::Connection::open(path).unwrap();
-    c.execute_batch(&format!("PRAGMA page_size = {page_size};"))
-        .unwrap();
+    c.execute_batch(&format!("PRAGMA page_size = {page_size};")).unwrap();
     let mode: String = c
-        .query_row(
-            if wal {
-                "PRAGMA journal_mode = WAL"
-            } else {
-                "PRAGMA journal_mode = DELETE"
-            },
-            [],
-            |r| r.get(0),
-        )
+        .query_row(if wal { "PRAGMA journal_mode = WAL" } else { "PRAGMA journal_mode = DELETE" }, [], |r| r.get(0))
         .unwrap();
     assert_eq!(mode, if wal { "wal" } else { "delete" });
     c.execute_batch(
@@ -437,18 +319,14 @@ fn make_accounts_db(path: &Path, wal: bool, page_size: u32) {
     }
     tx.commit().unwrap();
     let size = std::fs::metadata(path).unwrap().len()
-        + std::fs::metadata(format!("{}-wal", path.display()))
-            .map(|m| m.len())
-            .unwrap_or(0);
+        + std::fs::metadata(format!("{}-wal", path.display())).map(|m| m.len()).unwrap_or(0);
     assert!(size > 3 << 20, "database is {size} bytes");
 }
 
 fn commits_now(db: &Path) -> i64 {
-    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
-        .unwrap();
+    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE).unwrap();
     c.busy_timeout(Duration::from_secs(30)).unwrap();
-    c.query_row("SELECT commits FROM meta", [], |r| r.get(0))
-        .unwrap()
+    c.query_row("SELECT commits FROM meta", [], |r| r.get(0)).unwrap()
 }
 
 /// Waits until the writer has committed past `after`; returns the new count.
@@ -459,10 +337,7 @@ fn wait_for_commits(db: &Path, after: i64) -> i64 {
         if n > after {
             return n;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the writer made no progress past {after} commits"
-        );
+        assert!(start.elapsed() < Duration::from_secs(30), "the writer made no progress past {after} commits");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -512,10 +387,7 @@ fn sqlite_under_write_load(wal: bool) {
     let (status, out) = writer.finish();
     assert!(status.success());
     let total_commits: i64 = out.trim().parse().unwrap();
-    assert!(
-        total_commits >= 5,
-        "writer committed {total_commits} transactions"
-    );
+    assert!(total_commits >= 5, "writer committed {total_commits} transactions");
 
     let snaps = snapshots(&env, &cfg);
     let mut schema_hash = None;
@@ -523,60 +395,28 @@ fn sqlite_under_write_load(wal: bool) {
     for (i, (id, method, before, after)) in taken.iter().enumerate() {
         let src = &snaps[id]["source"];
         assert_eq!(src["sqlite.method"], *method, "snapshot {i}");
-        assert_eq!(
-            src["sqlite.page_size"],
-            page_size.to_string(),
-            "snapshot {i}"
-        );
+        assert_eq!(src["sqlite.page_size"], page_size.to_string(), "snapshot {i}");
         assert_eq!(src["sqlite.rows.accounts"], ACCOUNTS.to_string());
         assert_eq!(src["sqlite.file"], "app.db");
         let h = src["sqlite.schema_hash"].as_str().unwrap().to_string();
-        assert!(
-            h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()),
-            "{h}"
-        );
-        assert_eq!(
-            schema_hash.get_or_insert_with(|| h.clone()),
-            &h,
-            "the schema never changed"
-        );
+        assert!(h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()), "{h}");
+        assert_eq!(schema_hash.get_or_insert_with(|| h.clone()), &h, "the schema never changed");
         if *method == "backup-api" {
-            assert_eq!(
-                src["sqlite.journal_mode"],
-                if wal { "wal" } else { "delete" }
-            );
+            assert_eq!(src["sqlite.journal_mode"], if wal { "wal" } else { "delete" });
         }
         // Restore and check: intact, and the invariants of every transaction hold.
         let target = env.path().join(format!("restore{i}"));
-        env.run_cfg(&cfg, &["restore", id, "--target", target.to_str().unwrap()])
-            .ok();
+        env.run_cfg(&cfg, &["restore", id, "--target", target.to_str().unwrap()]).ok();
         let c = rusqlite::Connection::open(target.join("app.db")).unwrap();
-        let check: String = c
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .unwrap();
+        let check: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
         assert_eq!(check, "ok", "snapshot {i}");
-        let (n, total): (i64, i64) = c
-            .query_row("SELECT count(*), sum(balance) FROM accounts", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .unwrap();
-        assert_eq!(
-            (n, total),
-            (ACCOUNTS, ACCOUNTS * START_BALANCE),
-            "snapshot {i}: money was created or lost"
-        );
-        let commits: i64 = c
-            .query_row("SELECT commits FROM meta", [], |r| r.get(0))
-            .unwrap();
-        let ledger: i64 = c
-            .query_row("SELECT count(*) FROM ledger", [], |r| r.get(0))
-            .unwrap();
+        let (n, total): (i64, i64) =
+            c.query_row("SELECT count(*), sum(balance) FROM accounts", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        assert_eq!((n, total), (ACCOUNTS, ACCOUNTS * START_BALANCE), "snapshot {i}: money was created or lost");
+        let commits: i64 = c.query_row("SELECT commits FROM meta", [], |r| r.get(0)).unwrap();
+        let ledger: i64 = c.query_row("SELECT count(*) FROM ledger", [], |r| r.get(0)).unwrap();
         assert_eq!(ledger, commits, "snapshot {i}: ledger and counter disagree");
-        assert_eq!(
-            src["sqlite.rows.ledger"],
-            ledger.to_string(),
-            "snapshot {i}: recorded row count"
-        );
+        assert_eq!(src["sqlite.rows.ledger"], ledger.to_string(), "snapshot {i}: recorded row count");
         assert!(
             commits > prev_commits,
             "snapshot {i} ({commits} commits) is not newer than the one before ({prev_commits})"
@@ -591,10 +431,7 @@ fn sqlite_under_write_load(wal: bool) {
         );
         prev_commits = commits;
     }
-    assert!(
-        repo_tmp_leftovers(&app.join("backups/repo")).is_empty(),
-        "temporary copies left behind"
-    );
+    assert!(repo_tmp_leftovers(&app.join("backups/repo")).is_empty(), "temporary copies left behind");
 }
 
 #[test]
@@ -625,11 +462,7 @@ fn sqlite_failures_store_nothing_while_other_types_succeed() {
     let env = Env::new();
     let app = env.path().join("app");
     small_db(&app.join("data/locked.db"), 20);
-    std::fs::write(
-        app.join("data/notes.db"),
-        "these are notes, not a database\n".repeat(20),
-    )
-    .unwrap();
+    std::fs::write(app.join("data/notes.db"), "these are notes, not a database\n".repeat(20)).unwrap();
     std::fs::create_dir_all(app.join("data/dir.db")).unwrap();
     std::fs::write(app.join("notes.txt"), "keep me\n").unwrap();
     let cfg = write_config(
@@ -661,25 +494,13 @@ fn sqlite_failures_store_nothing_while_other_types_succeed() {
     }
     let err = |ty: &str| failure(result(&rs, ty));
     let e = err("missing");
-    assert!(
-        e.contains("missing.db") && e.contains("does not exist"),
-        "{e}"
-    );
+    assert!(e.contains("missing.db") && e.contains("does not exist"), "{e}");
     let e = err("junk");
-    assert!(
-        e.contains("notes.db") && e.contains("not a SQLite database"),
-        "{e}"
-    );
+    assert!(e.contains("notes.db") && e.contains("not a SQLite database"), "{e}");
     let e = err("dir");
-    assert!(
-        e.contains("dir.db") && e.contains("not a regular file"),
-        "{e}"
-    );
+    assert!(e.contains("dir.db") && e.contains("not a regular file"), "{e}");
     let e = err("locked");
-    assert!(
-        e.contains("locked.db") && e.contains("busy (locked)") && e.contains("nothing stored"),
-        "{e}"
-    );
+    assert!(e.contains("locked.db") && e.contains("busy (locked)") && e.contains("nothing stored"), "{e}");
     // A busy database is worth retrying; a missing or foreign file is not.
     let retries = result(&rs, "locked")["retries"].as_u64().unwrap();
     assert!(retries >= 1, "a busy database was not retried");
@@ -687,43 +508,20 @@ fn sqlite_failures_store_nothing_while_other_types_succeed() {
     assert_eq!(result(&rs, "junk")["retries"], 0);
     let attempts = retries as u32 + 1;
     assert!(
-        took >= Duration::from_secs(attempts.into())
-            && took < Duration::from_secs(10 * attempts as u64),
+        took >= Duration::from_secs(attempts.into()) && took < Duration::from_secs(10 * attempts as u64),
         "busy_timeout_s 1, {attempts} attempts, took {took:?}"
     );
-    assert_eq!(
-        snapshot_count(&repo),
-        2,
-        "only the two good types are stored"
-    );
-    assert!(
-        repo_tmp_leftovers(&repo).is_empty(),
-        "temporary copies left behind"
-    );
+    assert_eq!(snapshot_count(&repo), 2, "only the two good types are stored");
+    assert!(repo_tmp_leftovers(&repo).is_empty(), "temporary copies left behind");
     // The human-readable run says which failed and how many.
-    let r = env
-        .run_cfg(
-            &cfg,
-            &["backup", "--now", "--type", "missing", "--type", "first"],
-        )
-        .code(1);
-    assert!(
-        r.stdout.contains("missing: FAILED: ") && r.stdout.contains("first: snapshot "),
-        "{}",
-        r.stdout
-    );
-    assert!(
-        r.stderr.contains("1 of 2 backup types failed"),
-        "{}",
-        r.stderr
-    );
+    let r = env.run_cfg(&cfg, &["backup", "--now", "--type", "missing", "--type", "first"]).code(1);
+    assert!(r.stdout.contains("missing: FAILED: ") && r.stdout.contains("first: snapshot "), "{}", r.stdout);
+    assert!(r.stderr.contains("1 of 2 backup types failed"), "{}", r.stderr);
 
     // Once the lock is released the same type succeeds, without the other process's uncommitted row.
     std::fs::write(&stop, "").unwrap();
     assert!(locker.finish().0.success());
-    let r = env
-        .run_cfg(&cfg, &["backup", "--now", "--type", "locked", "--json"])
-        .ok();
+    let r = env.run_cfg(&cfg, &["backup", "--now", "--type", "locked", "--json"]).ok();
     let id = stored(&results(&r)[0]);
     assert_eq!(snapshots(&env, &cfg)[&id]["source"]["sqlite.rows.t"], "20");
 }
@@ -781,43 +579,19 @@ impl PgServer {
         let out = as_postgres(
             &sock,
             &bin.join("initdb"),
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-            ],
+            &["-D", data.to_str().unwrap(), "-A", "trust", "-U", "postgres", "--no-sync"],
         );
-        assert!(
-            out.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
         // Role `app` must give its password; everyone else is trusted (first match wins).
         let hba = data.join("pg_hba.conf");
         let old = std::fs::read_to_string(&hba).unwrap();
         std::fs::write(&hba, format!("local all app scram-sha-256\n{old}")).unwrap();
-        let opts = format!(
-            "-k {} -p {port} -c listen_addresses='' -c fsync=off",
-            sock.display()
-        );
+        let opts = format!("-k {} -p {port} -c listen_addresses='' -c fsync=off", sock.display());
         let log = sock.join("server.log");
         let out = as_postgres(
             &sock,
             &bin.join("pg_ctl"),
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-l",
-                log.to_str().unwrap(),
-                "-o",
-                &opts,
-                "-w",
-                "start",
-            ],
+            &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-o", &opts, "-w", "start"],
         );
         assert!(
             out.status.success(),
@@ -826,46 +600,21 @@ impl PgServer {
             String::from_utf8_lossy(&out.stderr),
             std::fs::read_to_string(&log).unwrap_or_default()
         );
-        PgServer {
-            _dir: dir,
-            bin,
-            data,
-            sock,
-            port,
-        }
+        PgServer { _dir: dir, bin, data, sock, port }
     }
 
     fn url(&self, user: &str, db: &str) -> String {
-        format!(
-            "postgresql://{user}@/{db}?host={}&port={}",
-            self.sock.display(),
-            self.port
-        )
+        format!("postgresql://{user}@/{db}?host={}&port={}", self.sock.display(), self.port)
     }
 
     /// Runs SQL through psql as the superuser; returns unaligned, tuples-only output.
     fn psql(&self, db: &str, sql: &str) -> String {
         let out = Command::new(self.bin.join("psql"))
-            .args([
-                "-X",
-                "-q",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-d",
-                &self.url("postgres", db),
-                "-c",
-                sql,
-            ])
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", &self.url("postgres", db), "-c", sql])
             .stdin(Stdio::null())
             .output()
             .expect("psql");
-        assert!(
-            out.status.success(),
-            "psql {sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
@@ -873,20 +622,9 @@ impl PgServer {
         let out = as_postgres(
             &self.sock,
             &self.bin.join("pg_ctl"),
-            &[
-                "-D",
-                self.data.to_str().unwrap(),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ],
+            &["-D", self.data.to_str().unwrap(), "-m", "immediate", "-w", "stop"],
         );
-        assert!(
-            out.status.success(),
-            "pg_ctl stop: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
 
@@ -896,14 +634,7 @@ impl Drop for PgServer {
         let _ = as_postgres(
             &self.sock,
             &self.bin.join("pg_ctl"),
-            &[
-                "-D",
-                self.data.to_str().unwrap(),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ],
+            &["-D", self.data.to_str().unwrap(), "-m", "immediate", "-w", "stop"],
         );
     }
 }
@@ -944,71 +675,31 @@ fn postgres_dumps_are_stored_and_failures_store_nothing() {
     let repo = app.join("backups/repo");
 
     // Stored, with the password left out of what is recorded.
-    let r = env
-        .run_cfg(
-            &cfg,
-            &[
-                "backup", "--now", "--json", "--type", "pg", "--type", "pgapp",
-            ],
-        )
-        .ok();
+    let r = env.run_cfg(&cfg, &["backup", "--now", "--json", "--type", "pg", "--type", "pgapp"]).ok();
     let rs = results(&r);
     stored(result(&rs, "pgapp"));
     stored(result(&rs, "pg"));
-    let logical = result(&rs, "pg")["stats"]["logical_bytes"]
-        .as_u64()
-        .unwrap();
+    let logical = result(&rs, "pg")["stats"]["logical_bytes"].as_u64().unwrap();
     assert!(logical > 4 << 20, "dump is {logical} bytes");
     let snaps = snapshots(&env, &cfg);
     let src = &snaps[result(&rs, "pgapp")["snapshot"].as_str().unwrap()]["source"];
     assert_eq!(src["postgres.format"], "plain");
     let target = src["postgres.target"].as_str().unwrap();
-    assert!(
-        target.starts_with("postgresql://app@/shop") && !target.contains("right-pw"),
-        "{target}"
-    );
-    assert!(
-        !serde_json::to_string(&snaps).unwrap().contains("right-pw"),
-        "the password was recorded"
-    );
+    assert!(target.starts_with("postgresql://app@/shop") && !target.contains("right-pw"), "{target}");
+    assert!(!serde_json::to_string(&snaps).unwrap().contains("right-pw"), "the password was recorded");
 
     // Export: .sql.gz, and the real gunzip gives SQL with the table's rows.
     let out = env.path().join("export");
-    let v = env
-        .run_cfg(
-            &cfg,
-            &[
-                "export",
-                "pg:latest",
-                "--out",
-                out.to_str().unwrap(),
-                "--json",
-            ],
-        )
-        .ok()
-        .json();
+    let v = env.run_cfg(&cfg, &["export", "pg:latest", "--out", out.to_str().unwrap(), "--json"]).ok().json();
     let file = PathBuf::from(v[0]["file"].as_str().unwrap());
     let name = file.file_name().unwrap().to_str().unwrap();
-    assert!(
-        name.starts_with("obd_backup_pg_") && name.ends_with(".sql.gz"),
-        "{name}"
-    );
-    let sql = Command::new("gunzip")
-        .arg("-c")
-        .arg(&file)
-        .output()
-        .unwrap();
+    assert!(name.starts_with("obd_backup_pg_") && name.ends_with(".sql.gz"), "{name}");
+    let sql = Command::new("gunzip").arg("-c").arg(&file).output().unwrap();
     assert!(sql.status.success());
     assert_eq!(sql.stdout.len() as u64, logical);
     let sql = String::from_utf8(sql.stdout).unwrap();
-    assert!(
-        sql.contains("CREATE TABLE public.items ("),
-        "no CREATE TABLE"
-    );
-    let copy = sql
-        .split("COPY public.items (id, name, qty) FROM stdin;\n")
-        .nth(1)
-        .expect("COPY block");
+    assert!(sql.contains("CREATE TABLE public.items ("), "no CREATE TABLE");
+    let copy = sql.split("COPY public.items (id, name, qty) FROM stdin;\n").nth(1).expect("COPY block");
     let rows: Vec<&str> = copy.split("\n\\.\n").next().unwrap().lines().collect();
     assert_eq!(rows.len(), 80000);
     let md5 = srv.psql("shop", "SELECT md5('12345')");
@@ -1018,42 +709,22 @@ fn postgres_dumps_are_stored_and_failures_store_nothing() {
     std::fs::write(&dump, &sql).unwrap();
     srv.psql("postgres", "CREATE DATABASE restored");
     let out = Command::new(srv.bin.join("psql"))
-        .args([
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            &srv.url("postgres", "restored"),
-            "-f",
-        ])
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &srv.url("postgres", "restored"), "-f"])
         .arg(&dump)
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "loading the dump: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "loading the dump: {}", String::from_utf8_lossy(&out.stderr));
     let q = "SELECT count(*) || ' ' || sum(qty) || ' ' || md5(string_agg(name, ',' ORDER BY id)) FROM items";
     assert_eq!(srv.psql("restored", q), srv.psql("shop", q));
 
     // A small change adds little: the dump is chunked for local edits.
     srv.psql("shop", "UPDATE items SET qty = qty + 1 WHERE id = 40000");
-    let r = env
-        .run_cfg(&cfg, &["backup", "--now", "--json", "--type", "pg"])
-        .ok();
+    let r = env.run_cfg(&cfg, &["backup", "--now", "--json", "--type", "pg"]).ok();
     let stats = &results(&r)[0]["stats"];
-    let (logical2, added) = (
-        stats["logical_bytes"].as_u64().unwrap(),
-        stats["new_raw_bytes"].as_u64().unwrap(),
-    );
+    let (logical2, added) = (stats["logical_bytes"].as_u64().unwrap(), stats["new_raw_bytes"].as_u64().unwrap());
     assert!(logical2 >= logical && logical2 < logical + 100);
-    assert!(
-        added < logical / 10,
-        "one changed row added {added} of {logical2} bytes"
-    );
+    assert!(added < logical / 10, "one changed row added {added} of {logical2} bytes");
     eprintln!("pg_dump of {logical2} bytes, one row changed: {added} bytes new");
     let stored = snapshot_count(&repo);
     assert_eq!(stored, 3);
@@ -1064,62 +735,35 @@ fn postgres_dumps_are_stored_and_failures_store_nothing() {
         ("nodb", "\"nosuchdb\" does not exist"),
         ("norole", "\"ghost\" does not exist"),
     ] {
-        let r = env
-            .run_cfg(&cfg, &["backup", "--now", "--json", "--type", ty])
-            .code(1);
+        let r = env.run_cfg(&cfg, &["backup", "--now", "--json", "--type", ty]).code(1);
         let e = failure(&results(&r)[0]);
         assert!(e.contains("pg_dump") && e.contains(what), "{ty}: {e}");
-        assert!(
-            !e.contains("wrong-pw") && !r.stderr.contains("wrong-pw"),
-            "{ty}: password shown: {e}"
-        );
+        assert!(!e.contains("wrong-pw") && !r.stderr.contains("wrong-pw"), "{ty}: password shown: {e}");
         assert_eq!(snapshot_count(&repo), stored, "{ty} stored a snapshot");
     }
 
     // pg_dump failing after writing its whole dump, or killed half-way: nothing stored.
     let pg_dump = srv.bin.join("pg_dump");
     let exits = env.path().join("pg_dump_exits");
-    write_script(
-        &exits,
-        &format!("#!/bin/sh\n\"{}\" \"$@\"\nexit 1\n", pg_dump.display()),
-    );
+    write_script(&exits, &format!("#!/bin/sh\n\"{}\" \"$@\"\nexit 1\n", pg_dump.display()));
     let killed = env.path().join("pg_dump_killed");
-    write_script(
-        &killed,
-        &format!(
-            "#!/bin/sh\n\"{}\" \"$@\" | head -c 1000000\nkill -9 $$\n",
-            pg_dump.display()
-        ),
-    );
-    for (wrapper, what) in [
-        (&exits, "exited with status 1"),
-        (&killed, "killed by a signal"),
-    ] {
+    write_script(&killed, &format!("#!/bin/sh\n\"{}\" \"$@\" | head -c 1000000\nkill -9 $$\n", pg_dump.display()));
+    for (wrapper, what) in [(&exits, "exited with status 1"), (&killed, "killed by a signal")] {
         let mut c = env.cfg_cmd(&cfg, &["backup", "--now", "--json", "--type", "pg"]);
         c.env("CAIRN_PG_DUMP", wrapper);
         let r = env.run_cmd(c).code(1);
         let e = failure(&results(&r)[0]);
         assert!(e.contains(what), "{}: {e}", wrapper.display());
-        assert_eq!(
-            snapshot_count(&repo),
-            stored,
-            "{} stored a snapshot",
-            wrapper.display()
-        );
+        assert_eq!(snapshot_count(&repo), stored, "{} stored a snapshot", wrapper.display());
     }
     // What the aborted runs left is unreferenced at most: the repository checks clean.
     env.run_cfg(&cfg, &["verify", "--read-data"]).ok();
 
     // The server gone: a clear error, nothing stored.
     srv.stop();
-    let r = env
-        .run_cfg(&cfg, &["backup", "--now", "--json", "--type", "pg"])
-        .code(1);
+    let r = env.run_cfg(&cfg, &["backup", "--now", "--json", "--type", "pg"]).code(1);
     let e = failure(&results(&r)[0]);
-    assert!(
-        e.contains("pg_dump") && e.contains("connection to server"),
-        "{e}"
-    );
+    assert!(e.contains("pg_dump") && e.contains("connection to server"), "{e}");
     assert_eq!(snapshot_count(&repo), stored);
 }
 
@@ -1144,13 +788,7 @@ print(i, flush=True)
 
 fn text_lines(n: usize, tag: &str) -> String {
     (0..n)
-        .map(|i| {
-            format!(
-                "2026-01-01T00:00:00 INFO {tag} {i}: user={} path=/api/items/{}\n",
-                i % 313,
-                i * 7 % 10007
-            )
-        })
+        .map(|i| format!("2026-01-01T00:00:00 INFO {tag} {i}: user={} path=/api/items/{}\n", i % 313, i * 7 % 10007))
         .collect()
 }
 
@@ -1165,12 +803,7 @@ fn growing_log_is_stored_as_a_prefix_and_rotated_logs_byte_identical() {
     std::fs::write(&log, text_lines(80_000, "boot")).unwrap();
     let initial = std::fs::metadata(&log).unwrap().len();
     std::fs::write(logs.join("app.log.1"), text_lines(5_000, "old")).unwrap();
-    assert!(Command::new("gzip")
-        .arg("-9")
-        .arg(logs.join("app.log.1"))
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new("gzip").arg("-9").arg(logs.join("app.log.1")).status().unwrap().success());
     let gz = std::fs::read(logs.join("app.log.1.gz")).unwrap();
     std::fs::write(logs.join("scratch.tmp"), "excluded\n").unwrap();
     let cfg = write_config(
@@ -1185,9 +818,7 @@ fn growing_log_is_stored_as_a_prefix_and_rotated_logs_byte_identical() {
     assert_eq!(writer.read_line(), "ready");
     let mut ids = Vec::new();
     for _ in 0..3 {
-        let r = env
-            .run_cfg(&cfg, &["backup", "--now", "--json", "--type", "logs"])
-            .ok();
+        let r = env.run_cfg(&cfg, &["backup", "--now", "--json", "--type", "logs"]).ok();
         ids.push(stored(&results(&r)[0]));
     }
     std::fs::write(&stop, "").unwrap();
@@ -1200,10 +831,7 @@ fn growing_log_is_stored_as_a_prefix_and_rotated_logs_byte_identical() {
         let stored = env.run_cfg_raw(&cfg, &["cat", id, "logs/app.log"]);
         assert_eq!(stored.code, 0, "{}", stored.stderr);
         let stored = stored.stdout;
-        assert!(
-            stored.len() as u64 > initial,
-            "the writer's lines before the backup are in it"
-        );
+        assert!(stored.len() as u64 > initial, "the writer's lines before the backup are in it");
         assert!(
             final_log.starts_with(&stored),
             "snapshot {id}: stored log ({} bytes) is not a prefix of the final one",
@@ -1213,22 +841,13 @@ fn growing_log_is_stored_as_a_prefix_and_rotated_logs_byte_identical() {
         let nodes = ls["nodes"].as_array().unwrap();
         let node = nodes.iter().find(|n| n["path"] == "logs/app.log").unwrap();
         assert_eq!(node["size"], stored.len() as u64, "recorded size");
-        assert!(
-            !nodes.iter().any(|n| n["path"] == "logs/scratch.tmp"),
-            "excluded file stored"
-        );
+        assert!(!nodes.iter().any(|n| n["path"] == "logs/scratch.tmp"), "excluded file stored");
         let rotated = env.run_cfg_raw(&cfg, &["cat", id, "logs/app.log.1.gz"]);
-        assert!(
-            rotated.code == 0 && rotated.stdout == gz,
-            "rotated log not byte-identical"
-        );
+        assert!(rotated.code == 0 && rotated.stdout == gz, "rotated log not byte-identical");
         sizes.push(stored.len());
     }
     assert!(sizes.windows(2).all(|w| w[0] <= w[1]), "{sizes:?}");
-    assert!(
-        sizes[2] > sizes[0],
-        "the log grew between snapshots: {sizes:?}"
-    );
+    assert!(sizes[2] > sizes[0], "the log grew between snapshots: {sizes:?}");
 }
 
 /// Overwrites one byte of a file in place, every millisecond, until the stop file appears.
@@ -1266,26 +885,16 @@ fn file_rewritten_while_read_is_read_again_then_reported() {
     assert_eq!(errors.len(), 1, "{res:#}");
     assert_eq!(errors[0]["path"], "hot/state.log");
     let msg = errors[0]["message"].as_str().unwrap();
-    assert!(
-        msg.contains("rewritten while being read on 3 attempts") && msg.contains("not stored"),
-        "{msg}"
-    );
+    assert!(msg.contains("rewritten while being read on 3 attempts") && msg.contains("not stored"), "{msg}");
     // The snapshot holds what could be read consistently, and not the torn file.
     let id = res["snapshot"].as_str().unwrap();
-    assert_eq!(
-        env.run_cfg_raw(&cfg, &["cat", id, "hot/calm.log"]).stdout,
-        b"calm\n"
-    );
+    assert_eq!(env.run_cfg_raw(&cfg, &["cat", id, "hot/calm.log"]).stdout, b"calm\n");
     assert_eq!(env.run_cfg_raw(&cfg, &["cat", id, "hot/state.log"]).code, 1);
     std::fs::write(&stop, "").unwrap();
     assert!(w.finish().0.success());
     // Once it holds still, it is stored.
     env.run_cfg(&cfg, &["backup", "--now"]).ok();
-    assert_eq!(
-        env.run_cfg_raw(&cfg, &["cat", "hot:latest", "hot/state.log"])
-            .stdout,
-        std::fs::read(&hot).unwrap()
-    );
+    assert_eq!(env.run_cfg_raw(&cfg, &["cat", "hot:latest", "hot/state.log"]).stdout, std::fs::read(&hot).unwrap());
 }
 
 #[test]
@@ -1293,18 +902,13 @@ fn on_change_config_type_stores_only_changes() {
     let env = Env::new();
     let (app, cfg) = example_app(env.path());
     let repo = app.join("backups/repo");
-    let r = env
-        .run_cfg(&cfg, &["backup", "--now", "--type", "config"])
-        .ok();
+    let r = env.run_cfg(&cfg, &["backup", "--now", "--type", "config"]).ok();
     assert!(r.stdout.contains("config: snapshot "), "{}", r.stdout);
     assert_eq!(snapshot_count(&repo), 1);
     let first = snapshots(&env, &cfg).into_keys().next().unwrap();
-    let r = env
-        .run_cfg(&cfg, &["backup", "--now", "--type", "config"])
-        .ok();
+    let r = env.run_cfg(&cfg, &["backup", "--now", "--type", "config"]).ok();
     assert!(
-        r.stdout.contains("config: unchanged since snapshot ")
-            && r.stdout.contains("nothing stored"),
+        r.stdout.contains("config: unchanged since snapshot ") && r.stdout.contains("nothing stored"),
         "{}",
         r.stdout
     );
@@ -1312,35 +916,19 @@ fn on_change_config_type_stores_only_changes() {
     // Touching the files changes nothing that counts.
     let later = filetime::FileTime::from_unix_time(2_000_000_000, 0);
     filetime::set_file_mtime(&cfg, later).unwrap();
-    let r = env
-        .run_cfg(&cfg, &["backup", "--now", "--type", "config", "--json"])
-        .ok();
+    let r = env.run_cfg(&cfg, &["backup", "--now", "--type", "config", "--json"]).ok();
     let rs = results(&r);
-    assert_eq!(
-        (&rs[0]["result"], &rs[0]["snapshot"]),
-        (&json!("unchanged"), &json!(first)),
-        "{rs:#?}"
-    );
+    assert_eq!((&rs[0]["result"], &rs[0]["snapshot"]), (&json!("unchanged"), &json!(first)), "{rs:#?}");
     assert_eq!(snapshot_count(&repo), 1);
     // An edit is a new snapshot.
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("\"poll_interval_s\": 5", "\"poll_interval_s\": 10");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("\"poll_interval_s\": 5", "\"poll_interval_s\": 10");
     std::fs::write(&cfg, &text).unwrap();
-    let r = env
-        .run_cfg(&cfg, &["backup", "--now", "--type", "config", "--json"])
-        .ok();
+    let r = env.run_cfg(&cfg, &["backup", "--now", "--type", "config", "--json"]).ok();
     stored(&results(&r)[0]);
     assert_eq!(snapshot_count(&repo), 2);
-    assert_eq!(
-        env.run_cfg_raw(&cfg, &["cat", "config:latest", "config.json"])
-            .stdout,
-        text.as_bytes()
-    );
+    assert_eq!(env.run_cfg_raw(&cfg, &["cat", "config:latest", "config.json"]).stdout, text.as_bytes());
     std::fs::write(app.join(".env"), "SECRET=rotated\n").unwrap();
-    let r = env
-        .run_cfg(&cfg, &["backup", "--now", "--type", "config"])
-        .ok();
+    let r = env.run_cfg(&cfg, &["backup", "--now", "--type", "config"]).ok();
     assert!(r.stdout.contains("config: snapshot "), "{}", r.stdout);
     assert_eq!(snapshot_count(&repo), 3);
 }
@@ -1362,49 +950,16 @@ fn command_output_is_stored_and_a_failing_command_stores_nothing() {
         }),
     );
     let repo = app.join("backups/repo");
-    env.run_cfg(
-        &cfg,
-        &["backup", "--now", "--type", "hello", "--type", "plain"],
-    )
-    .ok();
-    assert_eq!(
-        env.run_cfg_raw(&cfg, &["cat", "hello:latest", "hello.txt"])
-            .stdout,
-        b"hello"
-    );
-    assert_eq!(
-        env.run_cfg_raw(&cfg, &["cat", "plain:latest", "plain.out"])
-            .stdout,
-        b"a\nb\n"
-    );
+    env.run_cfg(&cfg, &["backup", "--now", "--type", "hello", "--type", "plain"]).ok();
+    assert_eq!(env.run_cfg_raw(&cfg, &["cat", "hello:latest", "hello.txt"]).stdout, b"hello");
+    assert_eq!(env.run_cfg_raw(&cfg, &["cat", "plain:latest", "plain.out"]).stdout, b"a\nb\n");
     assert_eq!(snapshot_count(&repo), 2);
-    let r = env
-        .run_cfg(&cfg, &["backup", "--now", "--json", "--type", "fails"])
-        .code(1);
+    let r = env.run_cfg(&cfg, &["backup", "--now", "--json", "--type", "fails"]).code(1);
     let e = failure(&results(&r)[0]);
-    assert!(
-        e.contains("exited with status 3") && e.contains("dump tool broke"),
-        "{e}"
-    );
-    let r = env
-        .run_cfg(&cfg, &["backup", "--now", "--type", "absent"])
-        .code(1);
-    assert!(
-        r.stdout
-            .contains("absent: FAILED: cannot run /nonexistent/dump-tool"),
-        "{}",
-        r.stdout
-    );
-    assert_eq!(
-        snapshot_count(&repo),
-        2,
-        "a failed command must store nothing"
-    );
+    assert!(e.contains("exited with status 3") && e.contains("dump tool broke"), "{e}");
+    let r = env.run_cfg(&cfg, &["backup", "--now", "--type", "absent"]).code(1);
+    assert!(r.stdout.contains("absent: FAILED: cannot run /nonexistent/dump-tool"), "{}", r.stdout);
+    assert_eq!(snapshot_count(&repo), 2, "a failed command must store nothing");
     let r = env.run_cfg(&cfg, &["snapshots", "--json"]).ok();
-    assert!(r
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|s| s["type"] != "fails"));
+    assert!(r.json().as_array().unwrap().iter().all(|s| s["type"] != "fails"));
 }

@@ -161,8 +161,7 @@ pub const PASSWORD: &str = "correct horse";
 /// Drop it before running the binary on the same repository.
 pub fn open_repo_with(repo: &Path, password: &str) -> cairn::repo::Repo {
     let pw = password.as_bytes().to_vec();
-    let mut r = cairn::repo::Repo::open(repo, &|| Ok(zeroize::Zeroizing::new(pw.clone())))
-        .expect("open repository");
+    let mut r = cairn::repo::Repo::open(repo, &|| Ok(zeroize::Zeroizing::new(pw.clone()))).expect("open repository");
     r.sync_index().expect("load index");
     r
 }
@@ -230,28 +229,15 @@ pub fn layout(repo: &Path) -> Layout {
                 files.insert(n.path_str(), n.chunks.clone());
             }
         }
-        snapshots.push(SnapLayout {
-            id: id.to_hex(),
-            backup_type: s.backup_type.clone(),
-            tree: s.tree.clone(),
-            files,
-        });
+        snapshots.push(SnapLayout { id: id.to_hex(), backup_type: s.backup_type.clone(), tree: s.tree.clone(), files });
     }
-    Layout {
-        packs,
-        snapshots,
-        chunk_pack,
-    }
+    Layout { packs, snapshots, chunk_pack }
 }
 
 impl Layout {
     /// The snapshot of backup type `ty` (exactly one expected).
     pub fn snap(&self, ty: &str) -> &SnapLayout {
-        let v: Vec<_> = self
-            .snapshots
-            .iter()
-            .filter(|s| s.backup_type == ty)
-            .collect();
+        let v: Vec<_> = self.snapshots.iter().filter(|s| s.backup_type == ty).collect();
         assert_eq!(v.len(), 1, "snapshots of type {ty}");
         v[0]
     }
@@ -261,10 +247,7 @@ impl Layout {
     }
     /// What verify reports as broken when `lost` chunks are unusable: per snapshot, "(tree)" when
     /// a tree chunk is lost, else every file with a lost chunk. Sorted (snapshot, path) pairs.
-    pub fn affected_by(
-        &self,
-        lost: &std::collections::BTreeSet<cairn::id::ChunkId>,
-    ) -> Vec<(String, String)> {
+    pub fn affected_by(&self, lost: &std::collections::BTreeSet<cairn::id::ChunkId>) -> Vec<(String, String)> {
         let mut out = std::collections::BTreeSet::new();
         for s in &self.snapshots {
             if s.tree.iter().any(|c| lost.contains(c)) {
@@ -293,16 +276,11 @@ pub fn tree_state(root: &Path) -> std::collections::BTreeMap<PathBuf, (bool, u64
         .map(|p| {
             let m = std::fs::symlink_metadata(&p).unwrap();
             let h = if m.is_file() {
-                blake3::hash(&std::fs::read(&p).unwrap())
-                    .to_hex()
-                    .to_string()
+                blake3::hash(&std::fs::read(&p).unwrap()).to_hex().to_string()
             } else {
                 String::new()
             };
-            (
-                p.strip_prefix(root).unwrap().to_path_buf(),
-                (m.is_dir(), if m.is_dir() { 0 } else { m.len() }, h),
-            )
+            (p.strip_prefix(root).unwrap().to_path_buf(), (m.is_dir(), if m.is_dir() { 0 } else { m.len() }, h))
         })
         .collect()
 }
@@ -359,8 +337,10 @@ pub fn is_root() -> bool {
 
 /// Names of the snapshot files in a repository, sorted.
 pub fn snapshot_names(repo: &Path) -> Vec<String> {
-    let mut v: Vec<String> =
-        std::fs::read_dir(repo.join("snapshots")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> = std::fs::read_dir(repo.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     v.sort();
     v
 }
@@ -399,7 +379,12 @@ pub fn assert_trees_equal_strict(a: &Path, b: &Path) {
         if ma.is_dir() {
             assert_eq!(ma.mode() & 0o7777, mb.mode() & 0o7777, "{rel:?} dir mode");
         }
-        assert_eq!((ma.mtime(), ma.mtime_nsec()), (mb.mtime(), mb.mtime_nsec()), "{rel:?} mtime ({:?})", ma.file_type());
+        assert_eq!(
+            (ma.mtime(), ma.mtime_nsec()),
+            (mb.mtime(), mb.mtime_nsec()),
+            "{rel:?} mtime ({:?})",
+            ma.file_type()
+        );
     }
 }
 
@@ -429,16 +414,8 @@ impl Env {
     }
     /// Runs a `cfg_cmd` and keeps stdout as bytes (for `cat`).
     pub fn run_cfg_raw(&self, config: &Path, args: &[&str]) -> RawRun {
-        let Output {
-            status,
-            stdout,
-            stderr,
-        } = self.cfg_cmd(config, args).output().expect("spawn cairn");
-        RawRun {
-            code: status.code().unwrap_or(-1),
-            stdout,
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        }
+        let Output { status, stdout, stderr } = self.cfg_cmd(config, args).output().expect("spawn cairn");
+        RawRun { code: status.code().unwrap_or(-1), stdout, stderr: String::from_utf8_lossy(&stderr).into_owned() }
     }
 }
 
@@ -455,15 +432,12 @@ pub fn write_config(dir: &Path, section: serde_json::Value) -> PathBuf {
 
 /// Number of snapshot files in a repository (0 when it has none or does not exist).
 pub fn snapshot_count(repo: &Path) -> usize {
-    std::fs::read_dir(repo.join("snapshots"))
-        .map(|d| d.count())
-        .unwrap_or(0)
+    std::fs::read_dir(repo.join("snapshots")).map(|d| d.count()).unwrap_or(0)
 }
 
 /// Whether `program` is found on PATH.
 pub fn have_program(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }
 
 /// Installs a Debian package when `present()` is false and we run as root (apt-get install,
@@ -474,20 +448,10 @@ pub fn ensure_package(package: &str, present: impl Fn() -> bool) {
     if present() {
         return;
     }
-    assert!(
-        is_root(),
-        "{package} is needed by this test: install it (apt-get install {package})"
-    );
+    assert!(is_root(), "{package} is needed by this test: install it (apt-get install {package})");
     let install = || {
         Command::new("apt-get")
-            .args([
-                "-o",
-                "DPkg::Lock::Timeout=120",
-                "install",
-                "-y",
-                "-qq",
-                package,
-            ])
+            .args(["-o", "DPkg::Lock::Timeout=120", "install", "-y", "-qq", package])
             .env("DEBIAN_FRONTEND", "noninteractive")
             .stdin(Stdio::null())
             .status()
@@ -515,12 +479,7 @@ impl ChildGuard {
         for a in args {
             c.arg(a);
         }
-        ChildGuard(
-            c.stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("spawn python3"),
-        )
+        ChildGuard(c.stdin(Stdio::null()).stdout(Stdio::piped()).spawn().expect("spawn python3"))
     }
     /// Reads one line of the child's stdout (e.g. a "ready" signal).
     pub fn read_line(&mut self) -> String {
@@ -580,11 +539,7 @@ pub fn copy_dir(from: &Path, to: &Path, skip: &[&str]) {
 /// (app dir, its config.json).
 pub fn example_app(dir: &Path) -> (PathBuf, PathBuf) {
     let app = dir.join("app");
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/app"),
-        &app,
-        &["backups"],
-    );
+    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/app"), &app, &["backups"]);
     let cfg = app.join("config.json");
     (app, cfg)
 }
