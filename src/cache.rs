@@ -72,7 +72,7 @@ impl Cache {
         let e = |source| Error::Cache { path: path.to_path_buf(), err: source };
         let conn = Connection::open(path).map_err(e)?;
         conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(e)?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-8000;")
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-4000;")
             .map_err(e)?;
         let cache = Cache { conn, path: path.to_path_buf() };
         let ok: Option<(i64, Vec<u8>)> = cache

@@ -184,7 +184,6 @@ pub fn parse_pack(bytes: &[u8], keys: &Keys, what: &dyn Fn() -> String) -> Resul
 pub struct PackWriter {
     tmp: PathBuf,
     out: BufWriter<File>,
-    hasher: blake3::Hasher,
     len: u64,
     entries: Vec<Entry>,
 }
@@ -207,7 +206,6 @@ impl PackWriter {
         let mut w = PackWriter {
             tmp,
             out: BufWriter::with_capacity(1 << 20, f),
-            hasher: blake3::Hasher::new(),
             len: 0,
             entries: Vec::new(),
         };
@@ -217,7 +215,6 @@ impl PackWriter {
 
     fn write(&mut self, b: &[u8]) -> Result<()> {
         self.out.write_all(b).ctx(&self.tmp)?;
-        self.hasher.update(b);
         self.len += b.len() as u64;
         Ok(())
     }
@@ -254,7 +251,11 @@ impl PackWriter {
         let f = self.out.into_inner().map_err(|e| Error::io(&self.tmp, e.into_error()))?;
         f.sync_all().ctx(&self.tmp)?;
         drop(f);
-        let id = PackId(*self.hasher.finalize().as_bytes());
+        // The id is hashed from the bytes read back from the file, in large blocks (BLAKE3's SIMD
+        // path) and on the finishing thread: it names what the disk returned, not what we meant.
+        let mut h = blake3::Hasher::new();
+        h.update_reader(std::fs::File::open(&self.tmp).ctx(&self.tmp)?).ctx(&self.tmp)?;
+        let id = PackId(*h.finalize().as_bytes());
         store.publish(&self.tmp, FileKind::Pack, &id.to_hex())?;
         Ok(WrittenPack { id, size: self.len, entries: self.entries })
     }
