@@ -68,6 +68,15 @@ impl Cache {
         }
     }
 
+    /// A private scratch index (verify): one process, no journal, no per-statement file locks.
+    pub fn open_scratch(path: &Path, repo: RepoId) -> Result<Self> {
+        let cache = Self::open_once(path, repo)?;
+        cache.wrap(cache.conn.execute_batch(
+            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA locking_mode=EXCLUSIVE; PRAGMA cache_size=-8000;",
+        ))?;
+        Ok(cache)
+    }
+
     fn open_once(path: &Path, repo: RepoId) -> Result<Self> {
         let e = |source| Error::Cache { path: path.to_path_buf(), err: source };
         let conn = Connection::open(path).map_err(e)?;

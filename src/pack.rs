@@ -203,12 +203,7 @@ impl PackWriter {
     /// Starts a pack in the store's `tmp/`.
     pub fn new(store: &LocalStore) -> Result<Self> {
         let (tmp, f) = store.temp_file()?;
-        let mut w = PackWriter {
-            tmp,
-            out: BufWriter::with_capacity(1 << 20, f),
-            len: 0,
-            entries: Vec::new(),
-        };
+        let mut w = PackWriter { tmp, out: BufWriter::with_capacity(1 << 20, f), len: 0, entries: Vec::new() };
         w.write(PACK_MAGIC)?;
         Ok(w)
     }

@@ -127,28 +127,56 @@ pub fn locate(repo: &Repo, chunks: &[ChunkId]) -> Result<Vec<(ChunkId, Location)
 }
 
 /// Streams a node's content to `out`, decoding windows of chunks in parallel. Returns bytes written.
-pub fn write_content(repo: &Repo, node: &Node, out: &mut dyn Write) -> Result<u64> {
+pub fn write_content(repo: &Repo, node: &Node, out: &mut (dyn Write + Send)) -> Result<u64> {
     let reader: ChunkReader = repo.chunk_reader();
     let locs = locate(repo, &node.chunks)?;
-    let mut written = 0u64;
-    let mut i = 0;
-    while i < locs.len() {
-        let mut j = i;
-        let mut bytes = 0u64;
-        while j < locs.len() && (j == i || bytes < WINDOW_BYTES) {
-            bytes += locs[j].1.raw_len as u64;
-            j += 1;
+    let path = node.path_str();
+    // Decoding window N+1 overlaps writing window N: a writer thread takes decoded windows from
+    // a one-slot queue, so at most two windows are in memory.
+    let written = std::thread::scope(|scope| -> Result<u64> {
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<Vec<u8>>>(1);
+        let path_w = path.clone();
+        let writer = scope.spawn(move || -> Result<u64> {
+            let mut n = 0u64;
+            for window in rx {
+                for d in window {
+                    out.write_all(&d).map_err(|e| Error::io(&path_w, e))?;
+                    n += d.len() as u64;
+                }
+            }
+            Ok(n)
+        });
+        let mut i = 0;
+        let mut failure = None;
+        while i < locs.len() {
+            let mut j = i;
+            let mut bytes = 0u64;
+            while j < locs.len() && (j == i || bytes < WINDOW_BYTES) {
+                bytes += locs[j].1.raw_len as u64;
+                j += 1;
+            }
+            match reader.read_many(&locs[i..j]).into_iter().collect::<Result<Vec<_>>>() {
+                Ok(window) => {
+                    if tx.send(window).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+            i = j;
         }
-        let datas = reader.read_many(&locs[i..j]);
-        for d in datas {
-            let d = d?;
-            out.write_all(&d).map_err(|e| Error::io(node.path_str(), e))?;
-            written += d.len() as u64;
+        drop(tx);
+        let w = writer.join().map_err(|_| Error::Invalid(format!("{path}: writer thread panicked")))?;
+        match failure {
+            Some(e) => Err(e),
+            None => w,
         }
-        i = j;
-    }
+    })?;
     if written != node.size {
-        return Err(Error::corrupt(node.path_str(), format!("restored {written} bytes, snapshot says {}", node.size)));
+        return Err(Error::corrupt(path, format!("restored {written} bytes, snapshot says {}", node.size)));
     }
     Ok(written)
 }

@@ -102,7 +102,7 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
         }
     }
     let _scratch_guard = Scratch(scratch_path.clone());
-    let mut index = Cache::open(&scratch_path, repo.config.id)?;
+    let mut index = Cache::open_scratch(&scratch_path, repo.config.id)?;
     for name in repo.store.list(FileKind::Index)? {
         let Ok(id) = name.parse::<IndexId>() else { continue };
         match read_index_file(&repo.store, &repo.keys, &id) {
@@ -213,7 +213,11 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
                 .map(|e| e.id)
                 .collect();
             report.chunks_checked += entries.len() as u64;
-            let hash_ok = content_hash(&bytes) == pack.0;
+            let hash_ok = {
+                let mut h = blake3::Hasher::new();
+                h.update_rayon(&bytes);
+                *h.finalize().as_bytes() == pack.0
+            };
             if !bad.is_empty() {
                 damaged.insert(pack, (format!("{} of {} chunks fail their check", bad.len(), entries.len()), bad));
             } else if !hash_ok {

@@ -672,8 +672,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             if node.kind != NodeKind::File {
                 bail!("{path}: not a regular file");
             }
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
             crate::restore::write_content(&repo, &node, &mut out)?;
             out.flush()?;
             Ok(0)
