@@ -98,6 +98,27 @@ impl SafeDirs {
     }
 }
 
+impl SafeDirs {
+    /// The target path for a file or symlink at `rel`: its parent directories made safely, and
+    /// whatever stands at the path removed (never written through: an existing symlink or hard
+    /// link there is replaced, not followed). A directory in the way is an error.
+    fn clear_slot(&mut self, rel: &[u8]) -> Result<PathBuf> {
+        let parent = match parent_of(rel) {
+            Some(p) => self.ensure(p)?,
+            None => self.target.clone(),
+        };
+        let name = rel.rsplit(|&c| c == b'/').next().expect("non-empty");
+        let p = parent.join(OsStr::from_bytes(name));
+        if let Ok(m) = fs::symlink_metadata(&p) {
+            if m.file_type().is_dir() {
+                return Err(Error::Invalid(format!("{}: a directory is in the way", p.display())));
+            }
+            fs::remove_file(&p).ctx(&p)?;
+        }
+        Ok(p)
+    }
+}
+
 fn parent_of(path: &[u8]) -> Option<&[u8]> {
     path.iter().rposition(|&c| c == b'/').map(|i| &path[..i])
 }
@@ -208,19 +229,7 @@ pub fn restore(repo: &Repo, snap: &Snapshot, target: &Path, opts: &RestoreOption
                 }
                 NodeKind::Symlink => links.push(node.clone()),
                 NodeKind::File => {
-                    let parent = match parent_of(&node.path) {
-                        Some(p) => dirs.ensure(p)?,
-                        None => target.clone(),
-                    };
-                    let name = node.path.rsplit(|&c| c == b'/').next().expect("non-empty");
-                    let p = parent.join(OsStr::from_bytes(name));
-                    if let Ok(m) = fs::symlink_metadata(&p) {
-                        if m.file_type().is_dir() {
-                            return Err(Error::Invalid(format!("{}: a directory is in the way", p.display())));
-                        }
-                        // Never write through an existing symlink (or hard-linked file): replace it.
-                        fs::remove_file(&p).ctx(&p)?;
-                    }
+                    let p = dirs.clear_slot(&node.path)?;
                     let mut f = OpenOptions::new()
                         .write(true)
                         .create_new(true)
@@ -262,18 +271,7 @@ pub fn restore(repo: &Repo, snap: &Snapshot, target: &Path, opts: &RestoreOption
     }
     for node in links {
         let r: Result<()> = (|| {
-            let parent = match parent_of(&node.path) {
-                Some(p) => dirs.ensure(p)?,
-                None => target.clone(),
-            };
-            let name = node.path.rsplit(|&c| c == b'/').next().expect("non-empty");
-            let p = parent.join(OsStr::from_bytes(name));
-            if let Ok(m) = fs::symlink_metadata(&p) {
-                if m.file_type().is_dir() {
-                    return Err(Error::Invalid(format!("{}: a directory is in the way", p.display())));
-                }
-                fs::remove_file(&p).ctx(&p)?;
-            }
+            let p = dirs.clear_slot(&node.path)?;
             std::os::unix::fs::symlink(OsStr::from_bytes(&node.target), &p).ctx(&p)?;
             if am_root {
                 let _ = std::os::unix::fs::lchown(&p, Some(node.uid), Some(node.gid));
