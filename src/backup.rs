@@ -816,7 +816,11 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
         Ok(())
     })();
     drop(rx);
-    let _ = walker_thread.join();
+    if walker_thread.join().is_err() {
+        // A panicking walker ends the stream early: what arrived is not the whole source.
+        packer.abandon();
+        return Err(Error::Invalid("the source walker failed unexpectedly; nothing committed".into()));
+    }
     if let Err(e) = result {
         packer.abandon();
         return Err(e);

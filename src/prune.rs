@@ -249,6 +249,19 @@ pub fn prune(repo: &mut Repo, opts: PruneOptions) -> Result<PruneReport> {
         }
     }
     report.packs_written = new_records.len();
+    // A trailer that disagrees with the index could hide a live chunk from the copy loop; nothing
+    // is deleted unless every live chunk of a repacked pack was copied.
+    let repacked: HashSet<PackId> = repack.iter().copied().collect();
+    for c in &live {
+        if let Some(l) = repo.cache.lookup(c)? {
+            if repacked.contains(&l.pack) && !copied.contains(c) {
+                return Err(Error::corrupt(
+                    format!("pack {}", l.pack),
+                    format!("live chunk {c} is in the index but not in the pack's trailer; prune stops (run `cairn verify`)"),
+                ));
+            }
+        }
+    }
 
     // (2) New index files for every pack that stays.
     let mut all: Vec<PackRecord> = keep.iter().map(|p| packs[p].clone()).collect();

@@ -1051,7 +1051,10 @@ fn cmd_daemon(ctx: &Ctx) -> Result<i32> {
     }
     while !TERM.load(Ordering::SeqCst) {
         match crate::runner::run_backups(&mut repo, cfg, &crate::runner::RunOptions::default()) {
-            Ok(report) => {
+            Ok(mut report) => {
+                if report.ran.iter().any(|r| r.result == crate::history::Outcome::Success) {
+                    report.sync = sync_all(ctx, &repo, &ctx.remotes()?, false);
+                }
                 if !report.ran.is_empty() {
                     print_backup_report(ctx, &report);
                 }

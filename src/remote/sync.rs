@@ -37,11 +37,13 @@ pub fn local_inventory(root: &Path) -> Result<Vec<(String, u64)>> {
     let m = std::fs::metadata(&cfg).map_err(|e| Error::io(&cfg, e))?;
     out.push(("config".to_string(), m.len()));
     let store = crate::store::LocalStore::new(root);
+    // Listed in the reverse of the order a backup writes them, so a snapshot or index file seen
+    // here only refers to packs that already existed when `packs/` was listed after it.
     for kind in [
-        crate::store::FileKind::Key,
-        crate::store::FileKind::Pack,
-        crate::store::FileKind::Index,
         crate::store::FileKind::Snapshot,
+        crate::store::FileKind::Index,
+        crate::store::FileKind::Pack,
+        crate::store::FileKind::Key,
     ] {
         for n in store.list(kind)? {
             let p = store.path(kind, &n);
@@ -207,6 +209,8 @@ impl SyncLock {
 pub fn sync(root: &Path, remote: &Rclone, dry_run: bool) -> Result<SyncReport> {
     let start = Instant::now();
     let _lock = SyncLock::take(root, &remote.name)?;
+    // The shared repository lock keeps prune and forget out while the inventory is in use.
+    let _repo_lock = crate::lock::Lock::acquire(&crate::store::LocalStore::new(root), false, "sync")?;
     let state = SyncState::open(root)?;
     let mut report = SyncReport { remote: remote.name.clone(), dry_run, ..Default::default() };
     let listed = remote.list()?;
@@ -274,13 +278,22 @@ pub fn sync(root: &Path, remote: &Rclone, dry_run: bool) -> Result<SyncReport> {
         return Ok(report);
     }
     let tmp_list = root.join("tmp").join(format!("sync-{}.list", std::process::id()));
+    // One group at a time (config and keys, packs, index files, snapshots), each checked against a
+    // fresh listing before the next goes up: nothing is trusted, or followed by what depends on
+    // it, until the remote shows the right size and hash.
     for files in groups.values() {
         remote.upload(root, files, &tmp_list)?;
-    }
-    if !report.uploaded.is_empty() {
-        // Trust nothing until a fresh listing shows the right size and hash.
-        let after: HashMap<String, RemoteFile> = remote.list()?.into_iter().map(|f| (f.path.clone(), f)).collect();
-        for rel in &report.uploaded {
+        let mut after: HashMap<String, RemoteFile> = HashMap::new();
+        for f in remote.list()? {
+            if after.contains_key(&f.path) && files.contains(&f.path) {
+                return Err(Error::corrupt(
+                    format!("remote {} file {}", remote.name, f.path),
+                    "listed twice after upload",
+                ));
+            }
+            after.insert(f.path.clone(), f);
+        }
+        for rel in files {
             let size = local.iter().find(|(r, _)| r == rel).map(|(_, s)| *s).expect("local");
             let m = &md5s[rel];
             match after.get(rel) {
@@ -319,8 +332,12 @@ fn refuse_foreign_repository(root: &Path, remote: &Rclone) -> Result<()> {
     let cfg = root.join("config");
     let ours = id_of(&std::fs::read(&cfg).map_err(|e| Error::io(&cfg, e))?);
     let tmp = root.join("tmp").join(format!("remote-config-{}", std::process::id()));
-    let theirs = remote.download("config", &tmp).ok().and_then(|_| std::fs::read(&tmp).ok()).and_then(|b| id_of(&b));
+    // A failed download is an error: taking it for "no config" would overwrite another
+    // repository's config on a transient failure.
+    remote.download("config", &tmp)?;
+    let bytes = std::fs::read(&tmp).map_err(|e| Error::io(&tmp, e));
     let _ = std::fs::remove_file(&tmp);
+    let theirs = id_of(&bytes?);
     match (ours, theirs) {
         (Some(a), Some(b)) if a != b => Err(Error::Invalid(format!(
             "remote {} holds another cairn repository (its config has a different id): refusing to replace it; give each repository its own remote path",
