@@ -494,13 +494,17 @@ impl<'r> Packer<'r> {
         let keys = self.repo.keys.clone();
         let ids: Vec<ChunkId> = chunks.par_iter().with_min_len(8).map(|c| keys.chunk_id(c)).collect();
         let mut new = Vec::new();
-        for (i, id) in ids.iter().enumerate() {
-            if self.pending.contains(id) || self.repo.cache.contains(id)? {
-                continue;
+        let pending = &mut self.pending;
+        self.repo.cache.batch(|cache| {
+            for (i, id) in ids.iter().enumerate() {
+                if pending.contains(id) || cache.contains(id)? {
+                    continue;
+                }
+                pending.insert(*id);
+                new.push(i);
             }
-            self.pending.insert(*id);
-            new.push(i);
-        }
+            Ok(())
+        })?;
         let level = self.repo.config.compression.level;
         let sealed: Vec<Result<Vec<u8>>> =
             new.par_iter().with_min_len(4).map(|&i| encode_chunk(&keys, level, ids[i], chunks[i])).collect();

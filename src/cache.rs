@@ -175,6 +175,16 @@ impl Cache {
         r.and_then(|_| tx.commit()).map_err(|source| Error::Cache { path: self.path.clone(), err: source })
     }
 
+    /// Runs many lookups under one read transaction: one file lock instead of one per statement.
+    pub fn batch<T>(&self, f: impl FnOnce(&Self) -> Result<T>) -> Result<T> {
+        self.wrap(self.conn.execute_batch("BEGIN"))?;
+        let r = f(self);
+        let end = self.wrap(self.conn.execute_batch("COMMIT"));
+        let v = r?;
+        end?;
+        Ok(v)
+    }
+
     /// Location of a chunk.
     pub fn lookup(&self, id: &ChunkId) -> Result<Option<Location>> {
         let mut st = self.wrap(self.conn.prepare_cached(

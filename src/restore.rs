@@ -136,15 +136,17 @@ fn set_mtime(path: &Path, mtime_ns: i64) -> std::io::Result<()> {
 
 /// Resolves a file's chunk locations.
 pub fn locate(repo: &Repo, chunks: &[ChunkId]) -> Result<Vec<(ChunkId, Location)>> {
-    chunks
-        .iter()
-        .map(|c| {
-            repo.cache
-                .lookup(c)?
-                .map(|l| (*c, l))
-                .ok_or_else(|| Error::corrupt(format!("chunk {c}"), "not in the index (missing data)"))
-        })
-        .collect()
+    repo.cache.batch(|cache| {
+        chunks
+            .iter()
+            .map(|c| {
+                cache
+                    .lookup(c)?
+                    .map(|l| (*c, l))
+                    .ok_or_else(|| Error::corrupt(format!("chunk {c}"), "not in the index (missing data)"))
+            })
+            .collect()
+    })
 }
 
 /// Streams a node's content to `out`, decoding windows of chunks in parallel. Returns bytes written.
