@@ -140,7 +140,11 @@ pub fn status(repo: &Repo, cfg: Option<&Config>) -> Result<Status> {
             let last_ok = runs.iter().find(|x| x.result != crate::history::Outcome::Failed).map(|x| x.end.clone());
             let last_error =
                 runs.first().filter(|x| x.result == crate::history::Outcome::Failed).and_then(|x| x.error.clone());
-            let (pending_files, pending_bytes) = state.pending(repo.store.root(), &r.name)?;
+            let exclude = match &r.retention {
+                Some(ret) => crate::remote::sync::retention_exclusions(repo, ret)?,
+                None => Default::default(),
+            };
+            let (pending_files, pending_bytes) = state.pending(repo.store.root(), &r.name, &exclude)?;
             remotes.push(RemoteStatus {
                 name: r.name.clone(),
                 target: r.rclone.clone(),

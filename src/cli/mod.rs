@@ -681,7 +681,17 @@ pub fn run(cli: Cli) -> Result<i32> {
             if let (Some(name), Ok(local)) = (&ctx.cli.remote, ctx.repo_path()) {
                 if crate::repo::is_repository(&local) {
                     let remote = ctx.remote(name)?;
-                    let c = crate::remote::sync::check(&local, &remote)?;
+                    let has_retention = ctx
+                        .config()?
+                        .and_then(|c| c.backup.remotes.iter().find(|r| r.name == remote.name))
+                        .is_some_and(|r| r.retention.is_some());
+                    let exclude = if has_retention {
+                        let repo = Repo::open(&local, &|| ctx.password())?;
+                        remote_exclusions(&ctx, &repo, &remote.name)?
+                    } else {
+                        Default::default()
+                    };
+                    let c = crate::remote::sync::check(&local, &remote, &exclude)?;
                     if ctx.cli.json && read_data.is_none() {
                         let mut v = serde_json::to_value(&c)?;
                         v["ok"] = json!(!c.is_damaged());
@@ -977,6 +987,16 @@ fn print_backup_report(ctx: &Ctx, report: &crate::runner::BackupReport) {
     }
 }
 
+/// Snapshot files a configured remote's own retention leaves out (none without a retention).
+fn remote_exclusions(ctx: &Ctx, repo: &Repo, name: &str) -> Result<std::collections::HashSet<String>> {
+    let ret =
+        ctx.config()?.and_then(|c| c.backup.remotes.iter().find(|r| r.name == name)).and_then(|r| r.retention.clone());
+    Ok(match ret {
+        Some(r) => crate::remote::sync::retention_exclusions(repo, &r)?,
+        None => Default::default(),
+    })
+}
+
 /// Syncs each remote, recording each in the history; a failure is reported, never raised.
 fn sync_all(
     ctx: &Ctx,
@@ -988,7 +1008,9 @@ fn sync_all(
     let mut out = Vec::new();
     for remote in remotes {
         let start = chrono::Local::now();
-        let r = crate::remote::sync::sync(repo.store.root(), remote, dry_run);
+        let r = remote_exclusions(ctx, repo, &remote.name).and_then(|ex| {
+            crate::remote::sync::sync(repo.store.root(), remote, dry_run, &ex).map_err(anyhow::Error::from)
+        });
         let mut o = crate::runner::SyncOutcome { remote: remote.name.clone(), ..Default::default() };
         let mut run = crate::history::Run {
             id: 0,

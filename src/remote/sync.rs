@@ -142,11 +142,11 @@ impl SyncState {
     }
 
     /// (files, bytes) not yet synced to `remote`.
-    pub fn pending(&self, root: &Path, remote: &str) -> Result<(usize, u64)> {
+    pub fn pending(&self, root: &Path, remote: &str, exclude: &HashSet<String>) -> Result<(usize, u64)> {
         let synced = self.synced(remote)?;
         let mut n = 0;
         let mut b = 0;
-        for (rel, size) in local_inventory(root)? {
+        for (rel, size) in local_inventory(root)?.into_iter().filter(|(r, _)| !exclude.contains(r)) {
             if synced.get(&rel).is_none_or(|(s, _)| *s != size) {
                 n += 1;
                 b += size;
@@ -206,7 +206,10 @@ impl SyncLock {
 }
 
 /// Pushes what `remote` lacks and removes what the local repository no longer has.
-pub fn sync(root: &Path, remote: &Rclone, dry_run: bool) -> Result<SyncReport> {
+///
+/// `exclude` lists snapshot files the remote's own retention does not keep: they are not uploaded,
+/// and removed from the remote if they were.
+pub fn sync(root: &Path, remote: &Rclone, dry_run: bool, exclude: &HashSet<String>) -> Result<SyncReport> {
     let start = Instant::now();
     let _lock = SyncLock::take(root, &remote.name)?;
     // The shared repository lock keeps prune and forget out while the inventory is in use.
@@ -221,7 +224,8 @@ pub fn sync(root: &Path, remote: &Rclone, dry_run: bool) -> Result<SyncReport> {
         }
         on_remote.insert(f.path.clone(), f);
     }
-    let local = local_inventory(root)?;
+    let mut local = local_inventory(root)?;
+    local.retain(|(r, _)| !exclude.contains(r));
     let local_set: HashSet<&str> = local.iter().map(|(r, _)| r.as_str()).collect();
     let synced = state.synced(&remote.name)?;
     let mut md5s: BTreeMap<String, String> = BTreeMap::new();
@@ -377,7 +381,7 @@ impl RemoteCheck {
 }
 
 /// Compares the remote inventory with the local one.
-pub fn check(root: &Path, remote: &Rclone) -> Result<RemoteCheck> {
+pub fn check(root: &Path, remote: &Rclone, exclude: &HashSet<String>) -> Result<RemoteCheck> {
     let state = SyncState::open(root)?;
     let synced = state.synced(&remote.name)?;
     let mut out = RemoteCheck { remote: remote.name.clone(), ..Default::default() };
@@ -388,7 +392,8 @@ pub fn check(root: &Path, remote: &Rclone) -> Result<RemoteCheck> {
         }
         on_remote.insert(f.path.clone(), f);
     }
-    let local = local_inventory(root)?;
+    let mut local = local_inventory(root)?;
+    local.retain(|(r, _)| !exclude.contains(r));
     for (rel, size) in &local {
         out.checked += 1;
         match on_remote.get(rel) {
@@ -410,5 +415,26 @@ pub fn check(root: &Path, remote: &Rclone) -> Result<RemoteCheck> {
     let local_set: HashSet<&str> = local.iter().map(|(r, _)| r.as_str()).collect();
     out.extra = on_remote.keys().filter(|p| !local_set.contains(p.as_str())).cloned().collect();
     out.extra.sort();
+    Ok(out)
+}
+
+/// Snapshot files (`snapshots/<id>`) that a remote's own retention does not keep. A remote
+/// retention can only keep fewer snapshots than the local repository holds: a remote is a mirror,
+/// and local prune decides which packs exist.
+pub fn retention_exclusions(repo: &crate::repo::Repo, retention: &crate::config::Retention) -> Result<HashSet<String>> {
+    let (all, _) = repo.snapshots()?;
+    let mut by_type: BTreeMap<String, Vec<(crate::id::SnapshotId, crate::manifest::Snapshot)>> = BTreeMap::new();
+    for (id, s) in all {
+        by_type.entry(s.backup_type.clone()).or_default().push((id, s));
+    }
+    let now = chrono::Local::now().fixed_offset();
+    let mut out = HashSet::new();
+    for snaps in by_type.values() {
+        for d in crate::retention::apply(snaps, Some(retention), now) {
+            if !d.keep {
+                out.insert(format!("snapshots/{}", d.id));
+            }
+        }
+    }
     Ok(out)
 }

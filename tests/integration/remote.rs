@@ -703,3 +703,31 @@ fn a_remote_path_holding_another_repository_is_not_overwritten() {
     assert_eq!(std::fs::read(shared.join("config")).unwrap(), std::fs::read(one.repo().join("config")).unwrap());
     assert_eq!(files_under(&shared), inventory(&one.repo()));
 }
+
+/// A remote's own retention keeps fewer snapshots than the local repository: the others are
+/// never uploaded, or are removed from the remote, and count as neither pending nor missing.
+#[test]
+fn remote_retention_keeps_only_its_own_snapshots() {
+    let env = Env::new();
+    let usb = env.path().join("usb");
+    let (app, cfg) = app_with_remotes(
+        &env,
+        json!([{ "name": "usb", "rclone": local_target(&usb), "retention": { "keep_last": 1 } }]),
+    );
+    let repo = app.join("backups/repo");
+    env.run_cfg(&cfg, &["backup", "--now", "--type", "logs"]).ok();
+    small_change(&app);
+    env.run_cfg(&cfg, &["backup", "--now", "--type", "logs"]).ok();
+    let local_snaps: BTreeSet<String> = inventory(&repo).into_keys().filter(|f| f.starts_with("snapshots/")).collect();
+    let remote_snaps: BTreeSet<String> =
+        files_under(&usb).into_keys().filter(|f| f.starts_with("snapshots/")).collect();
+    assert_eq!(local_snaps.len(), 2, "both snapshots stay local: {local_snaps:?}");
+    assert_eq!(remote_snaps.len(), 1, "the remote keeps only its newest: {remote_snaps:?}");
+    assert!(remote_snaps.is_subset(&local_snaps));
+    let newest = env.run_cfg(&cfg, &["snapshots", "--json"]).ok().json();
+    let newest_id = newest.as_array().unwrap().last().unwrap()["id"].as_str().unwrap().to_string();
+    assert!(remote_snaps.contains(&format!("snapshots/{newest_id}")), "{remote_snaps:?} vs {newest_id}");
+    let st = env.run_cfg(&cfg, &["status", "--json"]).ok().json();
+    assert_eq!(st["remotes"][0]["pending_files"], json!(0), "left-out snapshots are not pending: {st}");
+    env.run_cfg(&cfg, &["verify", "--remote", "usb"]).ok();
+}
