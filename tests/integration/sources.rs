@@ -870,7 +870,9 @@ fn file_rewritten_while_read_is_read_again_then_reported() {
     let app = env.path().join("app");
     std::fs::create_dir_all(app.join("hot")).unwrap();
     let hot = app.join("hot/state.log");
-    std::fs::write(&hot, text_lines(100_000, "state")).unwrap();
+    // Big enough that one read spans several timestamp ticks (mtime granularity is a few ms), so
+    // every attempt sees the rewriter's changes.
+    std::fs::write(&hot, text_lines(1_000_000, "state")).unwrap();
     std::fs::write(app.join("hot/calm.log"), "calm\n").unwrap();
     let cfg = write_config(
         &app,
