@@ -143,6 +143,10 @@ pub enum Command {
         /// Seed for the --read-data sample (default: from the clock, printed).
         #[arg(long)]
         seed: Option<u64>,
+        /// Also restore the latest snapshot of each SQLite type to a scratch file and check it:
+        /// `integrity_check`, and schema and row counts equal to those recorded at backup time.
+        #[arg(long)]
+        restore_test: bool,
     },
     /// Repair derived state.
     Repair {

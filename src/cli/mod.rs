@@ -677,7 +677,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             out.flush()?;
             Ok(0)
         }
-        Command::Verify { read_data, seed } => {
+        Command::Verify { read_data, seed, restore_test } => {
             if let (Some(name), Ok(local)) = (&ctx.cli.remote, ctx.repo_path()) {
                 if crate::repo::is_repository(&local) {
                     let remote = ctx.remote(name)?;
@@ -742,7 +742,11 @@ pub fn run(cli: Cli) -> Result<i32> {
             });
             let pb = ctx.spinner("verifying");
             let start = std::time::Instant::now();
-            let r = verify::verify(&repo, &VerifyOptions { read_data: pct, seed })?;
+            let mut repo = repo;
+            if *restore_test {
+                repo.sync_index()?;
+            }
+            let r = verify::verify(&repo, &VerifyOptions { read_data: pct, seed, restore_test: *restore_test })?;
             if let Some(pb) = pb {
                 pb.finish_and_clear();
             }
@@ -767,6 +771,14 @@ pub fn run(cli: Cli) -> Result<i32> {
                 }
                 for p in &r.problems {
                     println!("DAMAGED {p}");
+                }
+                for t in &r.restore_tests {
+                    println!(
+                        "restore test {} snapshot {}: {}",
+                        t.backup_type,
+                        &t.snapshot[..t.snapshot.len().min(8)],
+                        if t.ok { format!("ok ({})", t.detail) } else { format!("FAILED: {}", t.detail) }
+                    );
                 }
                 if !ctx.cli.quiet {
                     for n in &r.notes {
@@ -922,12 +934,16 @@ fn print_backup_report(ctx: &Ctx, report: &crate::runner::BackupReport) {
         let name = &r.backup_type;
         let retries = if r.retries > 0 { format!(" after {} retries", r.retries) } else { String::new() };
         match (&r.result, &r.stats) {
+            (crate::history::Outcome::Unchanged, _) if ctx.cli.quiet => {}
             (crate::history::Outcome::Unchanged, _) => {
                 println!(
                     "{name}: unchanged since snapshot {}, nothing stored, {:.2}s",
                     &r.snapshot.clone().unwrap_or_default()[..8],
                     r.duration_s
                 )
+            }
+            (_, Some(s)) if ctx.cli.quiet && r.file_errors.is_empty() => {
+                let _ = s;
             }
             (_, Some(s)) => {
                 let dedup = if s.logical_bytes > 0 {

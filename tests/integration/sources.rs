@@ -965,3 +965,29 @@ fn command_output_is_stored_and_a_failing_command_stores_nothing() {
     let r = env.run_cfg(&cfg, &["snapshots", "--json"]).ok();
     assert!(r.json().as_array().unwrap().iter().all(|s| s["type"] != "fails"));
 }
+
+/// `verify --restore-test` restores the latest database snapshot and checks it against what the
+/// backup recorded; damage inside the database's chunks, which a structure-only verify does not
+/// read, fails it with exit 3.
+#[test]
+fn verify_restore_test_checks_the_database() {
+    let env = Env::new();
+    let (app, cfg) = example_app(env.path());
+    env.run_cfg(&cfg, &["backup", "--now", "--type", "db"]).ok();
+    let r = env.run_cfg(&cfg, &["verify", "--restore-test", "--json"]).ok().json();
+    let tests = r["restore_tests"].as_array().unwrap();
+    assert_eq!(tests.len(), 1, "{r}");
+    assert_eq!(tests[0]["backup_type"], "db");
+    assert_eq!(tests[0]["ok"], true, "{r}");
+    let rows: u64 =
+        tests[0]["detail"].as_str().unwrap().split_whitespace().filter_map(|w| w.parse().ok()).next().unwrap();
+    assert!(rows >= 5000, "{r}");
+    // Damage one chunk of the database's only pack, in the middle of its chunk area.
+    let packs: Vec<PathBuf> = walk(&app.join("backups/repo/packs")).into_iter().filter(|p| p.is_file()).collect();
+    assert_eq!(packs.len(), 1, "{packs:?}");
+    let size = std::fs::metadata(&packs[0]).unwrap().len();
+    flip_byte(&packs[0], size / 3);
+    env.run_cfg(&cfg, &["verify"]).ok();
+    let bad = env.run_cfg(&cfg, &["verify", "--restore-test"]).code(3);
+    assert!(bad.stdout.contains("restore test db snapshot") && bad.stdout.contains("FAILED"), "{}", bad.stdout);
+}
