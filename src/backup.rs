@@ -24,7 +24,7 @@ use crate::cache::Cache;
 use crate::chunker::{Cutter, PushChunker, StreamChunker};
 use crate::crypto::{Keys, ObjectKind};
 use crate::error::{Error, Result};
-use crate::id::{content_hash, ChunkId, IndexId, SnapshotId};
+use crate::id::{content_hash, ChunkId, SnapshotId};
 use crate::index::{self, PackRecord};
 use crate::lock::Lock;
 use crate::manifest::{path_cmp, Node, NodeError, NodeKind, Snapshot, SnapshotKind, Stats};
@@ -549,9 +549,7 @@ impl<'r> Packer<'r> {
         if self.pending_index.is_empty() {
             return Ok(());
         }
-        let sealed = index::seal(&self.repo.keys, &self.pending_index);
-        let id = IndexId(content_hash(&sealed));
-        self.repo.store.put(FileKind::Index, &id.to_hex(), &sealed)?;
+        let id = index::write(&self.repo.store, &self.repo.keys, &self.pending_index)?;
         self.repo.cache.add_index(&id, &self.pending_index)?;
         for p in self.pending_index.drain(..) {
             for e in &p.entries {

@@ -305,10 +305,7 @@ pub fn prune(repo: &mut Repo, opts: PruneOptions) -> Result<PruneReport> {
 }
 
 fn write_index(repo: &Repo, records: &[PackRecord]) -> Result<String> {
-    let sealed = index::seal(&repo.keys, records);
-    let id = IndexId(content_hash(&sealed)).to_hex();
-    repo.store.put(FileKind::Index, &id, &sealed)?;
-    Ok(id)
+    Ok(index::write(&repo.store, &repo.keys, records)?.to_hex())
 }
 
 /// Marks a pre-change snapshot verified: writes a copy with `verified_by` and `verified_date`

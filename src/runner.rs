@@ -10,7 +10,9 @@ use crate::backup::SnapshotOutcome;
 use crate::config::{parse_duration, Config, TypeConfig};
 use crate::error::Result;
 use crate::history::{History, Outcome, Run};
+use crate::id::SnapshotId;
 use crate::job::{run_type, RunFlags};
+use crate::manifest::Snapshot;
 use crate::notify::{self, Event};
 use crate::prune::{self, PruneOptions, PruneReport};
 use crate::repo::Repo;
@@ -108,9 +110,14 @@ impl BackupReport {
 }
 
 /// The last success of a type: the history's, or failing that the newest snapshot's time.
-pub fn last_success(history: &History, repo: &Repo, backup_type: &str) -> Result<Option<DateTime<FixedOffset>>> {
+/// `snaps` is the repository's snapshot list, loaded once by the caller (reading it decrypts
+/// every snapshot file).
+pub fn last_success(
+    history: &History,
+    snaps: &[(SnapshotId, Snapshot)],
+    backup_type: &str,
+) -> Result<Option<DateTime<FixedOffset>>> {
     let h = history.last_success(backup_type)?;
-    let (snaps, _) = repo.snapshots()?;
     let s = snaps
         .iter()
         .rev()
@@ -161,6 +168,8 @@ pub fn run_backups(repo: &mut Repo, cfg: &Config, opts: &RunOptions) -> Result<B
     let notify_cfg = cfg.backup.notify.clone().unwrap_or_default();
     let threshold = notify_cfg.consecutive_failures.unwrap_or(3);
     let mut succeeded = Vec::new();
+    // Due decisions only look at what existed before this run.
+    let (snaps, _) = if opts.now { (Vec::new(), Vec::new()) } else { repo.snapshots()? };
     for (name, t) in &cfg.types {
         if !opts.types.is_empty() && !opts.types.contains(name) {
             continue;
@@ -168,7 +177,7 @@ pub fn run_backups(repo: &mut Repo, cfg: &Config, opts: &RunOptions) -> Result<B
         let reason = if opts.now {
             "--now".to_string()
         } else {
-            let d = due_now(t, last_success(&history, repo, name)?);
+            let d = due_now(t, last_success(&history, &snaps, name)?);
             if !d.due {
                 report.skipped.push((name.clone(), d.reason));
                 continue;
@@ -297,13 +306,14 @@ pub fn dead_man_check(repo: &Repo, cfg: &Config, history: &History) -> Result<Ve
     let notify_cfg = cfg.backup.notify.clone().unwrap_or_default();
     let now = Local::now().fixed_offset();
     let mut errors = Vec::new();
+    let (snaps, _) = repo.snapshots()?;
     for (name, t) in &cfg.types {
         if t.schedule.is_none() {
             continue;
         }
         let limit =
             (rpo(t) * 2).max(t.catch_up_after.as_deref().and_then(parse_duration).unwrap_or(chrono::Duration::zero()));
-        let last = last_success(history, repo, name)?;
+        let last = last_success(history, &snaps, name)?;
         let stale = match last {
             Some(l) => now - l > limit,
             // Never succeeded: stale once its first run is older than the limit (a first

@@ -97,7 +97,7 @@ pub fn status(repo: &Repo, cfg: Option<&Config>) -> Result<Status> {
     }
     for name in names {
         let tc = cfg.and_then(|c| c.type_config(&name)).cloned().unwrap_or_default();
-        let last = last_success(&history, repo, &name)?;
+        let last = last_success(&history, &snaps, &name)?;
         let r = rpo(&tc);
         let due = due_now(&tc, last);
         let recent = history.list(Some(&name), 1)?;

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::cache::{read_index_file, Cache};
 use crate::error::{Error, Result};
-use crate::id::{content_hash, ChunkId, IndexId, PackId};
+use crate::id::{ChunkId, IndexId, PackId};
 use crate::manifest::{NodeKind, Snapshot};
 use crate::pack::{parse_pack, read_trailer};
 use crate::repo::{Repo, TreeReader};
@@ -350,10 +350,7 @@ pub fn repair_index(repo: &mut Repo) -> Result<(usize, Vec<(String, String)>)> {
         if batch.is_empty() {
             return Ok(());
         }
-        let sealed = crate::index::seal(&repo.keys, batch);
-        let id = IndexId(content_hash(&sealed)).to_hex();
-        repo.store.put(FileKind::Index, &id, &sealed)?;
-        written.push(id);
+        written.push(crate::index::write(&repo.store, &repo.keys, batch)?.to_hex());
         batch.clear();
         Ok(())
     };

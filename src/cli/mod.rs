@@ -1102,13 +1102,14 @@ fn cmd_daemon(ctx: &Ctx) -> Result<i32> {
         // Sleep until the next due time, in short steps: wall-clock jumps and suspend are noticed
         // within a minute, and a signal within a second.
         let history = crate::history::History::open(repo.store.root())?;
+        let (snaps, _) = repo.snapshots()?;
         let mut next = chrono::Local::now().fixed_offset() + chrono::Duration::minutes(60);
         for (name, t) in &cfg.types {
             if t.schedule.as_deref() == Some("on-change") {
                 next = next.min(chrono::Local::now().fixed_offset() + chrono::Duration::minutes(5));
                 continue;
             }
-            let d = crate::runner::due_now(t, crate::runner::last_success(&history, &repo, name)?);
+            let d = crate::runner::due_now(t, crate::runner::last_success(&history, &snaps, name)?);
             // A type still due after this round failed: try again in five minutes, not at once.
             next = next.min(if d.due {
                 chrono::Local::now().fixed_offset() + chrono::Duration::minutes(5)
