@@ -9,38 +9,17 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
-pub mod backup;
-pub mod blob;
-pub mod cache;
-pub mod chunker;
-pub mod crypto;
+pub mod cli;
 pub mod error;
+pub mod format;
+pub mod fuzzing;
 pub mod id;
-pub mod index;
-pub mod keyfile;
-pub mod lock;
-pub mod manifest;
-pub mod pack;
+pub mod lifecycle;
+pub mod ops;
+pub mod remote;
 pub mod repo;
-pub mod repo_config;
+pub mod source;
 pub mod store;
 pub mod util;
 
 pub use error::{Error, Result};
-pub mod cli;
-pub mod config;
-pub mod export;
-pub mod fuzzing;
-pub mod history;
-pub mod job;
-pub mod keys;
-pub mod notify;
-pub mod prune;
-pub mod remote;
-pub mod restore;
-pub mod retention;
-pub mod runner;
-pub mod schedule;
-pub mod source;
-pub mod status;
-pub mod verify;

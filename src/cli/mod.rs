@@ -11,13 +11,13 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use crate::backup::{self, SnapshotOptions, Source};
-use crate::config::Config;
-use crate::manifest::{NodeKind, Snapshot, SnapshotKind};
+use crate::ops::snapshot::{self, SnapshotOptions, Source};
+use crate::lifecycle::config::Config;
+use crate::format::manifest::{NodeKind, Snapshot, SnapshotKind};
 use crate::repo::{self, InitOptions, Repo};
-use crate::repo_config::Encryption;
+use crate::format::repo_config::Encryption;
 use crate::util::human_bytes;
-use crate::verify::{self, VerifyOptions};
+use crate::ops::verify::{self, VerifyOptions};
 use args::{Cli, Command, ConfigWhat, KeyCmd, RepairWhat};
 
 /// Exit code: verify found damage.
@@ -337,7 +337,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             let cfg = ctx.config()?;
             let policy = |t: &str| cfg.and_then(|c| c.type_config(t)).and_then(|c| c.retention.clone());
             let sel = (!types.is_empty()).then_some(types.as_slice());
-            let decisions = crate::prune::forget(&repo, sel, &policy, *dry_run)?;
+            let decisions = crate::ops::prune::forget(&repo, sel, &policy, *dry_run)?;
             if ctx.cli.json {
                 ctx.out(&json!({"dry_run": dry_run, "decisions": decisions}));
             } else {
@@ -375,9 +375,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             if !(0.0..=100.0).contains(repack_below) {
                 bail!("--repack-below must be a percentage 0..100");
             }
-            let r = crate::prune::prune(
+            let r = crate::ops::prune::prune(
                 &mut repo,
-                crate::prune::PruneOptions { dry_run: *dry_run, repack_below: repack_below / 100.0 },
+                crate::ops::prune::PruneOptions { dry_run: *dry_run, repack_below: repack_below / 100.0 },
             )?;
             if ctx.cli.json {
                 ctx.out(&serde_json::to_value(&r)?);
@@ -403,7 +403,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::MarkVerified { snapshot, by } => {
             let repo = ctx.open()?;
             let (id, _) = repo.resolve(snapshot)?;
-            let new = crate::prune::mark_verified(&repo, &id, by)?;
+            let new = crate::ops::prune::mark_verified(&repo, &id, by)?;
             if ctx.cli.json {
                 ctx.out(&json!({"old": id.to_hex(), "new": new.to_hex(), "verified_by": by}));
             } else {
@@ -414,21 +414,21 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Status { metrics_file } => {
             let mut repo = ctx.open()?;
             repo.sync_index()?;
-            let st = crate::status::status(&repo, ctx.config()?)?;
+            let st = crate::lifecycle::status::status(&repo, ctx.config()?)?;
             if let Some(m) = metrics_file {
-                crate::status::write_metrics(m, &st)?;
+                crate::lifecycle::status::write_metrics(m, &st)?;
             }
             if ctx.cli.json {
                 ctx.out(&serde_json::to_value(&st)?);
             } else {
-                print!("{}", crate::status::render(&st));
+                print!("{}", crate::lifecycle::status::render(&st));
             }
             Ok(0)
         }
         Command::History { backup_type, limit } => {
             let path = ctx.repo_path()?;
             crate::repo::read_config(&path)?;
-            let h = crate::history::History::open(&path)?;
+            let h = crate::lifecycle::history::History::open(&path)?;
             let runs = h.list(backup_type.as_deref(), *limit)?;
             if ctx.cli.json {
                 ctx.out(&serde_json::to_value(&runs)?);
@@ -516,7 +516,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 None => Source::Paths(a.paths.clone()),
             };
             let pb = ctx.spinner(&format!("snapshot of {}", a.backup_type));
-            let r = backup::snapshot(&mut repo, source, &opts)?;
+            let r = snapshot::snapshot(&mut repo, source, &opts)?;
             if let Some(pb) = pb {
                 pb.finish_and_clear();
             }
@@ -632,13 +632,13 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Restore { snapshot, target, include } => {
             let mut repo = ctx.open()?;
-            let _lock = crate::lock::Lock::acquire(&repo.store, false, "restore")?;
+            let _lock = crate::store::lock::Lock::acquire(&repo.store, false, "restore")?;
             repo.sync_index()?;
             let (id, snap) = repo.resolve(snapshot)?;
-            let opts = crate::restore::RestoreOptions { include: globset(include, "include")? };
+            let opts = crate::ops::restore::RestoreOptions { include: globset(include, "include")? };
             let pb = ctx.spinner(&format!("restoring {}", id.short()));
             let start = std::time::Instant::now();
-            let r = crate::restore::restore(&repo, &snap, target, &opts)?;
+            let r = crate::ops::restore::restore(&repo, &snap, target, &opts)?;
             if let Some(pb) = pb {
                 pb.finish_and_clear();
             }
@@ -668,12 +668,12 @@ pub fn run(cli: Cli) -> Result<i32> {
             let mut repo = ctx.open()?;
             repo.sync_index()?;
             let (_, snap) = repo.resolve(snapshot)?;
-            let node = crate::restore::find_node(&repo, &snap, path)?;
+            let node = crate::ops::restore::find_node(&repo, &snap, path)?;
             if node.kind != NodeKind::File {
                 bail!("{path}: not a regular file");
             }
             let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
-            crate::restore::write_content(&repo, &node, &mut out)?;
+            crate::ops::restore::write_content(&repo, &node, &mut out)?;
             out.flush()?;
             Ok(0)
         }
@@ -821,7 +821,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             let pw = || ctx.password();
             match cmd {
                 KeyCmd::List => {
-                    let keys = crate::keys::list(&path, &pw)?;
+                    let keys = crate::ops::keys::list(&path, &pw)?;
                     if ctx.cli.json {
                         ctx.out(&serde_json::to_value(&keys)?);
                     } else {
@@ -839,16 +839,16 @@ pub fn run(cli: Cli) -> Result<i32> {
                 }
                 KeyCmd::Add { label, new_password_file } => {
                     let np = ctx.new_password(new_password_file)?;
-                    let id = crate::keys::add(&path, &pw, &np, label)?;
+                    let id = crate::ops::keys::add(&path, &pw, &np, label)?;
                     println!("added key {}", &id[..16]);
                 }
                 KeyCmd::Remove { id } => {
-                    let id = crate::keys::remove(&path, &pw, id)?;
+                    let id = crate::ops::keys::remove(&path, &pw, id)?;
                     println!("removed key {}", &id[..16]);
                 }
                 KeyCmd::Passwd { new_password_file } => {
                     let np = ctx.new_password(new_password_file)?;
-                    let id = crate::keys::passwd(&path, &pw, &np)?;
+                    let id = crate::ops::keys::passwd(&path, &pw, &np)?;
                     println!("password changed (new key {})", &id[..16]);
                 }
             }
@@ -875,20 +875,20 @@ fn cmd_backup(ctx: &Ctx, a: &args::BackupArgs) -> Result<i32> {
         }
     }
     let mut repo = open_or_create(ctx, cfg)?;
-    let opts = crate::runner::RunOptions {
+    let opts = crate::lifecycle::runner::RunOptions {
         now: a.now,
         types: a.types.clone(),
-        flags: crate::job::RunFlags { no_vacuum: a.no_vacuum, force_read: a.force_read },
+        flags: crate::lifecycle::job::RunFlags { no_vacuum: a.no_vacuum, force_read: a.force_read },
         ..Default::default()
     };
-    let mut report = crate::runner::run_backups(&mut repo, cfg, &opts)?;
-    if !a.no_sync && report.ran.iter().any(|r| r.result == crate::history::Outcome::Success) {
+    let mut report = crate::lifecycle::runner::run_backups(&mut repo, cfg, &opts)?;
+    if !a.no_sync && report.ran.iter().any(|r| r.result == crate::lifecycle::history::Outcome::Success) {
         report.sync = sync_all(ctx, &repo, &ctx.remotes()?, false);
     }
     print_backup_report(ctx, &report);
     if let Some(m) = &a.metrics_file {
-        let st = crate::status::status(&repo, Some(cfg))?;
-        crate::status::write_metrics(m, &st)?;
+        let st = crate::lifecycle::status::status(&repo, Some(cfg))?;
+        crate::lifecycle::status::write_metrics(m, &st)?;
     }
     let failed = report.failed();
     if failed > 0 {
@@ -925,7 +925,7 @@ fn open_or_create(ctx: &Ctx, cfg: &Config) -> Result<Repo> {
     ctx.open()
 }
 
-fn print_backup_report(ctx: &Ctx, report: &crate::runner::BackupReport) {
+fn print_backup_report(ctx: &Ctx, report: &crate::lifecycle::runner::BackupReport) {
     if ctx.cli.json {
         ctx.out(&serde_json::to_value(report).expect("serializable"));
         return;
@@ -934,8 +934,8 @@ fn print_backup_report(ctx: &Ctx, report: &crate::runner::BackupReport) {
         let name = &r.backup_type;
         let retries = if r.retries > 0 { format!(" after {} retries", r.retries) } else { String::new() };
         match (&r.result, &r.stats) {
-            (crate::history::Outcome::Unchanged, _) if ctx.cli.quiet => {}
-            (crate::history::Outcome::Unchanged, _) => {
+            (crate::lifecycle::history::Outcome::Unchanged, _) if ctx.cli.quiet => {}
+            (crate::lifecycle::history::Outcome::Unchanged, _) => {
                 println!(
                     "{name}: unchanged since snapshot {}, nothing stored, {:.2}s",
                     &r.snapshot.clone().unwrap_or_default()[..8],
@@ -1019,7 +1019,7 @@ fn sync_all(
     repo: &Repo,
     remotes: &[crate::remote::rclone::Rclone],
     dry_run: bool,
-) -> Vec<crate::runner::SyncOutcome> {
+) -> Vec<crate::lifecycle::runner::SyncOutcome> {
     let _ = ctx;
     let mut out = Vec::new();
     for remote in remotes {
@@ -1027,13 +1027,13 @@ fn sync_all(
         let r = remote_exclusions(ctx, repo, &remote.name).and_then(|ex| {
             crate::remote::sync::sync(repo.store.root(), remote, dry_run, &ex).map_err(anyhow::Error::from)
         });
-        let mut o = crate::runner::SyncOutcome { remote: remote.name.clone(), ..Default::default() };
-        let mut run = crate::history::Run {
+        let mut o = crate::lifecycle::runner::SyncOutcome { remote: remote.name.clone(), ..Default::default() };
+        let mut run = crate::lifecycle::history::Run {
             id: 0,
             backup_type: format!("sync:{}", remote.name),
             start: start.to_rfc3339(),
             end: chrono::Local::now().to_rfc3339(),
-            result: crate::history::Outcome::Success,
+            result: crate::lifecycle::history::Outcome::Success,
             error: None,
             files: 0,
             bytes_read: 0,
@@ -1054,12 +1054,12 @@ fn sync_all(
             Err(e) => {
                 tracing::error!("sync to {} failed: {e}", remote.name);
                 o.error = Some(e.to_string());
-                run.result = crate::history::Outcome::Failed;
+                run.result = crate::lifecycle::history::Outcome::Failed;
                 run.error = o.error.clone();
             }
         }
         if !dry_run {
-            if let Ok(h) = crate::history::History::open(repo.store.root()) {
+            if let Ok(h) = crate::lifecycle::history::History::open(repo.store.root()) {
                 let _ = h.record(&run);
             }
         }
@@ -1088,9 +1088,9 @@ fn cmd_daemon(ctx: &Ctx) -> Result<i32> {
         println!("cairn daemon: {} types, repository {}", cfg.types.len(), repo.store.root().display());
     }
     while !TERM.load(Ordering::SeqCst) {
-        match crate::runner::run_backups(&mut repo, cfg, &crate::runner::RunOptions::default()) {
+        match crate::lifecycle::runner::run_backups(&mut repo, cfg, &crate::lifecycle::runner::RunOptions::default()) {
             Ok(mut report) => {
-                if report.ran.iter().any(|r| r.result == crate::history::Outcome::Success) {
+                if report.ran.iter().any(|r| r.result == crate::lifecycle::history::Outcome::Success) {
                     report.sync = sync_all(ctx, &repo, &ctx.remotes()?, false);
                 }
                 if !report.ran.is_empty() {
@@ -1101,7 +1101,7 @@ fn cmd_daemon(ctx: &Ctx) -> Result<i32> {
         }
         // Sleep until the next due time, in short steps: wall-clock jumps and suspend are noticed
         // within a minute, and a signal within a second.
-        let history = crate::history::History::open(repo.store.root())?;
+        let history = crate::lifecycle::history::History::open(repo.store.root())?;
         let (snaps, _) = repo.snapshots()?;
         let mut next = chrono::Local::now().fixed_offset() + chrono::Duration::minutes(60);
         for (name, t) in &cfg.types {
@@ -1109,7 +1109,7 @@ fn cmd_daemon(ctx: &Ctx) -> Result<i32> {
                 next = next.min(chrono::Local::now().fixed_offset() + chrono::Duration::minutes(5));
                 continue;
             }
-            let d = crate::runner::due_now(t, crate::runner::last_success(&history, &snaps, name)?);
+            let d = crate::lifecycle::runner::due_now(t, crate::lifecycle::runner::last_success(&history, &snaps, name)?);
             // A type still due after this round failed: try again in five minutes, not at once.
             next = next.min(if d.due {
                 chrono::Local::now().fixed_offset() + chrono::Duration::minutes(5)
@@ -1140,7 +1140,7 @@ fn cmd_daemon(ctx: &Ctx) -> Result<i32> {
 
 fn cmd_export(ctx: &Ctx, a: &args::ExportArgs) -> Result<i32> {
     let mut repo = ctx.open()?;
-    let _lock = crate::lock::Lock::acquire(&repo.store, false, "export")?;
+    let _lock = crate::store::lock::Lock::acquire(&repo.store, false, "export")?;
     repo.sync_index()?;
     let name = match &a.name {
         Some(n) => n.clone(),
@@ -1171,14 +1171,14 @@ fn cmd_export(ctx: &Ctx, a: &args::ExportArgs) -> Result<i32> {
                 .and_then(|r| {
                     r.keep_within
                         .as_deref()
-                        .and_then(crate::config::parse_duration)
+                        .and_then(crate::lifecycle::config::parse_duration)
                         .map(|d| d.num_days())
                         .or(r.keep_daily.map(i64::from))
                 })
                 .unwrap_or(30);
-            crate::export::export_dated(&repo, id, s, &a.out, keep_days)?
+            crate::ops::export::export_dated(&repo, id, s, &a.out, keep_days)?
         } else {
-            vec![crate::export::export(&repo, s, &name, &a.out)?]
+            vec![crate::ops::export::export(&repo, s, &name, &a.out)?]
         };
         for f in files {
             if !ctx.cli.json && !ctx.cli.quiet {

@@ -213,7 +213,7 @@ pub fn sync(root: &Path, remote: &Rclone, dry_run: bool, exclude: &HashSet<Strin
     let start = Instant::now();
     let _lock = SyncLock::take(root, &remote.name)?;
     // The shared repository lock keeps prune and forget out while the inventory is in use.
-    let _repo_lock = crate::lock::Lock::acquire(&crate::store::LocalStore::new(root), false, "sync")?;
+    let _repo_lock = crate::store::lock::Lock::acquire(&crate::store::LocalStore::new(root), false, "sync")?;
     let state = SyncState::open(root)?;
     let mut report = SyncReport { remote: remote.name.clone(), dry_run, ..Default::default() };
     let listed = remote.list()?;
@@ -421,16 +421,16 @@ pub fn check(root: &Path, remote: &Rclone, exclude: &HashSet<String>) -> Result<
 /// Snapshot files (`snapshots/<id>`) that a remote's own retention does not keep. A remote
 /// retention can only keep fewer snapshots than the local repository holds: a remote is a mirror,
 /// and local prune decides which packs exist.
-pub fn retention_exclusions(repo: &crate::repo::Repo, retention: &crate::config::Retention) -> Result<HashSet<String>> {
+pub fn retention_exclusions(repo: &crate::repo::Repo, retention: &crate::lifecycle::config::Retention) -> Result<HashSet<String>> {
     let (all, _) = repo.snapshots()?;
-    let mut by_type: BTreeMap<String, Vec<(crate::id::SnapshotId, crate::manifest::Snapshot)>> = BTreeMap::new();
+    let mut by_type: BTreeMap<String, Vec<(crate::id::SnapshotId, crate::format::manifest::Snapshot)>> = BTreeMap::new();
     for (id, s) in all {
         by_type.entry(s.backup_type.clone()).or_default().push((id, s));
     }
     let now = chrono::Local::now().fixed_offset();
     let mut out = HashSet::new();
     for snaps in by_type.values() {
-        for d in crate::retention::apply(snaps, Some(retention), now) {
+        for d in crate::ops::retention::apply(snaps, Some(retention), now) {
             if !d.keep {
                 out.insert(format!("snapshots/{}", d.id));
             }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
-use crate::chunker::sqlite_page_size;
+use crate::format::chunker::sqlite_page_size;
 use crate::error::{Error, Result};
 
 /// A copy on disk, removed on drop.

@@ -4,9 +4,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use cairn::crypto::{Keys, ObjectKind};
+use cairn::format::crypto::{Keys, ObjectKind};
 use cairn::id::{ChunkId, PackId, RepoId};
-use cairn::pack::Entry;
+use cairn::format::pack::Entry;
 use serde_json::Value;
 
 use crate::util::{
@@ -108,7 +108,7 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 }
 
 /// The repository's master key and id, through the library.
-fn master_of(repo: &Path) -> (cairn::crypto::MasterKey, RepoId) {
+fn master_of(repo: &Path) -> (cairn::format::crypto::MasterKey, RepoId) {
     let config = cairn::repo::read_config(repo).unwrap();
     let store = cairn::store::LocalStore::new(repo);
     let (mk, _) =
@@ -361,14 +361,14 @@ fn chunks_swapped_within_a_pack_are_detected() {
     // 2. Bytes swapped and the trailer rewritten to match (a self-consistent pack): the index
     //    still places each chunk where the other now is, so the structure check and restore refuse.
     let r = open_repo(&env.repo());
-    let mut entries = cairn::pack::parse_pack(&orig, &r.keys, &|| "pack".into()).unwrap();
+    let mut entries = cairn::format::pack::parse_pack(&orig, &r.keys, &|| "pack".into()).unwrap();
     let (ip, iq) =
         (entries.iter().position(|e| e.id == ep.id).unwrap(), entries.iter().position(|e| e.id == eq.id).unwrap());
     let (idp, idq) = (entries[ip].id, entries[iq].id);
     entries[ip].id = idq;
     entries[iq].id = idp;
-    let mut plain = vec![cairn::pack::TRAILER_VERSION];
-    cairn::pack::encode_entries(&mut plain, &entries);
+    let mut plain = vec![cairn::format::pack::TRAILER_VERSION];
+    cairn::format::pack::encode_entries(&mut plain, &entries);
     let sealed = r.keys.seal(ObjectKind::PackTrailer, &[0; 32], &plain);
     drop(r);
     let body_end =
@@ -381,7 +381,7 @@ fn chunks_swapped_within_a_pack_are_detected() {
     std::fs::write(&path, &forged).unwrap();
     {
         let r = open_repo(&env.repo());
-        let parsed = cairn::pack::parse_pack(&forged, &r.keys, &|| "forged".into()).unwrap();
+        let parsed = cairn::format::pack::parse_pack(&forged, &r.keys, &|| "forged".into()).unwrap();
         assert_eq!(parsed, entries, "the forged pack is self-consistent");
     }
     let (code, v) = verify(env, &[]);
@@ -511,16 +511,16 @@ fn index_file_from_another_repository_is_detected() {
     // 2. B's own index content re-sealed for repository A (same key), named by its hash.
     let (mk_b, _) = master_of(&b.env.repo());
     let (_, id_a) = master_of(&a.env.repo());
-    let records: Vec<cairn::index::PackRecord> = lb
+    let records: Vec<cairn::format::index::PackRecord> = lb
         .packs
         .iter()
-        .map(|(p, es)| cairn::index::PackRecord {
+        .map(|(p, es)| cairn::format::index::PackRecord {
             id: *p,
             size: std::fs::metadata(pack_path(&b.env.repo(), p)).unwrap().len(),
             entries: es.clone(),
         })
         .collect();
-    let sealed = cairn::index::seal(&Keys::derive(&mk_b, id_a, true), &records);
+    let sealed = cairn::format::index::seal(&Keys::derive(&mk_b, id_a, true), &records);
     let name = blake3::hash(&sealed).to_hex().to_string();
     std::fs::write(b.env.repo().join("index").join(&name), &sealed).unwrap();
     let (code, v) = verify(&b.env, &[]);
@@ -530,7 +530,7 @@ fn index_file_from_another_repository_is_detected() {
     assert!(ps[0].starts_with(&format!("index file {name}")) && ps[0].contains("authentication failed"), "{ps:?}");
     // The same records sealed for B itself are accepted: the repository id made the difference.
     std::fs::remove_file(b.env.repo().join("index").join(&name)).unwrap();
-    let sealed = cairn::index::seal(&Keys::derive(&mk_b, master_of(&b.env.repo()).1, true), &records);
+    let sealed = cairn::format::index::seal(&Keys::derive(&mk_b, master_of(&b.env.repo()).1, true), &records);
     std::fs::write(b.env.repo().join("index").join(blake3::hash(&sealed).to_hex().as_str()), &sealed).unwrap();
     assert_eq!(verify(&b.env, &[]).0, 0);
 
@@ -674,7 +674,7 @@ fn chunk_ids_are_keyed_per_repository() {
             for name in r.store.list(cairn::store::FileKind::Pack).unwrap() {
                 let pack: PackId = name.parse().unwrap();
                 let path = r.store.path(cairn::store::FileKind::Pack, &name);
-                let (entries, _) = cairn::pack::read_trailer(&path, &r.keys, &pack).unwrap();
+                let (entries, _) = cairn::format::pack::read_trailer(&path, &r.keys, &pack).unwrap();
                 for e in entries {
                     // Keyed: the id is not the plain BLAKE3 of the chunk.
                     let loc = r.cache.lookup(&e.id).unwrap().unwrap();

@@ -16,16 +16,16 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde_json::{json, Value};
 
-use cairn::blob;
-use cairn::chunker::{sqlite_page_size, ChunkerParams, Cutter, StreamChunker, SQLITE_MAGIC};
-use cairn::crypto::{context, Keys, ObjectKind, NONCE_LEN};
+use cairn::format::blob;
+use cairn::format::chunker::{sqlite_page_size, ChunkerParams, Cutter, StreamChunker, SQLITE_MAGIC};
+use cairn::format::crypto::{context, Keys, ObjectKind, NONCE_LEN};
 use cairn::fuzzing::{test_keys, SplitMix64, TEST_MASTER_KEY, TEST_PASSWORD, TEST_REPO_ID};
 use cairn::id::{content_hash, ChunkId, PackId, SnapshotId};
-use cairn::index::{self, PackRecord};
-use cairn::keyfile::{KdfParams, KeyFile};
-use cairn::manifest::{path_cmp, Node, NodeError, NodeKind, RecordParser, Snapshot, SnapshotKind, Stats};
-use cairn::pack::{self, Entry, PackWriter};
-use cairn::repo_config::default_chunkers;
+use cairn::format::index::{self, PackRecord};
+use cairn::format::keyfile::{KdfParams, KeyFile};
+use cairn::format::manifest::{path_cmp, Node, NodeError, NodeKind, RecordParser, Snapshot, SnapshotKind, Stats};
+use cairn::format::pack::{self, Entry, PackWriter};
+use cairn::format::repo_config::default_chunkers;
 use cairn::store::LocalStore;
 
 /// Seed of the vector input ("cairn-v1" as a big-endian u64).
@@ -882,7 +882,7 @@ fn tree() {
         let body: Vec<u8> = r["body_fields"].as_array().unwrap().iter().flat_map(|f| unh(&f[1])).collect();
         assert_eq!(&rec[4..], &body[..], "annotation covers the record");
         assert_eq!(&Node::decode_record(&rec[4..], &what).unwrap(), n);
-        assert!(cairn::manifest::check_safe_path(&n.path).is_ok());
+        assert!(cairn::format::manifest::check_safe_path(&n.path).is_ok());
         concat.extend(rec);
     }
     assert_eq!(concat, stream);

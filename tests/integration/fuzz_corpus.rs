@@ -9,10 +9,10 @@
 
 use std::path::{Path, PathBuf};
 
-use cairn::crypto::ObjectKind;
+use cairn::format::crypto::ObjectKind;
 use cairn::fuzzing::{test_keys, SplitMix64, TARGETS};
-use cairn::keyfile::KdfParams;
-use cairn::manifest::{Node, NodeKind, Snapshot};
+use cairn::format::keyfile::KdfParams;
+use cairn::format::manifest::{Node, NodeKind, Snapshot};
 
 use crate::format_vectors as fv;
 
@@ -230,7 +230,7 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
 
     // sealed
     let cid = ku.chunk_id(&chunks[0]).0;
-    let payload = cairn::blob::encode(&chunks[0], 3);
+    let payload = cairn::format::blob::encode(&chunks[0], 3);
     s.push(("sealed", "index-unencrypted", ku.seal(ObjectKind::Index, &[0; 32], b"cairn")));
     s.push(("sealed", "snapshot-encrypted", ke.seal(ObjectKind::Snapshot, &[0; 32], b"cairn")));
     s.push(("sealed", "chunk-id-not-zero", ku.seal(ObjectKind::Chunk, &cid, &payload)));

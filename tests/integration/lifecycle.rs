@@ -13,11 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cairn::config::Retention;
+use cairn::lifecycle::config::Retention;
 use cairn::id::SnapshotId;
-use cairn::manifest::{NodeError, Snapshot, SnapshotKind};
-use cairn::retention::{apply, Decision};
-use cairn::schedule::{due, Due, Schedule};
+use cairn::format::manifest::{NodeError, Snapshot, SnapshotKind};
+use cairn::ops::retention::{apply, Decision};
+use cairn::lifecycle::schedule::{due, Due, Schedule};
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeZone};
 use chrono_tz::{Europe::Berlin, Tz};
 use serde_json::{json, Value};
@@ -439,7 +439,7 @@ fn utc(s: &str) -> DateTime<Tz> {
 
 fn due_at(schedule: &str, catch_up: Option<&str>, last: Option<DateTime<Tz>>, now: DateTime<Tz>) -> Due {
     let s = Schedule::parse(schedule).unwrap_or_else(|| panic!("schedule {schedule:?}"));
-    let c = catch_up.map(|c| cairn::config::parse_duration(c).unwrap());
+    let c = catch_up.map(|c| cairn::lifecycle::config::parse_duration(c).unwrap());
     due(Some(&s), c, last, &now)
 }
 

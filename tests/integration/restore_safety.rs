@@ -7,12 +7,12 @@ use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use cairn::blob;
-use cairn::crypto::ObjectKind;
+use cairn::format::blob;
+use cairn::format::crypto::ObjectKind;
 use cairn::id::{content_hash, ChunkId, IndexId, SnapshotId};
-use cairn::index::{self, PackRecord};
-use cairn::manifest::{Node, NodeKind, Snapshot, SnapshotKind, Stats};
-use cairn::pack::PackWriter;
+use cairn::format::index::{self, PackRecord};
+use cairn::format::manifest::{Node, NodeKind, Snapshot, SnapshotKind, Stats};
+use cairn::format::pack::PackWriter;
 use cairn::repo::Repo;
 use cairn::store::FileKind;
 

@@ -645,7 +645,7 @@ fn snapshots_json_latest_type_latest_and_prefixes() {
 /// when the tests run as root.
 #[test]
 fn restore_modes_without_owner_read_access() {
-    use cairn::manifest::{Node, NodeKind};
+    use cairn::format::manifest::{Node, NodeKind};
     let env = Env::new();
     env.init();
     let mk = |path: &str, kind: NodeKind, mode: u32, i: i64| Node {

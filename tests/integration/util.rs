@@ -192,7 +192,7 @@ pub fn assert_no_panic(r: &Run) {
 /// Where every chunk of every readable snapshot lives, per the repository index.
 pub struct Layout {
     /// Indexed packs and their entries (offset order).
-    pub packs: std::collections::BTreeMap<cairn::id::PackId, Vec<cairn::pack::Entry>>,
+    pub packs: std::collections::BTreeMap<cairn::id::PackId, Vec<cairn::format::pack::Entry>>,
     /// Readable snapshots.
     pub snapshots: Vec<SnapLayout>,
     chunk_pack: std::collections::HashMap<cairn::id::ChunkId, cairn::id::PackId>,
@@ -225,7 +225,7 @@ pub fn layout(repo: &Path) -> Layout {
         let mut files = std::collections::BTreeMap::new();
         for n in r.tree(&s).unwrap() {
             let n = n.unwrap();
-            if n.kind == cairn::manifest::NodeKind::File {
+            if n.kind == cairn::format::manifest::NodeKind::File {
                 files.insert(n.path_str(), n.chunks.clone());
             }
         }

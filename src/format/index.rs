@@ -2,11 +2,11 @@
 //! `seal(Index, 0, version u8 || u32le pack count || (pack id || u64le size || entries)*)`;
 //! format-spec/index.md.
 
-use crate::crypto::{Keys, ObjectKind};
+use crate::format::crypto::{Keys, ObjectKind};
 use crate::error::{Error, Result};
 use crate::id::PackId;
 use crate::id::{content_hash, IndexId};
-use crate::pack::{encode_entries, Entry, Reader};
+use crate::format::pack::{encode_entries, Entry, Reader};
 use crate::store::{FileKind, LocalStore};
 
 /// Version byte of the index plaintext.

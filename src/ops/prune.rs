@@ -14,15 +14,15 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::cache::read_index_file;
+use crate::repo::cache::read_index_file;
 use crate::error::{Error, Result};
 use crate::id::{content_hash, ChunkId, IndexId, PackId, SnapshotId};
-use crate::index::{self, PackRecord};
-use crate::lock::Lock;
-use crate::manifest::{NodeKind, Snapshot};
-use crate::pack::{parse_pack, PackWriter};
+use crate::format::index::{self, PackRecord};
+use crate::store::lock::Lock;
+use crate::format::manifest::{NodeKind, Snapshot};
+use crate::format::pack::{parse_pack, PackWriter};
 use crate::repo::Repo;
-use crate::retention::{self, Decision};
+use crate::ops::retention::{self, Decision};
 use crate::store::FileKind;
 
 /// Prune options.
@@ -74,7 +74,7 @@ pub struct PruneReport {
 pub fn forget(
     repo: &Repo,
     types: Option<&[String]>,
-    policy_for: &dyn Fn(&str) -> Option<crate::config::Retention>,
+    policy_for: &dyn Fn(&str) -> Option<crate::lifecycle::config::Retention>,
     dry_run: bool,
 ) -> Result<Vec<Decision>> {
     let _lock = Lock::acquire(&repo.store, true, "forget")?;
@@ -314,7 +314,7 @@ fn write_index(repo: &Repo, records: &[PackRecord]) -> Result<String> {
 pub fn mark_verified(repo: &Repo, id: &SnapshotId, by: &str) -> Result<SnapshotId> {
     let _lock = Lock::acquire(&repo.store, false, "mark-verified")?;
     let mut s = repo.load_snapshot(id)?;
-    if s.kind != crate::manifest::SnapshotKind::PreChange {
+    if s.kind != crate::format::manifest::SnapshotKind::PreChange {
         return Err(Error::Invalid(format!(
             "snapshot {} is a {} snapshot; only pre-change snapshots are verified",
             id.short(),

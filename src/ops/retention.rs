@@ -12,9 +12,9 @@
 use chrono::{DateTime, Datelike, FixedOffset, Timelike};
 use serde::Serialize;
 
-use crate::config::{parse_duration, Retention};
+use crate::lifecycle::config::{parse_duration, Retention};
 use crate::id::SnapshotId;
-use crate::manifest::{Snapshot, SnapshotKind};
+use crate::format::manifest::{Snapshot, SnapshotKind};
 
 /// A decision about one snapshot.
 #[derive(Debug, Clone, Serialize)]

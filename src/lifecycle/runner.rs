@@ -6,17 +6,17 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, FixedOffset, Local};
 use serde::Serialize;
 
-use crate::backup::SnapshotOutcome;
-use crate::config::{parse_duration, Config, TypeConfig};
+use crate::ops::snapshot::SnapshotOutcome;
+use crate::lifecycle::config::{parse_duration, Config, TypeConfig};
 use crate::error::Result;
-use crate::history::{History, Outcome, Run};
+use crate::lifecycle::history::{History, Outcome, Run};
 use crate::id::SnapshotId;
-use crate::job::{run_type, RunFlags};
-use crate::manifest::Snapshot;
-use crate::notify::{self, Event};
-use crate::prune::{self, PruneOptions, PruneReport};
+use crate::lifecycle::job::{run_type, RunFlags};
+use crate::format::manifest::Snapshot;
+use crate::lifecycle::notify::{self, Event};
+use crate::ops::prune::{self, PruneOptions, PruneReport};
 use crate::repo::Repo;
-use crate::schedule::{self, human_duration, Schedule};
+use crate::lifecycle::schedule::{self, human_duration, Schedule};
 
 /// Attempts for a transient failure (the first try plus retries).
 pub const MAX_RETRIES: u32 = 3;
@@ -53,9 +53,9 @@ pub struct TypeResult {
     /// Snapshot (new, or the unchanged parent).
     pub snapshot: Option<String>,
     /// Statistics of the snapshot.
-    pub stats: Option<crate::manifest::Stats>,
+    pub stats: Option<crate::format::manifest::Stats>,
     /// Per-file errors recorded in the snapshot.
-    pub file_errors: Vec<crate::manifest::NodeError>,
+    pub file_errors: Vec<crate::format::manifest::NodeError>,
     /// Error text.
     pub error: Option<String>,
     /// Retries used.

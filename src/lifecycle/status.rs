@@ -4,12 +4,12 @@
 use chrono::Local;
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::lifecycle::config::Config;
 use crate::error::Result;
-use crate::history::History;
+use crate::lifecycle::history::History;
 use crate::repo::Repo;
-use crate::runner::{due_now, last_success, rpo};
-use crate::schedule::human_duration;
+use crate::lifecycle::runner::{due_now, last_success, rpo};
+use crate::lifecycle::schedule::human_duration;
 use crate::store::FileKind;
 
 /// One type's status.
@@ -102,7 +102,7 @@ pub fn status(repo: &Repo, cfg: Option<&Config>) -> Result<Status> {
         let due = due_now(&tc, last);
         let recent = history.list(Some(&name), 1)?;
         let last_error =
-            recent.first().filter(|r| r.result == crate::history::Outcome::Failed).and_then(|r| r.error.clone());
+            recent.first().filter(|r| r.result == crate::lifecycle::history::Outcome::Failed).and_then(|r| r.error.clone());
         let of_type: Vec<_> = snaps.iter().filter(|(_, s)| s.backup_type == name).collect();
         types.push(TypeStatus {
             backup_type: name.clone(),
@@ -137,9 +137,9 @@ pub fn status(repo: &Repo, cfg: Option<&Config>) -> Result<Status> {
         for r in &c.backup.remotes {
             let key = format!("sync:{}", r.name);
             let runs = history.list(Some(&key), 50)?;
-            let last_ok = runs.iter().find(|x| x.result != crate::history::Outcome::Failed).map(|x| x.end.clone());
+            let last_ok = runs.iter().find(|x| x.result != crate::lifecycle::history::Outcome::Failed).map(|x| x.end.clone());
             let last_error =
-                runs.first().filter(|x| x.result == crate::history::Outcome::Failed).and_then(|x| x.error.clone());
+                runs.first().filter(|x| x.result == crate::lifecycle::history::Outcome::Failed).and_then(|x| x.error.clone());
             let exclude = match &r.retention {
                 Some(ret) => crate::remote::sync::retention_exclusions(repo, ret)?,
                 None => Default::default(),
@@ -158,8 +158,8 @@ pub fn status(repo: &Repo, cfg: Option<&Config>) -> Result<Status> {
     Ok(Status {
         repository: repo.store.root().display().to_string(),
         encryption: match repo.config.encryption {
-            crate::repo_config::Encryption::None => "none".into(),
-            crate::repo_config::Encryption::XChaCha20Poly1305 => "xchacha20poly1305".into(),
+            crate::format::repo_config::Encryption::None => "none".into(),
+            crate::format::repo_config::Encryption::XChaCha20Poly1305 => "xchacha20poly1305".into(),
         },
         types,
         snapshots: snaps.len(),

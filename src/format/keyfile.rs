@@ -8,7 +8,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::crypto::MasterKey;
+use crate::format::crypto::MasterKey;
 use crate::error::{Error, Result};
 use crate::id::RepoId;
 

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::backup::{self, SnapshotOptions, SnapshotOutcome, Source};
-use crate::config::{parse_duration, SourceSpec, TypeConfig};
+use crate::ops::snapshot::{self, SnapshotOptions, SnapshotOutcome, Source};
+use crate::lifecycle::config::{parse_duration, SourceSpec, TypeConfig};
 use crate::error::{Error, Result};
 use crate::repo::Repo;
 use crate::source::{sqlite, ChildReader};
@@ -119,7 +119,7 @@ pub fn run_type(repo: &mut Repo, name: &str, t: &TypeConfig, flags: RunFlags) ->
             opts.source_meta = copy.meta.clone();
             opts.source_meta.insert("sqlite.file".into(), file_name.clone());
             let f = std::fs::File::open(&copy.path).map_err(|e| Error::io(&copy.path, e))?;
-            let r = backup::snapshot(repo, Source::Reader { name: file_name, reader: Box::new(f) }, &opts);
+            let r = snapshot::snapshot(repo, Source::Reader { name: file_name, reader: Box::new(f) }, &opts);
             drop(copy);
             r
         }
@@ -137,7 +137,7 @@ pub fn run_type(repo: &mut Repo, name: &str, t: &TypeConfig, flags: RunFlags) ->
                 meta.insert("postgres.pg_dump".into(), v);
             }
             opts.source_meta = meta;
-            backup::snapshot(repo, Source::Reader { name: format!("{name}.sql"), reader: Box::new(reader) }, &opts)
+            snapshot::snapshot(repo, Source::Reader { name: format!("{name}.sql"), reader: Box::new(reader) }, &opts)
         }
         SourceSpec::Command(argv) => {
             let mut c = Command::new(&argv[0]);
@@ -145,9 +145,9 @@ pub fn run_type(repo: &mut Repo, name: &str, t: &TypeConfig, flags: RunFlags) ->
             let reader = ChildReader::spawn(c, &argv[0])?;
             opts.source_meta.insert("command".into(), argv.join(" "));
             let file = t.command_name.clone().unwrap_or_else(|| format!("{name}.out"));
-            backup::snapshot(repo, Source::Reader { name: file, reader: Box::new(reader) }, &opts)
+            snapshot::snapshot(repo, Source::Reader { name: file, reader: Box::new(reader) }, &opts)
         }
-        SourceSpec::Paths(paths) => backup::snapshot(repo, Source::Paths(paths), &opts),
+        SourceSpec::Paths(paths) => snapshot::snapshot(repo, Source::Paths(paths), &opts),
     }
 }
 

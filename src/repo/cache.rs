@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::crypto::Keys;
+use crate::format::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, IndexId, PackId, RepoId};
-use crate::index::{self, PackRecord};
+use crate::format::index::{self, PackRecord};
 use crate::store::{FileKind, LocalStore};
 
 const SCHEMA_VERSION: i64 = 1;
@@ -225,7 +225,7 @@ impl Cache {
     }
 
     /// The chunks the index places in `pack`, in offset order.
-    pub fn pack_entries(&self, pack: &PackId) -> Result<Vec<crate::pack::Entry>> {
+    pub fn pack_entries(&self, pack: &PackId) -> Result<Vec<crate::format::pack::Entry>> {
         let mut st = self.wrap(self.conn.prepare_cached(
             "SELECT c.id, c.offset, c.stored_len, c.raw_len FROM chunks c JOIN packs p ON p.pid=c.pack
              WHERE p.id=?1 ORDER BY c.offset",
@@ -236,7 +236,7 @@ impl Cache {
         let mut out = Vec::new();
         for r in rows {
             let (id, offset, stored_len, raw_len) = self.wrap(r)?;
-            out.push(crate::pack::Entry {
+            out.push(crate::format::pack::Entry {
                 id: ChunkId::from_slice(&id).unwrap_or_default(),
                 offset,
                 stored_len,

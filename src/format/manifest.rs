@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{Keys, ObjectKind};
+use crate::format::crypto::{Keys, ObjectKind};
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, SnapshotId};
 

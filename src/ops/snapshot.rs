@@ -19,16 +19,16 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use globset::GlobSet;
 use rayon::prelude::*;
 
-use crate::blob;
-use crate::cache::Cache;
-use crate::chunker::{Cutter, PushChunker, StreamChunker};
-use crate::crypto::{Keys, ObjectKind};
+use crate::format::blob;
+use crate::repo::cache::Cache;
+use crate::format::chunker::{Cutter, PushChunker, StreamChunker};
+use crate::format::crypto::{Keys, ObjectKind};
 use crate::error::{Error, Result};
 use crate::id::{content_hash, ChunkId, SnapshotId};
-use crate::index::{self, PackRecord};
-use crate::lock::Lock;
-use crate::manifest::{path_cmp, Node, NodeError, NodeKind, Snapshot, SnapshotKind, Stats};
-use crate::pack::PackWriter;
+use crate::format::index::{self, PackRecord};
+use crate::store::lock::Lock;
+use crate::format::manifest::{path_cmp, Node, NodeError, NodeKind, Snapshot, SnapshotKind, Stats};
+use crate::format::pack::PackWriter;
 use crate::repo::{Repo, TreeReader};
 use crate::store::FileKind;
 
@@ -63,7 +63,7 @@ pub struct SnapshotOptions {
     /// Source facts to record.
     pub source_meta: BTreeMap<String, String>,
     /// Chunker for this run instead of the repository's for the type (recorded in the snapshot).
-    pub chunker: Option<crate::chunker::ChunkerParams>,
+    pub chunker: Option<crate::format::chunker::ChunkerParams>,
     /// On-change mode: when the content equals the parent snapshot's and the parent is younger
     /// than this, commit nothing (the outcome says `written: false`).
     pub skip_if_unchanged_within: Option<chrono::Duration>,
@@ -397,7 +397,7 @@ fn stable(before: &std::fs::Metadata, after: &std::fs::Metadata, read: u64, path
 /// compressing while a pack's fsync waits on the disk. At most two packs wait in line.
 struct Finisher {
     tx: Option<Sender<PackWriter>>,
-    rx: Receiver<Result<crate::pack::WrittenPack>>,
+    rx: Receiver<Result<crate::format::pack::WrittenPack>>,
     handle: Option<std::thread::JoinHandle<()>>,
     in_flight: usize,
 }
@@ -423,7 +423,7 @@ impl Finisher {
     }
 
     /// Finished packs, waiting until at most `max_in_flight` remain unfinished.
-    fn collect(&mut self, max_in_flight: usize) -> Result<Vec<crate::pack::WrittenPack>> {
+    fn collect(&mut self, max_in_flight: usize) -> Result<Vec<crate::format::pack::WrittenPack>> {
         let mut out = Vec::new();
         while self.in_flight > 0 {
             let r = if self.in_flight > max_in_flight {
@@ -646,7 +646,7 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
             v
         }
         Source::Reader { name, .. } => {
-            crate::manifest::check_safe_path(name.as_bytes())
+            crate::format::manifest::check_safe_path(name.as_bytes())
                 .map_err(|e| Error::Invalid(format!("stdin name {name:?}: {e}")))?;
             if name.contains('/') {
                 return Err(Error::Invalid(format!("stdin name {name:?} must not contain '/'")));

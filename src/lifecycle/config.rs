@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::chunker::ChunkerParams;
+use crate::format::chunker::ChunkerParams;
 use crate::error::{Error, Result};
 
 /// Retention rules of a type (applied by `forget`).

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::chunker::ChunkerParams;
+use crate::format::chunker::ChunkerParams;
 use crate::id::RepoId;
 
 /// The only format version this build writes and reads.

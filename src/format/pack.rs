@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::crypto::{Keys, ObjectKind};
+use crate::format::crypto::{Keys, ObjectKind};
 use crate::error::{Error, IoContext, Result};
 use crate::id::{ChunkId, PackId};
 use crate::store::{read_tail, FileKind, LocalStore};

@@ -8,15 +8,17 @@ use std::sync::{Arc, Mutex};
 
 use zeroize::Zeroizing;
 
-use crate::blob;
-use crate::cache::{Cache, Location};
-use crate::chunker::Cutter;
-use crate::crypto::{Keys, MasterKey, ObjectKind};
+pub mod cache;
+
+use crate::format::blob;
+use crate::repo::cache::{Cache, Location};
+use crate::format::chunker::Cutter;
+use crate::format::crypto::{Keys, MasterKey, ObjectKind};
 use crate::error::{Error, IoContext, Result};
 use crate::id::{content_hash, ChunkId, PackId, RepoId, SnapshotId};
-use crate::keyfile::{KdfParams, KeyFile};
-use crate::manifest::{Node, RecordParser, Snapshot};
-use crate::repo_config::{
+use crate::format::keyfile::{KdfParams, KeyFile};
+use crate::format::manifest::{Node, RecordParser, Snapshot};
+use crate::format::repo_config::{
     default_chunkers, Compression, CompressionAlgorithm, Encryption, RepoConfig, FORMAT_NAME, FORMAT_VERSION,
 };
 use crate::store::{fsync_dir, FileKind, LocalStore};

@@ -8,7 +8,7 @@ use chrono::{
     DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Weekday,
 };
 
-use crate::config::parse_duration;
+use crate::lifecycle::config::parse_duration;
 
 /// A parsed schedule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,7 +30,7 @@ pub enum Schedule {
 impl Schedule {
     /// Parses a schedule expression (syntax checked by `config::check_schedule`).
     pub fn parse(s: &str) -> Option<Schedule> {
-        crate::config::check_schedule(s).ok()?;
+        crate::lifecycle::config::check_schedule(s).ok()?;
         let p: Vec<&str> = s.split_whitespace().collect();
         let t = |x: &str| NaiveTime::parse_from_str(x, "%H:%M").ok();
         Some(match p.as_slice() {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::NotifyConfig;
+use crate::lifecycle::config::NotifyConfig;
 
 /// What happened.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -5,9 +5,9 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-use crate::keyfile::{KdfParams, KeyFile};
+use crate::format::keyfile::{KdfParams, KeyFile};
 use crate::repo::{read_config, unlock, PasswordFn};
-use crate::repo_config::Encryption;
+use crate::format::repo_config::Encryption;
 use crate::store::{FileKind, LocalStore};
 
 /// One key file as listed.

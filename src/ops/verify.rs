@@ -14,11 +14,11 @@ use rand::SeedableRng;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::cache::{read_index_file, Cache};
+use crate::repo::cache::{read_index_file, Cache};
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, IndexId, PackId};
-use crate::manifest::{NodeKind, Snapshot};
-use crate::pack::{parse_pack, read_trailer};
+use crate::format::manifest::{NodeKind, Snapshot};
+use crate::format::pack::{parse_pack, read_trailer};
 use crate::repo::{Repo, TreeReader};
 use crate::store::FileKind;
 
@@ -105,7 +105,7 @@ impl VerifyReport {
 /// Runs verify.
 pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
-    let _lock = crate::lock::Lock::acquire(&repo.store, false, "verify")?;
+    let _lock = crate::store::lock::Lock::acquire(&repo.store, false, "verify")?;
 
     // 1. Index files, loaded fresh into a scratch index.
     let scratch_path = repo.store.root().join("tmp").join(format!("verify-{}.sqlite", std::process::id()));
@@ -339,18 +339,18 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
 /// covering every readable pack, then removes the old index files, then rebuilds the cache.
 /// Needs the exclusive lock. Returns (packs indexed, unreadable packs with reasons).
 pub fn repair_index(repo: &mut Repo) -> Result<(usize, Vec<(String, String)>)> {
-    let _lock = crate::lock::Lock::acquire(&repo.store, true, "repair index")?;
+    let _lock = crate::store::lock::Lock::acquire(&repo.store, true, "repair index")?;
     let old = repo.store.list(FileKind::Index)?;
     let mut bad = Vec::new();
     let mut batch = Vec::new();
     let mut entries = 0usize;
     let mut written = Vec::new();
     let mut count = 0;
-    let flush = |batch: &mut Vec<crate::index::PackRecord>, written: &mut Vec<String>| -> Result<()> {
+    let flush = |batch: &mut Vec<crate::format::index::PackRecord>, written: &mut Vec<String>| -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        written.push(crate::index::write(&repo.store, &repo.keys, batch)?.to_hex());
+        written.push(crate::format::index::write(&repo.store, &repo.keys, batch)?.to_hex());
         batch.clear();
         Ok(())
     };
@@ -361,7 +361,7 @@ pub fn repair_index(repo: &mut Repo) -> Result<(usize, Vec<(String, String)>)> {
             Ok((es, size)) => {
                 entries += es.len();
                 count += 1;
-                batch.push(crate::index::PackRecord { id: pack, size, entries: es });
+                batch.push(crate::format::index::PackRecord { id: pack, size, entries: es });
                 if entries >= 65536 {
                     flush(&mut batch, &mut written)?;
                     entries = 0;
@@ -433,7 +433,7 @@ fn restore_test_one(repo: &Repo, s: &Snapshot, scratch: &std::path::Path) -> Res
     {
         let f = std::fs::File::create(scratch).map_err(|e| Error::io(scratch, e))?;
         let mut w = std::io::BufWriter::new(f);
-        crate::restore::write_content(repo, &node, &mut w)?;
+        crate::ops::restore::write_content(repo, &node, &mut w)?;
         std::io::Write::flush(&mut w).map_err(|e| Error::io(scratch, e))?;
     }
     let e = |x: rusqlite::Error| Error::corrupt(format!("restored {}", node.path_str()), x.to_string());

@@ -16,6 +16,8 @@ use rand::RngCore;
 
 use crate::error::{Error, IoContext, Result};
 
+pub mod lock;
+
 /// The kinds of files in a repository and the directory each lives in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FileKind {

@@ -18,12 +18,12 @@ use flate2::{Compression, GzBuilder};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::cache::Location;
+use crate::repo::cache::Location;
 use crate::error::{Error, IoContext, Result};
 use crate::id::{ChunkId, SnapshotId};
-use crate::manifest::{Node, NodeKind, Snapshot, SnapshotKind};
+use crate::format::manifest::{Node, NodeKind, Snapshot, SnapshotKind};
 use crate::repo::{ChunkReader, Repo};
-use crate::restore::locate;
+use crate::ops::restore::locate;
 
 /// A file's content as a `Read`, one chunk in memory at a time.
 pub struct ContentReader {
@@ -171,7 +171,7 @@ pub fn export(repo: &Repo, s: &Snapshot, name: &str, out: &Path) -> Result<PathB
                 tb.follow_symlinks(false);
                 for n in repo.tree(s)? {
                     let n = n?;
-                    crate::manifest::check_safe_path(&n.path).map_err(|e| Error::corrupt(n.path_str(), e))?;
+                    crate::format::manifest::check_safe_path(&n.path).map_err(|e| Error::corrupt(n.path_str(), e))?;
                     let p = Path::new(OsStr::from_bytes(&n.path));
                     let io_err = |e: io::Error| Error::io(p, e);
                     match n.kind {
@@ -213,7 +213,7 @@ pub fn export_dated(repo: &Repo, id: &SnapshotId, s: &Snapshot, out: &Path, keep
         if n.kind != NodeKind::File {
             continue;
         }
-        crate::manifest::check_safe_path(&n.path).map_err(|e| Error::corrupt(n.path_str(), e))?;
+        crate::format::manifest::check_safe_path(&n.path).map_err(|e| Error::corrupt(n.path_str(), e))?;
         let rel = n.path_str();
         let target_rel = match kind {
             ArchiveKind::Sqlite => {

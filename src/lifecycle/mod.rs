@@ -1,0 +1,10 @@
+//! Running backups over time: the configuration, schedules, the run history, notifications,
+//! status and the runner that ties them together.
+
+pub mod config;
+pub mod history;
+pub mod job;
+pub mod notify;
+pub mod runner;
+pub mod schedule;
+pub mod status;
