@@ -48,6 +48,13 @@ pub enum Error {
     /// A named object does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// A store holds no object of this name (`store::Store::get` and friends). Typed so that
+    /// callers tell an absent object from a failed read without matching message text.
+    #[error("{what}: not found")]
+    ObjectNotFound {
+        /// Where it was looked for: a path, or a remote and a repository-relative name.
+        what: String,
+    },
     /// The caller asked for something impossible or malformed.
     #[error("{0}")]
     Invalid(String),

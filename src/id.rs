@@ -74,6 +74,14 @@ id_type!(
     /// Random identity of a repository, bound into every encrypted object.
     RepoId
 );
+id_type!(
+    /// Random name of a key file.
+    KeyId
+);
+id_type!(
+    /// Random name of a lock file.
+    LockId
+);
 
 /// Plain (unkeyed) BLAKE3 of stored bytes: the name of every content-named file, so that
 /// `b3sum` alone can check a repository copy.

@@ -16,7 +16,6 @@ pub mod fuzzing;
 pub mod id;
 pub mod lifecycle;
 pub mod ops;
-pub mod remote;
 pub mod repo;
 pub mod source;
 pub mod store;

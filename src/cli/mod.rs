@@ -146,22 +146,24 @@ impl Ctx {
     fn open(&self) -> Result<Repo> {
         if let Some(name) = &self.cli.remote {
             let remote = self.remote(name)?;
-            let dir = crate::remote::mirror::refresh(&remote, &crate::remote::mirror::default_cache_root())?;
-            let mut repo = Repo::open(&dir, &|| self.password())?;
-            repo.fetch_packs_from(remote);
-            return Ok(repo);
+            let dir = crate::ops::clone::refresh_mirror(
+                &remote,
+                &remote.target,
+                &crate::ops::clone::default_cache_root(),
+            )?;
+            return Ok(Repo::open_mirror(&dir, std::sync::Arc::new(remote), &|| self.password())?);
         }
         let path = self.repo_path()?;
         Ok(Repo::open(&path, &|| self.password())?)
     }
 
     /// A remote by config name, or an rclone target given directly.
-    fn remote(&self, name: &str) -> Result<crate::remote::rclone::Rclone> {
+    fn remote(&self, name: &str) -> Result<crate::store::rclone::RcloneStore> {
         if let Some(r) = self.config()?.and_then(|c| c.backup.remotes.iter().find(|r| r.name == name)) {
-            return Ok(crate::remote::rclone::Rclone::new(&r.name, &r.rclone, &r.flags));
+            return Ok(crate::store::rclone::RcloneStore::new(&r.name, &r.rclone, &r.flags));
         }
         if name.contains(':') {
-            return Ok(crate::remote::rclone::Rclone::new(name, name, &[]));
+            return Ok(crate::store::rclone::RcloneStore::new(name, name, &[]));
         }
         let known: Vec<String> =
             self.config()?.map(|c| c.backup.remotes.iter().map(|r| r.name.clone()).collect()).unwrap_or_default();
@@ -172,7 +174,7 @@ impl Ctx {
     }
 
     /// The remotes a command applies to: --remote NAME, or every configured one.
-    fn remotes(&self) -> Result<Vec<crate::remote::rclone::Rclone>> {
+    fn remotes(&self) -> Result<Vec<crate::store::rclone::RcloneStore>> {
         if let Some(n) = &self.cli.remote {
             return Ok(vec![self.remote(n)?]);
         }
@@ -182,7 +184,7 @@ impl Ctx {
                 c.backup
                     .remotes
                     .iter()
-                    .map(|r| crate::remote::rclone::Rclone::new(&r.name, &r.rclone, &r.flags))
+                    .map(|r| crate::store::rclone::RcloneStore::new(&r.name, &r.rclone, &r.flags))
                     .collect()
             })
             .unwrap_or_default())
@@ -320,7 +322,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 ctx.cli.repo.clone().ok_or_else(|| anyhow!("clone needs --repo DIR for the new local repository"))?;
             let remote = ctx.remote(&name)?;
             let start = std::time::Instant::now();
-            crate::remote::mirror::clone_all(&remote, &dest)?;
+            crate::ops::clone::clone_all(&remote, &dest)?;
             let repo = Repo::open(&dest, &|| ctx.password())?;
             let (snaps, _) = repo.snapshots()?;
             println!(
@@ -691,7 +693,12 @@ pub fn run(cli: Cli) -> Result<i32> {
                     } else {
                         Default::default()
                     };
-                    let c = crate::remote::sync::check(&local, &remote, &exclude)?;
+                    let c = crate::ops::sync::check(
+                        &crate::store::LocalStore::new(&local),
+                        &remote,
+                        &remote.name,
+                        &exclude,
+                    )?;
                     if ctx.cli.json && read_data.is_none() {
                         let mut v = serde_json::to_value(&c)?;
                         v["ok"] = json!(!c.is_damaged());
@@ -1004,11 +1011,15 @@ fn print_backup_report(ctx: &Ctx, report: &crate::lifecycle::runner::BackupRepor
 }
 
 /// Snapshot files a configured remote's own retention leaves out (none without a retention).
-fn remote_exclusions(ctx: &Ctx, repo: &Repo, name: &str) -> Result<std::collections::HashSet<String>> {
+fn remote_exclusions(
+    ctx: &Ctx,
+    repo: &Repo,
+    name: &str,
+) -> Result<std::collections::HashSet<crate::store::Handle>> {
     let ret =
         ctx.config()?.and_then(|c| c.backup.remotes.iter().find(|r| r.name == name)).and_then(|r| r.retention.clone());
     Ok(match ret {
-        Some(r) => crate::remote::sync::retention_exclusions(repo, &r)?,
+        Some(r) => crate::ops::sync::retention_exclusions(repo, &r)?,
         None => Default::default(),
     })
 }
@@ -1017,7 +1028,7 @@ fn remote_exclusions(ctx: &Ctx, repo: &Repo, name: &str) -> Result<std::collecti
 fn sync_all(
     ctx: &Ctx,
     repo: &Repo,
-    remotes: &[crate::remote::rclone::Rclone],
+    remotes: &[crate::store::rclone::RcloneStore],
     dry_run: bool,
 ) -> Vec<crate::lifecycle::runner::SyncOutcome> {
     let _ = ctx;
@@ -1025,7 +1036,7 @@ fn sync_all(
     for remote in remotes {
         let start = chrono::Local::now();
         let r = remote_exclusions(ctx, repo, &remote.name).and_then(|ex| {
-            crate::remote::sync::sync(repo.store.root(), remote, dry_run, &ex).map_err(anyhow::Error::from)
+            crate::ops::sync::sync(&repo.store, remote, &remote.name, dry_run, &ex).map_err(anyhow::Error::from)
         });
         let mut o = crate::lifecycle::runner::SyncOutcome { remote: remote.name.clone(), ..Default::default() };
         let mut run = crate::lifecycle::history::Run {

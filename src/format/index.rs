@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::id::PackId;
 use crate::id::{content_hash, IndexId};
 use crate::format::pack::{encode_entries, Entry, Reader};
-use crate::store::{FileKind, LocalStore};
+use crate::store::{Handle, Store};
 
 /// Version byte of the index plaintext.
 pub const INDEX_VERSION: u8 = 1;
@@ -69,9 +69,9 @@ pub fn open(keys: &Keys, sealed: &[u8], what: &dyn Fn() -> String) -> Result<Vec
 }
 
 /// Seals `packs` and writes them as a new index file named by its content hash.
-pub fn write(store: &LocalStore, keys: &Keys, packs: &[PackRecord]) -> Result<IndexId> {
+pub fn write(store: &dyn Store, keys: &Keys, packs: &[PackRecord]) -> Result<IndexId> {
     let sealed = seal(keys, packs);
     let id = IndexId(content_hash(&sealed));
-    store.put(FileKind::Index, &id.to_hex(), &sealed)?;
+    store.put(Handle::Index(id), &sealed)?;
     Ok(id)
 }

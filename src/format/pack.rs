@@ -149,21 +149,34 @@ pub fn parse_tail(tail: &[u8], size: u64, what: &dyn Fn() -> String) -> Result<(
     Ok((size - 12 - len as u64, len))
 }
 
-/// Reads, opens and checks a pack's trailer without reading its chunks.
+/// Reads, opens and checks a pack's trailer without reading its chunks, from a local file.
 pub fn read_trailer(path: &Path, keys: &Keys, pack: &PackId) -> Result<(Vec<Entry>, u64)> {
-    let what = || format!("pack {}", pack);
-    let (tail, size) = read_tail(path, 12)?;
-    let (start, len) = parse_tail(&tail, size, &what)?;
+    let (_, size) = read_tail(path, 12)?;
     let f = File::open(path).ctx(path)?;
-    let mut sealed = vec![0u8; len as usize];
-    crate::store::read_exact_at(&f, &mut sealed, start, path)?;
+    read_trailer_with(size, keys, pack, &|offset, len| {
+        let mut buf = vec![0u8; len];
+        crate::store::read_exact_at(&f, &mut buf, offset, path)?;
+        Ok(buf)
+    })
+}
+
+/// Reads, opens and checks the trailer of a pack of `size` bytes through `read(offset, len)`
+/// (a store's ranged read), without reading its chunks. Returns the entries and the size.
+pub fn read_trailer_with(
+    size: u64,
+    keys: &Keys,
+    pack: &PackId,
+    read: &dyn Fn(u64, usize) -> Result<Vec<u8>>,
+) -> Result<(Vec<Entry>, u64)> {
+    let what = || format!("pack {}", pack);
+    if size < 12 {
+        return Err(Error::corrupt(what(), format!("only {size} bytes long")));
+    }
+    let tail = read(size - 12, 12)?;
+    let (start, len) = parse_tail(&tail, size, &what)?;
+    let sealed = read(start, len as usize)?;
     let plain = keys.open(ObjectKind::PackTrailer, &[0; 32], &sealed, &|| format!("trailer of pack {pack}"))?;
-    let head = {
-        let mut h = [0u8; 8];
-        crate::store::read_exact_at(&f, &mut h, 0, path)?;
-        h
-    };
-    if &head != PACK_MAGIC {
+    if read(0, 8)? != PACK_MAGIC {
         return Err(Error::corrupt(what(), "bad pack magic"));
     }
     Ok((decode_trailer(&plain, start, &|| format!("trailer of pack {pack}"))?, size))

@@ -99,7 +99,7 @@ pub struct SyncOutcome {
     /// Error, if the sync failed.
     pub error: Option<String>,
     /// Full report.
-    pub report: Option<crate::remote::sync::SyncReport>,
+    pub report: Option<crate::ops::sync::SyncReport>,
 }
 
 impl BackupReport {

@@ -10,7 +10,7 @@ use crate::lifecycle::history::History;
 use crate::repo::Repo;
 use crate::lifecycle::runner::{due_now, last_success, rpo};
 use crate::lifecycle::schedule::human_duration;
-use crate::store::FileKind;
+use crate::store::{FileKind, Store};
 
 /// One type's status.
 #[derive(Debug, Serialize)]
@@ -125,15 +125,13 @@ pub fn status(repo: &Repo, cfg: Option<&Config>) -> Result<Status> {
         stored += p.1;
     }
     for kind in [FileKind::Index, FileKind::Snapshot] {
-        for n in repo.store.list(kind)? {
-            stored += repo.store.size(kind, &n)?.unwrap_or(0);
-        }
+        stored += repo.store.list(kind)?.iter().map(|s| s.size).sum::<u64>();
     }
     let logical: u64 = snaps.iter().map(|(_, s)| s.stats.logical_bytes).sum();
     let overdue = types.iter().filter(|t| t.overdue).map(|t| t.backup_type.clone()).collect();
     let mut remotes = Vec::new();
     if let Some(c) = cfg {
-        let state = crate::remote::sync::SyncState::open(repo.store.root())?;
+        let state = crate::ops::sync::SyncState::open(&repo.store)?;
         for r in &c.backup.remotes {
             let key = format!("sync:{}", r.name);
             let runs = history.list(Some(&key), 50)?;
@@ -141,10 +139,10 @@ pub fn status(repo: &Repo, cfg: Option<&Config>) -> Result<Status> {
             let last_error =
                 runs.first().filter(|x| x.result == crate::lifecycle::history::Outcome::Failed).and_then(|x| x.error.clone());
             let exclude = match &r.retention {
-                Some(ret) => crate::remote::sync::retention_exclusions(repo, ret)?,
+                Some(ret) => crate::ops::sync::retention_exclusions(repo, ret)?,
                 None => Default::default(),
             };
-            let (pending_files, pending_bytes) = state.pending(repo.store.root(), &r.name, &exclude)?;
+            let (pending_files, pending_bytes) = state.pending(&repo.store, &r.name, &exclude)?;
             remotes.push(RemoteStatus {
                 name: r.name.clone(),
                 target: r.rclone.clone(),

@@ -8,7 +8,8 @@ use crate::error::{Error, Result};
 use crate::format::keyfile::{KdfParams, KeyFile};
 use crate::repo::{read_config, unlock, PasswordFn};
 use crate::format::repo_config::Encryption;
-use crate::store::{FileKind, LocalStore};
+use crate::id::KeyId;
+use crate::store::{Handle, LocalStore, Store, StoreExt};
 
 /// One key file as listed.
 #[derive(Debug, Serialize)]
@@ -41,8 +42,9 @@ pub fn list(dir: &std::path::Path, password: PasswordFn) -> Result<Vec<KeyInfo>>
     let config = read_config(dir)?;
     let (_, current) = unlock(&store, &config, password)?;
     let mut out = Vec::new();
-    for n in store.list(FileKind::Key)? {
-        let bytes = store.get(FileKind::Key, &n)?;
+    for k in store.key_ids()? {
+        let n = k.to_hex();
+        let bytes = store.get(Handle::Key(k))?;
         match KeyFile::parse(&bytes, &n) {
             Ok(kf) => out.push(KeyInfo {
                 current: current.as_deref() == Some(n.as_str()),
@@ -73,9 +75,9 @@ pub fn add(dir: &std::path::Path, password: PasswordFn, new_password: &[u8], lab
     let kf = KeyFile::wrap(&master, config.id, new_password, KdfParams::from_env(), label)?;
     let mut r = Zeroizing::new([0u8; 32]);
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut *r);
-    let id = hex::encode(*r);
-    store.put(FileKind::Key, &id, &kf.to_bytes())?;
-    Ok(id)
+    let id = KeyId(*r);
+    store.put(Handle::Key(id), &kf.to_bytes())?;
+    Ok(id.to_hex())
 }
 
 /// Removes key file `id` (a prefix is accepted). Refuses the last key and the key in use.
@@ -83,7 +85,7 @@ pub fn remove(dir: &std::path::Path, password: PasswordFn, id: &str) -> Result<S
     let store = encrypted_store(dir)?;
     let config = read_config(dir)?;
     let (_, current) = unlock(&store, &config, password)?;
-    let all = store.list(FileKind::Key)?;
+    let all: Vec<String> = store.key_ids()?.iter().map(KeyId::to_hex).collect();
     let hits: Vec<&String> = all.iter().filter(|n| n.starts_with(&id.to_ascii_lowercase())).collect();
     let target = match hits.as_slice() {
         [one] => (*one).clone(),
@@ -98,7 +100,7 @@ pub fn remove(dir: &std::path::Path, password: PasswordFn, id: &str) -> Result<S
     if all.len() <= 1 {
         return Err(Error::Invalid("refusing to remove the last key file".into()));
     }
-    store.remove(FileKind::Key, &target)?;
+    store.remove(Handle::Key(target.parse().expect("listed names are hex")))?;
     Ok(target)
 }
 
@@ -108,13 +110,14 @@ pub fn passwd(dir: &std::path::Path, password: PasswordFn, new_password: &[u8]) 
     let config = read_config(dir)?;
     let (master, current) = unlock(&store, &config, password)?;
     let old = current.expect("encrypted repositories unlock through a key file");
-    let label = KeyFile::parse(&store.get(FileKind::Key, &old)?, &old)?.label;
+    let old_id: KeyId = old.parse().expect("unlock names a listed key file");
+    let label = KeyFile::parse(&store.get(Handle::Key(old_id))?, &old)?.label;
     let kf = KeyFile::wrap(&master, config.id, new_password, KdfParams::from_env(), &label)?;
     let mut r = Zeroizing::new([0u8; 32]);
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut *r);
-    let id = hex::encode(*r);
+    let id = KeyId(*r);
     // New key durable before the old one goes: a crash leaves both, never neither.
-    store.put(FileKind::Key, &id, &kf.to_bytes())?;
-    store.remove(FileKind::Key, &old)?;
-    Ok(id)
+    store.put(Handle::Key(id), &kf.to_bytes())?;
+    store.remove(Handle::Key(old_id))?;
+    Ok(id.to_hex())
 }

@@ -23,7 +23,7 @@ use crate::format::manifest::{NodeKind, Snapshot};
 use crate::format::pack::{parse_pack, PackWriter};
 use crate::repo::Repo;
 use crate::ops::retention::{self, Decision};
-use crate::store::FileKind;
+use crate::store::{Handle, Store, StoreExt};
 
 /// Prune options.
 #[derive(Clone, Copy, Debug)]
@@ -95,7 +95,9 @@ pub fn forget(
         let decisions = retention::apply(&snaps, policy.as_ref(), now);
         if !dry_run {
             for d in decisions.iter().filter(|d| !d.keep) {
-                repo.store.remove(FileKind::Snapshot, &d.id)?;
+                let id: SnapshotId =
+                    d.id.parse().map_err(|_| Error::Invalid(format!("{:?} is not a snapshot id", d.id)))?;
+                repo.store.remove(Handle::Snapshot(id))?;
             }
         }
         out.extend(decisions);
@@ -129,7 +131,7 @@ pub fn prune(repo: &mut Repo, opts: PruneOptions) -> Result<PruneReport> {
     let _lock = Lock::acquire(&repo.store, true, "prune")?;
     let mut report = PruneReport { dry_run: opts.dry_run, ..Default::default() };
     // Read everything first; any failure stops prune before it changes anything.
-    let index_names = repo.store.list(FileKind::Index)?;
+    let index_names: Vec<String> = repo.store.index_ids()?.iter().map(IndexId::to_hex).collect();
     let mut packs: HashMap<PackId, PackRecord> = HashMap::new();
     for n in &index_names {
         let id: IndexId = n.parse().map_err(|_| Error::corrupt(format!("index file {n}"), "bad name"))?;
@@ -145,7 +147,7 @@ pub fn prune(repo: &mut Repo, opts: PruneOptions) -> Result<PruneReport> {
     if let Some((id, e)) = sync.bad.into_iter().next() {
         return Err(Error::corrupt(format!("index file {id}"), e.to_string()));
     }
-    let on_disk: Vec<String> = repo.store.list(FileKind::Pack)?;
+    let on_disk: Vec<String> = repo.store.pack_ids()?.iter().map(PackId::to_hex).collect();
     for p in packs.keys() {
         if !on_disk.contains(&p.to_hex()) {
             return Err(Error::corrupt(
@@ -195,7 +197,7 @@ pub fn prune(repo: &mut Repo, opts: PruneOptions) -> Result<PruneReport> {
     let mut bytes_deleted: u64 =
         delete.iter().map(|(_, s)| s).sum::<u64>() + repack.iter().map(|p| packs[p].size).sum::<u64>();
     for n in &unindexed {
-        bytes_deleted += repo.store.size(FileKind::Pack, n)?.unwrap_or(0);
+        bytes_deleted += repo.store.size(Handle::Pack(n.parse().expect("listed names are hex")))?.unwrap_or(0);
     }
     report.bytes_deleted = bytes_deleted;
     if opts.dry_run {
@@ -212,8 +214,7 @@ pub fn prune(repo: &mut Repo, opts: PruneOptions) -> Result<PruneReport> {
     let mut writer: Option<PackWriter> = None;
     let mut copied: HashSet<ChunkId> = HashSet::new();
     for p in &repack {
-        let path = repo.store.path(FileKind::Pack, &p.to_hex());
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let bytes = repo.store.get(Handle::Pack(*p))?;
         let entries = parse_pack(&bytes, &repo.keys, &|| format!("pack {p}"))?;
         for e in entries {
             if !live.contains(&e.id) || copied.contains(&e.id) {
@@ -284,18 +285,18 @@ pub fn prune(repo: &mut Repo, opts: PruneOptions) -> Result<PruneReport> {
     // (3) Old index files.
     for name in &index_names {
         if !written.contains(name) {
-            repo.store.remove(FileKind::Index, name)?;
+            repo.store.remove(Handle::Index(name.parse().expect("listed names are hex")))?;
         }
     }
     // (4) Obsolete packs.
     for (p, _) in &delete {
-        repo.store.remove(FileKind::Pack, &p.to_hex())?;
+        repo.store.remove(Handle::Pack(*p))?;
     }
     for p in &repack {
-        repo.store.remove(FileKind::Pack, &p.to_hex())?;
+        repo.store.remove(Handle::Pack(*p))?;
     }
     for n in &unindexed {
-        repo.store.remove(FileKind::Pack, n)?;
+        repo.store.remove(Handle::Pack(n.parse().expect("listed names are hex")))?;
     }
     repo.cache.clear()?;
     repo.cache.sync(&repo.store, &repo.keys)?;
@@ -325,7 +326,7 @@ pub fn mark_verified(repo: &Repo, id: &SnapshotId, by: &str) -> Result<SnapshotI
     s.labels.insert("verified_date".into(), chrono::Local::now().to_rfc3339());
     let sealed = s.seal(&repo.keys);
     let new = SnapshotId(content_hash(&sealed));
-    repo.store.put(FileKind::Snapshot, &new.to_hex(), &sealed)?;
-    repo.store.remove(FileKind::Snapshot, &id.to_hex())?;
+    repo.store.put(Handle::Snapshot(new), &sealed)?;
+    repo.store.remove(Handle::Snapshot(*id))?;
     Ok(new)
 }

@@ -30,7 +30,7 @@ use crate::store::lock::Lock;
 use crate::format::manifest::{path_cmp, Node, NodeError, NodeKind, Snapshot, SnapshotKind, Stats};
 use crate::format::pack::PackWriter;
 use crate::repo::{Repo, TreeReader};
-use crate::store::FileKind;
+use crate::store::{Handle, Store};
 
 /// Bytes of chunk data per batch handed from the walker to the hashing stage.
 const BATCH_BYTES: usize = 2 << 20;
@@ -872,6 +872,6 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
     };
     let sealed = snapshot.seal(&repo.keys);
     let id = SnapshotId(content_hash(&sealed));
-    repo.store.put(FileKind::Snapshot, &id.to_hex(), &sealed)?;
+    repo.store.put(Handle::Snapshot(id), &sealed)?;
     Ok(SnapshotOutcome { id, snapshot, duration: start.elapsed(), written: true })
 }

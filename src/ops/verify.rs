@@ -18,9 +18,9 @@ use crate::repo::cache::{read_index_file, Cache};
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, IndexId, PackId};
 use crate::format::manifest::{NodeKind, Snapshot};
-use crate::format::pack::{parse_pack, read_trailer};
+use crate::format::pack::parse_pack;
 use crate::repo::{Repo, TreeReader};
-use crate::store::FileKind;
+use crate::store::{Handle, Store, StoreExt};
 
 /// Verify options.
 #[derive(Clone, Copy, Debug, Default)]
@@ -107,8 +107,9 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     let _lock = crate::store::lock::Lock::acquire(&repo.store, false, "verify")?;
 
-    // 1. Index files, loaded fresh into a scratch index.
-    let scratch_path = repo.store.root().join("tmp").join(format!("verify-{}.sqlite", std::process::id()));
+    // 1. Index files, loaded fresh into a scratch index (a local scratch file, not a repository
+    // object).
+    let scratch_path = repo.store.local_state_dir("tmp")?.join(format!("verify-{}.sqlite", std::process::id()));
     let _ = std::fs::remove_file(&scratch_path);
     struct Scratch(std::path::PathBuf);
     impl Drop for Scratch {
@@ -120,9 +121,9 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
     }
     let _scratch_guard = Scratch(scratch_path.clone());
     let mut index = Cache::open_scratch(&scratch_path, repo.config.id)?;
-    for name in repo.store.list(FileKind::Index)? {
-        let Ok(id) = name.parse::<IndexId>() else { continue };
-        match read_index_file(&repo.store, &repo.keys, &id) {
+    let objects = repo.objects().as_ref();
+    for id in objects.index_ids()? {
+        match read_index_file(objects, &repo.keys, &id) {
             Ok(records) => {
                 index.add_index(&id, &records)?;
                 report.index_files += 1;
@@ -134,13 +135,7 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
     // 2. Packs: presence, size, trailer.
     let indexed = index.packs()?;
     report.packs = indexed.len();
-    // A partial mirror of a remote fetches its packs now; one it cannot fetch is missing below.
-    for (pack, _) in &indexed {
-        if let Err(e) = repo.ensure_pack(pack) {
-            tracing::warn!("{e}");
-        }
-    }
-    let on_disk: BTreeSet<String> = repo.store.list(FileKind::Pack)?.into_iter().collect();
+    let on_disk: BTreeSet<String> = objects.pack_ids()?.iter().map(PackId::to_hex).collect();
     let mut damaged: BTreeMap<PackId, (String, BTreeSet<ChunkId>)> = BTreeMap::new();
     let indexed_names: BTreeSet<String> = indexed.iter().map(|(p, _)| p.to_hex()).collect();
     for n in on_disk.difference(&indexed_names) {
@@ -148,16 +143,15 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
             "pack {n} is not in any index file (unreferenced; prune removes it, repair index adopts it)"
         ));
     }
-    let store = &repo.store;
+    // A partial mirror of a remote fetches each pack here, when its size is asked for.
     let trailer_checks: Vec<(PackId, Option<String>)> = indexed
         .par_iter()
         .map(|(pack, size)| {
-            let path = store.path(FileKind::Pack, &pack.to_hex());
-            let problem = match std::fs::metadata(&path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("pack file is missing".to_string()),
+            let problem = match objects.size(Handle::Pack(*pack)) {
+                Ok(None) => Some("pack file is missing".to_string()),
                 Err(e) => Some(format!("cannot stat pack: {e}")),
-                Ok(m) if m.len() != *size => Some(format!("pack is {} bytes, index says {size}", m.len())),
-                Ok(_) => None,
+                Ok(Some(n)) if n != *size => Some(format!("pack is {n} bytes, index says {size}")),
+                Ok(Some(_)) => None,
             };
             (*pack, problem)
         })
@@ -166,8 +160,7 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
         let problem = match problem {
             Some(p) => Some(p),
             None => {
-                let path = repo.store.path(FileKind::Pack, &pack.to_hex());
-                match read_trailer(&path, &repo.keys, &pack) {
+                match repo.pack_trailer(&pack) {
                     Err(e) => Some(format!("trailer unreadable: {e}")),
                     Ok((entries, _)) => {
                         let want = index.pack_entries(&pack)?;
@@ -201,8 +194,7 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
         }
         let reader = repo.chunk_reader();
         for (pack, _) in candidates {
-            let path = repo.store.path(FileKind::Pack, &pack.to_hex());
-            let bytes = match std::fs::read(&path) {
+            let bytes = match objects.get(Handle::Pack(pack)) {
                 Ok(b) => b,
                 Err(e) => {
                     let chunks = index.pack_entries(&pack)?.into_iter().map(|e| e.id).collect();
@@ -250,8 +242,7 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
     let damaged_chunks: HashMap<ChunkId, PackId> =
         damaged.iter().flat_map(|(p, (_, cs))| cs.iter().map(move |c| (*c, *p))).collect();
     let mut affected: BTreeMap<PackId, BTreeSet<Affected>> = BTreeMap::new();
-    for name in repo.store.list(FileKind::Snapshot)? {
-        let Ok(id) = name.parse() else { continue };
+    for id in objects.snapshot_ids()? {
         let snap: Snapshot = match repo.load_snapshot(&id) {
             Ok(s) => s,
             Err(e) => {
@@ -340,7 +331,7 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
 /// Needs the exclusive lock. Returns (packs indexed, unreadable packs with reasons).
 pub fn repair_index(repo: &mut Repo) -> Result<(usize, Vec<(String, String)>)> {
     let _lock = crate::store::lock::Lock::acquire(&repo.store, true, "repair index")?;
-    let old = repo.store.list(FileKind::Index)?;
+    let old: Vec<String> = repo.store.index_ids()?.iter().map(IndexId::to_hex).collect();
     let mut bad = Vec::new();
     let mut batch = Vec::new();
     let mut entries = 0usize;
@@ -354,10 +345,9 @@ pub fn repair_index(repo: &mut Repo) -> Result<(usize, Vec<(String, String)>)> {
         batch.clear();
         Ok(())
     };
-    for name in repo.store.list(FileKind::Pack)? {
-        let Ok(pack) = name.parse::<PackId>() else { continue };
-        let path = repo.store.path(FileKind::Pack, &name);
-        match read_trailer(&path, &repo.keys, &pack) {
+    for pack in repo.store.pack_ids()? {
+        let name = pack.to_hex();
+        match repo.pack_trailer(&pack) {
             Ok((es, size)) => {
                 entries += es.len();
                 count += 1;
@@ -387,7 +377,7 @@ pub fn repair_index(repo: &mut Repo) -> Result<(usize, Vec<(String, String)>)> {
     flush(&mut batch, &mut written)?;
     for o in old {
         if !written.contains(&o) {
-            repo.store.remove(FileKind::Index, &o)?;
+            repo.store.remove(Handle::Index(o.parse().expect("listed names are hex")))?;
         }
     }
     repo.cache.clear()?;
@@ -411,7 +401,7 @@ pub fn restore_tests(repo: &Repo) -> Result<Vec<RestoreTest>> {
     }
     let mut out = Vec::new();
     for (ty, (id, s)) in latest {
-        let scratch = repo.store.root().join("tmp").join(format!("restore-test-{}.db", std::process::id()));
+        let scratch = repo.store.local_state_dir("tmp")?.join(format!("restore-test-{}.db", std::process::id()));
         let r = restore_test_one(repo, &s, &scratch);
         for suffix in ["", "-wal", "-shm", "-journal"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", scratch.display()));

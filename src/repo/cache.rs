@@ -11,7 +11,7 @@ use crate::format::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, IndexId, PackId, RepoId};
 use crate::format::index::{self, PackRecord};
-use crate::store::{FileKind, LocalStore};
+use crate::store::{Handle, Store, StoreExt};
 
 const SCHEMA_VERSION: i64 = 1;
 
@@ -118,8 +118,8 @@ impl Cache {
 
     /// Brings the cache in line with the repository's `index/` directory: loads new index files;
     /// if one it knew has disappeared, rebuilds from scratch.
-    pub fn sync(&mut self, store: &LocalStore, keys: &Keys) -> Result<SyncReport> {
-        let listed: Vec<IndexId> = store.list(FileKind::Index)?.iter().filter_map(|n| n.parse().ok()).collect();
+    pub fn sync(&mut self, store: &dyn Store, keys: &Keys) -> Result<SyncReport> {
+        let listed: Vec<IndexId> = store.index_ids()?;
         let known: HashSet<IndexId> = {
             let mut st = self.wrap(self.conn.prepare("SELECT id FROM index_files"))?;
             let rows = self.wrap(st.query_map([], |r| r.get::<_, Vec<u8>>(0)))?;
@@ -265,8 +265,8 @@ impl Cache {
 }
 
 /// Reads, checks (name = content hash) and opens an index file.
-pub fn read_index_file(store: &LocalStore, keys: &Keys, id: &IndexId) -> Result<Vec<PackRecord>> {
-    let bytes = store.get(FileKind::Index, &id.to_hex())?;
+pub fn read_index_file(store: &dyn Store, keys: &Keys, id: &IndexId) -> Result<Vec<PackRecord>> {
+    let bytes = store.get(Handle::Index(*id))?;
     let what = || format!("index file {id}");
     if crate::id::content_hash(&bytes) != id.0 {
         return Err(Error::corrupt(what(), "content does not match its name (hash mismatch)"));

@@ -1,10 +1,8 @@
 //! An open repository: its store, config, keys and cache. Holds no business logic; the
 //! operations live in `backup`, `restore`, `verify`, `keys`.
 
-use std::collections::HashMap;
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
@@ -14,14 +12,16 @@ use crate::format::blob;
 use crate::repo::cache::{Cache, Location};
 use crate::format::chunker::Cutter;
 use crate::format::crypto::{Keys, MasterKey, ObjectKind};
-use crate::error::{Error, IoContext, Result};
-use crate::id::{content_hash, ChunkId, PackId, RepoId, SnapshotId};
+use crate::error::{Error, Result};
+use crate::id::{content_hash, ChunkId, KeyId, PackId, RepoId, SnapshotId};
 use crate::format::keyfile::{KdfParams, KeyFile};
 use crate::format::manifest::{Node, RecordParser, Snapshot};
+use crate::format::pack::{read_trailer_with, Entry};
 use crate::format::repo_config::{
     default_chunkers, Compression, CompressionAlgorithm, Encryption, RepoConfig, FORMAT_NAME, FORMAT_VERSION,
 };
-use crate::store::{fsync_dir, FileKind, LocalStore};
+use crate::store::fetching::FetchingStore;
+use crate::store::{Handle, LocalStore, Store, StoreExt};
 
 /// Supplies the password when one is needed (never asked for unencrypted repositories).
 pub type PasswordFn<'a> = &'a dyn Fn() -> Result<Zeroizing<Vec<u8>>>;
@@ -52,7 +52,8 @@ impl Default for InitOptions {
 
 /// An open repository.
 pub struct Repo {
-    /// The directory.
+    /// The local directory: where the pack writer streams and publishes packs, locks are taken,
+    /// and the local state (cache, history) lives.
     pub store: LocalStore,
     /// Its config.
     pub config: RepoConfig,
@@ -60,52 +61,9 @@ pub struct Repo {
     pub keys: Arc<Keys>,
     /// The local cache.
     pub cache: Cache,
-    packs: PackFiles,
-}
-
-/// Open pack file handles shared by reader threads (pread needs no seek state). In a partial
-/// mirror of a remote, a pack that is not here yet is fetched on first use.
-#[derive(Clone, Default)]
-pub struct PackFiles {
-    open: Arc<Mutex<HashMap<PackId, Arc<File>>>>,
-    fetch: Option<Arc<crate::remote::rclone::Rclone>>,
-}
-
-impl PackFiles {
-    fn get(&self, store: &LocalStore, pack: &PackId) -> Result<(Arc<File>, PathBuf)> {
-        let path = store.path(FileKind::Pack, &pack.to_hex());
-        let mut m = self.open.lock().expect("not poisoned");
-        if let Some(f) = m.get(pack) {
-            return Ok((f.clone(), path));
-        }
-        if let (Some(remote), false) = (&self.fetch, path.exists()) {
-            let (tmp, f) = store.temp_file()?;
-            drop(f);
-            let rel = path.strip_prefix(store.root()).expect("under root").to_string_lossy().into_owned();
-            tracing::info!("fetching {rel} from remote {}", remote.name);
-            if let Err(e) = remote.download(&rel, &tmp) {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-            // Only a pack whose bytes hash to its name enters the mirror.
-            let bytes = std::fs::read(&tmp).ctx(&tmp)?;
-            if content_hash(&bytes) != pack.0 {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(Error::corrupt(
-                    format!("pack {pack} from remote {}", remote.name),
-                    "content does not match its name",
-                ));
-            }
-            drop(bytes);
-            store.publish(&tmp, FileKind::Pack, &pack.to_hex())?;
-        }
-        let f = Arc::new(File::open(&path).ctx(&path)?);
-        if m.len() >= 64 {
-            m.clear();
-        }
-        m.insert(*pack, f.clone());
-        Ok((f, path))
-    }
+    // Every read goes through here: the local store itself, or a fetching store when the
+    // directory is a partial mirror of a remote.
+    objects: Arc<dyn Store>,
 }
 
 /// Readable snapshots (oldest first) and unreadable ones with their error.
@@ -113,21 +71,18 @@ pub type SnapshotList = (Vec<(SnapshotId, Snapshot)>, Vec<(SnapshotId, Error)>);
 
 /// Whether `dir` looks like a repository (has a `config`).
 pub fn is_repository(dir: &Path) -> bool {
-    dir.join("config").is_file()
+    LocalStore::new(dir).size(Handle::Config).ok().flatten().is_some()
 }
 
 /// Creates a repository at `dir` (which must not exist or be empty). `password` is required
 /// for encrypted repositories.
 pub fn init(dir: &Path, opts: &InitOptions, password: Option<&[u8]>) -> Result<RepoConfig> {
-    if dir.exists() {
-        let mut rd = std::fs::read_dir(dir).ctx(dir)?;
-        if rd.next().is_some() {
-            return Err(Error::Invalid(format!(
-                "{}: directory exists and is not empty{}",
-                dir.display(),
-                if is_repository(dir) { " (it is already a cairn repository)" } else { "" }
-            )));
-        }
+    if !LocalStore::is_absent_or_empty(dir)? {
+        return Err(Error::Invalid(format!(
+            "{}: directory exists and is not empty{}",
+            dir.display(),
+            if is_repository(dir) { " (it is already a cairn repository)" } else { "" }
+        )));
     }
     let master = MasterKey::random();
     let mut id = [0u8; 32];
@@ -153,33 +108,14 @@ pub fn init(dir: &Path, opts: &InitOptions, password: Option<&[u8]>) -> Result<R
         }
         Encryption::None => None,
     };
-    // Build in a sibling temp dir and rename, so a crash never leaves half a repository.
-    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).ctx(parent)?;
-    let tmp = parent.join(format!(
-        ".{}.cairn-init-{}",
-        dir.file_name().and_then(|n| n.to_str()).unwrap_or("repo"),
-        std::process::id()
-    ));
-    let store = LocalStore::new(&tmp);
-    store.create_layout()?;
-    if let Some(kf) = keyfile {
-        let mut r = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut r);
-        store.put(FileKind::Key, &hex::encode(r), &kf.to_bytes())?;
-    }
-    let cfg_path = tmp.join("config");
-    {
-        use std::io::Write;
-        let mut f = File::create(&cfg_path).ctx(&cfg_path)?;
-        f.write_all(&config.to_bytes()).and_then(|_| f.sync_all()).ctx(&cfg_path)?;
-    }
-    fsync_dir(&tmp)?;
-    if dir.exists() {
-        std::fs::remove_dir(dir).ctx(dir)?;
-    }
-    std::fs::rename(&tmp, dir).ctx(dir)?;
-    fsync_dir(parent)?;
+    LocalStore::create_atomically(dir, |store| {
+        if let Some(kf) = keyfile {
+            let mut r = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut r);
+            store.put(Handle::Key(KeyId(r)), &kf.to_bytes())?;
+        }
+        store.put(Handle::Config, &config.to_bytes())
+    })?;
     Ok(config)
 }
 
@@ -192,25 +128,37 @@ pub fn read_config(dir: &Path) -> Result<RepoConfig> {
     if !dir.is_dir() {
         return Err(not("not a directory".into()));
     }
-    let p = dir.join("config");
-    if !p.is_file() {
-        return Err(not("not a cairn repository (no config file)".into()));
-    }
-    let bytes = std::fs::read(&p).ctx(&p)?;
+    read_config_from(&LocalStore::new(dir), dir)
+}
+
+/// Reads and validates the config in `store`; `path` names the repository in errors.
+pub fn read_config_from(store: &dyn Store, path: &Path) -> Result<RepoConfig> {
+    let not = |detail: String| Error::NotARepository { path: path.to_path_buf(), detail };
+    let bytes = match store.get(Handle::Config) {
+        Ok(b) => b,
+        Err(Error::ObjectNotFound { .. }) => return Err(not("not a cairn repository (no config file)".into())),
+        Err(e) => return Err(e),
+    };
     let config: RepoConfig = serde_json::from_slice(&bytes)
         .map_err(|e| not(format!("config is not a valid cairn repository config: {e}")))?;
     config.validate().map_err(not)?;
     Ok(config)
 }
 
+/// Where a store keeps its key files, for messages.
+fn keys_location(store: &dyn Store) -> String {
+    let one = store.location(Handle::Key(KeyId::default()));
+    one.strip_suffix(&format!("/{}", KeyId::default().to_hex())).map(str::to_string).unwrap_or(one)
+}
+
 /// Finds the master key: from the config (unencrypted) or by trying the password on each key file.
-pub fn unlock(store: &LocalStore, config: &RepoConfig, password: PasswordFn) -> Result<(MasterKey, Option<String>)> {
+pub fn unlock(store: &dyn Store, config: &RepoConfig, password: PasswordFn) -> Result<(MasterKey, Option<String>)> {
     match config.encryption {
         Encryption::None => {
-            let keys = store.list(FileKind::Key)?;
+            let keys = store.key_ids()?;
             if !keys.is_empty() {
                 return Err(Error::NotARepository {
-                    path: store.root().to_path_buf(),
+                    path: keys_location(store).trim_end_matches("/keys").into(),
                     detail: "config says unencrypted but key files exist: the config may have been altered; refusing to open".into(),
                 });
             }
@@ -220,17 +168,14 @@ pub fn unlock(store: &LocalStore, config: &RepoConfig, password: PasswordFn) -> 
             Ok((MasterKey(k), None))
         }
         Encryption::XChaCha20Poly1305 => {
-            let names = store.list(FileKind::Key)?;
+            let names: Vec<String> = store.key_ids()?.iter().map(KeyId::to_hex).collect();
             if names.is_empty() {
-                return Err(Error::corrupt(
-                    store.root().join("keys").display().to_string(),
-                    "no key files: the repository cannot be opened",
-                ));
+                return Err(Error::corrupt(keys_location(store), "no key files: the repository cannot be opened"));
             }
             let mut files = Vec::new();
             let mut damaged = Vec::new();
             for n in &names {
-                let bytes = store.get(FileKind::Key, n)?;
+                let bytes = store.get(Handle::Key(n.parse().expect("listed names are hex")))?;
                 match KeyFile::parse(&bytes, n) {
                     Ok(kf) => files.push((n.clone(), kf)),
                     Err(e) => damaged.push(e),
@@ -256,7 +201,7 @@ pub fn unlock(store: &LocalStore, config: &RepoConfig, password: PasswordFn) -> 
                     return Ok((mk, Some(n.clone())));
                 }
             }
-            Err(foreign.unwrap_or_else(|| Error::WrongPassword(store.root().join("keys"))))
+            Err(foreign.unwrap_or_else(|| Error::WrongPassword(keys_location(store).into())))
         }
     }
 }
@@ -264,33 +209,43 @@ pub fn unlock(store: &LocalStore, config: &RepoConfig, password: PasswordFn) -> 
 impl Repo {
     /// Opens the repository at `dir`.
     pub fn open(dir: &Path, password: PasswordFn) -> Result<Repo> {
-        let config = read_config(dir)?;
         let store = LocalStore::new(dir);
-        let (master, _) = unlock(&store, &config, password)?;
+        Self::open_with(store.clone(), Arc::new(store), dir, password)
+    }
+
+    /// Opens the partial mirror of `remote` at `dir` (refreshed by `ops::clone::refresh_mirror`):
+    /// packs it lacks are fetched from the remote on first use.
+    pub fn open_mirror(dir: &Path, remote: Arc<dyn Store>, password: PasswordFn) -> Result<Repo> {
+        let store = LocalStore::new(dir);
+        Self::open_with(store.clone(), Arc::new(FetchingStore::new(store, remote)), dir, password)
+    }
+
+    fn open_with(store: LocalStore, objects: Arc<dyn Store>, dir: &Path, password: PasswordFn) -> Result<Repo> {
+        let config = read_config(dir)?;
+        let (master, _) = unlock(objects.as_ref(), &config, password)?;
         let keys = Arc::new(Keys::derive(&master, config.id, config.encryption == Encryption::XChaCha20Poly1305));
-        let cache_dir = dir.join("cache");
-        std::fs::create_dir_all(&cache_dir).ctx(&cache_dir)?;
+        // The index cache is local state, not a repository object (format-spec/cache.md).
+        let cache_dir = store.local_state_dir("cache")?;
         let cache = Cache::open(&cache_dir.join("cache.sqlite"), config.id)?;
-        Ok(Repo { store, config, keys, cache, packs: PackFiles::default() })
+        Ok(Repo { store, config, keys, cache, objects })
     }
 
-    /// Fetches missing packs from `remote` on first use (a partial mirror of a remote).
-    pub fn fetch_packs_from(&mut self, remote: crate::remote::rclone::Rclone) {
-        self.packs.fetch = Some(Arc::new(remote));
+    /// The store every read goes through (the local store, or a fetching mirror of a remote).
+    pub fn objects(&self) -> &Arc<dyn Store> {
+        &self.objects
     }
 
-    /// Makes sure `pack` is in the store: in a partial mirror of a remote it is fetched now (verify
-    /// reads pack files directly, not through the chunk reader). A no-op for a local repository.
-    pub fn ensure_pack(&self, pack: &PackId) -> Result<()> {
-        if self.packs.fetch.is_some() && !self.store.path(FileKind::Pack, &pack.to_hex()).exists() {
-            self.packs.get(&self.store, pack)?;
-        }
-        Ok(())
+    /// Reads, opens and checks a pack's trailer (without its chunks): its entries and size.
+    pub fn pack_trailer(&self, pack: &PackId) -> Result<(Vec<Entry>, u64)> {
+        let h = Handle::Pack(*pack);
+        let size =
+            self.objects.size(h)?.ok_or_else(|| Error::ObjectNotFound { what: self.objects.location(h) })?;
+        read_trailer_with(size, &self.keys, pack, &|offset, len| self.objects.get_range(h, offset, len))
     }
 
     /// Loads new index files into the cache; unreadable ones are logged (verify reports them).
     pub fn sync_index(&mut self) -> Result<()> {
-        let r = self.cache.sync(&self.store, &self.keys)?;
+        let r = self.cache.sync(self.objects.as_ref(), &self.keys)?;
         for (id, e) in r.bad {
             tracing::warn!("skipping index file {id}: {e}");
         }
@@ -304,17 +259,17 @@ impl Repo {
 
     /// A reader for chunks (cheap to clone, usable from worker threads).
     pub fn chunk_reader(&self) -> ChunkReader {
-        ChunkReader { store: self.store.clone(), keys: self.keys.clone(), packs: self.packs.clone() }
+        ChunkReader { store: self.objects.clone(), keys: self.keys.clone() }
     }
 
     /// Ids of all snapshot files.
     pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
-        Ok(self.store.list(FileKind::Snapshot)?.iter().filter_map(|n| n.parse().ok()).collect())
+        self.objects.snapshot_ids()
     }
 
     /// Reads and checks one snapshot file.
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
-        let bytes = self.store.get(FileKind::Snapshot, &id.to_hex())?;
+        let bytes = self.objects.get(Handle::Snapshot(*id))?;
         let what = || format!("snapshot {id}");
         if content_hash(&bytes) != id.0 {
             return Err(Error::corrupt(what(), "content does not match its name (hash mismatch)"));
@@ -388,17 +343,14 @@ pub fn snapshot_order(a: &Snapshot, b: &Snapshot) -> std::cmp::Ordering {
 /// Reads chunks out of packs, checking each against its id.
 #[derive(Clone)]
 pub struct ChunkReader {
-    store: LocalStore,
+    store: Arc<dyn Store>,
     keys: Arc<Keys>,
-    packs: PackFiles,
 }
 
 impl ChunkReader {
     /// Reads, opens, decodes and verifies one chunk.
     pub fn read(&self, id: &ChunkId, loc: &Location) -> Result<Vec<u8>> {
-        let (f, path) = self.packs.get(&self.store, &loc.pack)?;
-        let mut sealed = vec![0u8; loc.stored_len as usize];
-        crate::store::read_exact_at(&f, &mut sealed, loc.offset as u64, &path)?;
+        let sealed = self.store.get_range(Handle::Pack(loc.pack), loc.offset as u64, loc.stored_len as usize)?;
         self.decode(id, &loc.pack, &sealed, loc.raw_len)
     }
 
@@ -424,11 +376,7 @@ impl ChunkReader {
                 let first = &chunks[r.start].1;
                 let last = &chunks[r.end - 1].1;
                 let len = (last.offset as u64 + last.stored_len as u64 - first.offset as u64) as usize;
-                let buf = self.packs.get(&self.store, &first.pack).and_then(|(f, path)| {
-                    let mut buf = vec![0u8; len];
-                    crate::store::read_exact_at(&f, &mut buf, first.offset as u64, &path)?;
-                    Ok(buf)
-                });
+                let buf = self.store.get_range(Handle::Pack(first.pack), first.offset as u64, len);
                 match buf {
                     Err(e) => {
                         let msg = e.to_string();

@@ -671,8 +671,8 @@ fn chunk_ids_are_keyed_per_repository() {
         let ids = |repo: &Path| -> BTreeSet<ChunkId> {
             let r = open_repo(repo);
             let mut out = BTreeSet::new();
-            for name in r.store.list(cairn::store::FileKind::Pack).unwrap() {
-                let pack: PackId = name.parse().unwrap();
+            for pack in cairn::store::StoreExt::pack_ids(&r.store).unwrap() {
+                let name = pack.to_hex();
                 let path = r.store.path(cairn::store::FileKind::Pack, &name);
                 let (entries, _) = cairn::format::pack::read_trailer(&path, &r.keys, &pack).unwrap();
                 for e in entries {

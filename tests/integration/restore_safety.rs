@@ -14,7 +14,7 @@ use cairn::format::index::{self, PackRecord};
 use cairn::format::manifest::{Node, NodeKind, Snapshot, SnapshotKind, Stats};
 use cairn::format::pack::PackWriter;
 use cairn::repo::Repo;
-use cairn::store::FileKind;
+use cairn::store::{Handle, Store};
 
 use crate::util::{self, Env};
 
@@ -62,7 +62,7 @@ pub fn craft_snapshot(repo_dir: &Path, nodes: Vec<Node>, file_contents: &[(&[u8]
     let written = pack.finish(&repo.store, &repo.keys).expect("finish pack");
     let sealed_index =
         index::seal(&repo.keys, &[PackRecord { id: written.id, size: written.size, entries: written.entries }]);
-    repo.store.put(FileKind::Index, &IndexId(content_hash(&sealed_index)).to_hex(), &sealed_index).expect("index file");
+    repo.store.put(Handle::Index(IndexId(content_hash(&sealed_index))), &sealed_index).expect("index file");
     let snap = Snapshot {
         time: chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, false),
         backup_type: "crafted".into(),
@@ -84,7 +84,7 @@ pub fn craft_snapshot(repo_dir: &Path, nodes: Vec<Node>, file_contents: &[(&[u8]
     };
     let sealed = snap.seal(&repo.keys);
     let id = SnapshotId(content_hash(&sealed));
-    repo.store.put(FileKind::Snapshot, &id.to_hex(), &sealed).expect("snapshot file");
+    repo.store.put(Handle::Snapshot(id), &sealed).expect("snapshot file");
     id.to_hex()
 }
 

@@ -1,0 +1,429 @@
+//! `sync`: a copy from the local repository's store to a remote store of exactly the files the
+//! remote lacks, in the order config/keys, packs, index files, snapshots, so a remote never holds
+//! a snapshot whose data is missing (format-spec/ordering.md). A file is recorded as synced only
+//! after a fresh listing shows it with the size and MD5 computed locally. Deletions follow local
+//! ones in the reverse order (snapshots first, packs last), and only for files this repository
+//! itself synced; anything else on the remote is reported, never deleted.
+//!
+//! The record of what each remote holds, and the per-remote flock, are local state in
+//! `state/` (not repository objects).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
+
+use md5::{Digest, Md5};
+use rusqlite::{params, Connection};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::store::{FileKind, Handle, LocalStore, Store};
+
+/// Upload order; deletions go in reverse.
+fn rank(h: &Handle) -> u8 {
+    match h.kind() {
+        FileKind::Config | FileKind::Key => 0,
+        FileKind::Pack => 1,
+        FileKind::Index => 2,
+        FileKind::Snapshot | FileKind::Lock => 3,
+    }
+}
+
+fn rank_of(rel: &str) -> u8 {
+    Handle::from_rel_path(rel).map(|h| rank(&h)).unwrap_or(3)
+}
+
+/// The files that make up a complete remote copy of `store` (config, keys, packs, index files,
+/// snapshots: never locks), with their sizes, in upload order.
+pub fn local_inventory(store: &dyn Store) -> Result<Vec<(Handle, u64)>> {
+    // The inventory lists snapshots and index files before packs (FileKind::LISTING_ORDER), so a
+    // snapshot or index file seen here only refers to packs that already existed.
+    let mut out: Vec<(Handle, u64)> = store
+        .inventory()?
+        .objects
+        .into_iter()
+        .filter(|s| s.handle.kind() != FileKind::Lock)
+        .map(|s| (s.handle, s.size))
+        .collect();
+    out.sort_by(|a, b| rank(&a.0).cmp(&rank(&b.0)).then(a.0.cmp(&b.0)));
+    Ok(out)
+}
+
+/// Local bookkeeping of what each remote holds (in `state/history.sqlite`).
+pub struct SyncState {
+    conn: Connection,
+}
+
+impl SyncState {
+    /// Opens the state of the repository in `local`.
+    pub fn open(local: &LocalStore) -> Result<Self> {
+        let path = local.local_state_dir("state")?.join("history.sqlite");
+        let e = |source| Error::Cache { path: path.clone(), err: source };
+        let conn = Connection::open(&path).map_err(e)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(e)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             CREATE TABLE IF NOT EXISTS remote_files(remote TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL,
+                 md5 TEXT NOT NULL, synced TEXT NOT NULL, PRIMARY KEY(remote, path));
+             CREATE TABLE IF NOT EXISTS local_md5(path TEXT PRIMARY KEY, size INTEGER NOT NULL, md5 TEXT NOT NULL);",
+        )
+        .map_err(e)?;
+        Ok(SyncState { conn })
+    }
+
+    fn q<T>(&self, r: rusqlite::Result<T>) -> Result<T> {
+        r.map_err(|source| Error::Cache { path: "state/history.sqlite".into(), err: source })
+    }
+
+    /// MD5 of an object of `store` (cached: objects are immutable).
+    pub fn md5(&self, store: &dyn Store, h: Handle, size: u64) -> Result<String> {
+        let rel = h.rel_path();
+        let cached: Option<(i64, String)> = self
+            .conn
+            .query_row("SELECT size, md5 FROM local_md5 WHERE path=?1", [&rel], |r| Ok((r.get(0)?, r.get(1)?)))
+            .ok();
+        if let Some((s, m)) = cached {
+            if s as u64 == size {
+                return Ok(m);
+            }
+        }
+        let m = hex::encode(Md5::digest(store.get(h)?));
+        self.q(self.conn.execute(
+            "INSERT OR REPLACE INTO local_md5(path, size, md5) VALUES(?1,?2,?3)",
+            params![rel, size as i64, m],
+        ))?;
+        Ok(m)
+    }
+
+    /// Files recorded as synced to `remote` (relative path -> size, MD5).
+    pub fn synced(&self, remote: &str) -> Result<HashMap<String, (u64, String)>> {
+        let mut st = self.q(self.conn.prepare("SELECT path, size, md5 FROM remote_files WHERE remote=?1"))?;
+        let rows = self.q(st.query_map([remote], |r| {
+            Ok((r.get::<_, String>(0)?, (r.get::<_, i64>(1)? as u64, r.get::<_, String>(2)?)))
+        }))?;
+        let mut m = HashMap::new();
+        for r in rows {
+            let (k, v) = self.q(r)?;
+            m.insert(k, v);
+        }
+        Ok(m)
+    }
+
+    fn mark(&self, remote: &str, rel: &str, size: u64, md5: &str) -> Result<()> {
+        self.q(self.conn.execute(
+            "INSERT OR REPLACE INTO remote_files(remote, path, size, md5, synced) VALUES(?1,?2,?3,?4,?5)",
+            params![remote, rel, size as i64, md5, chrono::Local::now().to_rfc3339()],
+        ))?;
+        Ok(())
+    }
+
+    fn unmark(&self, remote: &str, rel: &str) -> Result<()> {
+        self.q(self.conn.execute("DELETE FROM remote_files WHERE remote=?1 AND path=?2", [remote, rel]))?;
+        Ok(())
+    }
+
+    /// (files, bytes) of `local` not yet synced to `remote`.
+    pub fn pending(&self, local: &dyn Store, remote: &str, exclude: &HashSet<Handle>) -> Result<(usize, u64)> {
+        let synced = self.synced(remote)?;
+        let mut n = 0;
+        let mut b = 0;
+        for (h, size) in local_inventory(local)?.into_iter().filter(|(h, _)| !exclude.contains(h)) {
+            if synced.get(&h.rel_path()).is_none_or(|(s, _)| *s != size) {
+                n += 1;
+                b += size;
+            }
+        }
+        Ok((n, b))
+    }
+}
+
+/// What a sync did.
+#[derive(Debug, Default, Serialize)]
+pub struct SyncReport {
+    /// Remote name.
+    pub remote: String,
+    /// Files uploaded.
+    pub uploaded: Vec<String>,
+    /// Bytes uploaded.
+    pub uploaded_bytes: u64,
+    /// Remote files that differed from the local ones (altered or partial) and were replaced, or
+    /// that were synced once and had disappeared from the remote, and were uploaded again.
+    pub repaired: Vec<String>,
+    /// Remote files deleted because the local repository no longer has them.
+    pub deleted: Vec<String>,
+    /// Files on the remote that cairn did not write: reported, never deleted.
+    pub foreign: Vec<String>,
+    /// Paths the remote lists more than once (Google Drive allows duplicate names).
+    pub duplicates: Vec<String>,
+    /// Dry run.
+    pub dry_run: bool,
+    /// Seconds.
+    pub duration_s: f64,
+}
+
+/// Holds an flock on `state/sync-NAME.lock`: one sync per remote at a time.
+struct SyncLock {
+    _file: std::fs::File,
+}
+
+impl SyncLock {
+    fn take(local: &LocalStore, remote: &str) -> Result<SyncLock> {
+        use std::os::unix::io::AsRawFd;
+        let safe: String = remote.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        let p = local.local_state_dir("state")?.join(format!("sync-{safe}.lock"));
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(|e| Error::io(&p, e))?;
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(Error::Locked(format!("another sync to remote {remote} is running")));
+        }
+        Ok(SyncLock { _file: f })
+    }
+}
+
+/// A remote's listing by relative path: size and MD5 (when reported), and the paths listed twice.
+struct RemoteListing {
+    files: HashMap<String, (u64, Option<String>)>,
+    duplicates: Vec<String>,
+}
+
+fn list_remote(remote: &dyn Store) -> Result<RemoteListing> {
+    let inv = remote.inventory()?;
+    let mut l = RemoteListing { files: HashMap::new(), duplicates: Vec::new() };
+    let all = inv.objects.into_iter().map(|s| (s.handle.rel_path(), s.size, s.md5));
+    for (path, size, md5) in all.chain(inv.foreign.into_iter().map(|(p, s)| (p, s, None))) {
+        if l.files.insert(path.clone(), (size, md5)).is_some() {
+            l.duplicates.push(path);
+        }
+    }
+    Ok(l)
+}
+
+/// Copies to `remote` (named `name`) what it lacks of `local`, and removes from it what the local
+/// repository no longer has.
+///
+/// `exclude` lists snapshot files the remote's own retention does not keep: they are not uploaded,
+/// and removed from the remote if they were.
+pub fn sync(
+    local: &LocalStore,
+    remote: &dyn Store,
+    name: &str,
+    dry_run: bool,
+    exclude: &HashSet<Handle>,
+) -> Result<SyncReport> {
+    let start = Instant::now();
+    let _lock = SyncLock::take(local, name)?;
+    // The shared repository lock keeps prune and forget out while the inventory is in use.
+    let _repo_lock = crate::store::lock::Lock::acquire(local, false, "sync")?;
+    let state = SyncState::open(local)?;
+    let mut report = SyncReport { remote: name.to_string(), dry_run, ..Default::default() };
+    let on_remote = list_remote(remote)?;
+    report.duplicates = on_remote.duplicates;
+    let on_remote = on_remote.files;
+    let mut files = local_inventory(local)?;
+    files.retain(|(h, _)| !exclude.contains(h));
+    let local_set: HashSet<String> = files.iter().map(|(h, _)| h.rel_path()).collect();
+    let synced = state.synced(name)?;
+    let mut md5s: BTreeMap<Handle, String> = BTreeMap::new();
+    let mut groups: BTreeMap<u8, Vec<Handle>> = BTreeMap::new();
+    for (h, size) in &files {
+        let rel = h.rel_path();
+        let m = state.md5(local, *h, *size)?;
+        let up = match on_remote.get(&rel) {
+            None => {
+                // Synced once and gone since: lost on the remote, put back.
+                if synced.contains_key(&rel) {
+                    report.repaired.push(rel.clone());
+                }
+                true
+            }
+            Some((rsize, rmd5)) if rsize != size || rmd5.as_ref().is_some_and(|r| *r != m) => {
+                if *h == Handle::Config {
+                    refuse_foreign_repository(local, remote, name)?;
+                }
+                report.repaired.push(rel.clone());
+                if !dry_run {
+                    remote.remove(*h)?;
+                    state.unmark(name, &rel)?;
+                }
+                true
+            }
+            Some(_) => {
+                if !dry_run && synced.get(&rel).is_none_or(|(s, x)| s != size || *x != m) {
+                    state.mark(name, &rel, *size, &m)?;
+                }
+                false
+            }
+        };
+        if up {
+            groups.entry(rank(h)).or_default().push(*h);
+            report.uploaded_bytes += size;
+        }
+        md5s.insert(*h, m);
+    }
+    for hs in groups.values() {
+        report.uploaded.extend(hs.iter().map(Handle::rel_path));
+    }
+    // Remote files that are not ours to delete.
+    for path in on_remote.keys() {
+        if !local_set.contains(path) && !synced.contains_key(path) {
+            report.foreign.push(path.clone());
+        }
+    }
+    report.foreign.sort();
+    let mut to_delete: Vec<String> = synced.keys().filter(|p| !local_set.contains(*p)).cloned().collect();
+    to_delete.sort_by(|a, b| rank_of(b).cmp(&rank_of(a)).then(a.cmp(b)));
+    if dry_run {
+        report.deleted = to_delete.into_iter().filter(|p| on_remote.contains_key(p)).collect();
+        report.duration_s = start.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+    let sizes: HashMap<Handle, u64> = files.iter().copied().collect();
+    // One group at a time (config and keys, packs, index files, snapshots), each checked against a
+    // fresh listing before the next goes up: nothing is trusted, or followed by what depends on
+    // it, until the remote shows the right size and hash.
+    for hs in groups.values() {
+        remote.copy_in(local, hs)?;
+        let after = list_remote(remote)?;
+        for h in hs {
+            let rel = h.rel_path();
+            if after.duplicates.contains(&rel) {
+                return Err(Error::corrupt(format!("remote {name} file {rel}"), "listed twice after upload"));
+            }
+            let size = sizes[h];
+            let m = &md5s[h];
+            match after.files.get(&rel) {
+                Some((s, r)) if *s == size && r.as_ref().is_none_or(|r| r == m) => state.mark(name, &rel, size, m)?,
+                Some((s, r)) => {
+                    return Err(Error::corrupt(
+                        format!("remote {name} file {rel}"),
+                        format!("after upload: size {s} md5 {r:?}, expected {size} {m}"),
+                    ))
+                }
+                None => return Err(Error::corrupt(format!("remote {name} file {rel}"), "missing after upload")),
+            }
+        }
+    }
+    for rel in to_delete {
+        if on_remote.contains_key(&rel) {
+            // Only names cairn writes are ever recorded as synced.
+            if let Some(h) = Handle::from_rel_path(&rel) {
+                remote.remove(h)?;
+                report.deleted.push(rel.clone());
+            }
+        }
+        state.unmark(name, &rel)?;
+    }
+    report.duration_s = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// A remote `config` that differs from ours is replaced only when it is not another repository's
+/// (an interrupted upload leaves a partial one): two repositories sharing one remote path would
+/// otherwise take turns overwriting each other's config, leaving one unreadable.
+fn refuse_foreign_repository(local: &LocalStore, remote: &dyn Store, name: &str) -> Result<()> {
+    let id_of =
+        |bytes: &[u8]| serde_json::from_slice::<serde_json::Value>(bytes).ok().and_then(|v| v.get("id").cloned());
+    let ours = id_of(&local.get(Handle::Config)?);
+    // A failed read is an error: taking it for "no config" would overwrite another repository's
+    // config on a transient failure.
+    let theirs = id_of(&remote.get(Handle::Config)?);
+    match (ours, theirs) {
+        (Some(a), Some(b)) if a != b => Err(Error::Invalid(format!(
+            "remote {name} holds another cairn repository (its config has a different id): refusing to replace it; give each repository its own remote path"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// What `verify --remote` finds without downloading.
+#[derive(Debug, Default, Serialize)]
+pub struct RemoteCheck {
+    /// Remote name.
+    pub remote: String,
+    /// Files the remote should have (synced) but does not.
+    pub missing: Vec<String>,
+    /// Local files not synced yet (not damage).
+    pub pending: Vec<String>,
+    /// Of `pending`, those the remote holds with another size or MD5: uploads that were
+    /// interrupted (the next sync replaces them), not damage.
+    pub partial: Vec<String>,
+    /// Files whose size or MD5 differ from the local copy.
+    pub mismatched: Vec<String>,
+    /// Files on the remote the local repository does not have.
+    pub extra: Vec<String>,
+    /// Paths listed more than once.
+    pub duplicates: Vec<String>,
+    /// Files compared.
+    pub checked: usize,
+}
+
+impl RemoteCheck {
+    /// Whether the remote copy is damaged.
+    pub fn is_damaged(&self) -> bool {
+        !self.missing.is_empty() || !self.mismatched.is_empty() || !self.duplicates.is_empty()
+    }
+}
+
+/// Compares the inventory of `remote` (named `name`) with the local one.
+pub fn check(local: &LocalStore, remote: &dyn Store, name: &str, exclude: &HashSet<Handle>) -> Result<RemoteCheck> {
+    let state = SyncState::open(local)?;
+    let synced = state.synced(name)?;
+    let mut out = RemoteCheck { remote: name.to_string(), ..Default::default() };
+    let on_remote = list_remote(remote)?;
+    out.duplicates = on_remote.duplicates;
+    let on_remote = on_remote.files;
+    let mut files = local_inventory(local)?;
+    files.retain(|(h, _)| !exclude.contains(h));
+    for (h, size) in &files {
+        let rel = h.rel_path();
+        out.checked += 1;
+        match on_remote.get(&rel) {
+            None if synced.contains_key(&rel) => out.missing.push(rel),
+            None => out.pending.push(rel),
+            Some((rsize, rmd5)) => {
+                let m = state.md5(local, *h, *size)?;
+                if rsize != size || rmd5.as_ref().is_some_and(|r| *r != m) {
+                    if synced.contains_key(&rel) {
+                        out.mismatched.push(rel);
+                    } else {
+                        out.pending.push(rel.clone());
+                        out.partial.push(rel);
+                    }
+                }
+            }
+        }
+    }
+    let local_set: HashSet<String> = files.iter().map(|(h, _)| h.rel_path()).collect();
+    out.extra = on_remote.keys().filter(|p| !local_set.contains(*p)).cloned().collect();
+    out.extra.sort();
+    Ok(out)
+}
+
+/// Snapshot files that a remote's own retention does not keep. A remote retention can only keep
+/// fewer snapshots than the local repository holds: a remote is a mirror, and local prune decides
+/// which packs exist.
+pub fn retention_exclusions(
+    repo: &crate::repo::Repo,
+    retention: &crate::lifecycle::config::Retention,
+) -> Result<HashSet<Handle>> {
+    let (all, _) = repo.snapshots()?;
+    let mut by_type: BTreeMap<String, Vec<(crate::id::SnapshotId, crate::format::manifest::Snapshot)>> =
+        BTreeMap::new();
+    for (id, s) in all {
+        by_type.entry(s.backup_type.clone()).or_default().push((id, s));
+    }
+    let now = chrono::Local::now().fixed_offset();
+    let mut out = HashSet::new();
+    for snaps in by_type.values() {
+        for d in crate::ops::retention::apply(snaps, Some(retention), now) {
+            if let (false, Ok(id)) = (d.keep, d.id.parse()) {
+                out.insert(Handle::Snapshot(id));
+            }
+        }
+    }
+    Ok(out)
+}

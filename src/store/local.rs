@@ -1,0 +1,414 @@
+//! The repository as a local directory: immutable files written to `tmp/`, fsynced, linked to
+//! their final name (`link(2)` fails on an existing name, unlike `rename(2)`), the directory
+//! fsynced (format-spec/ordering.md, "Making a file appear").
+//!
+//! Besides the [`Store`] trait, the local store offers what only a directory can: a temporary
+//! file to stream a pack into and [`LocalStore::publish`] to give it its name (the pack writer),
+//! atomic creation of a new repository, and the directories of local state (cache, history),
+//! which are not repository objects.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rand::RngCore;
+
+use super::{parse_name, same_name_check, FileKind, Handle, Stat, Store};
+use crate::error::{Error, IoContext, Result};
+use crate::id::PackId;
+
+/// Open pack files kept for preads: restore and verify read many small ranges of few packs.
+const OPEN_PACKS: usize = 64;
+
+/// A repository directory on the local file system.
+#[derive(Clone, Debug)]
+pub struct LocalStore {
+    root: PathBuf,
+    // Shared by clones, so reader threads reuse one descriptor per pack (pread needs no seek
+    // state). Packs are immutable, so a cached descriptor never shows stale content.
+    open: Arc<Mutex<HashMap<PackId, Arc<File>>>>,
+}
+
+/// Fsyncs a directory so a rename or link inside it is durable.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).ctx(dir)
+}
+
+fn not_found(path: &Path, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Error::ObjectNotFound { what: path.display().to_string() }
+    } else {
+        Error::io(path, e)
+    }
+}
+
+impl LocalStore {
+    /// A store rooted at `root` (not checked).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalStore { root: root.into(), open: Arc::default() }
+    }
+
+    /// The repository root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Whether `dir` is absent or an empty directory (where `init` and `clone` may create one).
+    pub fn is_absent_or_empty(dir: &Path) -> Result<bool> {
+        if !dir.exists() {
+            return Ok(true);
+        }
+        Ok(fs::read_dir(dir).ctx(dir)?.next().is_none())
+    }
+
+    /// Creates the directory skeleton.
+    pub fn create_layout(&self) -> Result<()> {
+        for d in ["packs", "index", "snapshots", "keys", "locks", "tmp", "cache"] {
+            let p = self.root.join(d);
+            fs::create_dir_all(&p).ctx(&p)?;
+        }
+        for i in 0..256 {
+            let p = self.root.join("packs").join(format!("{i:02x}"));
+            fs::create_dir_all(&p).ctx(&p)?;
+        }
+        fsync_dir(&self.root.join("packs"))?;
+        fsync_dir(&self.root)
+    }
+
+    /// Creates a repository at `dir` (absent or empty): `fill` writes its first files into a
+    /// sibling temporary directory, which is fsynced and renamed into place, so a crash never
+    /// leaves half a repository (format-spec/layout.md).
+    pub fn create_atomically(dir: &Path, fill: impl FnOnce(&LocalStore) -> Result<()>) -> Result<LocalStore> {
+        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        fs::create_dir_all(parent).ctx(parent)?;
+        let tmp = parent.join(format!(
+            ".{}.cairn-init-{}",
+            dir.file_name().and_then(|n| n.to_str()).unwrap_or("repo"),
+            std::process::id()
+        ));
+        let store = LocalStore::new(&tmp);
+        if let Err(e) = store.create_layout().and_then(|_| fill(&store)) {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        fsync_dir(&tmp)?;
+        if dir.exists() {
+            fs::remove_dir(dir).ctx(dir)?;
+        }
+        fs::rename(&tmp, dir).ctx(dir)?;
+        fsync_dir(parent)?;
+        Ok(LocalStore::new(dir))
+    }
+
+    /// A directory of local state under the root (`cache`, `state`, `tmp`), created if needed.
+    /// Its files (the SQLite index cache, the history, scratch files) are not repository objects:
+    /// never synced, and rebuilt or recreated when lost.
+    pub fn local_state_dir(&self, name: &str) -> Result<PathBuf> {
+        let p = self.root.join(name);
+        fs::create_dir_all(&p).ctx(&p)?;
+        Ok(p)
+    }
+
+    /// Path of a file of `kind` named `name` (hex).
+    pub fn path(&self, kind: FileKind, name: &str) -> PathBuf {
+        match kind {
+            FileKind::Config => self.root.join("config"),
+            FileKind::Pack => self.root.join("packs").join(&name[..2.min(name.len())]).join(name),
+            _ => self.root.join(kind.dir()).join(name),
+        }
+    }
+
+    /// Path of an object.
+    pub fn handle_path(&self, h: Handle) -> PathBuf {
+        self.root.join(h.rel_path())
+    }
+
+    /// A fresh temporary file in `tmp/`, opened for writing.
+    pub fn temp_file(&self) -> Result<(PathBuf, File)> {
+        let p = self.temp_name("tmp");
+        let f = OpenOptions::new().write(true).read(true).create_new(true).open(&p).ctx(&p)?;
+        Ok((p, f))
+    }
+
+    fn temp_name(&self, suffix: &str) -> PathBuf {
+        let mut r = [0u8; 12];
+        rand::rngs::OsRng.fill_bytes(&mut r);
+        self.root.join("tmp").join(format!("{}.{suffix}", hex::encode(r)))
+    }
+
+    /// Moves a fully written and fsynced temporary file to its final name without replacing an
+    /// existing file. An existing file of the same name and size is taken as the same content
+    /// (names are content hashes) and the temporary file is dropped.
+    pub fn publish(&self, tmp: &Path, kind: FileKind, name: &str) -> Result<()> {
+        let h = match kind {
+            FileKind::Config => Handle::Config,
+            _ => Handle::new(
+                kind,
+                parse_name(name).ok_or_else(|| Error::Invalid(format!("{name:?} is not a repository file name")))?,
+            ),
+        };
+        self.publish_handle(tmp, h)
+    }
+
+    fn publish_handle(&self, tmp: &Path, h: Handle) -> Result<()> {
+        let dst = self.handle_path(h);
+        let dir = dst.parent().expect("has parent").to_path_buf();
+        if !dir.exists() {
+            fs::create_dir_all(&dir).ctx(&dir)?;
+        }
+        match fs::hard_link(tmp, &dst) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let a = fs::metadata(tmp).ctx(tmp)?.len();
+                let b = fs::metadata(&dst).ctx(&dst)?.len();
+                if let Err(e) = same_name_check(&dst.display().to_string(), b, a) {
+                    let _ = fs::remove_file(tmp);
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(Error::io(&dst, e)),
+        }
+        fs::remove_file(tmp).ctx(tmp)?;
+        fsync_dir(&dir)
+    }
+
+    /// Deletes leftovers of interrupted writes in `tmp/` older than `min_age`.
+    pub fn clean_tmp(&self, min_age: std::time::Duration) -> Result<()> {
+        let dir = self.root.join("tmp");
+        for e in fs::read_dir(&dir).ctx(&dir)? {
+            let e = e.ctx(&dir)?;
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|a| a >= min_age);
+            if old {
+                let p = e.path();
+                let _ = if p.is_dir() { fs::remove_dir_all(p) } else { fs::remove_file(p) };
+            }
+        }
+        Ok(())
+    }
+
+    fn pack_file(&self, id: PackId, path: &Path) -> Result<Arc<File>> {
+        let mut m = self.open.lock().expect("not poisoned");
+        if let Some(f) = m.get(&id) {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(File::open(path).map_err(|e| not_found(path, e))?);
+        if m.len() >= OPEN_PACKS {
+            m.clear();
+        }
+        m.insert(id, f.clone());
+        Ok(f)
+    }
+
+    fn list_dir(&self, kind: FileKind, dir: &Path, out: &mut Vec<Stat>) -> Result<()> {
+        for e in fs::read_dir(dir).ctx(dir)? {
+            let e = e.ctx(dir)?;
+            let Some(name) = e.file_name().to_str().and_then(parse_name) else { continue };
+            let h = Handle::new(kind, name);
+            // A pack in the wrong `packs/<xy>/` is not at its name: not listed.
+            if kind == FileKind::Pack && self.handle_path(h) != e.path() {
+                continue;
+            }
+            let size = e.metadata().ctx(e.path())?.len();
+            out.push(Stat { handle: h, size, md5: None });
+        }
+        Ok(())
+    }
+}
+
+impl Store for LocalStore {
+    fn location(&self, h: Handle) -> String {
+        self.handle_path(h).display().to_string()
+    }
+
+    fn put(&self, h: Handle, bytes: &[u8]) -> Result<()> {
+        let (tmp, mut f) = self.temp_file()?;
+        let r = f.write_all(bytes).and_then(|_| f.sync_all()).ctx(&tmp);
+        drop(f);
+        if let Err(e) = r {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        self.publish_handle(&tmp, h)
+    }
+
+    fn get(&self, h: Handle) -> Result<Vec<u8>> {
+        let p = self.handle_path(h);
+        fs::read(&p).map_err(|e| not_found(&p, e))
+    }
+
+    fn get_range(&self, h: Handle, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let p = self.handle_path(h);
+        let f = match h {
+            Handle::Pack(id) => self.pack_file(id, &p)?,
+            _ => Arc::new(File::open(&p).map_err(|e| not_found(&p, e))?),
+        };
+        let mut buf = vec![0u8; len];
+        read_exact_at(&f, &mut buf, offset, &p)?;
+        Ok(buf)
+    }
+
+    fn size(&self, h: Handle) -> Result<Option<u64>> {
+        let p = self.handle_path(h);
+        match fs::metadata(&p) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(p, e)),
+        }
+    }
+
+    fn list(&self, kind: FileKind) -> Result<Vec<Stat>> {
+        let mut out = Vec::new();
+        match kind {
+            FileKind::Config => {
+                if let Some(size) = self.size(Handle::Config)? {
+                    out.push(Stat { handle: Handle::Config, size, md5: None });
+                }
+            }
+            FileKind::Pack => {
+                let base = self.root.join("packs");
+                for e in fs::read_dir(&base).ctx(&base)? {
+                    let e = e.ctx(&base)?;
+                    if e.file_type().ctx(e.path())?.is_dir() {
+                        self.list_dir(kind, &e.path(), &mut out)?;
+                    }
+                }
+            }
+            _ => self.list_dir(kind, &self.root.join(kind.dir()), &mut out)?,
+        }
+        out.sort_by(|a, b| a.handle.cmp(&b.handle));
+        Ok(out)
+    }
+
+    fn remove(&self, h: Handle) -> Result<()> {
+        let p = self.handle_path(h);
+        if let Handle::Pack(id) = h {
+            self.open.lock().expect("not poisoned").remove(&id);
+        }
+        match fs::remove_file(&p) {
+            Ok(()) => fsync_dir(p.parent().expect("has parent")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(p, e)),
+        }
+    }
+
+    fn local_dir(&self) -> Option<&Path> {
+        Some(&self.root)
+    }
+
+    /// Downloads into a directory under `tmp/` (one rclone run from a remote), then fsyncs and
+    /// publishes each file as `put` would.
+    fn copy_in(&self, from: &dyn Store, handles: &[Handle]) -> Result<()> {
+        if handles.is_empty() {
+            return Ok(());
+        }
+        let dir = self.temp_name("dir");
+        fs::create_dir_all(&dir).ctx(&dir)?;
+        let r = (|| {
+            from.download_to(handles, &dir)?;
+            for h in handles {
+                let p = dir.join(h.rel_path());
+                let f = File::open(&p).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => Error::ObjectNotFound { what: from.location(*h) },
+                    _ => Error::io(&p, e),
+                })?;
+                f.sync_all().ctx(&p)?;
+                self.publish_handle(&p, *h)?;
+            }
+            Ok(())
+        })();
+        let _ = fs::remove_dir_all(&dir);
+        r
+    }
+}
+
+/// `pread` that treats a short read as corruption of `path`.
+pub fn read_exact_at(f: &File, buf: &mut [u8], offset: u64, path: &Path) -> Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => {
+                return Err(Error::corrupt(
+                    path.display().to_string(),
+                    format!("truncated: wanted {} bytes at offset {offset}", buf.len()),
+                ))
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(path, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Reads the last `n` bytes of a file (pack trailers).
+pub fn read_tail(path: &Path, n: usize) -> Result<(Vec<u8>, u64)> {
+    let mut f = File::open(path).ctx(path)?;
+    let size = f.seek(SeekFrom::End(0)).ctx(path)?;
+    if size < n as u64 {
+        return Err(Error::corrupt(path.display().to_string(), format!("only {size} bytes long")));
+    }
+    f.seek(SeekFrom::Start(size - n as u64)).ctx(path)?;
+    let mut buf = vec![0u8; n];
+    f.read_exact(&mut buf).ctx(path)?;
+    Ok((buf, size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_keeps_the_existing_file_and_drops_the_temporary_one() {
+        let d = tempfile::tempdir().unwrap();
+        let s = LocalStore::new(d.path());
+        s.create_layout().unwrap();
+        let name = hex::encode([7u8; 32]);
+        for content in [&b"first"[..], b"other"] {
+            let (tmp, mut f) = s.temp_file().unwrap();
+            f.write_all(content).unwrap();
+            f.sync_all().unwrap();
+            s.publish(&tmp, FileKind::Pack, &name).unwrap();
+            assert!(!tmp.exists());
+        }
+        assert_eq!(fs::read(s.path(FileKind::Pack, &name)).unwrap(), b"first");
+        let (tmp, mut f) = s.temp_file().unwrap();
+        f.write_all(b"longer content").unwrap();
+        assert!(matches!(s.publish(&tmp, FileKind::Pack, &name), Err(Error::Corrupt { .. })));
+        assert!(fs::read_dir(d.path().join("tmp")).unwrap().next().is_none(), "temporary file left behind");
+        assert!(s.publish(&tmp, FileKind::Pack, "not-a-name").is_err());
+    }
+
+    #[test]
+    fn cached_pack_handles_are_dropped_on_remove() {
+        let d = tempfile::tempdir().unwrap();
+        let s = LocalStore::new(d.path());
+        s.create_layout().unwrap();
+        let h = Handle::Pack(PackId([1; 32]));
+        s.put(h, b"0123456789").unwrap();
+        assert_eq!(s.get_range(h, 2, 3).unwrap(), b"234");
+        s.remove(h).unwrap();
+        assert!(matches!(s.get_range(h, 2, 3), Err(Error::ObjectNotFound { .. })));
+        s.put(h, b"abcdefghij").unwrap();
+        assert_eq!(s.get_range(h, 2, 3).unwrap(), b"cde");
+    }
+
+    #[test]
+    fn atomic_creation_leaves_no_temporary_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("repo");
+        let s = LocalStore::create_atomically(&dir, |s| s.put(Handle::Config, b"{}\n")).unwrap();
+        assert_eq!(s.get(Handle::Config).unwrap(), b"{}\n");
+        let names: Vec<_> = fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("repo")]);
+        assert!(!LocalStore::is_absent_or_empty(&dir).unwrap());
+        assert!(LocalStore::is_absent_or_empty(&d.path().join("nothing")).unwrap());
+    }
+}

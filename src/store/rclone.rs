@@ -1,0 +1,307 @@
+//! A remote reached through the real `rclone` binary (found on PATH, or `CAIRN_RCLONE`): one
+//! process per operation, and one per batch where a batch is possible (an upload of many files,
+//! a download of many files, a listing of everything).
+//!
+//! Every failure is an error. rclone's exit codes 3 and 4 ("directory not found", "file not
+//! found") are how an absent object is told from a failed read; an absent remote root lists as
+//! empty (nothing was ever stored there), and any other failed listing is an error, never an
+//! empty remote.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::Deserialize;
+
+use super::{same_name_check, short_object, FileKind, Handle, Inventory, Stat, Store};
+use crate::error::{Error, Result};
+
+/// An rclone target plus flags.
+#[derive(Debug, Clone)]
+pub struct RcloneStore {
+    /// e.g. "gdrive:backups/obd" or ":local:/mnt/usb/obd".
+    pub target: String,
+    /// Extra flags from the config.
+    pub flags: Vec<String>,
+    /// Name used in messages.
+    pub name: String,
+}
+
+#[derive(Deserialize)]
+struct LsEntry {
+    #[serde(rename = "Path")]
+    path: String,
+    #[serde(rename = "Size")]
+    size: i64,
+    #[serde(rename = "IsDir", default)]
+    is_dir: bool,
+    #[serde(rename = "Hashes", default)]
+    hashes: BTreeMap<String, String>,
+}
+
+/// What a failed rclone run means to the caller.
+enum Failure {
+    /// Exit code 3 or 4: the path does not exist.
+    NotFound,
+    /// Anything else, with the message to report.
+    Other(Error),
+}
+
+fn rclone_bin() -> std::ffi::OsString {
+    std::env::var_os("CAIRN_RCLONE").unwrap_or_else(|| "rclone".into())
+}
+
+impl RcloneStore {
+    /// A remote.
+    pub fn new(name: &str, target: &str, flags: &[String]) -> Self {
+        RcloneStore { target: target.trim_end_matches('/').to_string(), flags: flags.to_vec(), name: name.into() }
+    }
+
+    fn join(&self, rel: &str) -> String {
+        if self.target.ends_with(':') {
+            format!("{}{rel}", self.target)
+        } else {
+            format!("{}/{rel}", self.target)
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(rclone_bin());
+        // Pacing for Google Drive's per-second limits unless the user chose their own.
+        if !self.flags.iter().any(|f| f.starts_with("--tpslimit")) {
+            c.arg("--tpslimit=10");
+        }
+        c.args(&self.flags);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Runs rclone, feeding `input` on stdin when given; returns its stdout.
+    fn exec(&self, mut c: Command, what: &str, input: Option<&[u8]>) -> Result<Vec<u8>, Failure> {
+        let spawn_err = |e: std::io::Error| {
+            Failure::Other(Error::Io {
+                path: PathBuf::from("rclone"),
+                err: std::io::Error::new(e.kind(), format!("cannot run rclone (is it installed?): {e}")),
+            })
+        };
+        let out = match input {
+            None => c.output().map_err(spawn_err)?,
+            Some(bytes) => {
+                c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+                let mut child = c.spawn().map_err(spawn_err)?;
+                let mut stdin = child.stdin.take().expect("piped");
+                // Written from another thread: rclone may fill its output pipes before it has
+                // read all of its input.
+                let bytes = bytes.to_vec();
+                let writer = std::thread::spawn(move || stdin.write_all(&bytes));
+                let out = child.wait_with_output().map_err(spawn_err)?;
+                let _ = writer.join();
+                out
+            }
+        };
+        if out.status.success() {
+            return Ok(out.stdout);
+        }
+        if matches!(out.status.code(), Some(3 | 4)) {
+            return Err(Failure::NotFound);
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        let tail = last[last.len().saturating_sub(3)..].join(" | ");
+        Err(Failure::Other(Error::Io {
+            path: PathBuf::from(format!("remote {}", self.name)),
+            err: std::io::Error::other(format!("rclone {what} failed ({}): {tail}", out.status)),
+        }))
+    }
+
+    /// A run where "not found" is an error like any other (uploads).
+    fn run(&self, c: Command, what: &str, input: Option<&[u8]>) -> Result<Vec<u8>> {
+        self.exec(c, what, input).map_err(|f| match f {
+            Failure::NotFound => Error::Io {
+                path: PathBuf::from(format!("remote {}", self.name)),
+                err: std::io::Error::other(format!("rclone {what} failed: directory not found")),
+            },
+            Failure::Other(e) => e,
+        })
+    }
+
+    /// A run that reads `h`: "not found" is the typed error.
+    fn read(&self, c: Command, what: &str, h: Handle) -> Result<Vec<u8>> {
+        self.exec(c, what, None).map_err(|f| match f {
+            Failure::NotFound => Error::ObjectNotFound { what: self.location(h) },
+            Failure::Other(e) => e,
+        })
+    }
+
+    /// `lsjson` of `rel` ("" for the root), with paths made relative to the root. A path that
+    /// does not exist lists as empty.
+    fn lsjson(&self, rel: &str, recursive: bool) -> Result<Vec<(String, u64, Option<String>)>> {
+        let mut c = self.command();
+        c.arg("lsjson");
+        if recursive {
+            c.arg("--recursive");
+        }
+        c.args(["--files-only", "--no-mimetype", "--hash", "--hash-type", "MD5"]);
+        c.arg(if rel.is_empty() { self.target.clone() } else { self.join(rel) });
+        let out = match self.exec(c, "lsjson", None) {
+            Ok(o) => o,
+            Err(Failure::NotFound) => return Ok(Vec::new()),
+            Err(Failure::Other(e)) => return Err(e),
+        };
+        let entries: Vec<LsEntry> = serde_json::from_slice(&out)
+            .map_err(|e| Error::corrupt(format!("rclone lsjson of remote {}", self.name), e.to_string()))?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| !e.is_dir)
+            .map(|e| {
+                let md5 = e.hashes.get("md5").or_else(|| e.hashes.get("MD5")).map(|h| h.to_ascii_lowercase());
+                let path = match (rel, recursive) {
+                    ("", _) => e.path,
+                    (_, true) => format!("{rel}/{}", e.path),
+                    // A listing of one file names just that file.
+                    (_, false) => rel.to_string(),
+                };
+                (path, e.size.max(0) as u64, md5)
+            })
+            .collect())
+    }
+
+    fn stat(&self, h: Handle) -> Result<Option<Stat>> {
+        let rel = h.rel_path();
+        let name = rel.rsplit('/').next().expect("non-empty").to_string();
+        let mut c = self.command();
+        c.args(["lsjson", "--files-only", "--no-mimetype", "--hash", "--hash-type", "MD5"]).arg(self.join(&rel));
+        let out = match self.exec(c, "lsjson", None) {
+            Ok(o) => o,
+            Err(Failure::NotFound) => return Ok(None),
+            Err(Failure::Other(e)) => return Err(e),
+        };
+        let entries: Vec<LsEntry> = serde_json::from_slice(&out)
+            .map_err(|e| Error::corrupt(format!("rclone lsjson of remote {}", self.name), e.to_string()))?;
+        Ok(entries.into_iter().find(|e| !e.is_dir && e.path == name).map(|e| Stat {
+            handle: h,
+            size: e.size.max(0) as u64,
+            md5: e.hashes.get("md5").or_else(|| e.hashes.get("MD5")).map(|h| h.to_ascii_lowercase()),
+        }))
+    }
+}
+
+impl Store for RcloneStore {
+    fn location(&self, h: Handle) -> String {
+        format!("remote {} file {}", self.name, h.rel_path())
+    }
+
+    /// Streams `bytes` into `rclone rcat` after checking the name is free, then confirms the
+    /// upload with a listing of the new object.
+    fn put(&self, h: Handle, bytes: &[u8]) -> Result<()> {
+        let rel = h.rel_path();
+        if let Some(s) = self.stat(h)? {
+            return same_name_check(&self.location(h), s.size, bytes.len() as u64);
+        }
+        let mut c = self.command();
+        c.arg("rcat").arg(self.join(&rel));
+        self.run(c, &format!("rcat {rel}"), Some(bytes))?;
+        match self.stat(h)? {
+            Some(s) if s.size == bytes.len() as u64 => Ok(()),
+            Some(s) => Err(Error::corrupt(
+                self.location(h),
+                format!("after upload: size {}, expected {}", s.size, bytes.len()),
+            )),
+            None => Err(Error::corrupt(self.location(h), "missing after upload")),
+        }
+    }
+
+    fn get(&self, h: Handle) -> Result<Vec<u8>> {
+        let rel = h.rel_path();
+        let mut c = self.command();
+        c.arg("cat").arg(self.join(&rel));
+        self.read(c, &format!("cat {rel}"), h)
+    }
+
+    fn get_range(&self, h: Handle, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let rel = h.rel_path();
+        let mut c = self.command();
+        c.arg("cat").arg(format!("--offset={offset}")).arg(format!("--count={len}")).arg(self.join(&rel));
+        let out = self.read(c, &format!("cat {rel}"), h)?;
+        if out.len() != len {
+            let size = self.stat(h)?.map(|s| s.size).unwrap_or(0);
+            return Err(short_object(&self.location(h), offset, len, size));
+        }
+        Ok(out)
+    }
+
+    fn size(&self, h: Handle) -> Result<Option<u64>> {
+        Ok(self.stat(h)?.map(|s| s.size))
+    }
+
+    fn list(&self, kind: FileKind) -> Result<Vec<Stat>> {
+        if kind == FileKind::Config {
+            return Ok(self.stat(Handle::Config)?.into_iter().collect());
+        }
+        let mut out: Vec<Stat> = self
+            .lsjson(kind.dir(), true)?
+            .into_iter()
+            .filter_map(|(path, size, md5)| {
+                Handle::from_rel_path(&path).filter(|h| h.kind() == kind).map(|handle| Stat { handle, size, md5 })
+            })
+            .collect();
+        out.sort_by(|a, b| a.handle.cmp(&b.handle));
+        Ok(out)
+    }
+
+    /// Deletes one remote file; one that is already gone is fine.
+    fn remove(&self, h: Handle) -> Result<()> {
+        let rel = h.rel_path();
+        let mut c = self.command();
+        c.arg("deletefile").arg(self.join(&rel));
+        match self.exec(c, &format!("deletefile {rel}"), None) {
+            Ok(_) | Err(Failure::NotFound) => Ok(()),
+            // rclone says "is a directory or doesn't exist" with a generic exit code.
+            Err(Failure::Other(e)) => match self.stat(h) {
+                Ok(None) => Ok(()),
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// One listing of the whole remote: objects and foreign files.
+    fn inventory(&self) -> Result<Inventory> {
+        let mut inv = Inventory::default();
+        for (path, size, md5) in self.lsjson("", true)? {
+            match Handle::from_rel_path(&path) {
+                Some(handle) => inv.objects.push(Stat { handle, size, md5 }),
+                None => inv.foreign.push((path, size)),
+            }
+        }
+        Ok(inv)
+    }
+
+    /// From a local directory: one `rclone copy` of every file, never overwriting.
+    fn copy_in(&self, from: &dyn Store, handles: &[Handle]) -> Result<()> {
+        let Some(root) = from.local_dir() else {
+            for h in handles {
+                self.put(*h, &from.get(*h)?)?;
+            }
+            return Ok(());
+        };
+        if handles.is_empty() {
+            return Ok(());
+        }
+        let list: String = handles.iter().map(|h| h.rel_path() + "\n").collect();
+        let mut c = self.command();
+        c.args(["copy", "--immutable", "--no-traverse", "--files-from-raw", "-"]).arg(root).arg(&self.target);
+        self.run(c, "copy", Some(list.as_bytes())).map(|_| ())
+    }
+
+    /// One `rclone copy` of every file into `dir`.
+    fn download_to(&self, handles: &[Handle], dir: &Path) -> Result<()> {
+        if handles.is_empty() {
+            return Ok(());
+        }
+        let list: String = handles.iter().map(|h| h.rel_path() + "\n").collect();
+        let mut c = self.command();
+        c.args(["copy", "--no-traverse", "--files-from-raw", "-"]).arg(&self.target).arg(dir);
+        self.run(c, "copy", Some(list.as_bytes())).map(|_| ())
+    }
+}
