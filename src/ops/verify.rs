@@ -18,7 +18,10 @@ use crate::repo::cache::{read_index_file, Cache};
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, IndexId, PackId};
 use crate::format::manifest::{NodeKind, Snapshot};
-use crate::format::pack::{parse_pack, read_trailer};
+use crate::format::index::PackRecord;
+use crate::format::pack::parse_pack;
+use crate::repo::pack::read_trailer;
+use crate::repo::packer::IndexBatch;
 use crate::repo::{Repo, TreeReader};
 use crate::store::FileKind;
 
@@ -342,30 +345,15 @@ pub fn repair_index(repo: &mut Repo) -> Result<(usize, Vec<(String, String)>)> {
     let _lock = crate::store::lock::Lock::acquire(&repo.store, true, "repair index")?;
     let old = repo.store.list(FileKind::Index)?;
     let mut bad = Vec::new();
-    let mut batch = Vec::new();
-    let mut entries = 0usize;
-    let mut written = Vec::new();
+    let mut index = IndexBatch::new(repo.store.clone(), repo.keys.clone(), None);
     let mut count = 0;
-    let flush = |batch: &mut Vec<crate::format::index::PackRecord>, written: &mut Vec<String>| -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        written.push(crate::format::index::write(&repo.store, &repo.keys, batch)?.to_hex());
-        batch.clear();
-        Ok(())
-    };
     for name in repo.store.list(FileKind::Pack)? {
         let Ok(pack) = name.parse::<PackId>() else { continue };
         let path = repo.store.path(FileKind::Pack, &name);
         match read_trailer(&path, &repo.keys, &pack) {
-            Ok((es, size)) => {
-                entries += es.len();
+            Ok((entries, size)) => {
                 count += 1;
-                batch.push(crate::format::index::PackRecord { id: pack, size, entries: es });
-                if entries >= 65536 {
-                    flush(&mut batch, &mut written)?;
-                    entries = 0;
-                }
+                index.push(PackRecord { id: pack, size, entries })?;
             }
             Err(e) => bad.push((name, e.to_string())),
         }
@@ -380,11 +368,11 @@ pub fn repair_index(repo: &mut Repo) -> Result<(usize, Vec<(String, String)>)> {
         let Ok(records) = read_index_file(&repo.store, &repo.keys, &id) else { continue };
         for r in records {
             if unreadable.contains(r.id.to_hex().as_str()) && carried.insert(r.id) {
-                batch.push(r);
+                index.push(r)?;
             }
         }
     }
-    flush(&mut batch, &mut written)?;
+    let written: Vec<String> = index.finish()?.iter().map(|id| id.to_hex()).collect();
     for o in old {
         if !written.contains(&o) {
             repo.store.remove(FileKind::Index, &o)?;
