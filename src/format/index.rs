@@ -2,10 +2,10 @@
 //! `seal(Index, 0, version u8 || u32le pack count || (pack id || u64le size || entries)*)`;
 //! format-spec/index.md.
 
-use crate::format::crypto::{Keys, ObjectKind};
 use crate::error::{Error, Result};
-use crate::id::PackId;
+use crate::format::crypto::{Keys, ObjectKind};
 use crate::format::pack::{encode_entries, Entry, Reader};
+use crate::id::PackId;
 
 /// Version byte of the index plaintext.
 pub const INDEX_VERSION: u8 = 1;

@@ -111,9 +111,9 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
     let tree_cutter = repo.cutter("tree");
     // The walker asks its own connection: the main thread's cache is busy indexing.
     let is_stored: Option<walk::IsStored> =
-        Cache::open(&repo.store.root().join("cache").join("cache.sqlite"), repo.config.id).ok().map(|c| {
-            Box::new(move |id: &crate::id::ChunkId| c.contains(id).unwrap_or(false)) as walk::IsStored
-        });
+        Cache::open(&repo.store.root().join("cache").join("cache.sqlite"), repo.config.id)
+            .ok()
+            .map(|c| Box::new(move |id: &crate::id::ChunkId| c.contains(id).unwrap_or(false)) as walk::IsStored);
     let time = chrono::Local::now();
     let (rx, walker_thread) = walk::spawn(
         source,

@@ -344,7 +344,7 @@ impl Walker {
         }
         // The parent's chunks must still be stored, or the file is read again.
         match &self.is_stored {
-            Some(stored) => prev.chunks.iter().all(|id| stored(id)),
+            Some(stored) => prev.chunks.iter().all(stored),
             None => false,
         }
     }
@@ -490,4 +490,3 @@ fn stable(before: &std::fs::Metadata, after: &std::fs::Metadata, read: u64, path
         Err(_) => Some("disappeared while being read"),
     }
 }
-
