@@ -315,7 +315,7 @@ mod tests {
         let entries = (0..n as u32)
             .map(|i| Entry { id: chunk(first + i, 0).0, offset: 8 + i * 10, stored_len: 10, raw_len: 5 })
             .collect();
-        PackRecord { id: PackId([first as u8; 32]), size: 8 + 10 * n as u64, entries }
+        PackRecord { id: PackId(chunk(first, 0).0 .0), size: 8 + 10 * n as u64, entries }
     }
 
     #[test]
@@ -377,17 +377,19 @@ mod tests {
         let f = fixture();
         let mut batch = IndexBatch::new(f.store.clone(), f.keys.clone(), None);
         let half = INDEX_FLUSH_ENTRIES / 2;
+        let short = INDEX_FLUSH_ENTRIES - 1;
         assert!(batch.push(record(0, half)).unwrap().is_empty());
-        assert!(batch.push(record(half as u32, half - 1)).unwrap().is_empty());
+        assert!(batch.push(record(half as u32, short - half)).unwrap().is_empty());
         assert!(names(&f.store, FileKind::Index).is_empty(), "one entry short of the threshold");
-        let flushed = batch.push(record(2 * half as u32, 1)).unwrap();
+        let flushed = batch.push(record(short as u32, 1)).unwrap();
         assert_eq!(flushed.iter().map(|r| r.entries.len()).sum::<usize>(), INDEX_FLUSH_ENTRIES);
         assert_eq!(names(&f.store, FileKind::Index).len(), 1);
-        assert!(batch.push(record(3 * half as u32, 10)).unwrap().is_empty());
+        let after = INDEX_FLUSH_ENTRIES as u32;
+        assert!(batch.push(record(after, 10)).unwrap().is_empty());
         let written = batch.finish().unwrap();
         assert_eq!(written.len(), 2);
         let last = crate::repo::cache::read_index_file(&f.store, &f.keys, &written[1]).unwrap();
-        assert_eq!(last, vec![record(3 * half as u32, 10)]);
+        assert_eq!(last, vec![record(after, 10)]);
     }
 
     #[test]
