@@ -2,12 +2,10 @@
 //! `seal(Index, 0, version u8 || u32le pack count || (pack id || u64le size || entries)*)`;
 //! format-spec/index.md.
 
-use crate::format::crypto::{Keys, ObjectKind};
 use crate::error::{Error, Result};
-use crate::id::PackId;
-use crate::id::{content_hash, IndexId};
+use crate::format::crypto::{Keys, ObjectKind};
 use crate::format::pack::{encode_entries, Entry, Reader};
-use crate::store::{Handle, Store};
+use crate::id::PackId;
 
 /// Version byte of the index plaintext.
 pub const INDEX_VERSION: u8 = 1;
@@ -66,12 +64,4 @@ pub fn seal(keys: &Keys, packs: &[PackRecord]) -> Vec<u8> {
 pub fn open(keys: &Keys, sealed: &[u8], what: &dyn Fn() -> String) -> Result<Vec<PackRecord>> {
     let plain = keys.open(ObjectKind::Index, &[0; 32], sealed, what)?;
     decode(&plain, what)
-}
-
-/// Seals `packs` and writes them as a new index file named by its content hash.
-pub fn write(store: &dyn Store, keys: &Keys, packs: &[PackRecord]) -> Result<IndexId> {
-    let sealed = seal(keys, packs);
-    let id = IndexId(content_hash(&sealed));
-    store.put(Handle::Index(id), &sealed)?;
-    Ok(id)
 }

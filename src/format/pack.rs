@@ -3,14 +3,9 @@
 //!
 //! `"CAIRNPK\x01" || blob* || seal(trailer) || u32le len(seal(trailer)) || "CAIRNEND"`
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
-
+use crate::error::{Error, Result};
 use crate::format::crypto::{Keys, ObjectKind};
-use crate::error::{Error, IoContext, Result};
 use crate::id::{ChunkId, PackId};
-use crate::store::{read_tail, FileKind, LocalStore};
 
 /// First bytes of every pack (the last byte is the pack format version).
 pub const PACK_MAGIC: &[u8; 8] = b"CAIRNPK\x01";
@@ -111,6 +106,13 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Encodes a trailer plaintext: the version byte, then the entries.
+pub fn encode_trailer(entries: &[Entry]) -> Vec<u8> {
+    let mut plain = vec![TRAILER_VERSION];
+    encode_entries(&mut plain, entries);
+    plain
+}
+
 /// Decodes a trailer plaintext and checks that its entries tile the pack body exactly.
 pub fn decode_trailer(plain: &[u8], body_end: u64, what: &dyn Fn() -> String) -> Result<Vec<Entry>> {
     let mut r = Reader::new(plain, what);
@@ -136,6 +138,15 @@ pub fn decode_trailer(plain: &[u8], body_end: u64, what: &dyn Fn() -> String) ->
     Ok(entries)
 }
 
+/// Encodes what follows the last chunk: the sealed trailer, its length, the end marker.
+pub fn encode_tail(sealed_trailer: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(sealed_trailer.len() + 12);
+    out.extend_from_slice(sealed_trailer);
+    out.extend_from_slice(&(sealed_trailer.len() as u32).to_le_bytes());
+    out.extend_from_slice(PACK_END);
+    out
+}
+
 /// Parses the tail of a pack of total size `size`: returns the sealed trailer's position.
 pub fn parse_tail(tail: &[u8], size: u64, what: &dyn Fn() -> String) -> Result<(u64, u32)> {
     if tail.len() < 12 || &tail[tail.len() - 8..] != PACK_END {
@@ -147,17 +158,6 @@ pub fn parse_tail(tail: &[u8], size: u64, what: &dyn Fn() -> String) -> Result<(
         return Err(Error::corrupt(what(), format!("trailer length {len} exceeds pack size {size}")));
     }
     Ok((size - 12 - len as u64, len))
-}
-
-/// Reads, opens and checks a pack's trailer without reading its chunks, from a local file.
-pub fn read_trailer(path: &Path, keys: &Keys, pack: &PackId) -> Result<(Vec<Entry>, u64)> {
-    let (_, size) = read_tail(path, 12)?;
-    let f = File::open(path).ctx(path)?;
-    read_trailer_with(size, keys, pack, &|offset, len| {
-        let mut buf = vec![0u8; len];
-        crate::store::read_exact_at(&f, &mut buf, offset, path)?;
-        Ok(buf)
-    })
 }
 
 /// Reads, opens and checks the trailer of a pack of `size` bytes through `read(offset, len)`
@@ -191,85 +191,4 @@ pub fn parse_pack(bytes: &[u8], keys: &Keys, what: &dyn Fn() -> String) -> Resul
     let sealed = &bytes[start as usize..start as usize + len as usize];
     let plain = keys.open(ObjectKind::PackTrailer, &[0; 32], sealed, what)?;
     decode_trailer(&plain, start, what)
-}
-
-/// Writes one pack to a temporary file, hashing as it goes.
-pub struct PackWriter {
-    tmp: PathBuf,
-    out: BufWriter<File>,
-    len: u64,
-    entries: Vec<Entry>,
-}
-
-/// A pack that has been published.
-#[derive(Debug)]
-pub struct WrittenPack {
-    /// Its id (= file name).
-    pub id: PackId,
-    /// Its size in bytes.
-    pub size: u64,
-    /// Its chunks.
-    pub entries: Vec<Entry>,
-}
-
-impl PackWriter {
-    /// Starts a pack in the store's `tmp/`.
-    pub fn new(store: &LocalStore) -> Result<Self> {
-        let (tmp, f) = store.temp_file()?;
-        let mut w = PackWriter { tmp, out: BufWriter::with_capacity(1 << 20, f), len: 0, entries: Vec::new() };
-        w.write(PACK_MAGIC)?;
-        Ok(w)
-    }
-
-    fn write(&mut self, b: &[u8]) -> Result<()> {
-        self.out.write_all(b).ctx(&self.tmp)?;
-        self.len += b.len() as u64;
-        Ok(())
-    }
-
-    /// Bytes written so far.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    /// Whether no chunk was added.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// Appends a sealed chunk.
-    pub fn add(&mut self, id: ChunkId, sealed: &[u8], raw_len: u32) -> Result<()> {
-        if self.len + sealed.len() as u64 + (1 << 20) > MAX_PACK {
-            return Err(Error::Invalid("pack would exceed 4 GiB".into()));
-        }
-        let offset = self.len as u32;
-        self.write(sealed)?;
-        self.entries.push(Entry { id, offset, stored_len: sealed.len() as u32, raw_len });
-        Ok(())
-    }
-
-    /// Writes the trailer, fsyncs, and publishes the pack under its content hash.
-    pub fn finish(mut self, store: &LocalStore, keys: &Keys) -> Result<WrittenPack> {
-        let mut plain = vec![TRAILER_VERSION];
-        encode_entries(&mut plain, &self.entries);
-        let sealed = keys.seal(ObjectKind::PackTrailer, &[0; 32], &plain);
-        self.write(&sealed)?;
-        self.write(&(sealed.len() as u32).to_le_bytes())?;
-        self.write(PACK_END)?;
-        let f = self.out.into_inner().map_err(|e| Error::io(&self.tmp, e.into_error()))?;
-        f.sync_all().ctx(&self.tmp)?;
-        drop(f);
-        // The id is hashed from the bytes read back from the file, in large blocks (BLAKE3's SIMD
-        // path) and on the finishing thread: it names what the disk returned, not what we meant.
-        let mut h = blake3::Hasher::new();
-        h.update_reader(std::fs::File::open(&self.tmp).ctx(&self.tmp)?).ctx(&self.tmp)?;
-        let id = PackId(*h.finalize().as_bytes());
-        store.publish(&self.tmp, FileKind::Pack, &id.to_hex())?;
-        Ok(WrittenPack { id, size: self.len, entries: self.entries })
-    }
-
-    /// Drops the temporary file (on error paths).
-    pub fn abandon(self) {
-        let _ = std::fs::remove_file(&self.tmp);
-    }
 }

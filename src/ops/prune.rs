@@ -17,10 +17,11 @@ use serde::Serialize;
 use crate::repo::cache::read_index_file;
 use crate::error::{Error, Result};
 use crate::id::{content_hash, ChunkId, IndexId, PackId, SnapshotId};
-use crate::format::index::{self, PackRecord};
+use crate::format::index::PackRecord;
 use crate::store::lock::Lock;
 use crate::format::manifest::{NodeKind, Snapshot};
-use crate::format::pack::{parse_pack, PackWriter};
+use crate::format::pack::parse_pack;
+use crate::repo::packer::{IndexBatch, Packer};
 use crate::repo::Repo;
 use crate::ops::retention::{self, Decision};
 use crate::store::{Handle, Store, StoreExt};
@@ -208,10 +209,9 @@ pub fn prune(repo: &mut Repo, opts: PruneOptions) -> Result<PruneReport> {
         return Ok(report);
     }
 
-    // (1) Repack.
+    // (1) Repack. The packer publishes every new pack before `finish` returns; it indexes none.
     let reader = repo.chunk_reader();
-    let mut new_records: Vec<PackRecord> = Vec::new();
-    let mut writer: Option<PackWriter> = None;
+    let mut packer = Packer::new(repo.store.clone(), repo.keys.clone(), repo.config.pack_size, None);
     let mut copied: HashSet<ChunkId> = HashSet::new();
     for p in &repack {
         let bytes = repo.store.get(Handle::Pack(*p))?;
@@ -227,28 +227,12 @@ pub fn prune(repo: &mut Repo, opts: PruneOptions) -> Result<PruneReport> {
             // Sealed bytes move as they are (the AAD binds the chunk id, not the pack), after a
             // check, so repacking never copies damage forward silently.
             reader.decode(&e.id, p, sealed, e.raw_len)?;
-            if writer.is_none() {
-                writer = Some(PackWriter::new(&repo.store)?);
-            }
-            let w = writer.as_mut().expect("set");
-            w.add(e.id, sealed, e.raw_len)?;
+            packer.add(e.id, sealed, e.raw_len)?;
             copied.insert(e.id);
-            if w.len() >= repo.config.pack_size {
-                let done = writer.take().expect("set").finish(&repo.store, &repo.keys)?;
-                report.bytes_written += done.size;
-                new_records.push(PackRecord { id: done.id, size: done.size, entries: done.entries });
-            }
         }
     }
-    if let Some(w) = writer.take() {
-        if w.is_empty() {
-            w.abandon();
-        } else {
-            let done = w.finish(&repo.store, &repo.keys)?;
-            report.bytes_written += done.size;
-            new_records.push(PackRecord { id: done.id, size: done.size, entries: done.entries });
-        }
-    }
+    let new_records = packer.finish()?;
+    report.bytes_written = new_records.iter().map(|r| r.size).sum();
     report.packs_written = new_records.len();
     // A trailer that disagrees with the index could hide a live chunk from the copy loop; nothing
     // is deleted unless every live chunk of a repacked pack was copied.
@@ -267,21 +251,11 @@ pub fn prune(repo: &mut Repo, opts: PruneOptions) -> Result<PruneReport> {
     // (2) New index files for every pack that stays.
     let mut all: Vec<PackRecord> = keep.iter().map(|p| packs[p].clone()).collect();
     all.extend(new_records);
-    let mut written = HashSet::new();
-    let mut batch = Vec::new();
-    let mut n = 0;
+    let mut index = IndexBatch::new(repo.store.clone(), repo.keys.clone(), None);
     for r in all {
-        n += r.entries.len();
-        batch.push(r);
-        if n >= 65536 {
-            written.insert(write_index(repo, &batch)?);
-            batch.clear();
-            n = 0;
-        }
+        index.push(r)?;
     }
-    if !batch.is_empty() {
-        written.insert(write_index(repo, &batch)?);
-    }
+    let written: HashSet<String> = index.finish()?.iter().map(|id| id.to_hex()).collect();
     // (3) Old index files.
     for name in &index_names {
         if !written.contains(name) {
@@ -303,10 +277,6 @@ pub fn prune(repo: &mut Repo, opts: PruneOptions) -> Result<PruneReport> {
     report.bytes_freed = report.bytes_deleted as i64 - report.bytes_written as i64;
     report.duration_s = start.elapsed().as_secs_f64();
     Ok(report)
-}
-
-fn write_index(repo: &Repo, records: &[PackRecord]) -> Result<String> {
-    Ok(index::write(&repo.store, &repo.keys, records)?.to_hex())
 }
 
 /// Marks a pre-change snapshot verified: writes a copy with `verified_by` and `verified_date`

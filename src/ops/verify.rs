@@ -18,7 +18,9 @@ use crate::repo::cache::{read_index_file, Cache};
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, IndexId, PackId};
 use crate::format::manifest::{NodeKind, Snapshot};
+use crate::format::index::PackRecord;
 use crate::format::pack::parse_pack;
+use crate::repo::packer::IndexBatch;
 use crate::repo::{Repo, TreeReader};
 use crate::store::{Handle, Store, StoreExt};
 
@@ -333,29 +335,14 @@ pub fn repair_index(repo: &mut Repo) -> Result<(usize, Vec<(String, String)>)> {
     let _lock = crate::store::lock::Lock::acquire(&repo.store, true, "repair index")?;
     let old: Vec<String> = repo.store.index_ids()?.iter().map(IndexId::to_hex).collect();
     let mut bad = Vec::new();
-    let mut batch = Vec::new();
-    let mut entries = 0usize;
-    let mut written = Vec::new();
+    let mut index = IndexBatch::new(repo.store.clone(), repo.keys.clone(), None);
     let mut count = 0;
-    let flush = |batch: &mut Vec<crate::format::index::PackRecord>, written: &mut Vec<String>| -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        written.push(crate::format::index::write(&repo.store, &repo.keys, batch)?.to_hex());
-        batch.clear();
-        Ok(())
-    };
     for pack in repo.store.pack_ids()? {
         let name = pack.to_hex();
         match repo.pack_trailer(&pack) {
-            Ok((es, size)) => {
-                entries += es.len();
+            Ok((entries, size)) => {
                 count += 1;
-                batch.push(crate::format::index::PackRecord { id: pack, size, entries: es });
-                if entries >= 65536 {
-                    flush(&mut batch, &mut written)?;
-                    entries = 0;
-                }
+                index.push(PackRecord { id: pack, size, entries })?;
             }
             Err(e) => bad.push((name, e.to_string())),
         }
@@ -370,11 +357,11 @@ pub fn repair_index(repo: &mut Repo) -> Result<(usize, Vec<(String, String)>)> {
         let Ok(records) = read_index_file(&repo.store, &repo.keys, &id) else { continue };
         for r in records {
             if unreadable.contains(r.id.to_hex().as_str()) && carried.insert(r.id) {
-                batch.push(r);
+                index.push(r)?;
             }
         }
     }
-    flush(&mut batch, &mut written)?;
+    let written: Vec<String> = index.finish()?.iter().map(|id| id.to_hex()).collect();
     for o in old {
         if !written.contains(&o) {
             repo.store.remove(Handle::Index(o.parse().expect("listed names are hex")))?;

@@ -7,6 +7,10 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 pub mod cache;
+pub mod chunks;
+pub mod pack;
+pub mod packer;
+pub mod tree;
 
 use crate::format::blob;
 use crate::repo::cache::{Cache, Location};

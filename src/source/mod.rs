@@ -1,7 +1,9 @@
-//! Sources that need more than reading files: a consistent SQLite copy, a `pg_dump` stream, a
-//! command's output. Each yields something `backup::snapshot` can read, plus facts to record.
+//! What a snapshot reads: the file-tree walk, and sources that need more than reading files (a
+//! consistent SQLite copy, a `pg_dump` stream, a command's output), each yielding something the
+//! walk can read, plus facts to record.
 
 pub mod process;
 pub mod sqlite;
+pub mod walk;
 
 pub use process::ChildReader;

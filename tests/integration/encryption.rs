@@ -674,7 +674,7 @@ fn chunk_ids_are_keyed_per_repository() {
             for pack in cairn::store::StoreExt::pack_ids(&r.store).unwrap() {
                 let name = pack.to_hex();
                 let path = r.store.path(cairn::store::FileKind::Pack, &name);
-                let (entries, _) = cairn::format::pack::read_trailer(&path, &r.keys, &pack).unwrap();
+                let (entries, _) = cairn::repo::pack::read_trailer(&path, &r.keys, &pack).unwrap();
                 for e in entries {
                     // Keyed: the id is not the plain BLAKE3 of the chunk.
                     let loc = r.cache.lookup(&e.id).unwrap().unwrap();

@@ -24,7 +24,8 @@ use cairn::id::{content_hash, ChunkId, PackId, SnapshotId};
 use cairn::format::index::{self, PackRecord};
 use cairn::format::keyfile::{KdfParams, KeyFile};
 use cairn::format::manifest::{path_cmp, Node, NodeError, NodeKind, RecordParser, Snapshot, SnapshotKind, Stats};
-use cairn::format::pack::{self, Entry, PackWriter};
+use cairn::format::pack::{self, Entry};
+use cairn::repo::pack::{read_trailer, PackWriter};
 use cairn::format::repo_config::default_chunkers;
 use cairn::store::LocalStore;
 
@@ -665,7 +666,7 @@ fn pack() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("pack");
         std::fs::write(&p, &bytes).unwrap();
-        let (tr, size) = pack::read_trailer(&p, &keys, &PackId(content_hash(&bytes))).unwrap();
+        let (tr, size) = read_trailer(&p, &keys, &PackId(content_hash(&bytes))).unwrap();
         assert_eq!((tr, size), (want.clone(), bytes.len() as u64));
         for (e, chunk) in want.iter().zip(field(&c, "chunks").as_array().unwrap()) {
             let sealed = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];

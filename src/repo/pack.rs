@@ -1,0 +1,126 @@
+//! Pack files on disk: writing one through `tmp/` and reading a published pack's trailer. The
+//! byte grammar is `format::pack`; this module only moves those bytes to and from files.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::crypto::{Keys, ObjectKind};
+use crate::format::pack::{decode_trailer, encode_tail, encode_trailer, parse_tail, Entry, MAX_PACK, PACK_MAGIC};
+use crate::id::{ChunkId, PackId};
+use crate::store::{read_exact_at, read_tail, FileKind, LocalStore};
+
+/// Reads, opens and checks a pack's trailer without reading its chunks.
+pub fn read_trailer(path: &Path, keys: &Keys, pack: &PackId) -> Result<(Vec<Entry>, u64)> {
+    let what = || format!("pack {}", pack);
+    let (tail, size) = read_tail(path, 12)?;
+    let (start, len) = parse_tail(&tail, size, &what)?;
+    let f = File::open(path).ctx(path)?;
+    let mut sealed = vec![0u8; len as usize];
+    read_exact_at(&f, &mut sealed, start, path)?;
+    let plain = keys.open(ObjectKind::PackTrailer, &[0; 32], &sealed, &|| format!("trailer of pack {pack}"))?;
+    let head = {
+        let mut h = [0u8; 8];
+        read_exact_at(&f, &mut h, 0, path)?;
+        h
+    };
+    if &head != PACK_MAGIC {
+        return Err(Error::corrupt(what(), "bad pack magic"));
+    }
+    Ok((decode_trailer(&plain, start, &|| format!("trailer of pack {pack}"))?, size))
+}
+
+/// Writes one pack to a temporary file. Dropping it unfinished removes the temporary file.
+pub struct PackWriter {
+    tmp: PathBuf,
+    out: Option<BufWriter<File>>,
+    len: u64,
+    entries: Vec<Entry>,
+    published: bool,
+}
+
+/// A pack that has been published.
+#[derive(Debug)]
+pub struct WrittenPack {
+    /// Its id (= file name).
+    pub id: PackId,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its chunks.
+    pub entries: Vec<Entry>,
+}
+
+impl PackWriter {
+    /// Starts a pack in the store's `tmp/`.
+    pub fn new(store: &LocalStore) -> Result<Self> {
+        let (tmp, f) = store.temp_file()?;
+        let mut w = PackWriter {
+            tmp,
+            out: Some(BufWriter::with_capacity(1 << 20, f)),
+            len: 0,
+            entries: Vec::new(),
+            published: false,
+        };
+        w.write(PACK_MAGIC)?;
+        Ok(w)
+    }
+
+    fn write(&mut self, b: &[u8]) -> Result<()> {
+        self.out.as_mut().expect("open until finished").write_all(b).ctx(&self.tmp)?;
+        self.len += b.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether no chunk was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Appends a sealed chunk.
+    pub fn add(&mut self, id: ChunkId, sealed: &[u8], raw_len: u32) -> Result<()> {
+        if self.len + sealed.len() as u64 + (1 << 20) > MAX_PACK {
+            return Err(Error::Invalid("pack would exceed 4 GiB".into()));
+        }
+        let offset = self.len as u32;
+        self.write(sealed)?;
+        self.entries.push(Entry { id, offset, stored_len: sealed.len() as u32, raw_len });
+        Ok(())
+    }
+
+    /// Writes the trailer, fsyncs, and publishes the pack under its content hash. On error
+    /// nothing is published and the temporary file is removed.
+    pub fn finish(mut self, store: &LocalStore, keys: &Keys) -> Result<WrittenPack> {
+        let sealed = keys.seal(ObjectKind::PackTrailer, &[0; 32], &encode_trailer(&self.entries));
+        self.write(&encode_tail(&sealed))?;
+        let out = self.out.take().expect("open until finished");
+        let f = out.into_inner().map_err(|e| Error::io(&self.tmp, e.into_error()))?;
+        f.sync_all().ctx(&self.tmp)?;
+        drop(f);
+        // The id is hashed from the bytes read back from the file, in large blocks (BLAKE3's SIMD
+        // path) and on the finishing thread: it names what the disk returned, not what we meant.
+        let mut h = blake3::Hasher::new();
+        h.update_reader(File::open(&self.tmp).ctx(&self.tmp)?).ctx(&self.tmp)?;
+        let id = PackId(*h.finalize().as_bytes());
+        store.publish(&self.tmp, FileKind::Pack, &id.to_hex())?;
+        self.published = true;
+        Ok(WrittenPack { id, size: self.len, entries: std::mem::take(&mut self.entries) })
+    }
+
+    /// Drops the temporary file (on error paths); the same as dropping the writer.
+    pub fn abandon(self) {}
+}
+
+impl Drop for PackWriter {
+    fn drop(&mut self) {
+        if !self.published {
+            self.out.take();
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}

@@ -1,0 +1,492 @@
+//! Reading a snapshot's source: the file-tree walk (sorted, with excludes, metadata capture and
+//! the parent's unchanged files reused), or one byte stream. A thread walks and sends batches of
+//! events (nodes and chunk bytes, a few MiB at a time) over a bounded channel, in tree order.
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use globset::GlobSet;
+
+use crate::error::{Error, Result};
+use crate::format::chunker::{Cutter, StreamChunker};
+use crate::format::manifest::{check_safe_path, path_cmp, Node, NodeError, NodeKind};
+use crate::id::ChunkId;
+
+/// Bytes of chunk data per batch handed from the walker to the hashing stage.
+const BATCH_BYTES: usize = 2 << 20;
+/// Attempts at reading a file that changes underneath us.
+const READ_ATTEMPTS: usize = 3;
+
+/// What to snapshot.
+pub enum Source {
+    /// Files and directories.
+    Paths(Vec<PathBuf>),
+    /// A byte stream stored as one file called `name`.
+    Reader {
+        /// File name inside the snapshot.
+        name: String,
+        /// The stream.
+        reader: Box<dyn Read + Send>,
+    },
+}
+
+/// One step of the walk, in tree order.
+pub(crate) enum Ev {
+    /// A directory, a symlink, or a file whose parent-snapshot chunks are reused.
+    Node(Node),
+    /// A file whose content follows as `Chunk`s, then `FileEnd`.
+    FileStart(Node),
+    /// The next chunk of the current file.
+    Chunk(Vec<u8>),
+    /// The current file ended after `size` bytes.
+    FileEnd { size: u64, outcome: FileOutcome },
+    /// An entry that could not be read (recorded in the snapshot).
+    Error(NodeError),
+}
+
+/// What the walker sends: a batch of events, or the error that ends the walk.
+pub(crate) type Batch = Result<Vec<Ev>>;
+
+/// How a file read ended.
+pub(crate) enum FileOutcome {
+    /// Read whole and stable: keep it.
+    Stored,
+    /// Changed while being read: drop what was sent, a new `FileStart` follows.
+    Retry,
+    /// Given up on, with the reason.
+    Failed(String),
+}
+
+/// The parent snapshot's tree, read in tree order.
+pub(crate) type ParentTree = Box<dyn Iterator<Item = Result<Node>> + Send>;
+/// Whether a chunk is still stored in the repository.
+pub(crate) type IsStored = Box<dyn Fn(&ChunkId) -> bool + Send>;
+
+/// How to walk.
+pub(crate) struct WalkOptions {
+    /// Cuts file content into chunks.
+    pub cutter: Cutter,
+    /// Cut SQLite files at page boundaries.
+    pub sqlite_detect: bool,
+    /// Read every file even if it looks unchanged.
+    pub force_read: bool,
+    /// Paths matching these are skipped (matched against the in-snapshot path).
+    pub excludes: Option<GlobSet>,
+    /// The parent snapshot's tree: files unchanged since it reuse its chunks.
+    pub parent: Option<ParentTree>,
+    /// Without it, no file counts as unchanged.
+    pub is_stored: Option<IsStored>,
+    /// Modification time recorded for a stream source.
+    pub stream_mtime_ns: i64,
+}
+
+/// Resolved paths of a source.
+pub(crate) struct Roots {
+    /// (absolute path, name in the snapshot), sorted by name.
+    pub roots: Vec<(PathBuf, Vec<u8>)>,
+    /// What the snapshot records as its paths.
+    pub recorded: Vec<String>,
+}
+
+/// Checks a source before anything is locked or written: a missing path, two paths that would
+/// get the same name, or a bad stream name is a clean error.
+pub(crate) fn resolve(source: &Source) -> Result<Roots> {
+    match source {
+        Source::Paths(paths) => {
+            if paths.is_empty() {
+                return Err(Error::Invalid("no paths given".into()));
+            }
+            let mut v = Vec::new();
+            for p in paths {
+                std::fs::symlink_metadata(p).map_err(|e| Error::io(p, e))?;
+                v.push(source_root(p)?);
+            }
+            v.sort_by(|a, b| a.1.cmp(&b.1));
+            for w in v.windows(2) {
+                if w[0].1 == w[1].1 {
+                    return Err(Error::Invalid(format!(
+                        "{} and {} would both be stored as {:?}; snapshot them separately",
+                        w[0].0.display(),
+                        w[1].0.display(),
+                        String::from_utf8_lossy(&w[0].1)
+                    )));
+                }
+            }
+            let recorded = v.iter().map(|(abs, _)| abs.display().to_string()).collect();
+            Ok(Roots { roots: v, recorded })
+        }
+        Source::Reader { name, .. } => {
+            check_safe_path(name.as_bytes()).map_err(|e| Error::Invalid(format!("stdin name {name:?}: {e}")))?;
+            if name.contains('/') {
+                return Err(Error::Invalid(format!("stdin name {name:?} must not contain '/'")));
+            }
+            Ok(Roots { roots: Vec::new(), recorded: vec![format!("<stdin>/{name}")] })
+        }
+    }
+}
+
+/// Starts the walk of `source` (resolved to `roots`) on its own thread. Dropping the receiver
+/// stops it. A panic of the thread ends the stream early: the caller must treat a thread that
+/// did not join cleanly as an incomplete source.
+pub(crate) fn spawn(source: Source, roots: Roots, opts: WalkOptions) -> (Receiver<Batch>, JoinHandle<()>) {
+    let (tx, rx): (Sender<Batch>, Receiver<Batch>) = bounded(2);
+    let handle = std::thread::spawn(move || {
+        let mut w = Walker {
+            tx,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            cutter: opts.cutter,
+            sqlite_detect: opts.sqlite_detect,
+            prev: PrevTree { iter: opts.parent, peeked: None },
+            is_stored: opts.is_stored,
+            force_read: opts.force_read,
+            excludes: opts.excludes,
+        };
+        match source {
+            Source::Paths(_) => {
+                for (abs, name) in roots.roots {
+                    if !w.walk(&abs, name) {
+                        return;
+                    }
+                }
+            }
+            Source::Reader { name, reader } => {
+                if !w.stream(name, reader, opts.stream_mtime_ns) {
+                    return;
+                }
+            }
+        }
+        w.flush();
+    });
+    (rx, handle)
+}
+
+/// Normalizes a source path lexically and returns (absolute path, name in the snapshot).
+fn source_root(p: &Path) -> Result<(PathBuf, Vec<u8>)> {
+    let abs = std::path::absolute(p).map_err(|e| Error::io(p, e))?;
+    let mut norm = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::ParentDir => {
+                norm.pop();
+            }
+            Component::CurDir => {}
+            other => norm.push(other.as_os_str()),
+        }
+    }
+    let name = norm
+        .file_name()
+        .ok_or_else(|| {
+            Error::Invalid(format!("{}: cannot snapshot a file system root; name a directory below it", p.display()))
+        })?
+        .as_bytes()
+        .to_vec();
+    Ok((norm, name))
+}
+
+fn ns(secs: i64, nsec: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nsec)
+}
+
+fn node_from_meta(path: Vec<u8>, kind: NodeKind, m: &std::fs::Metadata) -> Node {
+    Node {
+        path,
+        kind,
+        mode: m.mode(),
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+        ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+        inode: m.ino(),
+        size: if kind == NodeKind::File { m.size() } else { 0 },
+        target: Vec::new(),
+        chunks: Vec::new(),
+    }
+}
+
+/// The parent snapshot's tree, consumed in step with the walk.
+struct PrevTree {
+    iter: Option<ParentTree>,
+    peeked: Option<Node>,
+}
+
+impl PrevTree {
+    fn find(&mut self, path: &[u8]) -> Option<Node> {
+        loop {
+            if self.peeked.is_none() {
+                match self.iter.as_mut()?.next() {
+                    Some(Ok(n)) => self.peeked = Some(n),
+                    Some(Err(e)) => {
+                        tracing::warn!("parent snapshot unreadable, reading every file: {e}");
+                        self.iter = None;
+                        return None;
+                    }
+                    None => {
+                        self.iter = None;
+                        return None;
+                    }
+                }
+            }
+            let p = self.peeked.as_ref().expect("peeked");
+            match path_cmp(&p.path, path) {
+                std::cmp::Ordering::Less => self.peeked = None,
+                std::cmp::Ordering::Equal => return self.peeked.take(),
+                std::cmp::Ordering::Greater => return None,
+            }
+        }
+    }
+}
+
+struct Walker {
+    tx: Sender<Batch>,
+    batch: Vec<Ev>,
+    batch_bytes: usize,
+    cutter: Cutter,
+    sqlite_detect: bool,
+    prev: PrevTree,
+    is_stored: Option<IsStored>,
+    force_read: bool,
+    excludes: Option<GlobSet>,
+}
+
+impl Walker {
+    fn emit(&mut self, ev: Ev) -> bool {
+        if let Ev::Chunk(c) = &ev {
+            self.batch_bytes += c.len();
+        }
+        self.batch.push(ev);
+        if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= 8192 {
+            return self.flush();
+        }
+        true
+    }
+
+    fn flush(&mut self) -> bool {
+        let b = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        b.is_empty() || self.tx.send(Ok(b)).is_ok()
+    }
+
+    fn error(&mut self, path: &[u8], message: String) -> bool {
+        tracing::warn!("{}: {message}", String::from_utf8_lossy(path));
+        self.emit(Ev::Error(NodeError { path: String::from_utf8_lossy(path).into_owned(), message }))
+    }
+
+    fn excluded(&self, path: &[u8]) -> bool {
+        self.excludes.as_ref().is_some_and(|g| g.is_match(Path::new(std::ffi::OsStr::from_bytes(path))))
+    }
+
+    /// Walks one entry; returns false when the consumer has gone away.
+    fn walk(&mut self, fs_path: &Path, tree_path: Vec<u8>) -> bool {
+        if self.excluded(&tree_path) {
+            return true;
+        }
+        let meta = match std::fs::symlink_metadata(fs_path) {
+            Ok(m) => m,
+            Err(e) => return self.error(&tree_path, format!("{}: {e}", fs_path.display())),
+        };
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            let node = node_from_meta(tree_path.clone(), NodeKind::Dir, &meta);
+            if !self.emit(Ev::Node(node)) {
+                return false;
+            }
+            let mut names: Vec<std::ffi::OsString> = match std::fs::read_dir(fs_path) {
+                Ok(rd) => {
+                    let mut v = Vec::new();
+                    for e in rd {
+                        match e {
+                            Ok(e) => v.push(e.file_name()),
+                            Err(e) => return self.error(&tree_path, format!("listing {}: {e}", fs_path.display())),
+                        }
+                    }
+                    v
+                }
+                Err(e) => return self.error(&tree_path, format!("listing {}: {e}", fs_path.display())),
+            };
+            names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+            for n in names {
+                let mut child = tree_path.clone();
+                child.push(b'/');
+                child.extend_from_slice(n.as_bytes());
+                if !self.walk(&fs_path.join(&n), child) {
+                    return false;
+                }
+            }
+            true
+        } else if ft.is_symlink() {
+            let mut node = node_from_meta(tree_path.clone(), NodeKind::Symlink, &meta);
+            match std::fs::read_link(fs_path) {
+                Ok(t) => node.target = t.as_os_str().as_bytes().to_vec(),
+                Err(e) => return self.error(&tree_path, format!("reading link {}: {e}", fs_path.display())),
+            }
+            self.emit(Ev::Node(node))
+        } else if ft.is_file() {
+            self.file(fs_path, tree_path, &meta)
+        } else {
+            tracing::info!("skipping special file {}", fs_path.display());
+            true
+        }
+    }
+
+    fn unchanged(&mut self, prev: &Node, meta: &std::fs::Metadata) -> bool {
+        if self.force_read || prev.kind != NodeKind::File {
+            return false;
+        }
+        let now = node_from_meta(Vec::new(), NodeKind::File, meta);
+        if (prev.size, prev.mtime_ns, prev.ctime_ns, prev.inode) != (now.size, now.mtime_ns, now.ctime_ns, now.inode) {
+            return false;
+        }
+        // The parent's chunks must still be stored, or the file is read again.
+        match &self.is_stored {
+            Some(stored) => prev.chunks.iter().all(stored),
+            None => false,
+        }
+    }
+
+    fn file(&mut self, fs_path: &Path, tree_path: Vec<u8>, meta: &std::fs::Metadata) -> bool {
+        if let Some(prev) = self.prev.find(&tree_path) {
+            if self.unchanged(&prev, meta) {
+                let mut node = node_from_meta(tree_path, NodeKind::File, meta);
+                node.chunks = prev.chunks;
+                return self.emit(Ev::Node(node));
+            }
+        }
+        for attempt in 1..=READ_ATTEMPTS {
+            let f = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME)
+                .open(fs_path)
+                .or_else(|_| OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(fs_path));
+            let f = match f {
+                Ok(f) => f,
+                Err(e) => return self.error(&tree_path, format!("opening {}: {e}", fs_path.display())),
+            };
+            let before = match f.metadata() {
+                Ok(m) => m,
+                Err(e) => return self.error(&tree_path, format!("stat {}: {e}", fs_path.display())),
+            };
+            if !self.emit(Ev::FileStart(node_from_meta(tree_path.clone(), NodeKind::File, &before))) {
+                return false;
+            }
+            let (size, res) = self.read_file(f);
+            let outcome = match res {
+                Err(e) => FileOutcome::Failed(format!("reading {}: {e}", fs_path.display())),
+                Ok(after) => match stable(&before, &after, size, fs_path) {
+                    None => FileOutcome::Stored,
+                    Some(why) if attempt < READ_ATTEMPTS => {
+                        tracing::info!("{} {why}; reading it again", fs_path.display());
+                        FileOutcome::Retry
+                    }
+                    Some(why) => FileOutcome::Failed(format!(
+                        "{} {why} on {READ_ATTEMPTS} attempts; not stored",
+                        fs_path.display()
+                    )),
+                },
+            };
+            let retry = matches!(outcome, FileOutcome::Retry);
+            if !self.emit(Ev::FileEnd { size, outcome }) {
+                return false;
+            }
+            if !retry {
+                return true;
+            }
+        }
+        true
+    }
+
+    /// Streams a file's chunks; returns bytes read and the metadata after reading.
+    fn read_file(&mut self, f: File) -> (u64, std::io::Result<std::fs::Metadata>) {
+        let mut ch = match StreamChunker::new(&f, self.cutter.clone(), self.sqlite_detect) {
+            Ok(c) => c,
+            Err(e) => return (0, Err(e)),
+        };
+        loop {
+            match ch.next_chunk() {
+                Ok(Some(c)) => {
+                    if !self.emit(Ev::Chunk(c)) {
+                        return (ch.bytes_read, Err(std::io::Error::other("cancelled")));
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return (ch.bytes_read, Err(e)),
+            }
+        }
+        let n = ch.bytes_read;
+        (n, f.metadata())
+    }
+
+    /// Sends a byte stream as one file; returns false when the consumer has gone away or the
+    /// stream failed (then the error was sent).
+    fn stream(&mut self, name: String, reader: Box<dyn Read + Send>, mtime_ns: i64) -> bool {
+        let node = Node {
+            path: name.into_bytes(),
+            kind: NodeKind::File,
+            mode: 0o100600,
+            uid: unsafe { libc::getuid() },
+            gid: unsafe { libc::getgid() },
+            mtime_ns,
+            ctime_ns: mtime_ns,
+            inode: 0,
+            size: 0,
+            target: Vec::new(),
+            chunks: Vec::new(),
+        };
+        if !self.emit(Ev::FileStart(node.clone())) {
+            return false;
+        }
+        // A stream that fails (a dump tool exiting non-zero) is a permanent error of that
+        // source, not an I/O hiccup worth retrying.
+        let stream_err = |e: std::io::Error| Error::Invalid(format!("{}: {e}", String::from_utf8_lossy(&node.path)));
+        let mut ch = match StreamChunker::new(reader, self.cutter.clone(), self.sqlite_detect) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = self.tx.send(Err(stream_err(e)));
+                return false;
+            }
+        };
+        loop {
+            match ch.next_chunk() {
+                Ok(Some(c)) => {
+                    if !self.emit(Ev::Chunk(c)) {
+                        return false;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // A failing stream must not become a snapshot.
+                    self.flush();
+                    let _ = self.tx.send(Err(stream_err(e)));
+                    return false;
+                }
+            }
+        }
+        let n = ch.bytes_read;
+        self.emit(Ev::FileEnd { size: n, outcome: FileOutcome::Stored })
+    }
+}
+
+/// Why a file read is not trustworthy, or None. Growth by appending is fine: we stored a prefix
+/// that existed, and record its size. Shrinking, in-place rewrites and replacement are not.
+fn stable(before: &std::fs::Metadata, after: &std::fs::Metadata, read: u64, path: &Path) -> Option<&'static str> {
+    if after.size() < read || after.size() < before.size() {
+        return Some("shrank while being read");
+    }
+    if read < before.size() {
+        return Some("ended early while being read");
+    }
+    if after.size() == before.size() && ns(after.mtime(), after.mtime_nsec()) != ns(before.mtime(), before.mtime_nsec())
+    {
+        return Some("was rewritten while being read");
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.ino() != before.ino() || m.dev() != before.dev() => Some("was replaced while being read"),
+        Ok(_) => None,
+        Err(_) => Some("disappeared while being read"),
+    }
+}
