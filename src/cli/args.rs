@@ -160,6 +160,13 @@ pub enum Command {
         #[command(subcommand)]
         cmd: KeyCmd,
     },
+    /// Print a shell completion script (e.g. `cairn completions bash > /etc/bash_completion.d/cairn`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff; `cairn man | man -l -`).
+    Man,
 }
 
 /// `backup` options.
