@@ -166,7 +166,11 @@ pub enum Command {
         shell: clap_complete::Shell,
     },
     /// Print the man page (roff; `cairn man | man -l -`).
-    Man,
+    Man {
+        /// Instead write one page per command (cairn.1, cairn-backup.1, ...) into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// `backup` options.

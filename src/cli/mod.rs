@@ -110,7 +110,7 @@ pub fn run(cli: Cli) -> Result<Finish> {
         Command::Repair { what: RepairWhat::Index } => cmd::repair::index(&ctx),
         Command::Key { cmd } => cmd::key::run(&ctx, cmd),
         Command::Completions { shell } => cmd::generate::completions(*shell),
-        Command::Man => cmd::generate::man(),
+        Command::Man { dir } => cmd::generate::man(dir.as_deref()),
     }
 }
 
