@@ -45,7 +45,11 @@ pub fn run(
             }
             let d = due_now(t, last_success(&history, &snaps, name)?);
             // A type still due after this round failed: try again in five minutes, not at once.
-            next = next.min(if d.due { chrono::Local::now().fixed_offset() + chrono::Duration::minutes(5) } else { d.next });
+            next = next.min(if d.due {
+                chrono::Local::now().fixed_offset() + chrono::Duration::minutes(5)
+            } else {
+                d.next
+            });
         }
         tracing::info!("next run due at {next}");
         let started = std::time::Instant::now();

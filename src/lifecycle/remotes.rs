@@ -99,8 +99,9 @@ pub fn sync_all(cfg: Option<&Config>, repo: &Repo, remotes: &[Rclone], dry_run: 
 /// remote with its own retention is expected to lack the snapshots that retention drops, which
 /// needs the local snapshot list and so the password.
 pub fn check(cfg: Option<&Config>, local: &Path, remote: &Rclone, password: PasswordFn) -> Result<RemoteCheck> {
-    let has_retention =
-        cfg.and_then(|c| c.backup.remotes.iter().find(|r| r.name == remote.name)).is_some_and(|r| r.retention.is_some());
+    let has_retention = cfg
+        .and_then(|c| c.backup.remotes.iter().find(|r| r.name == remote.name))
+        .is_some_and(|r| r.retention.is_some());
     let exclude = if has_retention {
         let repo = Repo::open(local, password)?;
         remote_exclusions(cfg, &repo, &remote.name)?

@@ -5,8 +5,28 @@ use crate::util::Env;
 
 /// Every subcommand a user can type, as `cairn --help` lists them.
 const SUBCOMMANDS: &[&str] = &[
-    "init", "backup", "config", "forget", "prune", "mark-verified", "status", "history", "sync", "clone", "daemon",
-    "export", "snapshot", "snapshots", "ls", "restore", "cat", "verify", "repair", "key", "completions", "man",
+    "init",
+    "backup",
+    "config",
+    "forget",
+    "prune",
+    "mark-verified",
+    "status",
+    "history",
+    "sync",
+    "clone",
+    "daemon",
+    "export",
+    "snapshot",
+    "snapshots",
+    "ls",
+    "restore",
+    "cat",
+    "verify",
+    "repair",
+    "key",
+    "completions",
+    "man",
 ];
 
 #[test]

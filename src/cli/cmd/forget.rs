@@ -36,12 +36,7 @@ pub(in crate::cli) fn forget(ctx: &Ctx, dry_run: bool, types: &[String]) -> Resu
         );
     }
     let n = decisions.iter().filter(|d| !d.keep).count();
-    println!(
-        "{} snapshots {}, {} kept",
-        n,
-        if dry_run { "would be removed" } else { "removed" },
-        decisions.len() - n
-    );
+    println!("{} snapshots {}, {} kept", n, if dry_run { "would be removed" } else { "removed" }, decisions.len() - n);
     Ok(Finish::Ok)
 }
 

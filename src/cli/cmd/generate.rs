@@ -18,7 +18,8 @@ pub(in crate::cli) fn man(dir: Option<&Path>) -> Result<Finish> {
     match dir {
         Some(d) => {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-            clap_mangen::generate_to(Cli::command(), d).with_context(|| format!("writing man pages to {}", d.display()))?
+            clap_mangen::generate_to(Cli::command(), d)
+                .with_context(|| format!("writing man pages to {}", d.display()))?
         }
         None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?,
     }

@@ -15,7 +15,14 @@ pub(in crate::cli) fn run(ctx: &Ctx, cmd: &KeyCmd) -> Result<Finish> {
                 render::print_json(&serde_json::to_value(&keys)?);
             } else {
                 for k in keys {
-                    println!("{}{} {} {} {}", if k.current { "*" } else { " " }, &k.id[..16], k.created, k.host, k.label);
+                    println!(
+                        "{}{} {} {} {}",
+                        if k.current { "*" } else { " " },
+                        &k.id[..16],
+                        k.created,
+                        k.host,
+                        k.label
+                    );
                 }
             }
         }

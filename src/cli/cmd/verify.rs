@@ -26,8 +26,10 @@ pub(in crate::cli) fn run(ctx: &Ctx, read_data: Option<&str>, seed: Option<u64>,
     let pct = match read_data {
         None => None,
         Some(s) => {
-            let v: f64 =
-                s.trim_end_matches('%').parse().map_err(|_| anyhow!("--read-data={s}: expected a percentage such as 10%"))?;
+            let v: f64 = s
+                .trim_end_matches('%')
+                .parse()
+                .map_err(|_| anyhow!("--read-data={s}: expected a percentage such as 10%"))?;
             if !(v > 0.0 && v <= 100.0) {
                 bail!("--read-data={s}: percentage must be in (0, 100]");
             }
