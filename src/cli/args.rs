@@ -160,6 +160,17 @@ pub enum Command {
         #[command(subcommand)]
         cmd: KeyCmd,
     },
+    /// Print a shell completion script (e.g. `cairn completions bash > /etc/bash_completion.d/cairn`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff; `cairn man | man -l -`).
+    Man {
+        /// Instead write one page per command (cairn.1, cairn-backup.1, ...) into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// `backup` options.

@@ -3,6 +3,7 @@
 mod util;
 
 mod bad_input;
+mod cli;
 mod corruption;
 mod crash;
 mod encryption;

@@ -1,0 +1,46 @@
+//! `restore`: a snapshot into a directory.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use serde_json::json;
+
+use crate::cli::cmd::snapshot::globset;
+use crate::cli::{render, Ctx, Finish};
+use crate::ops::restore::RestoreOptions;
+use crate::util::human_bytes;
+
+pub(in crate::cli) fn run(ctx: &Ctx, snapshot: &str, target: &Path, include: &[String]) -> Result<Finish> {
+    let mut repo = ctx.open()?;
+    let _lock = crate::store::lock::Lock::acquire(&repo.store, false, "restore")?;
+    repo.sync_index()?;
+    let (id, snap) = repo.resolve(snapshot)?;
+    let opts = RestoreOptions { include: globset(include, "include")? };
+    let pb = render::spinner(&ctx.cli, &format!("restoring {}", id.short()));
+    let start = std::time::Instant::now();
+    let r = crate::ops::restore::restore(&repo, &snap, target, &opts)?;
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    if ctx.json() {
+        render::print_json(&json!({"snapshot": id.to_hex(), "report": r, "duration_s": start.elapsed().as_secs_f64()}));
+    } else if !ctx.quiet() {
+        println!(
+            "restored snapshot {} to {}: {} files, {} dirs, {} symlinks, {} in {:.2}s",
+            id.short(),
+            target.display(),
+            r.files,
+            r.dirs,
+            r.symlinks,
+            human_bytes(r.bytes),
+            start.elapsed().as_secs_f64()
+        );
+    }
+    if !r.errors.is_empty() {
+        for (p, e) in &r.errors {
+            eprintln!("error: {p}: {e}");
+        }
+        bail!("{} entries could not be restored", r.errors.len());
+    }
+    Ok(Finish::Ok)
+}

@@ -1,0 +1,52 @@
+//! `status` (per type: last good backup, next due, failures) and `history` (the activity log).
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::cli::{render, Ctx, Finish};
+use crate::util::human_bytes;
+
+pub(in crate::cli) fn status(ctx: &Ctx, metrics_file: Option<&Path>) -> Result<Finish> {
+    let mut repo = ctx.open()?;
+    repo.sync_index()?;
+    let st = crate::lifecycle::status::status(&repo, ctx.config()?)?;
+    if let Some(m) = metrics_file {
+        crate::lifecycle::status::write_metrics(m, &st)?;
+    }
+    if ctx.json() {
+        render::print_json(&serde_json::to_value(&st)?);
+    } else {
+        print!("{}", crate::lifecycle::status::render(&st));
+    }
+    Ok(Finish::Ok)
+}
+
+pub(in crate::cli) fn history(ctx: &Ctx, backup_type: Option<&str>, limit: usize) -> Result<Finish> {
+    let path = ctx.repo_path()?;
+    crate::repo::read_config(&path)?;
+    let h = crate::lifecycle::history::History::open(&path)?;
+    let runs = h.list(backup_type, limit)?;
+    if ctx.json() {
+        render::print_json(&serde_json::to_value(&runs)?);
+        return Ok(Finish::Ok);
+    }
+    println!(
+        "{:<26} {:<10} {:<10} {:>8} {:>10} {:>10} {:<10} ERROR",
+        "START", "TYPE", "RESULT", "FILES", "READ", "ADDED", "SNAPSHOT"
+    );
+    for r in runs.iter().rev() {
+        println!(
+            "{:<26} {:<10} {:<10} {:>8} {:>10} {:>10} {:<10} {}",
+            &r.start[..r.start.len().min(25)],
+            r.backup_type,
+            format!("{:?}", r.result).to_lowercase(),
+            r.files,
+            human_bytes(r.bytes_read),
+            human_bytes(r.bytes_added),
+            r.snapshot.as_deref().map(|s| &s[..8]).unwrap_or("-"),
+            r.error.clone().unwrap_or_default()
+        );
+    }
+    Ok(Finish::Ok)
+}

@@ -1,0 +1,81 @@
+//! Formatting shared by several commands.
+
+use std::io::IsTerminal;
+
+use serde_json::json;
+
+use crate::format::manifest::{NodeKind, Snapshot};
+use crate::id::SnapshotId;
+
+/// Prints a JSON value, pretty, on stdout.
+pub(super) fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
+}
+
+/// A spinner on stderr while a long step runs; only on a terminal and not with --json or -q.
+pub(super) fn spinner(cli: &super::Cli, msg: &str) -> Option<indicatif::ProgressBar> {
+    if cli.json || cli.quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let pb = indicatif::ProgressBar::new_spinner();
+    pb.set_message(msg.to_string());
+    pb.enable_steady_tick(std::time::Duration::from_millis(120));
+    Some(pb)
+}
+
+/// A snapshot as `snapshots --json` and `snapshot --json` show it.
+pub(super) fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value {
+    json!({
+        "id": id.to_hex(),
+        "short_id": id.short(),
+        "time": s.time,
+        "type": s.backup_type,
+        "kind": s.kind.as_str(),
+        "description": s.description,
+        "ticket": s.ticket,
+        "creator": s.creator,
+        "purpose": s.purpose,
+        "host": s.host,
+        "paths": s.paths,
+        "labels": s.labels,
+        "stats": s.stats,
+        "parent": s.parent.map(|p| p.to_hex()),
+        "errors": s.errors,
+        "source": s.source,
+        "program": s.program,
+    })
+}
+
+/// A snapshot's time in local time, or as stored when it does not parse.
+pub(super) fn fmt_time(s: &Snapshot) -> String {
+    s.datetime().map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| s.time.clone())
+}
+
+/// `drwxr-xr-x` as `ls -l` shows it.
+pub(super) fn mode_string(kind: NodeKind, mode: u32) -> String {
+    let t = match kind {
+        NodeKind::Dir => 'd',
+        NodeKind::Symlink => 'l',
+        NodeKind::File => '-',
+    };
+    let mut s = String::from(t);
+    for shift in [6, 3, 0] {
+        let b = (mode >> shift) & 7;
+        s.push(if b & 4 != 0 { 'r' } else { '-' });
+        s.push(if b & 2 != 0 { 'w' } else { '-' });
+        s.push(if b & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_read_like_ls() {
+        assert_eq!(mode_string(NodeKind::Dir, 0o755), "drwxr-xr-x");
+        assert_eq!(mode_string(NodeKind::File, 0o640), "-rw-r-----");
+        assert_eq!(mode_string(NodeKind::Symlink, 0o777), "lrwxrwxrwx");
+    }
+}

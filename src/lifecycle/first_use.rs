@@ -1,0 +1,27 @@
+//! Create-on-first-use: `backup` and `daemon` against a configured repository that does not exist
+//! yet create it, so a fresh install needs no separate `init`.
+
+use std::path::Path;
+
+use crate::error::Result;
+use crate::format::repo_config::{Encryption, RepoConfig};
+use crate::lifecycle::config::Config;
+use crate::repo::{self, InitOptions, PasswordFn};
+
+/// Creates the repository at `path` if the directory is missing or empty, encrypted unless the
+/// config says `"encryption": "none"`; `password` is asked only for an encrypted one. Returns the
+/// new repository's config, or `None` when one was already there.
+pub fn create_if_fresh(path: &Path, cfg: &Config, password: PasswordFn) -> Result<Option<RepoConfig>> {
+    let fresh = !path.exists() || std::fs::read_dir(path).map(|mut d| d.next().is_none()).unwrap_or(false);
+    if !fresh {
+        return Ok(None);
+    }
+    let encryption =
+        if cfg.backup.encryption.as_deref() == Some("none") { Encryption::None } else { Encryption::XChaCha20Poly1305 };
+    let pw = match encryption {
+        Encryption::None => None,
+        Encryption::XChaCha20Poly1305 => Some(password()?),
+    };
+    let c = repo::init(path, &InitOptions { encryption, ..Default::default() }, pw.as_ref().map(|p| p.as_slice()))?;
+    Ok(Some(c))
+}

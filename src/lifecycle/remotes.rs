@@ -1,0 +1,127 @@
+//! Remotes as the configuration names them: finding one, syncing all of them with a history row
+//! each, and checking one against the local repository (`verify --remote`), each honouring the
+//! remote's own retention.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::lifecycle::config::Config;
+use crate::lifecycle::history::{History, Outcome, Run};
+use crate::lifecycle::runner::SyncOutcome;
+use crate::store::rclone::RcloneStore as Rclone;
+use crate::store::{Handle, LocalStore};
+use crate::ops::sync::RemoteCheck;
+use crate::repo::{PasswordFn, Repo};
+
+/// A remote by its configured name, or an rclone target given directly (`gdrive:backups`).
+pub fn find(cfg: Option<&Config>, name: &str) -> Result<Rclone> {
+    if let Some(r) = cfg.and_then(|c| c.backup.remotes.iter().find(|r| r.name == name)) {
+        return Ok(Rclone::new(&r.name, &r.rclone, &r.flags));
+    }
+    if name.contains(':') {
+        return Ok(Rclone::new(name, name, &[]));
+    }
+    let known: Vec<String> = cfg.map(|c| c.backup.remotes.iter().map(|r| r.name.clone()).collect()).unwrap_or_default();
+    Err(Error::NotFound(format!(
+        "no remote {name:?} (configured: {}); give a configured name or an rclone target like gdrive:backups",
+        if known.is_empty() { "none".into() } else { known.join(", ") }
+    )))
+}
+
+/// The remotes a command applies to: `only` (a name or target), else every configured one.
+pub fn selected(cfg: Option<&Config>, only: Option<&str>) -> Result<Vec<Rclone>> {
+    if let Some(n) = only {
+        return Ok(vec![find(cfg, n)?]);
+    }
+    Ok(cfg
+        .map(|c| c.backup.remotes.iter().map(|r| Rclone::new(&r.name, &r.rclone, &r.flags)).collect())
+        .unwrap_or_default())
+}
+
+/// Snapshot files a configured remote's own retention leaves out (none without a retention).
+pub fn remote_exclusions(cfg: Option<&Config>, repo: &Repo, name: &str) -> Result<HashSet<Handle>> {
+    let ret = cfg.and_then(|c| c.backup.remotes.iter().find(|r| r.name == name)).and_then(|r| r.retention.clone());
+    Ok(match ret {
+        Some(r) => crate::ops::sync::retention_exclusions(repo, &r)?,
+        None => Default::default(),
+    })
+}
+
+/// Syncs each remote, recording each in the history; a failure is reported, never raised.
+pub fn sync_all(cfg: Option<&Config>, repo: &Repo, remotes: &[Rclone], dry_run: bool) -> Vec<SyncOutcome> {
+    let mut out = Vec::new();
+    for remote in remotes {
+        let start = chrono::Local::now();
+        let r = remote_exclusions(cfg, repo, &remote.name)
+            .and_then(|ex| crate::ops::sync::sync(&repo.store, remote, &remote.name, dry_run, &ex));
+        let mut o = SyncOutcome { remote: remote.name.clone(), ..Default::default() };
+        let mut run = Run {
+            id: 0,
+            backup_type: format!("sync:{}", remote.name),
+            start: start.to_rfc3339(),
+            end: chrono::Local::now().to_rfc3339(),
+            result: Outcome::Success,
+            error: None,
+            files: 0,
+            bytes_read: 0,
+            bytes_added: 0,
+            snapshot: None,
+            retries: 0,
+        };
+        match r {
+            Ok(rep) => {
+                o.uploaded = rep.uploaded.len();
+                o.uploaded_bytes = rep.uploaded_bytes;
+                o.deleted = rep.deleted.len();
+                o.foreign = rep.foreign.clone();
+                run.files = rep.uploaded.len() as u64;
+                run.bytes_added = rep.uploaded_bytes;
+                o.report = Some(rep);
+            }
+            Err(e) => {
+                tracing::error!("sync to {} failed: {e}", remote.name);
+                o.error = Some(e.to_string());
+                run.result = Outcome::Failed;
+                run.error = o.error.clone();
+            }
+        }
+        if !dry_run {
+            if let Ok(h) = History::open(repo.store.root()) {
+                let _ = h.record(&run);
+            }
+        }
+        out.push(o);
+    }
+    out
+}
+
+/// `verify --remote`: compares the remote's inventory with the local repository at `local`. A
+/// remote with its own retention is expected to lack the snapshots that retention drops, which
+/// needs the local snapshot list and so the password.
+pub fn check(cfg: Option<&Config>, local: &Path, remote: &Rclone, password: PasswordFn) -> Result<RemoteCheck> {
+    let has_retention = cfg
+        .and_then(|c| c.backup.remotes.iter().find(|r| r.name == remote.name))
+        .is_some_and(|r| r.retention.is_some());
+    let exclude = if has_retention {
+        let repo = Repo::open(local, password)?;
+        remote_exclusions(cfg, &repo, &remote.name)?
+    } else {
+        Default::default()
+    };
+    crate::ops::sync::check(&LocalStore::new(local), remote, &remote.name, &exclude)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_name_says_what_is_configured() {
+        let e = find(None, "usb").unwrap_err();
+        assert!(matches!(e, Error::NotFound(_)));
+        assert!(e.to_string().contains("(configured: none)"), "{e}");
+        assert_eq!(find(None, "gdrive:backups").unwrap().name, "gdrive:backups");
+        assert!(selected(None, None).unwrap().is_empty());
+    }
+}
