@@ -86,7 +86,17 @@ impl SyncState {
                 return Ok(m);
             }
         }
-        let m = hex::encode(Md5::digest(store.get(h)?));
+        let m = match store.local_dir() {
+            // Streamed from the file: a pack may be as large as the configured pack size.
+            Some(dir) => {
+                let p = dir.join(&rel);
+                let mut f = std::fs::File::open(&p).map_err(|e| Error::io(&p, e))?;
+                let mut md5 = Md5::new();
+                std::io::copy(&mut f, &mut md5).map_err(|e| Error::io(&p, e))?;
+                hex::encode(md5.finalize())
+            }
+            None => hex::encode(Md5::digest(store.get(h)?)),
+        };
         self.q(self.conn.execute(
             "INSERT OR REPLACE INTO local_md5(path, size, md5) VALUES(?1,?2,?3)",
             params![rel, size as i64, m],
@@ -426,4 +436,96 @@ pub fn retention_exclusions(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::{content_hash, IndexId, KeyId, PackId, SnapshotId};
+    use crate::store::memory::MemoryStore;
+
+    fn repo(d: &tempfile::TempDir) -> LocalStore {
+        let s = LocalStore::new(d.path().join("repo"));
+        s.create_layout().unwrap();
+        s.put(Handle::Config, b"{\"id\": 1}\n").unwrap();
+        s.put(Handle::Key(KeyId([1; 32])), b"key").unwrap();
+        for b in [&b"pack one"[..], b"pack two"] {
+            s.put(Handle::Pack(PackId(content_hash(b))), b).unwrap();
+        }
+        s.put(Handle::Index(IndexId(content_hash(b"index"))), b"index").unwrap();
+        s.put(Handle::Snapshot(SnapshotId(content_hash(b"snap"))), b"snap").unwrap();
+        s
+    }
+
+    #[test]
+    fn copies_what_the_remote_lacks_in_order_then_removes_only_what_it_synced() {
+        let d = tempfile::tempdir().unwrap();
+        let local = repo(&d);
+        let remote = MemoryStore::new();
+        let foreign = Handle::Pack(PackId([0xee; 32]));
+        remote.put(foreign, b"someone else's").unwrap();
+        let none = HashSet::new();
+        let r = sync(&local, &remote, "mem", false, &none).unwrap();
+        let ranks: Vec<u8> = r.uploaded.iter().map(|p| rank_of(p)).collect();
+        assert_eq!(r.uploaded.len(), 6, "{r:?}");
+        assert_eq!(r.uploaded[0], "config");
+        assert!(ranks.windows(2).all(|w| w[0] <= w[1]), "{:?}", r.uploaded);
+        assert_eq!(r.foreign, vec![foreign.rel_path()]);
+        for (h, _) in local_inventory(&local).unwrap() {
+            assert_eq!(remote.get(h).unwrap(), local.get(h).unwrap(), "{h}");
+        }
+        let state = SyncState::open(&local).unwrap();
+        assert_eq!(state.pending(&local, "mem", &none).unwrap(), (0, 0));
+
+        // Nothing to do, then a local deletion is followed; the foreign pack stays.
+        assert!(sync(&local, &remote, "mem", false, &none).unwrap().uploaded.is_empty());
+        let snap = Handle::Snapshot(SnapshotId(content_hash(b"snap")));
+        local.remove(snap).unwrap();
+        let r = sync(&local, &remote, "mem", true, &none).unwrap();
+        assert_eq!(r.deleted, vec![snap.rel_path()]);
+        assert!(remote.size(snap).unwrap().is_some(), "a dry run deletes nothing");
+        let r = sync(&local, &remote, "mem", false, &none).unwrap();
+        assert_eq!(r.deleted, vec![snap.rel_path()]);
+        assert_eq!(remote.size(snap).unwrap(), None);
+        assert!(remote.size(foreign).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_failed_remote_listing_stops_the_sync_before_anything_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let local = repo(&d);
+        let remote = MemoryStore::new();
+        let none = HashSet::new();
+        sync(&local, &remote, "mem", false, &none).unwrap();
+        local.remove(Handle::Snapshot(SnapshotId(content_hash(b"snap")))).unwrap();
+        remote.fail_listings(true);
+        assert!(sync(&local, &remote, "mem", false, &none).is_err());
+        assert!(check(&local, &remote, "mem", &none).is_err());
+        remote.fail_listings(false);
+        assert_eq!(remote.list(FileKind::Snapshot).unwrap().len(), 1, "nothing deleted");
+    }
+
+    #[test]
+    fn damage_on_the_remote_is_found_and_repaired() {
+        let d = tempfile::tempdir().unwrap();
+        let local = repo(&d);
+        let remote = MemoryStore::new();
+        let none = HashSet::new();
+        sync(&local, &remote, "mem", false, &none).unwrap();
+        let gone = Handle::Pack(PackId(content_hash(b"pack one")));
+        let cut = Handle::Pack(PackId(content_hash(b"pack two")));
+        remote.remove(gone).unwrap();
+        remote.tamper(cut, b"pack");
+        let c = check(&local, &remote, "mem", &none).unwrap();
+        assert_eq!((c.missing.clone(), c.mismatched.clone()), (vec![gone.rel_path()], vec![cut.rel_path()]));
+        assert!(c.is_damaged());
+        let r = sync(&local, &remote, "mem", false, &none).unwrap();
+        let mut repaired = r.repaired.clone();
+        repaired.sort();
+        let mut want = vec![gone.rel_path(), cut.rel_path()];
+        want.sort();
+        assert_eq!(repaired, want);
+        assert!(!check(&local, &remote, "mem", &none).unwrap().is_damaged());
+        assert_eq!(remote.get(cut).unwrap(), b"pack two");
+    }
 }

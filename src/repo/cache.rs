@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::format::crypto::Keys;
 use crate::error::{Error, Result};
-use crate::id::{ChunkId, IndexId, PackId, RepoId};
+use crate::format::crypto::Keys;
 use crate::format::index::{self, PackRecord};
+use crate::id::{ChunkId, IndexId, PackId, RepoId};
 use crate::store::{Handle, Store, StoreExt};
 
 const SCHEMA_VERSION: i64 = 1;

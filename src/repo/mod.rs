@@ -12,18 +12,18 @@ pub mod pack;
 pub mod packer;
 pub mod tree;
 
+use crate::error::{Error, Result};
 use crate::format::blob;
-use crate::repo::cache::{Cache, Location};
 use crate::format::chunker::Cutter;
 use crate::format::crypto::{Keys, MasterKey, ObjectKind};
-use crate::error::{Error, Result};
-use crate::id::{content_hash, ChunkId, KeyId, PackId, RepoId, SnapshotId};
 use crate::format::keyfile::{KdfParams, KeyFile};
 use crate::format::manifest::{Node, RecordParser, Snapshot};
 use crate::format::pack::{read_trailer_with, Entry};
 use crate::format::repo_config::{
     default_chunkers, Compression, CompressionAlgorithm, Encryption, RepoConfig, FORMAT_NAME, FORMAT_VERSION,
 };
+use crate::id::{content_hash, ChunkId, KeyId, PackId, RepoId, SnapshotId};
+use crate::repo::cache::{Cache, Location};
 use crate::store::fetching::FetchingStore;
 use crate::store::{Handle, LocalStore, Store, StoreExt};
 
@@ -242,8 +242,7 @@ impl Repo {
     /// Reads, opens and checks a pack's trailer (without its chunks): its entries and size.
     pub fn pack_trailer(&self, pack: &PackId) -> Result<(Vec<Entry>, u64)> {
         let h = Handle::Pack(*pack);
-        let size =
-            self.objects.size(h)?.ok_or_else(|| Error::ObjectNotFound { what: self.objects.location(h) })?;
+        let size = self.objects.size(h)?.ok_or_else(|| Error::ObjectNotFound { what: self.objects.location(h) })?;
         read_trailer_with(size, &self.keys, pack, &|offset, len| self.objects.get_range(h, offset, len))
     }
 

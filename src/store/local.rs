@@ -283,7 +283,7 @@ impl Store for LocalStore {
             }
             _ => self.list_dir(kind, &self.root.join(kind.dir()), &mut out)?,
         }
-        out.sort_by(|a, b| a.handle.cmp(&b.handle));
+        out.sort_by_key(|s| s.handle);
         Ok(out)
     }
 

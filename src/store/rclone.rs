@@ -246,7 +246,7 @@ impl Store for RcloneStore {
                 Handle::from_rel_path(&path).filter(|h| h.kind() == kind).map(|handle| Stat { handle, size, md5 })
             })
             .collect();
-        out.sort_by(|a, b| a.handle.cmp(&b.handle));
+        out.sort_by_key(|s| s.handle);
         Ok(out)
     }
 
