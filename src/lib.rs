@@ -19,6 +19,7 @@ pub mod ops;
 pub mod remote;
 pub mod repo;
 pub mod source;
+pub mod span;
 pub mod store;
 pub mod util;
 

@@ -12,6 +12,7 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::ops::snapshot::{self, SnapshotOptions, Source};
+use crate::lifecycle::clock::Clock;
 use crate::lifecycle::config::Config;
 use crate::format::manifest::{NodeKind, Snapshot, SnapshotKind};
 use crate::repo::{self, InitOptions, Repo};
@@ -278,7 +279,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             if remotes.is_empty() {
                 bail!("no remotes configured: add \"remotes\" to the config or pass --remote gdrive:path");
             }
-            let results = sync_all(&ctx, &repo, &remotes, *dry_run);
+            let results =
+                sync_all(&ctx, &repo, &remotes, *dry_run, &mut crate::ops::snapshot_set::SnapshotSet::new());
             if ctx.cli.json {
                 ctx.out(&serde_json::to_value(&results)?);
             } else {
@@ -337,7 +339,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             let cfg = ctx.config()?;
             let policy = |t: &str| cfg.and_then(|c| c.type_config(t)).and_then(|c| c.retention.clone());
             let sel = (!types.is_empty()).then_some(types.as_slice());
-            let decisions = crate::ops::prune::forget(&repo, sel, &policy, *dry_run)?;
+            let now = crate::lifecycle::clock::SystemClock.now().fixed_offset();
+            let decisions = crate::ops::prune::forget(&repo, sel, &policy, now, *dry_run)?;
             if ctx.cli.json {
                 ctx.out(&json!({"dry_run": dry_run, "decisions": decisions}));
             } else {
@@ -352,7 +355,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                     };
                     println!(
                         "{:<10} {:<26} {:<10} {:<10} {:<12} {}",
-                        &d.id[..8],
+                        d.id.short(),
                         &d.time[..d.time.len().min(25)],
                         d.backup_type,
                         d.kind,
@@ -414,7 +417,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Status { metrics_file } => {
             let mut repo = ctx.open()?;
             repo.sync_index()?;
-            let st = crate::lifecycle::status::status(&repo, ctx.config()?)?;
+            let set = crate::ops::snapshot_set::SnapshotSet::load(&repo)?;
+            let now = crate::lifecycle::clock::SystemClock.now();
+            let st = crate::lifecycle::status::status(&repo, ctx.config()?, set.all(), &now)?;
             if let Some(m) = metrics_file {
                 crate::lifecycle::status::write_metrics(m, &st)?;
             }
@@ -510,6 +515,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 source_meta: BTreeMap::new(),
                 chunker: None,
                 skip_if_unchanged_within: None,
+                parent: None,
             };
             let source = match &a.stdin {
                 Some(name) => Source::Reader { name: name.clone(), reader: Box::new(std::io::stdin()) },
@@ -687,7 +693,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                         .is_some_and(|r| r.retention.is_some());
                     let exclude = if has_retention {
                         let repo = Repo::open(&local, &|| ctx.password())?;
-                        remote_exclusions(&ctx, &repo, &remote.name)?
+                        remote_exclusions(&ctx, &repo, &remote.name, &mut crate::ops::snapshot_set::SnapshotSet::new())?
                     } else {
                         Default::default()
                     };
@@ -879,15 +885,17 @@ fn cmd_backup(ctx: &Ctx, a: &args::BackupArgs) -> Result<i32> {
         now: a.now,
         types: a.types.clone(),
         flags: crate::lifecycle::job::RunFlags { no_vacuum: a.no_vacuum, force_read: a.force_read },
-        ..Default::default()
+        retry_base: retry_base(),
     };
-    let mut report = crate::lifecycle::runner::run_backups(&mut repo, cfg, &opts)?;
+    let clock = crate::lifecycle::clock::SystemClock;
+    let mut set = crate::ops::snapshot_set::SnapshotSet::new();
+    let mut report = crate::lifecycle::runner::run_backups(&mut repo, cfg, &opts, &mut set, &clock)?;
     if !a.no_sync && report.ran.iter().any(|r| r.result == crate::lifecycle::history::Outcome::Success) {
-        report.sync = sync_all(ctx, &repo, &ctx.remotes()?, false);
+        report.sync = sync_all(ctx, &repo, &ctx.remotes()?, false, &mut set);
     }
     print_backup_report(ctx, &report);
     if let Some(m) = &a.metrics_file {
-        let st = crate::lifecycle::status::status(&repo, Some(cfg))?;
+        let st = crate::lifecycle::status::status(&repo, Some(cfg), set.all(), &clock.now())?;
         crate::lifecycle::status::write_metrics(m, &st)?;
     }
     let failed = report.failed();
@@ -897,16 +905,21 @@ fn cmd_backup(ctx: &Ctx, a: &args::BackupArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// The first retry delay of a transient failure: CAIRN_RETRY_BASE_MS when set (the tests make
+/// retries quick with it; it only paces retries), else the runner's default.
+fn retry_base() -> std::time::Duration {
+    std::env::var("CAIRN_RETRY_BASE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(crate::lifecycle::runner::DEFAULT_RETRY_BASE, std::time::Duration::from_millis)
+}
+
 /// Opens the configured repository, creating it on first use.
 fn open_or_create(ctx: &Ctx, cfg: &Config) -> Result<Repo> {
     let path = ctx.repo_path()?;
     let fresh = !path.exists() || std::fs::read_dir(&path).map(|mut d| d.next().is_none()).unwrap_or(false);
     if fresh {
-        let encryption = if cfg.backup.encryption.as_deref() == Some("none") {
-            Encryption::None
-        } else {
-            Encryption::XChaCha20Poly1305
-        };
+        let encryption = cfg.backup.encryption.unwrap_or(Encryption::XChaCha20Poly1305);
         let pw = match encryption {
             Encryption::None => None,
             Encryption::XChaCha20Poly1305 => Some(init_password(ctx)?),
@@ -938,7 +951,7 @@ fn print_backup_report(ctx: &Ctx, report: &crate::lifecycle::runner::BackupRepor
             (crate::lifecycle::history::Outcome::Unchanged, _) => {
                 println!(
                     "{name}: unchanged since snapshot {}, nothing stored, {:.2}s",
-                    &r.snapshot.clone().unwrap_or_default()[..8],
+                    r.snapshot.map(|s| s.short()).unwrap_or_default(),
                     r.duration_s
                 )
             }
@@ -953,7 +966,7 @@ fn print_backup_report(ctx: &Ctx, report: &crate::lifecycle::runner::BackupRepor
                 };
                 println!(
                     "{name}: snapshot {} saved: {} files, {} read, {} new ({} stored, {dedup:.1}% deduplicated), {:.2}s{retries}",
-                    &r.snapshot.clone().unwrap_or_default()[..8],
+                    r.snapshot.map(|s| s.short()).unwrap_or_default(),
                     s.files,
                     human_bytes(s.logical_bytes),
                     human_bytes(s.new_raw_bytes),
@@ -1004,11 +1017,21 @@ fn print_backup_report(ctx: &Ctx, report: &crate::lifecycle::runner::BackupRepor
 }
 
 /// Snapshot files a configured remote's own retention leaves out (none without a retention).
-fn remote_exclusions(ctx: &Ctx, repo: &Repo, name: &str) -> Result<std::collections::HashSet<String>> {
+/// `set` is brought up to date only when there is a retention to apply.
+fn remote_exclusions(
+    ctx: &Ctx,
+    repo: &Repo,
+    name: &str,
+    set: &mut crate::ops::snapshot_set::SnapshotSet,
+) -> Result<std::collections::HashSet<String>> {
     let ret =
         ctx.config()?.and_then(|c| c.backup.remotes.iter().find(|r| r.name == name)).and_then(|r| r.retention.clone());
     Ok(match ret {
-        Some(r) => crate::remote::sync::retention_exclusions(repo, &r)?,
+        Some(r) => {
+            set.refresh(repo)?;
+            let now = crate::lifecycle::clock::SystemClock.now().fixed_offset();
+            crate::lifecycle::status::remote_exclusions(set.all(), &r, now)
+        }
         None => Default::default(),
     })
 }
@@ -1019,12 +1042,13 @@ fn sync_all(
     repo: &Repo,
     remotes: &[crate::remote::rclone::Rclone],
     dry_run: bool,
+    set: &mut crate::ops::snapshot_set::SnapshotSet,
 ) -> Vec<crate::lifecycle::runner::SyncOutcome> {
     let _ = ctx;
     let mut out = Vec::new();
     for remote in remotes {
         let start = chrono::Local::now();
-        let r = remote_exclusions(ctx, repo, &remote.name).and_then(|ex| {
+        let r = remote_exclusions(ctx, repo, &remote.name, set).and_then(|ex| {
             crate::remote::sync::sync(repo.store.root(), remote, dry_run, &ex).map_err(anyhow::Error::from)
         });
         let mut o = crate::lifecycle::runner::SyncOutcome { remote: remote.name.clone(), ..Default::default() };
@@ -1087,11 +1111,15 @@ fn cmd_daemon(ctx: &Ctx) -> Result<i32> {
     if !ctx.cli.quiet {
         println!("cairn daemon: {} types, repository {}", cfg.types.len(), repo.store.root().display());
     }
+    let clock = crate::lifecycle::clock::SystemClock;
+    let opts = crate::lifecycle::runner::RunOptions { retry_base: retry_base(), ..Default::default() };
+    // Kept across rounds: each round reads only the snapshot files it has not seen.
+    let mut set = crate::ops::snapshot_set::SnapshotSet::new();
     while !TERM.load(Ordering::SeqCst) {
-        match crate::lifecycle::runner::run_backups(&mut repo, cfg, &crate::lifecycle::runner::RunOptions::default()) {
+        match crate::lifecycle::runner::run_backups(&mut repo, cfg, &opts, &mut set, &clock) {
             Ok(mut report) => {
                 if report.ran.iter().any(|r| r.result == crate::lifecycle::history::Outcome::Success) {
-                    report.sync = sync_all(ctx, &repo, &ctx.remotes()?, false);
+                    report.sync = sync_all(ctx, &repo, &ctx.remotes()?, false, &mut set);
                 }
                 if !report.ran.is_empty() {
                     print_backup_report(ctx, &report);
@@ -1102,26 +1130,14 @@ fn cmd_daemon(ctx: &Ctx) -> Result<i32> {
         // Sleep until the next due time, in short steps: wall-clock jumps and suspend are noticed
         // within a minute, and a signal within a second.
         let history = crate::lifecycle::history::History::open(repo.store.root())?;
-        let (snaps, _) = repo.snapshots()?;
-        let mut next = chrono::Local::now().fixed_offset() + chrono::Duration::minutes(60);
-        for (name, t) in &cfg.types {
-            if t.schedule.as_deref() == Some("on-change") {
-                next = next.min(chrono::Local::now().fixed_offset() + chrono::Duration::minutes(5));
-                continue;
-            }
-            let d = crate::lifecycle::runner::due_now(t, crate::lifecycle::runner::last_success(&history, &snaps, name)?);
-            // A type still due after this round failed: try again in five minutes, not at once.
-            next = next.min(if d.due {
-                chrono::Local::now().fixed_offset() + chrono::Duration::minutes(5)
-            } else {
-                d.next
-            });
-        }
+        set.refresh(&repo)?;
+        let timing = crate::lifecycle::runner::DaemonTiming::default();
+        let next = crate::lifecycle::runner::next_round(cfg, &history, set.all(), &clock.now(), timing)?;
         tracing::info!("next run due at {next}");
         let started = std::time::Instant::now();
-        let wall_start = chrono::Local::now().fixed_offset();
+        let wall_start = clock.now().fixed_offset();
         while !TERM.load(Ordering::SeqCst) {
-            let now = chrono::Local::now().fixed_offset();
+            let now = clock.now().fixed_offset();
             if now >= next {
                 break;
             }
@@ -1168,13 +1184,7 @@ fn cmd_export(ctx: &Ctx, a: &args::ExportArgs) -> Result<i32> {
                 .config()?
                 .and_then(|c| c.type_config(&s.backup_type))
                 .and_then(|t| t.retention.as_ref())
-                .and_then(|r| {
-                    r.keep_within
-                        .as_deref()
-                        .and_then(crate::lifecycle::config::parse_duration)
-                        .map(|d| d.num_days())
-                        .or(r.keep_daily.map(i64::from))
-                })
+                .and_then(|r| r.keep_within.map(|d| d.duration().num_days()).or(r.keep_daily.map(i64::from)))
                 .unwrap_or(30);
             crate::ops::export::export_dated(&repo, id, s, &a.out, keep_days)?
         } else {

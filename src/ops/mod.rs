@@ -7,4 +7,5 @@ pub mod prune;
 pub mod restore;
 pub mod retention;
 pub mod snapshot;
+pub mod snapshot_set;
 pub mod verify;
