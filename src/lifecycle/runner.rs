@@ -346,7 +346,7 @@ pub fn run_backups(
             Ok(decisions) => {
                 report.forgotten = decisions.iter().filter(|d| !d.keep).map(|d| d.id).collect();
                 if !report.forgotten.is_empty() && cfg.backup.prune_after_backup.unwrap_or(true) {
-                    match prune::prune(repo, PruneOptions::default()) {
+                    match prune::prune_in(repo, PruneOptions::default(), set) {
                         Ok(p) => report.prune = Some(p),
                         Err(e) => report.maintenance_error = Some(format!("prune: {e}")),
                     }

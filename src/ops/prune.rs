@@ -124,16 +124,17 @@ pub fn forget_in(
     Ok(out)
 }
 
-/// Every chunk a snapshot references (tree and content).
-fn live_chunks(repo: &Repo) -> Result<(HashSet<ChunkId>, usize)> {
+/// Every chunk a snapshot references (tree and content). `set` is brought up to date first (the
+/// caller holds the exclusive lock); any unreadable snapshot stops prune.
+fn live_chunks(repo: &Repo, set: &mut SnapshotSet) -> Result<(HashSet<ChunkId>, usize)> {
+    set.refresh(repo)?;
+    if let Some((id, e)) = set.unreadable().first() {
+        return Err(Error::corrupt(format!("snapshot {id}"), format!("unreadable, prune stops: {e}")));
+    }
     let mut live = HashSet::new();
-    let ids = repo.snapshot_ids()?;
-    for id in &ids {
-        let s = repo
-            .load_snapshot(id)
-            .map_err(|e| Error::corrupt(format!("snapshot {id}"), format!("unreadable, prune stops: {e}")))?;
+    for (id, s) in set.all() {
         live.extend(s.tree.iter().copied());
-        for n in repo.tree(&s)? {
+        for n in repo.tree(s)? {
             let n =
                 n.map_err(|e| Error::corrupt(format!("snapshot {id}"), format!("tree unreadable, prune stops: {e}")))?;
             if n.kind == NodeKind::File {
@@ -141,11 +142,16 @@ fn live_chunks(repo: &Repo) -> Result<(HashSet<ChunkId>, usize)> {
             }
         }
     }
-    Ok((live, ids.len()))
+    Ok((live, set.all().len()))
 }
 
 /// Runs prune.
 pub fn prune(repo: &mut Repo, opts: PruneOptions) -> Result<PruneReport> {
+    prune_in(repo, opts, &mut SnapshotSet::new())
+}
+
+/// [`prune`] with a snapshot set the caller already holds (only files it has not seen are read).
+pub fn prune_in(repo: &mut Repo, opts: PruneOptions, set: &mut SnapshotSet) -> Result<PruneReport> {
     let start = Instant::now();
     let _lock = Lock::acquire(&repo.store, true, "prune")?;
     let mut report = PruneReport { dry_run: opts.dry_run, ..Default::default() };
@@ -175,7 +181,7 @@ pub fn prune(repo: &mut Repo, opts: PruneOptions) -> Result<PruneReport> {
             ));
         }
     }
-    let (live, nsnap) = live_chunks(repo)?;
+    let (live, nsnap) = live_chunks(repo, set)?;
     report.snapshots = nsnap;
     report.live_chunks = live.len();
     report.packs_before = packs.len();
