@@ -451,7 +451,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                         r.files,
                         human_bytes(r.bytes_read),
                         human_bytes(r.bytes_added),
-                        r.snapshot.as_deref().map(|s| &s[..8]).unwrap_or("-"),
+                        r.snapshot.as_deref().map(|s| s.get(..8).unwrap_or(s)).unwrap_or("-"),
                         r.error.clone().unwrap_or_default()
                     );
                 }
@@ -772,7 +772,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                         println!("    ... and {} more", d.chunks.len() - 10);
                     }
                     for a in &d.affected {
-                        println!("  breaks snapshot {} file {}", &a.snapshot[..8], a.path);
+                        println!("  breaks snapshot {} file {}", a.snapshot.short(), a.path);
                     }
                 }
                 for p in &r.problems {
@@ -782,7 +782,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                     println!(
                         "restore test {} snapshot {}: {}",
                         t.backup_type,
-                        &t.snapshot[..t.snapshot.len().min(8)],
+                        t.snapshot.short(),
                         if t.ok { format!("ok ({})", t.detail) } else { format!("FAILED: {}", t.detail) }
                     );
                 }
@@ -835,7 +835,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                             println!(
                                 "{}{} {} {} {}",
                                 if k.current { "*" } else { " " },
-                                &k.id[..16],
+                                k.id.get(..16).unwrap_or(&k.id),
                                 k.created,
                                 k.host,
                                 k.label
@@ -846,16 +846,16 @@ pub fn run(cli: Cli) -> Result<i32> {
                 KeyCmd::Add { label, new_password_file } => {
                     let np = ctx.new_password(new_password_file)?;
                     let id = crate::ops::keys::add(&path, &pw, &np, label)?;
-                    println!("added key {}", &id[..16]);
+                    println!("added key {}", id.get(..16).unwrap_or(&id));
                 }
                 KeyCmd::Remove { id } => {
                     let id = crate::ops::keys::remove(&path, &pw, id)?;
-                    println!("removed key {}", &id[..16]);
+                    println!("removed key {}", id.get(..16).unwrap_or(&id));
                 }
                 KeyCmd::Passwd { new_password_file } => {
                     let np = ctx.new_password(new_password_file)?;
                     let id = crate::ops::keys::passwd(&path, &pw, &np)?;
-                    println!("password changed (new key {})", &id[..16]);
+                    println!("password changed (new key {})", id.get(..16).unwrap_or(&id));
                 }
             }
             Ok(0)
