@@ -88,3 +88,29 @@ id_type!(
 pub fn content_hash(bytes: &[u8]) -> [u8; 32] {
     *blake3::hash(bytes).as_bytes()
 }
+
+/// Serde helpers that write ids as hex strings in reports (`#[serde(serialize_with = ...)]`);
+/// the derived `Serialize` writes raw bytes, which is what the binary formats want.
+pub mod as_hex {
+    use std::fmt::Display;
+
+    use serde::Serializer;
+
+    /// One id.
+    pub fn one<S: Serializer, T: Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    /// An optional id (`null` when absent).
+    pub fn option<S: Serializer, T: Display>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.collect_str(v),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// A list of ids.
+    pub fn list<S: Serializer, T: Display>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|x| x.to_string()))
+    }
+}

@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod ops;
 pub mod repo;
 pub mod source;
+pub mod span;
 pub mod store;
 pub mod util;
 

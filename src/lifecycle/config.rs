@@ -5,116 +5,227 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
-use crate::format::chunker::ChunkerParams;
 use crate::error::{Error, Result};
+use crate::format::chunker::ChunkerParams;
+use crate::format::repo_config::Encryption;
+use crate::lifecycle::schedule::Schedule;
+pub use crate::ops::retention::Retention;
+use crate::span::Span;
 
-/// Retention rules of a type (applied by `forget`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Retention {
-    /// Keep the newest N.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_last: Option<u32>,
-    /// Keep the newest in each of the last N hours.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_hourly: Option<u32>,
-    /// ... days.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_daily: Option<u32>,
-    /// ... weeks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_weekly: Option<u32>,
-    /// ... months.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_monthly: Option<u32>,
-    /// ... years.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_yearly: Option<u32>,
-    /// Keep everything younger than this ("30d", "12h", "2w").
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_within: Option<String>,
-}
-
-/// One backup type.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TypeConfig {
-    /// A SQLite database file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sqlite: Option<PathBuf>,
-    /// Use `VACUUM INTO` instead of the online backup API.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub vacuum: bool,
-    /// Seconds to wait for a busy (locked) database before failing.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub busy_timeout_s: Option<u64>,
-    /// A PostgreSQL connection URL or libpq service name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub postgres: Option<String>,
-    /// Files and directories.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub paths: Option<Vec<PathBuf>>,
-    /// Globs (matched against paths inside the snapshot) to leave out.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub exclude: Vec<String>,
-    /// A command whose standard output is stored.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub command: Option<Vec<String>>,
-    /// File name of the command's output inside the snapshot.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub command_name: Option<String>,
-    /// "daily 03:00", "weekly sun 03:00", "hourly", "every 6h", "on-change".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<String>,
-    /// For on-change types: snapshot anyway when the last one is older than this (default 1d).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_change_fallback: Option<String>,
-    /// When the last success is older than this, the type is due whatever the clock says.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub catch_up_after: Option<String>,
-    /// Recovery point objective shown by status (default: the schedule interval).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rpo: Option<String>,
-    /// Retention.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retention: Option<Retention>,
-    /// Chunker override for this type.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub chunker: Option<ChunkerParams>,
-}
-
-/// Which source a type reads.
+/// Which source a type reads, with the settings that only make sense for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SourceSpec {
     /// SQLite file.
     Sqlite {
         /// Database path (absolute).
         path: PathBuf,
-        /// VACUUM INTO.
+        /// VACUUM INTO instead of the online backup API.
         vacuum: bool,
+        /// How long to wait for a busy (locked) database (`busy_timeout_s`, default 30 s).
+        busy_timeout: Option<std::time::Duration>,
     },
-    /// pg_dump target.
+    /// pg_dump target: a connection URL or a libpq service name.
     Postgres(String),
-    /// Files.
+    /// Files and directories (absolute).
     Paths(Vec<PathBuf>),
-    /// Command stdout.
-    Command(Vec<String>),
+    /// A command whose standard output is stored.
+    Command {
+        /// Program and arguments.
+        argv: Vec<String>,
+        /// File name of the output inside the snapshot (`command_name`, default "TYPE.out").
+        output_name: Option<String>,
+    },
+}
+
+/// One backup type, validated and parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TypeConfig {
+    /// What it reads.
+    pub source: SourceSpec,
+    /// Globs (matched against paths inside the snapshot) to leave out; checked at load.
+    pub exclude: Vec<String>,
+    /// When it runs (None: only with `--now`).
+    pub schedule: Option<Schedule>,
+    /// For on-change types: snapshot anyway when the last one is older than this (default 1d).
+    pub on_change_fallback: Option<Span>,
+    /// When the last success is older than this, the type is due whatever the clock says.
+    pub catch_up_after: Option<Span>,
+    /// Recovery point objective shown by status (default: the schedule interval).
+    pub rpo: Option<Span>,
+    /// Retention.
+    pub retention: Option<Retention>,
+    /// Chunker override for this type.
+    pub chunker: Option<ChunkerParams>,
 }
 
 impl TypeConfig {
-    /// The source, once validated.
-    pub fn source(&self) -> SourceSpec {
-        if let Some(p) = &self.sqlite {
-            SourceSpec::Sqlite { path: p.clone(), vacuum: self.vacuum }
-        } else if let Some(u) = &self.postgres {
-            SourceSpec::Postgres(u.clone())
-        } else if let Some(c) = &self.command {
-            SourceSpec::Command(c.clone())
-        } else {
-            SourceSpec::Paths(self.paths.clone().unwrap_or_default())
+    /// The source.
+    pub fn source(&self) -> &SourceSpec {
+        &self.source
+    }
+
+    /// The recovery point objective: `rpo`, else the schedule's interval, else one day.
+    pub fn rpo(&self) -> chrono::Duration {
+        match (&self.rpo, &self.schedule) {
+            (Some(r), _) => r.duration(),
+            (None, Some(s)) => s.interval(),
+            (None, None) => chrono::Duration::days(1),
         }
+    }
+
+    /// For on-change types, how old the parent may be before an unchanged source is stored again.
+    pub fn on_change_window(&self) -> Option<chrono::Duration> {
+        (self.schedule == Some(Schedule::OnChange))
+            .then(|| self.on_change_fallback.map_or_else(|| chrono::Duration::days(1), |d| d.duration()))
+    }
+}
+
+/// A type as written in the file: the shape `config check` prints back.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TypeFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sqlite: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    vacuum: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    busy_timeout_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    postgres: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    paths: Option<Vec<PathBuf>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    exclude: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    command_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schedule: Option<Schedule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    on_change_fallback: Option<Span>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    catch_up_after: Option<Span>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rpo: Option<Span>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retention: Option<Retention>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chunker: Option<ChunkerParams>,
+}
+
+impl From<&TypeConfig> for TypeFile {
+    fn from(t: &TypeConfig) -> TypeFile {
+        let mut f = TypeFile {
+            exclude: t.exclude.clone(),
+            schedule: t.schedule,
+            on_change_fallback: t.on_change_fallback,
+            catch_up_after: t.catch_up_after,
+            rpo: t.rpo,
+            retention: t.retention.clone(),
+            chunker: t.chunker,
+            ..Default::default()
+        };
+        match &t.source {
+            SourceSpec::Sqlite { path, vacuum, busy_timeout } => {
+                f.sqlite = Some(path.clone());
+                f.vacuum = *vacuum;
+                f.busy_timeout_s = busy_timeout.map(|d| d.as_secs());
+            }
+            SourceSpec::Postgres(target) => f.postgres = Some(target.clone()),
+            SourceSpec::Paths(p) => f.paths = Some(p.clone()),
+            SourceSpec::Command { argv, output_name } => {
+                f.command = Some(argv.clone());
+                f.command_name = output_name.clone();
+            }
+        }
+        f
+    }
+}
+
+impl Serialize for TypeConfig {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        TypeFile::from(self).serialize(s)
+    }
+}
+
+impl TypeFile {
+    /// Checks what serde cannot and builds the typed form; `abs` makes paths absolute. Errors
+    /// are (key relative to the type, message).
+    fn into_typed(self, abs: &dyn Fn(&Path) -> PathBuf) -> std::result::Result<TypeConfig, (String, String)> {
+        let err = |k: &str, m: String| Err((k.to_string(), m));
+        let sources = [self.sqlite.is_some(), self.postgres.is_some(), self.paths.is_some(), self.command.is_some()];
+        match sources.iter().filter(|&&b| b).count() {
+            1 => {}
+            0 => return err("", "no source: give one of sqlite, postgres, paths, command".into()),
+            _ => return err("", "more than one source: give only one of sqlite, postgres, paths, command".into()),
+        }
+        let only = |key: &str, given: bool, source: &str| -> std::result::Result<(), (String, String)> {
+            if given {
+                Err((key.to_string(), format!("only applies to a {source} source")))
+            } else {
+                Ok(())
+            }
+        };
+        if self.sqlite.is_none() {
+            only("vacuum", self.vacuum, "sqlite")?;
+            only("busy_timeout_s", self.busy_timeout_s.is_some(), "sqlite")?;
+        }
+        if self.command.is_none() {
+            only("command_name", self.command_name.is_some(), "command")?;
+        }
+        let source = if let Some(p) = self.sqlite {
+            SourceSpec::Sqlite {
+                path: abs(&p),
+                vacuum: self.vacuum,
+                busy_timeout: self.busy_timeout_s.map(std::time::Duration::from_secs),
+            }
+        } else if let Some(target) = self.postgres {
+            SourceSpec::Postgres(target)
+        } else if let Some(argv) = self.command {
+            if argv.is_empty() {
+                return err("command", "empty command".into());
+            }
+            SourceSpec::Command { argv, output_name: self.command_name }
+        } else {
+            let ps = self.paths.unwrap_or_default();
+            if ps.is_empty() {
+                return err("paths", "empty list".into());
+            }
+            SourceSpec::Paths(ps.iter().map(|p| abs(p)).collect())
+        };
+        for g in &self.exclude {
+            if let Err(e) = globset::Glob::new(g) {
+                return err("exclude", e.to_string());
+            }
+        }
+        if let Some(r) = &self.retention {
+            r.validate().map_err(|(k, m)| (join("retention", k), m.to_string()))?;
+        }
+        if let Some(c) = &self.chunker {
+            c.validate().map_err(|e| ("chunker".to_string(), e.to_string()))?;
+        }
+        Ok(TypeConfig {
+            source,
+            exclude: self.exclude,
+            schedule: self.schedule,
+            on_change_fallback: self.on_change_fallback,
+            catch_up_after: self.catch_up_after,
+            rpo: self.rpo,
+            retention: self.retention,
+            chunker: self.chunker,
+        })
+    }
+}
+
+/// `base.key`, or `base` alone when `key` is empty.
+fn join(base: &str, key: &str) -> String {
+    match (base, key) {
+        (b, "") => b.to_string(),
+        ("", k) => k.to_string(),
+        (b, k) => format!("{b}.{k}"),
     }
 }
 
@@ -179,14 +290,15 @@ pub struct BackupConfig {
     pub repository: PathBuf,
     /// "xchacha20poly1305" (default) or "none", used when the repository is created on first use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub encryption: Option<String>,
+    pub encryption: Option<Encryption>,
     /// File holding the repository password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
     /// Command printing the repository password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_command: Option<Vec<String>>,
-    /// Backup types, in the order `backup` runs them.
+    /// Backup types as written, in the order `backup` runs them; [`Config::types`] holds them
+    /// parsed.
     pub types: serde_json::Map<String, serde_json::Value>,
     /// Remote mirrors.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -227,85 +339,6 @@ fn key_path(base: &str, path: &serde_path_to_error::Path) -> String {
         (b, p) if p.starts_with('[') => format!("{b}{p}"),
         (b, p) => format!("{b}.{p}"),
     }
-}
-
-/// Parses a duration such as "30d", "12h", "2w", "90m", "45s".
-pub fn parse_duration(s: &str) -> Option<chrono::Duration> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
-    let n: i64 = num.parse().ok()?;
-    if n <= 0 {
-        return None;
-    }
-    match unit {
-        "s" => chrono::Duration::try_seconds(n),
-        "m" => chrono::Duration::try_minutes(n),
-        "h" => chrono::Duration::try_hours(n),
-        "d" => chrono::Duration::try_days(n),
-        "w" => chrono::Duration::try_weeks(n),
-        "y" => chrono::Duration::try_days(n * 365),
-        _ => None,
-    }
-}
-
-/// Checks a schedule expression's syntax.
-pub fn check_schedule(s: &str) -> std::result::Result<(), String> {
-    let parts: Vec<&str> = s.split_whitespace().collect();
-    let hhmm = |t: &str| -> bool {
-        t.split_once(':').is_some_and(|(h, m)| {
-            h.len() <= 2
-                && m.len() == 2
-                && h.parse::<u32>().is_ok_and(|h| h < 24)
-                && m.parse::<u32>().is_ok_and(|m| m < 60)
-        })
-    };
-    let ok = match parts.as_slice() {
-        ["hourly"] | ["on-change"] => true,
-        ["daily", t] => hhmm(t),
-        ["weekly", d, t] => {
-            ["mon", "tue", "wed", "thu", "fri", "sat", "sun"].contains(&d.to_ascii_lowercase().as_str()) && hhmm(t)
-        }
-        ["monthly", day, t] => day.parse::<u32>().is_ok_and(|d| (1..=28).contains(&d)) && hhmm(t),
-        ["every", d] => parse_duration(d).is_some_and(|d| d >= chrono::Duration::minutes(1)),
-        _ => false,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{s:?} is not a schedule; use \"daily HH:MM\", \"weekly sun HH:MM\", \"monthly D HH:MM\", \"hourly\", \"every 6h\" or \"on-change\""
-        ))
-    }
-}
-
-fn check_retention(file: &Path, key: &str, r: &Retention) -> Result<()> {
-    if let Some(w) = &r.keep_within {
-        if parse_duration(w).is_none() {
-            return Err(invalid(
-                file,
-                &format!("{key}.keep_within"),
-                format!("{w:?} is not a duration such as \"30d\""),
-            ));
-        }
-    }
-    let any = r.keep_last.is_some()
-        || r.keep_hourly.is_some()
-        || r.keep_daily.is_some()
-        || r.keep_weekly.is_some()
-        || r.keep_monthly.is_some()
-        || r.keep_yearly.is_some()
-        || r.keep_within.is_some();
-    if !any {
-        return Err(invalid(file, key, "retention keeps nothing: give keep_last, keep_daily, ... or keep_within"));
-    }
-    if r.keep_last == Some(0) {
-        return Err(invalid(
-            file,
-            &format!("{key}.keep_last"),
-            "must be at least 1 (the newest snapshot is always kept)",
-        ));
-    }
-    Ok(())
 }
 
 impl Config {
@@ -364,16 +397,6 @@ impl Config {
         if let Some(p) = &backup.password_file {
             backup.password_file = Some(abs(p));
         }
-        match backup.encryption.as_deref() {
-            None | Some("xchacha20poly1305") | Some("none") => {}
-            Some(o) => {
-                return Err(invalid(
-                    file,
-                    &format!("{prefix}encryption"),
-                    format!("{o:?}: use \"xchacha20poly1305\" or \"none\""),
-                ))
-            }
-        }
         if backup.password_command.as_ref().is_some_and(|c| c.is_empty()) {
             return Err(invalid(file, &format!("{prefix}password_command"), "empty command"));
         }
@@ -386,62 +409,9 @@ impl Config {
             if name.is_empty() || name.len() > 64 || name.contains(['/', ':', '\0', ' ']) {
                 return Err(invalid(file, &key, "type names are 1-64 characters without '/', ':' or spaces"));
             }
-            let mut t: TypeConfig = serde_path_to_error::deserialize(v.clone())
+            let t: TypeFile = serde_path_to_error::deserialize(v.clone())
                 .map_err(|e| invalid(file, &key_path(&key, e.path()), e.into_inner()))?;
-            let sources = [t.sqlite.is_some(), t.postgres.is_some(), t.paths.is_some(), t.command.is_some()];
-            match sources.iter().filter(|&&b| b).count() {
-                1 => {}
-                0 => return Err(invalid(file, &key, "no source: give one of sqlite, postgres, paths, command")),
-                _ => {
-                    return Err(invalid(
-                        file,
-                        &key,
-                        "more than one source: give only one of sqlite, postgres, paths, command",
-                    ))
-                }
-            }
-            if t.vacuum && t.sqlite.is_none() {
-                return Err(invalid(file, &format!("{key}.vacuum"), "only applies to a sqlite source"));
-            }
-            if let Some(p) = &t.sqlite {
-                t.sqlite = Some(abs(p));
-            }
-            if let Some(ps) = &t.paths {
-                if ps.is_empty() {
-                    return Err(invalid(file, &format!("{key}.paths"), "empty list"));
-                }
-                t.paths = Some(ps.iter().map(|p| abs(p)).collect());
-            }
-            if let Some(c) = &t.command {
-                if c.is_empty() {
-                    return Err(invalid(file, &format!("{key}.command"), "empty command"));
-                }
-            }
-            for g in &t.exclude {
-                globset::Glob::new(g).map_err(|e| invalid(file, &format!("{key}.exclude"), e))?;
-            }
-            if let Some(s) = &t.schedule {
-                check_schedule(s).map_err(|e| invalid(file, &format!("{key}.schedule"), e))?;
-            }
-            for (k, v) in
-                [("catch_up_after", &t.catch_up_after), ("rpo", &t.rpo), ("on_change_fallback", &t.on_change_fallback)]
-            {
-                if let Some(d) = v {
-                    if parse_duration(d).is_none() {
-                        return Err(invalid(
-                            file,
-                            &format!("{key}.{k}"),
-                            format!("{d:?} is not a duration such as \"2d\""),
-                        ));
-                    }
-                }
-            }
-            if let Some(r) = &t.retention {
-                check_retention(file, &format!("{key}.retention"), r)?;
-            }
-            if let Some(c) = &t.chunker {
-                c.validate().map_err(|e| invalid(file, &format!("{key}.chunker"), e))?;
-            }
+            let t = t.into_typed(&abs).map_err(|(k, m)| invalid(file, &join(&key, &k), m))?;
             types.push((name.clone(), t));
         }
         let mut names = std::collections::HashSet::new();
@@ -461,7 +431,8 @@ impl Config {
                 ));
             }
             if let Some(ret) = &r.retention {
-                check_retention(file, &format!("{prefix}remotes[{i}].retention"), ret)?;
+                ret.validate()
+                    .map_err(|(k, m)| invalid(file, &join(&format!("{prefix}remotes[{i}].retention"), k), m))?;
             }
         }
         let file = file.file_name().map(|n| dir.join(n)).unwrap_or_else(|| file.to_path_buf());
@@ -487,16 +458,55 @@ impl Config {
 mod tests {
     use super::*;
 
+    fn load(types: serde_json::Value) -> Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cairn.json");
+        let v = serde_json::json!({"name": "t", "repository": "repo", "types": types});
+        std::fs::write(&file, serde_json::to_vec(&v).unwrap()).unwrap();
+        Config::load(&file)
+    }
+
     #[test]
-    fn durations_and_schedules() {
-        assert_eq!(parse_duration("2d"), chrono::Duration::try_days(2));
-        assert_eq!(parse_duration("90m"), chrono::Duration::try_minutes(90));
-        assert!(parse_duration("x").is_none() && parse_duration("0d").is_none() && parse_duration("5").is_none());
-        for ok in ["daily 03:00", "weekly sun 03:00", "hourly", "every 6h", "on-change", "monthly 1 04:30"] {
-            assert!(check_schedule(ok).is_ok(), "{ok}");
+    fn values_are_parsed_once_and_shown_back_as_written() {
+        let t = serde_json::json!({
+            "db": {"sqlite": "a.db", "busy_timeout_s": 5, "schedule": "daily 03:00", "catch_up_after": "2d",
+                   "rpo": "36h", "retention": {"keep_last": 3, "keep_within": "2w"}},
+            "cfg": {"command": ["echo", "x"], "command_name": "x.txt", "schedule": "on-change",
+                    "on_change_fallback": "12h"},
+            "logs": {"paths": ["/var/log"], "schedule": "every 90m", "exclude": ["*.gz"]}
+        });
+        let c = load(t.clone()).unwrap();
+        let db = c.type_config("db").unwrap();
+        assert_eq!(db.schedule, Some(Schedule::Daily(chrono::NaiveTime::from_hms_opt(3, 0, 0).unwrap())));
+        assert_eq!(db.catch_up_after.map(|d| d.duration()), Some(chrono::Duration::days(2)));
+        assert_eq!(db.rpo(), chrono::Duration::hours(36));
+        assert!(matches!(&db.source, SourceSpec::Sqlite { busy_timeout: Some(d), .. } if d.as_secs() == 5));
+        assert_eq!(c.type_config("cfg").unwrap().on_change_window(), Some(chrono::Duration::hours(12)));
+        assert_eq!(c.type_config("logs").unwrap().rpo(), chrono::Duration::minutes(90));
+        assert_eq!(db.on_change_window(), None);
+        let back = c.resolved_json();
+        for (ty, key) in [("db", "schedule"), ("db", "catch_up_after"), ("db", "rpo"), ("db", "retention")] {
+            assert_eq!(back["backup"]["types"][ty][key], t[ty][key], "{ty}.{key}");
         }
-        for bad in ["daily 25:00", "weekly funday 03:00", "sometimes", "every 0h", "daily 3"] {
-            assert!(check_schedule(bad).is_err(), "{bad}");
+        assert_eq!(back["backup"]["types"]["cfg"]["command_name"], "x.txt");
+        assert_eq!(back["backup"]["types"]["logs"]["schedule"], "every 90m");
+        assert_eq!(back["backup"]["types"]["db"]["busy_timeout_s"], 5);
+    }
+
+    #[test]
+    fn a_bad_value_is_an_error_naming_the_key() {
+        for (ty, key, what) in [
+            (serde_json::json!({"paths": ["x"], "rpo": "soon"}), "types.t.rpo", "not a duration"),
+            (serde_json::json!({"paths": ["x"], "on_change_fallback": "0d"}), "types.t.on_change_fallback", "not a"),
+            (serde_json::json!({"paths": ["x"], "schedule": "every 30s"}), "types.t.schedule", "not a schedule"),
+            (serde_json::json!({"paths": ["x"], "retention": {"keep_within": "1 day"}}), "types.t.retention.keep_within", "not a duration"),
+            (serde_json::json!({"paths": ["x"], "retention": {}}), "types.t.retention", "keeps nothing"),
+            (serde_json::json!({"paths": ["x"], "busy_timeout_s": 3}), "types.t.busy_timeout_s", "only applies to a sqlite"),
+            (serde_json::json!({"paths": ["x"], "command_name": "a"}), "types.t.command_name", "only applies to a command"),
+            (serde_json::json!({"paths": ["x"], "exclude": ["a[" ]}), "types.t.exclude", "unclosed"),
+        ] {
+            let e = load(serde_json::json!({"t": ty})).unwrap_err().to_string();
+            assert!(e.contains(&format!("cairn.json: {key}: ")) && e.contains(what), "{key}: {e}");
         }
     }
 }

@@ -6,26 +6,32 @@ use crate::error::Result;
 use crate::lifecycle::config::Config;
 use crate::lifecycle::history::{History, Outcome};
 use crate::lifecycle::remotes::sync_all;
-use crate::lifecycle::runner::{due_now, last_success, run_backups, BackupReport, RunOptions};
+use crate::lifecycle::clock::Clock;
+use crate::lifecycle::runner::{next_round, run_backups, BackupReport, DaemonTiming, RunOptions};
+use crate::ops::snapshot_set::SnapshotSet;
 use crate::store::rclone::RcloneStore as Rclone;
 use crate::repo::Repo;
 
 /// Runs backup rounds until `stop` is set: each round runs what is due, syncs `remotes` after a
 /// success and hands every round that ran something to `on_round`; a failed round is logged and
-/// the loop goes on.
+/// the loop goes on. Time comes from `clock`; `opts` carries the retry pacing.
 pub fn run(
     repo: &mut Repo,
     cfg: &Config,
     remotes: &[Rclone],
+    opts: &RunOptions,
+    clock: &dyn Clock,
     stop: &AtomicBool,
     on_round: &mut dyn FnMut(&BackupReport),
 ) -> Result<()> {
     tracing::info!("daemon started for {} types", cfg.types.len());
+    // Kept across rounds: each round reads only the snapshot files it has not seen.
+    let mut set = SnapshotSet::new();
     while !stop.load(Ordering::SeqCst) {
-        match run_backups(repo, cfg, &RunOptions::default()) {
+        match run_backups(repo, cfg, opts, &mut set, clock) {
             Ok(mut report) => {
                 if report.ran.iter().any(|r| r.result == Outcome::Success) {
-                    report.sync = sync_all(Some(cfg), repo, remotes, false);
+                    report.sync = sync_all(Some(cfg), repo, remotes, false, &mut set, clock);
                 }
                 if !report.ran.is_empty() {
                     on_round(&report);
@@ -36,26 +42,13 @@ pub fn run(
         // Sleep until the next due time, in short steps: wall-clock jumps and suspend are noticed
         // within a minute, and a signal within a second.
         let history = History::open(repo.store.root())?;
-        let (snaps, _) = repo.snapshots()?;
-        let mut next = chrono::Local::now().fixed_offset() + chrono::Duration::minutes(60);
-        for (name, t) in &cfg.types {
-            if t.schedule.as_deref() == Some("on-change") {
-                next = next.min(chrono::Local::now().fixed_offset() + chrono::Duration::minutes(5));
-                continue;
-            }
-            let d = due_now(t, last_success(&history, &snaps, name)?);
-            // A type still due after this round failed: try again in five minutes, not at once.
-            next = next.min(if d.due {
-                chrono::Local::now().fixed_offset() + chrono::Duration::minutes(5)
-            } else {
-                d.next
-            });
-        }
+        set.refresh(repo)?;
+        let next = next_round(cfg, &history, set.all(), &clock.now(), DaemonTiming::default())?;
         tracing::info!("next run due at {next}");
         let started = std::time::Instant::now();
-        let wall_start = chrono::Local::now().fixed_offset();
+        let wall_start = clock.now().fixed_offset();
         while !stop.load(Ordering::SeqCst) {
-            let now = chrono::Local::now().fixed_offset();
+            let now = clock.now().fixed_offset();
             if now >= next {
                 break;
             }

@@ -39,13 +39,7 @@ pub struct ExportRequest {
 pub fn dated_keep_days(cfg: Option<&Config>, backup_type: &str) -> i64 {
     cfg.and_then(|c| c.type_config(backup_type))
         .and_then(|t| t.retention.as_ref())
-        .and_then(|r| {
-            r.keep_within
-                .as_deref()
-                .and_then(crate::lifecycle::config::parse_duration)
-                .map(|d| d.num_days())
-                .or(r.keep_daily.map(i64::from))
-        })
+        .and_then(|r| r.keep_within.map(|d| d.duration().num_days()).or(r.keep_daily.map(i64::from)))
         .unwrap_or(30)
 }
 

@@ -17,7 +17,7 @@ pub fn create_if_fresh(path: &Path, cfg: &Config, password: PasswordFn) -> Resul
         return Ok(None);
     }
     let encryption =
-        if cfg.backup.encryption.as_deref() == Some("none") { Encryption::None } else { Encryption::XChaCha20Poly1305 };
+        cfg.backup.encryption.unwrap_or(Encryption::XChaCha20Poly1305);
     let pw = match encryption {
         Encryption::None => None,
         Encryption::XChaCha20Poly1305 => Some(password()?),

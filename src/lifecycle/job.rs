@@ -5,9 +5,11 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::ops::snapshot::{self, SnapshotOptions, SnapshotOutcome, Source};
-use crate::lifecycle::config::{parse_duration, SourceSpec, TypeConfig};
 use crate::error::{Error, Result};
+use crate::format::manifest::Snapshot;
+use crate::id::SnapshotId;
+use crate::lifecycle::config::{SourceSpec, TypeConfig};
+use crate::ops::snapshot::{self, SnapshotOptions, SnapshotOutcome, Source};
 use crate::repo::Repo;
 use crate::source::{sqlite, ChildReader};
 
@@ -87,17 +89,25 @@ fn pg_dump_version() -> Option<String> {
     Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Takes the snapshot for type `name`.
-pub fn run_type(repo: &mut Repo, name: &str, t: &TypeConfig, flags: RunFlags) -> Result<SnapshotOutcome> {
-    let on_change = t.schedule.as_deref() == Some("on-change");
+/// The wait for a busy SQLite database when the config gives none.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Takes the snapshot for type `name`. `parent` is the snapshot to compare against when the
+/// caller has looked it up already (`Some(None)`: there is none; `None`: it is looked up here).
+pub fn run_type(
+    repo: &mut Repo,
+    name: &str,
+    t: &TypeConfig,
+    flags: RunFlags,
+    parent: Option<Option<(SnapshotId, Snapshot)>>,
+) -> Result<SnapshotOutcome> {
     let mut opts = SnapshotOptions {
         backup_type: name.to_string(),
         creator: std::env::var("USER").ok(),
         force_read: flags.force_read,
         chunker: t.chunker,
-        skip_if_unchanged_within: on_change.then(|| {
-            t.on_change_fallback.as_deref().and_then(parse_duration).unwrap_or_else(|| chrono::Duration::days(1))
-        }),
+        skip_if_unchanged_within: t.on_change_window(),
+        parent,
         ..Default::default()
     };
     if !t.exclude.is_empty() {
@@ -111,9 +121,9 @@ pub fn run_type(repo: &mut Repo, name: &str, t: &TypeConfig, flags: RunFlags) ->
         opts.excludes = Some(b.build().map_err(|e| Error::Invalid(e.to_string()))?);
     }
     match t.source() {
-        SourceSpec::Sqlite { path, vacuum } => {
-            let timeout = Duration::from_secs(t.busy_timeout_s.unwrap_or(30));
-            let copy = sqlite::copy(&path, &repo.store.root().join("tmp"), vacuum && !flags.no_vacuum, timeout)?;
+        SourceSpec::Sqlite { path, vacuum, busy_timeout } => {
+            let timeout = busy_timeout.unwrap_or(DEFAULT_BUSY_TIMEOUT);
+            let copy = sqlite::copy(path, &repo.store.root().join("tmp"), *vacuum && !flags.no_vacuum, timeout)?;
             let file_name =
                 path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "db.sqlite".into());
             opts.source_meta = copy.meta.clone();
@@ -129,9 +139,9 @@ pub fn run_type(repo: &mut Repo, name: &str, t: &TypeConfig, flags: RunFlags) ->
             if opts.chunker.is_none() && !repo.config.chunkers.contains_key(name) {
                 opts.chunker = Some(repo.config.chunker_for("db"));
             }
-            let reader = ChildReader::spawn(pg_dump_command(&target), "pg_dump")?;
+            let reader = ChildReader::spawn(pg_dump_command(target), "pg_dump")?;
             let mut meta = BTreeMap::new();
-            meta.insert("postgres.target".into(), redact_url(&target));
+            meta.insert("postgres.target".into(), redact_url(target));
             meta.insert("postgres.format".into(), "plain".into());
             if let Some(v) = pg_dump_version() {
                 meta.insert("postgres.pg_dump".into(), v);
@@ -139,15 +149,15 @@ pub fn run_type(repo: &mut Repo, name: &str, t: &TypeConfig, flags: RunFlags) ->
             opts.source_meta = meta;
             snapshot::snapshot(repo, Source::Reader { name: format!("{name}.sql"), reader: Box::new(reader) }, &opts)
         }
-        SourceSpec::Command(argv) => {
+        SourceSpec::Command { argv, output_name } => {
             let mut c = Command::new(&argv[0]);
             c.args(&argv[1..]);
             let reader = ChildReader::spawn(c, &argv[0])?;
             opts.source_meta.insert("command".into(), argv.join(" "));
-            let file = t.command_name.clone().unwrap_or_else(|| format!("{name}.out"));
+            let file = output_name.clone().unwrap_or_else(|| format!("{name}.out"));
             snapshot::snapshot(repo, Source::Reader { name: file, reader: Box::new(reader) }, &opts)
         }
-        SourceSpec::Paths(paths) => snapshot::snapshot(repo, Source::Paths(paths), &opts),
+        SourceSpec::Paths(paths) => snapshot::snapshot(repo, Source::Paths(paths.clone()), &opts),
     }
 }
 

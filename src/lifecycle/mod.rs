@@ -1,6 +1,7 @@
 //! Running backups over time: the configuration, schedules, the run history, notifications,
 //! status and the runner that ties them together.
 
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod export;

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use chrono::{DateTime, FixedOffset, TimeZone};
 use serde::Serialize;
 
 use crate::lifecycle::config::NotifyConfig;
@@ -21,19 +22,19 @@ pub struct Event {
     pub message: String,
     /// Host.
     pub host: String,
-    /// When (RFC 3339).
-    pub time: String,
+    /// When.
+    pub time: DateTime<FixedOffset>,
 }
 
 impl Event {
-    /// A new event now.
-    pub fn new(event: &str, backup_type: &str, message: String) -> Self {
+    /// A new event that happened at `time`.
+    pub fn new<Tz: TimeZone>(event: &str, backup_type: &str, time: DateTime<Tz>, message: String) -> Self {
         Event {
             event: event.into(),
             backup_type: backup_type.into(),
             message,
             host: crate::util::hostname(),
-            time: chrono::Local::now().to_rfc3339(),
+            time: time.fixed_offset(),
         }
     }
 
@@ -73,7 +74,7 @@ pub fn send(cfg: &NotifyConfig, ev: &Event) -> Vec<String> {
         }
     }
     if let Some(url) = &cfg.webhook {
-        let body = serde_json::json!({"title": ev.title(), "event": ev.event, "type": ev.backup_type, "message": ev.message, "host": ev.host, "time": ev.time});
+        let body = serde_json::json!({"title": ev.title(), "event": ev.event, "type": ev.backup_type, "message": ev.message, "host": ev.host, "time": ev.time.to_rfc3339()});
         if let Err(e) = agent().post(url).send_json(body) {
             fail("webhook", e.to_string());
         }
@@ -87,7 +88,7 @@ pub fn send(cfg: &NotifyConfig, ev: &Event) -> Vec<String> {
             .env("CAIRN_MESSAGE", &ev.message)
             .env("CAIRN_TITLE", ev.title())
             .env("CAIRN_HOST", &ev.host)
-            .env("CAIRN_TIME", &ev.time)
+            .env("CAIRN_TIME", ev.time.to_rfc3339())
             .stdin(Stdio::null())
             .status();
         match r {
@@ -107,7 +108,7 @@ pub fn send(cfg: &NotifyConfig, ev: &Event) -> Vec<String> {
             ev.event,
             ev.backup_type,
             ev.host,
-            ev.time
+            ev.time.to_rfc3339()
         );
         let r =
             Command::new(&sendmail).arg("-t").stdin(Stdio::piped()).stdout(Stdio::null()).spawn().and_then(|mut c| {

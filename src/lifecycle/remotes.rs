@@ -6,7 +6,9 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::lifecycle::clock::{Clock, SystemClock};
 use crate::lifecycle::config::Config;
+use crate::ops::snapshot_set::SnapshotSet;
 use crate::lifecycle::history::{History, Outcome, Run};
 use crate::lifecycle::runner::SyncOutcome;
 use crate::store::rclone::RcloneStore as Rclone;
@@ -40,20 +42,37 @@ pub fn selected(cfg: Option<&Config>, only: Option<&str>) -> Result<Vec<Rclone>>
 }
 
 /// Snapshot files a configured remote's own retention leaves out (none without a retention).
-pub fn remote_exclusions(cfg: Option<&Config>, repo: &Repo, name: &str) -> Result<HashSet<Handle>> {
+/// `set` is brought up to date only when there is a retention to apply.
+pub fn remote_exclusions(
+    cfg: Option<&Config>,
+    repo: &Repo,
+    name: &str,
+    set: &mut SnapshotSet,
+    clock: &dyn Clock,
+) -> Result<HashSet<Handle>> {
     let ret = cfg.and_then(|c| c.backup.remotes.iter().find(|r| r.name == name)).and_then(|r| r.retention.clone());
     Ok(match ret {
-        Some(r) => crate::ops::sync::retention_exclusions(repo, &r)?,
+        Some(r) => {
+            set.refresh(repo)?;
+            crate::ops::sync::retention_exclusions(set.all(), &r, clock.now().fixed_offset())
+        }
         None => Default::default(),
     })
 }
 
 /// Syncs each remote, recording each in the history; a failure is reported, never raised.
-pub fn sync_all(cfg: Option<&Config>, repo: &Repo, remotes: &[Rclone], dry_run: bool) -> Vec<SyncOutcome> {
+pub fn sync_all(
+    cfg: Option<&Config>,
+    repo: &Repo,
+    remotes: &[Rclone],
+    dry_run: bool,
+    set: &mut SnapshotSet,
+    clock: &dyn Clock,
+) -> Vec<SyncOutcome> {
     let mut out = Vec::new();
     for remote in remotes {
         let start = chrono::Local::now();
-        let r = remote_exclusions(cfg, repo, &remote.name)
+        let r = remote_exclusions(cfg, repo, &remote.name, set, clock)
             .and_then(|ex| crate::ops::sync::sync(&repo.store, remote, &remote.name, dry_run, &ex));
         let mut o = SyncOutcome { remote: remote.name.clone(), ..Default::default() };
         let mut run = Run {
@@ -105,7 +124,7 @@ pub fn check(cfg: Option<&Config>, local: &Path, remote: &Rclone, password: Pass
         .is_some_and(|r| r.retention.is_some());
     let exclude = if has_retention {
         let repo = Repo::open(local, password)?;
-        remote_exclusions(cfg, &repo, &remote.name)?
+        remote_exclusions(cfg, &repo, &remote.name, &mut SnapshotSet::new(), &SystemClock)?
     } else {
         Default::default()
     };

@@ -6,20 +6,25 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, FixedOffset, Local};
 use serde::Serialize;
 
-use crate::ops::snapshot::SnapshotOutcome;
-use crate::lifecycle::config::{parse_duration, Config, TypeConfig};
 use crate::error::Result;
-use crate::lifecycle::history::{History, Outcome, Run};
-use crate::id::SnapshotId;
-use crate::lifecycle::job::{run_type, RunFlags};
 use crate::format::manifest::Snapshot;
+use crate::id::SnapshotId;
+use crate::lifecycle::clock::Clock;
+use crate::lifecycle::config::{Config, TypeConfig};
+use crate::lifecycle::history::{History, Outcome, Run};
+use crate::lifecycle::job::{run_type, RunFlags};
 use crate::lifecycle::notify::{self, Event};
-use crate::ops::prune::{self, PruneOptions, PruneReport};
-use crate::repo::Repo;
 use crate::lifecycle::schedule::{self, human_duration, Schedule};
+use crate::ops::prune::{self, PruneOptions, PruneReport};
+use crate::ops::snapshot::SnapshotOutcome;
+use crate::ops::snapshot_set::SnapshotSet;
+use crate::repo::Repo;
 
 /// Attempts for a transient failure (the first try plus retries).
 pub const MAX_RETRIES: u32 = 3;
+
+/// The first retry delay of a transient failure when the caller gives none.
+pub const DEFAULT_RETRY_BASE: Duration = Duration::from_secs(5);
 
 /// How `backup` runs.
 #[derive(Clone, Debug)]
@@ -30,14 +35,13 @@ pub struct RunOptions {
     pub types: Vec<String>,
     /// Per-run switches.
     pub flags: RunFlags,
-    /// First retry delay; doubles each retry (CAIRN_RETRY_BASE_MS overrides, for tests).
+    /// First retry delay of a transient failure; doubles each retry.
     pub retry_base: Duration,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        let ms = std::env::var("CAIRN_RETRY_BASE_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(5000);
-        RunOptions { now: false, types: Vec::new(), flags: RunFlags::default(), retry_base: Duration::from_millis(ms) }
+        RunOptions { now: false, types: Vec::new(), flags: RunFlags::default(), retry_base: DEFAULT_RETRY_BASE }
     }
 }
 
@@ -51,7 +55,8 @@ pub struct TypeResult {
     /// Outcome.
     pub result: Outcome,
     /// Snapshot (new, or the unchanged parent).
-    pub snapshot: Option<String>,
+    #[serde(serialize_with = "crate::id::as_hex::option")]
+    pub snapshot: Option<SnapshotId>,
     /// Statistics of the snapshot.
     pub stats: Option<crate::format::manifest::Stats>,
     /// Per-file errors recorded in the snapshot.
@@ -71,8 +76,9 @@ pub struct BackupReport {
     pub ran: Vec<TypeResult>,
     /// Types skipped as not due, with the reason.
     pub skipped: Vec<(String, String)>,
-    /// Retention decisions applied (removed snapshot ids).
-    pub forgotten: Vec<String>,
+    /// Snapshots removed by retention.
+    #[serde(serialize_with = "crate::id::as_hex::list")]
+    pub forgotten: Vec<SnapshotId>,
     /// Prune report if prune ran.
     pub prune: Option<PruneReport>,
     /// Maintenance error (forget/prune), never fatal to the backups.
@@ -129,27 +135,59 @@ pub fn last_success(
     })
 }
 
-/// Due decision for a configured type now.
-pub fn due_now(t: &TypeConfig, last: Option<DateTime<FixedOffset>>) -> schedule::Due {
-    let sched = t.schedule.as_deref().and_then(Schedule::parse);
-    let catch_up = t.catch_up_after.as_deref().and_then(parse_duration);
-    let now = Local::now();
-    schedule::due(sched.as_ref(), catch_up, last.map(|t| t.with_timezone(&Local)), &now)
+/// Due decision for a configured type at `now`.
+pub fn due_now(t: &TypeConfig, last: Option<DateTime<FixedOffset>>, now: &DateTime<Local>) -> schedule::Due {
+    let catch_up = t.catch_up_after.map(|c| c.duration());
+    schedule::due(t.schedule.as_ref(), catch_up, last.map(|t| t.with_timezone(&Local)), now)
 }
 
-/// The recovery point objective of a type: `rpo`, else its schedule interval, else one day.
-pub fn rpo(t: &TypeConfig) -> chrono::Duration {
-    t.rpo
-        .as_deref()
-        .and_then(parse_duration)
-        .or_else(|| t.schedule.as_deref().and_then(Schedule::parse).map(|s| s.interval()))
-        .unwrap_or_else(|| chrono::Duration::days(1))
+/// How the daemon paces its rounds.
+#[derive(Clone, Copy, Debug)]
+pub struct DaemonTiming {
+    /// Longest wait between rounds (schedules and the dead-man check are looked at again).
+    pub idle: chrono::Duration,
+    /// Wait before an on-change type is checked again, and before a type that is still due
+    /// after a round (it failed) is tried again: never at once, or a failing type would spin.
+    pub recheck: chrono::Duration,
 }
 
-fn run_with_retries(repo: &mut Repo, name: &str, t: &TypeConfig, opts: &RunOptions) -> (Result<SnapshotOutcome>, u32) {
+impl Default for DaemonTiming {
+    fn default() -> Self {
+        DaemonTiming { idle: chrono::Duration::minutes(60), recheck: chrono::Duration::minutes(5) }
+    }
+}
+
+/// When the daemon's next round is due, after a round that ended at `now`.
+pub fn next_round(
+    cfg: &Config,
+    history: &History,
+    snaps: &[(SnapshotId, Snapshot)],
+    now: &DateTime<Local>,
+    timing: DaemonTiming,
+) -> Result<DateTime<FixedOffset>> {
+    let now_f = now.fixed_offset();
+    let mut next = now_f + timing.idle;
+    for (name, t) in &cfg.types {
+        if t.schedule == Some(Schedule::OnChange) {
+            next = next.min(now_f + timing.recheck);
+            continue;
+        }
+        let d = due_now(t, last_success(history, snaps, name)?, now);
+        next = next.min(if d.due { now_f + timing.recheck } else { d.next });
+    }
+    Ok(next)
+}
+
+fn run_with_retries(
+    repo: &mut Repo,
+    name: &str,
+    t: &TypeConfig,
+    opts: &RunOptions,
+    parent: Option<(SnapshotId, Snapshot)>,
+) -> (Result<SnapshotOutcome>, u32) {
     let mut retries = 0;
     loop {
-        match run_type(repo, name, t, opts.flags) {
+        match run_type(repo, name, t, opts.flags, Some(parent.clone())) {
             Err(e) if e.is_transient() && retries < MAX_RETRIES => {
                 let wait = opts.retry_base * 2u32.pow(retries);
                 tracing::warn!("{name}: {e}; retrying in {:.1}s", wait.as_secs_f64());
@@ -161,33 +199,49 @@ fn run_with_retries(repo: &mut Repo, name: &str, t: &TypeConfig, opts: &RunOptio
     }
 }
 
-/// Runs the due (or all, with `now`) types.
-pub fn run_backups(repo: &mut Repo, cfg: &Config, opts: &RunOptions) -> Result<BackupReport> {
+/// Runs the due (or all, with `now`) types at the time `clock` gives. `set` is the repository's
+/// snapshot set, brought up to date here and kept so (new snapshots go in, forgotten ones out),
+/// so the caller can pass it on (sync exclusions, status) and a daemon can keep it across rounds.
+pub fn run_backups(
+    repo: &mut Repo,
+    cfg: &Config,
+    opts: &RunOptions,
+    set: &mut SnapshotSet,
+    clock: &dyn Clock,
+) -> Result<BackupReport> {
     let history = History::open(repo.store.root())?;
     let mut report = BackupReport::default();
     let notify_cfg = cfg.backup.notify.clone().unwrap_or_default();
     let threshold = notify_cfg.consecutive_failures.unwrap_or(3);
+    let host = crate::util::hostname();
     let mut succeeded = Vec::new();
     // Due decisions only look at what existed before this run.
-    let (snaps, _) = if opts.now { (Vec::new(), Vec::new()) } else { repo.snapshots()? };
+    set.refresh(repo)?;
+    let now = clock.now();
+    let mut due = Vec::new();
     for (name, t) in &cfg.types {
         if !opts.types.is_empty() && !opts.types.contains(name) {
             continue;
         }
-        let reason = if opts.now {
-            "--now".to_string()
+        if opts.now {
+            due.push((name, t, "--now".to_string()));
+            continue;
+        }
+        let d = due_now(t, last_success(&history, set.all(), name)?, &now);
+        if d.due {
+            due.push((name, t, d.reason));
         } else {
-            let d = due_now(t, last_success(&history, &snaps, name)?);
-            if !d.due {
-                report.skipped.push((name.clone(), d.reason));
-                continue;
-            }
-            d.reason
-        };
-        let start = Local::now();
-        let clock = Instant::now();
-        let (r, retries) = run_with_retries(repo, name, t, opts);
-        let end = Local::now();
+            report.skipped.push((name.clone(), d.reason));
+        }
+    }
+    for (name, t, reason) in due {
+        // A listing, not a read: only snapshots written meanwhile by another process are read.
+        set.refresh(repo)?;
+        let parent = crate::ops::snapshot::parent_in(set.all(), name, &host);
+        let start = clock.now();
+        let timer = Instant::now();
+        let (r, retries) = run_with_retries(repo, name, t, opts, parent);
+        let end = clock.now();
         let mut run = Run {
             id: 0,
             backup_type: name.clone(),
@@ -211,7 +265,7 @@ pub fn run_backups(repo: &mut Repo, cfg: &Config, opts: &RunOptions) -> Result<B
             file_errors: Vec::new(),
             error: None,
             retries,
-            duration_s: clock.elapsed().as_secs_f64(),
+            duration_s: timer.elapsed().as_secs_f64(),
         };
         match r {
             Ok(o) => {
@@ -229,12 +283,15 @@ pub fn run_backups(repo: &mut Repo, cfg: &Config, opts: &RunOptions) -> Result<B
                 run.bytes_added = if o.written { o.snapshot.stats.new_bytes } else { 0 };
                 run.snapshot = Some(o.id.to_hex());
                 tr.result = run.result;
-                tr.snapshot = run.snapshot.clone();
+                tr.snapshot = Some(o.id);
                 tr.error = run.error.clone();
                 tr.stats = Some(o.snapshot.stats.clone());
                 tr.file_errors = o.snapshot.errors.clone();
                 if complete && o.written {
                     succeeded.push(name.clone());
+                }
+                if o.written {
+                    set.insert(o.id, o.snapshot);
                 }
             }
             Err(e) => {
@@ -250,12 +307,14 @@ pub fn run_backups(repo: &mut Repo, cfg: &Config, opts: &RunOptions) -> Result<B
             events.push(Event::new(
                 "failure",
                 name,
+                end,
                 format!("{name} backup failed: {}", run.error.clone().unwrap_or_default()),
             ));
             if failures_before + 1 == threshold {
                 events.push(Event::new(
                     "consecutive_failures",
                     name,
+                    end,
                     format!(
                         "{name} backup has failed {threshold} times in a row; last error: {}",
                         run.error.clone().unwrap_or_default()
@@ -266,6 +325,7 @@ pub fn run_backups(repo: &mut Repo, cfg: &Config, opts: &RunOptions) -> Result<B
             events.push(Event::new(
                 "recovery",
                 name,
+                end,
                 format!("{name} backup succeeded again after {failures_before} failed runs"),
             ));
         }
@@ -277,15 +337,16 @@ pub fn run_backups(repo: &mut Repo, cfg: &Config, opts: &RunOptions) -> Result<B
         }
         report.ran.push(tr);
     }
-    report.notify_errors.extend(dead_man_check(repo, cfg, &history)?);
+    let now = clock.now();
+    report.notify_errors.extend(dead_man_check(cfg, &history, set.all(), &now)?);
     // Retention and prune for the types that just succeeded; failures here never fail the backup.
     if !succeeded.is_empty() && cfg.backup.forget_after_backup.unwrap_or(true) {
         let policy = |t: &str| cfg.type_config(t).and_then(|c| c.retention.clone());
-        match prune::forget(repo, Some(&succeeded), &policy, false) {
+        match prune::forget_in(repo, set, Some(&succeeded), &policy, now.fixed_offset(), false) {
             Ok(decisions) => {
-                report.forgotten = decisions.iter().filter(|d| !d.keep).map(|d| d.id.clone()).collect();
+                report.forgotten = decisions.iter().filter(|d| !d.keep).map(|d| d.id).collect();
                 if !report.forgotten.is_empty() && cfg.backup.prune_after_backup.unwrap_or(true) {
-                    match prune::prune(repo, PruneOptions::default()) {
+                    match prune::prune_in(repo, PruneOptions::default(), set) {
                         Ok(p) => report.prune = Some(p),
                         Err(e) => report.maintenance_error = Some(format!("prune: {e}")),
                     }
@@ -300,39 +361,44 @@ pub fn run_backups(repo: &mut Repo, cfg: &Config, opts: &RunOptions) -> Result<B
     Ok(report)
 }
 
-/// Alerts once a day per type whose last success is older than twice its RPO (or its
+/// Alerts once a day per type whose last success at `now` is older than twice its RPO (or its
 /// catch_up_after, if longer).
-pub fn dead_man_check(repo: &Repo, cfg: &Config, history: &History) -> Result<Vec<String>> {
+pub fn dead_man_check(
+    cfg: &Config,
+    history: &History,
+    snaps: &[(SnapshotId, Snapshot)],
+    now: &DateTime<Local>,
+) -> Result<Vec<String>> {
     let notify_cfg = cfg.backup.notify.clone().unwrap_or_default();
-    let now = Local::now().fixed_offset();
+    let now_f = now.fixed_offset();
     let mut errors = Vec::new();
-    let (snaps, _) = repo.snapshots()?;
     for (name, t) in &cfg.types {
         if t.schedule.is_none() {
             continue;
         }
-        let limit =
-            (rpo(t) * 2).max(t.catch_up_after.as_deref().and_then(parse_duration).unwrap_or(chrono::Duration::zero()));
-        let last = last_success(history, &snaps, name)?;
+        let limit = (t.rpo() * 2).max(t.catch_up_after.map_or_else(chrono::Duration::zero, |c| c.duration()));
+        let last = last_success(history, snaps, name)?;
         let stale = match last {
-            Some(l) => now - l > limit,
+            Some(l) => now_f - l > limit,
             // Never succeeded: stale once its first run is older than the limit (a first
             // failure is reported as a failure, not at once as a dead man as well).
-            None => history.first_run(name)?.is_some_and(|f| now - f > limit),
+            None => history.first_run(name)?.is_some_and(|f| now_f - f > limit),
         };
         if !stale {
             continue;
         }
-        if history.last_alert(name, "dead_man")?.is_some_and(|a| now - a < chrono::Duration::days(1)) {
+        if history.last_alert(name, "dead_man")?.is_some_and(|a| now_f - a < chrono::Duration::days(1)) {
             continue;
         }
         let msg = match last {
-            Some(l) => {
-                format!("no successful {name} backup in {} (limit {})", human_duration(now - l), human_duration(limit))
-            }
+            Some(l) => format!(
+                "no successful {name} backup in {} (limit {})",
+                human_duration(now_f - l),
+                human_duration(limit)
+            ),
             None => format!("no successful {name} backup yet"),
         };
-        errors.extend(notify::send(&notify_cfg, &Event::new("dead_man", name, msg)));
+        errors.extend(notify::send(&notify_cfg, &Event::new("dead_man", name, *now, msg)));
         history.set_alert(name, "dead_man", &now.to_rfc3339())?;
     }
     Ok(errors)

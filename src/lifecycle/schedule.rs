@@ -4,11 +4,15 @@
 //! takes the earlier instant. "Due" compares the last success with the most recent slot, so a
 //! machine that was off or asleep runs once when it comes back, not once per missed slot.
 
+use std::fmt;
+use std::str::FromStr;
+
 use chrono::{
     DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Weekday,
 };
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::lifecycle::config::parse_duration;
+use crate::span::Span;
 
 /// A parsed schedule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,26 +25,49 @@ pub enum Schedule {
     Monthly(u32, NaiveTime),
     /// At minute 0 of every hour.
     Hourly,
-    /// A fixed interval after the last success.
-    Every(Duration),
+    /// A fixed interval (at least a minute) after the last success.
+    Every(Span),
     /// Whenever the content changed (checked on every run), with a fallback interval.
     OnChange,
 }
 
 impl Schedule {
-    /// Parses a schedule expression (syntax checked by `config::check_schedule`).
-    pub fn parse(s: &str) -> Option<Schedule> {
-        crate::lifecycle::config::check_schedule(s).ok()?;
-        let p: Vec<&str> = s.split_whitespace().collect();
-        let t = |x: &str| NaiveTime::parse_from_str(x, "%H:%M").ok();
-        Some(match p.as_slice() {
-            ["hourly"] => Schedule::Hourly,
-            ["on-change"] => Schedule::OnChange,
-            ["daily", x] => Schedule::Daily(t(x)?),
-            ["weekly", d, x] => Schedule::Weekly(d.parse().ok()?, t(x)?),
-            ["monthly", d, x] => Schedule::Monthly(d.parse().ok()?, t(x)?),
-            ["every", d] => Schedule::Every(parse_duration(d)?),
-            _ => return None,
+    /// Parses a schedule expression: "daily HH:MM", "weekly sun HH:MM", "monthly D HH:MM",
+    /// "hourly", "every 6h" or "on-change". The error says what is accepted.
+    pub fn parse(s: &str) -> Result<Schedule, String> {
+        let parts: Vec<&str> = s.split_whitespace().collect();
+        let hhmm = |t: &str| -> Option<NaiveTime> {
+            let (h, m) = t.split_once(':')?;
+            if h.is_empty() || h.len() > 2 || m.len() != 2 {
+                return None;
+            }
+            NaiveTime::from_hms_opt(h.parse().ok()?, m.parse().ok()?, 0)
+        };
+        let day = |d: &str| -> Option<Weekday> {
+            use Weekday::*;
+            let d = d.to_ascii_lowercase();
+            [Mon, Tue, Wed, Thu, Fri, Sat, Sun].into_iter().find(|w| w.to_string().to_ascii_lowercase() == d)
+        };
+        let parsed = match parts.as_slice() {
+            ["hourly"] => Some(Schedule::Hourly),
+            ["on-change"] => Some(Schedule::OnChange),
+            ["daily", t] => hhmm(t).map(Schedule::Daily),
+            ["weekly", d, t] => day(d).zip(hhmm(t)).map(|(d, t)| Schedule::Weekly(d, t)),
+            ["monthly", d, t] => d
+                .parse::<u32>()
+                .ok()
+                .filter(|d| (1..=28).contains(d))
+                .zip(hhmm(t))
+                .map(|(d, t)| Schedule::Monthly(d, t)),
+            ["every", d] => {
+                d.parse::<Span>().ok().filter(|d| d.duration() >= Duration::minutes(1)).map(Schedule::Every)
+            }
+            _ => None,
+        };
+        parsed.ok_or_else(|| {
+            format!(
+                "{s:?} is not a schedule; use \"daily HH:MM\", \"weekly sun HH:MM\", \"monthly D HH:MM\", \"hourly\", \"every 6h\" or \"on-change\""
+            )
         })
     }
 
@@ -51,7 +78,7 @@ impl Schedule {
             Schedule::Weekly(..) => Duration::weeks(1),
             Schedule::Monthly(..) => Duration::days(31),
             Schedule::Hourly => Duration::hours(1),
-            Schedule::Every(d) => *d,
+            Schedule::Every(d) => d.duration(),
         }
     }
 
@@ -95,6 +122,41 @@ impl Schedule {
         }
         let today = t.naive_local().date();
         (0..=62).filter_map(|fwd| self.slot_on(&tz, today + Duration::days(fwd))).find(|s| s > t)
+    }
+}
+
+impl FromStr for Schedule {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Schedule, String> {
+        Schedule::parse(s)
+    }
+}
+
+/// The canonical expression ("weekly sun 03:00"): what `config check` and `status` show.
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = |t: &NaiveTime| t.format("%H:%M");
+        match self {
+            Schedule::Daily(x) => write!(f, "daily {}", t(x)),
+            Schedule::Weekly(d, x) => write!(f, "weekly {} {}", d.to_string().to_ascii_lowercase(), t(x)),
+            Schedule::Monthly(d, x) => write!(f, "monthly {d} {}", t(x)),
+            Schedule::Hourly => f.write_str("hourly"),
+            Schedule::Every(d) => write!(f, "every {d}"),
+            Schedule::OnChange => f.write_str("on-change"),
+        }
+    }
+}
+
+impl Serialize for Schedule {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Schedule {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Schedule, D::Error> {
+        Schedule::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }
 
@@ -160,8 +222,8 @@ where
     let (due, reason, next) = match s {
         Schedule::OnChange => (true, "on-change: checked on every run".to_string(), fixed(now)),
         Schedule::Every(d) => {
-            let at = fixed(&(last + *d));
-            (at <= fixed(now), format!("every {}", human_duration(*d)), at)
+            let at = fixed(&(last + d.duration()));
+            (at <= fixed(now), format!("every {}", human_duration(d.duration())), at)
         }
         _ => {
             let slot = s.last_slot(now);
@@ -197,5 +259,25 @@ pub fn human_duration(d: Duration) -> String {
         format!("{m}m")
     } else {
         format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_parse_and_show_back() {
+        for ok in ["daily 03:00", "weekly sun 03:00", "hourly", "every 6h", "on-change", "monthly 1 04:30", "every 1m"] {
+            assert_eq!(Schedule::parse(ok).map(|s| s.to_string()).as_deref(), Ok(ok));
+        }
+        assert_eq!(Schedule::parse("weekly SUN 3:05").unwrap().to_string(), "weekly sun 03:05");
+        for bad in
+            ["daily 25:00", "weekly funday 03:00", "sometimes", "every 0h", "daily 3", "every 30s", "monthly 29 03:00"]
+        {
+            let e = Schedule::parse(bad).unwrap_err();
+            assert!(e.contains("is not a schedule"), "{bad}: {e}");
+        }
+        assert_eq!(Schedule::parse("every 90m").unwrap().interval(), Duration::minutes(90));
     }
 }

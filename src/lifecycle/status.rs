@@ -1,15 +1,17 @@
 //! `status`: where each type stands (last success, age against its RPO, next due, failures,
 //! newest snapshot) and what the repository holds; also Prometheus textfile metrics.
 
-use chrono::Local;
+use chrono::{DateTime, FixedOffset, Local};
 use serde::Serialize;
 
-use crate::lifecycle::config::Config;
 use crate::error::Result;
-use crate::lifecycle::history::History;
+use crate::format::manifest::Snapshot;
+use crate::id::SnapshotId;
+use crate::lifecycle::config::Config;
+use crate::lifecycle::history::{History, Outcome};
+use crate::lifecycle::runner::{due_now, last_success};
+use crate::lifecycle::schedule::{self, human_duration, Schedule};
 use crate::repo::Repo;
-use crate::lifecycle::runner::{due_now, last_success, rpo};
-use crate::lifecycle::schedule::human_duration;
 use crate::store::{FileKind, Store};
 
 /// One type's status.
@@ -18,9 +20,9 @@ pub struct TypeStatus {
     /// Type.
     pub backup_type: String,
     /// Its schedule.
-    pub schedule: Option<String>,
-    /// Last success (RFC 3339).
-    pub last_success: Option<String>,
+    pub schedule: Option<Schedule>,
+    /// Last success.
+    pub last_success: Option<DateTime<FixedOffset>>,
     /// Its age in seconds.
     pub age_s: Option<i64>,
     /// RPO in seconds.
@@ -28,7 +30,7 @@ pub struct TypeStatus {
     /// Older than its RPO (or never backed up).
     pub overdue: bool,
     /// Next due time.
-    pub next_due: String,
+    pub next_due: DateTime<FixedOffset>,
     /// Due now, and why.
     pub due_now: bool,
     /// Why (or why not).
@@ -38,7 +40,8 @@ pub struct TypeStatus {
     /// Last error, if the last run failed.
     pub last_error: Option<String>,
     /// Newest snapshot id.
-    pub newest_snapshot: Option<String>,
+    #[serde(serialize_with = "crate::id::as_hex::option")]
+    pub newest_snapshot: Option<SnapshotId>,
     /// Snapshots of this type.
     pub snapshots: usize,
 }
@@ -83,40 +86,48 @@ pub struct RemoteStatus {
     pub pending_bytes: u64,
 }
 
-/// Computes the status.
-pub fn status(repo: &Repo, cfg: Option<&Config>) -> Result<Status> {
+/// Computes the status at `now` over `snaps`, the repository's snapshots (oldest first, as
+/// `SnapshotSet::all` holds them).
+pub fn status(
+    repo: &Repo,
+    cfg: Option<&Config>,
+    snaps: &[(SnapshotId, Snapshot)],
+    now: &DateTime<Local>,
+) -> Result<Status> {
     let history = History::open(repo.store.root())?;
-    let (snaps, _) = repo.snapshots()?;
-    let now = Local::now().fixed_offset();
+    let now_f = now.fixed_offset();
     let mut types = Vec::new();
     let mut names: Vec<String> = cfg.map(|c| c.types.iter().map(|(n, _)| n.clone()).collect()).unwrap_or_default();
-    for (_, s) in &snaps {
+    for (_, s) in snaps {
         if !names.contains(&s.backup_type) {
             names.push(s.backup_type.clone());
         }
     }
     for name in names {
-        let tc = cfg.and_then(|c| c.type_config(&name)).cloned().unwrap_or_default();
-        let last = last_success(&history, &snaps, &name)?;
-        let r = rpo(&tc);
-        let due = due_now(&tc, last);
+        let tc = cfg.and_then(|c| c.type_config(&name));
+        let last = last_success(&history, snaps, &name)?;
+        // A type that is only in the repository: no schedule, a day's RPO.
+        let r = tc.map_or_else(|| chrono::Duration::days(1), |t| t.rpo());
+        let due = match tc {
+            Some(t) => due_now(t, last, now),
+            None => schedule::due(None, None, last.map(|t| t.with_timezone(&Local)), now),
+        };
         let recent = history.list(Some(&name), 1)?;
-        let last_error =
-            recent.first().filter(|r| r.result == crate::lifecycle::history::Outcome::Failed).and_then(|r| r.error.clone());
+        let last_error = recent.first().filter(|r| r.result == Outcome::Failed).and_then(|r| r.error.clone());
         let of_type: Vec<_> = snaps.iter().filter(|(_, s)| s.backup_type == name).collect();
         types.push(TypeStatus {
             backup_type: name.clone(),
-            schedule: tc.schedule.clone(),
-            last_success: last.map(|t| t.to_rfc3339()),
-            age_s: last.map(|t| (now - t).num_seconds()),
+            schedule: tc.and_then(|t| t.schedule),
+            last_success: last,
+            age_s: last.map(|t| (now_f - t).num_seconds()),
             rpo_s: r.num_seconds(),
-            overdue: last.is_none_or(|t| now - t > r),
-            next_due: due.next.to_rfc3339(),
+            overdue: last.is_none_or(|t| now_f - t > r),
+            next_due: due.next,
             due_now: due.due,
             due_reason: due.reason,
             consecutive_failures: history.consecutive_failures(&name)?,
             last_error,
-            newest_snapshot: of_type.last().map(|(id, _)| id.to_hex()),
+            newest_snapshot: of_type.last().map(|(id, _)| *id),
             snapshots: of_type.len(),
         });
     }
@@ -135,11 +146,10 @@ pub fn status(repo: &Repo, cfg: Option<&Config>) -> Result<Status> {
         for r in &c.backup.remotes {
             let key = format!("sync:{}", r.name);
             let runs = history.list(Some(&key), 50)?;
-            let last_ok = runs.iter().find(|x| x.result != crate::lifecycle::history::Outcome::Failed).map(|x| x.end.clone());
-            let last_error =
-                runs.first().filter(|x| x.result == crate::lifecycle::history::Outcome::Failed).and_then(|x| x.error.clone());
+            let last_ok = runs.iter().find(|x| x.result != Outcome::Failed).map(|x| x.end.clone());
+            let last_error = runs.first().filter(|x| x.result == Outcome::Failed).and_then(|x| x.error.clone());
             let exclude = match &r.retention {
-                Some(ret) => crate::ops::sync::retention_exclusions(repo, ret)?,
+                Some(ret) => crate::ops::sync::retention_exclusions(snaps, ret, now_f),
                 None => Default::default(),
             };
             let (pending_files, pending_bytes) = state.pending(&repo.store, &r.name, &exclude)?;
@@ -191,20 +201,14 @@ pub fn render(s: &Status) -> String {
     for t in &s.types {
         let last = t
             .last_success
-            .as_deref()
-            .and_then(|x| chrono::DateTime::parse_from_rfc3339(x).ok())
             .map(|x| x.with_timezone(&Local).format("%Y-%m-%d %H:%M").to_string())
             .unwrap_or_else(|| "never".into());
         let age = t.age_s.map(|a| human_duration(chrono::Duration::seconds(a))).unwrap_or_else(|| "-".into());
-        let next = chrono::DateTime::parse_from_rfc3339(&t.next_due)
-            .map(|x| {
-                if t.due_now {
-                    "now".to_string()
-                } else {
-                    x.with_timezone(&Local).format("%Y-%m-%d %H:%M").to_string()
-                }
-            })
-            .unwrap_or_default();
+        let next = if t.due_now {
+            "now".to_string()
+        } else {
+            t.next_due.with_timezone(&Local).format("%Y-%m-%d %H:%M").to_string()
+        };
         let state = if t.consecutive_failures > 0 {
             format!("FAILING: {}", t.last_error.clone().unwrap_or_default())
         } else if t.overdue {
@@ -215,7 +219,7 @@ pub fn render(s: &Status) -> String {
         out.push_str(&format!(
             "{:<10} {:<18} {:<20} {:>10} {:>8} {:<20} {:>5}  {}\n",
             t.backup_type,
-            t.schedule.clone().unwrap_or_else(|| "-".into()),
+            t.schedule.map_or_else(|| "-".into(), |s| s.to_string()),
             last,
             age,
             human_duration(chrono::Duration::seconds(t.rpo_s)),
@@ -226,7 +230,7 @@ pub fn render(s: &Status) -> String {
     }
     for r in &s.remotes {
         let last =
-            r.last_sync.as_deref().map(|x| x[..x.len().min(19)].replace('T', " ")).unwrap_or_else(|| "never".into());
+            r.last_sync.as_deref().map(|x| x.get(..19).unwrap_or(x).replace('T', " ")).unwrap_or_else(|| "never".into());
         out.push_str(&format!(
             "\nremote {} ({}): last sync {last}, {} files ({}) pending{}",
             r.name,
@@ -254,11 +258,7 @@ pub fn metrics(s: &Status) -> String {
     type Sample = fn(&TypeStatus) -> i64;
     let per_type: [(&str, &str, Sample); 4] = [
         ("cairn_last_success_timestamp_seconds", "Unix time of the last successful backup of a type.", |t| {
-            t.last_success
-                .as_deref()
-                .and_then(|x| chrono::DateTime::parse_from_rfc3339(x).ok())
-                .map(|x| x.timestamp())
-                .unwrap_or(0)
+            t.last_success.map_or(0, |x| x.timestamp())
         }),
         ("cairn_overdue", "1 when a type's last success is older than its RPO.", |t| t.overdue as i64),
         ("cairn_consecutive_failures", "Failed runs since the last success.", |t| t.consecutive_failures as i64),

@@ -9,4 +9,5 @@ pub mod restore;
 pub mod retention;
 pub mod snapshot;
 pub mod sync;
+pub mod snapshot_set;
 pub mod verify;

@@ -12,6 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
+use chrono::{DateTime, FixedOffset};
 use serde::Serialize;
 
 use crate::repo::cache::read_index_file;
@@ -23,7 +24,8 @@ use crate::format::manifest::{NodeKind, Snapshot};
 use crate::format::pack::parse_pack;
 use crate::repo::packer::{IndexBatch, Packer};
 use crate::repo::Repo;
-use crate::ops::retention::{self, Decision};
+use crate::ops::retention::{self, Decision, Retention};
+use crate::ops::snapshot_set::SnapshotSet;
 use crate::store::{Handle, Store, StoreExt};
 
 /// Prune options.
@@ -71,51 +73,69 @@ pub struct PruneReport {
 }
 
 /// Applies each type's retention and removes the snapshot files it does not keep.
-/// `policy_for` gives the policy of a type (None = keep everything).
+/// `policy_for` gives the policy of a type (None = keep everything); `now` dates the age of
+/// manual and verified pre-change snapshots.
 pub fn forget(
     repo: &Repo,
     types: Option<&[String]>,
-    policy_for: &dyn Fn(&str) -> Option<crate::lifecycle::config::Retention>,
+    policy_for: &dyn Fn(&str) -> Option<Retention>,
+    now: DateTime<FixedOffset>,
+    dry_run: bool,
+) -> Result<Vec<Decision>> {
+    let mut set = SnapshotSet::new();
+    forget_in(repo, &mut set, types, policy_for, now, dry_run)
+}
+
+/// [`forget`] over a snapshot set the caller already holds: it is brought up to date under the
+/// lock (a listing; only files it has not seen are read) and the removed snapshots leave it.
+pub fn forget_in(
+    repo: &Repo,
+    set: &mut SnapshotSet,
+    types: Option<&[String]>,
+    policy_for: &dyn Fn(&str) -> Option<Retention>,
+    now: DateTime<FixedOffset>,
     dry_run: bool,
 ) -> Result<Vec<Decision>> {
     let _lock = Lock::acquire(&repo.store, true, "forget")?;
-    let (all, bad) = repo.snapshots()?;
-    if let Some((id, e)) = bad.into_iter().next() {
+    set.refresh(repo)?;
+    if let Some((id, e)) = set.unreadable().first() {
         return Err(Error::corrupt(format!("snapshot {id}"), format!("unreadable, forget stops: {e}")));
     }
-    let mut by_type: std::collections::BTreeMap<String, Vec<(SnapshotId, Snapshot)>> = Default::default();
-    for (id, s) in all {
-        if types.is_none_or(|t| t.contains(&s.backup_type)) {
-            by_type.entry(s.backup_type.clone()).or_default().push((id, s));
+    let mut by_type: std::collections::BTreeMap<&str, Vec<(SnapshotId, Snapshot)>> = Default::default();
+    for (id, s) in set.all() {
+        if types.is_none_or(|t| t.iter().any(|t| *t == s.backup_type)) {
+            by_type.entry(s.backup_type.as_str()).or_default().push((*id, s.clone()));
         }
     }
-    let now = chrono::Local::now().fixed_offset();
     let mut out = Vec::new();
     for (t, snaps) in by_type {
-        let policy = policy_for(&t);
+        let policy = policy_for(t);
         let decisions = retention::apply(&snaps, policy.as_ref(), now);
         if !dry_run {
             for d in decisions.iter().filter(|d| !d.keep) {
-                let id: SnapshotId =
-                    d.id.parse().map_err(|_| Error::Invalid(format!("{:?} is not a snapshot id", d.id)))?;
-                repo.store.remove(Handle::Snapshot(id))?;
+                repo.store.remove(Handle::Snapshot(d.id))?;
             }
         }
         out.extend(decisions);
     }
+    if !dry_run {
+        let gone: Vec<SnapshotId> = out.iter().filter(|d| !d.keep).map(|d| d.id).collect();
+        set.remove(&gone);
+    }
     Ok(out)
 }
 
-/// Every chunk a snapshot references (tree and content).
-fn live_chunks(repo: &Repo) -> Result<(HashSet<ChunkId>, usize)> {
+/// Every chunk a snapshot references (tree and content). `set` is brought up to date first (the
+/// caller holds the exclusive lock); any unreadable snapshot stops prune.
+fn live_chunks(repo: &Repo, set: &mut SnapshotSet) -> Result<(HashSet<ChunkId>, usize)> {
+    set.refresh(repo)?;
+    if let Some((id, e)) = set.unreadable().first() {
+        return Err(Error::corrupt(format!("snapshot {id}"), format!("unreadable, prune stops: {e}")));
+    }
     let mut live = HashSet::new();
-    let ids = repo.snapshot_ids()?;
-    for id in &ids {
-        let s = repo
-            .load_snapshot(id)
-            .map_err(|e| Error::corrupt(format!("snapshot {id}"), format!("unreadable, prune stops: {e}")))?;
+    for (id, s) in set.all() {
         live.extend(s.tree.iter().copied());
-        for n in repo.tree(&s)? {
+        for n in repo.tree(s)? {
             let n =
                 n.map_err(|e| Error::corrupt(format!("snapshot {id}"), format!("tree unreadable, prune stops: {e}")))?;
             if n.kind == NodeKind::File {
@@ -123,11 +143,16 @@ fn live_chunks(repo: &Repo) -> Result<(HashSet<ChunkId>, usize)> {
             }
         }
     }
-    Ok((live, ids.len()))
+    Ok((live, set.all().len()))
 }
 
 /// Runs prune.
 pub fn prune(repo: &mut Repo, opts: PruneOptions) -> Result<PruneReport> {
+    prune_in(repo, opts, &mut SnapshotSet::new())
+}
+
+/// [`prune`] with a snapshot set the caller already holds (only files it has not seen are read).
+pub fn prune_in(repo: &mut Repo, opts: PruneOptions, set: &mut SnapshotSet) -> Result<PruneReport> {
     let start = Instant::now();
     let _lock = Lock::acquire(&repo.store, true, "prune")?;
     let mut report = PruneReport { dry_run: opts.dry_run, ..Default::default() };
@@ -157,7 +182,7 @@ pub fn prune(repo: &mut Repo, opts: PruneOptions) -> Result<PruneReport> {
             ));
         }
     }
-    let (live, nsnap) = live_chunks(repo)?;
+    let (live, nsnap) = live_chunks(repo, set)?;
     report.snapshots = nsnap;
     report.live_chunks = live.len();
     report.packs_before = packs.len();

@@ -9,18 +9,70 @@
 //! their `retention` label (`days_N`, default `permanent`). The newest complete snapshot of a
 //! type is never removed, whatever the clock says.
 
-use chrono::{DateTime, Datelike, FixedOffset, Timelike};
-use serde::Serialize;
+use std::collections::BTreeMap;
 
-use crate::lifecycle::config::{parse_duration, Retention};
-use crate::id::SnapshotId;
+use chrono::{DateTime, Datelike, FixedOffset, Timelike};
+use serde::{Deserialize, Serialize};
+
 use crate::format::manifest::{Snapshot, SnapshotKind};
+use crate::id::SnapshotId;
+use crate::span::Span;
+
+/// A retention policy (a type's, or a remote's own). Rules combine: a snapshot kept by any rule
+/// stays.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Keep the newest N.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest in each of the last N hours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_hourly: Option<u32>,
+    /// ... days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_daily: Option<u32>,
+    /// ... weeks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_weekly: Option<u32>,
+    /// ... months.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_monthly: Option<u32>,
+    /// ... years.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_yearly: Option<u32>,
+    /// Keep everything within this of the newest snapshot ("30d", "12h", "2w").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_within: Option<Span>,
+}
+
+impl Retention {
+    /// Checks what the types alone cannot: some rule is given, and `keep_last` is not 0.
+    /// The error names the offending key relative to the policy ("" for the policy itself).
+    pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+        let any = self.keep_last.is_some()
+            || self.keep_hourly.is_some()
+            || self.keep_daily.is_some()
+            || self.keep_weekly.is_some()
+            || self.keep_monthly.is_some()
+            || self.keep_yearly.is_some()
+            || self.keep_within.is_some();
+        if !any {
+            return Err(("", "retention keeps nothing: give keep_last, keep_daily, ... or keep_within"));
+        }
+        if self.keep_last == Some(0) {
+            return Err(("keep_last", "must be at least 1 (the newest snapshot is always kept)"));
+        }
+        Ok(())
+    }
+}
 
 /// A decision about one snapshot.
 #[derive(Debug, Clone, Serialize)]
 pub struct Decision {
     /// Snapshot id.
-    pub id: String,
+    #[serde(serialize_with = "crate::id::as_hex::one")]
+    pub id: SnapshotId,
     /// Its time.
     pub time: String,
     /// Its type.
@@ -136,12 +188,12 @@ pub fn apply(
             }
         }
     }
-    if let Some(d) = p.keep_within.as_deref().and_then(parse_duration) {
+    if let Some(within) = p.keep_within {
         if let Some(&first) = routine.first() {
             let newest = v[first].2;
             for &i in &routine {
-                if newest - v[i].2 <= d {
-                    reasons[i].push(format!("within {}", p.keep_within.as_deref().unwrap_or("")));
+                if newest - v[i].2 <= within.duration() {
+                    reasons[i].push(format!("within {within}"));
                 }
             }
         }
@@ -153,7 +205,7 @@ fn finish(v: &[(&SnapshotId, &Snapshot, DateTime<FixedOffset>)], reasons: Vec<Ve
     v.iter()
         .zip(reasons)
         .map(|((id, s, _), r)| Decision {
-            id: id.to_hex(),
+            id: **id,
             time: s.time.clone(),
             backup_type: s.backup_type.clone(),
             kind: s.kind.as_str().into(),
@@ -161,4 +213,14 @@ fn finish(v: &[(&SnapshotId, &Snapshot, DateTime<FixedOffset>)], reasons: Vec<Ve
             reasons: if r.is_empty() { vec!["no rule keeps it".into()] } else { r },
         })
         .collect()
+}
+
+/// Applies `policy` to each type's snapshots in `snaps` (one repository's, oldest first) and
+/// returns the ids it does not keep: what a remote with its own retention leaves out.
+pub fn not_kept(snaps: &[(SnapshotId, Snapshot)], policy: &Retention, now: DateTime<FixedOffset>) -> Vec<SnapshotId> {
+    let mut by_type: BTreeMap<&str, Vec<(SnapshotId, Snapshot)>> = BTreeMap::new();
+    for (id, s) in snaps {
+        by_type.entry(s.backup_type.as_str()).or_default().push((*id, s.clone()));
+    }
+    by_type.values().flat_map(|v| apply(v, Some(policy), now)).filter(|d| !d.keep).map(|d| d.id).collect()
 }

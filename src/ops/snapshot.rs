@@ -56,6 +56,15 @@ pub struct SnapshotOptions {
     /// On-change mode: when the content equals the parent snapshot's and the parent is younger
     /// than this, commit nothing (the outcome says `written: false`).
     pub skip_if_unchanged_within: Option<chrono::Duration>,
+    /// The parent, when the caller holds the snapshot list already (see [`parent_in`];
+    /// `Some(None)`: there is none). `None`: `snapshot` reads every snapshot file to find it.
+    pub parent: Option<Option<(SnapshotId, Snapshot)>>,
+}
+
+/// The snapshot a new one of `backup_type` taken on `host` is compared against: the newest of
+/// that type from that host in `snaps` (oldest first).
+pub fn parent_in(snaps: &[(SnapshotId, Snapshot)], backup_type: &str, host: &str) -> Option<(SnapshotId, Snapshot)> {
+    snaps.iter().rev().find(|(_, s)| s.backup_type == backup_type && s.host == host).cloned()
 }
 
 /// A committed snapshot.
@@ -92,8 +101,10 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
     repo.store.clean_tmp(Duration::from_secs(24 * 3600))?;
     repo.sync_index()?;
     let host = crate::util::hostname();
-    let (snaps, _) = repo.snapshots()?;
-    let parent = snaps.iter().rev().find(|(_, s)| s.backup_type == opts.backup_type && s.host == host).cloned();
+    let parent = match &opts.parent {
+        Some(p) => p.clone(),
+        None => parent_in(&repo.snapshots()?.0, &opts.backup_type, &host),
+    };
     let parent_tree: Option<walk::ParentTree> = match &parent {
         Some((_, s)) => match repo.tree(s) {
             Ok(t) => Some(Box::new(t)),

@@ -413,29 +413,15 @@ pub fn check(local: &LocalStore, remote: &dyn Store, name: &str, exclude: &HashS
     Ok(out)
 }
 
-/// Snapshot files that a remote's own retention does not keep. A remote retention can only keep
-/// fewer snapshots than the local repository holds: a remote is a mirror, and local prune decides
-/// which packs exist.
+/// Snapshot files a remote's own retention does not keep, so sync leaves them out. A remote
+/// retention can only keep fewer snapshots than the local repository holds: a remote is a mirror,
+/// and local prune decides which packs exist.
 pub fn retention_exclusions(
-    repo: &crate::repo::Repo,
-    retention: &crate::lifecycle::config::Retention,
-) -> Result<HashSet<Handle>> {
-    let (all, _) = repo.snapshots()?;
-    let mut by_type: BTreeMap<String, Vec<(crate::id::SnapshotId, crate::format::manifest::Snapshot)>> =
-        BTreeMap::new();
-    for (id, s) in all {
-        by_type.entry(s.backup_type.clone()).or_default().push((id, s));
-    }
-    let now = chrono::Local::now().fixed_offset();
-    let mut out = HashSet::new();
-    for snaps in by_type.values() {
-        for d in crate::ops::retention::apply(snaps, Some(retention), now) {
-            if let (false, Ok(id)) = (d.keep, d.id.parse()) {
-                out.insert(Handle::Snapshot(id));
-            }
-        }
-    }
-    Ok(out)
+    snaps: &[(crate::id::SnapshotId, crate::format::manifest::Snapshot)],
+    retention: &crate::ops::retention::Retention,
+    now: chrono::DateTime<chrono::FixedOffset>,
+) -> HashSet<Handle> {
+    crate::ops::retention::not_kept(snaps, retention, now).into_iter().map(Handle::Snapshot).collect()
 }
 
 #[cfg(test)]

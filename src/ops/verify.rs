@@ -39,7 +39,8 @@ pub struct VerifyOptions {
 #[derive(Debug, Serialize, Clone)]
 pub struct RestoreTest {
     /// Snapshot id.
-    pub snapshot: String,
+    #[serde(serialize_with = "crate::id::as_hex::one")]
+    pub snapshot: crate::id::SnapshotId,
     /// Its type.
     pub backup_type: String,
     /// Passed?
@@ -65,7 +66,8 @@ pub struct DamagedPack {
 #[derive(Debug, Serialize, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Affected {
     /// Snapshot id.
-    pub snapshot: String,
+    #[serde(serialize_with = "crate::id::as_hex::one")]
+    pub snapshot: crate::id::SnapshotId,
     /// Path in the snapshot, or "(tree)" when the snapshot's tree itself is broken.
     pub path: String,
 }
@@ -253,7 +255,7 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
             }
         };
         report.snapshots += 1;
-        let sid = id.to_hex();
+        let sid: crate::id::SnapshotId = id;
         let mut locs = Vec::new();
         let mut tree_ok = true;
         for c in &snap.tree {
@@ -263,7 +265,7 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
                         affected
                             .entry(*p)
                             .or_default()
-                            .insert(Affected { snapshot: sid.clone(), path: "(tree)".into() });
+                            .insert(Affected { snapshot: sid, path: "(tree)".into() });
                         tree_ok = false;
                     }
                     locs.push((*c, l))
@@ -291,7 +293,7 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
             }
             for c in &node.chunks {
                 if let Some(p) = damaged_chunks.get(c) {
-                    affected.entry(*p).or_default().insert(Affected { snapshot: sid.clone(), path: node.path_str() });
+                    affected.entry(*p).or_default().insert(Affected { snapshot: sid, path: node.path_str() });
                 } else if !index.contains(c)? {
                     if missing_reported < 20 {
                         report
@@ -397,7 +399,7 @@ pub fn restore_tests(repo: &Repo) -> Result<Vec<RestoreTest>> {
             Ok(d) => (true, d),
             Err(e) => (false, e.to_string()),
         };
-        out.push(RestoreTest { snapshot: id.to_hex(), backup_type: ty, ok, detail });
+        out.push(RestoreTest { snapshot: id, backup_type: ty, ok, detail });
     }
     Ok(out)
 }

@@ -13,12 +13,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cairn::lifecycle::config::Retention;
+use cairn::lifecycle::clock::{Clock, ManualClock};
+use cairn::lifecycle::config::{Config, Retention};
+use cairn::lifecycle::runner::{next_round, run_backups, DaemonTiming, RunOptions};
+use cairn::lifecycle::{history::History, status};
+use cairn::ops::snapshot_set::SnapshotSet;
 use cairn::id::SnapshotId;
 use cairn::format::manifest::{NodeError, Snapshot, SnapshotKind};
 use cairn::ops::retention::{apply, Decision};
 use cairn::lifecycle::schedule::{due, Due, Schedule};
-use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeZone};
+use chrono::{DateTime, FixedOffset, Local, NaiveDate, NaiveDateTime, TimeZone};
 use chrono_tz::{Europe::Berlin, Tz};
 use serde_json::{json, Value};
 
@@ -296,7 +300,7 @@ fn retention_seed_002_7_daily_4_weekly_12_monthly() {
 fn retention_seed_004_30_days_12_weeks_12_months_7_years() {
     let snaps = two_years_daily();
     let policy = Retention {
-        keep_within: Some("30d".into()),
+        keep_within: Some("30d".parse().unwrap()),
         keep_weekly: Some(12),
         keep_monthly: Some(12),
         keep_yearly: Some(7),
@@ -385,7 +389,7 @@ fn retention_newest_complete_snapshot_is_never_removed() {
     // Five years old, and the policy would drop it: a manual snapshot whose days_1 has long
     // expired, with keep_within 1d. It is the only one: it stays.
     let snaps = vec![mk("2021-06-15T03:00:00+00:00", SnapshotKind::Manual, &[("retention", "days_1")], false)];
-    let within = Retention { keep_within: Some("1d".into()), ..Default::default() };
+    let within = Retention { keep_within: Some("1d".parse().unwrap()), ..Default::default() };
     let mut e = Expect::default();
     e.add("2021-06-15T03:00:00+00:00", "newest complete snapshot");
     check_policy("lone 5-year-old snapshot, keep_within 1d", &snaps, Some(&within), NOW, &e);
@@ -438,8 +442,8 @@ fn utc(s: &str) -> DateTime<Tz> {
 }
 
 fn due_at(schedule: &str, catch_up: Option<&str>, last: Option<DateTime<Tz>>, now: DateTime<Tz>) -> Due {
-    let s = Schedule::parse(schedule).unwrap_or_else(|| panic!("schedule {schedule:?}"));
-    let c = catch_up.map(|c| cairn::lifecycle::config::parse_duration(c).unwrap());
+    let s = Schedule::parse(schedule).unwrap_or_else(|e| panic!("schedule {schedule:?}: {e}"));
+    let c = catch_up.map(|c| c.parse::<cairn::span::Span>().unwrap().duration());
     due(Some(&s), c, last, &now)
 }
 
@@ -1519,6 +1523,22 @@ fn check_prometheus(text: &str) -> BTreeSet<String> {
     samples
 }
 
+/// The example app's configuration and repository (created by the binary), opened in this
+/// process, for lifecycle calls at fixed instants.
+fn open_app(cfg: &Path) -> (Config, cairn::repo::Repo) {
+    let c = Config::load(cfg).unwrap();
+    let pw = std::fs::read_to_string(c.backup.password_file.as_ref().unwrap()).unwrap();
+    let repo = crate::util::open_repo_with(&c.backup.repository, pw.trim_end_matches(['\n', '\r']));
+    (c, repo)
+}
+
+/// A local instant, `offset` after the newest success of `ty` in the history of `cfg`.
+fn after_last_success(env: &Env, cfg: &Path, ty: &str, offset: chrono::Duration) -> DateTime<Local> {
+    let h = history(env, cfg, Some(ty));
+    let last = h.iter().find(|r| r["result"] == "success").unwrap_or_else(|| panic!("no {ty} success: {h:?}"));
+    fixed(last["end"].as_str().unwrap()).with_timezone(&Local) + offset
+}
+
 #[test]
 fn cli_overdue_status_and_metrics() {
     let env = Env::new();
@@ -1528,17 +1548,34 @@ fn cli_overdue_status_and_metrics() {
     assert_eq!(status_type(&st, "db")["overdue"], false);
     assert_eq!(status_type(&st, "logs")["overdue"], true, "never backed up counts as overdue");
     edit_backup(&cfg, |b| b["types"]["db"]["rpo"] = json!("1s"));
-    std::thread::sleep(Duration::from_secs(2));
+    // The binary's metrics file and text: well-formed, written atomically, never-run types overdue.
     let metrics = env.path().join("cairn.prom");
     let st = cairn_cfg(&env, &cfg, &["--json", "status", "--metrics-file", metrics.to_str().unwrap()]).ok().json();
-    let db = status_type(&st, "db");
-    assert_eq!((db["overdue"].as_bool(), db["rpo_s"].as_i64()), (Some(true), Some(1)), "{db:#}");
-    assert!(db["age_s"].as_i64().unwrap() >= 1, "{db:#}");
-    assert!(st["overdue"].as_array().unwrap().iter().any(|t| t == "db"), "{st:#}");
+    assert_eq!(status_type(&st, "db")["rpo_s"], 1, "{st:#}");
     let text = cairn_cfg(&env, &cfg, &["status"]).ok().stdout;
+    assert!(text.contains("\nOVERDUE: ") && text.contains("logs, config"), "{text}");
+    let m = std::fs::read_to_string(&metrics).unwrap();
+    let samples = check_prometheus(&m);
+    for s in ["cairn_overdue{type=\"logs\"} 1", "cairn_consecutive_failures{type=\"db\"} 0", "cairn_snapshots{type=\"db\"} 1"] {
+        assert!(samples.contains(s), "{s} missing:\n{m}");
+    }
+    assert!(samples.iter().any(|s| s.starts_with("cairn_last_success_timestamp_seconds{type=\"db\"} 1")), "{m}");
+    assert!(samples.iter().any(|s| s.starts_with("cairn_repository_stored_bytes ")), "{m}");
+
+    // Two seconds after db's success, with its RPO of 1 s: overdue, at a fixed instant.
+    let now = after_last_success(&env, &cfg, "db", chrono::Duration::seconds(2));
+    let (config, repo) = open_app(&cfg);
+    let set = SnapshotSet::load(&repo).unwrap();
+    let st = status::status(&repo, Some(&config), set.all(), &now).unwrap();
+    let db = st.types.iter().find(|t| t.backup_type == "db").unwrap();
+    assert_eq!((db.overdue, db.rpo_s, db.age_s), (true, 1, Some(2)), "{db:#?}");
+    assert_eq!(st.overdue, ["db", "logs", "config"], "{st:#?}");
+    let text = status::render(&st);
     let db_line = text.lines().find(|l| l.starts_with("db ")).unwrap_or_else(|| panic!("{text}"));
     assert!(db_line.ends_with("OVERDUE"), "{text}");
     assert!(text.contains("\nOVERDUE: db, logs, config"), "{text}");
+    let metrics = env.path().join("fixed.prom");
+    status::write_metrics(&metrics, &st).unwrap();
     let m = std::fs::read_to_string(&metrics).unwrap();
     let samples = check_prometheus(&m);
     for s in [
@@ -1551,7 +1588,7 @@ fn cli_overdue_status_and_metrics() {
     }
     assert!(samples.iter().any(|s| s.starts_with("cairn_last_success_timestamp_seconds{type=\"db\"} 1")), "{m}");
     assert!(samples.iter().any(|s| s.starts_with("cairn_repository_stored_bytes ")), "{m}");
-    // No temporary file left beside it.
+    // No temporary file left beside either.
     let left: Vec<_> = std::fs::read_dir(env.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -1714,6 +1751,19 @@ fn cli_daemon_stops_cleanly_on_sigterm_and_sigint() {
     }
 }
 
+/// Runs `types` (all when empty) with `--now` semantics at the instant `clock` shows, as the
+/// binary's `backup --now` does, with no retry delay.
+fn backup_at(cfg: &Config, repo: &mut cairn::repo::Repo, types: &[&str], clock: &ManualClock) -> Vec<(String, String)> {
+    let opts = RunOptions {
+        now: true,
+        types: types.iter().map(|t| t.to_string()).collect(),
+        retry_base: Duration::ZERO,
+        ..Default::default()
+    };
+    let r = run_backups(repo, cfg, &opts, &mut SnapshotSet::new(), clock).unwrap();
+    r.ran.iter().map(|t| (t.backup_type.clone(), format!("{:?}", t.result).to_lowercase())).collect()
+}
+
 #[test]
 fn cli_dead_man_alert_after_twice_the_rpo_once_a_day() {
     let env = Env::new();
@@ -1729,14 +1779,25 @@ fn cli_dead_man_alert_after_twice_the_rpo_once_a_day() {
     cairn_cfg(&env, &cfg, &["backup", "--now"]).code(1);
     assert_eq!(lines(&events), ["failure db"]);
     // logs succeeded, then nothing for more than twice its 1 s RPO: any run raises the alarm.
-    std::thread::sleep(Duration::from_millis(2200));
-    cairn_cfg(&env, &cfg, &["backup", "--now", "--type", "config"]).ok();
+    let (config, mut repo) = open_app(&cfg);
+    let clock = ManualClock::at(after_last_success(&env, &cfg, "logs", chrono::Duration::milliseconds(2200)));
+    assert_eq!(backup_at(&config, &mut repo, &["config"], &clock), [("config".into(), "unchanged".into())]);
     assert_eq!(lines(&events), ["failure db", "dead_man logs"]);
     // Once a day, not on every run.
-    cairn_cfg(&env, &cfg, &["backup", "--now", "--type", "config"]).ok();
+    clock.advance(chrono::Duration::hours(23));
+    backup_at(&config, &mut repo, &["config"], &clock);
     assert_eq!(lines(&events), ["failure db", "dead_man logs"]);
-    let st = cairn_cfg(&env, &cfg, &["--json", "status"]).ok().json();
-    assert_eq!(status_type(&st, "logs")["overdue"], true, "{st:#}");
+    let set = SnapshotSet::load(&repo).unwrap();
+    let st = status::status(&repo, Some(&config), set.all(), &clock.now()).unwrap();
+    assert!(st.types.iter().any(|t| t.backup_type == "logs" && t.overdue), "{st:#?}");
+    // A day after the alert, still stale: told again. db, tried a day ago and never successful,
+    // has now passed its own limit as well.
+    clock.advance(chrono::Duration::hours(2));
+    backup_at(&config, &mut repo, &["config"], &clock);
+    assert_eq!(lines(&events), ["failure db", "dead_man logs", "dead_man logs"]);
+    clock.advance(chrono::Duration::days(1));
+    backup_at(&config, &mut repo, &["config"], &clock);
+    assert_eq!(lines(&events), ["failure db", "dead_man logs", "dead_man logs", "dead_man db", "dead_man logs"]);
 }
 
 #[test]
@@ -1759,7 +1820,6 @@ fn cli_daemon_does_not_spin_on_a_failing_type() {
         assert!(t0.elapsed() < Duration::from_secs(60), "no failure recorded in 60 s");
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_secs(3));
     // SAFETY: sending a signal to our own child process by its id.
     assert_eq!(unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGTERM) }, 0);
     let t1 = Instant::now();
@@ -1769,6 +1829,64 @@ fn cli_daemon_does_not_spin_on_a_failing_type() {
     }
     let db_runs = history(&env, &cfg, Some("db")).len();
     let ev = lines(&events);
-    assert_eq!(db_runs, 1, "db attempts within 3 s of the first failure; alerts: {ev:?}");
+    assert_eq!(db_runs, 1, "db attempts before SIGTERM; alerts: {ev:?}");
     assert_eq!(ev.iter().filter(|l| *l == "failure db").count(), 1, "{ev:?}");
+
+    // The pause itself, at fixed instants: after a round in which db failed, the next round is
+    // the recheck interval away, not at once, and a round then tries db once more.
+    let (config, mut repo) = open_app(&cfg);
+    let runs = History::open(&config.backup.repository).unwrap();
+    let clock = ManualClock::at(Local::now() + chrono::Duration::days(1));
+    let timing = DaemonTiming { idle: chrono::Duration::minutes(60), recheck: chrono::Duration::minutes(7) };
+    let mut set = SnapshotSet::new();
+    let opts = RunOptions { retry_base: Duration::ZERO, ..Default::default() };
+    let r = run_backups(&mut repo, &config, &opts, &mut set, &clock).unwrap();
+    let ran: Vec<&str> = r.ran.iter().map(|t| t.backup_type.as_str()).collect();
+    assert_eq!(ran, ["db", "config"], "db is due (never succeeded), config is on-change: {r:#?}");
+    let next = next_round(&config, &runs, set.all(), &clock.now(), timing).unwrap();
+    assert_eq!(next, clock.now().fixed_offset() + chrono::Duration::minutes(7));
+    clock.set(next.with_timezone(&Local));
+    run_backups(&mut repo, &config, &opts, &mut set, &clock).unwrap();
+    assert_eq!(history(&env, &cfg, Some("db")).len(), 3);
+    assert_eq!(lines(&events).iter().filter(|l| *l == "failure db").count(), 3);
+}
+
+#[test]
+fn backup_runs_due_types_at_fixed_instants() {
+    // db "daily 03:00" with catch_up_after 2d, logs "weekly sun 03:00", config "on-change": the
+    // runner at chosen instants, no waiting. 2030-01-07 is a Monday.
+    let env = Env::new();
+    let (_app, cfg) = example_app(env.path());
+    cairn_cfg(&env, &cfg, &["backup", "--now", "--type", "config"]).ok();
+    let (config, mut repo) = open_app(&cfg);
+    let at = |d: u32, h: u32, m: u32| Local.with_ymd_and_hms(2030, 1, d, h, m, 0).single().unwrap();
+    let clock = ManualClock::at(at(7, 2, 0));
+    let mut set = SnapshotSet::new();
+    let opts = RunOptions { retry_base: Duration::ZERO, ..Default::default() };
+    let mut round = |t: DateTime<Local>| {
+        clock.set(t);
+        let r = run_backups(&mut repo, &config, &opts, &mut set, &clock).unwrap();
+        assert_eq!(r.failed(), 0, "{r:#?}");
+        let ran: Vec<(String, String)> =
+            r.ran.into_iter().filter(|t| t.backup_type != "config").map(|t| (t.backup_type, t.reason)).collect();
+        (ran, r.skipped)
+    };
+    let s = |a: &str, b: &str| (a.to_string(), b.to_string());
+    let (ran, _) = round(at(7, 2, 0));
+    assert_eq!(ran, [s("db", "never backed up"), s("logs", "never backed up")]);
+    let (ran, skipped) = round(at(7, 2, 59));
+    assert!(ran.is_empty(), "{ran:?}");
+    assert_eq!(skipped, [s("db", "next slot 2030-01-07 03:00"), s("logs", "next slot 2030-01-13 03:00")]);
+    let (ran, _) = round(at(7, 3, 0));
+    assert_eq!(ran, [s("db", "slot 2030-01-07 03:00 passed since the last success")]);
+    // Sunday's slot for logs; db, six days without a success, is past its catch-up limit first.
+    let (ran, _) = round(at(13, 3, 0));
+    assert_eq!(
+        ran,
+        [s("db", "catch-up: last success 6d 0h ago"), s("logs", "slot 2030-01-13 03:00 passed since the last success")]
+    );
+    // Off for almost three days, back before the day's slot: catch-up runs db at once.
+    let (ran, skipped) = round(at(16, 2, 0));
+    assert_eq!(ran, [s("db", "catch-up: last success 2d 23h ago")]);
+    assert_eq!(skipped, [s("logs", "next slot 2030-01-20 03:00")]);
 }

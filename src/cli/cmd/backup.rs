@@ -1,5 +1,6 @@
 //! `backup`: run the configured types, sync remotes after a success, report.
 
+use crate::lifecycle::clock::Clock as _;
 use anyhow::{bail, Result};
 
 use crate::cli::args::BackupArgs;
@@ -24,15 +25,17 @@ pub(in crate::cli) fn run(ctx: &Ctx, a: &BackupArgs) -> Result<Finish> {
         now: a.now,
         types: a.types.clone(),
         flags: crate::lifecycle::job::RunFlags { no_vacuum: a.no_vacuum, force_read: a.force_read },
-        ..Default::default()
+        retry_base: retry_base(),
     };
-    let mut report = runner::run_backups(&mut repo, cfg, &opts)?;
+    let clock = crate::lifecycle::clock::SystemClock;
+    let mut set = crate::ops::snapshot_set::SnapshotSet::new();
+    let mut report = runner::run_backups(&mut repo, cfg, &opts, &mut set, &clock)?;
     if !a.no_sync && report.ran.iter().any(|r| r.result == Outcome::Success) {
-        report.sync = crate::lifecycle::remotes::sync_all(Some(cfg), &repo, &ctx.remotes()?, false);
+        report.sync = crate::lifecycle::remotes::sync_all(Some(cfg), &repo, &ctx.remotes()?, false, &mut set, &clock);
     }
     print_report(ctx, &report);
     if let Some(m) = &a.metrics_file {
-        let st = crate::lifecycle::status::status(&repo, Some(cfg))?;
+        let st = crate::lifecycle::status::status(&repo, Some(cfg), set.all(), &clock.now())?;
         crate::lifecycle::status::write_metrics(m, &st)?;
     }
     let failed = report.failed();
@@ -40,6 +43,15 @@ pub(in crate::cli) fn run(ctx: &Ctx, a: &BackupArgs) -> Result<Finish> {
         bail!("{failed} of {} backup types failed", report.ran.len());
     }
     Ok(Finish::Ok)
+}
+
+/// The first retry delay of a transient failure: CAIRN_RETRY_BASE_MS when set (the tests make
+/// retries quick with it; it only paces retries), else the runner's default.
+pub(in crate::cli) fn retry_base() -> std::time::Duration {
+    std::env::var("CAIRN_RETRY_BASE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(runner::DEFAULT_RETRY_BASE, std::time::Duration::from_millis)
 }
 
 /// Opens the configured repository, creating it on first use (and saying so).
@@ -74,7 +86,7 @@ pub(in crate::cli) fn print_report(ctx: &Ctx, report: &BackupReport) {
             (Outcome::Unchanged, _) => {
                 println!(
                     "{name}: unchanged since snapshot {}, nothing stored, {:.2}s",
-                    &r.snapshot.clone().unwrap_or_default()[..8],
+                    r.snapshot.map(|s| s.short()).unwrap_or_default(),
                     r.duration_s
                 )
             }
@@ -87,7 +99,7 @@ pub(in crate::cli) fn print_report(ctx: &Ctx, report: &BackupReport) {
                 };
                 println!(
                     "{name}: snapshot {} saved: {} files, {} read, {} new ({} stored, {dedup:.1}% deduplicated), {:.2}s{retries}",
-                    &r.snapshot.clone().unwrap_or_default()[..8],
+                    r.snapshot.map(|s| s.short()).unwrap_or_default(),
                     s.files,
                     human_bytes(s.logical_bytes),
                     human_bytes(s.new_raw_bytes),

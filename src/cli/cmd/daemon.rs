@@ -26,7 +26,14 @@ pub(in crate::cli) fn run(ctx: &Ctx) -> Result<Finish> {
     if !ctx.quiet() {
         println!("cairn daemon: {} types, repository {}", cfg.types.len(), repo.store.root().display());
     }
-    crate::lifecycle::daemon::run(&mut repo, cfg, &remotes, &TERM, &mut |report| print_report(ctx, report))?;
+    let opts = crate::lifecycle::runner::RunOptions {
+        retry_base: crate::cli::cmd::backup::retry_base(),
+        ..Default::default()
+    };
+    let clock = crate::lifecycle::clock::SystemClock;
+    crate::lifecycle::daemon::run(&mut repo, cfg, &remotes, &opts, &clock, &TERM, &mut |report| {
+        print_report(ctx, report)
+    })?;
     if !ctx.quiet() {
         println!("cairn daemon: stopping");
     }

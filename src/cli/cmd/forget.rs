@@ -1,6 +1,7 @@
 //! Retention: `forget` (apply each type's policy) and `mark-verified` (release a pre-change
 //! snapshot to its own retention).
 
+use crate::lifecycle::clock::Clock as _;
 use anyhow::Result;
 use serde_json::json;
 
@@ -11,7 +12,7 @@ pub(in crate::cli) fn forget(ctx: &Ctx, dry_run: bool, types: &[String]) -> Resu
     let cfg = ctx.config()?;
     let policy = |t: &str| cfg.and_then(|c| c.type_config(t)).and_then(|c| c.retention.clone());
     let sel = (!types.is_empty()).then_some(types);
-    let decisions = crate::ops::prune::forget(&repo, sel, &policy, dry_run)?;
+    let decisions = crate::ops::prune::forget(&repo, sel, &policy, crate::lifecycle::clock::SystemClock.now().fixed_offset(), dry_run)?;
     if ctx.json() {
         render::print_json(&json!({"dry_run": dry_run, "decisions": decisions}));
         return Ok(Finish::Ok);
@@ -27,7 +28,7 @@ pub(in crate::cli) fn forget(ctx: &Ctx, dry_run: bool, types: &[String]) -> Resu
         };
         println!(
             "{:<10} {:<26} {:<10} {:<10} {:<12} {}",
-            &d.id[..8],
+            d.id.short(),
             &d.time[..d.time.len().min(25)],
             d.backup_type,
             d.kind,

@@ -18,7 +18,7 @@ pub(in crate::cli) fn run(ctx: &Ctx, cmd: &KeyCmd) -> Result<Finish> {
                     println!(
                         "{}{} {} {} {}",
                         if k.current { "*" } else { " " },
-                        &k.id[..16],
+                        k.id.get(..16).unwrap_or(&k.id),
                         k.created,
                         k.host,
                         k.label
@@ -29,16 +29,16 @@ pub(in crate::cli) fn run(ctx: &Ctx, cmd: &KeyCmd) -> Result<Finish> {
         KeyCmd::Add { label, new_password_file } => {
             let np = ctx.with_passwords(|p| p.new_password(new_password_file.as_deref()))?;
             let id = crate::ops::keys::add(&path, &pw, &np, label)?;
-            println!("added key {}", &id[..16]);
+            println!("added key {}", id.get(..16).unwrap_or(&id));
         }
         KeyCmd::Remove { id } => {
             let id = crate::ops::keys::remove(&path, &pw, id)?;
-            println!("removed key {}", &id[..16]);
+            println!("removed key {}", id.get(..16).unwrap_or(&id));
         }
         KeyCmd::Passwd { new_password_file } => {
             let np = ctx.with_passwords(|p| p.new_password(new_password_file.as_deref()))?;
             let id = crate::ops::keys::passwd(&path, &pw, &np)?;
-            println!("password changed (new key {})", &id[..16]);
+            println!("password changed (new key {})", id.get(..16).unwrap_or(&id));
         }
     }
     Ok(Finish::Ok)

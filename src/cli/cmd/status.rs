@@ -1,5 +1,6 @@
 //! `status` (per type: last good backup, next due, failures) and `history` (the activity log).
 
+use crate::lifecycle::clock::Clock as _;
 use std::path::Path;
 
 use anyhow::Result;
@@ -10,7 +11,9 @@ use crate::util::human_bytes;
 pub(in crate::cli) fn status(ctx: &Ctx, metrics_file: Option<&Path>) -> Result<Finish> {
     let mut repo = ctx.open()?;
     repo.sync_index()?;
-    let st = crate::lifecycle::status::status(&repo, ctx.config()?)?;
+    let set = crate::ops::snapshot_set::SnapshotSet::load(&repo)?;
+    let now = crate::lifecycle::clock::SystemClock.now();
+    let st = crate::lifecycle::status::status(&repo, ctx.config()?, set.all(), &now)?;
     if let Some(m) = metrics_file {
         crate::lifecycle::status::write_metrics(m, &st)?;
     }
@@ -44,7 +47,7 @@ pub(in crate::cli) fn history(ctx: &Ctx, backup_type: Option<&str>, limit: usize
             r.files,
             human_bytes(r.bytes_read),
             human_bytes(r.bytes_added),
-            r.snapshot.as_deref().map(|s| &s[..8]).unwrap_or("-"),
+            r.snapshot.as_deref().map(|s| s.get(..8).unwrap_or(s)).unwrap_or("-"),
             r.error.clone().unwrap_or_default()
         );
     }

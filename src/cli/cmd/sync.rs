@@ -13,7 +13,14 @@ pub(in crate::cli) fn sync(ctx: &Ctx, dry_run: bool) -> Result<Finish> {
     if remotes.is_empty() {
         bail!("no remotes configured: add \"remotes\" to the config or pass --remote gdrive:path");
     }
-    let results = crate::lifecycle::remotes::sync_all(ctx.config()?, &repo, &remotes, dry_run);
+    let results = crate::lifecycle::remotes::sync_all(
+        ctx.config()?,
+        &repo,
+        &remotes,
+        dry_run,
+        &mut crate::ops::snapshot_set::SnapshotSet::new(),
+        &crate::lifecycle::clock::SystemClock,
+    );
     if ctx.json() {
         render::print_json(&serde_json::to_value(&results)?);
     } else {

@@ -64,7 +64,7 @@ pub(in crate::cli) fn run(ctx: &Ctx, read_data: Option<&str>, seed: Option<u64>,
                 println!("    ... and {} more", d.chunks.len() - 10);
             }
             for a in &d.affected {
-                println!("  breaks snapshot {} file {}", &a.snapshot[..8], a.path);
+                println!("  breaks snapshot {} file {}", a.snapshot.short(), a.path);
             }
         }
         for p in &r.problems {
@@ -74,7 +74,7 @@ pub(in crate::cli) fn run(ctx: &Ctx, read_data: Option<&str>, seed: Option<u64>,
             println!(
                 "restore test {} snapshot {}: {}",
                 t.backup_type,
-                &t.snapshot[..t.snapshot.len().min(8)],
+                t.snapshot.short(),
                 if t.ok { format!("ok ({})", t.detail) } else { format!("FAILED: {}", t.detail) }
             );
         }
