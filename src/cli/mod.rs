@@ -279,8 +279,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             if remotes.is_empty() {
                 bail!("no remotes configured: add \"remotes\" to the config or pass --remote gdrive:path");
             }
-            let results =
-                sync_all(&ctx, &repo, &remotes, *dry_run, &mut crate::ops::snapshot_set::SnapshotSet::new());
+            let results = sync_all(&ctx, &repo, &remotes, *dry_run, &mut crate::ops::snapshot_set::SnapshotSet::new());
             if ctx.cli.json {
                 ctx.out(&serde_json::to_value(&results)?);
             } else {
