@@ -499,10 +499,22 @@ mod tests {
             (serde_json::json!({"paths": ["x"], "rpo": "soon"}), "types.t.rpo", "not a duration"),
             (serde_json::json!({"paths": ["x"], "on_change_fallback": "0d"}), "types.t.on_change_fallback", "not a"),
             (serde_json::json!({"paths": ["x"], "schedule": "every 30s"}), "types.t.schedule", "not a schedule"),
-            (serde_json::json!({"paths": ["x"], "retention": {"keep_within": "1 day"}}), "types.t.retention.keep_within", "not a duration"),
+            (
+                serde_json::json!({"paths": ["x"], "retention": {"keep_within": "1 day"}}),
+                "types.t.retention.keep_within",
+                "not a duration",
+            ),
             (serde_json::json!({"paths": ["x"], "retention": {}}), "types.t.retention", "keeps nothing"),
-            (serde_json::json!({"paths": ["x"], "busy_timeout_s": 3}), "types.t.busy_timeout_s", "only applies to a sqlite"),
-            (serde_json::json!({"paths": ["x"], "command_name": "a"}), "types.t.command_name", "only applies to a command"),
+            (
+                serde_json::json!({"paths": ["x"], "busy_timeout_s": 3}),
+                "types.t.busy_timeout_s",
+                "only applies to a sqlite",
+            ),
+            (
+                serde_json::json!({"paths": ["x"], "command_name": "a"}),
+                "types.t.command_name",
+                "only applies to a command",
+            ),
             (serde_json::json!({"paths": ["x"], "exclude": ["a[" ]}), "types.t.exclude", "unclosed"),
         ] {
             let e = load(serde_json::json!({"t": ty})).unwrap_err().to_string();

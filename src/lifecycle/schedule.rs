@@ -268,7 +268,8 @@ mod tests {
 
     #[test]
     fn schedules_parse_and_show_back() {
-        for ok in ["daily 03:00", "weekly sun 03:00", "hourly", "every 6h", "on-change", "monthly 1 04:30", "every 1m"] {
+        for ok in ["daily 03:00", "weekly sun 03:00", "hourly", "every 6h", "on-change", "monthly 1 04:30", "every 1m"]
+        {
             assert_eq!(Schedule::parse(ok).map(|s| s.to_string()).as_deref(), Ok(ok));
         }
         assert_eq!(Schedule::parse("weekly SUN 3:05").unwrap().to_string(), "weekly sun 03:05");

@@ -229,8 +229,11 @@ pub fn render(s: &Status) -> String {
         ));
     }
     for r in &s.remotes {
-        let last =
-            r.last_sync.as_deref().map(|x| x.get(..19).unwrap_or(x).replace('T', " ")).unwrap_or_else(|| "never".into());
+        let last = r
+            .last_sync
+            .as_deref()
+            .map(|x| x.get(..19).unwrap_or(x).replace('T', " "))
+            .unwrap_or_else(|| "never".into());
         out.push_str(&format!(
             "\nremote {} ({}): last sync {last}, {} files ({}) pending{}",
             r.name,

@@ -103,7 +103,7 @@ pub fn forget_in(
     }
     let mut by_type: std::collections::BTreeMap<&str, Vec<(SnapshotId, Snapshot)>> = Default::default();
     for (id, s) in set.all() {
-        if types.is_none_or(|t| t.iter().any(|t| *t == s.backup_type)) {
+        if types.is_none_or(|t| t.contains(&s.backup_type)) {
             by_type.entry(s.backup_type.as_str()).or_default().push((*id, s.clone()));
         }
     }

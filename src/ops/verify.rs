@@ -262,10 +262,7 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
             match index.lookup(c)? {
                 Some(l) => {
                     if let Some(p) = damaged_chunks.get(c) {
-                        affected
-                            .entry(*p)
-                            .or_default()
-                            .insert(Affected { snapshot: sid, path: "(tree)".into() });
+                        affected.entry(*p).or_default().insert(Affected { snapshot: sid, path: "(tree)".into() });
                         tree_ok = false;
                     }
                     locs.push((*c, l))

@@ -13,15 +13,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cairn::format::manifest::{NodeError, Snapshot, SnapshotKind};
+use cairn::id::SnapshotId;
 use cairn::lifecycle::clock::{Clock, ManualClock};
 use cairn::lifecycle::config::{Config, Retention};
 use cairn::lifecycle::runner::{next_round, run_backups, DaemonTiming, RunOptions};
-use cairn::lifecycle::{history::History, status};
-use cairn::ops::snapshot_set::SnapshotSet;
-use cairn::id::SnapshotId;
-use cairn::format::manifest::{NodeError, Snapshot, SnapshotKind};
-use cairn::ops::retention::{apply, Decision};
 use cairn::lifecycle::schedule::{due, Due, Schedule};
+use cairn::lifecycle::{history::History, status};
+use cairn::ops::retention::{apply, Decision};
+use cairn::ops::snapshot_set::SnapshotSet;
 use chrono::{DateTime, FixedOffset, Local, NaiveDate, NaiveDateTime, TimeZone};
 use chrono_tz::{Europe::Berlin, Tz};
 use serde_json::{json, Value};
@@ -1556,7 +1556,11 @@ fn cli_overdue_status_and_metrics() {
     assert!(text.contains("\nOVERDUE: ") && text.contains("logs, config"), "{text}");
     let m = std::fs::read_to_string(&metrics).unwrap();
     let samples = check_prometheus(&m);
-    for s in ["cairn_overdue{type=\"logs\"} 1", "cairn_consecutive_failures{type=\"db\"} 0", "cairn_snapshots{type=\"db\"} 1"] {
+    for s in [
+        "cairn_overdue{type=\"logs\"} 1",
+        "cairn_consecutive_failures{type=\"db\"} 0",
+        "cairn_snapshots{type=\"db\"} 1",
+    ] {
         assert!(samples.contains(s), "{s} missing:\n{m}");
     }
     assert!(samples.iter().any(|s| s.starts_with("cairn_last_success_timestamp_seconds{type=\"db\"} 1")), "{m}");
