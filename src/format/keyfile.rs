@@ -4,7 +4,6 @@
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -87,8 +86,8 @@ impl KeyFile {
     pub fn wrap(master: &MasterKey, repo_id: RepoId, password: &[u8], params: KdfParams, label: &str) -> Result<Self> {
         let mut salt = [0u8; 32];
         let mut nonce = [0u8; 24];
-        rand::rngs::OsRng.fill_bytes(&mut salt);
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        crate::util::os_random(&mut salt);
+        crate::util::os_random(&mut nonce);
         let kek = kek(password, &salt, params)?;
         let mut plain = Zeroizing::new([0u8; 64]);
         plain[..32].copy_from_slice(&master.0);

@@ -72,7 +72,7 @@ pub fn add(dir: &std::path::Path, password: PasswordFn, new_password: &[u8], lab
     let (master, _) = unlock(&store, &config, password)?;
     let kf = KeyFile::wrap(&master, config.id, new_password, KdfParams::from_env(), label)?;
     let mut r = Zeroizing::new([0u8; 32]);
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut *r);
+    crate::util::os_random(&mut *r);
     let id = hex::encode(*r);
     store.put(FileKind::Key, &id, &kf.to_bytes())?;
     Ok(id)
@@ -111,7 +111,7 @@ pub fn passwd(dir: &std::path::Path, password: PasswordFn, new_password: &[u8]) 
     let label = KeyFile::parse(&store.get(FileKind::Key, &old)?, &old)?.label;
     let kf = KeyFile::wrap(&master, config.id, new_password, KdfParams::from_env(), &label)?;
     let mut r = Zeroizing::new([0u8; 32]);
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut *r);
+    crate::util::os_random(&mut *r);
     let id = hex::encode(*r);
     // New key durable before the old one goes: a crash leaves both, never neither.
     store.put(FileKind::Key, &id, &kf.to_bytes())?;

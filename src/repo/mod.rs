@@ -131,7 +131,7 @@ pub fn init(dir: &Path, opts: &InitOptions, password: Option<&[u8]>) -> Result<R
     }
     let master = MasterKey::random();
     let mut id = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
+    crate::util::os_random(&mut id);
     let id = RepoId(id);
     let config = RepoConfig {
         format: FORMAT_NAME.into(),
@@ -165,7 +165,7 @@ pub fn init(dir: &Path, opts: &InitOptions, password: Option<&[u8]>) -> Result<R
     store.create_layout()?;
     if let Some(kf) = keyfile {
         let mut r = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut r);
+        crate::util::os_random(&mut r);
         store.put(FileKind::Key, &hex::encode(r), &kf.to_bytes())?;
     }
     let cfg_path = tmp.join("config");

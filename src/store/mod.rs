@@ -12,7 +12,6 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use rand::RngCore;
 
 use crate::error::{Error, IoContext, Result};
 
@@ -93,7 +92,7 @@ impl LocalStore {
     /// A fresh temporary file in `tmp/`, opened for writing.
     pub fn temp_file(&self) -> Result<(PathBuf, File)> {
         let mut r = [0u8; 12];
-        rand::rngs::OsRng.fill_bytes(&mut r);
+        crate::util::os_random(&mut r);
         let p = self.root.join("tmp").join(format!("{}.tmp", hex::encode(r)));
         let f = OpenOptions::new().write(true).read(true).create_new(true).open(&p).ctx(&p)?;
         Ok((p, f))
