@@ -461,7 +461,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 encryption,
                 compression_level: a.compression_level,
                 pack_size: a.pack_size_mib << 20,
-                ..Default::default()
+                kdf: ctx.cli.kdf()?,
             };
             let pw = match encryption {
                 Encryption::None => None,
@@ -839,7 +839,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 }
                 KeyCmd::Add { label, new_password_file } => {
                     let np = ctx.new_password(new_password_file)?;
-                    let id = crate::ops::keys::add(&path, &pw, &np, label)?;
+                    let id = crate::ops::keys::add(&path, &pw, &np, label, ctx.cli.kdf()?)?;
                     println!("added key {}", &id[..16]);
                 }
                 KeyCmd::Remove { id } => {
@@ -848,7 +848,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 }
                 KeyCmd::Passwd { new_password_file } => {
                     let np = ctx.new_password(new_password_file)?;
-                    let id = crate::ops::keys::passwd(&path, &pw, &np)?;
+                    let id = crate::ops::keys::passwd(&path, &pw, &np, ctx.cli.kdf()?)?;
                     println!("password changed (new key {})", &id[..16]);
                 }
             }
@@ -912,7 +912,11 @@ fn open_or_create(ctx: &Ctx, cfg: &Config) -> Result<Repo> {
             Encryption::XChaCha20Poly1305 => Some(init_password(ctx)?),
         };
         let c =
-            repo::init(&path, &InitOptions { encryption, ..Default::default() }, pw.as_ref().map(|p| p.as_slice()))?;
+            repo::init(
+            &path,
+            &InitOptions { encryption, kdf: ctx.cli.kdf()?, ..Default::default() },
+            pw.as_ref().map(|p| p.as_slice()),
+        )?;
         if !ctx.cli.quiet && !ctx.cli.json {
             println!(
                 "created repository {} at {} ({})",

@@ -65,12 +65,18 @@ pub fn list(dir: &std::path::Path, password: PasswordFn) -> Result<Vec<KeyInfo>>
     Ok(out)
 }
 
-/// Adds a key file for `new_password`; returns its id.
-pub fn add(dir: &std::path::Path, password: PasswordFn, new_password: &[u8], label: &str) -> Result<String> {
+/// Adds a key file for `new_password` with Argon2id cost `kdf`; returns its id.
+pub fn add(
+    dir: &std::path::Path,
+    password: PasswordFn,
+    new_password: &[u8],
+    label: &str,
+    kdf: KdfParams,
+) -> Result<String> {
     let store = encrypted_store(dir)?;
     let config = read_config(dir)?;
     let (master, _) = unlock(&store, &config, password)?;
-    let kf = KeyFile::wrap(&master, config.id, new_password, KdfParams::from_env(), label)?;
+    let kf = KeyFile::wrap(&master, config.id, new_password, kdf, label)?;
     let mut r = Zeroizing::new([0u8; 32]);
     crate::util::os_random(&mut *r);
     let id = hex::encode(*r);
@@ -102,14 +108,14 @@ pub fn remove(dir: &std::path::Path, password: PasswordFn, id: &str) -> Result<S
     Ok(target)
 }
 
-/// Replaces the key file the password opens with one for `new_password`.
-pub fn passwd(dir: &std::path::Path, password: PasswordFn, new_password: &[u8]) -> Result<String> {
+/// Replaces the key file the password opens with one for `new_password` with Argon2id cost `kdf`.
+pub fn passwd(dir: &std::path::Path, password: PasswordFn, new_password: &[u8], kdf: KdfParams) -> Result<String> {
     let store = encrypted_store(dir)?;
     let config = read_config(dir)?;
     let (master, current) = unlock(&store, &config, password)?;
     let old = current.expect("encrypted repositories unlock through a key file");
     let label = KeyFile::parse(&store.get(FileKind::Key, &old)?, &old)?.label;
-    let kf = KeyFile::wrap(&master, config.id, new_password, KdfParams::from_env(), &label)?;
+    let kf = KeyFile::wrap(&master, config.id, new_password, kdf, &label)?;
     let mut r = Zeroizing::new([0u8; 32]);
     crate::util::os_random(&mut *r);
     let id = hex::encode(*r);

@@ -35,7 +35,7 @@ pub struct InitOptions {
     pub compression_level: i32,
     /// Target pack size.
     pub pack_size: u64,
-    /// Argon2id parameters.
+    /// Argon2id cost of the initial key file (the real defaults unless the caller chose others).
     pub kdf: KdfParams,
 }
 
@@ -45,7 +45,7 @@ impl Default for InitOptions {
             encryption: Encryption::XChaCha20Poly1305,
             compression_level: 3,
             pack_size: 16 << 20,
-            kdf: KdfParams::from_env(),
+            kdf: KdfParams::default(),
         }
     }
 }
