@@ -6,9 +6,6 @@
 //! point). Restore, export and verify read the same path backwards. Every on-disk byte is
 //! specified in `format-spec/`.
 
-#![forbid(unsafe_op_in_unsafe_fn)]
-#![warn(missing_docs)]
-
 pub mod cli;
 pub mod error;
 pub mod format;

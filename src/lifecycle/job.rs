@@ -34,9 +34,8 @@ fn split_password(u: &str) -> (String, Option<OsString>) {
     if !u.contains("://") {
         return (u.to_string(), None);
     }
-    let mut url = match url::Url::parse(u) {
-        Ok(url) => url,
-        Err(_) => return split_password_host_list(u),
+    let Ok(mut url) = url::Url::parse(u) else {
+        return split_password_host_list(u);
     };
     let Some(password) = url.password().map(decode) else {
         return (u.to_string(), None);
