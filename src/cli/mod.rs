@@ -911,8 +911,7 @@ fn open_or_create(ctx: &Ctx, cfg: &Config) -> Result<Repo> {
             Encryption::None => None,
             Encryption::XChaCha20Poly1305 => Some(init_password(ctx)?),
         };
-        let c =
-            repo::init(
+        let c = repo::init(
             &path,
             &InitOptions { encryption, kdf: ctx.cli.kdf()?, ..Default::default() },
             pw.as_ref().map(|p| p.as_slice()),

@@ -7,8 +7,8 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::format::crypto::MasterKey;
 use crate::error::{Error, Result};
+use crate::format::crypto::MasterKey;
 use crate::id::RepoId;
 
 /// Associated data of the wrapped master key.

@@ -7,9 +7,9 @@ use std::os::unix::ffi::OsStringExt;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::ops::snapshot::{self, SnapshotOptions, SnapshotOutcome, Source};
-use crate::lifecycle::config::{parse_duration, SourceSpec, TypeConfig};
 use crate::error::{Error, Result};
+use crate::lifecycle::config::{parse_duration, SourceSpec, TypeConfig};
+use crate::ops::snapshot::{self, SnapshotOptions, SnapshotOutcome, Source};
 use crate::repo::Repo;
 use crate::source::{sqlite, ChildReader};
 
@@ -172,8 +172,14 @@ mod tests {
         let (shown, pw) = super::split_password("postgresql://app:ab%\u{20ac}@db/app");
         assert_eq!((shown.as_str(), pw), ("postgresql://app@db/app", Some("ab%\u{20ac}".into())));
         // Encoded multi-byte characters and bytes that are not UTF-8 decode to the exact bytes.
-        assert_eq!(super::split_password("postgresql://app:%C3%A9%FF@db/app").1, Some(OsString::from_vec(vec![0xc3, 0xa9, 0xff])));
-        assert_eq!(super::redact_url("postgresql://app:%\u{e9}@db:5432/app?sslmode=require"), "postgresql://app@db:5432/app?sslmode=require");
+        assert_eq!(
+            super::split_password("postgresql://app:%C3%A9%FF@db/app").1,
+            Some(OsString::from_vec(vec![0xc3, 0xa9, 0xff]))
+        );
+        assert_eq!(
+            super::redact_url("postgresql://app:%\u{e9}@db:5432/app?sslmode=require"),
+            "postgresql://app@db:5432/app?sslmode=require"
+        );
     }
 
     #[test]
@@ -184,14 +190,20 @@ mod tests {
             ("postgresql://app@db/app".to_string(), Some("p@ss".into()))
         );
         // An '@' after the authority is not userinfo.
-        assert_eq!(super::split_password("postgresql://db/app?options=a@b"), ("postgresql://db/app?options=a@b".into(), None));
+        assert_eq!(
+            super::split_password("postgresql://db/app?options=a@b"),
+            ("postgresql://db/app?options=a@b".into(), None)
+        );
         // libpq host lists, which are not URLs to the url crate.
         assert_eq!(
             super::split_password("postgresql://app:s%3Acret@h1:5432,h2:5433/app?target_session_attrs=any"),
             ("postgresql://app@h1:5432,h2:5433/app?target_session_attrs=any".to_string(), Some("s:cret".into()))
         );
         assert_eq!(super::redact_url("postgres://app:pw@[::1]:5432/app"), "postgres://app@[::1]:5432/app");
-        assert_eq!(super::redact_url("postgresql:///app?host=/run/postgresql"), "postgresql:///app?host=/run/postgresql");
+        assert_eq!(
+            super::redact_url("postgresql:///app?host=/run/postgresql"),
+            "postgresql:///app?host=/run/postgresql"
+        );
         assert_eq!(super::split_password("host=db user=app"), ("host=db user=app".to_string(), None));
     }
 }

@@ -6,8 +6,8 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::format::keyfile::{KdfParams, KeyFile};
-use crate::repo::{read_config, unlock, PasswordFn};
 use crate::format::repo_config::Encryption;
+use crate::repo::{read_config, unlock, PasswordFn};
 use crate::store::{FileKind, LocalStore};
 
 /// One key file as listed.

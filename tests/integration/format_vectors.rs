@@ -1157,7 +1157,8 @@ fn sample_packs() -> Vec<PackId> {
 }
 
 const SAMPLE_SEEDS: [u64; 4] = [0, 7, 0x6361_6972_6e2d_7631, u64::MAX];
-const SAMPLE_CASES: [(u64, f64); 7] = [(7, 50.0), (7, 10.0), (8, 50.0), (0, 25.0), (u64::MAX, 33.3), (1, 0.5), (7, 100.0)];
+const SAMPLE_CASES: [(u64, f64); 7] =
+    [(7, 50.0), (7, 10.0), (8, 50.0), (0, 25.0), (u64::MAX, 33.3), (1, 0.5), (7, 100.0)];
 
 fn gen_sample() -> Value {
     use cairn::format::sample::sample;
