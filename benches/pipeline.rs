@@ -4,6 +4,9 @@
 //! pipeline` finishes in a few minutes on a 2-core machine; results are for comparing revisions
 //! on one machine, not absolute figures.
 
+#![allow(clippy::unwrap_used, reason = "a benchmark fails by panicking")]
+#![allow(missing_docs, reason = "criterion_main! generates an undocumented main")]
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

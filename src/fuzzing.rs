@@ -18,6 +18,7 @@ use crate::format::index;
 use crate::format::keyfile::KeyFile;
 use crate::format::manifest::{Node, RecordParser, Snapshot};
 use crate::format::pack::{decode_trailer, parse_pack, parse_tail};
+pub use crate::format::sample::SplitMix64;
 
 /// The test master key of format-spec/vectors/: bytes 0x00, 0x01, ..., 0x1f.
 pub const TEST_MASTER_KEY: [u8; 32] = seq32(0x00);
@@ -44,41 +45,6 @@ pub fn test_keys(encrypted: bool) -> Keys {
 fn keys() -> &'static [Keys; 2] {
     static KEYS: OnceLock<[Keys; 2]> = OnceLock::new();
     KEYS.get_or_init(|| [test_keys(false), test_keys(true)])
-}
-
-/// SplitMix64 (Steele, Lea, Flood 2014), as defined in format-spec/chunking.md.
-#[derive(Clone, Debug)]
-pub struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    /// The next 64-bit output.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Fills `out` with outputs, each written as 8 little-endian bytes (the last one cut short).
-    pub fn fill(&mut self, out: &mut [u8]) {
-        for c in out.chunks_mut(8) {
-            let v = self.next_u64().to_le_bytes();
-            c.copy_from_slice(&v[..c.len()]);
-        }
-    }
-
-    /// `n` bytes from a generator seeded with `seed`.
-    pub fn bytes(seed: u64, n: usize) -> Vec<u8> {
-        let mut v = vec![0u8; n];
-        SplitMix64(seed).fill(&mut v);
-        v
-    }
-
-    /// A value in `0..n` (`n > 0`; the tiny modulo bias does not matter for tests).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
 }
 
 fn what() -> String {

@@ -1,13 +1,11 @@
 //! cairn: a content-addressed, deduplicating, encrypted backup store for small self-hosted
 //! applications (a SQLite or PostgreSQL database, logs, config).
 //!
-//! Data flows one way: source -> [`chunker`] -> hash ([`crypto::Keys::chunk_id`]) -> [`blob`]
-//! (zstd) -> [`crypto`] (seal) -> [`pack`] -> [`index`] -> [`manifest`] (the snapshot, the commit
-//! point). Restore, export and verify read the same path backwards. Every on-disk byte is
+//! Data flows one way: source -> [`chunker`](format::chunker) -> hash
+//! ([`Keys::chunk_id`](format::crypto::Keys::chunk_id)) -> [`blob`](format::blob) (zstd) ->
+//! [`crypto`](format::crypto) (seal) -> [`pack`](format::pack) -> [`index`](format::index) ->
+//! [`manifest`](format::manifest) (the snapshot, the commit point). Restore, export and verify read the same path backwards. Every on-disk byte is
 //! specified in `format-spec/`.
-
-#![forbid(unsafe_op_in_unsafe_fn)]
-#![warn(missing_docs)]
 
 pub mod cli;
 pub mod error;

@@ -5,6 +5,13 @@ pub fn hostname() -> String {
     hostname::get().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "unknown".into())
 }
 
+/// Fills `buf` from the operating system's random generator (keys, salts, nonces of key files,
+/// file names). Panics if the OS cannot provide randomness: nothing secret may be made without it.
+pub fn os_random(buf: &mut [u8]) {
+    use rand::TryRng;
+    rand::rngs::SysRng.try_fill_bytes(buf).expect("the operating system's random generator failed");
+}
+
 /// Whether process `pid` is alive on this host.
 pub fn pid_alive(pid: u32) -> bool {
     // kill(pid, 0) probes without signalling; EPERM still means it exists.

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::format::keyfile::KdfParams;
+
 /// cairn: deduplicating, encrypted backups of a small application's database, logs and config.
 #[derive(Parser, Debug)]
 #[command(name = "cairn", version, about, long_about = None)]
@@ -22,6 +24,13 @@ pub struct Cli {
     /// verify.
     #[arg(long, global = true)]
     pub remote: Option<String>,
+    /// Argon2id memory cost, in KiB, of the key files this run writes (init, the first backup of
+    /// a configuration, key add, key passwd); default 32768 (32 MiB). Lower values make a stolen
+    /// repository's password cheaper to guess: meant for test suites and machines with almost no
+    /// memory. The cost is recorded in the key file (`key list` shows it).
+    #[arg(long, global = true, value_name = "KIB",
+          value_parser = clap::value_parser!(u32).range(KdfParams::MIN_MEMORY_KIB as i64..=KdfParams::MAX_MEMORY_KIB as i64))]
+    pub kdf_memory: Option<u32>,
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,
@@ -34,6 +43,14 @@ pub struct Cli {
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Argon2id cost for new key files: the defaults, or `--kdf-memory` (never an environment
+    /// variable: nothing but an explicit option may lower a real repository's key derivation).
+    pub fn kdf(&self) -> crate::Result<KdfParams> {
+        self.kdf_memory.map_or(Ok(KdfParams::default()), KdfParams::with_memory_kib)
+    }
 }
 
 /// Commands.

@@ -190,4 +190,9 @@ impl Ctx {
     fn quiet(&self) -> bool {
         self.cli.quiet
     }
+
+    /// Argon2id cost of the key files this run writes (`--kdf-memory`, else the defaults).
+    fn kdf(&self) -> crate::Result<crate::format::keyfile::KdfParams> {
+        self.cli.kdf()
+    }
 }

@@ -8,7 +8,7 @@
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use rand::RngCore;
+use rand::Rng;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::{Error, Result};
@@ -18,7 +18,10 @@ thread_local! {
     // Nonces come from a per-thread ChaCha20 CSPRNG seeded from the OS: random 192-bit nonces
     // need no coordination, and this avoids a getrandom system call per chunk.
     static NONCE_RNG: std::cell::RefCell<rand::rngs::StdRng> =
-        std::cell::RefCell::new(<rand::rngs::StdRng as rand::SeedableRng>::from_entropy());
+        std::cell::RefCell::new(
+            <rand::rngs::StdRng as rand::SeedableRng>::try_from_rng(&mut rand::rngs::SysRng)
+                .expect("the operating system's random generator failed"),
+        );
 }
 
 /// Length of the random nonce in front of an encrypted object.
@@ -62,7 +65,7 @@ impl MasterKey {
     /// A fresh random key.
     pub fn random() -> Self {
         let mut k = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut k);
+        crate::util::os_random(&mut k);
         MasterKey(k)
     }
 }

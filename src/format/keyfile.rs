@@ -4,12 +4,11 @@
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::format::crypto::MasterKey;
 use crate::error::{Error, Result};
+use crate::format::crypto::MasterKey;
 use crate::id::RepoId;
 
 /// Associated data of the wrapped master key.
@@ -36,15 +35,44 @@ impl Default for KdfParams {
 }
 
 impl KdfParams {
-    /// Defaults, with the memory cost overridable through `CAIRN_KDF_MEMORY_KIB` (used by the test
-    /// suite to keep hundreds of `init`s fast; the value used is recorded in the key file).
-    pub fn from_env() -> Self {
-        let mut p = KdfParams::default();
-        if let Some(m) = std::env::var("CAIRN_KDF_MEMORY_KIB").ok().and_then(|v| v.parse().ok()) {
-            p.m_cost_kib = m;
-            p.t_cost = 1;
+    /// Lowest memory cost a key file may be written with (`--kdf-memory`). Far below the default:
+    /// for test suites and machines with almost no memory, never chosen silently.
+    pub const MIN_MEMORY_KIB: u32 = 1024;
+    /// Highest memory cost a key file is read with: a planted key file must not exhaust the machine.
+    pub const MAX_MEMORY_KIB: u32 = 1024 * 1024;
+    /// Highest pass count a key file is read with.
+    pub const MAX_PASSES: u32 = 16;
+    /// Highest lane count a key file is read with.
+    pub const MAX_LANES: u32 = 16;
+
+    /// The defaults with another memory cost (`cairn --kdf-memory KIB`), refused outside
+    /// [`MIN_MEMORY_KIB`](Self::MIN_MEMORY_KIB)..=[`MAX_MEMORY_KIB`](Self::MAX_MEMORY_KIB).
+    pub fn with_memory_kib(m_cost_kib: u32) -> Result<Self> {
+        let p = KdfParams { m_cost_kib, ..KdfParams::default() };
+        p.check_for_writing()?;
+        Ok(p)
+    }
+
+    /// Whether a key file with these costs is read (the caps only: old key files stay readable).
+    fn readable(&self) -> bool {
+        self.m_cost_kib <= Self::MAX_MEMORY_KIB && self.t_cost <= Self::MAX_PASSES && self.p_cost <= Self::MAX_LANES
+    }
+
+    /// A new key file needs costs at least the floor and readable back.
+    fn check_for_writing(&self) -> Result<()> {
+        if self.m_cost_kib < Self::MIN_MEMORY_KIB || self.t_cost == 0 || self.p_cost == 0 || !self.readable() {
+            return Err(Error::Invalid(format!(
+                "Argon2id memory cost {} KiB, {} passes, {} lanes: a key file needs {}..={} KiB, 1..={} passes, 1..={} lanes",
+                self.m_cost_kib,
+                self.t_cost,
+                self.p_cost,
+                Self::MIN_MEMORY_KIB,
+                Self::MAX_MEMORY_KIB,
+                Self::MAX_PASSES,
+                Self::MAX_LANES
+            )));
         }
-        p
+        Ok(())
     }
 }
 
@@ -85,10 +113,11 @@ fn kek(password: &[u8], salt: &[u8], p: KdfParams) -> Result<Zeroizing<[u8; 32]>
 impl KeyFile {
     /// Wraps `master` under `password`.
     pub fn wrap(master: &MasterKey, repo_id: RepoId, password: &[u8], params: KdfParams, label: &str) -> Result<Self> {
+        params.check_for_writing()?;
         let mut salt = [0u8; 32];
         let mut nonce = [0u8; 24];
-        rand::rngs::OsRng.fill_bytes(&mut salt);
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        crate::util::os_random(&mut salt);
+        crate::util::os_random(&mut nonce);
         let kek = kek(password, &salt, params)?;
         let mut plain = Zeroizing::new([0u8; 64]);
         plain[..32].copy_from_slice(&master.0);
@@ -125,7 +154,7 @@ impl KeyFile {
         if [&kf.salt, &kf.nonce, &kf.wrapped].iter().any(|s| !s.bytes().all(|b| b.is_ascii_hexdigit())) {
             return Err(Error::corrupt(format!("key file {name}"), "damaged: bad hex"));
         }
-        if kf.params.m_cost_kib > 1024 * 1024 || kf.params.t_cost > 16 || kf.params.p_cost > 16 {
+        if !kf.params.readable() {
             return Err(Error::corrupt(format!("key file {name}"), "Argon2id parameters out of range (at most 1 GiB, 16 passes, 16 lanes): refused so a planted key file cannot exhaust the machine"));
         }
         Ok(kf)
@@ -156,5 +185,31 @@ impl KeyFile {
         let mut v = serde_json::to_vec_pretty(self).expect("serializable");
         v.push(b'\n');
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn costs_below_the_floor_or_above_the_caps_are_never_written() {
+        assert_eq!(KdfParams::with_memory_kib(2048).unwrap(), KdfParams { m_cost_kib: 2048, ..KdfParams::default() });
+        assert!(KdfParams::with_memory_kib(KdfParams::MIN_MEMORY_KIB - 1).is_err());
+        assert!(KdfParams::with_memory_kib(KdfParams::MAX_MEMORY_KIB + 1).is_err());
+        let master = MasterKey([7; 32]);
+        let id = RepoId([9; 32]);
+        for bad in [
+            KdfParams { m_cost_kib: 8, t_cost: 1, p_cost: 1 },
+            KdfParams { m_cost_kib: 1024, t_cost: 0, p_cost: 1 },
+            KdfParams { m_cost_kib: 1024, t_cost: KdfParams::MAX_PASSES + 1, p_cost: 1 },
+        ] {
+            assert!(KeyFile::wrap(&master, id, b"pw", bad, "").is_err(), "{bad:?}");
+        }
+        let floor = KdfParams::with_memory_kib(KdfParams::MIN_MEMORY_KIB).unwrap();
+        let kf = KeyFile::wrap(&master, id, b"pw", floor, "").unwrap();
+        let back = KeyFile::parse(&kf.to_bytes(), "k").unwrap();
+        assert_eq!(back.params, floor);
+        assert_eq!(back.unwrap_key(b"pw", "k").unwrap().map(|(m, i)| (m.0, i)), Some(([7; 32], id)));
     }
 }

@@ -10,3 +10,4 @@ pub mod keyfile;
 pub mod manifest;
 pub mod pack;
 pub mod repo_config;
+pub mod sample;

@@ -10,8 +10,13 @@ use crate::repo::{self, InitOptions, PasswordFn};
 
 /// Creates the repository at `path` if the directory is missing or empty, encrypted unless the
 /// config says `"encryption": "none"`; `password` is asked only for an encrypted one. Returns the
-/// new repository's config, or `None` when one was already there.
-pub fn create_if_fresh(path: &Path, cfg: &Config, password: PasswordFn) -> Result<Option<RepoConfig>> {
+/// new repository's config, or `None` when one was already there. `kdf` is the key file's cost.
+pub fn create_if_fresh(
+    path: &Path,
+    cfg: &Config,
+    kdf: crate::format::keyfile::KdfParams,
+    password: PasswordFn,
+) -> Result<Option<RepoConfig>> {
     let fresh = !path.exists() || std::fs::read_dir(path).map(|mut d| d.next().is_none()).unwrap_or(false);
     if !fresh {
         return Ok(None);
@@ -22,6 +27,6 @@ pub fn create_if_fresh(path: &Path, cfg: &Config, password: PasswordFn) -> Resul
         Encryption::None => None,
         Encryption::XChaCha20Poly1305 => Some(password()?),
     };
-    let c = repo::init(path, &InitOptions { encryption, ..Default::default() }, pw.as_ref().map(|p| p.as_slice()))?;
+    let c = repo::init(path, &InitOptions { encryption, kdf, ..Default::default() }, pw.as_ref().map(|p| p.as_slice()))?;
     Ok(Some(c))
 }

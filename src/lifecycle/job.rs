@@ -2,6 +2,8 @@
 //! command output, files) and takes the snapshot. Used by `backup`.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 use std::process::Command;
 use std::time::Duration;
 
@@ -24,44 +26,39 @@ pub struct RunFlags {
 
 /// Removes the password from a PostgreSQL URL before it is recorded.
 pub fn redact_url(u: &str) -> String {
-    if let Some((scheme, rest)) = u.split_once("://") {
-        if let Some((userinfo, host)) = rest.split_once('@') {
-            let user = userinfo.split(':').next().unwrap_or("");
-            return format!("{scheme}://{user}@{host}");
-        }
-    }
-    u.to_string()
+    split_password(u).0
 }
 
-/// Splits the password out of a PostgreSQL URL (percent-decoded), so it reaches pg_dump through
-/// PGPASSWORD instead of a command line that `ps` shows to every user.
-fn split_password(u: &str) -> (String, Option<String>) {
-    if let Some((scheme, rest)) = u.split_once("://") {
-        if let Some((userinfo, host)) = rest.split_once('@') {
-            if let Some((user, pass)) = userinfo.split_once(':') {
-                return (format!("{scheme}://{user}@{host}"), Some(percent_decode(pass)));
-            }
-        }
+/// Splits the password out of a PostgreSQL URL (percent-decoded, as raw bytes: libpq takes the
+/// password as bytes), so it reaches pg_dump through PGPASSWORD instead of a command line that
+/// `ps` shows to every user. A service name or keyword/value string is returned as it is.
+fn split_password(u: &str) -> (String, Option<OsString>) {
+    if !u.contains("://") {
+        return (u.to_string(), None);
     }
-    (u.to_string(), None)
+    let Ok(mut url) = url::Url::parse(u) else {
+        return split_password_host_list(u);
+    };
+    let Some(password) = url.password().map(decode) else {
+        return (u.to_string(), None);
+    };
+    // Only cannot-be-a-base URLs (no "//") refuse a password change, and those have none.
+    let _ = url.set_password(None);
+    (url.to_string(), Some(password))
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// libpq also accepts a host list (`postgresql://u:pw@h1:5432,h2:5432/db`), which is not a URL
+/// the `url` crate parses: the userinfo is everything between "://" and the authority's last '@'.
+fn split_password_host_list(u: &str) -> (String, Option<OsString>) {
+    let Some((scheme, rest)) = u.split_once("://") else { return (u.to_string(), None) };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    let Some((userinfo, hosts)) = authority.rsplit_once('@') else { return (u.to_string(), None) };
+    let Some((user, password)) = userinfo.split_once(':') else { return (u.to_string(), None) };
+    (format!("{scheme}://{user}@{hosts}{tail}"), Some(decode(password)))
+}
+
+fn decode(percent_encoded: &str) -> OsString {
+    OsString::from_vec(percent_encoding::percent_decode_str(percent_encoded).collect())
 }
 
 fn pg_dump_command(target: &str) -> Command {
@@ -163,14 +160,60 @@ pub fn run_type(
 
 #[cfg(test)]
 mod tests {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+
     #[test]
     fn url_password_is_removed() {
         assert_eq!(super::redact_url("postgresql://app:s3cret@db:5432/app"), "postgresql://app@db:5432/app");
         assert_eq!(super::redact_url("myservice"), "myservice");
         assert_eq!(
             super::split_password("postgresql://app:p%40ss@db/app"),
-            ("postgresql://app@db/app".to_string(), Some("p@ss".to_string()))
+            ("postgresql://app@db/app".to_string(), Some("p@ss".into()))
         );
         assert_eq!(super::split_password("postgresql://app@db/app").1, None);
+    }
+
+    #[test]
+    fn percent_before_a_multibyte_character_is_kept_not_a_panic() {
+        // Used to slice inside the 'é' and panic.
+        let (shown, pw) = super::split_password("postgresql://app:%\u{e9}x@db/app");
+        assert_eq!((shown.as_str(), pw), ("postgresql://app@db/app", Some("%\u{e9}x".into())));
+        let (shown, pw) = super::split_password("postgresql://app:ab%\u{20ac}@db/app");
+        assert_eq!((shown.as_str(), pw), ("postgresql://app@db/app", Some("ab%\u{20ac}".into())));
+        // Encoded multi-byte characters and bytes that are not UTF-8 decode to the exact bytes.
+        assert_eq!(
+            super::split_password("postgresql://app:%C3%A9%FF@db/app").1,
+            Some(OsString::from_vec(vec![0xc3, 0xa9, 0xff]))
+        );
+        assert_eq!(
+            super::redact_url("postgresql://app:%\u{e9}@db:5432/app?sslmode=require"),
+            "postgresql://app@db:5432/app?sslmode=require"
+        );
+    }
+
+    #[test]
+    fn passwords_come_out_of_every_url_form() {
+        // An unencoded '@' in the password: the authority ends at the last '@'.
+        assert_eq!(
+            super::split_password("postgresql://app:p@ss@db/app"),
+            ("postgresql://app@db/app".to_string(), Some("p@ss".into()))
+        );
+        // An '@' after the authority is not userinfo.
+        assert_eq!(
+            super::split_password("postgresql://db/app?options=a@b"),
+            ("postgresql://db/app?options=a@b".into(), None)
+        );
+        // libpq host lists, which are not URLs to the url crate.
+        assert_eq!(
+            super::split_password("postgresql://app:s%3Acret@h1:5432,h2:5433/app?target_session_attrs=any"),
+            ("postgresql://app@h1:5432,h2:5433/app?target_session_attrs=any".to_string(), Some("s:cret".into()))
+        );
+        assert_eq!(super::redact_url("postgres://app:pw@[::1]:5432/app"), "postgres://app@[::1]:5432/app");
+        assert_eq!(
+            super::redact_url("postgresql:///app?host=/run/postgresql"),
+            "postgresql:///app?host=/run/postgresql"
+        );
+        assert_eq!(super::split_password("host=db user=app"), ("host=db user=app".to_string(), None));
     }
 }

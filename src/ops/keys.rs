@@ -6,9 +6,9 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::format::keyfile::{KdfParams, KeyFile};
-use crate::repo::{read_config, unlock, PasswordFn};
 use crate::format::repo_config::Encryption;
 use crate::id::KeyId;
+use crate::repo::{read_config, unlock, PasswordFn};
 use crate::store::{Handle, LocalStore, Store, StoreExt};
 
 /// One key file as listed.
@@ -67,14 +67,20 @@ pub fn list(dir: &std::path::Path, password: PasswordFn) -> Result<Vec<KeyInfo>>
     Ok(out)
 }
 
-/// Adds a key file for `new_password`; returns its id.
-pub fn add(dir: &std::path::Path, password: PasswordFn, new_password: &[u8], label: &str) -> Result<String> {
+/// Adds a key file for `new_password` with Argon2id cost `kdf`; returns its id.
+pub fn add(
+    dir: &std::path::Path,
+    password: PasswordFn,
+    new_password: &[u8],
+    label: &str,
+    kdf: KdfParams,
+) -> Result<String> {
     let store = encrypted_store(dir)?;
     let config = read_config(dir)?;
     let (master, _) = unlock(&store, &config, password)?;
-    let kf = KeyFile::wrap(&master, config.id, new_password, KdfParams::from_env(), label)?;
+    let kf = KeyFile::wrap(&master, config.id, new_password, kdf, label)?;
     let mut r = Zeroizing::new([0u8; 32]);
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut *r);
+    crate::util::os_random(&mut *r);
     let id = KeyId(*r);
     store.put(Handle::Key(id), &kf.to_bytes())?;
     Ok(id.to_hex())
@@ -104,17 +110,17 @@ pub fn remove(dir: &std::path::Path, password: PasswordFn, id: &str) -> Result<S
     Ok(target)
 }
 
-/// Replaces the key file the password opens with one for `new_password`.
-pub fn passwd(dir: &std::path::Path, password: PasswordFn, new_password: &[u8]) -> Result<String> {
+/// Replaces the key file the password opens with one for `new_password` with Argon2id cost `kdf`.
+pub fn passwd(dir: &std::path::Path, password: PasswordFn, new_password: &[u8], kdf: KdfParams) -> Result<String> {
     let store = encrypted_store(dir)?;
     let config = read_config(dir)?;
     let (master, current) = unlock(&store, &config, password)?;
     let old = current.expect("encrypted repositories unlock through a key file");
     let old_id: KeyId = old.parse().expect("unlock names a listed key file");
     let label = KeyFile::parse(&store.get(Handle::Key(old_id))?, &old)?.label;
-    let kf = KeyFile::wrap(&master, config.id, new_password, KdfParams::from_env(), &label)?;
+    let kf = KeyFile::wrap(&master, config.id, new_password, kdf, &label)?;
     let mut r = Zeroizing::new([0u8; 32]);
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut *r);
+    crate::util::os_random(&mut *r);
     let id = KeyId(*r);
     // New key durable before the old one goes: a crash leaves both, never neither.
     store.put(Handle::Key(id), &kf.to_bytes())?;

@@ -124,7 +124,7 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
     let is_stored: Option<walk::IsStored> =
         Cache::open(&repo.store.root().join("cache").join("cache.sqlite"), repo.config.id)
             .ok()
-            .map(|c| Box::new(move |id: &crate::id::ChunkId| c.contains(id).unwrap_or(false)) as walk::IsStored);
+            .map(|c| -> walk::IsStored { Box::new(move |id: &crate::id::ChunkId| c.contains(id).unwrap_or(false)) });
     let time = chrono::Local::now();
     let (rx, walker_thread) = walk::spawn(
         source,

@@ -9,8 +9,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -191,10 +189,7 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
             indexed.iter().filter(|(p, _)| !damaged.contains_key(p)).copied().collect();
         if pct < 100.0 {
             report.seed = Some(opts.seed);
-            let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
-            candidates.shuffle(&mut rng);
-            let n = ((candidates.len() as f64) * pct / 100.0).ceil() as usize;
-            candidates.truncate(n.min(candidates.len()));
+            candidates = crate::format::sample::sample(&candidates, pct, opts.seed);
         }
         let reader = repo.chunk_reader();
         for (pack, _) in candidates {

@@ -39,7 +39,7 @@ pub struct InitOptions {
     pub compression_level: i32,
     /// Target pack size.
     pub pack_size: u64,
-    /// Argon2id parameters.
+    /// Argon2id cost of the initial key file (the real defaults unless the caller chose others).
     pub kdf: KdfParams,
 }
 
@@ -49,7 +49,7 @@ impl Default for InitOptions {
             encryption: Encryption::XChaCha20Poly1305,
             compression_level: 3,
             pack_size: 16 << 20,
-            kdf: KdfParams::from_env(),
+            kdf: KdfParams::default(),
         }
     }
 }
@@ -90,7 +90,7 @@ pub fn init(dir: &Path, opts: &InitOptions, password: Option<&[u8]>) -> Result<R
     }
     let master = MasterKey::random();
     let mut id = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
+    crate::util::os_random(&mut id);
     let id = RepoId(id);
     let config = RepoConfig {
         format: FORMAT_NAME.into(),
@@ -115,7 +115,7 @@ pub fn init(dir: &Path, opts: &InitOptions, password: Option<&[u8]>) -> Result<R
     LocalStore::create_atomically(dir, |store| {
         if let Some(kf) = keyfile {
             let mut r = [0u8; 32];
-            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut r);
+            crate::util::os_random(&mut r);
             store.put(Handle::Key(KeyId(r)), &kf.to_bytes())?;
         }
         store.put(Handle::Config, &config.to_bytes())

@@ -58,7 +58,7 @@ pub fn copy(db: &Path, tmp_dir: &Path, vacuum: bool, busy_timeout: Duration) -> 
         .map_err(e)?;
     src.busy_timeout(busy_timeout).map_err(e)?;
     let mut rnd = [0u8; 8];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut rnd);
+    crate::util::os_random(&mut rnd);
     let path = tmp_dir.join(format!("sqlite-{}.db", hex::encode(rnd)));
     let copy = SqliteCopy { path: path.clone(), meta: BTreeMap::new() };
     let start = Instant::now();

@@ -14,7 +14,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rand::RngCore;
 
 use super::{parse_name, same_name_check, FileKind, Handle, Stat, Store};
 use crate::error::{Error, IoContext, Result};
@@ -135,7 +134,7 @@ impl LocalStore {
 
     fn temp_name(&self, suffix: &str) -> PathBuf {
         let mut r = [0u8; 12];
-        rand::rngs::OsRng.fill_bytes(&mut r);
+        crate::util::os_random(&mut r);
         self.root.join("tmp").join(format!("{}.{suffix}", hex::encode(r)))
     }
 

@@ -3,7 +3,6 @@
 //! this host is stale and removed; any other conflicting lock is reported with who holds it.
 //! Locks are local coordination, never synced to remotes (format-spec/layout.md, section Locks).
 
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -36,7 +35,7 @@ impl Lock {
     /// Takes a lock in `store`, breaking stale ones.
     pub fn acquire<S: Store + Clone + 'static>(store: &S, exclusive: bool, purpose: &str) -> Result<Lock> {
         let mut r = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut r);
+        crate::util::os_random(&mut r);
         let handle = Handle::Lock(LockId(r));
         let me = LockInfo {
             host: hostname(),

@@ -713,3 +713,38 @@ fn key_file_from_another_repository_is_refused_without_locking_out_the_owner() {
     assert_eq!(r.code, 0, "a planted foreign key file locks the repository out:\n{}", r.stderr);
     restore_same(&b.env, PASSWORD, &b.id, &b.src, "b");
 }
+
+#[test]
+fn no_environment_variable_lowers_the_key_derivation() {
+    let m_costs = |env: &Env| -> Vec<u64> {
+        let r = run(env, &["--json", "key", "list"]).ok();
+        r.json().as_array().unwrap().iter().map(|k| k["m_cost_kib"].as_u64().unwrap()).collect()
+    };
+    // The hook older versions honoured is ignored: the real defaults are written.
+    let env = Env::new();
+    let mut c = env.cmd_real_kdf();
+    c.env("CAIRN_KDF_MEMORY_KIB", "1024").arg("init");
+    env.run_cmd(c).ok();
+    assert_eq!(m_costs(&env), vec![32768]);
+    let kf: Value = serde_json::from_slice(&std::fs::read(&repo_files(&env.repo(), "keys")[0]).unwrap()).unwrap();
+    assert_eq!((kf["params"]["t_cost"].as_u64(), kf["params"]["p_cost"].as_u64()), (Some(4), Some(1)));
+
+    // Only the explicit option lowers it, never below its floor, and the cost is recorded.
+    let env = Env::new();
+    let mut c = env.cmd_real_kdf();
+    c.args(["--kdf-memory", "1023", "init"]);
+    let r = env.run_cmd(c).code(2);
+    assert!(r.stderr.contains("1024"), "{}", r.stderr);
+    assert!(!env.repo().exists(), "a refused cost must not create the repository");
+    let mut c = env.cmd_real_kdf();
+    c.args(["init", "--kdf-memory", "2048"]);
+    env.run_cmd(c).ok();
+    assert_eq!(m_costs(&env), vec![2048]);
+    // key add takes the defaults without it, whatever the environment says.
+    let mut c = env.cmd_real_kdf();
+    c.env("CAIRN_NEW_PASSWORD", "second").env("CAIRN_KDF_MEMORY_KIB", "1024").args(["key", "add"]);
+    env.run_cmd(c).ok();
+    let mut costs = m_costs(&env);
+    costs.sort();
+    assert_eq!(costs, vec![2048, 32768]);
+}

@@ -1122,3 +1122,91 @@ fn encoding() {
     let c = committed("encoding.json", &generated);
     assert_same("encoding.json", &c, &generated);
 }
+
+// ---------------------------------------------------------------------------------------------
+// sample.json: the generator and the draw of `verify --read-data=P% --seed S` (verify.md).
+
+/// SplitMix64 as chunking.md writes it, apart from cairn's.
+fn spec_splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The sample as verify.md writes it, apart from cairn's.
+fn spec_sample(packs: &[[u8; 32]], percent: f64, seed: u64) -> Vec<[u8; 32]> {
+    let mut c = packs.to_vec();
+    c.sort();
+    if percent >= 100.0 {
+        return c;
+    }
+    let n = (((c.len() as f64) * percent / 100.0).ceil() as usize).min(c.len());
+    let mut state = seed;
+    for i in 0..n {
+        let j = i + (spec_splitmix64(&mut state) % (c.len() - i) as u64) as usize;
+        c.swap(i, j);
+    }
+    c.truncate(n);
+    c
+}
+
+/// Ten pack ids in no particular order: BLAKE3 of "pack 0" to "pack 9".
+fn sample_packs() -> Vec<PackId> {
+    (0..10).map(|i| PackId(*blake3::hash(format!("pack {i}").as_bytes()).as_bytes())).collect()
+}
+
+const SAMPLE_SEEDS: [u64; 4] = [0, 7, 0x6361_6972_6e2d_7631, u64::MAX];
+const SAMPLE_CASES: [(u64, f64); 7] =
+    [(7, 50.0), (7, 10.0), (8, 50.0), (0, 25.0), (u64::MAX, 33.3), (1, 0.5), (7, 100.0)];
+
+fn gen_sample() -> Value {
+    use cairn::format::sample::sample;
+    let packs = sample_packs();
+    let outputs: Vec<Value> = SAMPLE_SEEDS
+        .iter()
+        .map(|&seed| {
+            let mut g = SplitMix64(seed);
+            json!({"seed": seed, "first": (0..5).map(|_| format!("{:016x}", g.next_u64())).collect::<Vec<_>>()})
+        })
+        .collect();
+    let cases: Vec<Value> = SAMPLE_CASES
+        .iter()
+        .map(|&(seed, percent)| {
+            let read = sample(&packs, percent, seed);
+            json!({"seed": seed, "percent": percent, "read": read.iter().map(|p| p.to_hex()).collect::<Vec<_>>()})
+        })
+        .collect();
+    json!({
+        "description": "SplitMix64's first outputs for some seeds (chunking.md), and the packs verify --read-data=PERCENT% --seed SEED reads out of the list `packs`, in reading order (verify.md).",
+        "outputs": outputs,
+        "packs": packs.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
+        "samples": cases,
+    })
+}
+
+#[test]
+fn sample() {
+    let generated = gen_sample();
+    let c = committed("sample.json", &generated);
+    for o in field(&c, "outputs").as_array().unwrap() {
+        let mut state = u(&o["seed"]);
+        let mut g = SplitMix64(state);
+        for want in o["first"].as_array().unwrap() {
+            let want = u64::from_str_radix(want.as_str().unwrap(), 16).unwrap();
+            assert_eq!(spec_splitmix64(&mut state), want);
+            assert_eq!(g.next_u64(), want);
+        }
+    }
+    let packs: Vec<[u8; 32]> = field(&c, "packs").as_array().unwrap().iter().map(id32).collect();
+    let pack_ids: Vec<PackId> = packs.iter().map(|p| PackId(*p)).collect();
+    for s in field(&c, "samples").as_array().unwrap() {
+        let (seed, percent) = (u(&s["seed"]), s["percent"].as_f64().unwrap());
+        let want: Vec<[u8; 32]> = s["read"].as_array().unwrap().iter().map(id32).collect();
+        assert_eq!(spec_sample(&packs, percent, seed), want, "spec, seed {seed}, {percent}%");
+        let got: Vec<[u8; 32]> = cairn::format::sample::sample(&pack_ids, percent, seed).iter().map(|p| p.0).collect();
+        assert_eq!(got, want, "cairn, seed {seed}, {percent}%");
+    }
+    assert_same("sample.json", &c, &generated);
+}

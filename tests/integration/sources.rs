@@ -245,8 +245,7 @@ fn readme_first_command_backs_up_the_example_app() {
     // real key derivation and the example's password file.
     let env = Env::new();
     let (app, _) = example_app(env.path());
-    let mut c = env.cfg_cmd(Path::new("app/config.json"), &["backup", "--now"]);
-    c.env_remove("CAIRN_KDF_MEMORY_KIB");
+    let c = env.cfg_cmd_real_kdf(Path::new("app/config.json"), &["backup", "--now"]);
     let r = env.run_cmd(c).ok();
     let repo = app.canonicalize().unwrap().join("backups/repo");
     assert!(r.stdout.contains("created repository") && r.stdout.contains(&repo.display().to_string()), "{}", r.stdout);

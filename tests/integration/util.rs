@@ -41,13 +41,19 @@ impl Env {
     pub fn repo(&self) -> PathBuf {
         self.dir.path().join("repo")
     }
-    /// A command for the real binary with a fast KDF, a fixed password and the repository set.
+    /// A command for the real binary with a fixed password and the repository set, whose new key
+    /// files get the lowest Argon2id cost `--kdf-memory` allows: hundreds of repositories stay fast.
     pub fn cmd(&self) -> Command {
+        let mut c = self.cmd_real_kdf();
+        c.args(["--kdf-memory", "1024"]);
+        c
+    }
+    /// [`Env::cmd`] with the real key derivation cost.
+    pub fn cmd_real_kdf(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
         c.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", self.path())
-            .env("CAIRN_KDF_MEMORY_KIB", "1024")
             .env("CAIRN_PASSWORD", "correct horse")
             .env("CAIRN_REPO", self.repo())
             .current_dir(self.path())
@@ -398,7 +404,13 @@ impl Env {
     /// environment, so the config's `repository` and `password_file` are what count. The working
     /// directory is the Env's scratch dir, not the config's.
     pub fn cfg_cmd(&self, config: &Path, args: &[&str]) -> Command {
-        let mut c = self.cmd();
+        Self::with_cfg(self.cmd(), config, args)
+    }
+    /// [`Env::cfg_cmd`] with the real key derivation cost.
+    pub fn cfg_cmd_real_kdf(&self, config: &Path, args: &[&str]) -> Command {
+        Self::with_cfg(self.cmd_real_kdf(), config, args)
+    }
+    fn with_cfg(mut c: Command, config: &Path, args: &[&str]) -> Command {
         // Retries of transient failures (a busy database, a dying dump tool) 10 ms apart, not 5 s.
         c.env_remove("CAIRN_REPO")
             .env_remove("CAIRN_PASSWORD")

@@ -58,7 +58,7 @@ pub(in crate::cli) fn retry_base() -> std::time::Duration {
 pub(in crate::cli) fn open_or_create(ctx: &Ctx, cfg: &Config) -> Result<Repo> {
     let path = ctx.repo_path()?;
     let password = || ctx.with_passwords(|p| p.for_new_repository());
-    if let Some(c) = crate::lifecycle::first_use::create_if_fresh(&path, cfg, &password)? {
+    if let Some(c) = crate::lifecycle::first_use::create_if_fresh(&path, cfg, ctx.kdf()?, &password)? {
         if !ctx.quiet() && !ctx.json() {
             println!(
                 "created repository {} at {} ({})",

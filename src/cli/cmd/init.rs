@@ -15,7 +15,7 @@ pub(in crate::cli) fn run(ctx: &Ctx, a: &InitArgs) -> Result<Finish> {
         encryption,
         compression_level: a.compression_level,
         pack_size: a.pack_size_mib << 20,
-        ..Default::default()
+        kdf: ctx.kdf()?,
     };
     let pw = match encryption {
         Encryption::None => None,

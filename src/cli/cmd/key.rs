@@ -28,7 +28,7 @@ pub(in crate::cli) fn run(ctx: &Ctx, cmd: &KeyCmd) -> Result<Finish> {
         }
         KeyCmd::Add { label, new_password_file } => {
             let np = ctx.with_passwords(|p| p.new_password(new_password_file.as_deref()))?;
-            let id = crate::ops::keys::add(&path, &pw, &np, label)?;
+            let id = crate::ops::keys::add(&path, &pw, &np, label, ctx.kdf()?)?;
             println!("added key {}", id.get(..16).unwrap_or(&id));
         }
         KeyCmd::Remove { id } => {
@@ -37,7 +37,7 @@ pub(in crate::cli) fn run(ctx: &Ctx, cmd: &KeyCmd) -> Result<Finish> {
         }
         KeyCmd::Passwd { new_password_file } => {
             let np = ctx.with_passwords(|p| p.new_password(new_password_file.as_deref()))?;
-            let id = crate::ops::keys::passwd(&path, &pw, &np)?;
+            let id = crate::ops::keys::passwd(&path, &pw, &np, ctx.kdf()?)?;
             println!("password changed (new key {})", id.get(..16).unwrap_or(&id));
         }
     }
