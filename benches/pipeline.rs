@@ -15,14 +15,14 @@ use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkGroup, Crit
 use rayon::prelude::*;
 use zeroize::Zeroizing;
 
-use cairn::ops::snapshot::{snapshot, SnapshotOptions, Source};
 use cairn::format::blob;
 use cairn::format::chunker::{Cutter, StreamChunker, SQLITE_MAGIC};
 use cairn::format::crypto::ObjectKind;
-use cairn::fuzzing::{test_keys, SplitMix64};
 use cairn::format::keyfile::KdfParams;
-use cairn::repo::{init, InitOptions, Repo};
 use cairn::format::repo_config::{default_chunkers, Encryption};
+use cairn::fuzzing::{test_keys, SplitMix64};
+use cairn::ops::snapshot::{snapshot, SnapshotOptions, Source};
+use cairn::repo::{init, InitOptions, Repo};
 
 const MIB: usize = 1 << 20;
 

@@ -13,12 +13,12 @@ use std::sync::OnceLock;
 
 use crate::format::blob;
 use crate::format::crypto::{Keys, MasterKey, ObjectKind};
-use crate::id::RepoId;
 use crate::format::index;
 use crate::format::keyfile::KeyFile;
 use crate::format::manifest::{Node, RecordParser, Snapshot};
 use crate::format::pack::{decode_trailer, parse_pack, parse_tail};
 pub use crate::format::sample::SplitMix64;
+use crate::id::RepoId;
 
 /// The test master key of format-spec/vectors/: bytes 0x00, 0x01, ..., 0x1f.
 pub const TEST_MASTER_KEY: [u8; 32] = seq32(0x00);

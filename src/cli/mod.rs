@@ -17,8 +17,8 @@ use zeroize::Zeroizing;
 
 use crate::lifecycle::config::Config;
 use crate::lifecycle::password::PasswordSources;
-use crate::store::rclone::RcloneStore as Rclone;
 use crate::repo::Repo;
+use crate::store::rclone::RcloneStore as Rclone;
 use args::{Cli, Command, ConfigWhat, RepairWhat};
 
 /// Exit code: success.

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::format::crypto::{Keys, ObjectKind};
 use crate::error::{Error, Result};
+use crate::format::crypto::{Keys, ObjectKind};
 use crate::id::{ChunkId, SnapshotId};
 
 /// Version byte of the snapshot plaintext.

@@ -205,7 +205,7 @@ impl TypeFile {
             r.validate().map_err(|(k, m)| (join("retention", k), m.to_string()))?;
         }
         if let Some(c) = &self.chunker {
-            c.validate().map_err(|e| ("chunker".to_string(), e.to_string()))?;
+            c.validate().map_err(|e| ("chunker".to_string(), e.clone()))?;
         }
         Ok(TypeConfig {
             source,

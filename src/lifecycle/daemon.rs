@@ -3,14 +3,14 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::Result;
+use crate::lifecycle::clock::Clock;
 use crate::lifecycle::config::Config;
 use crate::lifecycle::history::{History, Outcome};
 use crate::lifecycle::remotes::sync_all;
-use crate::lifecycle::clock::Clock;
 use crate::lifecycle::runner::{next_round, run_backups, BackupReport, DaemonTiming, RunOptions};
 use crate::ops::snapshot_set::SnapshotSet;
-use crate::store::rclone::RcloneStore as Rclone;
 use crate::repo::Repo;
+use crate::store::rclone::RcloneStore as Rclone;
 
 /// Runs backup rounds until `stop` is set: each round runs what is due, syncs `remotes` after a
 /// success and hands every round that ran something to `on_round`; a failed round is logged and

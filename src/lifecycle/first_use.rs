@@ -21,12 +21,12 @@ pub fn create_if_fresh(
     if !fresh {
         return Ok(None);
     }
-    let encryption =
-        cfg.backup.encryption.unwrap_or(Encryption::XChaCha20Poly1305);
+    let encryption = cfg.backup.encryption.unwrap_or(Encryption::XChaCha20Poly1305);
     let pw = match encryption {
         Encryption::None => None,
         Encryption::XChaCha20Poly1305 => Some(password()?),
     };
-    let c = repo::init(path, &InitOptions { encryption, kdf, ..Default::default() }, pw.as_ref().map(|p| p.as_slice()))?;
+    let c =
+        repo::init(path, &InitOptions { encryption, kdf, ..Default::default() }, pw.as_ref().map(|p| p.as_slice()))?;
     Ok(Some(c))
 }

@@ -8,13 +8,13 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::lifecycle::clock::{Clock, SystemClock};
 use crate::lifecycle::config::Config;
-use crate::ops::snapshot_set::SnapshotSet;
 use crate::lifecycle::history::{History, Outcome, Run};
 use crate::lifecycle::runner::SyncOutcome;
-use crate::store::rclone::RcloneStore as Rclone;
-use crate::store::{Handle, LocalStore};
+use crate::ops::snapshot_set::SnapshotSet;
 use crate::ops::sync::RemoteCheck;
 use crate::repo::{PasswordFn, Repo};
+use crate::store::rclone::RcloneStore as Rclone;
+use crate::store::{Handle, LocalStore};
 
 /// A remote by its configured name, or an rclone target given directly (`gdrive:backups`).
 pub fn find(cfg: Option<&Config>, name: &str) -> Result<Rclone> {

@@ -18,12 +18,12 @@ use flate2::{Compression, GzBuilder};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::repo::cache::Location;
 use crate::error::{Error, IoContext, Result};
-use crate::id::{ChunkId, SnapshotId};
 use crate::format::manifest::{Node, NodeKind, Snapshot, SnapshotKind};
-use crate::repo::{ChunkReader, Repo};
+use crate::id::{ChunkId, SnapshotId};
 use crate::ops::restore::locate;
+use crate::repo::cache::Location;
+use crate::repo::{ChunkReader, Repo};
 
 /// A file's content as a `Read`, one chunk in memory at a time.
 pub struct ContentReader {

@@ -8,6 +8,6 @@ pub mod prune;
 pub mod restore;
 pub mod retention;
 pub mod snapshot;
-pub mod sync;
 pub mod snapshot_set;
+pub mod sync;
 pub mod verify;

@@ -15,17 +15,17 @@ use std::time::Instant;
 use chrono::{DateTime, FixedOffset};
 use serde::Serialize;
 
-use crate::repo::cache::read_index_file;
 use crate::error::{Error, Result};
-use crate::id::{content_hash, ChunkId, IndexId, PackId, SnapshotId};
 use crate::format::index::PackRecord;
-use crate::store::lock::Lock;
 use crate::format::manifest::{NodeKind, Snapshot};
 use crate::format::pack::parse_pack;
-use crate::repo::packer::{IndexBatch, Packer};
-use crate::repo::Repo;
+use crate::id::{content_hash, ChunkId, IndexId, PackId, SnapshotId};
 use crate::ops::retention::{self, Decision, Retention};
 use crate::ops::snapshot_set::SnapshotSet;
+use crate::repo::cache::read_index_file;
+use crate::repo::packer::{IndexBatch, Packer};
+use crate::repo::Repo;
+use crate::store::lock::Lock;
 use crate::store::{Handle, Store, StoreExt};
 
 /// Prune options.

@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 
 use globset::GlobSet;
 
-use crate::repo::cache::Location;
 use crate::error::{Error, IoContext, Result};
-use crate::id::ChunkId;
 use crate::format::manifest::{check_safe_path, Node, NodeKind, Snapshot};
+use crate::id::ChunkId;
+use crate::repo::cache::Location;
 use crate::repo::{ChunkReader, Repo};
 
 /// Chunks decoded in parallel per window.

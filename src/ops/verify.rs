@@ -12,12 +12,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::repo::cache::{read_index_file, Cache};
 use crate::error::{Error, Result};
-use crate::id::{ChunkId, IndexId, PackId};
-use crate::format::manifest::{NodeKind, Snapshot};
 use crate::format::index::PackRecord;
+use crate::format::manifest::{NodeKind, Snapshot};
 use crate::format::pack::parse_pack;
+use crate::id::{ChunkId, IndexId, PackId};
+use crate::repo::cache::{read_index_file, Cache};
 use crate::repo::packer::IndexBatch;
 use crate::repo::{Repo, TreeReader};
 use crate::store::{Handle, Store, StoreExt};
@@ -161,21 +161,19 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
     for (pack, problem) in trailer_checks {
         let problem = match problem {
             Some(p) => Some(p),
-            None => {
-                match repo.pack_trailer(&pack) {
-                    Err(e) => Some(format!("trailer unreadable: {e}")),
-                    Ok((entries, _)) => {
-                        let want = index.pack_entries(&pack)?;
-                        let by_id: HashMap<ChunkId, _> = entries.iter().map(|e| (e.id, *e)).collect();
-                        let bad: Vec<_> = want.iter().filter(|w| by_id.get(&w.id) != Some(w)).collect();
-                        if bad.is_empty() {
-                            None
-                        } else {
-                            Some(format!("trailer disagrees with the index on {} chunks", bad.len()))
-                        }
+            None => match repo.pack_trailer(&pack) {
+                Err(e) => Some(format!("trailer unreadable: {e}")),
+                Ok((entries, _)) => {
+                    let want = index.pack_entries(&pack)?;
+                    let by_id: HashMap<ChunkId, _> = entries.iter().map(|e| (e.id, *e)).collect();
+                    let bad: Vec<_> = want.iter().filter(|w| by_id.get(&w.id) != Some(w)).collect();
+                    if bad.is_empty() {
+                        None
+                    } else {
+                        Some(format!("trailer disagrees with the index on {} chunks", bad.len()))
                     }
                 }
-            }
+            },
         };
         if let Some(p) = problem {
             let chunks = index.pack_entries(&pack)?.into_iter().map(|e| e.id).collect();

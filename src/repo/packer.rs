@@ -277,11 +277,11 @@ impl<'c> Packer<'c> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::FileKind;
     use crate::format::crypto::MasterKey;
     use crate::format::pack::Entry;
     use crate::id::{PackId, RepoId};
     use crate::repo::pack::read_trailer;
+    use crate::store::FileKind;
 
     struct Fixture {
         _dir: tempfile::TempDir,
@@ -298,7 +298,12 @@ mod tests {
     }
 
     fn names(store: &LocalStore, kind: FileKind) -> Vec<String> {
-        store.list(kind).unwrap().into_iter().map(|s| s.handle.rel_path().rsplit('/').next().unwrap().to_string()).collect()
+        store
+            .list(kind)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.handle.rel_path().rsplit('/').next().unwrap().to_string())
+            .collect()
     }
 
     fn tmp_files(store: &LocalStore) -> usize {

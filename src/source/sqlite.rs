@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
-use crate::format::chunker::sqlite_page_size;
 use crate::error::{Error, Result};
+use crate::format::chunker::sqlite_page_size;
 
 /// A copy on disk, removed on drop.
 pub struct SqliteCopy {

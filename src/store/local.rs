@@ -14,7 +14,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-
 use super::{parse_name, same_name_check, FileKind, Handle, Stat, Store};
 use crate::error::{Error, IoContext, Result};
 use crate::id::PackId;

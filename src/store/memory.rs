@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 /// An in-memory store; clones share their objects.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStore {
-    objects: Arc<Mutex<BTreeMap<Handle, Arc<Vec<u8>>>>>,
+    objects: Arc<Mutex<BTreeMap<Handle, Arc<[u8]>>>>,
     fail_listing: Arc<AtomicBool>,
 }
 
@@ -29,10 +29,10 @@ impl MemoryStore {
 
     /// Replaces an object behind the store's back (tests of damage).
     pub fn tamper(&self, h: Handle, bytes: &[u8]) {
-        self.objects.lock().expect("not poisoned").insert(h, Arc::new(bytes.to_vec()));
+        self.objects.lock().expect("not poisoned").insert(h, Arc::from(bytes));
     }
 
-    fn object(&self, h: Handle) -> Result<Arc<Vec<u8>>> {
+    fn object(&self, h: Handle) -> Result<Arc<[u8]>> {
         self.objects
             .lock()
             .expect("not poisoned")
@@ -52,12 +52,12 @@ impl Store for MemoryStore {
         if let Some(old) = m.get(&h) {
             return same_name_check(&self.location(h), old.len() as u64, bytes.len() as u64);
         }
-        m.insert(h, Arc::new(bytes.to_vec()));
+        m.insert(h, Arc::from(bytes));
         Ok(())
     }
 
     fn get(&self, h: Handle) -> Result<Vec<u8>> {
-        Ok(self.object(h)?.as_ref().clone())
+        Ok(self.object(h)?.to_vec())
     }
 
     fn get_range(&self, h: Handle, offset: u64, len: usize) -> Result<Vec<u8>> {

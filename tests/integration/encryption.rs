@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use cairn::format::crypto::{Keys, ObjectKind};
-use cairn::id::{ChunkId, PackId, RepoId};
 use cairn::format::pack::Entry;
+use cairn::id::{ChunkId, PackId, RepoId};
 use serde_json::Value;
 
 use crate::util::{

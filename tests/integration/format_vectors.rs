@@ -19,14 +19,14 @@ use serde_json::{json, Value};
 use cairn::format::blob;
 use cairn::format::chunker::{sqlite_page_size, ChunkerParams, Cutter, StreamChunker, SQLITE_MAGIC};
 use cairn::format::crypto::{context, Keys, ObjectKind, NONCE_LEN};
-use cairn::fuzzing::{test_keys, SplitMix64, TEST_MASTER_KEY, TEST_PASSWORD, TEST_REPO_ID};
-use cairn::id::{content_hash, ChunkId, PackId, SnapshotId};
 use cairn::format::index::{self, PackRecord};
 use cairn::format::keyfile::{KdfParams, KeyFile};
 use cairn::format::manifest::{path_cmp, Node, NodeError, NodeKind, RecordParser, Snapshot, SnapshotKind, Stats};
 use cairn::format::pack::{self, Entry};
-use cairn::repo::pack::{read_trailer, PackWriter};
 use cairn::format::repo_config::default_chunkers;
+use cairn::fuzzing::{test_keys, SplitMix64, TEST_MASTER_KEY, TEST_PASSWORD, TEST_REPO_ID};
+use cairn::id::{content_hash, ChunkId, PackId, SnapshotId};
+use cairn::repo::pack::{read_trailer, PackWriter};
 use cairn::store::LocalStore;
 
 /// Seed of the vector input ("cairn-v1" as a big-endian u64).

@@ -10,9 +10,9 @@
 use std::path::{Path, PathBuf};
 
 use cairn::format::crypto::ObjectKind;
-use cairn::fuzzing::{test_keys, SplitMix64, TARGETS};
 use cairn::format::keyfile::KdfParams;
 use cairn::format::manifest::{Node, NodeKind, Snapshot};
+use cairn::fuzzing::{test_keys, SplitMix64, TARGETS};
 
 use crate::format_vectors as fv;
 

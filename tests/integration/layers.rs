@@ -11,6 +11,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("id", 0),
     ("error", 0),
     ("util", 0),
+    ("span", 0),
     ("format", 1),
     ("store", 2),
     ("repo", 3),

@@ -12,6 +12,7 @@ mod encryption;
 mod export;
 mod format_vectors;
 mod fuzz_corpus;
+mod layers;
 mod lifecycle;
 mod remote;
 mod restore_safety;

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use cairn::format::blob;
 use cairn::format::crypto::ObjectKind;
-use cairn::id::{content_hash, ChunkId, IndexId, SnapshotId};
 use cairn::format::index::{self, PackRecord};
 use cairn::format::manifest::{Node, NodeKind, Snapshot, SnapshotKind, Stats};
+use cairn::id::{content_hash, ChunkId, IndexId, SnapshotId};
 use cairn::repo::pack::PackWriter;
 use cairn::repo::Repo;
 use cairn::store::{Handle, Store};

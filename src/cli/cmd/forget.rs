@@ -12,7 +12,13 @@ pub(in crate::cli) fn forget(ctx: &Ctx, dry_run: bool, types: &[String]) -> Resu
     let cfg = ctx.config()?;
     let policy = |t: &str| cfg.and_then(|c| c.type_config(t)).and_then(|c| c.retention.clone());
     let sel = (!types.is_empty()).then_some(types);
-    let decisions = crate::ops::prune::forget(&repo, sel, &policy, crate::lifecycle::clock::SystemClock.now().fixed_offset(), dry_run)?;
+    let decisions = crate::ops::prune::forget(
+        &repo,
+        sel,
+        &policy,
+        crate::lifecycle::clock::SystemClock.now().fixed_offset(),
+        dry_run,
+    )?;
     if ctx.json() {
         render::print_json(&json!({"dry_run": dry_run, "decisions": decisions}));
         return Ok(Finish::Ok);

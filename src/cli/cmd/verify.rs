@@ -5,8 +5,8 @@ use anyhow::{anyhow, bail, Result};
 use serde_json::json;
 
 use crate::cli::{render, Ctx, Finish};
-use crate::ops::verify::VerifyOptions;
 use crate::ops::sync::RemoteCheck;
+use crate::ops::verify::VerifyOptions;
 use crate::util::human_bytes;
 
 pub(in crate::cli) fn run(ctx: &Ctx, read_data: Option<&str>, seed: Option<u64>, restore_test: bool) -> Result<Finish> {
