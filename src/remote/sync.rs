@@ -421,7 +421,7 @@ pub fn check(root: &Path, remote: &Rclone, exclude: &HashSet<String>) -> Result<
 /// Snapshot files (`snapshots/<id>`) that a remote's own retention does not keep. A remote
 /// retention can only keep fewer snapshots than the local repository holds: a remote is a mirror,
 /// and local prune decides which packs exist.
-pub fn retention_exclusions(repo: &crate::repo::Repo, retention: &crate::lifecycle::config::Retention) -> Result<HashSet<String>> {
+pub fn retention_exclusions(repo: &crate::repo::Repo, retention: &crate::ops::retention::Retention) -> Result<HashSet<String>> {
     let (all, _) = repo.snapshots()?;
     let mut by_type: BTreeMap<String, Vec<(crate::id::SnapshotId, crate::format::manifest::Snapshot)>> = BTreeMap::new();
     for (id, s) in all {
