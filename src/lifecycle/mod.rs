@@ -14,3 +14,23 @@ pub mod remotes;
 pub mod runner;
 pub mod schedule;
 pub mod status;
+
+/// Serde helpers that write times as `to_rfc3339()` does ("+00:00", where chrono's own
+/// `Serialize` writes "Z"): the form the JSON output has always had.
+pub(crate) mod rfc3339 {
+    use chrono::{DateTime, FixedOffset};
+    use serde::Serializer;
+
+    /// One time.
+    pub fn one<S: Serializer>(t: &DateTime<FixedOffset>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.to_rfc3339())
+    }
+
+    /// An optional time (`null` when absent).
+    pub fn option<S: Serializer>(t: &Option<DateTime<FixedOffset>>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&t.to_rfc3339()),
+            None => s.serialize_none(),
+        }
+    }
+}

@@ -23,6 +23,7 @@ pub struct Event {
     /// Host.
     pub host: String,
     /// When.
+    #[serde(serialize_with = "crate::lifecycle::rfc3339::one")]
     pub time: DateTime<FixedOffset>,
 }
 

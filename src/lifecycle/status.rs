@@ -22,6 +22,7 @@ pub struct TypeStatus {
     /// Its schedule.
     pub schedule: Option<Schedule>,
     /// Last success.
+    #[serde(serialize_with = "crate::lifecycle::rfc3339::option")]
     pub last_success: Option<DateTime<FixedOffset>>,
     /// Its age in seconds.
     pub age_s: Option<i64>,
@@ -30,6 +31,7 @@ pub struct TypeStatus {
     /// Older than its RPO (or never backed up).
     pub overdue: bool,
     /// Next due time.
+    #[serde(serialize_with = "crate::lifecycle::rfc3339::one")]
     pub next_due: DateTime<FixedOffset>,
     /// Due now, and why.
     pub due_now: bool,
