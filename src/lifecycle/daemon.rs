@@ -41,7 +41,7 @@ pub fn run(
         }
         // Sleep until the next due time, in short steps: wall-clock jumps and suspend are noticed
         // within a minute, and a signal within a second.
-        let history = History::open(repo.store.root())?;
+        let history = History::open(repo.store().root())?;
         set.refresh(repo)?;
         let next = next_round(cfg, &history, set.all(), &clock.now(), DaemonTiming::default())?;
         tracing::info!("next run due at {next}");

@@ -51,7 +51,7 @@ pub fn export(
     req: &ExportRequest,
     on_file: &mut dyn FnMut(&SnapshotId, &Snapshot, &Path),
 ) -> Result<()> {
-    let _lock = crate::store::lock::Lock::acquire(&repo.store, false, "export")?;
+    let _lock = crate::store::lock::Lock::acquire(repo.store(), false, "export")?;
     repo.sync_index()?;
     let name = match &req.name {
         Some(n) => n.clone(),

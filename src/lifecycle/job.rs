@@ -120,7 +120,7 @@ pub fn run_type(
     match t.source() {
         SourceSpec::Sqlite { path, vacuum, busy_timeout } => {
             let timeout = busy_timeout.unwrap_or(DEFAULT_BUSY_TIMEOUT);
-            let copy = sqlite::copy(path, &repo.store.root().join("tmp"), *vacuum && !flags.no_vacuum, timeout)?;
+            let copy = sqlite::copy(path, &repo.store().root().join("tmp"), *vacuum && !flags.no_vacuum, timeout)?;
             let file_name =
                 path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "db.sqlite".into());
             opts.source_meta = copy.meta.clone();
@@ -133,8 +133,8 @@ pub fn run_type(
         SourceSpec::Postgres(target) => {
             // pg_dump text is a database stream whatever the type is called ("pg" in the README):
             // cut it with the repository's small-chunk "db" parameters, so a row edit stays local.
-            if opts.chunker.is_none() && !repo.config.chunkers.contains_key(name) {
-                opts.chunker = Some(repo.config.chunker_for("db"));
+            if opts.chunker.is_none() && !repo.config().chunkers.contains_key(name) {
+                opts.chunker = Some(repo.config().chunker_for("db"));
             }
             let reader = ChildReader::spawn(pg_dump_command(target), "pg_dump")?;
             let mut meta = BTreeMap::new();

@@ -73,7 +73,7 @@ pub fn sync_all(
     for remote in remotes {
         let start = chrono::Local::now();
         let r = remote_exclusions(cfg, repo, &remote.name, set, clock)
-            .and_then(|ex| crate::ops::sync::sync(&repo.store, remote, &remote.name, dry_run, &ex));
+            .and_then(|ex| crate::ops::sync::sync(repo.store(), remote, &remote.name, dry_run, &ex));
         let mut o = SyncOutcome { remote: remote.name.clone(), ..Default::default() };
         let mut run = Run {
             id: 0,
@@ -106,7 +106,7 @@ pub fn sync_all(
             }
         }
         if !dry_run {
-            if let Ok(h) = History::open(repo.store.root()) {
+            if let Ok(h) = History::open(repo.store().root()) {
                 let _ = h.record(&run);
             }
         }

@@ -209,7 +209,7 @@ pub fn run_backups(
     set: &mut SnapshotSet,
     clock: &dyn Clock,
 ) -> Result<BackupReport> {
-    let history = History::open(repo.store.root())?;
+    let history = History::open(repo.store().root())?;
     let mut report = BackupReport::default();
     let notify_cfg = cfg.backup.notify.clone().unwrap_or_default();
     let threshold = notify_cfg.consecutive_failures.unwrap_or(3);

@@ -96,7 +96,7 @@ pub fn status(
     snaps: &[(SnapshotId, Snapshot)],
     now: &DateTime<Local>,
 ) -> Result<Status> {
-    let history = History::open(repo.store.root())?;
+    let history = History::open(repo.store().root())?;
     let now_f = now.fixed_offset();
     let mut types = Vec::new();
     let mut names: Vec<String> = cfg.map(|c| c.types.iter().map(|(n, _)| n.clone()).collect()).unwrap_or_default();
@@ -134,17 +134,17 @@ pub fn status(
         });
     }
     let mut stored = 0u64;
-    for p in repo.cache.packs()? {
+    for p in repo.cache().packs()? {
         stored += p.1;
     }
     for kind in [FileKind::Index, FileKind::Snapshot] {
-        stored += repo.store.list(kind)?.iter().map(|s| s.size).sum::<u64>();
+        stored += repo.store().list(kind)?.iter().map(|s| s.size).sum::<u64>();
     }
     let logical: u64 = snaps.iter().map(|(_, s)| s.stats.logical_bytes).sum();
     let overdue = types.iter().filter(|t| t.overdue).map(|t| t.backup_type.clone()).collect();
     let mut remotes = Vec::new();
     if let Some(c) = cfg {
-        let state = crate::ops::sync::SyncState::open(&repo.store)?;
+        let state = crate::ops::sync::SyncState::open(repo.store())?;
         for r in &c.backup.remotes {
             let key = format!("sync:{}", r.name);
             let runs = history.list(Some(&key), 50)?;
@@ -154,7 +154,7 @@ pub fn status(
                 Some(ret) => crate::ops::sync::retention_exclusions(snaps, ret, now_f),
                 None => Default::default(),
             };
-            let (pending_files, pending_bytes) = state.pending(&repo.store, &r.name, &exclude)?;
+            let (pending_files, pending_bytes) = state.pending(repo.store(), &r.name, &exclude)?;
             remotes.push(RemoteStatus {
                 name: r.name.clone(),
                 target: r.rclone.clone(),
@@ -166,8 +166,8 @@ pub fn status(
         }
     }
     Ok(Status {
-        repository: repo.store.root().display().to_string(),
-        encryption: match repo.config.encryption {
+        repository: repo.store().root().display().to_string(),
+        encryption: match repo.config().encryption {
             crate::format::repo_config::Encryption::None => "none".into(),
             crate::format::repo_config::Encryption::XChaCha20Poly1305 => "xchacha20poly1305".into(),
         },

@@ -96,7 +96,7 @@ pub fn forget_in(
     now: DateTime<FixedOffset>,
     dry_run: bool,
 ) -> Result<Vec<Decision>> {
-    let _lock = Lock::acquire(&repo.store, true, "forget")?;
+    let _lock = Lock::acquire(repo.store(), true, "forget")?;
     set.refresh(repo)?;
     if let Some((id, e)) = set.unreadable().first() {
         return Err(Error::corrupt(format!("snapshot {id}"), format!("unreadable, forget stops: {e}")));
@@ -113,7 +113,7 @@ pub fn forget_in(
         let decisions = retention::apply(&snaps, policy.as_ref(), now);
         if !dry_run {
             for d in decisions.iter().filter(|d| !d.keep) {
-                repo.store.remove(Handle::Snapshot(d.id))?;
+                repo.store().remove(Handle::Snapshot(d.id))?;
             }
         }
         out.extend(decisions);
@@ -154,26 +154,25 @@ pub fn prune(repo: &mut Repo, opts: PruneOptions) -> Result<PruneReport> {
 /// [`prune`] with a snapshot set the caller already holds (only files it has not seen are read).
 pub fn prune_in(repo: &mut Repo, opts: PruneOptions, set: &mut SnapshotSet) -> Result<PruneReport> {
     let start = Instant::now();
-    let _lock = Lock::acquire(&repo.store, true, "prune")?;
+    let _lock = Lock::acquire(repo.store(), true, "prune")?;
     let mut report = PruneReport { dry_run: opts.dry_run, ..Default::default() };
     // Read everything first; any failure stops prune before it changes anything.
-    let index_names: Vec<String> = repo.store.index_ids()?.iter().map(IndexId::to_hex).collect();
+    let index_names: Vec<String> = repo.store().index_ids()?.iter().map(IndexId::to_hex).collect();
     let mut packs: HashMap<PackId, PackRecord> = HashMap::new();
     for n in &index_names {
         let id: IndexId = n.parse().map_err(|_| Error::corrupt(format!("index file {n}"), "bad name"))?;
-        let records = read_index_file(&repo.store, &repo.keys, &id).map_err(|e| {
+        let records = read_index_file(repo.store(), repo.keys(), &id).map_err(|e| {
             Error::corrupt(format!("index file {id}"), format!("{e}; run `cairn repair index` before prune"))
         })?;
         for r in records {
             packs.entry(r.id).or_insert(r);
         }
     }
-    repo.cache.clear()?;
-    let sync = repo.cache.sync(&repo.store, &repo.keys)?;
+    let sync = repo.rebuild_cache()?;
     if let Some((id, e)) = sync.bad.into_iter().next() {
         return Err(Error::corrupt(format!("index file {id}"), e.to_string()));
     }
-    let on_disk: Vec<String> = repo.store.pack_ids()?.iter().map(PackId::to_hex).collect();
+    let on_disk: Vec<String> = repo.store().pack_ids()?.iter().map(PackId::to_hex).collect();
     for p in packs.keys() {
         if !on_disk.contains(&p.to_hex()) {
             return Err(Error::corrupt(
@@ -190,7 +189,7 @@ pub fn prune_in(repo: &mut Repo, opts: PruneOptions, set: &mut SnapshotSet) -> R
     // A chunk stored twice counts as live only where the cache places it.
     let mut live_bytes: HashMap<PackId, u64> = HashMap::new();
     for c in &live {
-        let loc = repo.cache.lookup(c)?.ok_or_else(|| {
+        let loc = repo.cache().lookup(c)?.ok_or_else(|| {
             Error::corrupt(
                 format!("chunk {c}"),
                 "referenced by a snapshot but in no index; prune stops (run `cairn verify`)",
@@ -223,7 +222,7 @@ pub fn prune_in(repo: &mut Repo, opts: PruneOptions, set: &mut SnapshotSet) -> R
     let mut bytes_deleted: u64 =
         delete.iter().map(|(_, s)| s).sum::<u64>() + repack.iter().map(|p| packs[p].size).sum::<u64>();
     for n in &unindexed {
-        bytes_deleted += repo.store.size(Handle::Pack(n.parse().expect("listed names are hex")))?.unwrap_or(0);
+        bytes_deleted += repo.store().size(Handle::Pack(n.parse().expect("listed names are hex")))?.unwrap_or(0);
     }
     report.bytes_deleted = bytes_deleted;
     if opts.dry_run {
@@ -236,16 +235,16 @@ pub fn prune_in(repo: &mut Repo, opts: PruneOptions, set: &mut SnapshotSet) -> R
 
     // (1) Repack. The packer publishes every new pack before `finish` returns; it indexes none.
     let reader = repo.chunk_reader();
-    let mut packer = Packer::new(repo.store.clone(), repo.keys.clone(), repo.config.pack_size, None);
+    let mut packer = Packer::new(repo.store().clone(), repo.keys().clone(), repo.config().pack_size, None);
     let mut copied: HashSet<ChunkId> = HashSet::new();
     for p in &repack {
-        let bytes = repo.store.get(Handle::Pack(*p))?;
-        let entries = parse_pack(&bytes, &repo.keys, &|| format!("pack {p}"))?;
+        let bytes = repo.store().get(Handle::Pack(*p))?;
+        let entries = parse_pack(&bytes, repo.keys(), &|| format!("pack {p}"))?;
         for e in entries {
             if !live.contains(&e.id) || copied.contains(&e.id) {
                 continue;
             }
-            if repo.cache.lookup(&e.id)?.map(|l| l.pack) != Some(*p) {
+            if repo.cache().lookup(&e.id)?.map(|l| l.pack) != Some(*p) {
                 continue;
             }
             let sealed = &bytes[e.offset as usize..e.offset as usize + e.stored_len as usize];
@@ -263,7 +262,7 @@ pub fn prune_in(repo: &mut Repo, opts: PruneOptions, set: &mut SnapshotSet) -> R
     // is deleted unless every live chunk of a repacked pack was copied.
     let repacked: HashSet<PackId> = repack.iter().copied().collect();
     for c in &live {
-        if let Some(l) = repo.cache.lookup(c)? {
+        if let Some(l) = repo.cache().lookup(c)? {
             if repacked.contains(&l.pack) && !copied.contains(c) {
                 return Err(Error::corrupt(
                     format!("pack {}", l.pack),
@@ -276,7 +275,7 @@ pub fn prune_in(repo: &mut Repo, opts: PruneOptions, set: &mut SnapshotSet) -> R
     // (2) New index files for every pack that stays.
     let mut all: Vec<PackRecord> = keep.iter().map(|p| packs[p].clone()).collect();
     all.extend(new_records);
-    let mut index = IndexBatch::new(repo.store.clone(), repo.keys.clone(), None);
+    let mut index = IndexBatch::new(repo.store().clone(), repo.keys().clone(), None);
     for r in all {
         index.push(r)?;
     }
@@ -284,21 +283,20 @@ pub fn prune_in(repo: &mut Repo, opts: PruneOptions, set: &mut SnapshotSet) -> R
     // (3) Old index files.
     for name in &index_names {
         if !written.contains(name) {
-            repo.store.remove(Handle::Index(name.parse().expect("listed names are hex")))?;
+            repo.store().remove(Handle::Index(name.parse().expect("listed names are hex")))?;
         }
     }
     // (4) Obsolete packs.
     for (p, _) in &delete {
-        repo.store.remove(Handle::Pack(*p))?;
+        repo.store().remove(Handle::Pack(*p))?;
     }
     for p in &repack {
-        repo.store.remove(Handle::Pack(*p))?;
+        repo.store().remove(Handle::Pack(*p))?;
     }
     for n in &unindexed {
-        repo.store.remove(Handle::Pack(n.parse().expect("listed names are hex")))?;
+        repo.store().remove(Handle::Pack(n.parse().expect("listed names are hex")))?;
     }
-    repo.cache.clear()?;
-    repo.cache.sync(&repo.store, &repo.keys)?;
+    repo.rebuild_cache()?;
     report.bytes_freed = report.bytes_deleted as i64 - report.bytes_written as i64;
     report.duration_s = start.elapsed().as_secs_f64();
     Ok(report)
@@ -308,7 +306,7 @@ pub fn prune_in(repo: &mut Repo, opts: PruneOptions, set: &mut SnapshotSet) -> R
 /// labels, then removes the original (new before old: a crash leaves both, never neither).
 /// Returns the new id.
 pub fn mark_verified(repo: &Repo, id: &SnapshotId, by: &str) -> Result<SnapshotId> {
-    let _lock = Lock::acquire(&repo.store, false, "mark-verified")?;
+    let _lock = Lock::acquire(repo.store(), false, "mark-verified")?;
     let mut s = repo.load_snapshot(id)?;
     if s.kind != crate::format::manifest::SnapshotKind::PreChange {
         return Err(Error::Invalid(format!(
@@ -319,9 +317,9 @@ pub fn mark_verified(repo: &Repo, id: &SnapshotId, by: &str) -> Result<SnapshotI
     }
     s.labels.insert("verified_by".into(), by.into());
     s.labels.insert("verified_date".into(), chrono::Local::now().to_rfc3339());
-    let sealed = s.seal(&repo.keys);
+    let sealed = s.seal(repo.keys());
     let new = SnapshotId(content_hash(&sealed));
-    repo.store.put(Handle::Snapshot(new), &sealed)?;
-    repo.store.remove(Handle::Snapshot(*id))?;
+    repo.store().put(Handle::Snapshot(new), &sealed)?;
+    repo.store().remove(Handle::Snapshot(*id))?;
     Ok(new)
 }

@@ -136,7 +136,7 @@ fn set_mtime(path: &Path, mtime_ns: i64) -> std::io::Result<()> {
 
 /// Resolves a file's chunk locations.
 pub fn locate(repo: &Repo, chunks: &[ChunkId]) -> Result<Vec<(ChunkId, Location)>> {
-    repo.cache.batch(|cache| {
+    repo.cache().batch(|cache| {
         chunks
             .iter()
             .map(|c| {

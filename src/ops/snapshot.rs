@@ -19,7 +19,7 @@ use crate::format::manifest::{Node, NodeError, NodeKind, Snapshot, SnapshotKind,
 use crate::id::{content_hash, SnapshotId};
 use crate::repo::cache::Cache;
 use crate::repo::chunks::ChunkWriter;
-use crate::repo::packer::{IndexBatch, Packer};
+use crate::repo::packer::Packer;
 use crate::repo::tree::TreeWriter;
 use crate::repo::Repo;
 use crate::source::walk::{self, Ev, FileOutcome, WalkOptions};
@@ -97,8 +97,8 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
     // Resolve sources before taking locks or writing anything: a missing path is a clean error.
     let roots = walk::resolve(&source)?;
     let recorded_paths = roots.recorded.clone();
-    let _lock = Lock::acquire(&repo.store, false, "snapshot")?;
-    repo.store.clean_tmp(Duration::from_secs(24 * 3600))?;
+    let _lock = Lock::acquire(repo.store(), false, "snapshot")?;
+    repo.store().clean_tmp(Duration::from_secs(24 * 3600))?;
     repo.sync_index()?;
     let host = crate::util::hostname();
     let parent = match &opts.parent {
@@ -116,13 +116,13 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
         None => None,
     };
     let cutter = match opts.chunker {
-        Some(p) => Cutter::new(p, repo.keys.gear_seed()),
+        Some(p) => Cutter::new(p, repo.keys().gear_seed()),
         None => repo.cutter(&opts.backup_type),
     };
     let tree_cutter = repo.cutter("tree");
     // The walker asks its own connection: the main thread's cache is busy indexing.
     let is_stored: Option<walk::IsStored> =
-        Cache::open(&repo.store.root().join("cache").join("cache.sqlite"), repo.config.id)
+        Cache::open(&repo.store().root().join("cache").join("cache.sqlite"), repo.config().id)
             .ok()
             .map(|c| -> walk::IsStored { Box::new(move |id: &crate::id::ChunkId| c.contains(id).unwrap_or(false)) });
     let time = chrono::Local::now();
@@ -131,7 +131,7 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
         roots,
         WalkOptions {
             cutter,
-            sqlite_detect: repo.config.sqlite_pages,
+            sqlite_detect: repo.config().sqlite_pages,
             force_read: opts.force_read,
             excludes: opts.excludes.clone(),
             parent: parent_tree,
@@ -140,9 +140,11 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
         },
     );
 
-    let index = IndexBatch::new(repo.store.clone(), repo.keys.clone(), Some(&mut repo.cache));
-    let packer = Packer::new(repo.store.clone(), repo.keys.clone(), repo.config.pack_size, Some(index));
-    let mut chunks = ChunkWriter::new(packer, repo.keys.clone(), repo.config.compression.level);
+    let (store, keys) = (repo.store().clone(), repo.keys().clone());
+    let (pack_size, level) = (repo.config().pack_size, repo.config().compression.level);
+    let index = repo.index_batch();
+    let packer = Packer::new(store, keys.clone(), pack_size, Some(index));
+    let mut chunks = ChunkWriter::new(packer, keys, level);
     let mut tree = TreeWriter::new(tree_cutter);
     let mut stats = Stats::default();
     let mut errors = Vec::new();
@@ -252,8 +254,8 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
         source: source_meta,
         program: format!("cairn {}", env!("CARGO_PKG_VERSION")),
     };
-    let sealed = snapshot.seal(&repo.keys);
+    let sealed = snapshot.seal(repo.keys());
     let id = SnapshotId(content_hash(&sealed));
-    repo.store.put(Handle::Snapshot(id), &sealed)?;
+    repo.store().put(Handle::Snapshot(id), &sealed)?;
     Ok(SnapshotOutcome { id, snapshot, duration: start.elapsed(), written: true })
 }

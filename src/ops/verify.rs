@@ -107,11 +107,11 @@ impl VerifyReport {
 /// Runs verify.
 pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
-    let _lock = crate::store::lock::Lock::acquire(&repo.store, false, "verify")?;
+    let _lock = crate::store::lock::Lock::acquire(repo.store(), false, "verify")?;
 
     // 1. Index files, loaded fresh into a scratch index (a local scratch file, not a repository
     // object).
-    let scratch_path = repo.store.local_state_dir("tmp")?.join(format!("verify-{}.sqlite", std::process::id()));
+    let scratch_path = repo.store().local_state_dir("tmp")?.join(format!("verify-{}.sqlite", std::process::id()));
     let _ = std::fs::remove_file(&scratch_path);
     struct Scratch(std::path::PathBuf);
     impl Drop for Scratch {
@@ -122,10 +122,10 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
         }
     }
     let _scratch_guard = Scratch(scratch_path.clone());
-    let mut index = Cache::open_scratch(&scratch_path, repo.config.id)?;
+    let mut index = Cache::open_scratch(&scratch_path, repo.config().id)?;
     let objects = repo.objects().as_ref();
     for id in objects.index_ids()? {
-        match read_index_file(objects, &repo.keys, &id) {
+        match read_index_file(objects, repo.keys(), &id) {
             Ok(records) => {
                 index.add_index(&id, &records)?;
                 report.index_files += 1;
@@ -202,7 +202,7 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
             report.packs_read += 1;
             report.bytes_read += bytes.len() as u64;
             let what = || format!("pack {pack}");
-            let entries = match parse_pack(&bytes, &repo.keys, &what) {
+            let entries = match parse_pack(&bytes, repo.keys(), &what) {
                 Ok(e) => e,
                 Err(e) => {
                     let chunks = index.pack_entries(&pack)?.into_iter().map(|e| e.id).collect();
@@ -324,12 +324,12 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
 /// covering every readable pack, then removes the old index files, then rebuilds the cache.
 /// Needs the exclusive lock. Returns (packs indexed, unreadable packs with reasons).
 pub fn repair_index(repo: &mut Repo) -> Result<(usize, Vec<(String, String)>)> {
-    let _lock = crate::store::lock::Lock::acquire(&repo.store, true, "repair index")?;
-    let old: Vec<String> = repo.store.index_ids()?.iter().map(IndexId::to_hex).collect();
+    let _lock = crate::store::lock::Lock::acquire(repo.store(), true, "repair index")?;
+    let old: Vec<String> = repo.store().index_ids()?.iter().map(IndexId::to_hex).collect();
     let mut bad = Vec::new();
-    let mut index = IndexBatch::new(repo.store.clone(), repo.keys.clone(), None);
+    let mut index = IndexBatch::new(repo.store().clone(), repo.keys().clone(), None);
     let mut count = 0;
-    for pack in repo.store.pack_ids()? {
+    for pack in repo.store().pack_ids()? {
         let name = pack.to_hex();
         match repo.pack_trailer(&pack) {
             Ok((entries, size)) => {
@@ -346,7 +346,7 @@ pub fn repair_index(repo: &mut Repo) -> Result<(usize, Vec<(String, String)>)> {
     let mut carried = BTreeSet::new();
     for o in &old {
         let Ok(id) = o.parse::<IndexId>() else { continue };
-        let Ok(records) = read_index_file(&repo.store, &repo.keys, &id) else { continue };
+        let Ok(records) = read_index_file(repo.store(), repo.keys(), &id) else { continue };
         for r in records {
             if unreadable.contains(r.id.to_hex().as_str()) && carried.insert(r.id) {
                 index.push(r)?;
@@ -356,11 +356,10 @@ pub fn repair_index(repo: &mut Repo) -> Result<(usize, Vec<(String, String)>)> {
     let written: Vec<String> = index.finish()?.iter().map(|id| id.to_hex()).collect();
     for o in old {
         if !written.contains(&o) {
-            repo.store.remove(Handle::Index(o.parse().expect("listed names are hex")))?;
+            repo.store().remove(Handle::Index(o.parse().expect("listed names are hex")))?;
         }
     }
-    repo.cache.clear()?;
-    let r = repo.cache.sync(&repo.store, &repo.keys)?;
+    let r = repo.rebuild_cache()?;
     if let Some((id, e)) = r.bad.into_iter().next() {
         return Err(Error::corrupt(format!("index file {id}"), format!("just written but unreadable: {e}")));
     }
@@ -380,7 +379,7 @@ pub fn restore_tests(repo: &Repo) -> Result<Vec<RestoreTest>> {
     }
     let mut out = Vec::new();
     for (ty, (id, s)) in latest {
-        let scratch = repo.store.local_state_dir("tmp")?.join(format!("restore-test-{}.db", std::process::id()));
+        let scratch = repo.store().local_state_dir("tmp")?.join(format!("restore-test-{}.db", std::process::id()));
         let r = restore_test_one(repo, &s, &scratch);
         for suffix in ["", "-wal", "-shm", "-journal"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", scratch.display()));

@@ -23,7 +23,8 @@ use crate::format::repo_config::{
     default_chunkers, Compression, CompressionAlgorithm, Encryption, RepoConfig, FORMAT_NAME, FORMAT_VERSION,
 };
 use crate::id::{content_hash, ChunkId, KeyId, PackId, RepoId, SnapshotId};
-use crate::repo::cache::{Cache, Location};
+use crate::repo::cache::{Cache, Location, SyncReport};
+use crate::repo::packer::IndexBatch;
 use crate::store::fetching::FetchingStore;
 use crate::store::{Handle, LocalStore, Store, StoreExt};
 
@@ -56,15 +57,12 @@ impl Default for InitOptions {
 
 /// An open repository.
 pub struct Repo {
-    /// The local directory: where the pack writer streams and publishes packs, locks are taken,
-    /// and the local state (cache, history) lives.
-    pub store: LocalStore,
-    /// Its config.
-    pub config: RepoConfig,
-    /// Working keys.
-    pub keys: Arc<Keys>,
-    /// The local cache.
-    pub cache: Cache,
+    // The local directory: where the pack writer streams and publishes packs, locks are taken,
+    // and the local state (cache, history) lives.
+    store: LocalStore,
+    config: RepoConfig,
+    keys: Arc<Keys>,
+    cache: Cache,
     // Every read goes through here: the local store itself, or a fetching store when the
     // directory is a partial mirror of a remote.
     objects: Arc<dyn Store>,
@@ -232,6 +230,38 @@ impl Repo {
         let cache_dir = store.local_state_dir("cache")?;
         let cache = Cache::open(&cache_dir.join("cache.sqlite"), config.id)?;
         Ok(Repo { store, config, keys, cache, objects })
+    }
+
+    /// The local directory: where packs are written, locks taken and local state kept.
+    pub fn store(&self) -> &LocalStore {
+        &self.store
+    }
+
+    /// The repository config.
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    /// The working keys.
+    pub fn keys(&self) -> &Arc<Keys> {
+        &self.keys
+    }
+
+    /// The local index cache.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// Empties the index cache and rebuilds it from the index files in the local store.
+    pub fn rebuild_cache(&mut self) -> Result<SyncReport> {
+        self.cache.clear()?;
+        self.cache.sync(&self.store, &self.keys)
+    }
+
+    /// An index writer over the local store that also records what it writes in the cache
+    /// (borrows the cache for as long as it lives).
+    pub fn index_batch(&mut self) -> IndexBatch<'_> {
+        IndexBatch::new(self.store.clone(), self.keys.clone(), Some(&mut self.cache))
     }
 
     /// The store every read goes through (the local store, or a fetching mirror of a remote).

@@ -361,7 +361,7 @@ fn chunks_swapped_within_a_pack_are_detected() {
     // 2. Bytes swapped and the trailer rewritten to match (a self-consistent pack): the index
     //    still places each chunk where the other now is, so the structure check and restore refuse.
     let r = open_repo(&env.repo());
-    let mut entries = cairn::format::pack::parse_pack(&orig, &r.keys, &|| "pack".into()).unwrap();
+    let mut entries = cairn::format::pack::parse_pack(&orig, r.keys(), &|| "pack".into()).unwrap();
     let (ip, iq) =
         (entries.iter().position(|e| e.id == ep.id).unwrap(), entries.iter().position(|e| e.id == eq.id).unwrap());
     let (idp, idq) = (entries[ip].id, entries[iq].id);
@@ -369,7 +369,7 @@ fn chunks_swapped_within_a_pack_are_detected() {
     entries[iq].id = idp;
     let mut plain = vec![cairn::format::pack::TRAILER_VERSION];
     cairn::format::pack::encode_entries(&mut plain, &entries);
-    let sealed = r.keys.seal(ObjectKind::PackTrailer, &[0; 32], &plain);
+    let sealed = r.keys().seal(ObjectKind::PackTrailer, &[0; 32], &plain);
     drop(r);
     let body_end =
         orig.len() - 12 - u32::from_le_bytes(orig[orig.len() - 12..orig.len() - 8].try_into().unwrap()) as usize;
@@ -381,7 +381,7 @@ fn chunks_swapped_within_a_pack_are_detected() {
     std::fs::write(&path, &forged).unwrap();
     {
         let r = open_repo(&env.repo());
-        let parsed = cairn::format::pack::parse_pack(&forged, &r.keys, &|| "forged".into()).unwrap();
+        let parsed = cairn::format::pack::parse_pack(&forged, r.keys(), &|| "forged".into()).unwrap();
         assert_eq!(parsed, entries, "the forged pack is self-consistent");
     }
     let (code, v) = verify(env, &[]);
@@ -429,7 +429,7 @@ fn objects_from_another_repository_are_rejected() {
     let len = u32::from_le_bytes(orig[n - 12..n - 8].try_into().unwrap()) as usize;
     let plain = {
         let r = open_repo(&b.env.repo());
-        r.keys.open(ObjectKind::PackTrailer, &[0; 32], &orig[n - 12 - len..n - 12], &|| "t".into()).unwrap()
+        r.keys().open(ObjectKind::PackTrailer, &[0; 32], &orig[n - 12 - len..n - 12], &|| "t".into()).unwrap()
     };
     let resealed = keys_b_as_a.seal(ObjectKind::PackTrailer, &[0; 32], &plain);
     assert_eq!(resealed.len(), len);
@@ -452,7 +452,7 @@ fn objects_from_another_repository_are_rejected() {
     let span = e.offset as usize..(e.offset + e.stored_len) as usize;
     let payload = {
         let r = open_repo(&b.env.repo());
-        r.keys.open(ObjectKind::Chunk, &c.0, &bytes[span.clone()], &|| "c".into()).unwrap()
+        r.keys().open(ObjectKind::Chunk, &c.0, &bytes[span.clone()], &|| "c".into()).unwrap()
     };
     let resealed = keys_b_as_a.seal(ObjectKind::Chunk, &c.0, &payload);
     assert_eq!(resealed.len(), span.len());
@@ -671,13 +671,13 @@ fn chunk_ids_are_keyed_per_repository() {
         let ids = |repo: &Path| -> BTreeSet<ChunkId> {
             let r = open_repo(repo);
             let mut out = BTreeSet::new();
-            for pack in cairn::store::StoreExt::pack_ids(&r.store).unwrap() {
+            for pack in cairn::store::StoreExt::pack_ids(r.store()).unwrap() {
                 let name = pack.to_hex();
-                let path = r.store.path(cairn::store::FileKind::Pack, &name);
-                let (entries, _) = cairn::repo::pack::read_trailer(&path, &r.keys, &pack).unwrap();
+                let path = r.store().path(cairn::store::FileKind::Pack, &name);
+                let (entries, _) = cairn::repo::pack::read_trailer(&path, r.keys(), &pack).unwrap();
                 for e in entries {
                     // Keyed: the id is not the plain BLAKE3 of the chunk.
-                    let loc = r.cache.lookup(&e.id).unwrap().unwrap();
+                    let loc = r.cache().lookup(&e.id).unwrap().unwrap();
                     let plain = r.chunk_reader().read(&e.id, &loc).unwrap();
                     assert_ne!(*blake3::hash(&plain).as_bytes(), e.id.0);
                     out.insert(e.id);

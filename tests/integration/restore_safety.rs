@@ -25,9 +25,9 @@ fn open_repo(repo_dir: &Path) -> Repo {
 }
 
 fn add_chunk(repo: &Repo, pack: &mut PackWriter, added: &mut HashSet<ChunkId>, data: &[u8]) -> ChunkId {
-    let id = repo.keys.chunk_id(data);
+    let id = repo.keys().chunk_id(data);
     if added.insert(id) {
-        let sealed = repo.keys.seal(ObjectKind::Chunk, &id.0, &blob::encode(data, 3));
+        let sealed = repo.keys().seal(ObjectKind::Chunk, &id.0, &blob::encode(data, 3));
         pack.add(id, &sealed, data.len() as u32).expect("add chunk");
     }
     id
@@ -39,7 +39,7 @@ fn add_chunk(repo: &Repo, pack: &mut PackWriter, added: &mut HashSet<ChunkId>, d
 pub fn craft_snapshot(repo_dir: &Path, nodes: Vec<Node>, file_contents: &[(&[u8], &[u8])]) -> String {
     let repo = open_repo(repo_dir);
     let contents: HashMap<&[u8], &[u8]> = file_contents.iter().copied().collect();
-    let mut pack = PackWriter::new(&repo.store).expect("pack writer");
+    let mut pack = PackWriter::new(repo.store()).expect("pack writer");
     let mut added = HashSet::new();
     let mut tree = Vec::new();
     let mut stats = Stats::default();
@@ -59,10 +59,10 @@ pub fn craft_snapshot(repo_dir: &Path, nodes: Vec<Node>, file_contents: &[(&[u8]
         n.encode_record(&mut tree);
     }
     let tree_id = add_chunk(&repo, &mut pack, &mut added, &tree);
-    let written = pack.finish(&repo.store, &repo.keys).expect("finish pack");
+    let written = pack.finish(repo.store(), repo.keys()).expect("finish pack");
     let sealed_index =
-        index::seal(&repo.keys, &[PackRecord { id: written.id, size: written.size, entries: written.entries }]);
-    repo.store.put(Handle::Index(IndexId(content_hash(&sealed_index))), &sealed_index).expect("index file");
+        index::seal(repo.keys(), &[PackRecord { id: written.id, size: written.size, entries: written.entries }]);
+    repo.store().put(Handle::Index(IndexId(content_hash(&sealed_index))), &sealed_index).expect("index file");
     let snap = Snapshot {
         time: chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, false),
         backup_type: "crafted".into(),
@@ -82,9 +82,9 @@ pub fn craft_snapshot(repo_dir: &Path, nodes: Vec<Node>, file_contents: &[(&[u8]
         source: Default::default(),
         program: "restore_safety test".into(),
     };
-    let sealed = snap.seal(&repo.keys);
+    let sealed = snap.seal(repo.keys());
     let id = SnapshotId(content_hash(&sealed));
-    repo.store.put(Handle::Snapshot(id), &sealed).expect("snapshot file");
+    repo.store().put(Handle::Snapshot(id), &sealed).expect("snapshot file");
     id.to_hex()
 }
 

@@ -218,8 +218,8 @@ pub fn layout(repo: &Path) -> Layout {
     let r = open_repo(repo);
     let mut packs = std::collections::BTreeMap::new();
     let mut chunk_pack = std::collections::HashMap::new();
-    for (p, _) in r.cache.packs().unwrap() {
-        let es = r.cache.pack_entries(&p).unwrap();
+    for (p, _) in r.cache().packs().unwrap() {
+        let es = r.cache().pack_entries(&p).unwrap();
         for e in &es {
             chunk_pack.insert(e.id, p);
         }

@@ -24,7 +24,7 @@ pub(in crate::cli) fn run(ctx: &Ctx) -> Result<Finish> {
     let mut repo = open_or_create(ctx, cfg)?;
     let remotes = ctx.remotes()?;
     if !ctx.quiet() {
-        println!("cairn daemon: {} types, repository {}", cfg.types.len(), repo.store.root().display());
+        println!("cairn daemon: {} types, repository {}", cfg.types.len(), repo.store().root().display());
     }
     let opts = crate::lifecycle::runner::RunOptions {
         retry_base: crate::cli::cmd::backup::retry_base(),

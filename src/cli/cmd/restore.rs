@@ -12,7 +12,7 @@ use crate::util::human_bytes;
 
 pub(in crate::cli) fn run(ctx: &Ctx, snapshot: &str, target: &Path, include: &[String]) -> Result<Finish> {
     let mut repo = ctx.open()?;
-    let _lock = crate::store::lock::Lock::acquire(&repo.store, false, "restore")?;
+    let _lock = crate::store::lock::Lock::acquire(repo.store(), false, "restore")?;
     repo.sync_index()?;
     let (id, snap) = repo.resolve(snapshot)?;
     let opts = RestoreOptions { include: globset(include, "include")? };
