@@ -21,8 +21,7 @@ use cairn::format::crypto::ObjectKind;
 use cairn::format::keyfile::KdfParams;
 use cairn::format::repo_config::{default_chunkers, Encryption};
 use cairn::fuzzing::{test_keys, SplitMix64};
-use cairn::ops::snapshot::{snapshot, SnapshotOptions, Source};
-use cairn::repo::{init, InitOptions, Repo};
+use cairn::{init, snapshot, InitOptions, Repo, SnapshotOptions, Source};
 
 const MIB: usize = 1 << 20;
 

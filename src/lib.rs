@@ -7,17 +7,51 @@
 //! [`manifest`](format::manifest) (the snapshot, the commit point). Restore, export and verify read the same path backwards. Every on-disk byte is
 //! specified in `format-spec/`.
 
-pub mod cli;
+// Public as a whole: the on-disk types (other programs and the golden vectors read these
+// bytes), the ids and the error type, and the fuzz target bodies.
 pub mod error;
 pub mod format;
 pub mod fuzzing;
 pub mod id;
-pub mod lifecycle;
-pub mod ops;
-pub mod repo;
-pub mod source;
-pub mod span;
-pub mod store;
-pub mod util;
+
+// Reached from outside only through the `pub use` list below.
+pub(crate) mod cli;
+pub(crate) mod lifecycle;
+pub(crate) mod ops;
+pub(crate) mod repo;
+pub(crate) mod source;
+pub(crate) mod span;
+pub(crate) mod store;
+pub(crate) mod util;
 
 pub use error::{Error, Result};
+
+// cli: the binary's whole body; returns the process exit code.
+pub use cli::main as run;
+
+// lifecycle: configuration, schedules, the backup runner, run history, status, time.
+pub use lifecycle::clock::{Clock, ManualClock, SystemClock};
+pub use lifecycle::config::Config;
+pub use lifecycle::history::History;
+pub use lifecycle::runner::{next_round, run_backups, DaemonTiming, RunOptions};
+pub use lifecycle::schedule::{due, Due, Schedule};
+pub use lifecycle::status::{render as render_status, status, write_metrics, Status};
+
+// ops: one operation each, options in, report out.
+pub use ops::export::export;
+pub use ops::prune::{forget, prune, PruneOptions, PruneReport};
+pub use ops::restore::{restore, RestoreOptions, RestoreReport};
+pub use ops::retention::{apply as apply_retention, Decision, Retention};
+pub use ops::snapshot::{snapshot, SnapshotOptions, SnapshotOutcome};
+pub use ops::snapshot_set::SnapshotSet;
+pub use ops::verify::{verify, VerifyOptions, VerifyReport};
+
+// repo and source: an open repository, its index cache and pack files; what a snapshot reads.
+pub use repo::cache::{read_index_file, Cache, Location};
+pub use repo::pack::{read_trailer, PackWriter};
+pub use repo::{init, read_config, unlock, InitOptions, PasswordFn, Repo};
+pub use source::walk::Source;
+pub use span::Span;
+
+// store: the storage seam.
+pub use store::{FileKind, Handle, LocalStore, Store, StoreExt};

@@ -1,4 +1,4 @@
-//! The `cairn` binary: process setup, then [`cairn::cli::main`], whose result is the exit code
+//! The `cairn` binary: process setup, then [`cairn::run`], whose result is the exit code
 //! (0 ok, 1 error, 2 usage, 3 verify found damage, 4 wrong password).
 
 fn main() {
@@ -8,5 +8,5 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    std::process::exit(cairn::cli::main());
+    std::process::exit(cairn::run());
 }

@@ -27,11 +27,6 @@ impl FetchingStore {
         FetchingStore { local, remote, fetching: Mutex::new(()) }
     }
 
-    /// The local mirror.
-    pub fn local(&self) -> &LocalStore {
-        &self.local
-    }
-
     /// Makes sure `h` is in the local mirror; `false` when the remote does not have it either.
     fn ensure(&self, h: Handle) -> Result<bool> {
         if !h.is_content_named() || self.local.size(h)?.is_some() {

@@ -16,6 +16,7 @@ use crate::id::{IndexId, KeyId, LockId, PackId, SnapshotId};
 pub mod fetching;
 pub mod local;
 pub mod lock;
+#[cfg(test)]
 pub mod memory;
 pub mod rclone;
 

@@ -309,10 +309,7 @@ fn corrupt_index_file_is_reported_and_repair_index_rebuilds_it() {
             .iter()
             .find(|p| {
                 let id = p.file_name().unwrap().to_str().unwrap().parse().unwrap();
-                cairn::repo::cache::read_index_file(r.store(), r.keys(), &id)
-                    .unwrap()
-                    .iter()
-                    .any(|rec| rec.id == b_pack)
+                cairn::read_index_file(r.store(), r.keys(), &id).unwrap().iter().any(|rec| rec.id == b_pack)
             })
             .unwrap()
             .clone()

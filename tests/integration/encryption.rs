@@ -109,10 +109,10 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 
 /// The repository's master key and id, through the library.
 fn master_of(repo: &Path) -> (cairn::format::crypto::MasterKey, RepoId) {
-    let config = cairn::repo::read_config(repo).unwrap();
-    let store = cairn::store::LocalStore::new(repo);
+    let config = cairn::read_config(repo).unwrap();
+    let store = cairn::LocalStore::new(repo);
     let (mk, _) =
-        cairn::repo::unlock(&store, &config, &|| Ok(zeroize::Zeroizing::new(PASSWORD.as_bytes().to_vec()))).unwrap();
+        cairn::unlock(&store, &config, &|| Ok(zeroize::Zeroizing::new(PASSWORD.as_bytes().to_vec()))).unwrap();
     (mk, config.id)
 }
 
@@ -671,10 +671,10 @@ fn chunk_ids_are_keyed_per_repository() {
         let ids = |repo: &Path| -> BTreeSet<ChunkId> {
             let r = open_repo(repo);
             let mut out = BTreeSet::new();
-            for pack in cairn::store::StoreExt::pack_ids(r.store()).unwrap() {
+            for pack in cairn::StoreExt::pack_ids(r.store()).unwrap() {
                 let name = pack.to_hex();
-                let path = r.store().path(cairn::store::FileKind::Pack, &name);
-                let (entries, _) = cairn::repo::pack::read_trailer(&path, r.keys(), &pack).unwrap();
+                let path = r.store().path(cairn::FileKind::Pack, &name);
+                let (entries, _) = cairn::read_trailer(&path, r.keys(), &pack).unwrap();
                 for e in entries {
                     // Keyed: the id is not the plain BLAKE3 of the chunk.
                     let loc = r.cache().lookup(&e.id).unwrap().unwrap();

@@ -26,8 +26,7 @@ use cairn::format::pack::{self, Entry};
 use cairn::format::repo_config::default_chunkers;
 use cairn::fuzzing::{test_keys, SplitMix64, TEST_MASTER_KEY, TEST_PASSWORD, TEST_REPO_ID};
 use cairn::id::{content_hash, ChunkId, PackId, SnapshotId};
-use cairn::repo::pack::{read_trailer, PackWriter};
-use cairn::store::LocalStore;
+use cairn::{read_trailer, LocalStore, PackWriter};
 
 /// Seed of the vector input ("cairn-v1" as a big-endian u64).
 pub const INPUT_SEED: u64 = 0x6361_6972_6e2d_7631;
@@ -602,7 +601,7 @@ fn pack_writer_bytes(chunks: &[Vec<u8>]) -> Vec<u8> {
         w.add(id, &keys.seal(ObjectKind::Chunk, &id.0, &blob::encode(c, LEVEL)), c.len() as u32).unwrap();
     }
     let written = w.finish(&store, &keys).unwrap();
-    let bytes = std::fs::read(store.path(cairn::store::FileKind::Pack, &written.id.to_hex())).unwrap();
+    let bytes = std::fs::read(store.path(cairn::FileKind::Pack, &written.id.to_hex())).unwrap();
     assert_eq!(written.id.0, content_hash(&bytes));
     assert_eq!(written.size, bytes.len() as u64);
     bytes

@@ -15,13 +15,9 @@ use std::time::{Duration, Instant};
 
 use cairn::format::manifest::{NodeError, Snapshot, SnapshotKind};
 use cairn::id::SnapshotId;
-use cairn::lifecycle::clock::{Clock, ManualClock};
-use cairn::lifecycle::config::{Config, Retention};
-use cairn::lifecycle::runner::{next_round, run_backups, DaemonTiming, RunOptions};
-use cairn::lifecycle::schedule::{due, Due, Schedule};
-use cairn::lifecycle::{history::History, status};
-use cairn::ops::retention::{apply, Decision};
-use cairn::ops::snapshot_set::SnapshotSet;
+use cairn::{apply_retention, render_status, status, write_metrics};
+use cairn::{due, next_round, run_backups, Clock, DaemonTiming, Due, ManualClock, RunOptions, Schedule};
+use cairn::{Config, Decision, History, Retention, SnapshotSet};
 use chrono::{DateTime, FixedOffset, Local, NaiveDate, NaiveDateTime, TimeZone};
 use chrono_tz::{Europe::Berlin, Tz};
 use serde_json::{json, Value};
@@ -152,7 +148,7 @@ fn check_policy(
     now: &str,
     exp: &Expect,
 ) -> Vec<Decision> {
-    let decisions = apply(snaps, policy, fixed(now));
+    let decisions = apply_retention(snaps, policy, fixed(now));
     assert_eq!(decisions.len(), snaps.len(), "{name}: one decision per snapshot");
     // Newest first.
     for w in decisions.windows(2) {
@@ -379,7 +375,7 @@ fn retention_pre_change_and_manual_follow_their_labels() {
     check_policy("pre-change and manual, keep_last 1", &snaps, Some(&keep_last(1)), NOW, &e);
 
     // Without any policy for the type: routine snapshots stay, labelled as such.
-    let d = apply(&snaps, None, fixed(NOW));
+    let d = apply_retention(&snaps, None, fixed(NOW));
     let old_daily = d.iter().find(|d| d.time == "2026-06-14T03:00:00+00:00").unwrap();
     assert!(old_daily.keep && old_daily.reasons == ["no retention policy for this type"], "{old_daily:?}");
 }
@@ -443,7 +439,7 @@ fn utc(s: &str) -> DateTime<Tz> {
 
 fn due_at(schedule: &str, catch_up: Option<&str>, last: Option<DateTime<Tz>>, now: DateTime<Tz>) -> Due {
     let s = Schedule::parse(schedule).unwrap_or_else(|e| panic!("schedule {schedule:?}: {e}"));
-    let c = catch_up.map(|c| c.parse::<cairn::span::Span>().unwrap().duration());
+    let c = catch_up.map(|c| c.parse::<cairn::Span>().unwrap().duration());
     due(Some(&s), c, last, &now)
 }
 
@@ -1525,7 +1521,7 @@ fn check_prometheus(text: &str) -> BTreeSet<String> {
 
 /// The example app's configuration and repository (created by the binary), opened in this
 /// process, for lifecycle calls at fixed instants.
-fn open_app(cfg: &Path) -> (Config, cairn::repo::Repo) {
+fn open_app(cfg: &Path) -> (Config, cairn::Repo) {
     let c = Config::load(cfg).unwrap();
     let pw = std::fs::read_to_string(c.backup.password_file.as_ref().unwrap()).unwrap();
     let repo = crate::util::open_repo_with(&c.backup.repository, pw.trim_end_matches(['\n', '\r']));
@@ -1570,16 +1566,16 @@ fn cli_overdue_status_and_metrics() {
     let now = after_last_success(&env, &cfg, "db", chrono::Duration::seconds(2));
     let (config, repo) = open_app(&cfg);
     let set = SnapshotSet::load(&repo).unwrap();
-    let st = status::status(&repo, Some(&config), set.all(), &now).unwrap();
+    let st = status(&repo, Some(&config), set.all(), &now).unwrap();
     let db = st.types.iter().find(|t| t.backup_type == "db").unwrap();
     assert_eq!((db.overdue, db.rpo_s, db.age_s), (true, 1, Some(2)), "{db:#?}");
     assert_eq!(st.overdue, ["db", "logs", "config"], "{st:#?}");
-    let text = status::render(&st);
+    let text = render_status(&st);
     let db_line = text.lines().find(|l| l.starts_with("db ")).unwrap_or_else(|| panic!("{text}"));
     assert!(db_line.ends_with("OVERDUE"), "{text}");
     assert!(text.contains("\nOVERDUE: db, logs, config"), "{text}");
     let metrics = env.path().join("fixed.prom");
-    status::write_metrics(&metrics, &st).unwrap();
+    write_metrics(&metrics, &st).unwrap();
     let m = std::fs::read_to_string(&metrics).unwrap();
     let samples = check_prometheus(&m);
     for s in [
@@ -1757,7 +1753,7 @@ fn cli_daemon_stops_cleanly_on_sigterm_and_sigint() {
 
 /// Runs `types` (all when empty) with `--now` semantics at the instant `clock` shows, as the
 /// binary's `backup --now` does, with no retry delay.
-fn backup_at(cfg: &Config, repo: &mut cairn::repo::Repo, types: &[&str], clock: &ManualClock) -> Vec<(String, String)> {
+fn backup_at(cfg: &Config, repo: &mut cairn::Repo, types: &[&str], clock: &ManualClock) -> Vec<(String, String)> {
     let opts = RunOptions {
         now: true,
         types: types.iter().map(|t| t.to_string()).collect(),
@@ -1792,7 +1788,7 @@ fn cli_dead_man_alert_after_twice_the_rpo_once_a_day() {
     backup_at(&config, &mut repo, &["config"], &clock);
     assert_eq!(lines(&events), ["failure db", "dead_man logs"]);
     let set = SnapshotSet::load(&repo).unwrap();
-    let st = status::status(&repo, Some(&config), set.all(), &clock.now()).unwrap();
+    let st = status(&repo, Some(&config), set.all(), &clock.now()).unwrap();
     assert!(st.types.iter().any(|t| t.backup_type == "logs" && t.overdue), "{st:#?}");
     // A day after the alert, still stale: told again. db, tried a day ago and never successful,
     // has now passed its own limit as well.

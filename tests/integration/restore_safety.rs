@@ -12,9 +12,7 @@ use cairn::format::crypto::ObjectKind;
 use cairn::format::index::{self, PackRecord};
 use cairn::format::manifest::{Node, NodeKind, Snapshot, SnapshotKind, Stats};
 use cairn::id::{content_hash, ChunkId, IndexId, SnapshotId};
-use cairn::repo::pack::PackWriter;
-use cairn::repo::Repo;
-use cairn::store::{Handle, Store};
+use cairn::{Handle, PackWriter, Repo, Store};
 
 use crate::util::{self, Env};
 

@@ -165,15 +165,15 @@ pub const PASSWORD: &str = "correct horse";
 
 /// Opens a repository in this process (to find ids, offsets and keys) and loads its index.
 /// Drop it before running the binary on the same repository.
-pub fn open_repo_with(repo: &Path, password: &str) -> cairn::repo::Repo {
+pub fn open_repo_with(repo: &Path, password: &str) -> cairn::Repo {
     let pw = password.as_bytes().to_vec();
-    let mut r = cairn::repo::Repo::open(repo, &|| Ok(zeroize::Zeroizing::new(pw.clone()))).expect("open repository");
+    let mut r = cairn::Repo::open(repo, &|| Ok(zeroize::Zeroizing::new(pw.clone()))).expect("open repository");
     r.sync_index().expect("load index");
     r
 }
 
 /// `open_repo_with` and the default password.
-pub fn open_repo(repo: &Path) -> cairn::repo::Repo {
+pub fn open_repo(repo: &Path) -> cairn::Repo {
     open_repo_with(repo, PASSWORD)
 }
 
