@@ -1,11 +1,23 @@
-//! cairn: a content-addressed, deduplicating, encrypted backup store for small self-hosted
-//! applications (a SQLite or PostgreSQL database, logs, config).
+//! cairn is a content-addressed, deduplicating, encrypted backup store for small self-hosted
+//! applications (a SQLite or PostgreSQL database, logs, config): this library, and a thin binary
+//! that calls [`run`]. Every on-disk byte is specified in `format-spec/`; its codecs are the
+//! public [`format`](mod@format) module.
 //!
-//! Data flows one way: source -> [`chunker`](format::chunker) -> hash
-//! ([`Keys::chunk_id`](format::crypto::Keys::chunk_id)) -> [`blob`](format::blob) (zstd) ->
-//! [`crypto`](format::crypto) (seal) -> [`pack`](format::pack) -> [`index`](format::index) ->
-//! [`manifest`](format::manifest) (the snapshot, the commit point). Restore, export and verify read the same path backwards. Every on-disk byte is
-//! specified in `format-spec/`.
+//! The code is cut into layers, one folder each, and a folder uses only those below it:
+//! `cli -> lifecycle -> ops -> {source, repo} -> store -> format -> id/error` (`repo` and `source`
+//! do not use each other; `tests/integration/layers.rs` enforces it). `cli` parses and renders,
+//! `lifecycle` runs backups over time ([`Config`], [`run_backups`]), `ops` holds one operation
+//! each ([`snapshot()`], [`restore()`], [`verify()`], [`prune()`]), `repo` is an open [`Repo`],
+//! `store` the [`Store`] seam. Outside code reaches them through the `pub use` list below.
+//!
+//! Backing up, a [`Source`] yields files or a stream; the [`chunker`](format::chunker) cuts it,
+//! each chunk is named by keyed BLAKE3 ([`Keys::chunk_id`](format::crypto::Keys::chunk_id)) and
+//! skipped if the index [`Cache`] knows it; a new chunk is compressed ([`blob`](format::blob)),
+//! sealed ([`crypto`](format::crypto)) and packed ([`pack`](format::pack)), the pack published
+//! through the [`Store`] and listed in an [`index`](format::index) file; the snapshot
+//! ([`manifest`](format::manifest)) is written last, as the commit point. Restore, export and
+//! verify walk back: snapshot, tree stream, chunk ids, index cache, [`Store::get_range`], open the
+//! seal, decompress, re-hash against the id.
 
 // Public as a whole: the on-disk types (other programs and the golden vectors read these
 // bytes), the ids and the error type, and the fuzz target bodies.

@@ -56,7 +56,7 @@ pub struct SnapshotOptions {
     /// On-change mode: when the content equals the parent snapshot's and the parent is younger
     /// than this, commit nothing (the outcome says `written: false`).
     pub skip_if_unchanged_within: Option<chrono::Duration>,
-    /// The parent, when the caller holds the snapshot list already (see [`parent_in`];
+    /// The parent, when the caller holds the snapshot list already (see `parent_in`;
     /// `Some(None)`: there is none). `None`: `snapshot` reads every snapshot file to find it.
     pub parent: Option<Option<(SnapshotId, Snapshot)>>,
 }
