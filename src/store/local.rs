@@ -32,7 +32,34 @@ pub struct LocalStore {
 
 /// Fsyncs a directory so a rename or link inside it is durable.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
+    #[cfg(test)]
+    FSYNCED.with(|f| f.borrow_mut().push(dir.to_path_buf()));
     File::open(dir).and_then(|d| d.sync_all()).ctx(dir)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Directories fsynced by this thread, in order (tests of the durability rules).
+    static FSYNCED: std::cell::RefCell<Vec<PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Creates `dir` if it is missing, and then fsyncs the new directory and its parent, so the
+/// directory entry itself survives a crash before anything published in it is called durable
+/// (format-spec/ordering.md, "Making a file appear"). Missing parents are created the same way.
+fn ensure_dir_durable(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    ensure_dir_durable(parent)?;
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        // Another writer created it: it fsyncs it too, but its fsync may not have run yet.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io(dir, e)),
+    }
+    fsync_dir(dir)?;
+    fsync_dir(parent)
 }
 
 fn not_found(path: &Path, e: std::io::Error) -> Error {
@@ -154,9 +181,7 @@ impl LocalStore {
     fn publish_handle(&self, tmp: &Path, h: Handle) -> Result<()> {
         let dst = self.handle_path(h);
         let dir = dst.parent().expect("has parent").to_path_buf();
-        if !dir.exists() {
-            fs::create_dir_all(&dir).ctx(&dir)?;
-        }
+        ensure_dir_durable(&dir)?;
         match fs::hard_link(tmp, &dst) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -382,6 +407,26 @@ mod tests {
         assert!(matches!(s.publish(&tmp, FileKind::Pack, &name), Err(Error::Corrupt { .. })));
         assert!(fs::read_dir(d.path().join("tmp")).unwrap().next().is_none(), "temporary file left behind");
         assert!(s.publish(&tmp, FileKind::Pack, "not-a-name").is_err());
+    }
+
+    #[test]
+    fn a_new_pack_directory_is_fsynced_with_its_parent_before_the_pack_in_it() {
+        let d = tempfile::tempdir().unwrap();
+        let s = LocalStore::new(d.path());
+        s.create_layout().unwrap();
+        let h = Handle::Pack(PackId([0xab; 32]));
+        let dir = d.path().join("packs/ab");
+        fs::remove_dir(&dir).unwrap();
+        FSYNCED.with(|f| f.borrow_mut().clear());
+        s.put(h, b"pack").unwrap();
+        let synced = FSYNCED.with(|f| f.borrow().clone());
+        assert_eq!(synced, vec![dir.clone(), d.path().join("packs"), dir.clone()], "new dir, packs/, then the link");
+        // An existing directory is not fsynced again before the link.
+        FSYNCED.with(|f| f.borrow_mut().clear());
+        let mut other = [0xab; 32];
+        other[31] = 1;
+        s.put(Handle::Pack(PackId(other)), b"other").unwrap();
+        assert_eq!(FSYNCED.with(|f| f.borrow().clone()), vec![dir]);
     }
 
     #[test]
