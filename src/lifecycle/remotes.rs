@@ -96,6 +96,21 @@ pub fn sync_all(
                 o.foreign = rep.foreign.clone();
                 run.files = rep.uploaded.len() as u64;
                 run.bytes_added = rep.uploaded_bytes;
+                if rep.is_damaged() {
+                    // Not uploaded, so the sync did not complete: recorded as failed.
+                    tracing::error!(
+                        "sync to {}: {} damaged local files not uploaded ({} repaired from the remote)",
+                        remote.name,
+                        rep.local_damaged.len(),
+                        rep.local_repaired.len()
+                    );
+                    run.result = Outcome::Failed;
+                    run.error = Some(format!(
+                        "damaged local files (not uploaded): {}; repaired from the remote: {}",
+                        rep.local_damaged.join(", "),
+                        rep.local_repaired.len()
+                    ));
+                }
                 o.report = Some(rep);
             }
             Err(e) => {

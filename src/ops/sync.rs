@@ -118,6 +118,19 @@ impl SyncState {
         Ok(m)
     }
 
+    fn set_md5(&self, rel: &str, size: u64, md5: &str) -> Result<()> {
+        self.q(self.conn.execute(
+            "INSERT OR REPLACE INTO local_md5(path, size, md5) VALUES(?1,?2,?3)",
+            params![rel, size as i64, md5],
+        ))?;
+        Ok(())
+    }
+
+    fn forget_md5(&self, rel: &str) -> Result<()> {
+        self.q(self.conn.execute("DELETE FROM local_md5 WHERE path=?1", [rel]))?;
+        Ok(())
+    }
+
     fn mark(&self, remote: &str, rel: &str, size: u64, md5: &str) -> Result<()> {
         self.q(self.conn.execute(
             "INSERT OR REPLACE INTO remote_files(remote, path, size, md5, synced) VALUES(?1,?2,?3,?4,?5)",
@@ -158,6 +171,12 @@ pub struct SyncReport {
     /// Remote files that differed from the local ones (altered or partial) and were replaced, or
     /// that were synced once and had disappeared from the remote, and were uploaded again.
     pub repaired: Vec<String>,
+    /// Local files whose bytes do not hash to their name (packs, index files, snapshots): local
+    /// damage, never uploaded, and the remote's copy is never removed or replaced for them.
+    pub local_damaged: Vec<String>,
+    /// Of `local_damaged`, those repaired from the remote: its copy was downloaded and checked
+    /// against the name, the damaged local file removed and the good copy published in its place.
+    pub local_repaired: Vec<String>,
     /// Remote files deleted because the local repository no longer has them.
     pub deleted: Vec<String>,
     /// Files on the remote that cairn did not write: reported, never deleted.
@@ -168,6 +187,36 @@ pub struct SyncReport {
     pub dry_run: bool,
     /// Seconds.
     pub duration_s: f64,
+}
+
+impl SyncReport {
+    /// Whether local damage was found (even if it was repaired from the remote).
+    pub fn is_damaged(&self) -> bool {
+        !self.local_damaged.is_empty()
+    }
+}
+
+/// Reads a local object once: its MD5, and whether its bytes hash to its name (always true for
+/// config and key files, which are not named by their content).
+fn md5_and_check(local: &LocalStore, h: Handle) -> Result<(String, bool)> {
+    use std::io::Read;
+    let p = local.handle_path(h);
+    let mut f = std::fs::File::open(&p).map_err(|e| Error::io(&p, e))?;
+    let mut md5 = Md5::new();
+    let mut b3 = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(&p, e)),
+        };
+        md5.update(&buf[..n]);
+        b3.update(&buf[..n]);
+    }
+    let ok = !h.is_content_named() || h.name().is_some_and(|n| n == *b3.finalize().as_bytes());
+    Ok((hex::encode(md5.finalize()), ok))
 }
 
 /// Holds an flock on `state/sync-NAME.lock`: one sync per remote at a time.
@@ -241,8 +290,39 @@ pub fn sync(
     let mut groups: BTreeMap<u8, Vec<Handle>> = BTreeMap::new();
     for (h, size) in &files {
         let rel = h.rel_path();
-        let m = state.md5(local, *h, *size)?;
-        let up = match on_remote.get(&rel) {
+        let remote_has = on_remote.get(&rel);
+        let differs =
+            |m: &str| remote_has.is_none_or(|(rs, rm)| rs != size || rm.as_ref().is_some_and(|r| r != m));
+        // Nothing named by its content goes up (or replaces a remote copy) before its bytes were
+        // checked against its name, read in the same pass as the MD5 the upload is checked with.
+        let mut m = match remote_has {
+            Some(_) => state.md5(local, *h, *size)?,
+            None => String::new(),
+        };
+        if h.is_content_named() && (remote_has.is_none() || differs(&m)) {
+            let (fresh, ok) = md5_and_check(local, *h)?;
+            if !ok {
+                report.local_damaged.push(rel.clone());
+                if remote_has.is_some() && !dry_run {
+                    match local.replace_from(remote, *h) {
+                        Ok(true) => {
+                            state.forget_md5(&rel)?;
+                            report.local_repaired.push(rel.clone());
+                        }
+                        Ok(false) => tracing::error!("{rel}: the copy on remote {name} is damaged too"),
+                        Err(e) => tracing::error!("{rel}: repair from remote {name} failed: {e}"),
+                    }
+                }
+                continue;
+            }
+            if fresh != m {
+                state.set_md5(&rel, *size, &fresh)?;
+                m = fresh;
+            }
+        } else if remote_has.is_none() {
+            m = state.md5(local, *h, *size)?;
+        }
+        let up = match remote_has {
             None => {
                 // Synced once and gone since: lost on the remote, put back.
                 if synced.contains_key(&rel) {

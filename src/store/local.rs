@@ -198,6 +198,36 @@ impl LocalStore {
         fsync_dir(&dir)
     }
 
+    /// Replaces the damaged local object `h` (content-named) with `from`'s copy, but only once
+    /// that copy's bytes were checked against the name: it is downloaded under `tmp/`, hashed and
+    /// fsynced, then the damaged file is removed and the good one published under the name (a
+    /// name is never overwritten in place). Returns whether it was replaced; a copy that fails the
+    /// check is dropped and leaves the local file as it was.
+    pub fn replace_from(&self, from: &dyn Store, h: Handle) -> Result<bool> {
+        let name = h
+            .name()
+            .filter(|_| h.is_content_named())
+            .ok_or_else(|| Error::Invalid(format!("{h} is not named by its content")))?;
+        let dir = self.temp_name("dir");
+        fs::create_dir_all(&dir).ctx(&dir)?;
+        let r = (|| {
+            from.download_to(&[h], &dir)?;
+            let p = dir.join(h.rel_path());
+            let mut f = File::open(&p).map_err(|e| not_found(&p, e))?;
+            let mut hasher = blake3::Hasher::new();
+            std::io::copy(&mut f, &mut hasher).ctx(&p)?;
+            if *hasher.finalize().as_bytes() != name {
+                return Ok(false);
+            }
+            f.sync_all().ctx(&p)?;
+            self.remove(h)?;
+            self.publish_handle(&p, h)?;
+            Ok(true)
+        })();
+        let _ = fs::remove_dir_all(&dir);
+        r
+    }
+
     /// Deletes leftovers of interrupted writes in `tmp/` older than `min_age`.
     pub fn clean_tmp(&self, min_age: std::time::Duration) -> Result<()> {
         let dir = self.root.join("tmp");

@@ -731,3 +731,96 @@ fn remote_retention_keeps_only_its_own_snapshots() {
     assert_eq!(st["remotes"][0]["pending_files"], json!(0), "left-out snapshots are not pending: {st}");
     env.run_cfg(&cfg, &["verify", "--remote", "usb"]).ok();
 }
+
+/// Removes the local record of what each remote holds (and the cached MD5s): `state/history.sqlite`.
+fn forget_sync_records(repo: &Path) {
+    for ext in ["", "-wal", "-shm"] {
+        let p = repo.join(format!("state/history.sqlite{ext}"));
+        if p.exists() {
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+}
+
+/// Makes a local file writable and lets `f` damage it.
+fn damage(path: &Path, f: impl FnOnce(&std::fs::File)) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    f(&file);
+    file.sync_all().unwrap();
+}
+
+fn flip_byte(file: &std::fs::File) {
+    use std::os::unix::fs::FileExt;
+    let mut b = [0u8; 1];
+    file.read_exact_at(&mut b, 40).unwrap();
+    b[0] ^= 0x10;
+    file.write_all_at(&b, 40).unwrap();
+}
+
+fn truncate(file: &std::fs::File) {
+    let len = file.metadata().unwrap().len();
+    file.set_len(len / 2).unwrap();
+}
+
+#[test]
+fn damaged_local_packs_are_never_uploaded_and_are_repaired_from_the_remote() {
+    let env = Env::new();
+    let usb = env.path().join("usb");
+    let (app, cfg) = app_with_remotes(&env, json!([{ "name": "usb", "rclone": local_target(&usb) }]));
+    let repo = app.join("backups/repo");
+    env.run_cfg(&cfg, &["backup", "--now", "--no-sync"]).ok();
+    env.run_cfg(&cfg, &["sync"]).ok();
+    let local = inventory(&repo);
+    assert_eq!(files_under(&usb), local);
+    let packs: Vec<String> = local.keys().filter(|f| f.starts_with("packs/")).cloned().collect();
+    assert!(packs.len() >= 2, "{packs:?}");
+    let remote_before: BTreeMap<String, Vec<u8>> =
+        local.keys().map(|f| (f.clone(), std::fs::read(usb.join(f)).unwrap())).collect();
+
+    let (flipped, cut) = (packs[0].clone(), packs[1].clone());
+    damage(&repo.join(&flipped), flip_byte);
+    damage(&repo.join(&cut), truncate);
+    forget_sync_records(&repo);
+
+    let human = env.run_cfg(&cfg, &["sync"]).code(3);
+    for f in [&flipped, &cut] {
+        assert!(human.stdout.contains(&format!("DAMAGED local file {f}")), "{}", human.stdout);
+        assert!(human.stdout.contains("repaired from the remote"), "{}", human.stdout);
+    }
+    assert!(human.stdout.contains("0 repaired"), "no remote file replaced: {}", human.stdout);
+    let remote_after: BTreeMap<String, Vec<u8>> =
+        files_under(&usb).keys().map(|f| (f.clone(), std::fs::read(usb.join(f)).unwrap())).collect();
+    assert!(remote_after == remote_before, "the remote copy changed");
+    assert_same_bytes(&repo, &usb, local.keys());
+    assert_eq!(inventory(&repo), local, "local files repaired at their names and sizes");
+    env.run_cfg(&cfg, &["verify", "--read-data"]).ok();
+
+    // Clean now: the next sync has nothing to do.
+    let r = sync_report(&env, &cfg, &[]);
+    assert_eq!(r["uploaded"], json!([]), "{r}");
+    assert_eq!(r["local_damaged"], json!([]), "{r}");
+}
+
+#[test]
+fn a_damaged_local_pack_the_remote_lacks_is_not_uploaded() {
+    let env = Env::new();
+    let usb = env.path().join("usb");
+    let (app, cfg) = app_with_remotes(&env, json!([{ "name": "usb", "rclone": local_target(&usb) }]));
+    let repo = app.join("backups/repo");
+    env.run_cfg(&cfg, &["backup", "--now", "--no-sync"]).ok();
+    let local = inventory(&repo);
+    let pack = local.keys().find(|f| f.starts_with("packs/")).unwrap().clone();
+    damage(&repo.join(&pack), flip_byte);
+
+    let v = env.run_cfg(&cfg, &["sync", "--json"]).code(3).json();
+    let r = &v[0]["report"];
+    assert_eq!(r["local_damaged"], json!([pack]), "{v}");
+    assert_eq!(r["local_repaired"], json!([]), "{v}");
+    assert!(!strings(&r["uploaded"]).contains(&pack), "{v}");
+    assert!(!usb.join(&pack).exists(), "the damaged pack was uploaded");
+    let human = env.run_cfg(&cfg, &["sync"]).code(3);
+    assert!(human.stdout.contains(&format!("DAMAGED local file {pack}: not uploaded")), "{}", human.stdout);
+    assert!(!usb.join(&pack).exists(), "the damaged pack was uploaded");
+}

@@ -39,6 +39,15 @@ pub(in crate::cli) fn sync(ctx: &Ctx, dry_run: bool) -> Result<Finish> {
                         rep.foreign.len(),
                         rep.duration_s
                     );
+                    for f in &rep.local_damaged {
+                        if rep.local_repaired.contains(f) {
+                            println!(
+                                "  DAMAGED local file {f}: not uploaded; repaired from the remote (its copy checked against the name, the damaged local file removed and the good copy put in its place)"
+                            );
+                        } else {
+                            println!("  DAMAGED local file {f}: not uploaded, and the remote has no good copy of it");
+                        }
+                    }
                     for f in &rep.foreign {
                         println!("  foreign (not written by this repository, not deleted): {f}");
                     }
@@ -53,6 +62,11 @@ pub(in crate::cli) fn sync(ctx: &Ctx, dry_run: bool) -> Result<Finish> {
     let failed = results.iter().filter(|r| r.error.is_some()).count();
     if failed > 0 {
         bail!("{failed} of {} remotes failed to sync", results.len());
+    }
+    // Local damage is verify's damage code, even when every damaged file was repaired: the
+    // repository was damaged, and what else shares its disk deserves a look.
+    if results.iter().any(|r| r.report.as_ref().is_some_and(|r| r.is_damaged())) {
+        return Ok(Finish::Damaged);
     }
     Ok(Finish::Ok)
 }
