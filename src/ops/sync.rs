@@ -291,8 +291,7 @@ pub fn sync(
     for (h, size) in &files {
         let rel = h.rel_path();
         let remote_has = on_remote.get(&rel);
-        let differs =
-            |m: &str| remote_has.is_none_or(|(rs, rm)| rs != size || rm.as_ref().is_some_and(|r| r != m));
+        let differs = |m: &str| remote_has.is_none_or(|(rs, rm)| rs != size || rm.as_ref().is_some_and(|r| r != m));
         // Nothing named by its content goes up (or replaces a remote copy) before its bytes were
         // checked against its name, read in the same pass as the MD5 the upload is checked with.
         let mut m = match remote_has {
