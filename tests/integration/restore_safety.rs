@@ -486,9 +486,9 @@ fn stale_sqlite_wal_beside_restored_db_is_removed() {
     std::fs::write(&wal, &stale).unwrap();
 
     let r = env.run_cfg(&cfg, &["restore", "latest", "--target", target.to_str().unwrap()]).ok();
-    assert!(r.stdout.contains("removed stale SQLite sidecar app.db-wal"), "{}", r.stdout);
     assert!(!wal.exists());
     assert_eq!(rows(&db), (10, "ok".to_string()));
+    assert!(r.stdout.contains("removed stale SQLite sidecar app.db-wal"), "{}", r.stdout);
     let v = env.run_cfg(&cfg, &["--json", "restore", "latest", "--target", target.to_str().unwrap()]).ok().json();
     assert_eq!(v["report"]["sidecars_removed"], serde_json::json!([]));
 }
