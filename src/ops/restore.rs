@@ -141,14 +141,16 @@ impl SafeDirs {
     }
 }
 
-/// A fresh name beside `p`: `.<name>.cairn-restore-<16 hex>`.
+/// A fresh name beside `p`: `.<name>.cairn-restore-<16 hex>`, with `<name>` cut to its first
+/// 223 bytes so the whole stays within NAME_MAX (255) for any name that fits itself.
 fn temp_beside(p: &Path) -> PathBuf {
     let mut rnd = [0u8; 8];
     crate::util::os_random(&mut rnd);
-    let mut name = std::ffi::OsString::from(".");
-    name.push(p.file_name().unwrap_or_default());
-    name.push(format!(".cairn-restore-{}", hex::encode(rnd)));
-    p.with_file_name(name)
+    let base = p.file_name().unwrap_or_default().as_bytes();
+    let mut name = vec![b'.'];
+    name.extend_from_slice(&base[..base.len().min(223)]);
+    name.extend_from_slice(format!(".cairn-restore-{}", hex::encode(rnd)).as_bytes());
+    p.with_file_name(OsStr::from_bytes(&name))
 }
 
 /// Writes `node` to a temporary file beside `p`, gives it mode, owner and mtime, syncs it and
