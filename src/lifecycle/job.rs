@@ -124,6 +124,9 @@ pub fn run_type(
             let file_name =
                 path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "db.sqlite".into());
             opts.source_meta = copy.meta.clone();
+            // The copy is ours (0600); the snapshot records the database's own mode.
+            opts.stream_mode =
+                std::fs::metadata(path).ok().map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()));
             opts.source_meta.insert("sqlite.file".into(), file_name.clone());
             let f = std::fs::File::open(&copy.path).map_err(|e| Error::io(&copy.path, e))?;
             let r = snapshot::snapshot(repo, Source::Reader { name: file_name, reader: Box::new(f) }, &opts);

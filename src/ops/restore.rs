@@ -4,13 +4,16 @@
 //! empty components or NUL) before use; no write goes through a symlink that exists in the
 //! target (parents are checked with lstat, files are opened with O_NOFOLLOW after removing a
 //! symlink in their place); symlinks are created last, so none of ours can redirect a later write.
+//! A file is written to a temporary name beside its target, synced, and renamed over it: an
+//! existing file is never destroyed before its replacement is whole. Stale SQLite sidecars
+//! (`-wal`, `-shm`, `-journal`) beside a restored database are removed.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use globset::GlobSet;
@@ -29,6 +32,8 @@ const WINDOW_BYTES: u64 = 8 << 20;
 pub struct RestoreOptions {
     /// Only nodes matching (or under a directory matching) one of these.
     pub include: Option<GlobSet>,
+    /// The patterns `include` was built from, named when they match nothing.
+    pub include_patterns: Vec<String>,
 }
 
 /// What a restore did.
@@ -44,7 +49,16 @@ pub struct RestoreReport {
     pub bytes: u64,
     /// Entries that failed, with the reason.
     pub errors: Vec<(String, String)>,
+    /// Stale SQLite sidecars (`-wal`, `-shm`, `-journal`) removed from the target because a
+    /// database was restored beside them and the restore did not write them.
+    pub sidecars_removed: Vec<String>,
 }
+
+/// The first bytes of every SQLite 3 database file.
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// Files SQLite replays into (or pairs with) a database at open.
+const SQLITE_SIDECARS: [&str; 3] = ["-wal", "-shm", "-journal"];
 
 fn included(include: &Option<GlobSet>, path: &[u8]) -> bool {
     let Some(g) = include else { return true };
@@ -99,23 +113,114 @@ impl SafeDirs {
 }
 
 impl SafeDirs {
-    /// The target path for a file or symlink at `rel`: its parent directories made safely, and
-    /// whatever stands at the path removed (never written through: an existing symlink or hard
-    /// link there is replaced, not followed). A directory in the way is an error.
-    fn clear_slot(&mut self, rel: &[u8]) -> Result<PathBuf> {
+    /// The target path for a file or symlink at `rel`, its parent directories made safely. A
+    /// directory in the way is an error; anything else there is left for the caller to replace
+    /// by rename (which never follows a symlink or writes through a hard link).
+    fn slot(&mut self, rel: &[u8]) -> Result<PathBuf> {
         let parent = match parent_of(rel) {
             Some(p) => self.ensure(p)?,
             None => self.target.clone(),
         };
-        let name = rel.rsplit(|&c| c == b'/').next().expect("non-empty");
+        let name = rel.rsplit(|&c| c == b'/').next().unwrap_or(rel);
         let p = parent.join(OsStr::from_bytes(name));
         if let Ok(m) = fs::symlink_metadata(&p) {
             if m.file_type().is_dir() {
                 return Err(Error::Invalid(format!("{}: a directory is in the way", p.display())));
             }
+        }
+        Ok(p)
+    }
+
+    /// [`SafeDirs::slot`], with whatever non-directory stands there removed.
+    fn clear_slot(&mut self, rel: &[u8]) -> Result<PathBuf> {
+        let p = self.slot(rel)?;
+        if fs::symlink_metadata(&p).is_ok() {
             fs::remove_file(&p).ctx(&p)?;
         }
         Ok(p)
+    }
+}
+
+/// A fresh name beside `p`: `.<name>.cairn-restore-<16 hex>`, with `<name>` cut to its first
+/// 223 bytes so the whole stays within NAME_MAX (255) for any name that fits itself.
+fn temp_beside(p: &Path) -> PathBuf {
+    let mut rnd = [0u8; 8];
+    crate::util::os_random(&mut rnd);
+    let base = p.file_name().unwrap_or_default().as_bytes();
+    let mut name = vec![b'.'];
+    name.extend_from_slice(&base[..base.len().min(223)]);
+    name.extend_from_slice(format!(".cairn-restore-{}", hex::encode(rnd)).as_bytes());
+    p.with_file_name(OsStr::from_bytes(&name))
+}
+
+/// Writes `node` to a temporary file beside `p`, gives it mode, owner and mtime, syncs it and
+/// renames it over `p`. On any error the temporary file is removed and `p` is untouched.
+/// Returns the bytes written and whether the content starts with the SQLite header.
+fn write_file(repo: &Repo, node: &Node, p: &Path, am_root: bool) -> Result<(u64, bool)> {
+    let tmp = temp_beside(p);
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(&tmp)
+        .ctx(&tmp)?;
+    let r: Result<(u64, bool)> = (|| {
+        let n = {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
+            let n = write_content(repo, node, &mut w)?;
+            w.flush().ctx(&tmp)?;
+            n
+        };
+        let mut head = [0u8; 16];
+        let sqlite = n >= 16 && f.read_exact_at(&mut head, 0).is_ok() && &head == SQLITE_HEADER;
+        if am_root {
+            let _ = std::os::unix::fs::fchown(&f, Some(node.uid), Some(node.gid));
+        }
+        f.set_permissions(fs::Permissions::from_mode(node.mode & 0o7777)).ctx(&tmp)?;
+        f.sync_all().ctx(&tmp)?;
+        set_mtime(&tmp, node.mtime_ns).ctx(&tmp)?;
+        fs::rename(&tmp, p).ctx(p)?;
+        Ok((n, sqlite))
+    })();
+    if r.is_err() {
+        drop(f);
+        let _ = fs::remove_file(&tmp);
+    }
+    r
+}
+
+/// Removes `<db>-wal`, `-shm` and `-journal` beside a restored database unless this restore
+/// wrote them: SQLite would replay a stale one into the restored database.
+fn remove_stale_sidecars(dirs: &mut SafeDirs, db_rel: &[u8], written: &HashSet<Vec<u8>>, report: &mut RestoreReport) {
+    for suffix in SQLITE_SIDECARS {
+        let rel = [db_rel, suffix.as_bytes()].concat();
+        if written.contains(&rel) {
+            continue;
+        }
+        let shown = String::from_utf8_lossy(&rel).into_owned();
+        let r: Result<bool> = (|| {
+            let p = dirs.slot(&rel)?;
+            match fs::symlink_metadata(&p) {
+                Ok(_) => {
+                    fs::remove_file(&p).ctx(&p)?;
+                    Ok(true)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(Error::io(&p, e)),
+            }
+        })();
+        match r {
+            Ok(true) => {
+                tracing::warn!(
+                    "removed stale SQLite sidecar {shown}: not in the snapshot, it would be replayed into the restored database"
+                );
+                report.sidecars_removed.push(shown);
+            }
+            Ok(false) => {}
+            Err(e) => report.errors.push((shown, format!("stale SQLite sidecar not removed: {e}"))),
+        }
     }
 }
 
@@ -213,6 +318,9 @@ pub fn restore(repo: &Repo, snap: &Snapshot, target: &Path, opts: &RestoreOption
     let mut dir_times = Vec::new();
     let mut links = Vec::new();
     let am_root = unsafe { libc::geteuid() } == 0;
+    let mut matched = 0u64;
+    let mut written: HashSet<Vec<u8>> = HashSet::new();
+    let mut databases: Vec<Vec<u8>> = Vec::new();
     for node in repo.tree(snap)? {
         let node = node?;
         if let Err(why) = check_safe_path(&node.path) {
@@ -222,6 +330,7 @@ pub fn restore(repo: &Repo, snap: &Snapshot, target: &Path, opts: &RestoreOption
         if !included(&opts.include, &node.path) {
             continue;
         }
+        matched += 1;
         let r: Result<()> = (|| {
             match node.kind {
                 NodeKind::Dir => {
@@ -231,36 +340,12 @@ pub fn restore(repo: &Repo, snap: &Snapshot, target: &Path, opts: &RestoreOption
                 }
                 NodeKind::Symlink => links.push(node.clone()),
                 NodeKind::File => {
-                    let p = dirs.clear_slot(&node.path)?;
-                    let mut f = OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .custom_flags(libc::O_NOFOLLOW)
-                        .mode(0o600)
-                        .open(&p)
-                        .ctx(&p)?;
-                    let written: Result<u64> = (|| {
-                        let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
-                        let n = write_content(repo, &node, &mut w)?;
-                        w.flush().ctx(&p)?;
-                        Ok(n)
-                    })();
-                    // A file that could not be restored whole is removed, never left looking
-                    // restored.
-                    let n = match written {
-                        Ok(n) => n,
-                        Err(e) => {
-                            drop(f);
-                            let _ = fs::remove_file(&p);
-                            return Err(e);
-                        }
-                    };
-                    if am_root {
-                        let _ = std::os::unix::fs::fchown(&f, Some(node.uid), Some(node.gid));
+                    let p = dirs.slot(&node.path)?;
+                    let (n, sqlite) = write_file(repo, &node, &p, am_root)?;
+                    written.insert(node.path.clone());
+                    if sqlite {
+                        databases.push(node.path.clone());
                     }
-                    f.set_permissions(fs::Permissions::from_mode(node.mode & 0o7777)).ctx(&p)?;
-                    drop(f);
-                    set_mtime(&p, node.mtime_ns).ctx(&p)?;
                     report.files += 1;
                     report.bytes += n;
                 }
@@ -271,9 +356,16 @@ pub fn restore(repo: &Repo, snap: &Snapshot, target: &Path, opts: &RestoreOption
             report.errors.push((node.path_str(), e.to_string()));
         }
     }
+    if matched == 0 && opts.include.is_some() {
+        return Err(Error::NotFound(format!(
+            "--include {}: matches nothing in the snapshot; nothing was restored",
+            opts.include_patterns.join(", ")
+        )));
+    }
     for node in links {
         let r: Result<()> = (|| {
             let p = dirs.clear_slot(&node.path)?;
+            written.insert(node.path.clone());
             std::os::unix::fs::symlink(OsStr::from_bytes(&node.target), &p).ctx(&p)?;
             if am_root {
                 let _ = std::os::unix::fs::lchown(&p, Some(node.uid), Some(node.gid));
@@ -285,6 +377,9 @@ pub fn restore(repo: &Repo, snap: &Snapshot, target: &Path, opts: &RestoreOption
         if let Err(e) = r {
             report.errors.push((node.path_str(), e.to_string()));
         }
+    }
+    for db in &databases {
+        remove_stale_sidecars(&mut dirs, db, &written, &mut report);
     }
     // Deepest first, so setting a parent's mtime is not undone by creating its children.
     for (p, mode, mtime) in dir_times.into_iter().rev() {

@@ -59,6 +59,9 @@ pub struct SnapshotOptions {
     /// The parent, when the caller holds the snapshot list already (see `parent_in`;
     /// `Some(None)`: there is none). `None`: `snapshot` reads every snapshot file to find it.
     pub parent: Option<Option<(SnapshotId, Snapshot)>>,
+    /// Permission bits recorded for a stream source (a SQLite copy records its database's
+    /// mode); 0o600 when unset.
+    pub stream_mode: Option<u32>,
 }
 
 /// The snapshot a new one of `backup_type` taken on `host` is compared against: the newest of
@@ -137,6 +140,7 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
             parent: parent_tree,
             is_stored,
             stream_mtime_ns: time.timestamp_nanos_opt().unwrap_or(0),
+            stream_mode: opts.stream_mode,
         },
     );
 

@@ -83,6 +83,8 @@ pub(crate) struct WalkOptions {
     pub is_stored: Option<IsStored>,
     /// Modification time recorded for a stream source.
     pub stream_mtime_ns: i64,
+    /// Permission bits recorded for a stream source (0o600 when unset).
+    pub stream_mode: Option<u32>,
 }
 
 /// Resolved paths of a source.
@@ -156,7 +158,7 @@ pub(crate) fn spawn(source: Source, roots: Roots, opts: WalkOptions) -> (Receive
                 }
             }
             Source::Reader { name, reader } => {
-                if !w.stream(name, reader, opts.stream_mtime_ns) {
+                if !w.stream(name, reader, opts.stream_mtime_ns, opts.stream_mode) {
                     return;
                 }
             }
@@ -423,11 +425,11 @@ impl Walker {
 
     /// Sends a byte stream as one file; returns false when the consumer has gone away or the
     /// stream failed (then the error was sent).
-    fn stream(&mut self, name: String, reader: Box<dyn Read + Send>, mtime_ns: i64) -> bool {
+    fn stream(&mut self, name: String, reader: Box<dyn Read + Send>, mtime_ns: i64, mode: Option<u32>) -> bool {
         let node = Node {
             path: name.into_bytes(),
             kind: NodeKind::File,
-            mode: 0o100600,
+            mode: 0o100000 | (mode.unwrap_or(0o600) & 0o7777),
             uid: unsafe { libc::getuid() },
             gid: unsafe { libc::getgid() },
             mtime_ns,

@@ -395,3 +395,128 @@ fn unrepresentable_entries_are_errors_not_crashes() {
     assert_eq!(std::fs::read(s.target.join("fine")).unwrap(), b"ok");
     assert_eq!(s.surroundings(), before);
 }
+
+// ---------------------------------------------------------------- failure paths (issue 10)
+
+/// Temporary files a restore left behind in `dir` (there must be none).
+fn restore_temps(dir: &Path) -> Vec<PathBuf> {
+    util::walk(dir).into_iter().filter(|p| p.to_string_lossy().contains(".cairn-restore-")).collect()
+}
+
+/// A damaged chunk in the snapshot of a large file: restoring it over an existing copy fails and
+/// leaves the existing file byte-identical (it was deleted first before), with no temp file left.
+#[test]
+fn damaged_restore_over_existing_file_leaves_it_untouched() {
+    let s = Scene::new();
+    let src = s.env.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("big.bin"), util::prng_bytes(7, 6 << 20)).unwrap();
+    s.env.run(&["snapshot", "--type", "t", src.to_str().unwrap()]).ok();
+    let old = util::prng_bytes(8, 5 << 20);
+    std::fs::create_dir_all(s.target.join("src")).unwrap();
+    std::fs::write(s.target.join("src/big.bin"), &old).unwrap();
+
+    let l = util::layout(&s.env.repo());
+    let chunks = &l.snapshots[0].files["src/big.bin"];
+    assert!(chunks.len() > 2, "want a multi-chunk file");
+    let victim = chunks[chunks.len() - 1];
+    let pack = l.pack_of(&victim);
+    let e = l.packs[&pack].iter().find(|e| e.id == victim).unwrap();
+    util::flip_byte(&util::pack_path(&s.env.repo(), &pack), e.offset as u64 + e.stored_len as u64 / 2);
+
+    let (code, errors, stderr) = s.restore("latest");
+    assert_ne!(code, 0, "{stderr}");
+    assert!(errors.iter().any(|(p, _)| p == "src/big.bin"), "{errors:?}");
+    assert!(std::fs::read(s.target.join("src/big.bin")).unwrap() == old, "the existing file was changed");
+    assert_eq!(restore_temps(&s.target), Vec::<PathBuf>::new());
+}
+
+/// A project with a SQLite database (`rows` rows, WAL mode, mode 0644) and a config whose `db`
+/// type captures it; returns (env, config path, database path).
+fn sqlite_project(rows: i64) -> (Env, PathBuf, PathBuf) {
+    let env = Env::new();
+    let app = env.path().join("app");
+    let db = app.join("data/app.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL);").unwrap();
+    for i in 0..rows {
+        c.execute("INSERT INTO t(v) VALUES (?1)", [format!("row {i}")]).unwrap();
+    }
+    drop(c);
+    std::fs::set_permissions(&db, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let cfg = util::write_config(
+        &app,
+        serde_json::json!({
+            "name": "obd", "repository": "backups/repo", "password_file": "cairn-password",
+            "types": { "db": { "sqlite": "data/app.db" } }
+        }),
+    );
+    env.run_cfg(&cfg, &["backup", "--now"]).ok();
+    (env, cfg, db)
+}
+
+fn rows(db: &Path) -> (i64, String) {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let n: i64 = c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+    let check: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    (n, check)
+}
+
+/// A `-wal` left in the target by the live application (with more rows) is not replayed into
+/// the restored database: it is removed, and the restore says so.
+#[test]
+fn stale_sqlite_wal_beside_restored_db_is_removed() {
+    let (env, cfg, _) = sqlite_project(10);
+    let target = env.path().join("target");
+    env.run_cfg(&cfg, &["restore", "latest", "--target", target.to_str().unwrap()]).ok();
+    let db = target.join("app.db");
+    assert_eq!(rows(&db), (10, "ok".to_string()));
+    // The application goes on: 100 more rows, still in its -wal when the machine dies.
+    let wal = target.join("app.db-wal");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch("PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;").unwrap();
+    for i in 0..100 {
+        c.execute("INSERT INTO t(v) VALUES (?1)", [format!("later {i}")]).unwrap();
+    }
+    let stale = std::fs::read(&wal).unwrap();
+    drop(c);
+    std::fs::write(&wal, &stale).unwrap();
+    assert_eq!(rows(&db).0, 110);
+    std::fs::write(&wal, &stale).unwrap();
+
+    let r = env.run_cfg(&cfg, &["restore", "latest", "--target", target.to_str().unwrap()]).ok();
+    assert!(!wal.exists());
+    assert_eq!(rows(&db), (10, "ok".to_string()));
+    assert!(r.stdout.contains("removed stale SQLite sidecar app.db-wal"), "{}", r.stdout);
+    let v = env.run_cfg(&cfg, &["--json", "restore", "latest", "--target", target.to_str().unwrap()]).ok().json();
+    assert_eq!(v["report"]["sidecars_removed"], serde_json::json!([]));
+}
+
+/// A 0644 database comes back 0644 (a SQLite capture recorded 0600, its temp copy's mode).
+#[test]
+fn sqlite_database_mode_survives_restore() {
+    use std::os::unix::fs::PermissionsExt;
+    let (env, cfg, _) = sqlite_project(3);
+    let target = env.path().join("target");
+    env.run_cfg(&cfg, &["restore", "latest", "--target", target.to_str().unwrap()]).ok();
+    let mode = std::fs::metadata(target.join("app.db")).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o644, "{mode:o}");
+}
+
+/// `--include` that matches nothing is an error naming the pattern, not "restored 0 files".
+#[test]
+fn include_matching_nothing_fails() {
+    let s = Scene::new();
+    let src = s.env.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.txt"), b"a").unwrap();
+    s.env.run(&["snapshot", "--type", "t", src.to_str().unwrap()]).ok();
+    let t = s.target.to_str().unwrap();
+    let r = s.env.run(&["restore", "latest", "--target", t, "--include", "nosuch/*"]);
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    assert!(r.stderr.contains("nosuch/*") && r.stderr.contains("matches nothing"), "{}", r.stderr);
+    assert!(util::walk(&s.target).is_empty());
+    s.env.run(&["restore", "latest", "--target", t, "--include", "src/a.txt"]).ok();
+    assert_eq!(std::fs::read(s.target.join("src/a.txt")).unwrap(), b"a");
+}

@@ -15,7 +15,7 @@ pub(in crate::cli) fn run(ctx: &Ctx, snapshot: &str, target: &Path, include: &[S
     let _lock = crate::store::lock::Lock::acquire(repo.store(), false, "restore")?;
     repo.sync_index()?;
     let (id, snap) = repo.resolve(snapshot)?;
-    let opts = RestoreOptions { include: globset(include, "include")? };
+    let opts = RestoreOptions { include: globset(include, "include")?, include_patterns: include.to_vec() };
     let pb = render::spinner(&ctx.cli, &format!("restoring {}", id.short()));
     let start = std::time::Instant::now();
     let r = crate::ops::restore::restore(&repo, &snap, target, &opts)?;
@@ -35,6 +35,11 @@ pub(in crate::cli) fn run(ctx: &Ctx, snapshot: &str, target: &Path, include: &[S
             human_bytes(r.bytes),
             start.elapsed().as_secs_f64()
         );
+    }
+    if !ctx.quiet() && !ctx.json() {
+        for s in &r.sidecars_removed {
+            println!("removed stale SQLite sidecar {s} (not in the snapshot; SQLite would replay it into the restored database)");
+        }
     }
     if !r.errors.is_empty() {
         for (p, e) in &r.errors {

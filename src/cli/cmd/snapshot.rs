@@ -54,6 +54,7 @@ pub(in crate::cli) fn run(ctx: &Ctx, a: &SnapshotArgs) -> Result<Finish> {
         chunker: None,
         skip_if_unchanged_within: None,
         parent: None,
+        stream_mode: None,
     };
     let source = match &a.stdin {
         Some(name) => Source::Reader { name: name.clone(), reader: Box::new(std::io::stdin()) },
