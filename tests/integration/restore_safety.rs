@@ -489,6 +489,9 @@ fn stale_sqlite_wal_beside_restored_db_is_removed() {
     assert!(!wal.exists());
     assert_eq!(rows(&db), (10, "ok".to_string()));
     assert!(r.stdout.contains("removed stale SQLite sidecar app.db-wal"), "{}", r.stdout);
+    // The warning goes to a pipe here, not a terminal: plain text, no colour escape codes.
+    assert!(r.stderr.contains("WARN") && r.stderr.contains("app.db-wal"), "{}", r.stderr);
+    assert!(!r.stderr.contains('\x1b'), "escape codes in piped stderr: {:?}", r.stderr);
     let v = env.run_cfg(&cfg, &["--json", "restore", "latest", "--target", target.to_str().unwrap()]).ok().json();
     assert_eq!(v["report"]["sidecars_removed"], serde_json::json!([]));
 }
