@@ -89,10 +89,8 @@ impl SyncState {
         let m = match store.local_dir() {
             // Streamed from the file: a pack may be as large as the configured pack size.
             Some(dir) => {
-                let p = dir.join(&rel);
-                let mut f = std::fs::File::open(&p).map_err(|e| Error::io(&p, e))?;
                 let mut md5 = Md5::new();
-                std::io::copy(&mut f, &mut md5).map_err(|e| Error::io(&p, e))?;
+                stream_file(&dir.join(&rel), &mut |b| md5.update(b))?;
                 hex::encode(md5.finalize())
             }
             None => hex::encode(Md5::digest(store.get(h)?)),
@@ -199,24 +197,29 @@ impl SyncReport {
 /// Reads a local object once: its MD5, and whether its bytes hash to its name (always true for
 /// config and key files, which are not named by their content).
 fn md5_and_check(local: &LocalStore, h: Handle) -> Result<(String, bool)> {
-    use std::io::Read;
-    let p = local.handle_path(h);
-    let mut f = std::fs::File::open(&p).map_err(|e| Error::io(&p, e))?;
     let mut md5 = Md5::new();
     let mut b3 = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io(&p, e)),
-        };
-        md5.update(&buf[..n]);
-        b3.update(&buf[..n]);
-    }
+    stream_file(&local.handle_path(h), &mut |b| {
+        md5.update(b);
+        b3.update(b);
+    })?;
     let ok = !h.is_content_named() || h.name().is_some_and(|n| n == *b3.finalize().as_bytes());
     Ok((hex::encode(md5.finalize()), ok))
+}
+
+/// Feeds a local file to `f` in 1 MiB pieces: a pack may be as large as the configured pack size.
+fn stream_file(p: &std::path::Path, f: &mut dyn FnMut(&[u8])) -> Result<()> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(p).map_err(|e| Error::io(p, e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => f(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(p, e)),
+        }
+    }
 }
 
 /// Holds an flock on `state/sync-NAME.lock`: one sync per remote at a time.

@@ -7,28 +7,20 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::crypto::{Keys, ObjectKind};
-use crate::format::pack::{decode_trailer, encode_tail, encode_trailer, parse_tail, Entry, MAX_PACK, PACK_MAGIC};
+use crate::format::pack::{encode_tail, encode_trailer, read_trailer_with, Entry, MAX_PACK, PACK_MAGIC};
 use crate::id::{ChunkId, PackId};
-use crate::store::{read_exact_at, read_tail, FileKind, LocalStore};
+use crate::store::{read_exact_at, FileKind, LocalStore};
 
-/// Reads, opens and checks a pack's trailer without reading its chunks.
+/// Reads, opens and checks a pack's trailer without reading its chunks, from a local file (the
+/// grammar and checks are `format::pack::read_trailer_with`'s; this only supplies preads).
 pub fn read_trailer(path: &Path, keys: &Keys, pack: &PackId) -> Result<(Vec<Entry>, u64)> {
-    let what = || format!("pack {}", pack);
-    let (tail, size) = read_tail(path, 12)?;
-    let (start, len) = parse_tail(&tail, size, &what)?;
     let f = File::open(path).ctx(path)?;
-    let mut sealed = vec![0u8; len as usize];
-    read_exact_at(&f, &mut sealed, start, path)?;
-    let plain = keys.open(ObjectKind::PackTrailer, &[0; 32], &sealed, &|| format!("trailer of pack {pack}"))?;
-    let head = {
-        let mut h = [0u8; 8];
-        read_exact_at(&f, &mut h, 0, path)?;
-        h
-    };
-    if &head != PACK_MAGIC {
-        return Err(Error::corrupt(what(), "bad pack magic"));
-    }
-    Ok((decode_trailer(&plain, start, &|| format!("trailer of pack {pack}"))?, size))
+    let size = f.metadata().ctx(path)?.len();
+    read_trailer_with(size, keys, pack, &|offset, len| {
+        let mut buf = vec![0u8; len];
+        read_exact_at(&f, &mut buf, offset, path)?;
+        Ok(buf)
+    })
 }
 
 /// Writes one pack to a temporary file. Dropping it unfinished removes the temporary file.

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -269,7 +269,13 @@ impl LocalStore {
             if kind == FileKind::Pack && self.handle_path(h) != e.path() {
                 continue;
             }
-            let size = e.metadata().ctx(e.path())?.len();
+            // Removed between reading the directory and asking its size (a lock released by
+            // another process): it no longer exists, so it is not listed.
+            let size = match e.metadata() {
+                Ok(m) => m.len(),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(Error::io(e.path(), err)),
+            };
             out.push(Stat { handle: h, size, md5: None });
         }
         Ok(())
@@ -399,19 +405,6 @@ pub fn read_exact_at(f: &File, buf: &mut [u8], offset: u64, path: &Path) -> Resu
         }
     }
     Ok(())
-}
-
-/// Reads the last `n` bytes of a file (pack trailers).
-pub fn read_tail(path: &Path, n: usize) -> Result<(Vec<u8>, u64)> {
-    let mut f = File::open(path).ctx(path)?;
-    let size = f.seek(SeekFrom::End(0)).ctx(path)?;
-    if size < n as u64 {
-        return Err(Error::corrupt(path.display().to_string(), format!("only {size} bytes long")));
-    }
-    f.seek(SeekFrom::Start(size - n as u64)).ctx(path)?;
-    let mut buf = vec![0u8; n];
-    f.read_exact(&mut buf).ctx(path)?;
-    Ok((buf, size))
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ pub mod rclone;
 #[cfg(test)]
 mod conformance;
 
-pub use local::{fsync_dir, read_exact_at, read_tail, LocalStore};
+pub use local::{fsync_dir, read_exact_at, LocalStore};
 
 /// The kinds of files in a repository.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -297,45 +297,29 @@ pub trait Store: Send + Sync + fmt::Debug {
 
 /// Typed listings on top of [`Store::list`].
 pub trait StoreExt: Store {
+    /// The names of every object of `kind` (a listing holds only that kind's handles).
+    fn names(&self, kind: FileKind) -> Result<Vec<[u8; 32]>> {
+        Ok(self.list(kind)?.into_iter().filter_map(|s| s.handle.name()).collect())
+    }
     /// Names of every pack.
     fn pack_ids(&self) -> Result<Vec<PackId>> {
-        Ok(self.list(FileKind::Pack)?.into_iter().filter_map(|s| as_pack(s.handle)).collect())
+        Ok(self.names(FileKind::Pack)?.into_iter().map(PackId).collect())
     }
     /// Names of every index file.
     fn index_ids(&self) -> Result<Vec<IndexId>> {
-        Ok(self
-            .list(FileKind::Index)?
-            .into_iter()
-            .filter_map(|s| if let Handle::Index(i) = s.handle { Some(i) } else { None })
-            .collect())
+        Ok(self.names(FileKind::Index)?.into_iter().map(IndexId).collect())
     }
     /// Names of every snapshot file.
     fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
-        Ok(self
-            .list(FileKind::Snapshot)?
-            .into_iter()
-            .filter_map(|s| if let Handle::Snapshot(i) = s.handle { Some(i) } else { None })
-            .collect())
+        Ok(self.names(FileKind::Snapshot)?.into_iter().map(SnapshotId).collect())
     }
     /// Names of every key file.
     fn key_ids(&self) -> Result<Vec<KeyId>> {
-        Ok(self
-            .list(FileKind::Key)?
-            .into_iter()
-            .filter_map(|s| if let Handle::Key(i) = s.handle { Some(i) } else { None })
-            .collect())
+        Ok(self.names(FileKind::Key)?.into_iter().map(KeyId).collect())
     }
 }
 
 impl<S: Store + ?Sized> StoreExt for S {}
-
-fn as_pack(h: Handle) -> Option<PackId> {
-    if let Handle::Pack(p) = h {
-        Some(p)
-    } else {
-        None
-    }
-}
 
 impl<S: Store + ?Sized> Store for Arc<S> {
     fn location(&self, h: Handle) -> String {

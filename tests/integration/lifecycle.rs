@@ -1492,6 +1492,19 @@ fn cli_busy_database_is_retried() {
 
 /// Checks the Prometheus text format: each metric's HELP and TYPE come before its samples,
 /// and its samples are contiguous. Returns samples by line.
+/// The metrics file at `path` is well-formed and holds `overdue` plus the samples every status
+/// of the one-db-snapshot fixture has.
+fn assert_metrics(path: &Path, overdue: &[&str]) {
+    let m = std::fs::read_to_string(path).unwrap();
+    let samples = check_prometheus(&m);
+    let common = ["cairn_consecutive_failures{type=\"db\"} 0", "cairn_snapshots{type=\"db\"} 1"];
+    for s in overdue.iter().chain(common.iter()) {
+        assert!(samples.contains(*s), "{s} missing:\n{m}");
+    }
+    assert!(samples.iter().any(|s| s.starts_with("cairn_last_success_timestamp_seconds{type=\"db\"} 1")), "{m}");
+    assert!(samples.iter().any(|s| s.starts_with("cairn_repository_stored_bytes ")), "{m}");
+}
+
 fn check_prometheus(text: &str) -> BTreeSet<String> {
     let mut seen_type: BTreeSet<String> = BTreeSet::new();
     let mut finished: BTreeSet<String> = BTreeSet::new();
@@ -1550,17 +1563,7 @@ fn cli_overdue_status_and_metrics() {
     assert_eq!(status_type(&st, "db")["rpo_s"], 1, "{st:#}");
     let text = cairn_cfg(&env, &cfg, &["status"]).ok().stdout;
     assert!(text.contains("\nOVERDUE: ") && text.contains("logs, config"), "{text}");
-    let m = std::fs::read_to_string(&metrics).unwrap();
-    let samples = check_prometheus(&m);
-    for s in [
-        "cairn_overdue{type=\"logs\"} 1",
-        "cairn_consecutive_failures{type=\"db\"} 0",
-        "cairn_snapshots{type=\"db\"} 1",
-    ] {
-        assert!(samples.contains(s), "{s} missing:\n{m}");
-    }
-    assert!(samples.iter().any(|s| s.starts_with("cairn_last_success_timestamp_seconds{type=\"db\"} 1")), "{m}");
-    assert!(samples.iter().any(|s| s.starts_with("cairn_repository_stored_bytes ")), "{m}");
+    assert_metrics(&metrics, &["cairn_overdue{type=\"logs\"} 1"]);
 
     // Two seconds after db's success, with its RPO of 1 s: overdue, at a fixed instant.
     let now = after_last_success(&env, &cfg, "db", chrono::Duration::seconds(2));
@@ -1576,18 +1579,7 @@ fn cli_overdue_status_and_metrics() {
     assert!(text.contains("\nOVERDUE: db, logs, config"), "{text}");
     let metrics = env.path().join("fixed.prom");
     write_metrics(&metrics, &st).unwrap();
-    let m = std::fs::read_to_string(&metrics).unwrap();
-    let samples = check_prometheus(&m);
-    for s in [
-        "cairn_overdue{type=\"db\"} 1",
-        "cairn_overdue{type=\"logs\"} 1",
-        "cairn_consecutive_failures{type=\"db\"} 0",
-        "cairn_snapshots{type=\"db\"} 1",
-    ] {
-        assert!(samples.contains(s), "{s} missing:\n{m}");
-    }
-    assert!(samples.iter().any(|s| s.starts_with("cairn_last_success_timestamp_seconds{type=\"db\"} 1")), "{m}");
-    assert!(samples.iter().any(|s| s.starts_with("cairn_repository_stored_bytes ")), "{m}");
+    assert_metrics(&metrics, &["cairn_overdue{type=\"db\"} 1", "cairn_overdue{type=\"logs\"} 1"]);
     // No temporary file left beside either.
     let left: Vec<_> = std::fs::read_dir(env.path())
         .unwrap()
