@@ -141,6 +141,7 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
             is_stored,
             stream_mtime_ns: time.timestamp_nanos_opt().unwrap_or(0),
             stream_mode: opts.stream_mode,
+            sqlite_tmp: repo.store().root().join("tmp"),
         },
     );
 
@@ -152,6 +153,7 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
     let mut tree = TreeWriter::new(tree_cutter);
     let mut stats = Stats::default();
     let mut errors = Vec::new();
+    let mut facts = BTreeMap::new();
     let result = (|| -> Result<()> {
         let mut current: Option<Node> = None;
         for batch in rx.iter() {
@@ -198,6 +200,9 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
                         tree.add(&n, &mut chunks)?;
                     }
                     Ev::Error(e) => errors.push(e),
+                    Ev::Fact(k, v) => {
+                        facts.insert(k, v);
+                    }
                 }
             }
         }
@@ -227,6 +232,7 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
     stats.errors = errors.len() as u64;
     let digest = written_tree.digest;
     let mut source_meta = opts.source_meta.clone();
+    source_meta.extend(facts);
     source_meta.insert(CONTENT_DIGEST.into(), digest.clone());
     if let Some(p) = opts.chunker {
         source_meta.insert("chunker".into(), serde_json::to_string(&p).expect("serializable"));

@@ -32,8 +32,39 @@ fn busy(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
 }
 
-/// Makes a consistent, checked copy of `db` in `tmp_dir`.
+/// Makes a consistent, checked copy of `db` in `tmp_dir`, with the facts a restore test compares
+/// (page size, journal mode, schema hash, each table's row count).
 pub fn copy(db: &Path, tmp_dir: &Path, vacuum: bool, busy_timeout: Duration) -> Result<SqliteCopy> {
+    let (mut copy, start) = raw_copy(db, tmp_dir, vacuum, busy_timeout)?;
+    copy.meta = inspect(&copy.path)?;
+    copy.meta.insert("sqlite.method".into(), if vacuum { "vacuum-into" } else { "backup-api" }.into());
+    copy.meta.insert("sqlite.source".into(), db.display().to_string());
+    copy.meta.insert("sqlite.copy_ms".into(), start.elapsed().as_millis().to_string());
+    Ok(copy)
+}
+
+/// A consistent copy of a database met in a file walk: the online backup API, then only
+/// `PRAGMA quick_check` (no row counts: a tree may hold many databases). `meta` holds the page
+/// size and journal mode.
+pub fn copy_checked(db: &Path, tmp_dir: &Path, busy_timeout: Duration) -> Result<SqliteCopy> {
+    let (mut copy, _) = raw_copy(db, tmp_dir, false, busy_timeout)?;
+    let c = quick_check(&copy.path)?;
+    let e = |s: rusqlite::Error| Error::corrupt(copy.path.display().to_string(), s.to_string());
+    let page_size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(e)?;
+    let journal: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).map_err(e)?;
+    drop(c);
+    copy.meta.insert("sqlite.page_size".into(), page_size.to_string());
+    copy.meta.insert("sqlite.journal_mode".into(), journal);
+    Ok(copy)
+}
+
+/// Whether `head` (a file's first bytes) starts with the SQLite header string.
+pub fn is_sqlite_header(head: &[u8]) -> bool {
+    head.starts_with(crate::format::chunker::SQLITE_MAGIC)
+}
+
+/// The copy itself (unchecked) and when it started.
+fn raw_copy(db: &Path, tmp_dir: &Path, vacuum: bool, busy_timeout: Duration) -> Result<(SqliteCopy, Instant)> {
     let meta = match std::fs::metadata(db) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::NotFound(format!("SQLite database {} does not exist", db.display())))
@@ -102,12 +133,7 @@ pub fn copy(db: &Path, tmp_dir: &Path, vacuum: bool, busy_timeout: Duration) -> 
     }
     let f = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
     f.sync_all().map_err(|e| Error::io(&path, e))?;
-    let mut copy = copy;
-    copy.meta = inspect(&path)?;
-    copy.meta.insert("sqlite.method".into(), if vacuum { "vacuum-into" } else { "backup-api" }.into());
-    copy.meta.insert("sqlite.source".into(), db.display().to_string());
-    copy.meta.insert("sqlite.copy_ms".into(), start.elapsed().as_millis().to_string());
-    Ok(copy)
+    Ok((copy, start))
 }
 
 fn busy_error(db: &Path, t: Duration) -> Error {
@@ -122,11 +148,7 @@ fn busy_error(db: &Path, t: Duration) -> Error {
 /// the schema, and each table's row count.
 pub fn inspect(path: &Path) -> Result<BTreeMap<String, String>> {
     let e = |s: rusqlite::Error| Error::corrupt(path.display().to_string(), s.to_string());
-    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(e)?;
-    let check: String = c.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(e)?;
-    if check != "ok" {
-        return Err(Error::corrupt(path.display().to_string(), format!("quick_check: {check}")));
-    }
+    let c = quick_check(path)?;
     let mut meta = BTreeMap::new();
     let page_size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(e)?;
     meta.insert("sqlite.page_size".into(), page_size.to_string());
@@ -134,6 +156,17 @@ pub fn inspect(path: &Path) -> Result<BTreeMap<String, String>> {
     meta.insert("sqlite.journal_mode".into(), journal);
     meta.extend(schema_and_counts(&c).map_err(e)?);
     Ok(meta)
+}
+
+/// Opens a copy read-only and runs `PRAGMA quick_check` on it.
+fn quick_check(path: &Path) -> Result<Connection> {
+    let e = |s: rusqlite::Error| Error::corrupt(path.display().to_string(), s.to_string());
+    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(e)?;
+    let check: String = c.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(e)?;
+    if check != "ok" {
+        return Err(Error::corrupt(path.display().to_string(), format!("quick_check: {check}")));
+    }
+    Ok(c)
 }
 
 /// Schema hash and row counts of an open database.

@@ -17,10 +17,16 @@ use crate::format::chunker::{Cutter, StreamChunker};
 use crate::format::manifest::{check_safe_path, path_cmp, Node, NodeError, NodeKind};
 use crate::id::ChunkId;
 
+mod livedb;
+
 /// Bytes of chunk data per batch handed from the walker to the hashing stage.
 const BATCH_BYTES: usize = 2 << 20;
 /// Attempts at reading a file that changes underneath us.
 const READ_ATTEMPTS: usize = 3;
+/// A file whose mtime or ctime is this close to the start of its read (or later) is read a second
+/// time and compared: a rewrite within one timestamp tick (a few ms on Linux, 2 s on FAT, more
+/// with a skewed NFS server) changes neither, so only the content can tell.
+const RECENT_NS: i64 = 5_000_000_000;
 
 /// What to snapshot.
 pub enum Source {
@@ -47,6 +53,8 @@ pub(crate) enum Ev {
     FileEnd { size: u64, outcome: FileOutcome },
     /// An entry that could not be read (recorded in the snapshot).
     Error(NodeError),
+    /// A fact about the source to record in the snapshot (`source`), e.g. a consistent SQLite copy.
+    Fact(String, String),
 }
 
 /// What the walker sends: a batch of events, or the error that ends the walk.
@@ -85,6 +93,9 @@ pub(crate) struct WalkOptions {
     pub stream_mtime_ns: i64,
     /// Permission bits recorded for a stream source (0o600 when unset).
     pub stream_mode: Option<u32>,
+    /// Where consistent copies of SQLite databases met in the walk are made (the repository's
+    /// `tmp/`).
+    pub sqlite_tmp: PathBuf,
 }
 
 /// Resolved paths of a source.
@@ -148,13 +159,19 @@ pub(crate) fn spawn(source: Source, roots: Roots, opts: WalkOptions) -> (Receive
             is_stored: opts.is_stored,
             force_read: opts.force_read,
             excludes: opts.excludes,
+            sqlite_tmp: opts.sqlite_tmp,
+            dbs: Default::default(),
+            db_copies: 0,
         };
         match source {
             Source::Paths(_) => {
                 for (abs, name) in roots.roots {
-                    if !w.walk(&abs, name) {
+                    if !w.walk(&abs, name, None) {
                         return;
                     }
+                }
+                if w.db_copies > 0 && !w.emit(Ev::Fact("sqlite.copies".into(), w.db_copies.to_string())) {
+                    return;
                 }
             }
             Source::Reader { name, reader } => {
@@ -254,6 +271,12 @@ struct Walker {
     is_stored: Option<IsStored>,
     force_read: bool,
     excludes: Option<GlobSet>,
+    /// Where SQLite copies go.
+    sqlite_tmp: PathBuf,
+    /// SQLite databases met so far (their `-wal`, `-shm`, `-journal` are not stored).
+    dbs: std::collections::HashSet<PathBuf>,
+    /// Databases stored as consistent copies.
+    db_copies: u64,
 }
 
 impl Walker {
@@ -283,8 +306,9 @@ impl Walker {
         self.excludes.as_ref().is_some_and(|g| g.is_match(Path::new(std::ffi::OsStr::from_bytes(path))))
     }
 
-    /// Walks one entry; returns false when the consumer has gone away.
-    fn walk(&mut self, fs_path: &Path, tree_path: Vec<u8>) -> bool {
+    /// Walks one entry; returns false when the consumer has gone away. `siblings`: the sorted
+    /// names in its directory (None for a source root).
+    fn walk(&mut self, fs_path: &Path, tree_path: Vec<u8>, siblings: Option<&[std::ffi::OsString]>) -> bool {
         if self.excluded(&tree_path) {
             return true;
         }
@@ -312,11 +336,11 @@ impl Walker {
                 Err(e) => return self.error(&tree_path, format!("listing {}: {e}", fs_path.display())),
             };
             names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-            for n in names {
+            for n in &names {
                 let mut child = tree_path.clone();
                 child.push(b'/');
                 child.extend_from_slice(n.as_bytes());
-                if !self.walk(&fs_path.join(&n), child) {
+                if !self.walk(&fs_path.join(n), child, Some(&names)) {
                     return false;
                 }
             }
@@ -329,7 +353,15 @@ impl Walker {
             }
             self.emit(Ev::Node(node))
         } else if ft.is_file() {
-            self.file(fs_path, tree_path, &meta)
+            if let Some(db) = livedb::sidecar_of(fs_path).filter(|db| self.dbs.contains(db)) {
+                tracing::info!(
+                    "{}: not stored; its content is in the consistent copy of {}",
+                    fs_path.display(),
+                    db.display()
+                );
+                return true;
+            }
+            self.file(fs_path, tree_path, &meta, siblings)
         } else {
             tracing::info!("skipping special file {}", fs_path.display());
             true
@@ -351,13 +383,34 @@ impl Walker {
         }
     }
 
-    fn file(&mut self, fs_path: &Path, tree_path: Vec<u8>, meta: &std::fs::Metadata) -> bool {
+    fn file(
+        &mut self,
+        fs_path: &Path,
+        tree_path: Vec<u8>,
+        meta: &std::fs::Metadata,
+        siblings: Option<&[std::ffi::OsString]>,
+    ) -> bool {
+        // A database's committed rows may live in its -wal or -journal, which its own metadata
+        // does not show: with either holding data, it is copied again whatever the parent says.
+        let sidecars = livedb::sidecars(fs_path, siblings);
+        let mut is_db = None;
+        if !sidecars.is_empty() {
+            let db = livedb::sniff(fs_path);
+            if db {
+                self.dbs.insert(fs_path.to_path_buf());
+            }
+            is_db = Some(db);
+        }
         if let Some(prev) = self.prev.find(&tree_path) {
-            if self.unchanged(&prev, meta) {
+            let live = is_db == Some(true) && livedb::holds_data(&sidecars);
+            if !live && self.unchanged(&prev, meta) {
                 let mut node = node_from_meta(tree_path, NodeKind::File, meta);
                 node.chunks = prev.chunks;
                 return self.emit(Ev::Node(node));
             }
+        }
+        if is_db == Some(true) {
+            return self.sqlite_file(fs_path, tree_path, meta, &sidecars);
         }
         for attempt in 1..=READ_ATTEMPTS {
             let f = OpenOptions::new()
@@ -373,23 +426,41 @@ impl Walker {
                 Ok(m) => m,
                 Err(e) => return self.error(&tree_path, format!("stat {}: {e}", fs_path.display())),
             };
+            if is_db.is_none() {
+                // Recognised by its header whatever its name: a database is never stored raw.
+                if livedb::head_is_sqlite(&f) {
+                    self.dbs.insert(fs_path.to_path_buf());
+                    drop(f);
+                    return self.sqlite_file(fs_path, tree_path, meta, &sidecars);
+                }
+                is_db = Some(false);
+            }
+            let recent = livedb::recently_changed(&before);
             if !self.emit(Ev::FileStart(node_from_meta(tree_path.clone(), NodeKind::File, &before))) {
                 return false;
             }
-            let (size, res) = self.read_file(f);
+            let (size, res, digest) = self.read_file(&f, recent);
             let outcome = match res {
                 Err(e) => FileOutcome::Failed(format!("reading {}: {e}", fs_path.display())),
-                Ok(after) => match stable(&before, &after, size, fs_path) {
-                    None => FileOutcome::Stored,
-                    Some(why) if attempt < READ_ATTEMPTS => {
-                        tracing::info!("{} {why}; reading it again", fs_path.display());
-                        FileOutcome::Retry
+                Ok(after) => {
+                    let why = match (stable(&before, &after, size, fs_path), digest) {
+                        (Some(why), _) => Ok(Some(why)),
+                        (None, Some(d)) => livedb::differs_on_second_read(&f, size, d),
+                        (None, None) => Ok(None),
+                    };
+                    match why {
+                        Err(e) => FileOutcome::Failed(format!("reading {} again: {e}", fs_path.display())),
+                        Ok(None) => FileOutcome::Stored,
+                        Ok(Some(why)) if attempt < READ_ATTEMPTS => {
+                            tracing::info!("{} {why}; reading it again", fs_path.display());
+                            FileOutcome::Retry
+                        }
+                        Ok(Some(why)) => FileOutcome::Failed(format!(
+                            "{} {why} on {READ_ATTEMPTS} attempts; not stored",
+                            fs_path.display()
+                        )),
                     }
-                    Some(why) => FileOutcome::Failed(format!(
-                        "{} {why} on {READ_ATTEMPTS} attempts; not stored",
-                        fs_path.display()
-                    )),
-                },
+                }
             };
             let retry = matches!(outcome, FileOutcome::Retry);
             if !self.emit(Ev::FileEnd { size, outcome }) {
@@ -402,25 +473,34 @@ impl Walker {
         true
     }
 
-    /// Streams a file's chunks; returns bytes read and the metadata after reading.
-    fn read_file(&mut self, f: File) -> (u64, std::io::Result<std::fs::Metadata>) {
-        let mut ch = match StreamChunker::new(&f, self.cutter.clone(), self.sqlite_detect) {
+    /// Streams a file's chunks; returns bytes read, the metadata after reading and, when `hash`
+    /// is set, a digest of the bytes read (for a second read to compare against).
+    fn read_file(
+        &mut self,
+        f: &File,
+        hash: bool,
+    ) -> (u64, std::io::Result<std::fs::Metadata>, Option<blake3::Hash>) {
+        let mut ch = match StreamChunker::new(f, self.cutter.clone(), self.sqlite_detect) {
             Ok(c) => c,
-            Err(e) => return (0, Err(e)),
+            Err(e) => return (0, Err(e), None),
         };
+        let mut hasher = hash.then(blake3::Hasher::new);
         loop {
             match ch.next_chunk() {
                 Ok(Some(c)) => {
+                    if let Some(h) = hasher.as_mut() {
+                        h.update(&c);
+                    }
                     if !self.emit(Ev::Chunk(c)) {
-                        return (ch.bytes_read, Err(std::io::Error::other("cancelled")));
+                        return (ch.bytes_read, Err(std::io::Error::other("cancelled")), None);
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return (ch.bytes_read, Err(e)),
+                Err(e) => return (ch.bytes_read, Err(e), None),
             }
         }
         let n = ch.bytes_read;
-        (n, f.metadata())
+        (n, f.metadata(), hasher.map(|h| h.finalize()))
     }
 
     /// Sends a byte stream as one file; returns false when the consumer has gone away or the
@@ -474,7 +554,9 @@ impl Walker {
 }
 
 /// Why a file read is not trustworthy, or None. Growth by appending is fine: we stored a prefix
-/// that existed, and record its size. Shrinking, in-place rewrites and replacement are not.
+/// that existed, and record its size. Shrinking, in-place rewrites and replacement are not. A
+/// rewrite that puts the old mtime back (or lands in the same mtime tick) still moves ctime,
+/// which nothing but the kernel can set.
 fn stable(before: &std::fs::Metadata, after: &std::fs::Metadata, read: u64, path: &Path) -> Option<&'static str> {
     if after.size() < read || after.size() < before.size() {
         return Some("shrank while being read");
@@ -482,8 +564,8 @@ fn stable(before: &std::fs::Metadata, after: &std::fs::Metadata, read: u64, path
     if read < before.size() {
         return Some("ended early while being read");
     }
-    if after.size() == before.size() && ns(after.mtime(), after.mtime_nsec()) != ns(before.mtime(), before.mtime_nsec())
-    {
+    let times = |m: &std::fs::Metadata| (ns(m.mtime(), m.mtime_nsec()), ns(m.ctime(), m.ctime_nsec()));
+    if after.size() == before.size() && times(after) != times(before) {
         return Some("was rewritten while being read");
     }
     match std::fs::symlink_metadata(path) {
