@@ -475,11 +475,7 @@ impl Walker {
 
     /// Streams a file's chunks; returns bytes read, the metadata after reading and, when `hash`
     /// is set, a digest of the bytes read (for a second read to compare against).
-    fn read_file(
-        &mut self,
-        f: &File,
-        hash: bool,
-    ) -> (u64, std::io::Result<std::fs::Metadata>, Option<blake3::Hash>) {
+    fn read_file(&mut self, f: &File, hash: bool) -> (u64, std::io::Result<std::fs::Metadata>, Option<blake3::Hash>) {
         let mut ch = match StreamChunker::new(f, self.cutter.clone(), self.sqlite_detect) {
             Ok(c) => c,
             Err(e) => return (0, Err(e), None),

@@ -123,7 +123,8 @@ fn live_wal_database_is_copied_consistently_by_snapshot_and_by_a_paths_type() {
         };
         // No -wal, -shm or -journal was stored beside the database (looked at before SQLite
         // opens the restored file and makes its own).
-        let names: Vec<String> = walk(&target).iter().map(|p| p.file_name().unwrap().to_string_lossy().into()).collect();
+        let names: Vec<String> =
+            walk(&target).iter().map(|p| p.file_name().unwrap().to_string_lossy().into()).collect();
         assert!(!names.iter().any(|n| n.starts_with("app.db-")), "snapshot {i} stored sidecars: {names:?}");
         // The rows are in the copy.
         let restored = target.join(path);

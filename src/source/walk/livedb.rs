@@ -130,7 +130,10 @@ impl Walker {
             Err(e) => {
                 return self.error(
                     &tree_path,
-                    format!("{}: a SQLite database that could not be copied consistently ({e}); not stored", fs_path.display()),
+                    format!(
+                        "{}: a SQLite database that could not be copied consistently ({e}); not stored",
+                        fs_path.display()
+                    ),
                 )
             }
         };
