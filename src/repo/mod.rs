@@ -262,6 +262,12 @@ impl Repo {
         self.cache.rebuild(&self.store, &self.keys)
     }
 
+    /// Rebuilds the cache from the index files through a connection of its own (callers that
+    /// hold the repository shared, such as verify).
+    pub fn repair_cache(&self) -> Result<SyncReport> {
+        self.recheck.rebuild_now()
+    }
+
     /// An index writer over the local store that also records what it writes in the cache
     /// (borrows the cache for as long as it lives).
     pub fn index_batch(&mut self) -> IndexBatch<'_> {

@@ -125,6 +125,14 @@ impl Recheck {
         }
     }
 
+    /// Rebuilds the cache from the index files now.
+    pub fn rebuild_now(&self) -> Result<crate::repo::cache::SyncReport> {
+        let mut done = self.rebuilt.lock().unwrap_or_else(|p| p.into_inner());
+        let r = self.cache()?.rebuild(self.store.as_ref(), &self.keys)?;
+        *done = true;
+        Ok(r)
+    }
+
     /// Locates a chunk the cache does not know: rebuilds the cache once (a damaged row may have
     /// hidden it) and asks again.
     pub fn locate_missing(&self, id: &ChunkId) -> Result<Option<Location>> {
