@@ -266,8 +266,8 @@ impl Cache {
         let mut st = self.wrap(self.conn.prepare_cached(
             "SELECT p.id, c.offset, c.stored_len, c.raw_len FROM chunks c JOIN packs p ON p.pid = c.pack WHERE c.id=?1",
         ))?;
-        self.wrap(
-            st.query_row([&id.0[..]], |r| {
+        let row = st
+            .query_row([&id.0[..]], |r| {
                 let pack: Vec<u8> = r.get(0)?;
                 Ok(Location {
                     pack: PackId::from_slice(&pack).unwrap_or_default(),
@@ -276,8 +276,20 @@ impl Cache {
                     raw_len: r.get(3)?,
                 })
             })
-            .optional(),
-        )
+            .optional();
+        match row {
+            // A damaged row (a value of the wrong type or out of range) is no location: the
+            // caller rebuilds the cache from the index files before calling the chunk missing.
+            Err(
+                e @ (rusqlite::Error::InvalidColumnType(..)
+                | rusqlite::Error::FromSqlConversionFailure(..)
+                | rusqlite::Error::IntegralValueOutOfRange(..)),
+            ) => {
+                tracing::warn!("cache {}: the row of chunk {id} is damaged ({e})", self.path.display());
+                Ok(None)
+            }
+            r => self.wrap(r),
+        }
     }
 
     /// Whether a chunk is stored in a pack not marked damaged (a backup stores it otherwise).
