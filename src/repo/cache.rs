@@ -193,8 +193,11 @@ impl Cache {
 
     /// Marks a pack damaged (verify or a read found it so); returns whether it was not marked yet.
     pub fn mark_damaged(&self, pack: &PackId, reason: &str) -> Result<bool> {
-        let n = self
-            .wrap(self.conn.execute("INSERT OR IGNORE INTO damaged_packs(id, reason) VALUES(?1, ?2)", params![&pack.0[..], reason]))?;
+        let n =
+            self.wrap(self.conn.execute(
+                "INSERT OR IGNORE INTO damaged_packs(id, reason) VALUES(?1, ?2)",
+                params![&pack.0[..], reason],
+            ))?;
         Ok(n > 0)
     }
 

@@ -180,7 +180,10 @@ fn a_damaged_cache_row_is_rechecked_and_repaired_not_trusted() {
         (format!("UPDATE chunks SET pack = {other_pid} WHERE id = ?1"), two[1]),
         ("UPDATE chunks SET pack = 9999 WHERE id = ?1".into(), one[3]),
         (format!("UPDATE chunks SET id = {} WHERE id = ?1", flip("id", 32)), two[2]),
-        (format!("UPDATE packs SET id = {} WHERE pid = (SELECT pack FROM chunks WHERE id = ?1)", flip("id", 6)), two[3]),
+        (
+            format!("UPDATE packs SET id = {} WHERE pid = (SELECT pack FROM chunks WHERE id = ?1)", flip("id", 6)),
+            two[3],
+        ),
         ("UPDATE chunks SET offset = (offset | 4) - (offset & 4) WHERE id = ?1".into(), tree),
         // A flip in a record header can change a value's type: a pack id read back as text.
         ("UPDATE packs SET id = hex(id) WHERE pid = (SELECT pack FROM chunks WHERE id = ?1)".into(), one[0]),
