@@ -300,6 +300,9 @@ pub struct SnapshotArgs {
 pub enum RepairWhat {
     /// Rebuild the index files and the local cache from the pack trailers.
     Index,
+    /// Drop the packs verify or restore found damaged, after salvaging every chunk that still
+    /// checks out into a new pack; names the chunks lost and the files that used them (exit 3).
+    Packs,
 }
 
 /// `key` subcommands.

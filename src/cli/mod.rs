@@ -27,7 +27,7 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_ERROR: i32 = 1;
 /// Exit code: bad command-line usage (clap's own code).
 pub const EXIT_USAGE: i32 = 2;
-/// Exit code: verify found damage.
+/// Exit code: verify found damage (or `repair packs` dropped data nothing else holds).
 pub const EXIT_DAMAGE: i32 = 3;
 /// Exit code: wrong password or unusable key.
 pub const EXIT_PASSWORD: i32 = 4;
@@ -37,7 +37,7 @@ pub const EXIT_PASSWORD: i32 = 4;
 pub enum Finish {
     /// Everything done.
     Ok,
-    /// The command worked and found damage (verify).
+    /// The command worked and found damage (verify), or lost data (repair packs).
     Damaged,
     /// The command worked, but left something undone that it has already reported.
     Incomplete,
@@ -115,6 +115,7 @@ pub fn run(cli: Cli) -> Result<Finish> {
             cmd::verify::run(&ctx, read_data.as_deref(), *seed, *restore_test)
         }
         Command::Repair { what: RepairWhat::Index } => cmd::repair::index(&ctx),
+        Command::Repair { what: RepairWhat::Packs } => cmd::repair::packs(&ctx),
         Command::Key { cmd } => cmd::key::run(&ctx, cmd),
         Command::Completions { shell } => cmd::generate::completions(*shell),
         Command::Man { dir } => cmd::generate::man(dir.as_deref()),

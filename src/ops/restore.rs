@@ -239,19 +239,9 @@ fn set_mtime(path: &Path, mtime_ns: i64) -> std::io::Result<()> {
     filetime::set_symlink_file_times(path, t, t)
 }
 
-/// Resolves a file's chunk locations.
+/// Resolves a file's chunk locations (see [`Repo::locate`]).
 pub fn locate(repo: &Repo, chunks: &[ChunkId]) -> Result<Vec<(ChunkId, Location)>> {
-    repo.cache().batch(|cache| {
-        chunks
-            .iter()
-            .map(|c| {
-                cache
-                    .lookup(c)?
-                    .map(|l| (*c, l))
-                    .ok_or_else(|| Error::corrupt(format!("chunk {c}"), "not in the index (missing data)"))
-            })
-            .collect()
-    })
+    repo.locate(chunks)
 }
 
 /// Streams a node's content to `out`, decoding windows of chunks in parallel. Returns bytes written.

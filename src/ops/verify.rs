@@ -95,6 +95,8 @@ pub struct VerifyReport {
     pub notes: Vec<String>,
     /// Database restore tests (with `restore_test`).
     pub restore_tests: Vec<RestoreTest>,
+    /// Local cache rows that disagreed with the index files (the cache was then rebuilt).
+    pub cache_mismatches: Vec<String>,
 }
 
 impl VerifyReport {
@@ -224,6 +226,10 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
                 h.update_rayon(&bytes);
                 *h.finalize().as_bytes() == pack.0
             };
+            if bad.is_empty() && hash_ok {
+                // Read back whole: a mark from an earlier failure (since repaired) is lifted.
+                repo.cache().unmark_damaged(&pack)?;
+            }
             if !bad.is_empty() {
                 damaged.insert(pack, (format!("{} of {} chunks fail their check", bad.len(), entries.len()), bad));
             } else if !hash_ok {
@@ -309,6 +315,15 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
             report.restore_tests.push(t);
         }
     }
+    // 5. The local cache against the index files, and damage marks for the next backup.
+    check_cache(repo, &index, &mut report)?;
+    for (pack, (problem, _)) in &damaged {
+        repo.cache().mark_damaged(pack, problem)?;
+    }
+    if !report.cache_mismatches.is_empty() || !damaged.is_empty() {
+        // Also points chunks stored twice at their copy outside the damaged packs.
+        repo.repair_cache()?;
+    }
     for (pack, (problem, chunks)) in damaged {
         report.damaged_packs.push(DamagedPack {
             pack: pack.to_hex(),
@@ -318,6 +333,72 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
         });
     }
     Ok(report)
+}
+
+/// Compares every row of the local cache with the index files (loaded into `index`): a row is
+/// right when it equals the index files' location or the pack's trailer confirms it (a chunk
+/// stored twice); every indexed chunk must have a row. Mismatches go to the report.
+fn check_cache(repo: &Repo, index: &Cache, report: &mut VerifyReport) -> Result<()> {
+    const SHOWN: usize = 20;
+    let mut trailers: HashMap<PackId, Option<Vec<crate::format::pack::Entry>>> = HashMap::new();
+    let mut bad = Vec::new();
+    let mut rows = 0u64;
+    repo.cache().for_each_row(|id, loc| {
+        rows += 1;
+        let want = index.lookup(&id)?;
+        if want == Some(loc) {
+            return Ok(());
+        }
+        if want.is_some() {
+            let t = trailers.entry(loc.pack).or_insert_with(|| repo.pack_trailer(&loc.pack).ok().map(|(e, _)| e));
+            let confirmed = t.as_ref().is_some_and(|es| {
+                es.iter().any(|e| {
+                    e.id == id && e.offset == loc.offset && e.stored_len == loc.stored_len && e.raw_len == loc.raw_len
+                })
+            });
+            if confirmed {
+                return Ok(());
+            }
+        }
+        bad.push(match want {
+            None => format!("chunk {id}: in the cache but in no index file"),
+            Some(w) => format!(
+                "chunk {id}: cache says pack {} offset {} length {}, the index files say pack {} offset {} length {}",
+                loc.pack, loc.offset, loc.stored_len, w.pack, w.offset, w.stored_len
+            ),
+        });
+        Ok(())
+    })?;
+    let (indexed, ..) = index.totals()?;
+    if indexed > rows - bad.len() as u64 {
+        let mut missing = 0u64;
+        for (pack, _) in index.packs()? {
+            for e in index.pack_entries(&pack)? {
+                if index.lookup(&e.id)?.map(|l| l.pack) == Some(pack) && repo.cache().lookup(&e.id)?.is_none() {
+                    missing += 1;
+                    if missing as usize <= SHOWN {
+                        bad.push(format!("chunk {}: in the index files but not in the cache", e.id));
+                    }
+                }
+            }
+        }
+        if missing as usize > SHOWN {
+            bad.push(format!("{} more chunks in the index files but not in the cache", missing as usize - SHOWN));
+        }
+    }
+    let want_packs: HashMap<PackId, u64> = index.packs()?.into_iter().collect();
+    for (p, size) in repo.cache().packs()? {
+        if want_packs.get(&p).is_some_and(|s| *s != size) {
+            bad.push(format!("pack {p}: cache says {size} bytes, the index files say {}", want_packs[&p]));
+        }
+    }
+    if bad.len() > SHOWN {
+        let n = bad.len() - SHOWN;
+        bad.truncate(SHOWN);
+        bad.push(format!("{n} more cache rows disagree"));
+    }
+    report.cache_mismatches = bad;
+    Ok(())
 }
 
 /// Rebuilds the repository index from pack trailers (`repair index`): writes fresh index files

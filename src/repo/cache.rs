@@ -1,6 +1,8 @@
 //! The local SQLite cache (`cache/cache.sqlite`): the merged index (chunk -> pack), derived from
 //! the repository's index files and rebuildable at any time. Non-normative (format-spec/cache.md).
-//! A schema or repository mismatch drops and rebuilds it.
+//! A schema or repository mismatch drops and rebuilds it; a schema-1 cache is migrated in place.
+//! It also remembers packs found damaged (`damaged_packs`): their chunks are not deduplicated
+//! against, so the next backup stores them again.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -13,7 +15,11 @@ use crate::format::index::{self, PackRecord};
 use crate::id::{ChunkId, IndexId, PackId, RepoId};
 use crate::store::{Handle, Store, StoreExt};
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// Chunks whose row points into a pack marked damaged (used in `contains` and `add_index`).
+const IN_DAMAGED_PACK: &str =
+    "EXISTS (SELECT 1 FROM packs p JOIN damaged_packs d ON d.id = p.id WHERE p.pid = chunks.pack)";
 
 /// Where a chunk is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,8 +96,14 @@ impl Cache {
                 Ok((r.get(0)?, r.get(1)?))
             })
             .ok();
-        if ok != Some((SCHEMA_VERSION, repo.0.to_vec())) {
-            cache.create(repo)?;
+        match ok {
+            Some((SCHEMA_VERSION, r)) if r == repo.0 => {}
+            // Schema 1 lacks only `damaged_packs`: add it and keep the loaded index.
+            Some((1, r)) if r == repo.0 => cache.wrap(cache.conn.execute_batch(
+                "BEGIN IMMEDIATE; CREATE TABLE IF NOT EXISTS damaged_packs(id BLOB PRIMARY KEY, reason TEXT NOT NULL) WITHOUT ROWID;
+                 UPDATE meta SET v = 2 WHERE k = 'schema'; COMMIT;",
+            ))?,
+            _ => cache.create(repo)?,
         }
         Ok(cache)
     }
@@ -99,12 +111,13 @@ impl Cache {
     fn create(&self, repo: RepoId) -> Result<()> {
         self.wrap(self.conn.execute_batch(
             "DROP TABLE IF EXISTS meta; DROP TABLE IF EXISTS index_files; DROP TABLE IF EXISTS packs;
-             DROP TABLE IF EXISTS chunks;
+             DROP TABLE IF EXISTS chunks; DROP TABLE IF EXISTS damaged_packs;
              CREATE TABLE meta(k TEXT PRIMARY KEY, v ANY) STRICT;
              CREATE TABLE index_files(id BLOB PRIMARY KEY) WITHOUT ROWID;
              CREATE TABLE packs(pid INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, size INTEGER NOT NULL);
              CREATE TABLE chunks(id BLOB PRIMARY KEY, pack INTEGER NOT NULL, offset INTEGER NOT NULL,
-                                 stored_len INTEGER NOT NULL, raw_len INTEGER NOT NULL) WITHOUT ROWID;",
+                                 stored_len INTEGER NOT NULL, raw_len INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE damaged_packs(id BLOB PRIMARY KEY, reason TEXT NOT NULL) WITHOUT ROWID;",
         ))?;
         self.wrap(self.conn.execute("INSERT INTO meta VALUES('schema', ?1)", [SCHEMA_VERSION]))?;
         self.wrap(self.conn.execute("INSERT INTO meta VALUES('repo', ?1)", [repo.0.to_vec()]))?;
@@ -133,12 +146,10 @@ impl Cache {
         };
         let listed_set: HashSet<IndexId> = listed.iter().copied().collect();
         let mut report = SyncReport::default();
-        let todo: Vec<IndexId> = if known.iter().any(|k| !listed_set.contains(k)) {
-            self.clear()?;
-            listed
-        } else {
-            listed.into_iter().filter(|i| !known.contains(i)).collect()
-        };
+        if known.iter().any(|k| !listed_set.contains(k)) {
+            return self.rebuild(store, keys);
+        }
+        let todo: Vec<IndexId> = listed.into_iter().filter(|i| !known.contains(i)).collect();
         for id in todo {
             match read_index_file(store, keys, &id) {
                 Ok(records) => {
@@ -154,25 +165,93 @@ impl Cache {
     /// Records an index file's content.
     pub fn add_index(&mut self, id: &IndexId, records: &[PackRecord]) -> Result<()> {
         let tx = self.conn.transaction().map_err(|source| Error::Cache { path: self.path.clone(), err: source })?;
-        let r: rusqlite::Result<()> = (|| {
-            {
-                let mut ins_pack = tx.prepare_cached("INSERT OR IGNORE INTO packs(id, size) VALUES(?1, ?2)")?;
-                let mut get_pack = tx.prepare_cached("SELECT pid FROM packs WHERE id=?1")?;
-                let mut ins = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO chunks(id, pack, offset, stored_len, raw_len) VALUES(?1,?2,?3,?4,?5)",
-                )?;
-                for p in records {
-                    ins_pack.execute(params![&p.id.0[..], p.size as i64])?;
-                    let pid: i64 = get_pack.query_row([&p.id.0[..]], |r| r.get(0))?;
-                    for e in &p.entries {
-                        ins.execute(params![&e.id.0[..], pid, e.offset, e.stored_len, e.raw_len])?;
-                    }
+        insert_index(&tx, id, records)
+            .and_then(|_| tx.commit())
+            .map_err(|source| Error::Cache { path: self.path.clone(), err: source })
+    }
+
+    /// Empties the index tables and reloads every index file in `store`, in one transaction: other
+    /// processes see the old rows or the new ones, never an empty cache. Damage marks stay.
+    pub fn rebuild(&mut self, store: &dyn Store, keys: &Keys) -> Result<SyncReport> {
+        let path = self.path.clone();
+        let e = |source| Error::Cache { path: path.clone(), err: source };
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(e)?;
+        tx.execute_batch("DELETE FROM index_files; DELETE FROM chunks; DELETE FROM packs;").map_err(e)?;
+        let mut report = SyncReport::default();
+        for id in store.index_ids()? {
+            match read_index_file(store, keys, &id) {
+                Ok(records) => {
+                    insert_index(&tx, &id, &records).map_err(e)?;
+                    report.loaded += 1;
                 }
+                Err(err) => report.bad.push((id, err)),
             }
-            tx.execute("INSERT OR IGNORE INTO index_files(id) VALUES(?1)", [&id.0[..]])?;
-            Ok(())
-        })();
-        r.and_then(|_| tx.commit()).map_err(|source| Error::Cache { path: self.path.clone(), err: source })
+        }
+        tx.commit().map_err(e)?;
+        Ok(report)
+    }
+
+    /// Marks a pack damaged (verify or a read found it so); returns whether it was not marked yet.
+    pub fn mark_damaged(&self, pack: &PackId, reason: &str) -> Result<bool> {
+        let n =
+            self.wrap(self.conn.execute(
+                "INSERT OR IGNORE INTO damaged_packs(id, reason) VALUES(?1, ?2)",
+                params![&pack.0[..], reason],
+            ))?;
+        Ok(n > 0)
+    }
+
+    /// Clears a pack's damage mark (it read back whole, or `repair packs` dropped it).
+    pub fn unmark_damaged(&self, pack: &PackId) -> Result<()> {
+        self.wrap(self.conn.execute("DELETE FROM damaged_packs WHERE id=?1", [&pack.0[..]])).map(|_| ())
+    }
+
+    /// Packs marked damaged, with the reason recorded.
+    pub fn damaged_packs(&self) -> Result<Vec<(PackId, String)>> {
+        let mut st = self.wrap(self.conn.prepare("SELECT id, reason FROM damaged_packs ORDER BY id"))?;
+        let rows = self.wrap(st.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, reason) = self.wrap(r)?;
+            if let Some(id) = PackId::from_slice(&id) {
+                out.push((id, reason));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every chunk row in id order, for comparison with the index files (verify).
+    pub fn for_each_row(&self, mut f: impl FnMut(ChunkId, Location) -> Result<()>) -> Result<()> {
+        let mut st = self.wrap(self.conn.prepare(
+            "SELECT c.id, p.id, c.offset, c.stored_len, c.raw_len FROM chunks c LEFT JOIN packs p ON p.pid = c.pack
+             ORDER BY c.id",
+        ))?;
+        let mut rows = self.wrap(st.query([]))?;
+        while let Some(r) = self.wrap(rows.next())? {
+            let row = (|| -> rusqlite::Result<_> {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, Option<Vec<u8>>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })();
+            // A damaged row (wrong type, out-of-range number, dangling pack) compares unequal.
+            let (id, pack, offset, stored_len, raw_len) = match row {
+                Ok(v) => v,
+                Err(_) => (r.get::<_, Vec<u8>>(0).unwrap_or_default(), None, -1, -1, -1),
+            };
+            let id = ChunkId::from_slice(&id).unwrap_or_default();
+            let loc = Location {
+                pack: pack.and_then(|p| PackId::from_slice(&p)).unwrap_or_default(),
+                offset: u32::try_from(offset).unwrap_or(u32::MAX),
+                stored_len: u32::try_from(stored_len).unwrap_or(u32::MAX),
+                raw_len: u32::try_from(raw_len).unwrap_or(u32::MAX),
+            };
+            f(id, loc)?;
+        }
+        Ok(())
     }
 
     /// Runs many lookups under one read transaction: one file lock instead of one per statement.
@@ -190,8 +269,8 @@ impl Cache {
         let mut st = self.wrap(self.conn.prepare_cached(
             "SELECT p.id, c.offset, c.stored_len, c.raw_len FROM chunks c JOIN packs p ON p.pid = c.pack WHERE c.id=?1",
         ))?;
-        self.wrap(
-            st.query_row([&id.0[..]], |r| {
+        let row = st
+            .query_row([&id.0[..]], |r| {
                 let pack: Vec<u8> = r.get(0)?;
                 Ok(Location {
                     pack: PackId::from_slice(&pack).unwrap_or_default(),
@@ -200,13 +279,26 @@ impl Cache {
                     raw_len: r.get(3)?,
                 })
             })
-            .optional(),
-        )
+            .optional();
+        match row {
+            // A damaged row (a value of the wrong type or out of range) is no location: the
+            // caller rebuilds the cache from the index files before calling the chunk missing.
+            Err(
+                e @ (rusqlite::Error::InvalidColumnType(..)
+                | rusqlite::Error::FromSqlConversionFailure(..)
+                | rusqlite::Error::IntegralValueOutOfRange(..)),
+            ) => {
+                tracing::warn!("cache {}: the row of chunk {id} is damaged ({e})", self.path.display());
+                Ok(None)
+            }
+            r => self.wrap(r),
+        }
     }
 
-    /// Whether a chunk is stored.
+    /// Whether a chunk is stored in a pack not marked damaged (a backup stores it otherwise).
     pub fn contains(&self, id: &ChunkId) -> Result<bool> {
-        let mut st = self.wrap(self.conn.prepare_cached("SELECT 1 FROM chunks WHERE id=?1"))?;
+        let mut st = self
+            .wrap(self.conn.prepare_cached(&format!("SELECT 1 FROM chunks WHERE id=?1 AND NOT {IN_DAMAGED_PACK}")))?;
         self.wrap(st.exists([&id.0[..]]))
     }
 
@@ -262,6 +354,29 @@ impl Cache {
             },
         ))
     }
+}
+
+/// Inserts one index file's records. The first location of a chunk wins, except over a location
+/// in a pack marked damaged: a chunk stored again after damage is read from its new copy.
+fn insert_index(conn: &Connection, id: &IndexId, records: &[PackRecord]) -> rusqlite::Result<()> {
+    let mut ins_pack = conn.prepare_cached("INSERT OR IGNORE INTO packs(id, size) VALUES(?1, ?2)")?;
+    let mut get_pack = conn.prepare_cached("SELECT pid FROM packs WHERE id=?1")?;
+    let mut ins = conn.prepare_cached(&format!(
+        "INSERT INTO chunks(id, pack, offset, stored_len, raw_len) VALUES(?1,?2,?3,?4,?5)
+         ON CONFLICT(id) DO UPDATE SET pack=excluded.pack, offset=excluded.offset,
+             stored_len=excluded.stored_len, raw_len=excluded.raw_len
+         WHERE {IN_DAMAGED_PACK} AND NOT EXISTS (SELECT 1 FROM packs p JOIN damaged_packs d ON d.id = p.id
+                                                 WHERE p.pid = excluded.pack)"
+    ))?;
+    for p in records {
+        ins_pack.execute(params![&p.id.0[..], p.size as i64])?;
+        let pid: i64 = get_pack.query_row([&p.id.0[..]], |r| r.get(0))?;
+        for e in &p.entries {
+            ins.execute(params![&e.id.0[..], pid, e.offset, e.stored_len, e.raw_len])?;
+        }
+    }
+    conn.execute("INSERT OR IGNORE INTO index_files(id) VALUES(?1)", [&id.0[..]])?;
+    Ok(())
 }
 
 /// Reads, checks (name = content hash) and opens an index file.

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod chunks;
 pub mod pack;
 pub mod packer;
+pub mod recheck;
 pub mod tree;
 
 use crate::error::{Error, Result};
@@ -25,6 +26,7 @@ use crate::format::repo_config::{
 use crate::id::{content_hash, ChunkId, KeyId, PackId, RepoId, SnapshotId};
 use crate::repo::cache::{Cache, Location, SyncReport};
 use crate::repo::packer::IndexBatch;
+use crate::repo::recheck::Recheck;
 use crate::store::fetching::FetchingStore;
 use crate::store::{Handle, LocalStore, Store, StoreExt};
 
@@ -66,6 +68,8 @@ pub struct Repo {
     // Every read goes through here: the local store itself, or a fetching store when the
     // directory is a partial mirror of a remote.
     objects: Arc<dyn Store>,
+    // What a failed chunk read consults before calling the data corrupt (recheck.rs).
+    recheck: Arc<Recheck>,
 }
 
 /// Readable snapshots (oldest first) and unreadable ones with their error.
@@ -229,7 +233,8 @@ impl Repo {
         // The index cache is local state, not a repository object (format-spec/cache.md).
         let cache_dir = store.local_state_dir("cache")?;
         let cache = Cache::open(&cache_dir.join("cache.sqlite"), config.id)?;
-        Ok(Repo { store, config, keys, cache, objects })
+        let recheck = Arc::new(Recheck::new(cache_dir.join("cache.sqlite"), config.id, objects.clone(), keys.clone()));
+        Ok(Repo { store, config, keys, cache, objects, recheck })
     }
 
     /// The local directory: where packs are written, locks taken and local state kept.
@@ -254,8 +259,13 @@ impl Repo {
 
     /// Empties the index cache and rebuilds it from the index files in the local store.
     pub fn rebuild_cache(&mut self) -> Result<SyncReport> {
-        self.cache.clear()?;
-        self.cache.sync(&self.store, &self.keys)
+        self.cache.rebuild(&self.store, &self.keys)
+    }
+
+    /// Rebuilds the cache from the index files through a connection of its own (callers that
+    /// hold the repository shared, such as verify).
+    pub fn repair_cache(&self) -> Result<SyncReport> {
+        self.recheck.rebuild_now()
     }
 
     /// An index writer over the local store that also records what it writes in the cache
@@ -292,7 +302,25 @@ impl Repo {
 
     /// A reader for chunks (cheap to clone, usable from worker threads).
     pub fn chunk_reader(&self) -> ChunkReader {
-        ChunkReader { store: self.objects.clone(), keys: self.keys.clone() }
+        ChunkReader { store: self.objects.clone(), keys: self.keys.clone(), recheck: Some(self.recheck.clone()) }
+    }
+
+    /// Resolves chunk locations. A chunk the cache lacks is looked up again after a rebuild of
+    /// the cache from the index files (a damaged row may have hidden it) before it is called missing.
+    pub fn locate(&self, chunks: &[ChunkId]) -> Result<Vec<(ChunkId, Location)>> {
+        let found: Vec<Option<Location>> = self.cache.batch(|c| chunks.iter().map(|id| c.lookup(id)).collect())?;
+        chunks
+            .iter()
+            .zip(found)
+            .map(|(id, l)| {
+                let l = match l {
+                    Some(l) => Some(l),
+                    None => self.recheck.locate_missing(id)?,
+                };
+                l.map(|l| (*id, l))
+                    .ok_or_else(|| Error::corrupt(format!("chunk {id}"), "not in the index (missing data)"))
+            })
+            .collect()
     }
 
     /// Ids of all snapshot files.
@@ -355,13 +383,7 @@ impl Repo {
 
     /// Streams the nodes of a snapshot's tree.
     pub fn tree(&self, snap: &Snapshot) -> Result<TreeReader> {
-        let mut locs = Vec::with_capacity(snap.tree.len());
-        for c in &snap.tree {
-            let loc =
-                self.cache.lookup(c)?.ok_or_else(|| Error::corrupt(format!("tree chunk {c}"), "not in the index"))?;
-            locs.push((*c, loc));
-        }
-        Ok(TreeReader::new(self.chunk_reader(), locs))
+        Ok(TreeReader::new(self.chunk_reader(), self.locate(&snap.tree)?))
     }
 }
 
@@ -378,11 +400,20 @@ pub fn snapshot_order(a: &Snapshot, b: &Snapshot) -> std::cmp::Ordering {
 pub struct ChunkReader {
     store: Arc<dyn Store>,
     keys: Arc<Keys>,
+    recheck: Option<Arc<Recheck>>,
 }
 
 impl ChunkReader {
-    /// Reads, opens, decodes and verifies one chunk.
+    /// Reads, opens, decodes and verifies one chunk; a failure is rechecked against the pack
+    /// trailer and the index files before it is reported (recheck.rs).
     pub fn read(&self, id: &ChunkId, loc: &Location) -> Result<Vec<u8>> {
+        match (self.read_at(id, loc), &self.recheck) {
+            (Err(e), Some(r)) => r.recover(id, loc, e, &|l| self.read_at(id, l)),
+            (r, _) => r,
+        }
+    }
+
+    fn read_at(&self, id: &ChunkId, loc: &Location) -> Result<Vec<u8>> {
         let sealed = self.store.get_range(Handle::Pack(loc.pack), loc.offset as u64, loc.stored_len as usize)?;
         self.decode(id, &loc.pack, &sealed, loc.raw_len)
     }
@@ -428,7 +459,17 @@ impl ChunkReader {
                 }
             })
             .collect();
-        per_run.into_iter().flatten().collect()
+        // A failed run is retried chunk by chunk: one bad location must not fail its neighbours,
+        // and each failure gets its recheck.
+        per_run
+            .into_iter()
+            .flatten()
+            .zip(chunks)
+            .map(|(r, (id, l))| match r {
+                Err(_) if self.recheck.is_some() => self.read(id, l),
+                r => r,
+            })
+            .collect()
     }
 
     /// Opens, decodes and verifies a sealed chunk.

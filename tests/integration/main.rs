@@ -8,6 +8,7 @@ mod bad_input;
 mod cli;
 mod corruption;
 mod crash;
+mod damage;
 mod encryption;
 mod export;
 mod format_vectors;

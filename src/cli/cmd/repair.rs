@@ -1,4 +1,5 @@
 //! `repair index`: rebuild the index files and the cache from the pack trailers.
+//! `repair packs`: drop damaged packs after salvaging what still checks out; name what was lost.
 
 use anyhow::Result;
 use serde_json::json;
@@ -17,4 +18,48 @@ pub(in crate::cli) fn index(ctx: &Ctx) -> Result<Finish> {
         }
     }
     Ok(if bad.is_empty() { Finish::Ok } else { Finish::Incomplete })
+}
+
+pub(in crate::cli) fn packs(ctx: &Ctx) -> Result<Finish> {
+    let mut repo = ctx.open()?;
+    let r = crate::ops::repair::repair_packs(&mut repo)?;
+    if ctx.json() {
+        let mut v = serde_json::to_value(&r)?;
+        v["ok"] = json!(!r.lost_data());
+        render::print_json(&v);
+    } else {
+        if r.packs.is_empty() {
+            println!("no pack is marked damaged (run `cairn verify --read-data` to look for damage)");
+        }
+        for p in &r.packs {
+            println!(
+                "removed damaged pack {} ({}): {} chunks salvaged, {} stored elsewhere, {} lost",
+                p.pack,
+                p.reason,
+                p.salvaged,
+                p.stored_elsewhere,
+                p.lost.len()
+            );
+            for c in &p.lost {
+                println!("  LOST chunk {c}");
+            }
+        }
+        for a in &r.affected {
+            println!("LOST DATA in snapshot {} file {}", a.snapshot.to_hex(), a.path);
+        }
+        for p in &r.problems {
+            println!("DAMAGED {p}");
+        }
+        if !r.packs.is_empty() {
+            println!("{} new packs written", r.packs_written);
+        }
+        if r.lost_data() {
+            println!(
+                "DATA LOST: {} chunks, referenced by {} files; restore the affected files from another copy",
+                r.lost_chunks.len(),
+                r.affected.len()
+            );
+        }
+    }
+    Ok(if r.lost_data() { Finish::Damaged } else { Finish::Ok })
 }

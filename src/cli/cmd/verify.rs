@@ -41,9 +41,8 @@ pub(in crate::cli) fn run(ctx: &Ctx, read_data: Option<&str>, seed: Option<u64>,
     });
     let pb = render::spinner(&ctx.cli, "verifying");
     let start = std::time::Instant::now();
-    if restore_test {
-        repo.sync_index()?;
-    }
+    // The local cache is compared with the index files, so first load any it has not seen.
+    repo.sync_index()?;
     let r = crate::ops::verify::verify(&repo, &VerifyOptions { read_data: pct, seed, restore_test })?;
     if let Some(pb) = pb {
         pb.finish_and_clear();
@@ -69,6 +68,12 @@ pub(in crate::cli) fn run(ctx: &Ctx, read_data: Option<&str>, seed: Option<u64>,
         }
         for p in &r.problems {
             println!("DAMAGED {p}");
+        }
+        for m in &r.cache_mismatches {
+            println!("CACHE MISMATCH {m}");
+        }
+        if !r.cache_mismatches.is_empty() {
+            println!("the local cache disagreed with the index files; it was rebuilt from them (the repository itself is not affected)");
         }
         for t in &r.restore_tests {
             println!(
