@@ -45,7 +45,23 @@ pub struct SyncReport {
 
 impl Cache {
     fn wrap<T>(&self, r: rusqlite::Result<T>) -> Result<T> {
-        r.map_err(|source| Error::Cache { path: self.path.clone(), err: source })
+        r.map_err(|source| Error::cache(&self.path, source))
+    }
+
+    /// A cache in memory, empty, for a repository whose cache file cannot be written (a full
+    /// disk, a read-only repository): filled from the index files by [`Cache::sync`], dropped at
+    /// exit.
+    pub fn open_memory(repo: RepoId) -> Result<Self> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(|e| Error::cache(&path, e))?;
+        let cache = Cache { conn, path };
+        cache.create(repo)?;
+        Ok(cache)
+    }
+
+    /// Whether this cache lives in memory ([`Cache::open_memory`]).
+    pub fn in_memory(&self) -> bool {
+        self.path.as_os_str() == ":memory:"
     }
 
     /// Opens (creating or rebuilding if stale) the cache at `path` for repository `repo`. A file
@@ -78,7 +94,7 @@ impl Cache {
     }
 
     fn open_once(path: &Path, repo: RepoId) -> Result<Self> {
-        let e = |source| Error::Cache { path: path.to_path_buf(), err: source };
+        let e = |source| Error::cache(path, source);
         let conn = Connection::open(path).map_err(e)?;
         conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(e)?;
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-4000;")
@@ -153,7 +169,7 @@ impl Cache {
 
     /// Records an index file's content.
     pub fn add_index(&mut self, id: &IndexId, records: &[PackRecord]) -> Result<()> {
-        let tx = self.conn.transaction().map_err(|source| Error::Cache { path: self.path.clone(), err: source })?;
+        let tx = self.conn.transaction().map_err(|source| Error::cache(&self.path, source))?;
         let r: rusqlite::Result<()> = (|| {
             {
                 let mut ins_pack = tx.prepare_cached("INSERT OR IGNORE INTO packs(id, size) VALUES(?1, ?2)")?;
@@ -172,7 +188,7 @@ impl Cache {
             tx.execute("INSERT OR IGNORE INTO index_files(id) VALUES(?1)", [&id.0[..]])?;
             Ok(())
         })();
-        r.and_then(|_| tx.commit()).map_err(|source| Error::Cache { path: self.path.clone(), err: source })
+        r.and_then(|_| tx.commit()).map_err(|source| Error::cache(&self.path, source))
     }
 
     /// Runs many lookups under one read transaction: one file lock instead of one per statement.

@@ -227,8 +227,11 @@ impl Repo {
         let (master, _) = unlock(objects.as_ref(), &config, password)?;
         let keys = Arc::new(Keys::derive(&master, config.id, config.encryption == Encryption::XChaCha20Poly1305));
         // The index cache is local state, not a repository object (format-spec/cache.md).
-        let cache_dir = store.local_state_dir("cache")?;
-        let cache = Cache::open(&cache_dir.join("cache.sqlite"), config.id)?;
+        let cache = match store.local_state_dir("cache").and_then(|d| Cache::open(&d.join("cache.sqlite"), config.id)) {
+            Ok(c) => c,
+            Err(e) if e.is_unwritable() => memory_cache(&e, config.id)?,
+            Err(e) => return Err(e),
+        };
         Ok(Repo { store, config, keys, cache, objects })
     }
 
@@ -254,8 +257,14 @@ impl Repo {
 
     /// Empties the index cache and rebuilds it from the index files in the local store.
     pub fn rebuild_cache(&mut self) -> Result<SyncReport> {
-        self.cache.clear()?;
-        self.cache.sync(&self.store, &self.keys)
+        let r = self.cache.clear().and_then(|_| self.cache.sync(&self.store, &self.keys));
+        match r {
+            Err(e) if e.is_unwritable() && !self.cache.in_memory() => {
+                self.cache = memory_cache(&e, self.config.id)?;
+                self.cache.sync(&self.store, &self.keys)
+            }
+            r => r,
+        }
     }
 
     /// An index writer over the local store that also records what it writes in the cache
@@ -278,7 +287,13 @@ impl Repo {
 
     /// Loads new index files into the cache; unreadable ones are logged (verify reports them).
     pub fn sync_index(&mut self) -> Result<()> {
-        let r = self.cache.sync(self.objects.as_ref(), &self.keys)?;
+        let r = match self.cache.sync(self.objects.as_ref(), &self.keys) {
+            Err(e) if e.is_unwritable() && !self.cache.in_memory() => {
+                self.cache = memory_cache(&e, self.config.id)?;
+                self.cache.sync(self.objects.as_ref(), &self.keys)?
+            }
+            r => r?,
+        };
         for (id, e) in r.bad {
             tracing::warn!("skipping index file {id}: {e}");
         }
@@ -363,6 +378,12 @@ impl Repo {
         }
         Ok(TreeReader::new(self.chunk_reader(), locs))
     }
+}
+
+/// The in-memory cache used when the cache file cannot be written (`e` says why, once).
+fn memory_cache(e: &Error, repo: RepoId) -> Result<Cache> {
+    tracing::warn!("{e}; using an in-memory index built from the index files (read-only use)");
+    Cache::open_memory(repo)
 }
 
 /// Snapshot order: by time, then type.

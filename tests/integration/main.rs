@@ -18,3 +18,4 @@ mod remote;
 mod restore_safety;
 mod roundtrip;
 mod sources;
+mod trouble;
