@@ -102,10 +102,18 @@ impl Error {
     }
     /// Wraps an SQLite error with its database file; SQLITE_FULL becomes [`Error::NoSpace`].
     pub fn cache(path: impl Into<PathBuf>, err: rusqlite::Error) -> Self {
-        if err.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
-            return Error::NoSpace { path: path.into() };
+        let path = path.into();
+        // SQLite reports a failed write of its shared-memory or WAL file as a plain "disk I/O
+        // error"; on a file system with no block left that is ENOSPC, and is named so.
+        let full = match err.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => true,
+            Some(rusqlite::ErrorCode::SystemIoFailure) => no_free_blocks(&path),
+            _ => false,
+        };
+        if full {
+            return Error::NoSpace { path };
         }
-        Error::Cache { path: path.into(), err }
+        Error::Cache { path, err }
     }
     /// Whether this is a failure to write because the file system is full or read-only (or the
     /// file cannot be written): a reader can go on without writing local state.
@@ -131,6 +139,16 @@ impl Error {
     pub fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> Self {
         Error::Corrupt { what: what.into(), detail: detail.into() }
     }
+}
+
+/// Whether the file system holding `path` (or its directory) has no block left for this user.
+fn no_free_blocks(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = if path.exists() { path } else { path.parent().unwrap_or(path) };
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
+    // SAFETY: `c` is a valid C string and `st` a properly sized, writable statvfs.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statvfs(c.as_ptr(), &mut st) }) == 0 && st.f_bavail == 0
 }
 
 /// Adds a path to `std::io::Result`s.

@@ -304,7 +304,10 @@ pub fn run_backups(
                 tr.error = run.error.clone();
             }
         }
-        history.record(&run)?;
+        // The history is local bookkeeping: a full disk must not hide the run's own error.
+        if let Err(e) = history.record(&run) {
+            tracing::warn!("{name}: cannot record the run in the history: {e}");
+        }
         // Notifications.
         let mut events = Vec::new();
         if run.result.failed() {
