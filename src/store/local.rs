@@ -507,6 +507,32 @@ mod tests {
     }
 
     #[test]
+    fn tmp_entries_of_gone_writers_are_removed_and_live_ones_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let s = LocalStore::new(d.path());
+        s.create_layout().unwrap();
+        let (mine, _f) = s.temp_file().unwrap();
+        let name = mine.file_name().unwrap().to_str().unwrap().to_string();
+        assert_eq!(tmp_owner(&name), Some((std::process::id(), crate::util::own_start_time())));
+        let dead = d.path().join("tmp").join(format!("{}.{}.5.tmp", "ab".repeat(12), 0x7fff_fff0u32));
+        let reused = d.path().join("tmp").join(format!(
+            "{}.{}.{}.tmp",
+            "cd".repeat(12),
+            std::process::id(),
+            crate::util::own_start_time().unwrap_or(0) + 1
+        ));
+        let scratch = d.path().join("tmp").join(format!("verify-{}.sqlite-wal", 0x7fff_fff0u32));
+        let legacy = d.path().join("tmp").join(format!("{}.tmp", "ef".repeat(12)));
+        for p in [&dead, &reused, &scratch, &legacy] {
+            fs::write(p, b"x").unwrap();
+        }
+        assert_eq!(s.clean_tmp(false).unwrap().0, 3);
+        assert!(mine.exists() && legacy.exists() && !dead.exists() && !reused.exists() && !scratch.exists());
+        assert_eq!(s.clean_tmp(true).unwrap().0, 1, "unowned entries go under the exclusive lock");
+        assert!(mine.exists() && !legacy.exists());
+    }
+
+    #[test]
     fn cached_pack_handles_are_dropped_on_remove() {
         let d = tempfile::tempdir().unwrap();
         let s = LocalStore::new(d.path());

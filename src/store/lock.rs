@@ -118,9 +118,12 @@ pub fn list_locks(store: &dyn Store) -> Result<Vec<FoundLock>> {
     Ok(out)
 }
 
+/// What `unlock` did: locks removed (with why) and locks kept.
+pub type Unlocked = (Vec<(FoundLock, String)>, Vec<FoundLock>);
+
 /// Removes stale locks, or with `force` every lock; returns what was removed (with why) and what
 /// was kept.
-pub fn unlock(store: &dyn Store, force: bool) -> Result<(Vec<(FoundLock, String)>, Vec<FoundLock>)> {
+pub fn unlock(store: &dyn Store, force: bool) -> Result<Unlocked> {
     let (mut removed, mut kept) = (Vec::new(), Vec::new());
     for l in list_locks(store)? {
         let why = match (&l.info, force) {
@@ -257,6 +260,21 @@ mod tests {
         s.remove(Handle::Lock(LockId([2; 32]))).unwrap();
         let e = Lock::acquire(&s, false, "backup").err().expect("unreadable lock");
         assert!(e.to_string().contains("unreadable lock file"), "{e}");
+    }
+
+    #[test]
+    fn a_reused_pid_or_another_boot_makes_a_lock_stale_and_old_locks_still_read() {
+        let me = LockInfo::mine(true, "test");
+        assert_eq!(me.stale_reason(), None, "this live process");
+        let reused = LockInfo { start_time: me.start_time.map(|t| t + 1), ..me.clone() };
+        assert!(reused.stale_reason().is_some_and(|r| r.contains("another process")));
+        let rebooted = LockInfo { boot_id: Some("not-this-boot".into()), ..me.clone() };
+        assert!(rebooted.stale_reason().is_some_and(|r| r.contains("restarted")));
+        let old = format!(r#"{{"host":"{}","pid":{},"exclusive":false,"time":"t","purpose":"p"}}"#, me.host, me.pid);
+        let old: LockInfo = serde_json::from_str(&old).unwrap();
+        assert_eq!((old.boot_id.as_deref(), old.start_time, old.stale_reason()), (None, None, None));
+        let foreign = LockInfo { host: "another-host".into(), ..rebooted };
+        assert_eq!(foreign.stale_reason(), None, "other hosts' locks are never judged");
     }
 
     #[test]

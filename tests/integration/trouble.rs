@@ -196,7 +196,10 @@ fn kill_mid_write(env: &Env, src: &Path) -> bool {
 }
 
 fn tmp_entries(repo: &Path) -> Vec<String> {
-    std::fs::read_dir(repo.join("tmp")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+    std::fs::read_dir(repo.join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
 }
 
 #[test]

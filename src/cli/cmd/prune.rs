@@ -31,7 +31,11 @@ pub(in crate::cli) fn run(ctx: &Ctx, dry_run: bool, repack_below: f64) -> Result
             r.duration_s
         );
         if r.tmp_removed > 0 {
-            println!("removed {} leftovers of interrupted runs from tmp/ ({})", r.tmp_removed, human_bytes(r.tmp_bytes));
+            println!(
+                "removed {} leftovers of interrupted runs from tmp/ ({})",
+                r.tmp_removed,
+                human_bytes(r.tmp_bytes)
+            );
         }
     }
     Ok(Finish::Ok)

@@ -17,9 +17,7 @@ pub(in crate::cli) fn run(ctx: &Ctx, force: bool) -> Result<Finish> {
     let (removed, kept) = crate::store::lock::unlock(&store, force)?;
     let whose = |l: &FoundLock| l.info.as_ref().map_or_else(|| "unreadable lock".to_string(), |i| i.describe());
     if ctx.json() {
-        let row = |l: &FoundLock, why: Option<&str>| {
-            json!({"file": l.location, "lock": l.info, "removed": why.is_some(), "reason": why})
-        };
+        let row = |l: &FoundLock, why: Option<&str>| json!({"file": l.location, "lock": l.info, "removed": why.is_some(), "reason": why});
         let mut v: Vec<_> = removed.iter().map(|(l, w)| row(l, Some(w))).collect();
         v.extend(kept.iter().map(|l| row(l, None)));
         render::print_json(&json!(v));
@@ -28,7 +26,11 @@ pub(in crate::cli) fn run(ctx: &Ctx, force: bool) -> Result<Finish> {
             println!("removed {} ({}): {why}", whose(l), l.location);
         }
         for l in &kept {
-            println!("kept {} ({}): its holder may be running; `cairn unlock --force` removes it", whose(l), l.location);
+            println!(
+                "kept {} ({}): its holder may be running; `cairn unlock --force` removes it",
+                whose(l),
+                l.location
+            );
         }
         if removed.is_empty() && kept.is_empty() {
             println!("no locks");
