@@ -17,6 +17,12 @@ pub enum Error {
         /// The underlying error.
         err: std::io::Error,
     },
+    /// The file system holding `path` is full (ENOSPC, or SQLite's SQLITE_FULL).
+    #[error("{path}: no space left on device (ENOSPC); free some space there and run again (`cairn forget` and `cairn prune` work on a full disk)")]
+    NoSpace {
+        /// The file or directory being written.
+        path: PathBuf,
+    },
     /// Stored bytes that fail a check (hash, authentication tag, grammar).
     #[error("{what} is corrupt: {detail}")]
     Corrupt {
@@ -87,14 +93,62 @@ impl Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// Wraps an I/O error with the path it concerns.
+    /// Wraps an I/O error with the path it concerns; a full file system becomes [`Error::NoSpace`].
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        if source.kind() == std::io::ErrorKind::StorageFull {
+            return Error::NoSpace { path: path.into() };
+        }
         Error::Io { path: path.into(), err: source }
+    }
+    /// Wraps an SQLite error with its database file; SQLITE_FULL becomes [`Error::NoSpace`].
+    pub fn cache(path: impl Into<PathBuf>, err: rusqlite::Error) -> Self {
+        let path = path.into();
+        // SQLite reports a failed write of its shared-memory or WAL file as a plain "disk I/O
+        // error"; on a file system with no block left that is ENOSPC, and is named so.
+        let full = match err.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => true,
+            Some(rusqlite::ErrorCode::SystemIoFailure) => no_free_blocks(&path),
+            _ => false,
+        };
+        if full {
+            return Error::NoSpace { path };
+        }
+        Error::Cache { path, err }
+    }
+    /// Whether this is a failure to write because the file system is full or read-only (or the
+    /// file cannot be written): a reader can go on without writing local state.
+    pub fn is_unwritable(&self) -> bool {
+        use std::io::ErrorKind as K;
+        match self {
+            Error::NoSpace { .. } => true,
+            Error::Io { err, .. } => matches!(err.kind(), K::ReadOnlyFilesystem | K::PermissionDenied | K::StorageFull),
+            Error::Cache { err, .. } => matches!(
+                err.sqlite_error_code(),
+                Some(
+                    rusqlite::ErrorCode::DiskFull
+                        | rusqlite::ErrorCode::ReadOnly
+                        | rusqlite::ErrorCode::CannotOpen
+                        | rusqlite::ErrorCode::SystemIoFailure
+                        | rusqlite::ErrorCode::PermissionDenied
+                )
+            ),
+            _ => false,
+        }
     }
     /// A corruption error.
     pub fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> Self {
         Error::Corrupt { what: what.into(), detail: detail.into() }
     }
+}
+
+/// Whether the file system holding `path` (or its directory) has no block left for this user.
+fn no_free_blocks(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = if path.exists() { path } else { path.parent().unwrap_or(path) };
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
+    // SAFETY: `c` is a valid C string and `st` a properly sized, writable statvfs.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statvfs(c.as_ptr(), &mut st) }) == 0 && st.f_bavail == 0
 }
 
 /// Adds a path to `std::io::Result`s.

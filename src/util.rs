@@ -19,6 +19,40 @@ pub fn pid_alive(pid: u32) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// This boot's id (`/proc/sys/kernel/random/boot_id`), `None` where the kernel has none: a pid
+/// recorded under another boot id names a process that no longer exists, whatever runs under
+/// that pid now.
+pub fn boot_id() -> Option<String> {
+    let s = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+/// When process `pid` started, in clock ticks since boot (field 22 of `/proc/<pid>/stat`);
+/// `None` if there is no such process or no `/proc`. Together with the boot id it tells a live
+/// holder from a later process that was given the same pid.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 2 (the command name) is in parentheses and may itself hold spaces and ')': fields
+    // are counted after its last ')'. Field 3 is the first one after it, so field 22 is the 20th.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+}
+
+/// This process's start time ([`process_start_time`]), read once.
+pub fn own_start_time() -> Option<u64> {
+    static T: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *T.get_or_init(|| process_start_time(std::process::id()))
+}
+
+/// Whether the process `pid` that started at tick `start` (if known) is gone: no such pid, or the
+/// pid now belongs to a process that started at another time.
+pub fn process_gone(pid: u32, start: Option<u64>) -> bool {
+    if !pid_alive(pid) {
+        return true;
+    }
+    matches!((start, process_start_time(pid)), (Some(a), Some(b)) if a != b)
+}
+
 /// Human-readable byte count.
 pub fn human_bytes(n: u64) -> String {
     const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

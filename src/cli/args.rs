@@ -6,9 +6,13 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::format::keyfile::KdfParams;
 
+/// Shown under `--help` and in the man page; the codes are defined in `cli::exit_code`.
+const EXIT_CODES: &str = "Exit codes: 0 success, 1 error, 2 usage error, 3 verify found damage, \
+4 wrong password (or none available), 5 partial: a snapshot was saved but some files could not be read.";
+
 /// cairn: deduplicating, encrypted backups of a small application's database, logs and config.
 #[derive(Parser, Debug)]
-#[command(name = "cairn", version, about, long_about = None)]
+#[command(name = "cairn", version, about, long_about = None, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Repository directory.
     #[arg(long, global = true, env = "CAIRN_REPO")]
@@ -151,6 +155,12 @@ pub enum Command {
         snapshot: String,
         /// Path inside the snapshot.
         path: String,
+    },
+    /// Remove stale locks (holder gone: other boot, dead or reused pid), or with --force every lock.
+    Unlock {
+        /// Also remove locks whose holder may still be running.
+        #[arg(long)]
+        force: bool,
     },
     /// Check the repository; exit code 3 when damage is found.
     Verify {

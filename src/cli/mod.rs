@@ -31,6 +31,8 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_DAMAGE: i32 = 3;
 /// Exit code: wrong password or unusable key.
 pub const EXIT_PASSWORD: i32 = 4;
+/// Exit code: a snapshot was saved, but some files could not be read (partial).
+pub const EXIT_PARTIAL: i32 = 5;
 
 /// How a command that ran to its end finished; an `Err` is the other way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +43,8 @@ pub enum Finish {
     Damaged,
     /// The command worked, but left something undone that it has already reported.
     Incomplete,
+    /// A snapshot was saved without some files that could not be read (already reported).
+    Partial,
 }
 
 /// Maps a command's outcome to the process exit code.
@@ -49,6 +53,7 @@ pub fn exit_code(outcome: &Result<Finish>) -> i32 {
         Ok(Finish::Ok) => EXIT_OK,
         Ok(Finish::Damaged) => EXIT_DAMAGE,
         Ok(Finish::Incomplete) => EXIT_ERROR,
+        Ok(Finish::Partial) => EXIT_PARTIAL,
         Err(e) => match e.downcast_ref::<crate::Error>() {
             Some(crate::Error::WrongPassword(_)) | Some(crate::Error::NoPassword) => EXIT_PASSWORD,
             _ => EXIT_ERROR,
@@ -57,7 +62,8 @@ pub fn exit_code(outcome: &Result<Finish>) -> i32 {
 }
 
 /// The whole program after process setup: parse, set up logging, run, report an error; returns
-/// the exit code (0 ok, 1 error, 2 usage, 3 verify found damage, 4 wrong password).
+/// the exit code (0 ok, 1 error, 2 usage, 3 verify found damage, 4 wrong password, 5 partial
+/// snapshot: some files could not be read).
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -114,6 +120,7 @@ pub fn run(cli: Cli) -> Result<Finish> {
         Command::Verify { read_data, seed, restore_test } => {
             cmd::verify::run(&ctx, read_data.as_deref(), *seed, *restore_test)
         }
+        Command::Unlock { force } => cmd::unlock::run(&ctx, *force),
         Command::Repair { what: RepairWhat::Index } => cmd::repair::index(&ctx),
         Command::Repair { what: RepairWhat::Packs } => cmd::repair::packs(&ctx),
         Command::Key { cmd } => cmd::key::run(&ctx, cmd),

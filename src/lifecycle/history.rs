@@ -20,6 +20,8 @@ pub enum Outcome {
     Unchanged,
     /// It failed.
     Failed,
+    /// A snapshot was written, but some files could not be read (listed in it).
+    Partial,
 }
 
 impl Outcome {
@@ -28,12 +30,18 @@ impl Outcome {
             Outcome::Success => "success",
             Outcome::Unchanged => "unchanged",
             Outcome::Failed => "failed",
+            Outcome::Partial => "partial",
         }
+    }
+    /// Failed or partial: not a complete backup (alerts, consecutive failures, last error).
+    pub fn failed(self) -> bool {
+        matches!(self, Outcome::Failed | Outcome::Partial)
     }
     fn parse(s: &str) -> Outcome {
         match s {
             "success" => Outcome::Success,
             "unchanged" => Outcome::Unchanged,
+            "partial" => Outcome::Partial,
             _ => Outcome::Failed,
         }
     }
@@ -74,28 +82,56 @@ pub struct History {
 
 impl History {
     fn wrap<T>(&self, r: rusqlite::Result<T>) -> Result<T> {
-        r.map_err(|source| Error::Cache { path: self.path.clone(), err: source })
+        r.map_err(|source| Error::cache(&self.path, source))
     }
 
-    /// Opens (creating) the history of the repository at `repo_root`.
+    /// Opens (creating) the history of the repository at `repo_root`. On a full disk or a
+    /// read-only repository it is opened read-only (status and history still show it), with a
+    /// warning; recording then fails with the reason.
     pub fn open(repo_root: &Path) -> Result<History> {
         let dir = repo_root.join("state");
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let path = dir.join("history.sqlite");
-        let conn = Connection::open(&path).map_err(|source| Error::Cache { path: path.clone(), err: source })?;
-        let h = History { conn, path };
-        h.wrap(h.conn.busy_timeout(std::time::Duration::from_secs(30)))?;
-        h.wrap(h.conn.execute_batch(
-            "PRAGMA journal_mode=WAL;
-             CREATE TABLE IF NOT EXISTS runs(id INTEGER PRIMARY KEY, type TEXT NOT NULL, start TEXT NOT NULL,
+        let rw = std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e)).and_then(|_| {
+            let conn = Connection::open(&path).map_err(|source| Error::cache(&path, source))?;
+            let h = History { conn, path: path.clone() };
+            h.wrap(h.conn.busy_timeout(std::time::Duration::from_secs(30)))?;
+            h.wrap(h.conn.execute_batch("PRAGMA journal_mode=WAL;"))?;
+            h.create()?;
+            Ok(h)
+        });
+        match rw {
+            Err(e) if e.is_unwritable() => {
+                tracing::warn!("{e}; reading the history without writing to it");
+                let ro = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+                // immutable: no -shm or lock file is created (they may be what cannot be written).
+                const KEEP: &percent_encoding::AsciiSet =
+                    &percent_encoding::NON_ALPHANUMERIC.remove(b'/').remove(b'.').remove(b'-').remove(b'_');
+                let name = path.to_string_lossy();
+                let uri = format!("file:{}?immutable=1", percent_encoding::utf8_percent_encode(&name, KEEP));
+                match path.exists().then(|| Connection::open_with_flags(&uri, ro)) {
+                    Some(Ok(conn)) => Ok(History { conn, path }),
+                    _ => {
+                        let conn = Connection::open_in_memory().map_err(|source| Error::cache(&path, source))?;
+                        let h = History { conn, path };
+                        h.create()?;
+                        Ok(h)
+                    }
+                }
+            }
+            r => r,
+        }
+    }
+
+    fn create(&self) -> Result<()> {
+        self.wrap(self.conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS runs(id INTEGER PRIMARY KEY, type TEXT NOT NULL, start TEXT NOT NULL,
                  end TEXT NOT NULL, result TEXT NOT NULL, error TEXT, files INTEGER NOT NULL DEFAULT 0,
                  bytes_read INTEGER NOT NULL DEFAULT 0, bytes_added INTEGER NOT NULL DEFAULT 0,
                  snapshot TEXT, retries INTEGER NOT NULL DEFAULT 0);
              CREATE INDEX IF NOT EXISTS runs_type ON runs(type, id);
              CREATE TABLE IF NOT EXISTS alerts(type TEXT NOT NULL, event TEXT NOT NULL, time TEXT NOT NULL,
                  PRIMARY KEY(type, event));",
-        ))?;
-        Ok(h)
+        ))
     }
 
     /// Records a run.
@@ -174,7 +210,7 @@ impl History {
     /// Failed runs since the last success.
     pub fn consecutive_failures(&self, backup_type: &str) -> Result<u32> {
         self.wrap(self.conn.query_row(
-            "SELECT count(*) FROM runs WHERE type=?1 AND result='failed'
+            "SELECT count(*) FROM runs WHERE type=?1 AND result IN ('failed','partial')
                AND id > coalesce((SELECT max(id) FROM runs WHERE type=?1 AND result IN ('success','unchanged')), 0)",
             [backup_type],
             |r| r.get(0),

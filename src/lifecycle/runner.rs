@@ -109,9 +109,13 @@ pub struct SyncOutcome {
 }
 
 impl BackupReport {
-    /// Whether any type failed (or stored a snapshot with unreadable files).
+    /// How many types failed (stored no snapshot).
     pub fn failed(&self) -> usize {
-        self.ran.iter().filter(|r| r.result == Outcome::Failed || !r.file_errors.is_empty()).count()
+        self.ran.iter().filter(|r| r.result == Outcome::Failed).count()
+    }
+    /// How many types stored a snapshot with unreadable files.
+    pub fn partial(&self) -> usize {
+        self.ran.iter().filter(|r| r.result == Outcome::Partial).count()
     }
 }
 
@@ -273,7 +277,7 @@ pub fn run_backups(
                 run.result = match (o.written, complete) {
                     (false, _) => Outcome::Unchanged,
                     (true, true) => Outcome::Success,
-                    (true, false) => Outcome::Failed,
+                    (true, false) => Outcome::Partial,
                 };
                 if !complete {
                     run.error = Some(format!("{} entries could not be read", o.snapshot.errors.len()));
@@ -300,10 +304,13 @@ pub fn run_backups(
                 tr.error = run.error.clone();
             }
         }
-        history.record(&run)?;
+        // The history is local bookkeeping: a full disk must not hide the run's own error.
+        if let Err(e) = history.record(&run) {
+            tracing::warn!("{name}: cannot record the run in the history: {e}");
+        }
         // Notifications.
         let mut events = Vec::new();
-        if run.result == Outcome::Failed {
+        if run.result.failed() {
             events.push(Event::new(
                 "failure",
                 name,
@@ -329,7 +336,7 @@ pub fn run_backups(
                 format!("{name} backup succeeded again after {failures_before} failed runs"),
             ));
         }
-        if run.result != Outcome::Failed {
+        if !run.result.failed() {
             history.clear_alert(name, "dead_man")?;
         }
         for ev in events {

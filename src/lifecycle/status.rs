@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::format::manifest::Snapshot;
 use crate::id::SnapshotId;
 use crate::lifecycle::config::Config;
-use crate::lifecycle::history::{History, Outcome};
+use crate::lifecycle::history::History;
 use crate::lifecycle::runner::{due_now, last_success};
 use crate::lifecycle::schedule::{self, human_duration, Schedule};
 use crate::repo::Repo;
@@ -115,7 +115,7 @@ pub fn status(
             None => schedule::due(None, None, last.map(|t| t.with_timezone(&Local)), now),
         };
         let recent = history.list(Some(&name), 1)?;
-        let last_error = recent.first().filter(|r| r.result == Outcome::Failed).and_then(|r| r.error.clone());
+        let last_error = recent.first().filter(|r| r.result.failed()).and_then(|r| r.error.clone());
         let of_type: Vec<_> = snaps.iter().filter(|(_, s)| s.backup_type == name).collect();
         types.push(TypeStatus {
             backup_type: name.clone(),
@@ -143,13 +143,15 @@ pub fn status(
     let logical: u64 = snaps.iter().map(|(_, s)| s.stats.logical_bytes).sum();
     let overdue = types.iter().filter(|t| t.overdue).map(|t| t.backup_type.clone()).collect();
     let mut remotes = Vec::new();
-    if let Some(c) = cfg {
+    // The sync state is opened only when there are remotes to report (it is a writable
+    // database; status must work on a full disk).
+    if let Some(c) = cfg.filter(|c| !c.backup.remotes.is_empty()) {
         let state = crate::ops::sync::SyncState::open(repo.store())?;
         for r in &c.backup.remotes {
             let key = format!("sync:{}", r.name);
             let runs = history.list(Some(&key), 50)?;
-            let last_ok = runs.iter().find(|x| x.result != Outcome::Failed).map(|x| x.end.clone());
-            let last_error = runs.first().filter(|x| x.result == Outcome::Failed).and_then(|x| x.error.clone());
+            let last_ok = runs.iter().find(|x| !x.result.failed()).map(|x| x.end.clone());
+            let last_error = runs.first().filter(|x| x.result.failed()).and_then(|x| x.error.clone());
             let exclude = match &r.retention {
                 Some(ret) => crate::ops::sync::retention_exclusions(snaps, ret, now_f),
                 None => Default::default(),

@@ -3,7 +3,9 @@
 //!
 //! Prune holds the exclusive lock for its whole run, so no backup can add references while it
 //! decides what is unreferenced (a concurrent backup waits and retries). Its write order makes a
-//! SIGKILL at any point harmless: (1) new packs with the live chunks of sparse packs, fsynced;
+//! SIGKILL at any point harmless: (0) deletions that write nothing (leftovers in `tmp/`, packs no
+//! index lists, index files listing only dead packs and then those packs), so a full disk gets
+//! space back; (1) new packs with the live chunks of sparse packs, fsynced;
 //! (2) new index files covering every pack that stays, fsynced; (3) old index files removed;
 //! (4) obsolete packs removed. Until (2) the old index is complete; after it the new one is.
 //! Any listing or read error aborts before step (1): a failed listing never looks like "nothing
@@ -60,6 +62,10 @@ pub struct PruneReport {
     pub packs_written: usize,
     /// Packs on disk that no index lists (left by interrupted backups), deleted.
     pub unindexed_deleted: usize,
+    /// Leftovers of interrupted runs removed from `tmp/`.
+    pub tmp_removed: usize,
+    /// Their bytes.
+    pub tmp_bytes: u64,
     /// Bytes of pack files removed.
     pub bytes_deleted: u64,
     /// Bytes written into new packs.
@@ -156,14 +162,21 @@ pub fn prune_in(repo: &mut Repo, opts: PruneOptions, set: &mut SnapshotSet) -> R
     let start = Instant::now();
     let _lock = Lock::acquire(repo.store(), true, "prune")?;
     let mut report = PruneReport { dry_run: opts.dry_run, ..Default::default() };
+    // Under the exclusive lock no cairn process writes: everything in tmp/ is a leftover. Freed
+    // first, as it needs no write (a full disk).
+    if !opts.dry_run {
+        (report.tmp_removed, report.tmp_bytes) = repo.store().clean_tmp(true)?;
+    }
     // Read everything first; any failure stops prune before it changes anything.
     let index_names: Vec<String> = repo.store().index_ids()?.iter().map(IndexId::to_hex).collect();
     let mut packs: HashMap<PackId, PackRecord> = HashMap::new();
+    let mut per_file: Vec<(IndexId, Vec<PackId>)> = Vec::new();
     for n in &index_names {
         let id: IndexId = n.parse().map_err(|_| Error::corrupt(format!("index file {n}"), "bad name"))?;
         let records = read_index_file(repo.store(), repo.keys(), &id).map_err(|e| {
             Error::corrupt(format!("index file {id}"), format!("{e}; run `cairn repair index` before prune"))
         })?;
+        per_file.push((id, records.iter().map(|r| r.id).collect()));
         for r in records {
             packs.entry(r.id).or_insert(r);
         }
@@ -231,6 +244,28 @@ pub fn prune_in(repo: &mut Repo, opts: PruneOptions, set: &mut SnapshotSet) -> R
         report.bytes_freed = bytes_deleted as i64 - report.bytes_written as i64;
         report.duration_s = start.elapsed().as_secs_f64();
         return Ok(report);
+    }
+
+    // (0) Deletions that need no write go first, so prune frees space on a full disk: packs no
+    // index lists, then index files that list only dead packs, then the dead packs no remaining
+    // index file lists. Nothing live is touched, and at every point each pack an index file
+    // lists still exists.
+    for n in &unindexed {
+        repo.store().remove(Handle::Pack(n.parse().expect("listed names are hex")))?;
+    }
+    let dead: HashSet<PackId> = delete.iter().map(|(p, _)| *p).collect();
+    let mut still_listed: HashSet<PackId> = HashSet::new();
+    for (id, ps) in &per_file {
+        if !ps.is_empty() && ps.iter().all(|p| dead.contains(p)) {
+            repo.store().remove(Handle::Index(*id))?;
+        } else {
+            still_listed.extend(ps.iter().copied());
+        }
+    }
+    for (p, _) in &delete {
+        if !still_listed.contains(p) {
+            repo.store().remove(Handle::Pack(*p))?;
+        }
     }
 
     // (1) Repack. The packer publishes every new pack before `finish` returns; it indexes none.

@@ -101,7 +101,8 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
     let roots = walk::resolve(&source)?;
     let recorded_paths = roots.recorded.clone();
     let _lock = Lock::acquire(repo.store(), false, "snapshot")?;
-    repo.store().clean_tmp(Duration::from_secs(24 * 3600))?;
+    // Leftovers of killed runs go now, not after a day: a few kills fill a small disk.
+    repo.store().clean_tmp(false)?;
     repo.sync_index()?;
     let host = crate::util::hostname();
     let parent = match &opts.parent {

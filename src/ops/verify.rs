@@ -124,7 +124,14 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
         }
     }
     let _scratch_guard = Scratch(scratch_path.clone());
-    let mut index = Cache::open_scratch(&scratch_path, repo.config().id)?;
+    // On a full disk or a read-only repository the scratch index lives in memory.
+    let mut index = match Cache::open_scratch(&scratch_path, repo.config().id) {
+        Err(e) if e.is_unwritable() => {
+            tracing::warn!("{e}; verify keeps its scratch index in memory");
+            Cache::open_memory(repo.config().id)?
+        }
+        r => r?,
+    };
     let objects = repo.objects().as_ref();
     for id in objects.index_ids()? {
         match read_index_file(objects, repo.keys(), &id) {

@@ -51,7 +51,23 @@ pub struct SyncReport {
 
 impl Cache {
     fn wrap<T>(&self, r: rusqlite::Result<T>) -> Result<T> {
-        r.map_err(|source| Error::Cache { path: self.path.clone(), err: source })
+        r.map_err(|source| Error::cache(&self.path, source))
+    }
+
+    /// A cache in memory, empty, for a repository whose cache file cannot be written (a full
+    /// disk, a read-only repository): filled from the index files by [`Cache::sync`], dropped at
+    /// exit.
+    pub fn open_memory(repo: RepoId) -> Result<Self> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(|e| Error::cache(&path, e))?;
+        let cache = Cache { conn, path };
+        cache.create(repo)?;
+        Ok(cache)
+    }
+
+    /// Whether this cache lives in memory ([`Cache::open_memory`]).
+    pub fn in_memory(&self) -> bool {
+        self.path.as_os_str() == ":memory:"
     }
 
     /// Opens (creating or rebuilding if stale) the cache at `path` for repository `repo`. A file
@@ -84,7 +100,7 @@ impl Cache {
     }
 
     fn open_once(path: &Path, repo: RepoId) -> Result<Self> {
-        let e = |source| Error::Cache { path: path.to_path_buf(), err: source };
+        let e = |source| Error::cache(path, source);
         let conn = Connection::open(path).map_err(e)?;
         conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(e)?;
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-4000;")
@@ -164,17 +180,17 @@ impl Cache {
 
     /// Records an index file's content.
     pub fn add_index(&mut self, id: &IndexId, records: &[PackRecord]) -> Result<()> {
-        let tx = self.conn.transaction().map_err(|source| Error::Cache { path: self.path.clone(), err: source })?;
+        let tx = self.conn.transaction().map_err(|source| Error::cache(&self.path, source))?;
         insert_index(&tx, id, records)
             .and_then(|_| tx.commit())
-            .map_err(|source| Error::Cache { path: self.path.clone(), err: source })
+            .map_err(|source| Error::cache(&self.path, source))
     }
 
     /// Empties the index tables and reloads every index file in `store`, in one transaction: other
     /// processes see the old rows or the new ones, never an empty cache. Damage marks stay.
     pub fn rebuild(&mut self, store: &dyn Store, keys: &Keys) -> Result<SyncReport> {
         let path = self.path.clone();
-        let e = |source| Error::Cache { path: path.clone(), err: source };
+        let e = |source| Error::cache(&path, source);
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(e)?;
         tx.execute_batch("DELETE FROM index_files; DELETE FROM chunks; DELETE FROM packs;").map_err(e)?;
         let mut report = SyncReport::default();

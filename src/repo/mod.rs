@@ -232,7 +232,11 @@ impl Repo {
         let keys = Arc::new(Keys::derive(&master, config.id, config.encryption == Encryption::XChaCha20Poly1305));
         // The index cache is local state, not a repository object (format-spec/cache.md).
         let cache_dir = store.local_state_dir("cache")?;
-        let cache = Cache::open(&cache_dir.join("cache.sqlite"), config.id)?;
+        let cache = match Cache::open(&cache_dir.join("cache.sqlite"), config.id) {
+            Ok(c) => c,
+            Err(e) if e.is_unwritable() => memory_cache(&e, config.id)?,
+            Err(e) => return Err(e),
+        };
         let recheck = Arc::new(Recheck::new(cache_dir.join("cache.sqlite"), config.id, objects.clone(), keys.clone()));
         Ok(Repo { store, config, keys, cache, objects, recheck })
     }
@@ -259,7 +263,13 @@ impl Repo {
 
     /// Empties the index cache and rebuilds it from the index files in the local store.
     pub fn rebuild_cache(&mut self) -> Result<SyncReport> {
-        self.cache.rebuild(&self.store, &self.keys)
+        match self.cache.rebuild(&self.store, &self.keys) {
+            Err(e) if e.is_unwritable() && !self.cache.in_memory() => {
+                self.cache = memory_cache(&e, self.config.id)?;
+                self.cache.rebuild(&self.store, &self.keys)
+            }
+            r => r,
+        }
     }
 
     /// Rebuilds the cache from the index files through a connection of its own (callers that
@@ -288,7 +298,13 @@ impl Repo {
 
     /// Loads new index files into the cache; unreadable ones are logged (verify reports them).
     pub fn sync_index(&mut self) -> Result<()> {
-        let r = self.cache.sync(self.objects.as_ref(), &self.keys)?;
+        let r = match self.cache.sync(self.objects.as_ref(), &self.keys) {
+            Err(e) if e.is_unwritable() && !self.cache.in_memory() => {
+                self.cache = memory_cache(&e, self.config.id)?;
+                self.cache.sync(self.objects.as_ref(), &self.keys)?
+            }
+            r => r?,
+        };
         for (id, e) in r.bad {
             tracing::warn!("skipping index file {id}: {e}");
         }
@@ -385,6 +401,12 @@ impl Repo {
     pub fn tree(&self, snap: &Snapshot) -> Result<TreeReader> {
         Ok(TreeReader::new(self.chunk_reader(), self.locate(&snap.tree)?))
     }
+}
+
+/// The in-memory cache used when the cache file cannot be written (`e` says why, once).
+fn memory_cache(e: &Error, repo: RepoId) -> Result<Cache> {
+    tracing::warn!("{e}; using an in-memory index built from the index files (read-only use)");
+    Cache::open_memory(repo)
 }
 
 /// Snapshot order: by time, then type.

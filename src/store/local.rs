@@ -62,6 +62,30 @@ fn ensure_dir_durable(dir: &Path) -> Result<()> {
     fsync_dir(parent)
 }
 
+/// The writer of a `tmp/` entry, from its name: `<hex>.<pid>.<start time>.<suffix>` (start time
+/// 0: unknown), or `<what>-<pid>.<ext>` (verify's and restore-test's scratch databases, and their
+/// SQLite sidecars). `None` for names without an owner.
+pub fn tmp_owner(name: &str) -> Option<(u32, Option<u64>)> {
+    let parts: Vec<&str> = name.split('.').collect();
+    if parts.len() == 4 && parts[0].len() == 24 && parts[0].bytes().all(|b| b.is_ascii_hexdigit()) {
+        let pid = parts[1].parse().ok()?;
+        let start: u64 = parts[2].parse().ok()?;
+        return Some((pid, (start != 0).then_some(start)));
+    }
+    let stem = parts.first()?;
+    let (_, pid) = stem.rsplit_once('-')?;
+    Some((pid.parse().ok()?, None))
+}
+
+/// Bytes under `p` (a file or a directory tree), for reports.
+fn dir_size(p: &Path) -> u64 {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::read_dir(p).map_or(0, |rd| rd.flatten().map(|e| dir_size(&e.path())).sum()),
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    }
+}
+
 fn not_found(path: &Path, e: std::io::Error) -> Error {
     if e.kind() == std::io::ErrorKind::NotFound {
         Error::ObjectNotFound { what: path.display().to_string() }
@@ -158,10 +182,13 @@ impl LocalStore {
         Ok((p, f))
     }
 
+    /// `tmp/<24 hex>.<pid>.<start time>.<suffix>`: the writer's pid and start time are in the
+    /// name so that [`LocalStore::clean_tmp`] can tell an orphan from a file being written.
     fn temp_name(&self, suffix: &str) -> PathBuf {
         let mut r = [0u8; 12];
         crate::util::os_random(&mut r);
-        self.root.join("tmp").join(format!("{}.{suffix}", hex::encode(r)))
+        let start = crate::util::own_start_time().unwrap_or(0);
+        self.root.join("tmp").join(format!("{}.{}.{start}.{suffix}", hex::encode(r), std::process::id()))
     }
 
     /// Moves a fully written and fsynced temporary file to its final name without replacing an
@@ -228,23 +255,50 @@ impl LocalStore {
         r
     }
 
-    /// Deletes leftovers of interrupted writes in `tmp/` older than `min_age`.
-    pub fn clean_tmp(&self, min_age: std::time::Duration) -> Result<()> {
+    /// Deletes leftovers of interrupted writes in `tmp/`: every entry whose writer (pid and start
+    /// time in its name, see [`tmp_owner`]) is gone; entries without an owner in their name (older
+    /// versions, other tools) when `unowned` is set (the caller holds the exclusive lock) or they
+    /// are older than 24 hours. Returns the entries and bytes removed. A missing `tmp/` is empty.
+    pub fn clean_tmp(&self, unowned: bool) -> Result<(usize, u64)> {
         let dir = self.root.join("tmp");
-        for e in fs::read_dir(&dir).ctx(&dir)? {
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+            Err(e) => return Err(Error::io(&dir, e)),
+        };
+        let (mut n, mut bytes) = (0, 0);
+        for e in rd {
             let e = e.ctx(&dir)?;
-            let old = e
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|a| a >= min_age);
-            if old {
-                let p = e.path();
-                let _ = if p.is_dir() { fs::remove_dir_all(p) } else { fs::remove_file(p) };
+            let orphan = match e.file_name().to_str().and_then(tmp_owner) {
+                Some((pid, start)) => crate::util::process_gone(pid, start),
+                None => {
+                    unowned
+                        || e.metadata()
+                            .and_then(|m| m.modified())
+                            .ok()
+                            .and_then(|t| t.elapsed().ok())
+                            .is_some_and(|a| a >= std::time::Duration::from_secs(24 * 3600))
+                }
+            };
+            if !orphan {
+                continue;
+            }
+            let p = e.path();
+            let size = dir_size(&p);
+            let r = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+            match r {
+                Ok(()) => {
+                    n += 1;
+                    bytes += size;
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => tracing::warn!("cannot remove leftover {}: {err}", p.display()),
             }
         }
-        Ok(())
+        if n > 0 {
+            tracing::info!("removed {n} leftovers of interrupted runs from {} ({bytes} bytes)", dir.display());
+        }
+        Ok((n, bytes))
     }
 
     fn pack_file(&self, id: PackId, path: &Path) -> Result<Arc<File>> {
@@ -450,6 +504,32 @@ mod tests {
         other[31] = 1;
         s.put(Handle::Pack(PackId(other)), b"other").unwrap();
         assert_eq!(FSYNCED.with(|f| f.borrow().clone()), vec![dir]);
+    }
+
+    #[test]
+    fn tmp_entries_of_gone_writers_are_removed_and_live_ones_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let s = LocalStore::new(d.path());
+        s.create_layout().unwrap();
+        let (mine, _f) = s.temp_file().unwrap();
+        let name = mine.file_name().unwrap().to_str().unwrap().to_string();
+        assert_eq!(tmp_owner(&name), Some((std::process::id(), crate::util::own_start_time())));
+        let dead = d.path().join("tmp").join(format!("{}.{}.5.tmp", "ab".repeat(12), 0x7fff_fff0u32));
+        let reused = d.path().join("tmp").join(format!(
+            "{}.{}.{}.tmp",
+            "cd".repeat(12),
+            std::process::id(),
+            crate::util::own_start_time().unwrap_or(0) + 1
+        ));
+        let scratch = d.path().join("tmp").join(format!("verify-{}.sqlite-wal", 0x7fff_fff0u32));
+        let legacy = d.path().join("tmp").join(format!("{}.tmp", "ef".repeat(12)));
+        for p in [&dead, &reused, &scratch, &legacy] {
+            fs::write(p, b"x").unwrap();
+        }
+        assert_eq!(s.clean_tmp(false).unwrap().0, 3);
+        assert!(mine.exists() && legacy.exists() && !dead.exists() && !reused.exists() && !scratch.exists());
+        assert_eq!(s.clean_tmp(true).unwrap().0, 1, "unowned entries go under the exclusive lock");
+        assert!(mine.exists() && !legacy.exists());
     }
 
     #[test]

@@ -1,17 +1,18 @@
-//! Repository locks (`locks/<random>`): a JSON file per holder. Backups and reads take shared
-//! locks; `repair` (and later `prune`) an exclusive one. A lock whose holder is a dead process on
-//! this host is stale and removed; any other conflicting lock is reported with who holds it.
-//! Locks are local coordination, never synced to remotes (format-spec/layout.md, section Locks).
+//! Repository locks (`locks/<random>`): a JSON file per holder (format-spec/lock.md). Backups and
+//! reads take shared locks; `forget`, `prune` and `repair` an exclusive one. A lock of this host
+//! whose holder is gone (another boot, no such pid, or the pid reused by a process that started
+//! later) is stale and removed; any other conflicting lock is reported with who holds it.
+//! Locks are local coordination, never synced to remotes.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::id::LockId;
 use crate::store::{FileKind, Handle, Store};
-use crate::util::{hostname, pid_alive};
+use crate::util::{boot_id, hostname, pid_alive, process_start_time};
 
-/// Content of a lock file.
-#[derive(Debug, Serialize, Deserialize)]
+/// Content of a lock file (format-spec/lock.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LockInfo {
     /// Host holding the lock.
     pub host: String,
@@ -23,12 +24,122 @@ pub struct LockInfo {
     pub time: String,
     /// What for ("snapshot", "repair index"...).
     pub purpose: String,
+    /// The holder's boot id (absent in locks written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    /// The holder's start time, clock ticks after boot (absent in older locks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<u64>,
+}
+
+impl LockInfo {
+    /// This process's lock content.
+    fn mine(exclusive: bool, purpose: &str) -> LockInfo {
+        let pid = std::process::id();
+        LockInfo {
+            host: hostname(),
+            pid,
+            exclusive,
+            time: chrono::Local::now().to_rfc3339(),
+            purpose: purpose.into(),
+            boot_id: boot_id(),
+            start_time: process_start_time(pid),
+        }
+    }
+
+    /// Why this lock is stale (its holder is gone), or `None` while it may be held. Only locks of
+    /// this host are judged: the holder is gone if the host restarted since (boot id differs), no
+    /// process has the pid, or the process with that pid started at another time (a pid reused,
+    /// such as pid 1 in a restarted container).
+    pub fn stale_reason(&self) -> Option<String> {
+        if self.host != hostname() {
+            return None;
+        }
+        if let (Some(theirs), Some(ours)) = (&self.boot_id, boot_id()) {
+            if *theirs != ours {
+                return Some(format!("taken before this host restarted (boot id {theirs}, now {ours})"));
+            }
+        }
+        if !pid_alive(self.pid) {
+            return Some(format!("no process {} is running", self.pid));
+        }
+        if let (Some(theirs), Some(now)) = (self.start_time, process_start_time(self.pid)) {
+            if theirs != now {
+                return Some(format!(
+                    "pid {} now belongs to another process (started at tick {now}, the holder at {theirs})",
+                    self.pid
+                ));
+            }
+        }
+        None
+    }
+
+    /// "exclusive lock of pid 42 on pi since T for prune".
+    pub fn describe(&self) -> String {
+        format!(
+            "{} lock of pid {} on {} since {} for {}",
+            if self.exclusive { "exclusive" } else { "shared" },
+            self.pid,
+            self.host,
+            self.time,
+            self.purpose
+        )
+    }
 }
 
 /// A held lock, released on drop.
 pub struct Lock {
-    store: Box<dyn Store>,
-    handle: Handle,
+    // `None`: no lock file could be written on a read-only repository (shared locks only).
+    held: Option<(Box<dyn Store>, Handle)>,
+}
+
+/// One lock file as found in `locks/`.
+pub struct FoundLock {
+    /// Its name.
+    pub handle: Handle,
+    /// Where it is, for messages.
+    pub location: String,
+    /// Its content; `None` if it is empty or not a lock (`cairn unlock --force` removes it).
+    pub info: Option<LockInfo>,
+}
+
+/// Every lock file in `store`.
+pub fn list_locks(store: &dyn Store) -> Result<Vec<FoundLock>> {
+    let mut out = Vec::new();
+    for st in store.list(FileKind::Lock)? {
+        let info = match store.get(st.handle) {
+            Ok(b) => serde_json::from_slice(&b).ok(),
+            // Released between listing and reading.
+            Err(Error::ObjectNotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        out.push(FoundLock { handle: st.handle, location: store.location(st.handle), info });
+    }
+    Ok(out)
+}
+
+/// What `unlock` did: locks removed (with why) and locks kept.
+pub type Unlocked = (Vec<(FoundLock, String)>, Vec<FoundLock>);
+
+/// Removes stale locks, or with `force` every lock; returns what was removed (with why) and what
+/// was kept.
+pub fn unlock(store: &dyn Store, force: bool) -> Result<Unlocked> {
+    let (mut removed, mut kept) = (Vec::new(), Vec::new());
+    for l in list_locks(store)? {
+        let why = match (&l.info, force) {
+            (Some(i), _) => i.stale_reason().or_else(|| force.then(|| "removed by --force".into())),
+            (None, true) => Some("unreadable lock file, removed by --force".into()),
+            (None, false) => None,
+        };
+        match why {
+            Some(w) => {
+                store.remove(l.handle)?;
+                removed.push((l, w));
+            }
+            None => kept.push(l),
+        }
+    }
+    Ok((removed, kept))
 }
 
 impl Lock {
@@ -37,46 +148,39 @@ impl Lock {
         let mut r = [0u8; 32];
         crate::util::os_random(&mut r);
         let handle = Handle::Lock(LockId(r));
-        let me = LockInfo {
-            host: hostname(),
-            pid: std::process::id(),
-            exclusive,
-            time: chrono::Local::now().to_rfc3339(),
-            purpose: purpose.into(),
-        };
-        store.put(handle, &serde_json::to_vec(&me).expect("serializable"))?;
-        let lock = Lock { store: Box::new(store.clone()), handle };
-        for other in store.list(FileKind::Lock)? {
-            let other = other.handle;
-            if other == lock.handle {
+        let me = LockInfo::mine(exclusive, purpose);
+        if let Err(e) = store.put(handle, &serde_json::to_vec(&me).expect("serializable")) {
+            match write_without_space(store, handle, &e)? {
+                Some(()) => {}
+                // A read-only repository cannot change under a reader: no lock is needed.
+                None if !exclusive && e.is_unwritable() => {
+                    tracing::warn!("cannot write a lock ({e}); reading without one");
+                    return Ok(Lock { held: None });
+                }
+                None => return Err(e),
+            }
+        }
+        let lock = Lock { held: Some((Box::new(store.clone()), handle)) };
+        for other in list_locks(store)? {
+            if other.handle == handle {
                 continue;
             }
-            let info: Option<LockInfo> = match store.get(other) {
-                Ok(b) => serde_json::from_slice(&b).ok(),
-                // Released between listing and reading.
-                Err(Error::ObjectNotFound { .. }) => continue,
-                Err(e) => return Err(e),
-            };
-            let Some(info) = info else {
+            let Some(info) = other.info else {
                 return Err(Error::Locked(format!(
-                    "unreadable lock file {}; remove it if no cairn process is running",
-                    store.location(other)
+                    "unreadable lock file {}; if no cairn process is running, remove it with `cairn unlock --force`",
+                    other.location
                 )));
             };
-            if info.host == me.host && !pid_alive(info.pid) {
-                tracing::warn!(pid = info.pid, "removing stale lock of a dead process");
-                store.remove(other)?;
+            if let Some(why) = info.stale_reason() {
+                tracing::warn!("breaking stale {} ({}): {why}", info.describe(), other.location);
+                store.remove(other.handle)?;
                 continue;
             }
             if exclusive || info.exclusive {
                 return Err(Error::Locked(format!(
-                    "{} lock held by pid {} on {} since {} for {} ({}); if that process is gone, remove the file",
-                    if info.exclusive { "exclusive" } else { "shared" },
-                    info.pid,
-                    info.host,
-                    info.time,
-                    info.purpose,
-                    store.location(other)
+                    "{} ({}); if that process is gone, run `cairn unlock`",
+                    info.describe(),
+                    other.location
                 )));
             }
         }
@@ -84,9 +188,23 @@ impl Lock {
     }
 }
 
+/// On a full local file system, a lock file is created empty: it needs no data block, only a
+/// directory entry, so `forget` and `prune` can lock and then free space. Other processes read an
+/// empty lock as held by an unknown process (format-spec/lock.md). `Ok(None)` if `e` is not a full
+/// disk or the store is not a directory.
+fn write_without_space(store: &dyn Store, h: Handle, e: &Error) -> Result<Option<()>> {
+    let (Error::NoSpace { .. }, Some(root)) = (e, store.local_dir()) else { return Ok(None) };
+    let p = root.join(h.rel_path());
+    std::fs::OpenOptions::new().write(true).create_new(true).open(&p).map_err(|e| Error::io(&p, e))?;
+    tracing::warn!("{e}: took the lock as an empty file {}", p.display());
+    Ok(Some(()))
+}
+
 impl Drop for Lock {
     fn drop(&mut self) {
-        let _ = self.store.remove(self.handle);
+        if let Some((store, h)) = &self.held {
+            let _ = store.remove(*h);
+        }
     }
 }
 
@@ -97,7 +215,15 @@ mod tests {
 
     fn plant(store: &MemoryStore, name: u8, pid: u32, host: &str, exclusive: bool) -> Handle {
         let h = Handle::Lock(LockId([name; 32]));
-        let info = LockInfo { host: host.into(), pid, exclusive, time: "t".into(), purpose: "test".into() };
+        let info = LockInfo {
+            host: host.into(),
+            pid,
+            exclusive,
+            time: "t".into(),
+            purpose: "test".into(),
+            boot_id: None,
+            start_time: None,
+        };
         store.put(h, &serde_json::to_vec(&info).unwrap()).unwrap();
         h
     }
@@ -109,7 +235,7 @@ mod tests {
         let b = Lock::acquire(&s, false, "b").unwrap();
         assert_eq!(s.list(FileKind::Lock).unwrap().len(), 2);
         let e = Lock::acquire(&s, true, "prune").err().expect("conflict");
-        assert!(matches!(e, Error::Locked(ref m) if m.contains("shared lock held by pid")), "{e}");
+        assert!(matches!(e, Error::Locked(ref m) if m.contains("shared lock of pid")), "{e}");
         // The refused lock is not left behind.
         assert_eq!(s.list(FileKind::Lock).unwrap().len(), 2);
         drop((a, b));
@@ -134,6 +260,21 @@ mod tests {
         s.remove(Handle::Lock(LockId([2; 32]))).unwrap();
         let e = Lock::acquire(&s, false, "backup").err().expect("unreadable lock");
         assert!(e.to_string().contains("unreadable lock file"), "{e}");
+    }
+
+    #[test]
+    fn a_reused_pid_or_another_boot_makes_a_lock_stale_and_old_locks_still_read() {
+        let me = LockInfo::mine(true, "test");
+        assert_eq!(me.stale_reason(), None, "this live process");
+        let reused = LockInfo { start_time: me.start_time.map(|t| t + 1), ..me.clone() };
+        assert!(reused.stale_reason().is_some_and(|r| r.contains("another process")));
+        let rebooted = LockInfo { boot_id: Some("not-this-boot".into()), ..me.clone() };
+        assert!(rebooted.stale_reason().is_some_and(|r| r.contains("restarted")));
+        let old = format!(r#"{{"host":"{}","pid":{},"exclusive":false,"time":"t","purpose":"p"}}"#, me.host, me.pid);
+        let old: LockInfo = serde_json::from_str(&old).unwrap();
+        assert_eq!((old.boot_id.as_deref(), old.start_time, old.stale_reason()), (None, None, None));
+        let foreign = LockInfo { host: "another-host".into(), ..rebooted };
+        assert_eq!(foreign.stale_reason(), None, "other hosts' locks are never judged");
     }
 
     #[test]

@@ -76,7 +76,7 @@ fn unreadable_entries_are_recorded_as_errors() {
     let r =
         util::run_unprivileged(&env, &["--json", "snapshot", "--type", "t", tree.to_str().unwrap(), "/proc/self/mem"]);
     std::fs::set_permissions(tree.join("locked"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let r = r.code(1);
+    let r = r.code(5);
     assert!(r.stderr.contains("3 entries could not be read"), "{}", r.stderr);
     assert!(r.stderr.contains("mem: reading /proc/self/mem"), "{}", r.stderr);
     assert!(r.stderr.contains("tree/secret: opening"), "{}", r.stderr);

@@ -20,3 +20,4 @@ mod remote;
 mod restore_safety;
 mod roundtrip;
 mod sources;
+mod trouble;

@@ -880,8 +880,9 @@ fn file_rewritten_while_read_is_read_again_then_reported() {
     let stop = env.path().join("stop");
     let mut w = ChildGuard::python(REWRITER, &[&hot, &stop]);
     assert_eq!(w.read_line(), "ready");
-    let r = env.run_cfg(&cfg, &["backup", "--now", "--json"]).code(1);
+    let r = env.run_cfg(&cfg, &["backup", "--now", "--json"]).code(5);
     let res = results(&r)[0].clone();
+    assert_eq!(res["result"], "partial", "{res:#}");
     let errors = res["file_errors"].as_array().unwrap();
     assert_eq!(errors.len(), 1, "{res:#}");
     assert_eq!(errors[0]["path"], "hot/state.log");

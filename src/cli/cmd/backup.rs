@@ -42,6 +42,14 @@ pub(in crate::cli) fn run(ctx: &Ctx, a: &BackupArgs) -> Result<Finish> {
     if failed > 0 {
         bail!("{failed} of {} backup types failed", report.ran.len());
     }
+    let partial = report.partial();
+    if partial > 0 {
+        eprintln!(
+            "warning: {partial} of {} backup types saved a snapshot without some files that could not be read (listed above)",
+            report.ran.len()
+        );
+        return Ok(Finish::Partial);
+    }
     Ok(Finish::Ok)
 }
 

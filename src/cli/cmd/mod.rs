@@ -15,4 +15,5 @@ pub(super) mod restore;
 pub(super) mod snapshot;
 pub(super) mod status;
 pub(super) mod sync;
+pub(super) mod unlock;
 pub(super) mod verify;

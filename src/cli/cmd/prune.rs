@@ -30,6 +30,13 @@ pub(in crate::cli) fn run(ctx: &Ctx, dry_run: bool, repack_below: f64) -> Result
             human_bytes(r.bytes_freed.max(0) as u64),
             r.duration_s
         );
+        if r.tmp_removed > 0 {
+            println!(
+                "removed {} leftovers of interrupted runs from tmp/ ({})",
+                r.tmp_removed,
+                human_bytes(r.tmp_bytes)
+            );
+        }
     }
     Ok(Finish::Ok)
 }

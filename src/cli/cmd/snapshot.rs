@@ -89,11 +89,12 @@ pub(in crate::cli) fn run(ctx: &Ctx, a: &SnapshotArgs) -> Result<Finish> {
         for e in &s.errors {
             eprintln!("error: {}: {}", e.path, e.message);
         }
-        bail!(
-            "snapshot {} saved, but {} entries could not be read (listed above and in the snapshot)",
+        eprintln!(
+            "warning: snapshot {} saved, but {} entries could not be read (listed above and in the snapshot)",
             r.id.short(),
             s.errors.len()
         );
+        return Ok(Finish::Partial);
     }
     Ok(Finish::Ok)
 }
