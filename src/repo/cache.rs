@@ -181,9 +181,7 @@ impl Cache {
     /// Records an index file's content.
     pub fn add_index(&mut self, id: &IndexId, records: &[PackRecord]) -> Result<()> {
         let tx = self.conn.transaction().map_err(|source| Error::cache(&self.path, source))?;
-        insert_index(&tx, id, records)
-            .and_then(|_| tx.commit())
-            .map_err(|source| Error::cache(&self.path, source))
+        insert_index(&tx, id, records).and_then(|_| tx.commit()).map_err(|source| Error::cache(&self.path, source))
     }
 
     /// Empties the index tables and reloads every index file in `store`, in one transaction: other
