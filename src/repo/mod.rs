@@ -231,13 +231,13 @@ impl Repo {
         let (master, _) = unlock(objects.as_ref(), &config, password)?;
         let keys = Arc::new(Keys::derive(&master, config.id, config.encryption == Encryption::XChaCha20Poly1305));
         // The index cache is local state, not a repository object (format-spec/cache.md).
-        let cache_dir = store.local_state_dir("cache")?;
-        let cache = match Cache::open(&cache_dir.join("cache.sqlite"), config.id) {
+        let cache_path = store.root().join("cache").join("cache.sqlite");
+        let cache = match store.local_state_dir("cache").and_then(|_| Cache::open(&cache_path, config.id)) {
             Ok(c) => c,
             Err(e) if e.is_unwritable() => memory_cache(&e, config.id)?,
             Err(e) => return Err(e),
         };
-        let recheck = Arc::new(Recheck::new(cache_dir.join("cache.sqlite"), config.id, objects.clone(), keys.clone()));
+        let recheck = Arc::new(Recheck::new(cache_path, config.id, objects.clone(), keys.clone()));
         Ok(Repo { store, config, keys, cache, objects, recheck })
     }
 
