@@ -300,6 +300,9 @@ pub struct SnapshotArgs {
 pub enum RepairWhat {
     /// Rebuild the index files and the local cache from the pack trailers.
     Index,
+    /// Move snapshot files that cannot be decoded into quarantine/snapshots/ (never deleted),
+    /// naming each; afterwards forget, prune and `latest` work again.
+    Snapshots,
 }
 
 /// `key` subcommands.

@@ -27,7 +27,8 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_ERROR: i32 = 1;
 /// Exit code: bad command-line usage (clap's own code).
 pub const EXIT_USAGE: i32 = 2;
-/// Exit code: verify found damage.
+/// Exit code: damage found (verify; a command stopped by an unreadable snapshot file; a backup
+/// that saved its snapshots while the repository holds unreadable snapshot files).
 pub const EXIT_DAMAGE: i32 = 3;
 /// Exit code: wrong password or unusable key.
 pub const EXIT_PASSWORD: i32 = 4;
@@ -51,6 +52,7 @@ pub fn exit_code(outcome: &Result<Finish>) -> i32 {
         Ok(Finish::Incomplete) => EXIT_ERROR,
         Err(e) => match e.downcast_ref::<crate::Error>() {
             Some(crate::Error::WrongPassword(_)) | Some(crate::Error::NoPassword) => EXIT_PASSWORD,
+            Some(crate::Error::Damaged { .. }) => EXIT_DAMAGE,
             _ => EXIT_ERROR,
         },
     }
@@ -115,6 +117,7 @@ pub fn run(cli: Cli) -> Result<Finish> {
             cmd::verify::run(&ctx, read_data.as_deref(), *seed, *restore_test)
         }
         Command::Repair { what: RepairWhat::Index } => cmd::repair::index(&ctx),
+        Command::Repair { what: RepairWhat::Snapshots } => cmd::repair::snapshots(&ctx),
         Command::Key { cmd } => cmd::key::run(&ctx, cmd),
         Command::Completions { shell } => cmd::generate::completions(*shell),
         Command::Man { dir } => cmd::generate::man(dir.as_deref()),

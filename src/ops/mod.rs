@@ -5,6 +5,7 @@ pub mod clone;
 pub mod export;
 pub mod keys;
 pub mod prune;
+pub mod repair_snapshots;
 pub mod restore;
 pub mod retention;
 pub mod snapshot;

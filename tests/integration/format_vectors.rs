@@ -925,6 +925,7 @@ pub fn vector_snapshot() -> Snapshot {
         errors: vec![NodeError { path: "app/locked.db".into(), message: "Permission denied (os error 13)".into() }],
         source: [("sqlite_page_size".to_string(), "4096".to_string())].into_iter().collect(),
         program: "cairn 0.1.0".into(),
+        seq: 0,
     }
 }
 

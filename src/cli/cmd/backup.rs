@@ -42,6 +42,17 @@ pub(in crate::cli) fn run(ctx: &Ctx, a: &BackupArgs) -> Result<Finish> {
     if failed > 0 {
         bail!("{failed} of {} backup types failed", report.ran.len());
     }
+    if !report.unreadable_snapshots.is_empty() {
+        // The backups are stored, but the repository holds damage: never a clean success.
+        eprintln!(
+            "error: the repository has {} unreadable snapshot files (exit 3); `cairn repair snapshots` moves them to quarantine/snapshots/:",
+            report.unreadable_snapshots.len()
+        );
+        for u in &report.unreadable_snapshots {
+            eprintln!("  {u}");
+        }
+        return Ok(Finish::Damaged);
+    }
     Ok(Finish::Ok)
 }
 
@@ -90,7 +101,7 @@ pub(in crate::cli) fn print_report(ctx: &Ctx, report: &BackupReport) {
                     r.duration_s
                 )
             }
-            (_, Some(_)) if quiet && r.file_errors.is_empty() => {}
+            (_, Some(_)) if quiet && r.file_errors.is_empty() && r.warnings.is_empty() => {}
             (_, Some(s)) => {
                 let dedup = if s.logical_bytes > 0 {
                     (100.0 * (1.0 - s.new_raw_bytes as f64 / s.logical_bytes as f64)).clamp(0.0, 100.0)
@@ -108,6 +119,9 @@ pub(in crate::cli) fn print_report(ctx: &Ctx, report: &BackupReport) {
                 );
                 for e in &r.file_errors {
                     eprintln!("{name}: error: {}: {}", e.path, e.message);
+                }
+                for w in &r.warnings {
+                    eprintln!("warning: {name}: {w}");
                 }
             }
             (_, None) => println!("{name}: FAILED{retries}: {}", r.error.clone().unwrap_or_default()),
