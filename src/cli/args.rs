@@ -152,7 +152,8 @@ pub enum Command {
         /// Path inside the snapshot.
         path: String,
     },
-    /// Check the repository; exit code 3 when damage is found.
+    /// Check the repository; exit code 3 when damage is found (3 also from any command stopped
+    /// by an unreadable snapshot file, and from a backup while the repository holds one).
     Verify {
         /// Also read packs in full: all of them, or a percentage (`--read-data=10%`).
         #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "100%")]
