@@ -86,6 +86,12 @@ pub(in crate::cli) fn open_or_create(ctx: &Ctx, cfg: &Config) -> Result<Repo> {
 pub(in crate::cli) fn print_report(ctx: &Ctx, report: &BackupReport) {
     if ctx.json() {
         render::print_json(&serde_json::to_value(report).expect("serializable"));
+        // Warnings go to stderr in both modes: a script reading stdout's JSON still logs them.
+        for r in &report.ran {
+            for w in &r.warnings {
+                eprintln!("warning: {}: {w}", r.backup_type);
+            }
+        }
         return;
     }
     let quiet = ctx.quiet();
