@@ -94,3 +94,34 @@ fn link_unused(from: &std::path::Path, dir: &std::path::Path, name: &str) -> Res
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use crate::store::LocalStore;
+
+    #[test]
+    fn sync_keeps_the_remote_copy_of_a_quarantined_snapshot() {
+        let d = tempfile::tempdir().unwrap();
+        let local = LocalStore::new(d.path().join("repo"));
+        local.create_layout().unwrap();
+        let (a, b) = (SnapshotId(content_hash(b"a")), SnapshotId(content_hash(b"b")));
+        let (bad, gone) = (Handle::Snapshot(a), Handle::Snapshot(b));
+        local.put(bad, b"a").unwrap();
+        local.put(gone, b"b").unwrap();
+        let remote = MemoryStore::new();
+        crate::ops::sync::sync(&local, &remote, "mem", false, &HashSet::new()).unwrap();
+        // `bad` is quarantined the way repair_snapshots does it; `gone` is forgotten.
+        let dir = local.root().join(QUARANTINE_SNAPSHOTS);
+        std::fs::create_dir_all(&dir).unwrap();
+        link_unused(&local.handle_path(bad), &dir, &a.to_hex()).unwrap();
+        local.remove(bad).unwrap();
+        local.remove(gone).unwrap();
+        let r = crate::ops::sync::sync(&local, &remote, "mem", false, &HashSet::new()).unwrap();
+        assert_eq!(r.deleted, vec![gone.rel_path()]);
+        assert_eq!(remote.get(bad).unwrap(), b"a");
+    }
+}
