@@ -31,6 +31,16 @@ pub enum Error {
         /// What is wrong with it.
         detail: String,
     },
+    /// Damage found that stops this command until it is repaired (exit code 3, like `verify`
+    /// finding damage): e.g. an unreadable snapshot file when `latest` is asked for. The detail
+    /// names the damaged files and the way out.
+    #[error("{what}: {detail}")]
+    Damaged {
+        /// What could not be done.
+        what: String,
+        /// The damaged files and what to do.
+        detail: String,
+    },
     /// The directory is not a cairn repository, or is of an unsupported version.
     #[error("{path}: {detail}")]
     NotARepository {

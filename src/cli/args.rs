@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::format::keyfile::KdfParams;
 
 /// Shown under `--help` and in the man page; the codes are defined in `cli::exit_code`.
-const EXIT_CODES: &str = "Exit codes: 0 success, 1 error, 2 usage error, 3 verify found damage, \
+const EXIT_CODES: &str = "Exit codes: 0 success, 1 error, 2 usage error, 3 damage found (verify, repair packs, an unreadable snapshot file), \
 4 wrong password (or none available), 5 partial: a snapshot was saved but some files could not be read.";
 
 /// cairn: deduplicating, encrypted backups of a small application's database, logs and config.
@@ -162,7 +162,8 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Check the repository; exit code 3 when damage is found.
+    /// Check the repository; exit code 3 when damage is found (3 also from any command stopped
+    /// by an unreadable snapshot file, and from a backup while the repository holds one).
     Verify {
         /// Also read packs in full: all of them, or a percentage (`--read-data=10%`).
         #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "100%")]
@@ -313,6 +314,9 @@ pub enum RepairWhat {
     /// Drop the packs verify or restore found damaged, after salvaging every chunk that still
     /// checks out into a new pack; names the chunks lost and the files that used them (exit 3).
     Packs,
+    /// Move snapshot files that cannot be decoded into quarantine/snapshots/ (never deleted),
+    /// naming each; afterwards forget, prune and `latest` work again.
+    Snapshots,
 }
 
 /// `key` subcommands.

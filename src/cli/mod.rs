@@ -27,7 +27,9 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_ERROR: i32 = 1;
 /// Exit code: bad command-line usage (clap's own code).
 pub const EXIT_USAGE: i32 = 2;
-/// Exit code: verify found damage (or `repair packs` dropped data nothing else holds).
+/// Exit code: damage found (verify; `repair packs` dropped data nothing else holds; a command
+/// stopped by an unreadable snapshot file; a backup that saved its snapshots while the repository
+/// holds unreadable snapshot files).
 pub const EXIT_DAMAGE: i32 = 3;
 /// Exit code: wrong password or unusable key.
 pub const EXIT_PASSWORD: i32 = 4;
@@ -56,6 +58,7 @@ pub fn exit_code(outcome: &Result<Finish>) -> i32 {
         Ok(Finish::Partial) => EXIT_PARTIAL,
         Err(e) => match e.downcast_ref::<crate::Error>() {
             Some(crate::Error::WrongPassword(_)) | Some(crate::Error::NoPassword) => EXIT_PASSWORD,
+            Some(crate::Error::Damaged { .. }) => EXIT_DAMAGE,
             _ => EXIT_ERROR,
         },
     }
@@ -122,6 +125,7 @@ pub fn run(cli: Cli) -> Result<Finish> {
         }
         Command::Unlock { force } => cmd::unlock::run(&ctx, *force),
         Command::Repair { what: RepairWhat::Index } => cmd::repair::index(&ctx),
+        Command::Repair { what: RepairWhat::Snapshots } => cmd::repair::snapshots(&ctx),
         Command::Repair { what: RepairWhat::Packs } => cmd::repair::packs(&ctx),
         Command::Key { cmd } => cmd::key::run(&ctx, cmd),
         Command::Completions { shell } => cmd::generate::completions(*shell),

@@ -43,6 +43,8 @@ pub(super) fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value 
         "errors": s.errors,
         "source": s.source,
         "program": s.program,
+        // Commit order (0: a version 1 snapshot, which has none).
+        "seq": s.seq,
     })
 }
 

@@ -2,7 +2,8 @@
 //! `config::standard()` (little endian, variable-length integers), pinned in Cargo.toml and
 //! guarded by the vectors in format-spec/vectors/. format-spec/manifest.md has every field.
 //!
-//! Snapshot file: `seal(Snapshot, 0, 0x01 || bincode(Snapshot))`.
+//! Snapshot file: `seal(Snapshot, 0, 0x02 || bincode(Snapshot) || varint(seq))`; version 1
+//! (`0x01 || bincode(Snapshot)`, no `seq`) is still read.
 //! Tree stream (stored as ordinary chunks, listed in `Snapshot::tree`): a sequence of
 //! `u32le len || bincode(Node)` records in depth-first order, children sorted by name bytes.
 
@@ -15,8 +16,10 @@ use crate::error::{Error, Result};
 use crate::format::crypto::{Keys, ObjectKind};
 use crate::id::{ChunkId, SnapshotId};
 
-/// Version byte of the snapshot plaintext.
-pub const SNAPSHOT_VERSION: u8 = 1;
+/// Version byte of the snapshot plaintext cairn writes.
+pub const SNAPSHOT_VERSION: u8 = 2;
+/// The first version, without `seq`: still read (as `seq` 0), written only by the vectors.
+pub const SNAPSHOT_VERSION_1: u8 = 1;
 /// Largest accepted tree record (a file of 16 GiB in 4 KiB pages has 128 MiB of chunk ids).
 pub const MAX_RECORD: usize = 256 << 20;
 
@@ -131,28 +134,67 @@ pub struct Snapshot {
     pub source: BTreeMap<String, String>,
     /// Program that wrote it, e.g. "cairn 0.1.0".
     pub program: String,
+    /// Commit sequence number (version 2): 1 + the highest `seq` among the repository's readable
+    /// snapshots when it was written; 0 for a version 1 snapshot, which has none. Skipped by
+    /// serde because it is appended after the version 1 fields (see `encode`), so that one struct
+    /// reads both versions.
+    #[serde(skip)]
+    pub seq: u64,
 }
 
 impl Snapshot {
-    /// Encodes the plaintext.
+    /// Encodes the plaintext: version 2, or version 1 for a snapshot without a sequence number
+    /// (`seq` 0: a version 1 snapshot rewritten by `mark-verified` stays what it was).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![SNAPSHOT_VERSION];
+        let mut out = self.encode_v1();
+        if self.seq == 0 {
+            return out;
+        }
+        out[0] = SNAPSHOT_VERSION;
+        out.extend(bincode::encode_to_vec(self.seq, bincode_config()).expect("serializable"));
+        out
+    }
+
+    /// Encodes the plaintext as version 1 (no `seq`, whatever `self.seq` holds): what cairn
+    /// before snapshot version 2 wrote.
+    pub fn encode_v1(&self) -> Vec<u8> {
+        let mut out = vec![SNAPSHOT_VERSION_1];
         out.extend(bincode::serde::encode_to_vec(self, bincode_config()).expect("serializable"));
         out
     }
 
-    /// Decodes a plaintext.
+    /// Decodes a plaintext of version 1 (`seq` becomes 0) or 2.
     pub fn decode(plain: &[u8], what: &dyn Fn() -> String) -> Result<Self> {
         let (&v, body) = plain.split_first().ok_or_else(|| Error::corrupt(what(), "empty snapshot"))?;
-        if v != SNAPSHOT_VERSION {
+        if v != SNAPSHOT_VERSION && v != SNAPSHOT_VERSION_1 {
             return Err(Error::corrupt(what(), format!("unknown snapshot version {v}")));
         }
-        let (s, n): (Snapshot, usize) = bincode::serde::decode_from_slice(body, bincode_config())
+        let (mut s, mut n): (Snapshot, usize) = bincode::serde::decode_from_slice(body, bincode_config())
             .map_err(|e| Error::corrupt(what(), format!("undecodable: {e}")))?;
+        if v == SNAPSHOT_VERSION {
+            let (seq, used): (u64, usize) = bincode::decode_from_slice(&body[n..], bincode_config())
+                .map_err(|e| Error::corrupt(what(), format!("undecodable seq: {e}")))?;
+            if seq == 0 {
+                // 0 means "no sequence" (version 1); a version 2 writer starts at 1.
+                return Err(Error::corrupt(what(), "version 2 snapshot with seq 0"));
+            }
+            s.seq = seq;
+            n += used;
+        }
         if n != body.len() {
             return Err(Error::corrupt(what(), "trailing bytes"));
         }
         Ok(s)
+    }
+
+    /// Commit order (format-spec/ordering.md): by `seq`, so version 1 snapshots (seq 0) come
+    /// before every version 2 one; equal `seq` (two writers at once, or two version 1
+    /// snapshots) by time, then by the text of the time. Callers break a remaining tie by id.
+    pub fn commit_cmp(&self, other: &Snapshot) -> Ordering {
+        self.seq.cmp(&other.seq).then_with(|| match (self.datetime(), other.datetime()) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            _ => self.time.cmp(&other.time),
+        })
     }
 
     /// Seals for storage.

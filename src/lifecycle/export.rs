@@ -59,7 +59,11 @@ pub fn export(
     };
     let mut chosen = Vec::new();
     if req.latest {
-        let (all, _) = repo.snapshots()?;
+        let (all, bad) = repo.snapshots()?;
+        if !bad.is_empty() {
+            // An unreadable file may be some type's newest: never export an older one silently.
+            return Err(repo.damaged_snapshots("cannot pick the latest snapshots", &bad));
+        }
         let mut latest: BTreeMap<String, (SnapshotId, Snapshot)> = BTreeMap::new();
         for (id, s) in all {
             latest.insert(s.backup_type.clone(), (id, s));

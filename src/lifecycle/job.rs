@@ -91,12 +91,15 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Takes the snapshot for type `name`. `parent` is the snapshot to compare against when the
 /// caller has looked it up already (`Some(None)`: there is none; `None`: it is looked up here).
+/// `at`: the snapshot's time from the caller's clock and the `seq` to record (see
+/// `ops::snapshot::next_seq`); `None`: the wall clock, and the snapshots are read for the seq.
 pub fn run_type(
     repo: &mut Repo,
     name: &str,
     t: &TypeConfig,
     flags: RunFlags,
     parent: Option<Option<(SnapshotId, Snapshot)>>,
+    at: Option<(chrono::DateTime<chrono::Local>, u64)>,
 ) -> Result<SnapshotOutcome> {
     let mut opts = SnapshotOptions {
         backup_type: name.to_string(),
@@ -105,6 +108,8 @@ pub fn run_type(
         chunker: t.chunker,
         skip_if_unchanged_within: t.on_change_window(),
         parent,
+        time: at.map(|a| a.0),
+        next_seq: at.map(|a| a.1),
         ..Default::default()
     };
     if !t.exclude.is_empty() {

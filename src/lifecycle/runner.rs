@@ -63,6 +63,9 @@ pub struct TypeResult {
     pub file_errors: Vec<crate::format::manifest::NodeError>,
     /// Error text.
     pub error: Option<String>,
+    /// Warnings about a run that stored its snapshot (a clock that looks wrong, unreadable
+    /// snapshot files); also in the history row's error text.
+    pub warnings: Vec<String>,
     /// Retries used.
     pub retries: u32,
     /// Seconds.
@@ -87,6 +90,9 @@ pub struct BackupReport {
     pub notify_errors: Vec<String>,
     /// Remote syncs after the backup.
     pub sync: Vec<SyncOutcome>,
+    /// Snapshot files of the repository that could not be read (each named, with the reason):
+    /// the backups ran, but the repository is damaged (`repair snapshots`).
+    pub unreadable_snapshots: Vec<String>,
 }
 
 /// One remote's sync after a backup.
@@ -121,18 +127,21 @@ impl BackupReport {
 
 /// The last success of a type: the history's, or failing that the newest snapshot's time.
 /// `snaps` is the repository's snapshot list, loaded once by the caller (reading it decrypts
-/// every snapshot file).
+/// every snapshot file). Times later than `now` are not evidence of a success (a clock that was
+/// ahead): a snapshot dated next year must not make the type look done until then.
 pub fn last_success(
     history: &History,
     snaps: &[(SnapshotId, Snapshot)],
     backup_type: &str,
+    now: &DateTime<Local>,
 ) -> Result<Option<DateTime<FixedOffset>>> {
-    let h = history.last_success(backup_type)?;
+    let now = now.fixed_offset();
+    let h = history.last_success(backup_type)?.filter(|t| *t <= now);
     let s = snaps
         .iter()
         .rev()
-        .find(|(_, s)| s.backup_type == backup_type && s.errors.is_empty())
-        .and_then(|(_, s)| s.datetime());
+        .filter(|(_, s)| s.backup_type == backup_type && s.errors.is_empty())
+        .find_map(|(_, s)| s.datetime().filter(|t| *t <= now));
     Ok(match (h, s) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
@@ -176,7 +185,7 @@ pub fn next_round(
             next = next.min(now_f + timing.recheck);
             continue;
         }
-        let d = due_now(t, last_success(history, snaps, name)?, now);
+        let d = due_now(t, last_success(history, snaps, name, now)?, now);
         next = next.min(if d.due { now_f + timing.recheck } else { d.next });
     }
     Ok(next)
@@ -188,10 +197,12 @@ fn run_with_retries(
     t: &TypeConfig,
     opts: &RunOptions,
     parent: Option<(SnapshotId, Snapshot)>,
+    next_seq: u64,
+    clock: &dyn Clock,
 ) -> (Result<SnapshotOutcome>, u32) {
     let mut retries = 0;
     loop {
-        match run_type(repo, name, t, opts.flags, Some(parent.clone())) {
+        match run_type(repo, name, t, opts.flags, Some(parent.clone()), Some((clock.now(), next_seq))) {
             Err(e) if e.is_transient() && retries < MAX_RETRIES => {
                 let wait = opts.retry_base * 2u32.pow(retries);
                 tracing::warn!("{name}: {e}; retrying in {:.1}s", wait.as_secs_f64());
@@ -221,6 +232,12 @@ pub fn run_backups(
     let mut succeeded = Vec::new();
     // Due decisions only look at what existed before this run.
     set.refresh(repo)?;
+    report.unreadable_snapshots = set
+        .unreadable()
+        .iter()
+        .map(|(id, e)| format!("{}: {e}", repo.objects().location(crate::store::Handle::Snapshot(*id))))
+        .collect();
+    let mut taken = Vec::new();
     let now = clock.now();
     let mut due = Vec::new();
     for (name, t) in &cfg.types {
@@ -231,7 +248,7 @@ pub fn run_backups(
             due.push((name, t, "--now".to_string()));
             continue;
         }
-        let d = due_now(t, last_success(&history, set.all(), name)?, &now);
+        let d = due_now(t, last_success(&history, set.all(), name, &now)?, &now);
         if d.due {
             due.push((name, t, d.reason));
         } else {
@@ -244,7 +261,7 @@ pub fn run_backups(
         let parent = crate::ops::snapshot::parent_in(set.all(), name, &host);
         let start = clock.now();
         let timer = Instant::now();
-        let (r, retries) = run_with_retries(repo, name, t, opts, parent);
+        let (r, retries) = run_with_retries(repo, name, t, opts, parent, set.next_seq(), clock);
         let end = clock.now();
         let mut run = Run {
             id: 0,
@@ -268,6 +285,7 @@ pub fn run_backups(
             stats: None,
             file_errors: Vec::new(),
             error: None,
+            warnings: Vec::new(),
             retries,
             duration_s: timer.elapsed().as_secs_f64(),
         };
@@ -295,7 +313,19 @@ pub fn run_backups(
                     succeeded.push(name.clone());
                 }
                 if o.written {
+                    tr.warnings = clock_warnings(set.all(), &o.snapshot, &start);
+                    taken.push(o.id);
                     set.insert(o.id, o.snapshot);
+                }
+                if !report.unreadable_snapshots.is_empty() {
+                    tr.warnings.push(format!(
+                        "{} unreadable snapshot files in the repository (run `cairn repair snapshots`): {}",
+                        report.unreadable_snapshots.len(),
+                        report.unreadable_snapshots.join("; ")
+                    ));
+                }
+                if run.error.is_none() && !tr.warnings.is_empty() {
+                    run.error = Some(format!("warning: {}", tr.warnings.join("; ")));
                 }
             }
             Err(e) => {
@@ -349,7 +379,7 @@ pub fn run_backups(
     // Retention and prune for the types that just succeeded; failures here never fail the backup.
     if !succeeded.is_empty() && cfg.backup.forget_after_backup.unwrap_or(true) {
         let policy = |t: &str| cfg.type_config(t).and_then(|c| c.retention.clone());
-        match prune::forget_in(repo, set, Some(&succeeded), &policy, now.fixed_offset(), false) {
+        match prune::forget_in(repo, set, Some(&succeeded), &policy, now.fixed_offset(), false, &taken) {
             Ok(decisions) => {
                 report.forgotten = decisions.iter().filter(|d| !d.keep).map(|d| d.id).collect();
                 if !report.forgotten.is_empty() && cfg.backup.prune_after_backup.unwrap_or(true) {
@@ -368,6 +398,31 @@ pub fn run_backups(
     Ok(report)
 }
 
+/// What looks wrong with the clock when `new` (of its type, taken at `now`) is committed after
+/// `before` (the repository's snapshots): a snapshot of the type dated later than the new one.
+/// Either the clock is behind now (a device without RTC before NTP) or it was ahead then; both
+/// snapshots are kept (retention never removes the newest by commit order) and this says so.
+fn clock_warnings(before: &[(SnapshotId, Snapshot)], new: &Snapshot, now: &DateTime<Local>) -> Vec<String> {
+    let Some(t) = new.datetime() else { return Vec::new() };
+    let later: Vec<&(SnapshotId, Snapshot)> = before
+        .iter()
+        .filter(|(_, s)| s.backup_type == new.backup_type && s.datetime().is_some_and(|x| x > t))
+        .collect();
+    let Some((id, newest)) = later.iter().max_by_key(|(_, s)| s.datetime()) else { return Vec::new() };
+    vec![format!(
+        "clock anomaly: this snapshot is dated {} (the clock now says {}), earlier than {} existing {} \
+         snapshot{} (newest {} dated {}): the clock is behind, or was ahead then; the snapshots are kept \
+         and this one is the latest",
+        new.time,
+        now.to_rfc3339(),
+        later.len(),
+        new.backup_type,
+        if later.len() == 1 { "" } else { "s" },
+        id.short(),
+        newest.time
+    )]
+}
+
 /// Alerts once a day per type whose last success at `now` is older than twice its RPO (or its
 /// catch_up_after, if longer).
 pub fn dead_man_check(
@@ -384,7 +439,7 @@ pub fn dead_man_check(
             continue;
         }
         let limit = (t.rpo() * 2).max(t.catch_up_after.map_or_else(chrono::Duration::zero, |c| c.duration()));
-        let last = last_success(history, snaps, name)?;
+        let last = last_success(history, snaps, name, now)?;
         let stale = match last {
             Some(l) => now_f - l > limit,
             // Never succeeded: stale once its first run is older than the limit (a first

@@ -69,6 +69,12 @@ pub struct Status {
     pub overdue: Vec<String>,
     /// Remotes: last sync and what is pending.
     pub remotes: Vec<RemoteStatus>,
+    /// Snapshots whose recorded time cannot be right (dated after now, or before a snapshot
+    /// of their type committed earlier): kept by retention, listed here until removed.
+    pub clock_anomalies: Vec<crate::ops::retention::ClockAnomaly>,
+    /// Snapshot files that could not be read, each named with the reason (filled in by the
+    /// caller, which holds the snapshot set).
+    pub unreadable_snapshots: Vec<String>,
 }
 
 /// One remote's state.
@@ -107,7 +113,7 @@ pub fn status(
     }
     for name in names {
         let tc = cfg.and_then(|c| c.type_config(&name));
-        let last = last_success(&history, snaps, &name)?;
+        let last = last_success(&history, snaps, &name, now)?;
         // A type that is only in the repository: no schedule, a day's RPO.
         let r = tc.map_or_else(|| chrono::Duration::days(1), |t| t.rpo());
         let due = match tc {
@@ -180,6 +186,14 @@ pub fn status(
         dedup_ratio: if stored > 0 { logical as f64 / stored as f64 } else { 0.0 },
         overdue,
         remotes,
+        clock_anomalies: {
+            let mut by_type: std::collections::BTreeMap<&str, Vec<(SnapshotId, Snapshot)>> = Default::default();
+            for (id, s) in snaps {
+                by_type.entry(s.backup_type.as_str()).or_default().push((*id, s.clone()));
+            }
+            by_type.values().flat_map(|v| crate::ops::retention::clock_anomalies(v, now_f)).collect()
+        },
+        unreadable_snapshots: Vec::new(),
     })
 }
 
@@ -248,6 +262,21 @@ pub fn render(s: &Status) -> String {
         ));
     }
     if !s.remotes.is_empty() {
+        out.push('\n');
+    }
+    for a in &s.clock_anomalies {
+        out.push_str(&format!(
+            "\nCLOCK: snapshot {} ({}) dated {}: {}; kept",
+            a.id.short(),
+            a.backup_type,
+            a.time,
+            a.problem
+        ));
+    }
+    for u in &s.unreadable_snapshots {
+        out.push_str(&format!("\nDAMAGED: unreadable snapshot file {u} (run `cairn repair snapshots`)"));
+    }
+    if !s.clock_anomalies.is_empty() || !s.unreadable_snapshots.is_empty() {
         out.push('\n');
     }
     if s.overdue.is_empty() {

@@ -89,11 +89,12 @@ pub fn forget(
     dry_run: bool,
 ) -> Result<Vec<Decision>> {
     let mut set = SnapshotSet::new();
-    forget_in(repo, &mut set, types, policy_for, now, dry_run)
+    forget_in(repo, &mut set, types, policy_for, now, dry_run, &[])
 }
 
 /// [`forget`] over a snapshot set the caller already holds: it is brought up to date under the
 /// lock (a listing; only files it has not seen are read) and the removed snapshots leave it.
+/// `protect`: snapshots the current run took, never removed (whatever their recorded time).
 pub fn forget_in(
     repo: &Repo,
     set: &mut SnapshotSet,
@@ -101,11 +102,13 @@ pub fn forget_in(
     policy_for: &dyn Fn(&str) -> Option<Retention>,
     now: DateTime<FixedOffset>,
     dry_run: bool,
+    protect: &[SnapshotId],
 ) -> Result<Vec<Decision>> {
     let _lock = Lock::acquire(repo.store(), true, "forget")?;
     set.refresh(repo)?;
-    if let Some((id, e)) = set.unreadable().first() {
-        return Err(Error::corrupt(format!("snapshot {id}"), format!("unreadable, forget stops: {e}")));
+    if !set.unreadable().is_empty() {
+        // An unreadable file may be the newest snapshot: retention cannot know what it keeps.
+        return Err(repo.damaged_snapshots("forget stops", set.unreadable()));
     }
     let mut by_type: std::collections::BTreeMap<&str, Vec<(SnapshotId, Snapshot)>> = Default::default();
     for (id, s) in set.all() {
@@ -116,7 +119,7 @@ pub fn forget_in(
     let mut out = Vec::new();
     for (t, snaps) in by_type {
         let policy = policy_for(t);
-        let decisions = retention::apply(&snaps, policy.as_ref(), now);
+        let decisions = retention::apply_protecting(&snaps, policy.as_ref(), now, protect);
         if !dry_run {
             for d in decisions.iter().filter(|d| !d.keep) {
                 repo.store().remove(Handle::Snapshot(d.id))?;
@@ -135,8 +138,8 @@ pub fn forget_in(
 /// caller holds the exclusive lock); any unreadable snapshot stops prune.
 fn live_chunks(repo: &Repo, set: &mut SnapshotSet) -> Result<(HashSet<ChunkId>, usize)> {
     set.refresh(repo)?;
-    if let Some((id, e)) = set.unreadable().first() {
-        return Err(Error::corrupt(format!("snapshot {id}"), format!("unreadable, prune stops: {e}")));
+    if !set.unreadable().is_empty() {
+        return Err(repo.damaged_snapshots("prune stops", set.unreadable()));
     }
     let mut live = HashSet::new();
     for (id, s) in set.all() {

@@ -8,6 +8,15 @@
 //! `retention` label (`until_verified` = may go, `days_N`, `permanent`). Manual snapshots follow
 //! their `retention` label (`days_N`, default `permanent`). The newest complete snapshot of a
 //! type is never removed, whatever the clock says.
+//!
+//! Clocks go wrong (a Raspberry Pi without RTC boots in 1970 or at its last shutdown until NTP
+//! answers), so "newest" means newest by commit order (`Snapshot::commit_cmp`: the recorded
+//! `seq`), never by the recorded time: the newest snapshot by commit order and the snapshots
+//! taken by the current run are never removed. A snapshot whose time is later than `now`, or
+//! earlier than a snapshot committed before it, is a clock anomaly: it is kept (with the reason
+//! saying why) and left out of the time rules and of `keep_last`, so a snapshot dated years
+//! ahead can neither push real ones out of `keep_last` nor make `keep_within` count from the
+//! future.
 
 use std::collections::BTreeMap;
 
@@ -103,21 +112,83 @@ fn bucket(t: &DateTime<FixedOffset>, unit: &str) -> (i32, u32, u32) {
     }
 }
 
+/// A snapshot whose recorded time cannot be right.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClockAnomaly {
+    /// Snapshot id.
+    #[serde(serialize_with = "crate::id::as_hex::one")]
+    pub id: SnapshotId,
+    /// Its type.
+    pub backup_type: String,
+    /// Its recorded time.
+    pub time: String,
+    /// What is wrong, e.g. "dated after now".
+    pub problem: String,
+}
+
+/// The clock anomalies among `snaps` (one type's or a repository's, any order), judged at
+/// `now`: a snapshot dated after `now`, or dated before a snapshot committed earlier (ignoring
+/// earlier ones that are themselves dated after `now`, so that one future-dated snapshot does not
+/// make every later real one look wrong). Oldest first by commit order.
+pub fn clock_anomalies(snaps: &[(SnapshotId, Snapshot)], now: DateTime<FixedOffset>) -> Vec<ClockAnomaly> {
+    let mut v: Vec<(&SnapshotId, &Snapshot, DateTime<FixedOffset>)> =
+        snaps.iter().filter_map(|(id, s)| s.datetime().map(|t| (id, s, t))).collect();
+    v.sort_by(|a, b| a.1.commit_cmp(b.1).then(a.0.cmp(b.0)));
+    let mut newest: Option<(&SnapshotId, DateTime<FixedOffset>)> = None;
+    let mut out = Vec::new();
+    for (id, s, t) in v {
+        let problem = if t > now {
+            Some(format!("dated after now ({})", now.to_rfc3339()))
+        } else if let Some((nid, nt)) = newest.filter(|(_, nt)| t < *nt) {
+            Some(format!("dated before snapshot {} ({}), which was committed earlier", nid.short(), nt.to_rfc3339()))
+        } else {
+            None
+        };
+        if t <= now && newest.is_none_or(|(_, nt)| t > nt) {
+            newest = Some((id, t));
+        }
+        if let Some(problem) = problem {
+            out.push(ClockAnomaly { id: *id, backup_type: s.backup_type.clone(), time: s.time.clone(), problem });
+        }
+    }
+    out
+}
+
 /// Applies `policy` to the snapshots of one type. `now` is used for the age of manual and
-/// verified pre-change snapshots. Returns decisions newest first.
+/// verified pre-change snapshots. Returns decisions newest first (by commit order).
 pub fn apply(
     snaps: &[(SnapshotId, Snapshot)],
     policy: Option<&Retention>,
     now: DateTime<FixedOffset>,
 ) -> Vec<Decision> {
+    apply_protecting(snaps, policy, now, &[])
+}
+
+/// [`apply`], never removing the snapshots in `protect` (those the current run took).
+pub fn apply_protecting(
+    snaps: &[(SnapshotId, Snapshot)],
+    policy: Option<&Retention>,
+    now: DateTime<FixedOffset>,
+    protect: &[SnapshotId],
+) -> Vec<Decision> {
     let mut v: Vec<(&SnapshotId, &Snapshot, DateTime<FixedOffset>)> =
         snaps.iter().filter_map(|(id, s)| s.datetime().map(|t| (id, s, t))).collect();
-    v.sort_by(|a, b| b.2.cmp(&a.2).then(b.0.cmp(a.0)));
+    v.sort_by(|a, b| b.1.commit_cmp(a.1).then(b.0.cmp(a.0)));
     let mut reasons: Vec<Vec<String>> = vec![Vec::new(); v.len()];
+    let anomalies = clock_anomalies(snaps, now);
+    let anomaly = |id: &SnapshotId| anomalies.iter().find(|a| a.id == *id);
 
     // Newest complete snapshot: never removed.
     if let Some(i) = v.iter().position(|(_, s, _)| s.errors.is_empty()) {
         reasons[i].push("newest complete snapshot".into());
+    }
+    for (i, (id, _, _)) in v.iter().enumerate() {
+        if protect.contains(id) {
+            reasons[i].push("taken by this run".into());
+        }
+        if let Some(a) = anomaly(id) {
+            reasons[i].push(format!("clock anomaly: {}", a.problem));
+        }
     }
     for (i, (_, s, t)) in v.iter().enumerate() {
         let label = s.labels.get("retention").map(String::as_str);
@@ -153,7 +224,10 @@ pub fn apply(
         return finish(&v, reasons);
     };
     // The time rules apply to routine snapshots; pre-change and manual ones have their own.
-    let routine: Vec<usize> = (0..v.len()).filter(|&i| v[i].1.kind == SnapshotKind::Daily).collect();
+    // Clock anomalies are kept above and stay out of them: in commit order the others are also
+    // in time order, which the bucket rules rely on.
+    let routine: Vec<usize> =
+        (0..v.len()).filter(|&i| v[i].1.kind == SnapshotKind::Daily && anomaly(v[i].0).is_none()).collect();
     if let Some(n) = p.keep_last {
         for (rank, &i) in routine.iter().take(n as usize).enumerate() {
             reasons[i].push(format!("last {}", rank + 1));
@@ -201,7 +275,11 @@ pub fn apply(
     finish(&v, reasons)
 }
 
-fn finish(v: &[(&SnapshotId, &Snapshot, DateTime<FixedOffset>)], reasons: Vec<Vec<String>>) -> Vec<Decision> {
+fn finish(v: &[(&SnapshotId, &Snapshot, DateTime<FixedOffset>)], mut reasons: Vec<Vec<String>>) -> Vec<Decision> {
+    // The newest by commit order is never removed, whatever the rules and the clock say.
+    if let Some(r) = reasons.first_mut().filter(|r| r.is_empty()) {
+        r.push("newest snapshot (commit order)".into());
+    }
     v.iter()
         .zip(reasons)
         .map(|((id, s, _), r)| Decision {

@@ -62,12 +62,24 @@ pub struct SnapshotOptions {
     /// Permission bits recorded for a stream source (a SQLite copy records its database's
     /// mode); 0o600 when unset.
     pub stream_mode: Option<u32>,
+    /// The snapshot's time, from the caller's clock (the lifecycle's injected one); the wall
+    /// clock when unset. It also dates the on-change "parent is young" check.
+    pub time: Option<chrono::DateTime<chrono::Local>>,
+    /// The commit sequence number to record (see [`next_seq`]), when the caller holds the
+    /// snapshot list; `None`: `snapshot` reads every snapshot file to find it.
+    pub next_seq: Option<u64>,
 }
 
 /// The snapshot a new one of `backup_type` taken on `host` is compared against: the newest of
 /// that type from that host in `snaps` (oldest first).
 pub fn parent_in(snaps: &[(SnapshotId, Snapshot)], backup_type: &str, host: &str) -> Option<(SnapshotId, Snapshot)> {
     snaps.iter().rev().find(|(_, s)| s.backup_type == backup_type && s.host == host).cloned()
+}
+
+/// The `seq` a snapshot committed after `snaps` records: 1 + the highest among them
+/// (format-spec/manifest.md). Version 1 snapshots count as 0, so the first version 2 one is 1.
+pub fn next_seq(snaps: &[(SnapshotId, Snapshot)]) -> u64 {
+    snaps.iter().map(|(_, s)| s.seq).max().unwrap_or(0) + 1
 }
 
 /// A committed snapshot.
@@ -105,9 +117,15 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
     repo.store().clean_tmp(false)?;
     repo.sync_index()?;
     let host = crate::util::hostname();
-    let parent = match &opts.parent {
-        Some(p) => p.clone(),
-        None => parent_in(&repo.snapshots()?.0, &opts.backup_type, &host),
+    let (parent, seq) = match (&opts.parent, opts.next_seq) {
+        (Some(p), Some(seq)) => (p.clone(), seq),
+        (p, seq) => {
+            let all = repo.snapshots()?.0;
+            (
+                p.clone().unwrap_or_else(|| parent_in(&all, &opts.backup_type, &host)),
+                seq.unwrap_or_else(|| next_seq(&all)),
+            )
+        }
     };
     let parent_tree: Option<walk::ParentTree> = match &parent {
         Some((_, s)) => match repo.tree(s) {
@@ -129,7 +147,7 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
         Cache::open(&repo.store().root().join("cache").join("cache.sqlite"), repo.config().id)
             .ok()
             .map(|c| -> walk::IsStored { Box::new(move |id: &crate::id::ChunkId| c.contains(id).unwrap_or(false)) });
-    let time = chrono::Local::now();
+    let time = opts.time.unwrap_or_else(chrono::Local::now);
     let (rx, walker_thread) = walk::spawn(
         source,
         roots,
@@ -264,6 +282,7 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
         errors,
         source: source_meta,
         program: format!("cairn {}", env!("CARGO_PKG_VERSION")),
+        seq,
     };
     let sealed = snapshot.seal(repo.keys());
     let id = SnapshotId(content_hash(&sealed));

@@ -80,6 +80,11 @@ impl SnapshotSet {
         &self.unreadable
     }
 
+    /// The `seq` the next snapshot committed after this set records.
+    pub fn next_seq(&self) -> u64 {
+        crate::ops::snapshot::next_seq(&self.snaps)
+    }
+
     /// How many snapshot files this set has decrypted since it was created.
     pub fn decrypted(&self) -> usize {
         self.decrypted

@@ -366,7 +366,11 @@ pub fn sync(
         }
     }
     report.foreign.sort();
-    let mut to_delete: Vec<String> = synced.keys().filter(|p| !local_set.contains(*p)).cloned().collect();
+    // A snapshot file `repair snapshots` quarantined was damaged here; the remote's copy may be
+    // the good one, so it is not deleted (format-spec/layout.md, "Quarantine").
+    let quarantined = |p: &String| local.root().join("quarantine").join(p).exists();
+    let mut to_delete: Vec<String> =
+        synced.keys().filter(|p| !local_set.contains(*p) && !quarantined(p)).cloned().collect();
     to_delete.sort_by(|a, b| rank_of(b).cmp(&rank_of(a)).then(a.cmp(b)));
     if dry_run {
         report.deleted = to_delete.into_iter().filter(|p| on_remote.contains_key(p)).collect();

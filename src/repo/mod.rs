@@ -368,9 +368,31 @@ impl Repo {
         Ok((ok, bad))
     }
 
-    /// Resolves `latest`, `TYPE:latest` or an id prefix.
+    /// The error for snapshot files that could not be read when `what` needs all of them: it
+    /// names each file and why, and points at `repair snapshots`.
+    pub fn damaged_snapshots(&self, what: &str, bad: &[(SnapshotId, Error)]) -> Error {
+        let files: Vec<String> =
+            bad.iter().map(|(id, e)| format!("{} ({e})", self.objects.location(Handle::Snapshot(*id)))).collect();
+        Error::Damaged {
+            what: what.to_string(),
+            detail: format!(
+                "{} unreadable snapshot file{}: {}; `cairn repair snapshots` moves undecodable snapshot files \
+                 to quarantine/snapshots/ (or name a readable snapshot by its id)",
+                bad.len(),
+                if bad.len() == 1 { "" } else { "s" },
+                files.join("; ")
+            ),
+        }
+    }
+
+    /// Resolves `latest`, `TYPE:latest` or an id prefix. `latest` is the newest by commit order
+    /// over every snapshot file: if any cannot be read, it might be the newest, so `latest` is
+    /// refused (naming the file) rather than silently resolved to an older snapshot.
     pub fn resolve(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
-        let (all, _) = self.snapshots()?;
+        let (all, bad) = self.snapshots()?;
+        if !bad.is_empty() && (spec == "latest" || spec.ends_with(":latest")) {
+            return Err(self.damaged_snapshots(&format!("cannot resolve {spec:?}"), &bad));
+        }
         let pick_latest = |ty: Option<&str>| {
             all.iter().rev().find(|(_, s)| ty.is_none_or(|t| s.backup_type == t)).cloned().ok_or_else(|| {
                 Error::NotFound(match ty {
@@ -390,6 +412,11 @@ impl Repo {
             return Err(Error::Invalid(format!("{spec:?} is not a snapshot id, `latest` or `TYPE:latest`")));
         }
         let hits: Vec<_> = all.iter().filter(|(id, _)| id.to_hex().starts_with(&p)).collect();
+        let bad_hits: Vec<(SnapshotId, Error)> =
+            bad.into_iter().filter(|(id, _)| id.to_hex().starts_with(&p)).collect();
+        if !bad_hits.is_empty() {
+            return Err(self.damaged_snapshots(&format!("cannot resolve {spec:?}"), &bad_hits));
+        }
         match hits.len() {
             0 => Err(Error::NotFound(format!("no snapshot with id starting {spec:?}"))),
             1 => Ok(hits[0].clone()),
@@ -409,12 +436,10 @@ fn memory_cache(e: &Error, repo: RepoId) -> Result<Cache> {
     Cache::open_memory(repo)
 }
 
-/// Snapshot order: by time, then type.
+/// Snapshot order: commit order (`seq`, then time; format-spec/ordering.md). The newest by this
+/// order is `latest`, whatever the clock said when each was taken.
 pub fn snapshot_order(a: &Snapshot, b: &Snapshot) -> std::cmp::Ordering {
-    match (a.datetime(), b.datetime()) {
-        (Some(x), Some(y)) => x.cmp(&y),
-        _ => a.time.cmp(&b.time),
-    }
+    a.commit_cmp(b)
 }
 
 /// Reads chunks out of packs, checking each against its id.

@@ -373,7 +373,9 @@ fn corrupt_snapshot_file_is_reported_and_others_restore() {
     fx.restore_ok(&l.snap("beta").id, "b", "beta");
     let t = fx.target("gamma");
     let r = fx.run(&["restore", &gamma, "--target", t.to_str().unwrap()]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
+    // Damage found (exit 3), naming the file and `repair snapshots`.
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("snapshots/{gamma}")) && r.stderr.contains("repair snapshots"), "{}", r.stderr);
     assert!(!t.join("c").exists());
 }
 

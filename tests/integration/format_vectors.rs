@@ -215,7 +215,8 @@ impl SpecEnc {
 
     fn snapshot(s: &Snapshot) -> SpecEnc {
         let mut e = SpecEnc::default();
-        e.put("version byte", vec![1]);
+        // Version 2 appends `seq`; a snapshot without one (seq 0) is written as version 1.
+        e.put("version byte", vec![if s.seq == 0 { 1 } else { 2 }]);
         e.put("time", lp(s.time.as_bytes()));
         e.put("backup_type", lp(s.backup_type.as_bytes()));
         e.put("kind (variant index)", varint(s.kind as u64));
@@ -261,6 +262,9 @@ impl SpecEnc {
         e.put("errors", errs);
         e.put("source", str_map(&s.source));
         e.put("program", lp(s.program.as_bytes()));
+        if s.seq != 0 {
+            e.put("seq", varint(s.seq));
+        }
         e
     }
 
@@ -925,21 +929,30 @@ pub fn vector_snapshot() -> Snapshot {
         errors: vec![NodeError { path: "app/locked.db".into(), message: "Permission denied (os error 13)".into() }],
         source: [("sqlite_page_size".to_string(), "4096".to_string())].into_iter().collect(),
         program: "cairn 0.1.0".into(),
+        seq: 0,
     }
 }
 
 /// The vector snapshot files: (unencrypted, encrypted).
 pub fn vector_snapshot_files() -> (Vec<u8>, Vec<u8>) {
-    let s = vector_snapshot();
+    snapshot_files(&vector_snapshot(), 0x30)
+}
+
+fn snapshot_files(s: &Snapshot, nonce_byte: u8) -> (Vec<u8>, Vec<u8>) {
     (
         s.seal(&test_keys(false)),
-        test_keys(true).seal_with_nonce(ObjectKind::Snapshot, &[0; 32], &s.encode(), &nonce(0x30)),
+        test_keys(true).seal_with_nonce(ObjectKind::Snapshot, &[0; 32], &s.encode(), &nonce(nonce_byte)),
     )
+}
+
+/// The version 2 vector: the version 1 snapshot with a sequence number of 300 (a two-byte varint).
+pub fn vector_snapshot_v2() -> Snapshot {
+    Snapshot { seq: 300, ..vector_snapshot() }
 }
 
 fn snapshot_json(s: &Snapshot) -> Value {
     let st = &s.stats;
-    json!({
+    let mut v = json!({
         "time": s.time,
         "backup_type": s.backup_type,
         "kind": format!("{:?}", s.kind),
@@ -961,31 +974,63 @@ fn snapshot_json(s: &Snapshot) -> Value {
         "errors": s.errors.iter().map(|e| json!({"path": e.path, "message": e.message})).collect::<Vec<_>>(),
         "source": s.source,
         "program": s.program,
-    })
+    });
+    if s.seq != 0 {
+        v["seq"] = json!(s.seq);
+    }
+    v
 }
 
-fn gen_snapshot() -> Value {
-    let s = vector_snapshot();
+fn gen_snapshot(s: &Snapshot, nonce_byte: u8, description: &str) -> Value {
     let plain = s.encode();
-    let spec = SpecEnc::snapshot(&s);
+    let spec = SpecEnc::snapshot(s);
     assert_eq!(plain, spec.out, "snapshot plaintext per manifest.md");
-    let (fu, fe) = vector_snapshot_files();
-    assert_eq!(fe, spec_seal(true, ObjectKind::Snapshot, &[0; 32], &plain, &nonce(0x30)));
+    let (fu, fe) = snapshot_files(s, nonce_byte);
+    assert_eq!(fe, spec_seal(true, ObjectKind::Snapshot, &[0; 32], &plain, &nonce(nonce_byte)));
     assert_eq!(fu, spec_seal(false, ObjectKind::Snapshot, &[0; 32], &plain, &nonce(0)));
     json!({
-        "description": "A snapshot file (manifest.md). plaintext_fields annotate the plaintext field by field; tree is the chunk id of tree.json's stream. The encrypted file's nonce is fixed.",
-        "snapshot": snapshot_json(&s),
+        "description": description,
+        "snapshot": snapshot_json(s),
         "plaintext": h(&plain),
         "plaintext_fields": spec.fields,
         "unencrypted": {"file": h(&fu), "name": h(content_hash(&fu))},
-        "encrypted": {"nonce": h(nonce(0x30)), "file": h(&fe), "name": h(content_hash(&fe))},
+        "encrypted": {"nonce": h(nonce(nonce_byte)), "file": h(&fe), "name": h(content_hash(&fe))},
     })
 }
 
 #[test]
 fn snapshot() {
-    let generated = gen_snapshot();
-    let c = committed("snapshot.json", &generated);
+    // Version 1 (no seq), as cairn wrote it before snapshot version 2: still read.
+    let generated = gen_snapshot(
+        &vector_snapshot(),
+        0x30,
+        "A snapshot file (manifest.md). plaintext_fields annotate the plaintext field by field; tree is the chunk id of tree.json's stream. The encrypted file's nonce is fixed.",
+    );
+    check_snapshot_vector("snapshot.json", &generated);
+}
+
+#[test]
+fn snapshot_v2() {
+    let generated = gen_snapshot(
+        &vector_snapshot_v2(),
+        0x31,
+        "A version 2 snapshot file (manifest.md): snapshot.json's snapshot with seq 300 appended. plaintext_fields annotate the plaintext field by field. The encrypted file's nonce is fixed.",
+    );
+    check_snapshot_vector("snapshot_v2.json", &generated);
+    // The two versions differ only in the version byte and the appended seq.
+    let v1 = vector_snapshot().encode();
+    let v2 = vector_snapshot_v2().encode();
+    assert_eq!((v1[0], v2[0]), (1, 2));
+    assert_eq!(&v2[1..v1.len()], &v1[1..]);
+    assert_eq!(&v2[v1.len()..], &[0xfb, 0x2c, 0x01]);
+    // A version 2 plaintext with seq 0 is refused: 0 means "no sequence" (version 1).
+    let mut zero = v2[..v1.len()].to_vec();
+    zero.push(0);
+    assert!(Snapshot::decode(&zero, &what).is_err());
+}
+
+fn check_snapshot_vector(name: &str, generated: &Value) {
+    let c = committed(name, generated);
     let plain = unh(field(&c, "plaintext"));
     let annotated: Vec<u8> =
         field(&c, "plaintext_fields").as_array().unwrap().iter().flat_map(|f| unh(&f[1])).collect();
@@ -998,7 +1043,7 @@ fn snapshot() {
         let s = Snapshot::open(&test_keys(enc), &file, &what).expect("committed snapshot opens");
         assert_eq!(s, decoded, "{mode}");
     }
-    assert_same("snapshot.json", &c, &generated);
+    assert_same(name, &c, generated);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -73,6 +73,7 @@ fn small_snapshot() -> Snapshot {
         errors: vec![],
         source: Default::default(),
         program: "cairn".into(),
+        seq: 0,
     }
 }
 

@@ -48,6 +48,7 @@ fn mk(time: &str, kind: SnapshotKind, labels: &[(&str, &str)], errors: bool) -> 
         errors: if errors { vec![NodeError { path: "app.db".into(), message: "unreadable".into() }] } else { vec![] },
         source: Default::default(),
         program: "lifecycle test".into(),
+        seq: 0,
     };
     let id = SnapshotId(*blake3::hash(format!("{time} {kind:?} {labels:?} {errors}").as_bytes()).as_bytes());
     (id, s)

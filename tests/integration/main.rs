@@ -6,6 +6,7 @@ mod util;
 
 mod bad_input;
 mod cli;
+mod clock;
 mod corruption;
 mod crash;
 mod damage;

@@ -79,6 +79,7 @@ pub fn craft_snapshot(repo_dir: &Path, nodes: Vec<Node>, file_contents: &[(&[u8]
         errors: Vec::new(),
         source: Default::default(),
         program: "restore_safety test".into(),
+        seq: 0,
     };
     let sealed = snap.seal(repo.keys());
     let id = SnapshotId(content_hash(&sealed));

@@ -42,6 +42,17 @@ pub(in crate::cli) fn run(ctx: &Ctx, a: &BackupArgs) -> Result<Finish> {
     if failed > 0 {
         bail!("{failed} of {} backup types failed", report.ran.len());
     }
+    if !report.unreadable_snapshots.is_empty() {
+        // The backups are stored, but the repository holds damage: never a clean success.
+        eprintln!(
+            "error: the repository has {} unreadable snapshot files (exit 3); `cairn repair snapshots` moves them to quarantine/snapshots/:",
+            report.unreadable_snapshots.len()
+        );
+        for u in &report.unreadable_snapshots {
+            eprintln!("  {u}");
+        }
+        return Ok(Finish::Damaged);
+    }
     let partial = report.partial();
     if partial > 0 {
         eprintln!(
@@ -83,6 +94,12 @@ pub(in crate::cli) fn open_or_create(ctx: &Ctx, cfg: &Config) -> Result<Repo> {
 pub(in crate::cli) fn print_report(ctx: &Ctx, report: &BackupReport) {
     if ctx.json() {
         render::print_json(&serde_json::to_value(report).expect("serializable"));
+        // Warnings go to stderr in both modes: a script reading stdout's JSON still logs them.
+        for r in &report.ran {
+            for w in &r.warnings {
+                eprintln!("warning: {}: {w}", r.backup_type);
+            }
+        }
         return;
     }
     let quiet = ctx.quiet();
@@ -98,7 +115,7 @@ pub(in crate::cli) fn print_report(ctx: &Ctx, report: &BackupReport) {
                     r.duration_s
                 )
             }
-            (_, Some(_)) if quiet && r.file_errors.is_empty() => {}
+            (_, Some(_)) if quiet && r.file_errors.is_empty() && r.warnings.is_empty() => {}
             (_, Some(s)) => {
                 let dedup = if s.logical_bytes > 0 {
                     (100.0 * (1.0 - s.new_raw_bytes as f64 / s.logical_bytes as f64)).clamp(0.0, 100.0)
@@ -116,6 +133,9 @@ pub(in crate::cli) fn print_report(ctx: &Ctx, report: &BackupReport) {
                 );
                 for e in &r.file_errors {
                     eprintln!("{name}: error: {}: {}", e.path, e.message);
+                }
+                for w in &r.warnings {
+                    eprintln!("warning: {name}: {w}");
                 }
             }
             (_, None) => println!("{name}: FAILED{retries}: {}", r.error.clone().unwrap_or_default()),

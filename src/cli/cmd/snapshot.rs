@@ -55,6 +55,8 @@ pub(in crate::cli) fn run(ctx: &Ctx, a: &SnapshotArgs) -> Result<Finish> {
         skip_if_unchanged_within: None,
         parent: None,
         stream_mode: None,
+        time: None,
+        next_seq: None,
     };
     let source = match &a.stdin {
         Some(name) => Source::Reader { name: name.clone(), reader: Box::new(std::io::stdin()) },

@@ -13,7 +13,12 @@ pub(in crate::cli) fn status(ctx: &Ctx, metrics_file: Option<&Path>) -> Result<F
     repo.sync_index()?;
     let set = crate::ops::snapshot_set::SnapshotSet::load(&repo)?;
     let now = crate::lifecycle::clock::SystemClock.now();
-    let st = crate::lifecycle::status::status(&repo, ctx.config()?, set.all(), &now)?;
+    let mut st = crate::lifecycle::status::status(&repo, ctx.config()?, set.all(), &now)?;
+    st.unreadable_snapshots = set
+        .unreadable()
+        .iter()
+        .map(|(id, e)| format!("{}: {e}", repo.objects().location(crate::store::Handle::Snapshot(*id))))
+        .collect();
     if let Some(m) = metrics_file {
         crate::lifecycle::status::write_metrics(m, &st)?;
     }
