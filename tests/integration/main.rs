@@ -16,5 +16,6 @@ mod layers;
 mod lifecycle;
 mod remote;
 mod restore_safety;
+mod robustness;
 mod roundtrip;
 mod sources;

@@ -1,0 +1,650 @@
+//! Kopia-style robustness run: a bounded, seeded random sequence of real CLI operations on one
+//! real repository (write / modify / delete random files and a real SQLite database, `snapshot`,
+//! `backup --now`, `forget`, `prune`, `sync` to a local rclone remote, and any of those SIGKILLed
+//! a random few milliseconds after it started). After every step every remaining snapshot must
+//! restore to exactly what was on disk when it was taken and `verify --read-data` must exit 0;
+//! after a kill the next commands must work (stale lock, `tmp/` leftovers).
+//!
+//! `CAIRN_ROBUST_SEED` replays a run (the seed is printed at the start and in any failure);
+//! `CAIRN_ROBUST_STEPS` sets its length (default [`DEFAULT_STEPS`], sized for CI).
+//!
+//! The model is the test's own: for each snapshot id, the tree it must restore to (path -> kind,
+//! size and BLAKE3 of the bytes; for the database, its rows, since a consistent copy of a
+//! database need not be the same bytes as the file). A killed snapshot either committed or did
+//! not: both are accepted, and one that did must restore to the source tree, which is left
+//! untouched while a killed command runs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::util::{ensure_package, have_program, prng_bytes, snapshot_names, walk, write_config, Env, Run};
+
+/// Steps of a CI run (about a minute on a loaded 2-core machine).
+const DEFAULT_STEPS: usize = 40;
+/// Retention of the two snapshot types (both snapshot the whole source tree).
+const KEEP: [(&str, u32); 2] = [("a", 3), ("b", 2)];
+/// The database inside the source tree.
+const DB: &str = "db/app.db";
+/// Upper bound on the source tree's size, so a step's restores and `verify --read-data` stay short.
+const MAX_TREE_BYTES: u64 = 6 << 20;
+
+/// SplitMix64: a tiny seeded generator, so a failing sequence replays from its seed alone.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+        &v[self.below(v.len() as u64) as usize]
+    }
+}
+
+/// What one path of a snapshot must restore to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Entry {
+    Dir,
+    File { len: u64, hash: String },
+    /// A SQLite database: its rows, in id order.
+    Db { rows: String },
+}
+
+/// Path (relative to the source root, `/`-separated) -> what it holds.
+type Tree = BTreeMap<String, Entry>;
+
+/// One snapshot the model knows.
+struct Snap {
+    ty: String,
+    tree: Tree,
+    /// Commit order in this run.
+    order: u64,
+    /// The step that made it.
+    step: usize,
+}
+
+/// The operations of a step. `Kill(op)` runs `op` and SIGKILLs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Mutate,
+    Snapshot,
+    Backup,
+    Forget,
+    Prune,
+    Sync,
+    Kill(Killable),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Killable {
+    Snapshot,
+    Backup,
+    Forget,
+    Prune,
+    Sync,
+}
+
+impl Killable {
+    /// May it commit a snapshot / remove one?
+    fn creates(self) -> bool {
+        matches!(self, Killable::Snapshot | Killable::Backup)
+    }
+    fn forgets(self) -> bool {
+        matches!(self, Killable::Forget | Killable::Backup)
+    }
+}
+
+struct Robust {
+    env: Env,
+    src: PathBuf,
+    rng: Rng,
+    step: usize,
+    log: Vec<String>,
+    snaps: BTreeMap<String, Snap>,
+    order: u64,
+    /// Scratch directory names.
+    scratch: u64,
+}
+
+fn need_rclone() {
+    ensure_package("rclone", || have_program("rclone"));
+}
+
+impl Robust {
+    fn new(seed: u64) -> Robust {
+        need_rclone();
+        let env = Env::new();
+        let src = env.path().join("src");
+        let remote = env.path().join("usb");
+        let types: serde_json::Map<String, Value> = KEEP
+            .iter()
+            .map(|(t, n)| (t.to_string(), json!({"paths": ["src"], "retention": {"keep_last": n}})))
+            .collect();
+        write_config(
+            env.path(),
+            json!({"name": "robust", "repository": "repo", "types": types,
+                   "remotes": [{"name": "usb", "rclone": format!(":local:{}", remote.display())}]}),
+        );
+        std::fs::create_dir_all(src.join("db")).unwrap();
+        let c = rusqlite::Connection::open(src.join(DB)).unwrap();
+        c.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB NOT NULL, n INTEGER NOT NULL);").unwrap();
+        drop(c);
+        let r = Robust {
+            env,
+            src,
+            rng: Rng(seed),
+            step: 0,
+            log: Vec::new(),
+            snaps: BTreeMap::new(),
+            order: 0,
+            scratch: 0,
+        };
+        // Small packs so prune both deletes and repacks within a short run.
+        r.cairn(&["init", "--pack-size-mib", "1"]).ok();
+        r
+    }
+
+    fn note(&mut self, s: String) {
+        self.log.push(format!("step {}: {s}", self.step));
+    }
+
+    fn cmd(&self, args: &[&str]) -> std::process::Command {
+        let mut c = self.env.cmd();
+        c.env("CAIRN_RETRY_BASE_MS", "10").args(args);
+        c
+    }
+
+    fn cairn(&self, args: &[&str]) -> Run {
+        self.env.run_cmd(self.cmd(args))
+    }
+
+    /// Runs a command that must succeed.
+    fn ok(&self, args: &[&str]) -> Run {
+        let r = self.cairn(args);
+        assert!(r.code == 0, "cairn {args:?} exited {}\nstdout: {}\nstderr: {}", r.code, r.stdout, r.stderr);
+        r
+    }
+
+    fn fresh_dir(&mut self, what: &str) -> PathBuf {
+        self.scratch += 1;
+        self.env.path().join(format!("{what}-{}", self.scratch))
+    }
+
+    // ---- the source tree ----
+
+    fn files(&self) -> Vec<String> {
+        self.scan(&self.src, false).into_iter().filter(|(p, e)| matches!(e, Entry::File { .. }) && p != DB).map(|(p, _)| p).collect()
+    }
+
+    fn dirs(&self) -> Vec<String> {
+        self.scan(&self.src, false).into_iter().filter(|(_, e)| *e == Entry::Dir).map(|(p, _)| p).collect()
+    }
+
+    fn tree_bytes(&self) -> u64 {
+        walk(&self.src).iter().filter_map(|p| std::fs::symlink_metadata(p).ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
+    }
+
+    /// The tree under `root` as the model records it (`rows`: read the database's rows).
+    fn scan(&self, root: &Path, rows: bool) -> Tree {
+        let mut t = Tree::new();
+        for p in walk(root) {
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let e = if m.is_dir() {
+                Entry::Dir
+            } else if rel == DB && rows {
+                Entry::Db { rows: String::new() }
+            } else {
+                assert!(m.is_file(), "{rel}: neither file nor directory");
+                let bytes = std::fs::read(&p).unwrap();
+                Entry::File { len: bytes.len() as u64, hash: blake3::hash(&bytes).to_hex().to_string() }
+            };
+            t.insert(rel, e);
+        }
+        // Rows after the walk: opening a database may create a journal beside it.
+        if let Some(e @ Entry::Db { .. }) = t.get_mut(DB) {
+            *e = Entry::Db { rows: db_rows(&root.join(DB)) };
+        }
+        t
+    }
+
+    fn random_name(&mut self) -> String {
+        const PARTS: [&str; 12] = ["a", "log", "x_y", "data", "Z9", "é", "n-1", "sub dir", ".hidden", "0", "long_name_", "q"];
+        let mut s = String::new();
+        for _ in 0..1 + self.rng.below(3) {
+            let part = *self.rng.pick::<&str>(&PARTS);
+            s.push_str(part);
+        }
+        if self.rng.chance(50) {
+            let ext = *self.rng.pick::<&str>(&[".bin", ".txt", ".log", ""]);
+            s.push_str(ext);
+        }
+        s
+    }
+
+    /// A new relative path: in an existing directory or a new nested one (never the database's).
+    fn random_path(&mut self) -> String {
+        let mut dirs = self.dirs();
+        dirs.retain(|d| d != "db");
+        dirs.push(String::new());
+        let mut p = self.rng.pick(&dirs).clone();
+        for _ in 0..self.rng.below(3) {
+            if self.rng.chance(40) {
+                let n = self.random_name();
+                p = if p.is_empty() { n } else { format!("{p}/{n}") };
+            }
+        }
+        let n = self.random_name();
+        if p.is_empty() { n } else { format!("{p}/{n}") }
+    }
+
+    fn random_size(&mut self) -> usize {
+        match self.rng.below(20) {
+            0..=3 => 0,
+            4..=12 => self.rng.below(16 << 10) as usize,
+            13..=18 => (16 << 10) + self.rng.below(240 << 10) as usize,
+            _ => (1 << 20) + self.rng.below(2 << 20) as usize,
+        }
+    }
+
+    /// Writes `bytes` to `rel` (creating parents), in place or through a rename.
+    fn write(&mut self, rel: &str, bytes: &[u8]) {
+        let p = self.src.join(rel);
+        if p.is_dir() {
+            return;
+        }
+        let parent = p.parent().unwrap();
+        if parent.is_file() {
+            return;
+        }
+        std::fs::create_dir_all(parent).unwrap();
+        if self.rng.chance(50) {
+            std::fs::write(&p, bytes).unwrap();
+        } else {
+            let tmp = parent.join(".robust-tmp");
+            std::fs::write(&tmp, bytes).unwrap();
+            std::fs::rename(&tmp, &p).unwrap();
+        }
+    }
+
+    fn mutate(&mut self) {
+        let n = 1 + self.rng.below(5);
+        for _ in 0..n {
+            let files = self.files();
+            let what = self.rng.below(10);
+            let full = self.tree_bytes() > MAX_TREE_BYTES;
+            match what {
+                // New file (or a copy of an existing one, for dedup).
+                0..=2 if !full => {
+                    let rel = self.random_path();
+                    let bytes = if !files.is_empty() && self.rng.chance(20) {
+                        std::fs::read(self.src.join(self.rng.pick(&files))).unwrap()
+                    } else {
+                        let size = self.random_size();
+                        prng_bytes(self.rng.next(), size)
+                    };
+                    self.note(format!("write {rel:?} ({} B)", bytes.len()));
+                    self.write(&rel, &bytes);
+                }
+                // Modify: overwrite, append, truncate, or flip a range in place (same size).
+                3..=4 if !files.is_empty() => {
+                    let rel = self.rng.pick(&files).clone();
+                    let p = self.src.join(&rel);
+                    let mut b = std::fs::read(&p).unwrap();
+                    let how = self.rng.below(4);
+                    match how {
+                        0 if !full => b = prng_bytes(self.rng.next(), self.random_size()),
+                        1 if !full => b.extend(prng_bytes(self.rng.next(), self.rng.below(64 << 10) as usize)),
+                        2 => b.truncate(self.rng.below(b.len() as u64 + 1) as usize),
+                        _ => {
+                            let at = self.rng.below(b.len() as u64 + 1) as usize;
+                            let end = (at + 1 + self.rng.below(4096) as usize).min(b.len());
+                            for x in &mut b[at..end] {
+                                *x ^= 0xa5;
+                            }
+                        }
+                    }
+                    self.note(format!("modify {rel:?} (how {how}) -> {} B", b.len()));
+                    self.write(&rel, &b);
+                }
+                5 if !files.is_empty() => {
+                    let rel = self.rng.pick(&files).clone();
+                    self.note(format!("delete {rel:?}"));
+                    std::fs::remove_file(self.src.join(&rel)).unwrap();
+                }
+                6 => {
+                    let mut dirs = self.dirs();
+                    dirs.retain(|d| d != "db");
+                    if !dirs.is_empty() {
+                        let d = self.rng.pick(&dirs).clone();
+                        self.note(format!("delete dir {d:?}"));
+                        std::fs::remove_dir_all(self.src.join(&d)).unwrap();
+                    }
+                }
+                7 if !files.is_empty() => {
+                    let from = self.rng.pick(&files).clone();
+                    let to = self.random_path();
+                    let (pf, pt) = (self.src.join(&from), self.src.join(&to));
+                    if !pt.exists() && pt.parent().is_some_and(|d| !d.is_file()) {
+                        self.note(format!("rename {from:?} -> {to:?}"));
+                        std::fs::create_dir_all(pt.parent().unwrap()).unwrap();
+                        std::fs::rename(pf, pt).unwrap();
+                    }
+                }
+                _ => self.update_db(),
+            }
+        }
+    }
+
+    /// Inserts, updates and deletes rows of the database (connection closed afterwards, so no
+    /// `-journal` is left beside it).
+    fn update_db(&mut self) {
+        let c = rusqlite::Connection::open(self.src.join(DB)).unwrap();
+        let ins = self.rng.below(300);
+        let big = self.rng.chance(10);
+        let tx = c.unchecked_transaction().unwrap();
+        for _ in 0..ins {
+            let len = if big { 4000 + self.rng.below(8000) } else { self.rng.below(200) };
+            let v = prng_bytes(self.rng.next(), len as usize);
+            tx.execute("INSERT INTO t(v, n) VALUES (?1, ?2)", rusqlite::params![v, self.rng.below(1000) as i64]).unwrap();
+        }
+        let upd = self.rng.below(50) as i64;
+        let del = self.rng.below(40) as i64;
+        let m = self.rng.below(7) as i64 + 2;
+        tx.execute("UPDATE t SET n = n + 1 WHERE id % ?1 = 0 AND id < ?2", rusqlite::params![m, upd * m]).unwrap();
+        tx.execute("DELETE FROM t WHERE id IN (SELECT id FROM t ORDER BY (id * 7919) % 1009 LIMIT ?1)", [del]).unwrap();
+        tx.commit().unwrap();
+        drop(c);
+        let bytes = std::fs::metadata(self.src.join(DB)).unwrap().len();
+        self.note(format!("db: +{ins} rows, updates every {m}th below {}, -{del} rows ({bytes} B file)", upd * m));
+    }
+
+    // ---- the repository ----
+
+    /// `snapshots --json`: id -> type. The listing must name exactly the snapshot files.
+    fn listing(&self) -> BTreeMap<String, String> {
+        let v = self.ok(&["--json", "snapshots"]).json();
+        let m: BTreeMap<String, String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["id"].as_str().unwrap().to_string(), s["type"].as_str().unwrap().to_string()))
+            .collect();
+        let files: BTreeSet<String> = snapshot_names(&self.env.repo()).into_iter().collect();
+        assert_eq!(m.keys().cloned().collect::<BTreeSet<_>>(), files, "`snapshots` does not list the snapshot files");
+        m
+    }
+
+    /// Runs `args`, SIGKILLs its process group a random few ms after the start (unless it has
+    /// already exited, which must then be a success). Returns whether it was killed.
+    fn run_killed(&mut self, args: &[&str]) -> bool {
+        let delay = match self.rng.below(4) {
+            0 => self.rng.below(15),
+            1 => self.rng.below(80),
+            _ => self.rng.below(400),
+        };
+        let mut c = self.cmd(args);
+        // Its own group: a kill takes the rclone children too, as a crash of the machine would.
+        c.process_group(0).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child = c.spawn().expect("spawn cairn");
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_millis(delay));
+        let pid = child.id() as i32;
+        // SAFETY: killpg on the group of a child this test spawned (not yet reaped, so its id is ours).
+        unsafe {
+            libc::killpg(pid, libc::SIGKILL);
+        }
+        let out = child.wait_with_output().unwrap();
+        let killed = out.status.signal() == Some(libc::SIGKILL);
+        let stale = std::fs::read_dir(self.env.repo().join("locks")).map(|d| d.count()).unwrap_or(0);
+        let tmp = std::fs::read_dir(self.env.repo().join("tmp")).map(|d| d.count()).unwrap_or(0);
+        self.note(format!(
+            "{args:?} {} after {delay} ms ({:?}); locks left {stale}, tmp files {tmp}",
+            if killed { "SIGKILLed" } else { "finished" },
+            t0.elapsed()
+        ));
+        if !killed {
+            assert!(
+                out.status.success(),
+                "cairn {args:?} exited on its own with {:?}\nstderr: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        killed
+    }
+
+    fn args_of(&mut self, k: Killable) -> Vec<String> {
+        let ty = self.rng.pick(&KEEP).0;
+        let src = self.src.to_string_lossy().into_owned();
+        let v: Vec<&str> = match k {
+            Killable::Snapshot => vec!["--json", "snapshot", "--type", ty, &src],
+            Killable::Backup => vec!["--json", "backup", "--now"],
+            Killable::Forget => vec!["--json", "forget"],
+            Killable::Prune => vec!["--json", "prune"],
+            Killable::Sync => vec!["--json", "sync"],
+        };
+        v.into_iter().map(String::from).collect()
+    }
+
+    /// One step: an operation, then the full check. Returns the operation.
+    fn step(&mut self) -> Op {
+        let op = match self.rng.below(100) {
+            0..=29 => Op::Mutate,
+            30..=47 => Op::Snapshot,
+            48..=55 => Op::Backup,
+            56..=62 => Op::Forget,
+            63..=69 => Op::Prune,
+            70..=76 => Op::Sync,
+            _ => Op::Kill(*self.rng.pick(&[
+                Killable::Snapshot,
+                Killable::Snapshot,
+                Killable::Backup,
+                Killable::Backup,
+                Killable::Forget,
+                Killable::Prune,
+                Killable::Prune,
+                Killable::Sync,
+            ])),
+        };
+        let before = self.listing();
+        let tree = self.scan(&self.src, true);
+        let mut completed = true;
+        match op {
+            Op::Mutate => self.mutate(),
+            Op::Kill(k) => {
+                let args = self.args_of(k);
+                let a: Vec<&str> = args.iter().map(String::as_str).collect();
+                completed = !self.run_killed(&a);
+            }
+            _ => {
+                let k = match op {
+                    Op::Snapshot => Killable::Snapshot,
+                    Op::Backup => Killable::Backup,
+                    Op::Forget => Killable::Forget,
+                    Op::Prune => Killable::Prune,
+                    _ => Killable::Sync,
+                };
+                let args = self.args_of(k);
+                let a: Vec<&str> = args.iter().map(String::as_str).collect();
+                let t0 = Instant::now();
+                let r = self.ok(&a);
+                let v = r.json();
+                let summary = match k {
+                    Killable::Snapshot => format!("id {}", v["id"]),
+                    Killable::Prune => format!("{v}"),
+                    _ => String::new(),
+                };
+                self.note(format!("{a:?} ok in {:?} {summary}", t0.elapsed()));
+            }
+        }
+        let kind = match op {
+            Op::Kill(k) => k,
+            Op::Snapshot => Killable::Snapshot,
+            Op::Backup => Killable::Backup,
+            Op::Forget => Killable::Forget,
+            Op::Prune => Killable::Prune,
+            _ => Killable::Sync,
+        };
+        self.reconcile(op, kind, &before, &tree, completed);
+        self.check_all();
+        if matches!(op, Op::Sync | Op::Backup) {
+            self.check_remote();
+        }
+        op
+    }
+
+    /// Brings the model up to date with the listing after `op`, failing on any change `op`
+    /// cannot explain.
+    fn reconcile(&mut self, op: Op, kind: Killable, before: &BTreeMap<String, String>, tree: &Tree, completed: bool) {
+        let after = self.listing();
+        let model: BTreeSet<String> = self.snaps.keys().cloned().collect();
+        assert_eq!(before.keys().cloned().collect::<BTreeSet<_>>(), model, "the model and the repository disagree before the step");
+        let may_create = op != Op::Mutate && kind.creates();
+        let may_forget = op != Op::Mutate && kind.forgets();
+        for (id, ty) in after.iter().filter(|(id, _)| !before.contains_key(*id)) {
+            assert!(may_create, "snapshot {id} ({ty}) appeared during {op:?}");
+            self.order += 1;
+            self.note(format!("new snapshot {id} ({ty})"));
+            self.snaps.insert(id.clone(), Snap { ty: ty.clone(), tree: tree.clone(), order: self.order, step: self.step });
+        }
+        // What a complete forget had to choose from: per type, (order, id), newest last.
+        let mut candidates: BTreeMap<&str, Vec<(u64, String)>> = BTreeMap::new();
+        for (id, s) in &self.snaps {
+            candidates.entry(s.ty.as_str()).or_default().push((s.order, id.clone()));
+        }
+        let gone: Vec<String> = before.keys().filter(|id| !after.contains_key(*id)).cloned().collect();
+        assert!(gone.is_empty() || may_forget, "snapshots {gone:?} disappeared during {op:?}");
+        if completed && may_forget {
+            // keep_last N per type: exactly the N newest remain.
+            for (ty, n) in KEEP {
+                let mut c = candidates.get(ty).cloned().unwrap_or_default();
+                c.sort();
+                let keep: BTreeSet<String> = c.iter().rev().take(n as usize).map(|(_, id)| id.clone()).collect();
+                let kept: BTreeSet<String> = c.iter().filter(|(_, id)| after.contains_key(id)).map(|(_, id)| id.clone()).collect();
+                assert_eq!(kept, keep, "type {ty} with keep_last {n}: kept (left) is not the newest {n} (right) of {c:?}");
+            }
+        }
+        for id in &gone {
+            let s = self.snaps.remove(id).unwrap();
+            self.note(format!("forgotten {id} ({} of step {})", s.ty, s.step));
+        }
+    }
+
+    /// Every snapshot restores to its recorded tree, and `verify --read-data` is clean.
+    fn check_all(&mut self) {
+        let ids: Vec<String> = self.snaps.keys().cloned().collect();
+        for id in ids {
+            let target = self.fresh_dir("restore");
+            let t = target.to_string_lossy().into_owned();
+            self.ok(&["restore", &id, "--target", &t]);
+            self.compare(&id, &target.join("src"));
+            std::fs::remove_dir_all(&target).unwrap();
+        }
+        let r = self.cairn(&["verify", "--read-data"]);
+        assert!(r.code == 0, "verify --read-data exited {}\nstdout: {}\nstderr: {}", r.code, r.stdout, r.stderr);
+    }
+
+    fn compare(&self, id: &str, restored: &Path) {
+        let s = &self.snaps[id];
+        let got = if restored.exists() { self.scan(restored, true) } else { Tree::new() };
+        if got != s.tree {
+            let keys: BTreeSet<&String> = got.keys().chain(s.tree.keys()).collect();
+            let diff: Vec<String> = keys
+                .into_iter()
+                .filter(|k| got.get(*k) != s.tree.get(*k))
+                .map(|k| format!("  {k}: expected {:?}, restored {:?}", s.tree.get(k), got.get(k)))
+                .collect();
+            panic!("snapshot {id} ({} of step {}) does not restore as taken:\n{}", s.ty, s.step, diff.join("\n"));
+        }
+    }
+
+    /// After a completed sync: the remote lists the same snapshots, verifies, and one of them
+    /// restores from the remote alone.
+    fn check_remote(&mut self) {
+        let v = self.ok(&["--json", "--remote", "usb", "snapshots"]).json();
+        let remote: BTreeSet<String> = v.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect();
+        let local: BTreeSet<String> = self.snaps.keys().cloned().collect();
+        assert_eq!(remote, local, "the remote's snapshots after sync");
+        let v = self.ok(&["--json", "verify", "--remote", "usb"]).json();
+        assert_eq!(v["ok"], json!(true), "verify --remote: {v}");
+        if let Some(id) = local.iter().nth(self.rng.below(local.len() as u64) as usize).cloned() {
+            let target = self.fresh_dir("remote-restore");
+            let t = target.to_string_lossy().into_owned();
+            self.ok(&["--remote", "usb", "restore", &id, "--target", &t]);
+            self.compare(&id, &target.join("src"));
+            std::fs::remove_dir_all(&target).unwrap();
+        }
+    }
+}
+
+/// The rows of table `t`, in id order, as one comparable string.
+fn db_rows(db: &Path) -> String {
+    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap_or_else(|e| panic!("{}: {e}", db.display()));
+    let check: String = c.query_row("PRAGMA quick_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(check, "ok", "{}: quick_check", db.display());
+    let mut st = c.prepare("SELECT id, hex(v), n FROM t ORDER BY id").unwrap();
+    let rows = st
+        .query_map([], |r| Ok(format!("{}:{}:{}", r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
+        .unwrap();
+    let mut h = blake3::Hasher::new();
+    let mut n = 0;
+    for row in rows {
+        h.update(row.unwrap().as_bytes());
+        h.update(b"\n");
+        n += 1;
+    }
+    format!("{n} rows, {}", h.finalize().to_hex())
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| v.trim().parse().unwrap_or_else(|e| panic!("{name}={v:?}: {e}")))
+}
+
+#[test]
+fn robustness_run() {
+    let seed = env_u64("CAIRN_ROBUST_SEED").unwrap_or_else(|| {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        t.as_nanos() as u64 ^ u64::from(std::process::id()) << 32
+    });
+    let steps = env_u64("CAIRN_ROBUST_STEPS").map_or(DEFAULT_STEPS, |n| n as usize);
+    eprintln!("robustness run: CAIRN_ROBUST_SEED={seed} CAIRN_ROBUST_STEPS={steps}");
+    let t0 = Instant::now();
+    let mut r = Robust::new(seed);
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for i in 1..=steps {
+            r.step = i;
+            let op = r.step();
+            *counts.entry(format!("{op:?}")).or_default() += 1;
+        }
+    }));
+    if let Err(e) = res {
+        let msg = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+        panic!(
+            "robustness run failed: CAIRN_ROBUST_SEED={seed} at step {} of {steps}\n{msg}\noperation log:\n{}",
+            r.step,
+            r.log.join("\n")
+        );
+    }
+    eprintln!(
+        "robustness run: {steps} steps in {:.1}s, {} snapshots at the end, operations {counts:?}",
+        t0.elapsed().as_secs_f64(),
+        r.snaps.len()
+    );
+}
