@@ -77,20 +77,16 @@ struct Snap {
     step: usize,
 }
 
-/// The operations of a step. `Kill(op)` runs `op` and SIGKILLs it.
+/// The operations of a step: change the source tree, run a command, or run one and SIGKILL it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Op {
     Mutate,
-    Snapshot,
-    Backup,
-    Forget,
-    Prune,
-    Sync,
-    Kill(Killable),
+    Run(Cmd),
+    Kill(Cmd),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Killable {
+enum Cmd {
     Snapshot,
     Backup,
     Forget,
@@ -98,13 +94,13 @@ enum Killable {
     Sync,
 }
 
-impl Killable {
+impl Cmd {
     /// May it commit a snapshot / remove one?
     fn creates(self) -> bool {
-        matches!(self, Killable::Snapshot | Killable::Backup)
+        matches!(self, Cmd::Snapshot | Cmd::Backup)
     }
     fn forgets(self) -> bool {
-        matches!(self, Killable::Forget | Killable::Backup)
+        matches!(self, Cmd::Forget | Cmd::Backup)
     }
 }
 
@@ -118,6 +114,10 @@ struct Robust {
     order: u64,
     /// Scratch directory names.
     scratch: u64,
+    /// Kills that hit a running command / commands that had finished before the kill.
+    kills: (usize, usize),
+    /// Snapshots committed by a command that was then killed.
+    killed_commits: usize,
 }
 
 fn need_rclone() {
@@ -152,6 +152,8 @@ impl Robust {
             snaps: BTreeMap::new(),
             order: 0,
             scratch: 0,
+            kills: (0, 0),
+            killed_commits: 0,
         };
         // Small packs so prune both deletes and repacks within a short run.
         r.cairn(&["init", "--pack-size-mib", "1"]).ok();
@@ -389,13 +391,21 @@ impl Robust {
         m
     }
 
-    /// Runs `args`, SIGKILLs its process group a random few ms after the start (unless it has
+    /// Runs `args` (a `k` command), SIGKILLs its process group a random few ms after the start (unless it has
     /// already exited, which must then be a success). Returns whether it was killed.
-    fn run_killed(&mut self, args: &[&str]) -> bool {
+    fn run_killed(&mut self, args: &[&str], k: Cmd) -> bool {
+        // Up to about the command's usual length (backup and sync spend seconds in rclone).
+        let max = match k {
+            Cmd::Backup => 5000,
+            Cmd::Sync => 3000,
+            Cmd::Snapshot => 400,
+            Cmd::Prune => 300,
+            Cmd::Forget => 200,
+        };
         let delay = match self.rng.below(4) {
             0 => self.rng.below(15),
-            1 => self.rng.below(80),
-            _ => self.rng.below(400),
+            1 => self.rng.below(max / 5),
+            _ => self.rng.below(max),
         };
         let mut c = self.cmd(args);
         // Its own group: a kill takes the rclone children too, as a crash of the machine would.
@@ -410,6 +420,11 @@ impl Robust {
         }
         let out = child.wait_with_output().unwrap();
         let killed = out.status.signal() == Some(libc::SIGKILL);
+        if killed {
+            self.kills.0 += 1;
+        } else {
+            self.kills.1 += 1;
+        }
         let stale = std::fs::read_dir(self.env.repo().join("locks")).map(|d| d.count()).unwrap_or(0);
         let tmp = std::fs::read_dir(self.env.repo().join("tmp")).map(|d| d.count()).unwrap_or(0);
         self.note(format!(
@@ -428,37 +443,40 @@ impl Robust {
         killed
     }
 
-    fn args_of(&mut self, k: Killable) -> Vec<String> {
+    fn args_of(&mut self, k: Cmd) -> Vec<String> {
         let ty = self.rng.pick(&KEEP).0;
         let src = self.src.to_string_lossy().into_owned();
         let v: Vec<&str> = match k {
-            Killable::Snapshot => vec!["--json", "snapshot", "--type", ty, &src],
-            Killable::Backup => vec!["--json", "backup", "--now"],
-            Killable::Forget => vec!["--json", "forget"],
-            Killable::Prune => vec!["--json", "prune"],
-            Killable::Sync => vec!["--json", "sync"],
+            Cmd::Snapshot => vec!["--json", "snapshot", "--type", ty, &src],
+            Cmd::Backup => vec!["--json", "backup", "--now"],
+            Cmd::Forget => vec!["--json", "forget"],
+            Cmd::Prune => vec!["--json", "prune"],
+            Cmd::Sync => vec!["--json", "sync"],
         };
         v.into_iter().map(String::from).collect()
     }
 
     /// One step: an operation, then the full check. Returns the operation.
     fn step(&mut self) -> Op {
-        let op = match self.rng.below(100) {
+        let roll = self.rng.below(100);
+        let op = match roll {
+            // Past keep_last of both types, forget more often: each step restores every snapshot.
+            0..=29 if self.snaps.len() >= 8 => Op::Run(Cmd::Forget),
             0..=29 => Op::Mutate,
-            30..=47 => Op::Snapshot,
-            48..=55 => Op::Backup,
-            56..=62 => Op::Forget,
-            63..=69 => Op::Prune,
-            70..=76 => Op::Sync,
+            30..=47 => Op::Run(Cmd::Snapshot),
+            48..=55 => Op::Run(Cmd::Backup),
+            56..=62 => Op::Run(Cmd::Forget),
+            63..=69 => Op::Run(Cmd::Prune),
+            70..=76 => Op::Run(Cmd::Sync),
             _ => Op::Kill(*self.rng.pick(&[
-                Killable::Snapshot,
-                Killable::Snapshot,
-                Killable::Backup,
-                Killable::Backup,
-                Killable::Forget,
-                Killable::Prune,
-                Killable::Prune,
-                Killable::Sync,
+                Cmd::Snapshot,
+                Cmd::Snapshot,
+                Cmd::Backup,
+                Cmd::Backup,
+                Cmd::Forget,
+                Cmd::Prune,
+                Cmd::Prune,
+                Cmd::Sync,
             ])),
         };
         let before = self.listing();
@@ -469,40 +487,31 @@ impl Robust {
             Op::Kill(k) => {
                 let args = self.args_of(k);
                 let a: Vec<&str> = args.iter().map(String::as_str).collect();
-                completed = !self.run_killed(&a);
+                completed = !self.run_killed(&a, k);
             }
-            _ => {
-                let k = match op {
-                    Op::Snapshot => Killable::Snapshot,
-                    Op::Backup => Killable::Backup,
-                    Op::Forget => Killable::Forget,
-                    Op::Prune => Killable::Prune,
-                    _ => Killable::Sync,
-                };
+            Op::Run(k) => {
                 let args = self.args_of(k);
                 let a: Vec<&str> = args.iter().map(String::as_str).collect();
                 let t0 = Instant::now();
                 let r = self.ok(&a);
                 let v = r.json();
                 let summary = match k {
-                    Killable::Snapshot => format!("id {}", v["id"]),
-                    Killable::Prune => format!("{v}"),
+                    Cmd::Snapshot => format!("id {}", v["id"]),
+                    Cmd::Prune => format!("{v}"),
                     _ => String::new(),
                 };
                 self.note(format!("{a:?} ok in {:?} {summary}", t0.elapsed()));
             }
         }
-        let kind = match op {
-            Op::Kill(k) => k,
-            Op::Snapshot => Killable::Snapshot,
-            Op::Backup => Killable::Backup,
-            Op::Forget => Killable::Forget,
-            Op::Prune => Killable::Prune,
-            _ => Killable::Sync,
-        };
-        self.reconcile(op, kind, &before, &tree, completed);
+        self.reconcile(op, &before, &tree, completed);
+        if !completed {
+            self.killed_commits += self.snaps.keys().filter(|id| !before.contains_key(*id)).count();
+            // The dead process's lock must not stop the next writer: forget takes the exclusive
+            // lock even for a dry run.
+            self.ok(&["forget", "--dry-run"]);
+        }
         self.check_all();
-        if matches!(op, Op::Sync | Op::Backup) {
+        if matches!(op, Op::Run(Cmd::Sync | Cmd::Backup)) {
             self.check_remote();
         }
         op
@@ -510,12 +519,14 @@ impl Robust {
 
     /// Brings the model up to date with the listing after `op`, failing on any change `op`
     /// cannot explain.
-    fn reconcile(&mut self, op: Op, kind: Killable, before: &BTreeMap<String, String>, tree: &Tree, completed: bool) {
+    fn reconcile(&mut self, op: Op, before: &BTreeMap<String, String>, tree: &Tree, completed: bool) {
         let after = self.listing();
         let model: BTreeSet<String> = self.snaps.keys().cloned().collect();
         assert_eq!(before.keys().cloned().collect::<BTreeSet<_>>(), model, "the model and the repository disagree before the step");
-        let may_create = op != Op::Mutate && kind.creates();
-        let may_forget = op != Op::Mutate && kind.forgets();
+        let (may_create, may_forget) = match op {
+            Op::Mutate => (false, false),
+            Op::Run(c) | Op::Kill(c) => (c.creates(), c.forgets()),
+        };
         for (id, ty) in after.iter().filter(|(id, _)| !before.contains_key(*id)) {
             assert!(may_create, "snapshot {id} ({ty}) appeared during {op:?}");
             self.order += 1;
@@ -642,9 +653,14 @@ fn robustness_run() {
             r.log.join("\n")
         );
     }
+    eprintln!("operation log:\n{}", r.log.join("\n"));
     eprintln!(
-        "robustness run: {steps} steps in {:.1}s, {} snapshots at the end, operations {counts:?}",
+        "robustness run: {steps} steps in {:.1}s, {} snapshots at the end, operations {counts:?}, \
+         {} kills hit a running command ({} snapshots committed before the kill), {} came after it finished",
         t0.elapsed().as_secs_f64(),
-        r.snaps.len()
+        r.snaps.len(),
+        r.kills.0,
+        r.killed_commits,
+        r.kills.1
     );
 }
