@@ -22,7 +22,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::util::{ensure_package, have_program, prng_bytes, snapshot_names, walk, write_config, Env, Run};
+use crate::util::{ensure_package, have_program, snapshot_names, write_config, Env, Run};
+
+mod source;
+
+use source::{Rng, Tree};
 
 /// Steps of a CI run (about a minute on a loaded 2-core machine).
 const DEFAULT_STEPS: usize = 40;
@@ -32,40 +36,6 @@ const KEEP: [(&str, u32); 2] = [("a", 3), ("b", 2)];
 const DB: &str = "db/app.db";
 /// Upper bound on the source tree's size, so a step's restores and `verify --read-data` stay short.
 const MAX_TREE_BYTES: u64 = 6 << 20;
-
-/// SplitMix64: a tiny seeded generator, so a failing sequence replays from its seed alone.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
-        &v[self.below(v.len() as u64) as usize]
-    }
-}
-
-/// What one path of a snapshot must restore to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Entry {
-    Dir,
-    File { len: u64, hash: String },
-    /// A SQLite database: its rows, in id order.
-    Db { rows: String },
-}
-
-/// Path (relative to the source root, `/`-separated) -> what it holds.
-type Tree = BTreeMap<String, Entry>;
 
 /// One snapshot the model knows.
 struct Snap {
@@ -184,195 +154,6 @@ impl Robust {
     fn fresh_dir(&mut self, what: &str) -> PathBuf {
         self.scratch += 1;
         self.env.path().join(format!("{what}-{}", self.scratch))
-    }
-
-    // ---- the source tree ----
-
-    fn files(&self) -> Vec<String> {
-        self.scan(&self.src, false).into_iter().filter(|(p, e)| matches!(e, Entry::File { .. }) && p != DB).map(|(p, _)| p).collect()
-    }
-
-    fn dirs(&self) -> Vec<String> {
-        self.scan(&self.src, false).into_iter().filter(|(_, e)| *e == Entry::Dir).map(|(p, _)| p).collect()
-    }
-
-    fn tree_bytes(&self) -> u64 {
-        walk(&self.src).iter().filter_map(|p| std::fs::symlink_metadata(p).ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
-    }
-
-    /// The tree under `root` as the model records it (`rows`: read the database's rows).
-    fn scan(&self, root: &Path, rows: bool) -> Tree {
-        let mut t = Tree::new();
-        for p in walk(root) {
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            let m = std::fs::symlink_metadata(&p).unwrap();
-            let e = if m.is_dir() {
-                Entry::Dir
-            } else if rel == DB && rows {
-                Entry::Db { rows: String::new() }
-            } else {
-                assert!(m.is_file(), "{rel}: neither file nor directory");
-                let bytes = std::fs::read(&p).unwrap();
-                Entry::File { len: bytes.len() as u64, hash: blake3::hash(&bytes).to_hex().to_string() }
-            };
-            t.insert(rel, e);
-        }
-        // Rows after the walk: opening a database may create a journal beside it.
-        if let Some(e @ Entry::Db { .. }) = t.get_mut(DB) {
-            *e = Entry::Db { rows: db_rows(&root.join(DB)) };
-        }
-        t
-    }
-
-    fn random_name(&mut self) -> String {
-        const PARTS: [&str; 12] = ["a", "log", "x_y", "data", "Z9", "é", "n-1", "sub dir", ".hidden", "0", "long_name_", "q"];
-        let mut s = String::new();
-        for _ in 0..1 + self.rng.below(3) {
-            let part = *self.rng.pick::<&str>(&PARTS);
-            s.push_str(part);
-        }
-        if self.rng.chance(50) {
-            let ext = *self.rng.pick::<&str>(&[".bin", ".txt", ".log", ""]);
-            s.push_str(ext);
-        }
-        s
-    }
-
-    /// A new relative path: in an existing directory or a new nested one (never the database's).
-    fn random_path(&mut self) -> String {
-        let mut dirs = self.dirs();
-        dirs.retain(|d| d != "db");
-        dirs.push(String::new());
-        let mut p = self.rng.pick(&dirs).clone();
-        for _ in 0..self.rng.below(3) {
-            if self.rng.chance(40) {
-                let n = self.random_name();
-                p = if p.is_empty() { n } else { format!("{p}/{n}") };
-            }
-        }
-        let n = self.random_name();
-        if p.is_empty() { n } else { format!("{p}/{n}") }
-    }
-
-    fn random_size(&mut self) -> usize {
-        match self.rng.below(20) {
-            0..=3 => 0,
-            4..=12 => self.rng.below(16 << 10) as usize,
-            13..=18 => (16 << 10) + self.rng.below(240 << 10) as usize,
-            _ => (1 << 20) + self.rng.below(2 << 20) as usize,
-        }
-    }
-
-    /// Writes `bytes` to `rel` (creating parents), in place or through a rename.
-    fn write(&mut self, rel: &str, bytes: &[u8]) {
-        let p = self.src.join(rel);
-        if p.is_dir() {
-            return;
-        }
-        let parent = p.parent().unwrap();
-        if parent.is_file() {
-            return;
-        }
-        std::fs::create_dir_all(parent).unwrap();
-        if self.rng.chance(50) {
-            std::fs::write(&p, bytes).unwrap();
-        } else {
-            let tmp = parent.join(".robust-tmp");
-            std::fs::write(&tmp, bytes).unwrap();
-            std::fs::rename(&tmp, &p).unwrap();
-        }
-    }
-
-    fn mutate(&mut self) {
-        let n = 1 + self.rng.below(5);
-        for _ in 0..n {
-            let files = self.files();
-            let what = self.rng.below(10);
-            let full = self.tree_bytes() > MAX_TREE_BYTES;
-            match what {
-                // New file (or a copy of an existing one, for dedup).
-                0..=2 if !full => {
-                    let rel = self.random_path();
-                    let bytes = if !files.is_empty() && self.rng.chance(20) {
-                        std::fs::read(self.src.join(self.rng.pick(&files))).unwrap()
-                    } else {
-                        let size = self.random_size();
-                        prng_bytes(self.rng.next(), size)
-                    };
-                    self.note(format!("write {rel:?} ({} B)", bytes.len()));
-                    self.write(&rel, &bytes);
-                }
-                // Modify: overwrite, append, truncate, or flip a range in place (same size).
-                3..=4 if !files.is_empty() => {
-                    let rel = self.rng.pick(&files).clone();
-                    let p = self.src.join(&rel);
-                    let mut b = std::fs::read(&p).unwrap();
-                    let how = self.rng.below(4);
-                    match how {
-                        0 if !full => b = prng_bytes(self.rng.next(), self.random_size()),
-                        1 if !full => b.extend(prng_bytes(self.rng.next(), self.rng.below(64 << 10) as usize)),
-                        2 => b.truncate(self.rng.below(b.len() as u64 + 1) as usize),
-                        _ => {
-                            let at = self.rng.below(b.len() as u64 + 1) as usize;
-                            let end = (at + 1 + self.rng.below(4096) as usize).min(b.len());
-                            for x in &mut b[at..end] {
-                                *x ^= 0xa5;
-                            }
-                        }
-                    }
-                    self.note(format!("modify {rel:?} (how {how}) -> {} B", b.len()));
-                    self.write(&rel, &b);
-                }
-                5 if !files.is_empty() => {
-                    let rel = self.rng.pick(&files).clone();
-                    self.note(format!("delete {rel:?}"));
-                    std::fs::remove_file(self.src.join(&rel)).unwrap();
-                }
-                6 => {
-                    let mut dirs = self.dirs();
-                    dirs.retain(|d| d != "db");
-                    if !dirs.is_empty() {
-                        let d = self.rng.pick(&dirs).clone();
-                        self.note(format!("delete dir {d:?}"));
-                        std::fs::remove_dir_all(self.src.join(&d)).unwrap();
-                    }
-                }
-                7 if !files.is_empty() => {
-                    let from = self.rng.pick(&files).clone();
-                    let to = self.random_path();
-                    let (pf, pt) = (self.src.join(&from), self.src.join(&to));
-                    if !pt.exists() && pt.parent().is_some_and(|d| !d.is_file()) {
-                        self.note(format!("rename {from:?} -> {to:?}"));
-                        std::fs::create_dir_all(pt.parent().unwrap()).unwrap();
-                        std::fs::rename(pf, pt).unwrap();
-                    }
-                }
-                _ => self.update_db(),
-            }
-        }
-    }
-
-    /// Inserts, updates and deletes rows of the database (connection closed afterwards, so no
-    /// `-journal` is left beside it).
-    fn update_db(&mut self) {
-        let c = rusqlite::Connection::open(self.src.join(DB)).unwrap();
-        let ins = self.rng.below(300);
-        let big = self.rng.chance(10);
-        let tx = c.unchecked_transaction().unwrap();
-        for _ in 0..ins {
-            let len = if big { 4000 + self.rng.below(8000) } else { self.rng.below(200) };
-            let v = prng_bytes(self.rng.next(), len as usize);
-            tx.execute("INSERT INTO t(v, n) VALUES (?1, ?2)", rusqlite::params![v, self.rng.below(1000) as i64]).unwrap();
-        }
-        let upd = self.rng.below(50) as i64;
-        let del = self.rng.below(40) as i64;
-        let m = self.rng.below(7) as i64 + 2;
-        tx.execute("UPDATE t SET n = n + 1 WHERE id % ?1 = 0 AND id < ?2", rusqlite::params![m, upd * m]).unwrap();
-        tx.execute("DELETE FROM t WHERE id IN (SELECT id FROM t ORDER BY (id * 7919) % 1009 LIMIT ?1)", [del]).unwrap();
-        tx.commit().unwrap();
-        drop(c);
-        let bytes = std::fs::metadata(self.src.join(DB)).unwrap().len();
-        self.note(format!("db: +{ins} rows, updates every {m}th below {}, -{del} rows ({bytes} B file)", upd * m));
     }
 
     // ---- the repository ----
@@ -522,7 +303,11 @@ impl Robust {
     fn reconcile(&mut self, op: Op, before: &BTreeMap<String, String>, tree: &Tree, completed: bool) {
         let after = self.listing();
         let model: BTreeSet<String> = self.snaps.keys().cloned().collect();
-        assert_eq!(before.keys().cloned().collect::<BTreeSet<_>>(), model, "the model and the repository disagree before the step");
+        assert_eq!(
+            before.keys().cloned().collect::<BTreeSet<_>>(),
+            model,
+            "the model and the repository disagree before the step"
+        );
         let (may_create, may_forget) = match op {
             Op::Mutate => (false, false),
             Op::Run(c) | Op::Kill(c) => (c.creates(), c.forgets()),
@@ -531,7 +316,8 @@ impl Robust {
             assert!(may_create, "snapshot {id} ({ty}) appeared during {op:?}");
             self.order += 1;
             self.note(format!("new snapshot {id} ({ty})"));
-            self.snaps.insert(id.clone(), Snap { ty: ty.clone(), tree: tree.clone(), order: self.order, step: self.step });
+            self.snaps
+                .insert(id.clone(), Snap { ty: ty.clone(), tree: tree.clone(), order: self.order, step: self.step });
         }
         // What a complete forget had to choose from: per type, (order, id), newest last.
         let mut candidates: BTreeMap<&str, Vec<(u64, String)>> = BTreeMap::new();
@@ -546,8 +332,12 @@ impl Robust {
                 let mut c = candidates.get(ty).cloned().unwrap_or_default();
                 c.sort();
                 let keep: BTreeSet<String> = c.iter().rev().take(n as usize).map(|(_, id)| id.clone()).collect();
-                let kept: BTreeSet<String> = c.iter().filter(|(_, id)| after.contains_key(id)).map(|(_, id)| id.clone()).collect();
-                assert_eq!(kept, keep, "type {ty} with keep_last {n}: kept (left) is not the newest {n} (right) of {c:?}");
+                let kept: BTreeSet<String> =
+                    c.iter().filter(|(_, id)| after.contains_key(id)).map(|(_, id)| id.clone()).collect();
+                assert_eq!(
+                    kept, keep,
+                    "type {ty} with keep_last {n}: kept (left) is not the newest {n} (right) of {c:?}"
+                );
             }
         }
         for id in &gone {
@@ -588,7 +378,8 @@ impl Robust {
     /// restores from the remote alone.
     fn check_remote(&mut self) {
         let v = self.ok(&["--json", "--remote", "usb", "snapshots"]).json();
-        let remote: BTreeSet<String> = v.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect();
+        let remote: BTreeSet<String> =
+            v.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect();
         let local: BTreeSet<String> = self.snaps.keys().cloned().collect();
         assert_eq!(remote, local, "the remote's snapshots after sync");
         let v = self.ok(&["--json", "verify", "--remote", "usb"]).json();
@@ -601,26 +392,6 @@ impl Robust {
             std::fs::remove_dir_all(&target).unwrap();
         }
     }
-}
-
-/// The rows of table `t`, in id order, as one comparable string.
-fn db_rows(db: &Path) -> String {
-    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .unwrap_or_else(|e| panic!("{}: {e}", db.display()));
-    let check: String = c.query_row("PRAGMA quick_check", [], |r| r.get(0)).unwrap();
-    assert_eq!(check, "ok", "{}: quick_check", db.display());
-    let mut st = c.prepare("SELECT id, hex(v), n FROM t ORDER BY id").unwrap();
-    let rows = st
-        .query_map([], |r| Ok(format!("{}:{}:{}", r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
-        .unwrap();
-    let mut h = blake3::Hasher::new();
-    let mut n = 0;
-    for row in rows {
-        h.update(row.unwrap().as_bytes());
-        h.update(b"\n");
-        n += 1;
-    }
-    format!("{n} rows, {}", h.finalize().to_hex())
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -646,7 +417,11 @@ fn robustness_run() {
         }
     }));
     if let Err(e) = res {
-        let msg = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+        let msg = e
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
         panic!(
             "robustness run failed: CAIRN_ROBUST_SEED={seed} at step {} of {steps}\n{msg}\noperation log:\n{}",
             r.step,
