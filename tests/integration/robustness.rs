@@ -29,7 +29,7 @@ mod source;
 use source::{Rng, Tree};
 
 /// Steps of a CI run (about a minute on a loaded 2-core machine).
-const DEFAULT_STEPS: usize = 40;
+const DEFAULT_STEPS: usize = 30;
 /// Retention of the two snapshot types (both snapshot the whole source tree).
 const KEEP: [(&str, u32); 2] = [("a", 3), ("b", 2)];
 /// The database inside the source tree.
