@@ -62,6 +62,9 @@ enum Cmd {
     Forget,
     Prune,
     Sync,
+    /// Restore a random snapshot into a fixed target (only killed: then restored again over
+    /// what the killed run left).
+    Restore,
 }
 
 impl Cmd {
@@ -179,6 +182,7 @@ impl Robust {
         let max = match k {
             Cmd::Backup => 5000,
             Cmd::Sync => 3000,
+            Cmd::Restore => 400,
             Cmd::Snapshot => 400,
             Cmd::Prune => 300,
             Cmd::Forget => 200,
@@ -233,8 +237,18 @@ impl Robust {
             Cmd::Forget => vec!["--json", "forget"],
             Cmd::Prune => vec!["--json", "prune"],
             Cmd::Sync => vec!["--json", "sync"],
+            Cmd::Restore => {
+                let ids: Vec<&String> = self.snaps.keys().collect();
+                let id = (*self.rng.pick(&ids)).clone();
+                return vec!["restore".into(), id, "--target".into(), self.over().to_string_lossy().into_owned()];
+            }
         };
         v.into_iter().map(String::from).collect()
+    }
+
+    /// Where a killed restore writes, and the complete one after it.
+    fn over(&self) -> PathBuf {
+        self.env.path().join("restore-over")
     }
 
     /// One step: an operation, then the full check. Returns the operation.
@@ -258,8 +272,11 @@ impl Robust {
                 Cmd::Prune,
                 Cmd::Prune,
                 Cmd::Sync,
+                Cmd::Restore,
+                Cmd::Restore,
             ])),
         };
+        let op = if op == Op::Kill(Cmd::Restore) && self.snaps.is_empty() { Op::Mutate } else { op };
         let before = self.listing();
         let tree = self.scan(&self.src, true);
         let mut completed = true;
@@ -269,6 +286,12 @@ impl Robust {
                 let args = self.args_of(k);
                 let a: Vec<&str> = args.iter().map(String::as_str).collect();
                 completed = !self.run_killed(&a, k);
+                if k == Cmd::Restore {
+                    // The same restore again over whatever the killed one left: exactly the snapshot.
+                    self.ok(&a);
+                    self.compare(a[1], &self.over().join("src"));
+                    std::fs::remove_dir_all(self.over()).unwrap();
+                }
             }
             Op::Run(k) => {
                 let args = self.args_of(k);
