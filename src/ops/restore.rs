@@ -172,7 +172,9 @@ fn remove_restore_leftovers(dir: &Path) {
             let p = e.path();
             match fs::remove_file(&p) {
                 Ok(()) => tracing::info!(path = %p.display(), "removed a temporary file of an interrupted restore"),
-                Err(err) => tracing::warn!(path = %p.display(), %err, "cannot remove a temporary file of an interrupted restore"),
+                Err(err) => {
+                    tracing::warn!(path = %p.display(), %err, "cannot remove a temporary file of an interrupted restore")
+                }
             }
         }
     }
