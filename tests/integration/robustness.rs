@@ -462,3 +462,39 @@ fn robustness_run() {
         r.kills.1
     );
 }
+
+/// The defect the run found first (CAIRN_ROBUST_SEED=8, step 11): a restore SIGKILLed mid-file
+/// left its `.NAME.cairn-restore-*` copy in the target, and restoring again kept it forever.
+#[test]
+fn restore_after_a_killed_restore_removes_its_temporary_file() {
+    let env = Env::new();
+    env.init_plain();
+    let src = env.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let big = crate::util::prng_bytes(8, 24 << 20);
+    std::fs::write(src.join("big.bin"), &big).unwrap();
+    env.run(&["snapshot", "--type", "t", src.to_str().unwrap()]).ok();
+    let target = env.path().join("out");
+    let mut c = env.cmd();
+    c.args(["restore", "latest", "--target", target.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = crate::util::ChildGuard(c.spawn().unwrap());
+    let temp = |d: &Path| -> Vec<String> {
+        let Ok(rd) = std::fs::read_dir(d) else { return Vec::new() };
+        rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".cairn-restore-"))
+            .collect()
+    };
+    let t0 = Instant::now();
+    // Kill as soon as the temporary copy exists (polling: the process is let run, not timed).
+    while temp(&target.join("src")).is_empty() {
+        assert!(child.0.try_wait().unwrap().is_none(), "restore finished before it could be killed");
+        assert!(t0.elapsed() < Duration::from_secs(60), "no temporary file appeared");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    assert_eq!(temp(&target.join("src")).len(), 1, "the killed restore left its temporary file");
+    env.run(&["restore", "latest", "--target", target.to_str().unwrap()]).ok();
+    assert_eq!(temp(&target.join("src")), Vec::<String>::new(), "a temporary file survived the second restore");
+    assert!(std::fs::read(target.join("src/big.bin")).unwrap() == big, "big.bin differs");
+}
