@@ -95,7 +95,7 @@ impl SafeDirs {
                 continue;
             }
             match fs::symlink_metadata(&cur) {
-                Ok(m) if m.file_type().is_dir() => {}
+                Ok(m) if m.file_type().is_dir() => remove_restore_leftovers(&cur),
                 Ok(m) if m.file_type().is_symlink() => {
                     return Err(Error::Invalid(format!(
                         "{}: is a symlink in the target; refusing to write through it",
@@ -151,6 +151,33 @@ fn temp_beside(p: &Path) -> PathBuf {
     name.extend_from_slice(&base[..base.len().min(223)]);
     name.extend_from_slice(format!(".cairn-restore-{}", hex::encode(rnd)).as_bytes());
     p.with_file_name(OsStr::from_bytes(&name))
+}
+
+/// Removes the temporary files (`.<name>.cairn-restore-<16 hex>`, see [`temp_beside`]) that a
+/// killed restore left in `dir`, an existing directory this restore writes into: a completed
+/// restore renames every one away, a killed one leaves a partial copy that nothing else would
+/// ever remove (a 300 MB file killed half-way left 150 MB behind every time).
+fn remove_restore_leftovers(dir: &Path) {
+    const MARK: &[u8] = b".cairn-restore-";
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let b = name.as_bytes();
+        let Some(at) = b.len().checked_sub(MARK.len() + 16) else { continue };
+        let ours = b[0] == b'.'
+            && at > 1
+            && b[at..].starts_with(MARK)
+            && b[at + MARK.len()..].iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
+        if ours && e.file_type().is_ok_and(|t| t.is_file()) {
+            let p = e.path();
+            match fs::remove_file(&p) {
+                Ok(()) => tracing::info!(path = %p.display(), "removed a temporary file of an interrupted restore"),
+                Err(err) => {
+                    tracing::warn!(path = %p.display(), %err, "cannot remove a temporary file of an interrupted restore")
+                }
+            }
+        }
+    }
 }
 
 /// Writes `node` to a temporary file beside `p`, gives it mode, owner and mtime, syncs it and
@@ -303,6 +330,7 @@ pub fn write_content(repo: &Repo, node: &Node, out: &mut (dyn Write + Send)) -> 
 pub fn restore(repo: &Repo, snap: &Snapshot, target: &Path, opts: &RestoreOptions) -> Result<RestoreReport> {
     fs::create_dir_all(target).ctx(target)?;
     let target = fs::canonicalize(target).ctx(target)?;
+    remove_restore_leftovers(&target);
     let mut dirs = SafeDirs { target: target.clone(), known: HashSet::new() };
     let mut report = RestoreReport::default();
     let mut dir_times = Vec::new();

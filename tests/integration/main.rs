@@ -19,6 +19,7 @@ mod lifecycle;
 mod live_files;
 mod remote;
 mod restore_safety;
+mod robustness;
 mod roundtrip;
 mod sources;
 mod trouble;
