@@ -15,6 +15,7 @@ mod fuzz_corpus;
 mod layers;
 mod lifecycle;
 mod remote;
+mod restore_fast;
 mod restore_safety;
 mod roundtrip;
 mod sources;
