@@ -191,7 +191,7 @@ impl<'r> Batcher<'r> {
                 }
                 Ok(out)
             })?;
-        locs.sort_by(|a, b| (a.1.pack, a.1.offset).cmp(&(b.1.pack, b.1.offset)));
+        locs.sort_by_key(|(_, l)| (l.pack, l.offset));
         for (i, (c, _)) in locs.iter().enumerate() {
             index.insert(*c, i);
         }
