@@ -18,6 +18,7 @@ mod layers;
 mod lifecycle;
 mod live_files;
 mod remote;
+mod restore_fast;
 mod restore_safety;
 mod robustness;
 mod roundtrip;
