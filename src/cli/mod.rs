@@ -65,7 +65,7 @@ pub fn exit_code(outcome: &Result<Finish>) -> i32 {
 }
 
 /// The whole program after process setup: parse, set up logging, run, report an error; returns
-/// the exit code (0 ok, 1 error, 2 usage, 3 verify found damage, 4 wrong password, 5 partial
+/// the exit code (0 ok, 1 error, 2 usage, 3 damage found, 4 wrong password, 5 partial
 /// snapshot: some files could not be read).
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {

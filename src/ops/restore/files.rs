@@ -197,8 +197,8 @@ impl<'r> Batcher<'r> {
             if r.is_err() {
                 *r = self.repo.locate(&node.chunks).map_err(|e| e.to_string()).map(|found| {
                     for (c, l) in found {
-                        if !index.contains_key(&c) {
-                            index.insert(c, locs.len());
+                        if let std::collections::hash_map::Entry::Vacant(v) = index.entry(c) {
+                            v.insert(locs.len());
                             locs.push((c, l));
                         }
                     }
