@@ -64,7 +64,8 @@ impl SyncState {
             "PRAGMA journal_mode=WAL;
              CREATE TABLE IF NOT EXISTS remote_files(remote TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL,
                  md5 TEXT NOT NULL, synced TEXT NOT NULL, PRIMARY KEY(remote, path));
-             CREATE TABLE IF NOT EXISTS local_md5(path TEXT PRIMARY KEY, size INTEGER NOT NULL, md5 TEXT NOT NULL);",
+             CREATE TABLE IF NOT EXISTS local_md5(path TEXT PRIMARY KEY, size INTEGER NOT NULL, md5 TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS remote_uploads(remote TEXT NOT NULL, path TEXT NOT NULL, PRIMARY KEY(remote, path));",
         )
         .map_err(e)?;
         Ok(SyncState { conn })
@@ -134,12 +135,41 @@ impl SyncState {
             "INSERT OR REPLACE INTO remote_files(remote, path, size, md5, synced) VALUES(?1,?2,?3,?4,?5)",
             params![remote, rel, size as i64, md5, chrono::Local::now().to_rfc3339()],
         ))?;
+        self.q(self.conn.execute("DELETE FROM remote_uploads WHERE remote=?1 AND path=?2", [remote, rel]))?;
         Ok(())
     }
 
     fn unmark(&self, remote: &str, rel: &str) -> Result<()> {
         self.q(self.conn.execute("DELETE FROM remote_files WHERE remote=?1 AND path=?2", [remote, rel]))?;
+        self.q(self.conn.execute("DELETE FROM remote_uploads WHERE remote=?1 AND path=?2", [remote, rel]))?;
         Ok(())
+    }
+
+    /// Records, before they go up, the files an upload is about to write: a sync killed after
+    /// rclone wrote a file but before it was marked synced must still own that file, or a
+    /// snapshot forgotten later would stay on the remote for good (found by the robustness run).
+    fn intend(&self, remote: &str, rels: &[String]) -> Result<()> {
+        self.q(self.conn.execute_batch("BEGIN IMMEDIATE"))?;
+        for rel in rels {
+            if let Err(e) =
+                self.conn.execute("INSERT OR IGNORE INTO remote_uploads(remote, path) VALUES(?1,?2)", [remote, rel])
+            {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return self.q(Err(e));
+            }
+        }
+        self.q(self.conn.execute_batch("COMMIT"))
+    }
+
+    /// Files an upload to `remote` started and did not see through (see [`SyncState::intend`]).
+    fn started(&self, remote: &str) -> Result<HashSet<String>> {
+        let mut st = self.q(self.conn.prepare("SELECT path FROM remote_uploads WHERE remote=?1"))?;
+        let rows = self.q(st.query_map([remote], |r| r.get::<_, String>(0)))?;
+        let mut out = HashSet::new();
+        for r in rows {
+            out.insert(self.q(r)?);
+        }
+        Ok(out)
     }
 
     /// (files, bytes) of `local` not yet synced to `remote`.
@@ -289,6 +319,7 @@ pub fn sync(
     files.retain(|(h, _)| !exclude.contains(h));
     let local_set: HashSet<String> = files.iter().map(|(h, _)| h.rel_path()).collect();
     let synced = state.synced(name)?;
+    let started = state.started(name)?;
     let mut md5s: BTreeMap<Handle, String> = BTreeMap::new();
     let mut groups: BTreeMap<u8, Vec<Handle>> = BTreeMap::new();
     for (h, size) in &files {
@@ -361,7 +392,7 @@ pub fn sync(
     }
     // Remote files that are not ours to delete.
     for path in on_remote.keys() {
-        if !local_set.contains(path) && !synced.contains_key(path) {
+        if !local_set.contains(path) && !synced.contains_key(path) && !started.contains(path) {
             report.foreign.push(path.clone());
         }
     }
@@ -369,8 +400,12 @@ pub fn sync(
     // A snapshot file `repair snapshots` quarantined was damaged here; the remote's copy may be
     // the good one, so it is not deleted (format-spec/layout.md, "Quarantine").
     let quarantined = |p: &String| local.root().join("quarantine").join(p).exists();
-    let mut to_delete: Vec<String> =
-        synced.keys().filter(|p| !local_set.contains(*p) && !quarantined(p)).cloned().collect();
+    let mut to_delete: Vec<String> = synced
+        .keys()
+        .chain(started.iter().filter(|p| !synced.contains_key(*p)))
+        .filter(|p| !local_set.contains(*p) && !quarantined(p))
+        .cloned()
+        .collect();
     to_delete.sort_by(|a, b| rank_of(b).cmp(&rank_of(a)).then(a.cmp(b)));
     if dry_run {
         report.deleted = to_delete.into_iter().filter(|p| on_remote.contains_key(p)).collect();
@@ -382,6 +417,7 @@ pub fn sync(
     // fresh listing before the next goes up: nothing is trusted, or followed by what depends on
     // it, until the remote shows the right size and hash.
     for hs in groups.values() {
+        state.intend(name, &hs.iter().map(Handle::rel_path).collect::<Vec<_>>())?;
         remote.copy_in(local, hs)?;
         let after = list_remote(remote)?;
         for h in hs {

@@ -5,7 +5,8 @@
 //! restore to exactly what was on disk when it was taken and `verify --read-data` must exit 0;
 //! after a kill the next commands must work (stale lock, `tmp/` leftovers).
 //!
-//! `CAIRN_ROBUST_SEED` replays a run (the seed is printed at the start and in any failure);
+//! `CAIRN_ROBUST_SEED` replays a run (the seed is printed at the start and in any failure;
+//! `random` takes one from the clock, the default is [`DEFAULT_SEED`]);
 //! `CAIRN_ROBUST_STEPS` sets its length (default [`DEFAULT_STEPS`], sized for CI).
 //!
 //! The model is the test's own: for each snapshot id, the tree it must restore to (path -> kind,
@@ -28,6 +29,9 @@ mod source;
 
 use source::{Rng, Tree};
 
+/// The default seed: the one whose step 20 found a forgotten snapshot left on the remote after
+/// a sync killed mid-upload.
+const DEFAULT_SEED: u64 = 1796131697528907211;
 /// Steps of a CI run (about a minute on a loaded 2-core machine).
 const DEFAULT_STEPS: usize = 30;
 /// Retention of the two snapshot types (both snapshot the whole source tree).
@@ -423,10 +427,15 @@ fn env_u64(name: &str) -> Option<u64> {
 
 #[test]
 fn robustness_run() {
-    let seed = env_u64("CAIRN_ROBUST_SEED").unwrap_or_else(|| {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-        t.as_nanos() as u64 ^ u64::from(std::process::id()) << 32
-    });
+    // CI replays one fixed sequence (the seed that found the killed-sync defect, so it stays a
+    // regression check) and a landing never depends on luck; `CAIRN_ROBUST_SEED=random` explores.
+    let seed = match std::env::var("CAIRN_ROBUST_SEED").as_deref() {
+        Ok("random") => {
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+            t.as_nanos() as u64 ^ u64::from(std::process::id()) << 32
+        }
+        _ => env_u64("CAIRN_ROBUST_SEED").unwrap_or(DEFAULT_SEED),
+    };
     let steps = env_u64("CAIRN_ROBUST_STEPS").map_or(DEFAULT_STEPS, |n| n as usize);
     eprintln!("robustness run: CAIRN_ROBUST_SEED={seed} CAIRN_ROBUST_STEPS={steps}");
     let t0 = Instant::now();
