@@ -140,6 +140,9 @@ pub(in crate::cli) fn print_report(ctx: &Ctx, report: &BackupReport) {
             ),
             Some(e) => println!("sync {}: FAILED (the backup is safe locally; the next run catches up): {e}", r.remote),
         }
+        for e in &r.notify_errors {
+            eprintln!("warning: notification not delivered: {e}");
+        }
     }
     if let Some(e) = &report.maintenance_error {
         eprintln!("warning: {e}");
