@@ -37,9 +37,7 @@ pub fn selected(cfg: Option<&Config>, only: Option<&str>) -> Result<Vec<Rclone>>
     if let Some(n) = only {
         return Ok(vec![find(cfg, n)?]);
     }
-    Ok(cfg
-        .map(|c| c.backup.remotes.iter().map(|r| r.store()).collect())
-        .unwrap_or_default())
+    Ok(cfg.map(|c| c.backup.remotes.iter().map(|r| r.store()).collect()).unwrap_or_default())
 }
 
 /// Snapshot files a configured remote's own retention leaves out (none without a retention).
@@ -131,7 +129,8 @@ pub fn sync_all(
             if let Ok(h) = History::open(repo.store().root()) {
                 let _ = h.record(&run);
             }
-            let (subject, what, now) = (&run.backup_type, format!("sync to {}", remote.name), clock.now().fixed_offset());
+            let (subject, what, now) =
+                (&run.backup_type, format!("sync to {}", remote.name), clock.now().fixed_offset());
             let events = match &run.error {
                 Some(e) => told.failed(subject, &what, now, e, &policy),
                 None => told.succeeded(subject, &what, now).into_iter().collect(),

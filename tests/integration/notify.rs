@@ -70,11 +70,7 @@ fn cli_cron_every_10_minutes_for_3_days_tells_once_a_day() {
         at += tick;
     }
     let ev = hook_events(&sink);
-    let want = [
-        ("failure", "2030-01-01T00:00"),
-        ("reminder", "2030-01-02T00:00"),
-        ("reminder", "2030-01-03T00:00"),
-    ];
+    let want = [("failure", "2030-01-01T00:00"), ("reminder", "2030-01-02T00:00"), ("reminder", "2030-01-03T00:00")];
     assert_eq!(ev.len(), 3, "1 failure + 2 reminders over 3 days of 432 failing runs: {ev:#?}");
     for ((e, t), (we, wt)) in ev.iter().zip(want) {
         assert!(e == we && t.starts_with(wt), "{ev:#?}");

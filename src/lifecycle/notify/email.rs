@@ -22,7 +22,13 @@ fn password(smtp: &SmtpConfig) -> Result<String, String> {
 }
 
 /// Sends one plain-text message.
-pub(super) fn smtp(mail: &EmailConfig, smtp: &SmtpConfig, from: &str, subject: &str, text: String) -> Result<(), String> {
+pub(super) fn smtp(
+    mail: &EmailConfig,
+    smtp: &SmtpConfig,
+    from: &str,
+    subject: &str,
+    text: String,
+) -> Result<(), String> {
     let server = format!("smtp://{}:{}", smtp.host, smtp.port());
     let msg = Message::builder()
         .from(from.parse().map_err(|e| format!("from {from:?}: {e}"))?)

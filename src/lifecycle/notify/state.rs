@@ -89,7 +89,11 @@ impl NotifyState {
             Ok(b) => match serde_json::from_slice::<File>(&b) {
                 Ok(f) if f.version == VERSION => f,
                 Ok(f) => {
-                    tracing::warn!("{}: notification state version {} unknown, starting afresh", path.display(), f.version);
+                    tracing::warn!(
+                        "{}: notification state version {} unknown, starting afresh",
+                        path.display(),
+                        f.version
+                    );
                     File::default()
                 }
                 Err(e) => {
@@ -187,7 +191,10 @@ impl NotifyState {
                 Some(FailureThreshold::Runs(n)) => {
                     format!("{what} has failed {n} times in a row; last error: {error}")
                 }
-                _ => format!("{what} has been failing for {failing_for} ({} failed runs); last error: {error}", s.failures),
+                _ => format!(
+                    "{what} has been failing for {failing_for} ({} failed runs); last error: {error}",
+                    s.failures
+                ),
             };
             out.push(Event::new("consecutive_failures", subject, now, msg));
         }
@@ -268,19 +275,25 @@ mod tests {
         let mut st = NotifyState::load(&dir.path().join("n.json"));
         let p = Policy { remind_every: Duration::days(1), escalate: None };
         let ev = cron(&p, 3, &mut st);
-        let want: Vec<(i64, String)> =
-            [(0, "failure"), (1440, "reminder"), (2880, "reminder"), (4320, "recovery")]
-                .iter()
-                .map(|(m, e)| (*m, e.to_string()))
-                .collect();
+        let want: Vec<(i64, String)> = [(0, "failure"), (1440, "reminder"), (2880, "reminder"), (4320, "recovery")]
+            .iter()
+            .map(|(m, e)| (*m, e.to_string()))
+            .collect();
         assert_eq!(ev, want);
         // The escalation replaces the reminder it coincides with.
         let p = Policy { remind_every: Duration::days(1), escalate: Some("1d".parse().unwrap()) };
         let ev = cron(&p, 2, &mut st);
-        assert_eq!(ev.iter().map(|(_, e)| e.as_str()).collect::<Vec<_>>(), ["failure", "consecutive_failures", "recovery"]);
+        assert_eq!(
+            ev.iter().map(|(_, e)| e.as_str()).collect::<Vec<_>>(),
+            ["failure", "consecutive_failures", "recovery"]
+        );
         let p = Policy { remind_every: Duration::hours(12), escalate: Some("3".parse().unwrap()) };
         let ev = cron(&p, 1, &mut st);
-        assert_eq!(ev, [(0, "failure"), (20, "consecutive_failures"), (740, "reminder"), (1440, "recovery")].map(|(m, e)| (m, e.to_string())));
+        assert_eq!(
+            ev,
+            [(0, "failure"), (20, "consecutive_failures"), (740, "reminder"), (1440, "recovery")]
+                .map(|(m, e)| (m, e.to_string()))
+        );
     }
 
     #[test]
