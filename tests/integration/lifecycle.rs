@@ -627,7 +627,7 @@ fn cairn(env: &Env, args: &[&str]) -> Run {
 }
 
 /// `cairn --config CFG ARGS` (repository and password from the config), fast retries.
-fn cairn_cfg(env: &Env, cfg: &Path, args: &[&str]) -> Run {
+pub(crate) fn cairn_cfg(env: &Env, cfg: &Path, args: &[&str]) -> Run {
     let mut c = env.cfg_cmd(cfg, args);
     c.env("CAIRN_RETRY_BASE_MS", "10");
     env.run_cmd(c)
@@ -684,13 +684,13 @@ fn verify_read_data(env: &Env, extra: &[&str]) {
 }
 
 /// Edits the `backup` section of the example app's config.json.
-fn edit_backup(cfg: &Path, f: impl FnOnce(&mut Value)) {
+pub(crate) fn edit_backup(cfg: &Path, f: impl FnOnce(&mut Value)) {
     let mut v: Value = serde_json::from_slice(&std::fs::read(cfg).unwrap()).unwrap();
     f(&mut v["backup"]);
     std::fs::write(cfg, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
 }
 
-fn history(env: &Env, cfg: &Path, ty: Option<&str>) -> Vec<Value> {
+pub(crate) fn history(env: &Env, cfg: &Path, ty: Option<&str>) -> Vec<Value> {
     let mut a = vec!["--json", "history"];
     if let Some(t) = ty {
         a.extend_from_slice(&["--type", t]);
@@ -1203,7 +1203,7 @@ fn cli_backup_without_now_runs_only_due_types() {
 }
 
 /// A minimal HTTP server on 127.0.0.1 that records every request and answers 200.
-struct HttpSink {
+pub(crate) struct HttpSink {
     port: u16,
     reqs: Arc<Mutex<Vec<Req>>>,
     stop: Arc<AtomicBool>,
@@ -1211,7 +1211,7 @@ struct HttpSink {
 }
 
 #[derive(Clone, Debug)]
-struct Req {
+pub(crate) struct Req {
     method: String,
     path: String,
     headers: Vec<(String, String)>,
@@ -1278,7 +1278,7 @@ fn read_request(s: &mut TcpStream) -> Option<Req> {
 }
 
 impl HttpSink {
-    fn start() -> HttpSink {
+    pub(crate) fn start() -> HttpSink {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let reqs = Arc::new(Mutex::new(Vec::new()));
@@ -1299,10 +1299,10 @@ impl HttpSink {
         });
         HttpSink { port, reqs, stop, thread: Some(thread) }
     }
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
-    fn take(&self) -> Vec<Req> {
+    pub(crate) fn take(&self) -> Vec<Req> {
         std::mem::take(&mut *self.reqs.lock().unwrap())
     }
 }
@@ -1324,7 +1324,7 @@ fn closed_port() -> u16 {
 }
 
 /// (ntfy, webhook) events among `reqs`: ntfy as (Title, body), webhook as JSON.
-fn split_events(reqs: &[Req]) -> (Vec<(String, String)>, Vec<Value>) {
+pub(crate) fn split_events(reqs: &[Req]) -> (Vec<(String, String)>, Vec<Value>) {
     let mut ntfy = Vec::new();
     let mut hook = Vec::new();
     for r in reqs {
@@ -1343,7 +1343,7 @@ fn split_events(reqs: &[Req]) -> (Vec<(String, String)>, Vec<Value>) {
     (ntfy, hook)
 }
 
-fn lines(p: &Path) -> Vec<String> {
+pub(crate) fn lines(p: &Path) -> Vec<String> {
     std::fs::read_to_string(p).unwrap_or_default().lines().map(String::from).collect()
 }
 

@@ -14,6 +14,7 @@ mod format_vectors;
 mod fuzz_corpus;
 mod layers;
 mod lifecycle;
+mod outside;
 mod remote;
 mod restore_safety;
 mod roundtrip;
