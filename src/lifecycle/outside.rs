@@ -80,6 +80,7 @@ fn lenient_notify(v: &Value) -> Option<NotifyConfig> {
     }
     let o = v.as_object()?;
     let s = |k: &str| o.get(k).and_then(Value::as_str).map(String::from);
+    #[allow(clippy::needless_update, reason = "NotifyConfig grows channels; new ones stay off here")]
     let n = NotifyConfig {
         ntfy: s("ntfy"),
         webhook: s("webhook"),
@@ -206,12 +207,7 @@ fn recoveries(state: &State, keys: &[&str], now: DateTime<Local>) -> Result<Vec<
 
 /// Brings each type's last success in the state up to date from the repository's history and
 /// snapshots (`snaps`), for the dead-man check of a later run that cannot open the repository.
-pub fn note_successes(
-    state: &State,
-    cfg: &Config,
-    history: &History,
-    snaps: &[(SnapshotId, Snapshot)],
-) -> Result<()> {
+pub fn note_successes(state: &State, cfg: &Config, history: &History, snaps: &[(SnapshotId, Snapshot)]) -> Result<()> {
     for (name, _) in &cfg.types {
         if let Some(t) = last_success(history, snaps, name)? {
             state.note_success(name, t)?;

@@ -87,11 +87,7 @@ impl State {
     /// config at `config_file`.
     pub fn open(dir: &Path, config_file: &Path) -> Result<State> {
         if !dir.is_dir() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| Error::io(dir, e))?;
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| Error::io(dir, e))?;
         }
         let path = dir.join(STATE_FILE);
         let conn = Connection::open(&path).map_err(|err| Error::Cache { path: path.clone(), err })?;
@@ -110,8 +106,7 @@ impl State {
                  last_opened TEXT NOT NULL);
              INSERT OR IGNORE INTO meta(k, v) VALUES('schema', '1');",
         ))?;
-        let schema: String =
-            s.wrap(s.conn.query_row("SELECT v FROM meta WHERE k='schema'", [], |r| r.get(0)))?;
+        let schema: String = s.wrap(s.conn.query_row("SELECT v FROM meta WHERE k='schema'", [], |r| r.get(0)))?;
         if schema.parse::<i64>().map_or(true, |v| v > SCHEMA) {
             return Err(Error::Invalid(format!(
                 "{}: state schema {schema} is newer than this cairn understands ({SCHEMA})",
@@ -119,10 +114,7 @@ impl State {
             )));
         }
         let canon = std::fs::canonicalize(config_file).unwrap_or_else(|_| config_file.to_path_buf());
-        s.wrap(s.conn.execute(
-            "INSERT OR REPLACE INTO meta(k, v) VALUES('config', ?1)",
-            [canon.to_string_lossy()],
-        ))?;
+        s.wrap(s.conn.execute("INSERT OR REPLACE INTO meta(k, v) VALUES('config', ?1)", [canon.to_string_lossy()]))?;
         Ok(s)
     }
 
@@ -216,9 +208,7 @@ impl State {
     /// The last success of `backup_type` known here.
     pub fn last_success(&self, backup_type: &str) -> Result<Option<DateTime<FixedOffset>>> {
         let t: Option<Option<String>> = self.wrap(
-            self.conn
-                .query_row("SELECT last_success FROM types WHERE type=?1", [backup_type], |r| r.get(0))
-                .optional(),
+            self.conn.query_row("SELECT last_success FROM types WHERE type=?1", [backup_type], |r| r.get(0)).optional(),
         )?;
         Ok(parse_time(t.flatten()))
     }

@@ -9,8 +9,8 @@ use crate::format::repo_config::Encryption;
 use crate::lifecycle::config::Config;
 use crate::lifecycle::history::Outcome;
 use crate::lifecycle::outside;
-use crate::lifecycle::state::State;
 use crate::lifecycle::runner::{self, BackupReport, RunOptions};
+use crate::lifecycle::state::State;
 use crate::repo::Repo;
 use crate::util::human_bytes;
 
@@ -110,7 +110,12 @@ fn warn_undelivered(errors: &[String]) {
 
 /// Opens the configured repository, creating it on first use (and saying so) unless `state`
 /// remembers a repository this config had there, which is then reported gone.
-pub(in crate::cli) fn open_or_create(ctx: &Ctx, cfg: &Config, state: Option<&State>, clock: &dyn Clock) -> Result<Repo> {
+pub(in crate::cli) fn open_or_create(
+    ctx: &Ctx,
+    cfg: &Config,
+    state: Option<&State>,
+    clock: &dyn Clock,
+) -> Result<Repo> {
     let path = ctx.repo_path()?;
     // With --remote the repository opened is that remote's mirror, not `path`.
     let state = state.filter(|_| ctx.cli.remote.is_none());
@@ -119,8 +124,7 @@ pub(in crate::cli) fn open_or_create(ctx: &Ctx, cfg: &Config, state: Option<&Sta
         None => None,
     };
     let password = || ctx.with_passwords(|p| p.for_new_repository());
-    let created =
-        crate::lifecycle::first_use::create_if_fresh(&path, cfg, ctx.kdf()?, &password, remembered.as_ref())?;
+    let created = crate::lifecycle::first_use::create_if_fresh(&path, cfg, ctx.kdf()?, &password, remembered.as_ref())?;
     if let Some(c) = &created {
         if !ctx.quiet() && !ctx.json() {
             println!(

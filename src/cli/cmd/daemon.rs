@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Result;
 
 use crate::cli::cmd::backup::{config_or_record, open_or_record, print_report};
-use crate::lifecycle::clock::Clock as _;
 use crate::cli::{Ctx, Finish};
+use crate::lifecycle::clock::Clock as _;
 
 /// Set by the signal handler; the daemon loop checks it at least every second.
 static TERM: AtomicBool = AtomicBool::new(false);

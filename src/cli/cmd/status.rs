@@ -45,7 +45,7 @@ pub(in crate::cli) fn history(ctx: &Ctx, backup_type: Option<&str>, limit: usize
         runs.extend(s.list(backup_type, limit)?);
         // Newest first by start time, as each source lists them.
         let key = |r: &crate::lifecycle::history::Run| chrono::DateTime::parse_from_rfc3339(&r.start).ok();
-        runs.sort_by(|a, b| key(b).cmp(&key(a)));
+        runs.sort_by_key(|r| std::cmp::Reverse(key(r)));
         runs.truncate(limit);
     }
     if ctx.json() {
