@@ -70,8 +70,10 @@ pub struct State {
     path: PathBuf,
 }
 
-fn bytes(p: &Path) -> &[u8] {
-    p.as_os_str().as_bytes()
+/// A repository location as remembered: absolute (a relative `--repo` against the working
+/// directory), so the same directory is found from wherever cairn runs.
+fn location(p: &Path) -> Vec<u8> {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).as_os_str().as_bytes().to_vec()
 }
 
 fn parse_time(t: Option<String>) -> Option<DateTime<FixedOffset>> {
@@ -250,7 +252,7 @@ impl State {
     pub fn remembered(&self, path: &Path) -> Result<Option<Remembered>> {
         self.wrap(
             self.conn
-                .query_row("SELECT id, created, last_opened FROM repositories WHERE path=?1", [bytes(path)], |r| {
+                .query_row("SELECT id, created, last_opened FROM repositories WHERE path=?1", [location(path)], |r| {
                     Ok(Remembered { id: r.get(0)?, created: r.get(1)?, last_opened: r.get(2)? })
                 })
                 .optional(),
@@ -268,7 +270,7 @@ impl State {
         };
         self.wrap(self.conn.execute(
             "INSERT OR REPLACE INTO repositories(path, id, created, last_opened) VALUES(?1, ?2, ?3, ?4)",
-            params![bytes(path), id, created_at, time],
+            params![location(path), id, created_at, time],
         ))?;
         Ok(old.map(|o| o.id).filter(|o| o != id))
     }
