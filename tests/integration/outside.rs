@@ -199,6 +199,17 @@ fn cli_a_config_that_does_not_load_is_recorded_and_notified() {
     assert_eq!(h.len(), 2, "{h:?}");
     assert!(h.iter().all(|(res, _)| res == "failed"), "{h:?}");
     assert!(h[0].1.contains("backup.notify.ntfy") && h[1].1.contains("backup.types.db.rpo"), "{h:?}");
+
+    // CAIRN_STATE_DIR wins over state_dir.
+    let elsewhere = env.path().join("elsewhere");
+    edit_backup(&cfg, |b| b["types"]["db"]["rpo"] = json!("soon"));
+    let mut c = env.cfg_cmd(&cfg, &["backup", "--now"]);
+    c.env("CAIRN_STATE_DIR", &elsewhere);
+    env.run_cmd(c).code(1);
+    assert!(elsewhere.join("state.sqlite").is_file());
+    assert_eq!(kinds(&events(&sink)), [("failure", "config:load")]);
+    std::fs::write(&cfg, &good).unwrap();
+    assert_eq!(rows(&env, &cfg, "config:load").len(), 2, "not in state_dir");
 }
 
 /// `cairn --config CFG ARGS` under faketime, the clock moved by `offset` ("+3d").
