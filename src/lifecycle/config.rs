@@ -294,6 +294,10 @@ pub struct BackupConfig {
     /// Prune after `forget` removed snapshots (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prune_after_backup: Option<bool>,
+    /// Where the state kept outside the repository lives (default
+    /// `$XDG_STATE_HOME/cairn/<config-id>`; see `lifecycle::state`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// A loaded, validated configuration.
@@ -378,6 +382,9 @@ impl Config {
         backup.repository = abs(&backup.repository);
         if let Some(p) = &backup.password_file {
             backup.password_file = Some(abs(p));
+        }
+        if let Some(p) = &backup.state_dir {
+            backup.state_dir = Some(abs(p));
         }
         if backup.password_command.as_ref().is_some_and(|c| c.is_empty()) {
             return Err(invalid(file, &format!("{prefix}password_command"), "empty command"));

@@ -16,6 +16,7 @@ mod hung_remote;
 mod layers;
 mod lifecycle;
 mod notify;
+mod outside;
 mod remote;
 mod restore_safety;
 mod roundtrip;
