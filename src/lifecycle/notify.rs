@@ -14,7 +14,7 @@ use crate::lifecycle::config::{EmailConfig, NotifyConfig};
 
 mod email;
 mod state;
-pub use state::{NotifyState, Policy};
+pub use state::{legacy_path, NotifyState, Policy, NOTIFY_FILE};
 
 /// What happened.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -18,10 +18,10 @@ use crate::id::SnapshotId;
 use crate::lifecycle::clock::Clock;
 use crate::lifecycle::config::{Config, NotifyConfig};
 use crate::lifecycle::history::{History, Outcome};
-use crate::lifecycle::notify::{self, Event};
+use crate::lifecycle::notify::{self, Event, NotifyState, Policy};
 use crate::lifecycle::runner::{last_success, TypeResult};
 use crate::lifecycle::schedule::human_duration;
-use crate::lifecycle::state::{state_dir, Remembered, State};
+use crate::lifecycle::state::{notify_state, notify_state_for, state_dir, Remembered, State};
 
 /// The history name of runs that stopped because the repository could not be opened (missing,
 /// gone, wrong or missing password, unreadable).
@@ -86,29 +86,34 @@ fn lenient_notify(v: &Value) -> Option<NotifyConfig> {
         webhook: s("webhook"),
         command: s("command"),
         email: o.get("email").and_then(|e| serde_json::from_value(e.clone()).ok()),
-        consecutive_failures: o.get("consecutive_failures").and_then(Value::as_u64).and_then(|n| n.try_into().ok()),
+        consecutive_failures: o.get("consecutive_failures").and_then(|v| serde_json::from_value(v.clone()).ok()),
+        remind_every: o.get("remind_every").and_then(|v| serde_json::from_value(v.clone()).ok()),
         ..Default::default()
     };
     (n != NotifyConfig::default()).then_some(n)
 }
 
-/// The failure event of a run of `key`, and the repeated-failure one when this failure reaches
-/// the threshold (as the runner does for a type).
-fn failure_events(key: &str, before: u32, threshold: u32, error: &str, now: DateTime<Local>) -> Vec<Event> {
-    let mut events = vec![Event::new("failure", key, now, format!("backup could not start: {error}"))];
-    if before + 1 == threshold {
-        events.push(Event::new(
-            "consecutive_failures",
-            key,
-            now,
-            format!("backup could not start {threshold} times in a row; last error: {error}"),
-        ));
+/// What a run of `key` is, in messages.
+fn what(key: &str) -> &'static str {
+    if key == CONFIG_KEY {
+        "loading the configuration"
+    } else {
+        "opening the repository"
     }
-    events
 }
 
-fn send_all(cfg: &NotifyConfig, events: &[Event]) -> Vec<String> {
-    events.iter().flat_map(|ev| notify::send(cfg, ev)).collect()
+/// A failed run of `key`: told through `told` as a failing type is (at once, then one reminder
+/// per `remind_every`, an optional escalation). Returns the notifications not delivered.
+fn tell_failure(n: &NotifyConfig, told: &mut NotifyState, key: &str, error: &str, now: DateTime<Local>) -> Vec<String> {
+    let events = told.failed(key, what(key), now.fixed_offset(), error, &Policy::of(n));
+    notify::deliver(n, told, key, events)
+}
+
+/// Saves `told`; a state that cannot be saved costs a repeated notification, never the run.
+fn save(told: &mut NotifyState) {
+    if let Err(e) = told.save() {
+        tracing::warn!("notification state not saved: {e}");
+    }
 }
 
 /// A run stopped by the config file at `file` not loading (`error`): recorded in its state when
@@ -118,28 +123,29 @@ pub fn config_failed(file: &Path, error: &str, clock: &dyn Clock) -> Vec<String>
     let l = read_lenient(file);
     let now = clock.now();
     let t = now.to_rfc3339();
-    let before = match state_dir(file, l.state_dir.as_deref()).map(|d| State::open(&d, file)) {
-        Some(Ok(s)) => s.record_failure(CONFIG_KEY, &t, &t, error).unwrap_or_else(|e| {
-            tracing::warn!("recording the failure: {e}");
-            0
-        }),
-        Some(Err(e)) => {
-            tracing::warn!("recording the failure: {e}");
-            0
+    match state_dir(file, l.state_dir.as_deref()).map(|d| State::open(&d, file)) {
+        Some(Ok(s)) => {
+            if let Err(e) = s.record_failure(CONFIG_KEY, &t, &t, error) {
+                tracing::warn!("recording the failure: {e}");
+            }
         }
-        None => 0,
-    };
+        Some(Err(e)) => tracing::warn!("recording the failure: {e}"),
+        None => {}
+    }
     let Some(n) = l.notify else { return Vec::new() };
-    let threshold = n.consecutive_failures.unwrap_or(3);
-    send_all(&n, &failure_events(CONFIG_KEY, before, threshold, error, now))
+    let mut told = notify_state(file, l.state_dir.as_deref(), None);
+    let errors = tell_failure(&n, &mut told, CONFIG_KEY, error, now);
+    save(&mut told);
+    errors
 }
 
-/// A run of `types` that started at `start` and stopped before the repository opened (`error`):
-/// recorded, notified, and the dead-man check run from the state (the repository's history is
-/// out of reach). Returns the notifications that could not be delivered.
+/// A run of `types` that started at `start` and stopped before the repository at `repo_path`
+/// opened (`error`): recorded, notified, and the dead-man check run from the state (the
+/// repository's history is out of reach). Returns the notifications that could not be delivered.
 pub fn open_failed(
     state: &State,
     cfg: &Config,
+    repo_path: Option<&Path>,
     types: &[String],
     start: DateTime<Local>,
     error: &str,
@@ -147,15 +153,16 @@ pub fn open_failed(
 ) -> Result<Vec<String>> {
     let n = cfg.backup.notify.clone().unwrap_or_default();
     let end = clock.now();
+    let mut told = notify_state_for(cfg, repo_path);
     // The config loaded this time: a run of config failures has ended.
-    let mut events = recoveries(state, &[CONFIG_KEY], end)?;
-    let before = state.record_failure(OPEN_KEY, &start.to_rfc3339(), &end.to_rfc3339(), error)?;
+    let mut errors = recoveries(state, &n, &mut told, &[CONFIG_KEY], end)?;
+    state.record_failure(OPEN_KEY, &start.to_rfc3339(), &end.to_rfc3339(), error)?;
     for t in types {
         state.note_tried(t, &start.to_rfc3339())?;
     }
-    events.extend(failure_events(OPEN_KEY, before, n.consecutive_failures.unwrap_or(3), error, end));
-    let mut errors = send_all(&n, &events);
-    errors.extend(dead_man_check(state, cfg, &end)?);
+    errors.extend(tell_failure(&n, &mut told, OPEN_KEY, error, end));
+    errors.extend(dead_man_check(state, cfg, &mut told, &end)?);
+    save(&mut told);
     Ok(errors)
 }
 
@@ -176,7 +183,8 @@ pub fn gone_error(path: &Path, r: &Remembered) -> crate::Error {
 
 /// The repository `id` at `path` opened (`created`: cairn has just created it): remembered, and
 /// a run of earlier failures to load the config or open the repository ends with a recovery
-/// event. Returns the notifications that could not be delivered.
+/// event (once: what was told is the runner's record too). Returns the notifications that could
+/// not be delivered.
 pub fn opened(
     state: &State,
     cfg: &Config,
@@ -189,20 +197,30 @@ pub fn opened(
     if let Some(old) = state.remember(path, id, &now.to_rfc3339(), created)? {
         tracing::warn!("{}: a different repository than before (id {id}, was {old})", path.display());
     }
-    let events = recoveries(state, &[CONFIG_KEY, OPEN_KEY], now)?;
-    Ok(send_all(&cfg.backup.notify.clone().unwrap_or_default(), &events))
+    let n = cfg.backup.notify.clone().unwrap_or_default();
+    let mut told = notify_state_for(cfg, Some(path));
+    let errors = recoveries(state, &n, &mut told, &[CONFIG_KEY, OPEN_KEY], now)?;
+    save(&mut told);
+    Ok(errors)
 }
 
-/// Ends the runs of failures of `keys`: a recovery event for each that had any.
-fn recoveries(state: &State, keys: &[&str], now: DateTime<Local>) -> Result<Vec<Event>> {
-    let mut events = Vec::new();
+/// Ends the runs of failures of `keys`, in the recorded runs and in what was told: a recovery
+/// for each whose failure had been told. Returns the notifications not delivered.
+fn recoveries(
+    state: &State,
+    n: &NotifyConfig,
+    told: &mut NotifyState,
+    keys: &[&str],
+    now: DateTime<Local>,
+) -> Result<Vec<String>> {
+    let mut errors = Vec::new();
     for key in keys {
-        let n = state.clear(key)?;
-        if n > 0 {
-            events.push(Event::new("recovery", key, now, format!("backup starts again after {n} failed runs")));
+        state.clear(key)?;
+        if let Some(ev) = told.succeeded(key, what(key), now.fixed_offset()) {
+            errors.extend(notify::deliver(n, told, key, vec![ev]));
         }
     }
-    Ok(events)
+    Ok(errors)
 }
 
 /// Brings each type's last success in the state up to date from the repository's history and
@@ -220,19 +238,21 @@ pub fn note_successes(state: &State, cfg: &Config, history: &History, snaps: &[(
 pub fn note_round(state: &State, ran: &[TypeResult], now: DateTime<Local>) -> Result<()> {
     for r in ran {
         state.note_tried(&r.backup_type, &now.to_rfc3339())?;
+        // The runner has cleared its dead-man record in the notification state.
         if r.result != Outcome::Failed {
             state.note_success(&r.backup_type, now.fixed_offset())?;
-            state.clear_alert(&r.backup_type, "dead_man")?;
         }
     }
     Ok(())
 }
 
 /// The dead-man check of `runner::dead_man_check`, from the state instead of the repository's
-/// history: once a day per scheduled type whose last success is older than twice its RPO (or its
-/// catch_up_after, if longer). Alerts are kept in the state.
-pub fn dead_man_check(state: &State, cfg: &Config, now: &DateTime<Local>) -> Result<Vec<String>> {
+/// history: per scheduled type whose last success is older than twice its RPO (or its
+/// catch_up_after, if longer), once per `remind_every`. What was told is the runner's record
+/// (`dead_man:TYPE` in `told`), so a repository that comes back does not alert again.
+pub fn dead_man_check(state: &State, cfg: &Config, told: &mut NotifyState, now: &DateTime<Local>) -> Result<Vec<String>> {
     let n = cfg.backup.notify.clone().unwrap_or_default();
+    let every = Policy::of(&n).remind_every;
     let now_f = now.fixed_offset();
     let mut errors = Vec::new();
     for (name, t) in &cfg.types {
@@ -245,7 +265,9 @@ pub fn dead_man_check(state: &State, cfg: &Config, now: &DateTime<Local>) -> Res
             Some(l) => now_f - l > limit,
             None => state.first_run(name)?.is_some_and(|f| now_f - f > limit),
         };
-        if !stale || state.last_alert(name, "dead_man")?.is_some_and(|a| now_f - a < chrono::Duration::days(1)) {
+        let key = format!("dead_man:{name}");
+        // Not stale by what is known here: the runner clears the record once it knows better.
+        if !stale || told.told_within(name, now_f, every) || !told.condition_due(&key, now_f, every, "overdue") {
             continue;
         }
         let msg = match last {
@@ -256,8 +278,7 @@ pub fn dead_man_check(state: &State, cfg: &Config, now: &DateTime<Local>) -> Res
             ),
             None => format!("no successful {name} backup yet; the repository cannot be opened"),
         };
-        errors.extend(notify::send(&n, &Event::new("dead_man", name, *now, msg)));
-        state.set_alert(name, "dead_man", &now.to_rfc3339())?;
+        errors.extend(notify::deliver(&n, told, &key, vec![Event::new("dead_man", name, *now, msg)]));
     }
     Ok(errors)
 }

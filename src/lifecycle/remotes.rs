@@ -72,7 +72,11 @@ pub fn sync_all(
     let mut out = Vec::new();
     let notify_cfg = cfg.and_then(|c| c.backup.notify.clone()).unwrap_or_default();
     let policy = Policy::of(&notify_cfg);
-    let mut told = NotifyState::in_repository(repo.store().root());
+    let root = repo.store().root();
+    let mut told = match cfg {
+        Some(c) => crate::lifecycle::state::notify_state_for(c, Some(root)),
+        None => NotifyState::in_repository(root),
+    };
     for remote in remotes {
         // The whole sync of one remote is bounded: a remote that hangs cannot hold the run.
         let remote = &remote.bounded();

@@ -216,7 +216,8 @@ pub fn run_backups(
     let mut report = BackupReport::default();
     let notify_cfg = cfg.backup.notify.clone().unwrap_or_default();
     let policy = Policy::of(&notify_cfg);
-    let mut told = NotifyState::in_repository(repo.store().root());
+    // Kept outside the repository: one record with the failures before it opens (lifecycle::outside).
+    let mut told = crate::lifecycle::state::notify_state_for(cfg, Some(repo.store().root()));
     let host = crate::util::hostname();
     let mut succeeded = Vec::new();
     // Due decisions only look at what existed before this run.

@@ -1,10 +1,11 @@
 //! The state kept outside the repository, one directory per configuration file: runs that never
 //! reached the repository (a config error, a wrong or missing password, a repository that cannot
-//! be opened) and their notification state, each type's last success (so the dead-man check runs
-//! while the repository cannot be opened), and the repositories created or opened for the config
+//! be opened), each type's last success (so the dead-man check runs while the repository cannot
+//! be opened), and the repositories created or opened for the config
 //! (so a repository that has gone, say on an unmounted disk, is not silently created anew).
 //! It lives outside the repository because it must survive exactly the runs in which the
-//! repository is unreachable. The bytes are specified in `format-spec/state.md`.
+//! repository is unreachable. The bytes are specified in `format-spec/state.md`. What the owner
+//! was told, about these runs and all others, is `notify.json` beside it (`notify::NotifyState`).
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
@@ -14,7 +15,9 @@ use chrono::{DateTime, FixedOffset};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::{Error, Result};
+use crate::lifecycle::config::Config;
 use crate::lifecycle::history::{Outcome, Run};
+use crate::lifecycle::notify::{legacy_path, NotifyState, NOTIFY_FILE};
 
 /// Environment variable naming the state directory itself (tests, systemd's `StateDirectory=`);
 /// it wins over the config's `state_dir` and the XDG default.
@@ -51,6 +54,23 @@ pub fn state_dir(config_file: &Path, configured: Option<&Path>) -> Option<PathBu
         None => var("HOME")?.join(".local/state"),
     };
     Some(base.join("cairn").join(config_id(config_file)))
+}
+
+/// The notification state of the config at `config_file` (`configured`: its `state_dir`):
+/// `notify.json` in its state directory, taking over the file an earlier build kept in the
+/// repository at `repo_root`; in that repository (or nowhere) only when no state directory can be
+/// derived.
+pub fn notify_state(config_file: &Path, configured: Option<&Path>, repo_root: Option<&Path>) -> NotifyState {
+    match (state_dir(config_file, configured), repo_root) {
+        (Some(d), _) => NotifyState::load_or_adopt(&d.join(NOTIFY_FILE), repo_root.map(legacy_path).as_deref()),
+        (None, Some(r)) => NotifyState::in_repository(r),
+        (None, None) => NotifyState::unsaved(),
+    }
+}
+
+/// [`notify_state`] of a loaded configuration.
+pub fn notify_state_for(cfg: &Config, repo_root: Option<&Path>) -> NotifyState {
+    notify_state(&cfg.file, cfg.backup.state_dir.as_deref(), repo_root)
 }
 
 /// A repository this config has used.
@@ -101,8 +121,6 @@ impl State {
              CREATE TABLE IF NOT EXISTS runs(id INTEGER PRIMARY KEY, type TEXT NOT NULL, start TEXT NOT NULL,
                  end TEXT NOT NULL, result TEXT NOT NULL, error TEXT);
              CREATE TABLE IF NOT EXISTS cleared(type TEXT PRIMARY KEY, run INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS alerts(type TEXT NOT NULL, event TEXT NOT NULL, time TEXT NOT NULL,
-                 PRIMARY KEY(type, event));
              CREATE TABLE IF NOT EXISTS types(type TEXT PRIMARY KEY, first_run TEXT NOT NULL, last_success TEXT);
              CREATE TABLE IF NOT EXISTS repositories(path BLOB PRIMARY KEY, id TEXT NOT NULL, created TEXT,
                  last_opened TEXT NOT NULL);
@@ -221,31 +239,6 @@ impl State {
             self.conn.query_row("SELECT first_run FROM types WHERE type=?1", [backup_type], |r| r.get(0)).optional(),
         )?;
         Ok(parse_time(t))
-    }
-
-    /// When an alert was last sent for (type, event).
-    pub fn last_alert(&self, backup_type: &str, event: &str) -> Result<Option<DateTime<FixedOffset>>> {
-        let t: Option<String> = self.wrap(
-            self.conn
-                .query_row("SELECT time FROM alerts WHERE type=?1 AND event=?2", [backup_type, event], |r| r.get(0))
-                .optional(),
-        )?;
-        Ok(parse_time(t))
-    }
-
-    /// Records that an alert was sent.
-    pub fn set_alert(&self, backup_type: &str, event: &str, time: &str) -> Result<()> {
-        self.wrap(self.conn.execute(
-            "INSERT OR REPLACE INTO alerts(type, event, time) VALUES(?1, ?2, ?3)",
-            [backup_type, event, time],
-        ))?;
-        Ok(())
-    }
-
-    /// Forgets an alert (after recovery).
-    pub fn clear_alert(&self, backup_type: &str, event: &str) -> Result<()> {
-        self.wrap(self.conn.execute("DELETE FROM alerts WHERE type=?1 AND event=?2", [backup_type, event]))?;
-        Ok(())
     }
 
     /// The repository this config used at `path`, if any.

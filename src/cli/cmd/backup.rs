@@ -94,7 +94,8 @@ pub(in crate::cli) fn open_or_record(
     if let Some(s) = state {
         let types: Vec<String> =
             if types.is_empty() { cfg.types.iter().map(|(n, _)| n.clone()).collect() } else { types.to_vec() };
-        match outside::open_failed(s, cfg, &types, start, &format!("{e:#}"), clock) {
+        let repo_path = ctx.repo_path().ok();
+        match outside::open_failed(s, cfg, repo_path.as_deref(), &types, start, &format!("{e:#}"), clock) {
             Ok(errors) => warn_undelivered(&errors),
             Err(r) => tracing::warn!("recording the failure outside the repository: {r}"),
         }

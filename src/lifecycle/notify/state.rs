@@ -2,8 +2,11 @@
 //! runs so that a cron line every 10 minutes tells a person about a failure once, reminds at most
 //! once per `remind_every`, and tells the recovery once.
 //!
-//! The state is a small JSON file at a path the caller chooses (today `state/notify.json` beside
-//! the history; a failure before the repository opens needs it elsewhere). It is written whole to a
+//! The state is a small JSON file, `notify.json` in the configuration's state directory outside
+//! the repository (`lifecycle::state`): one record for failures before the repository opens and
+//! after, so a wrong password is rate-limited like a failing type, and a dead-man alert sent while
+//! the repository was out of reach is not sent again when it comes back. Earlier builds kept it
+//! beside the history (`state/notify.json`); that file is taken over once. It is written whole to a
 //! temporary name and renamed, so a crash leaves the old or the new state. A missing file is an
 //! empty state; an unreadable one is logged and replaced: losing it costs one repeated notification,
 //! never a backup.
@@ -73,69 +76,103 @@ struct File {
     failing: BTreeMap<String, Streak>,
 }
 
+/// The file name of the notification state in a state directory.
+pub const NOTIFY_FILE: &str = "notify.json";
+
+/// Where earlier builds kept the notification state: beside the history of the repository at
+/// `repo_root`.
+pub fn legacy_path(repo_root: &Path) -> PathBuf {
+    repo_root.join("state").join(NOTIFY_FILE)
+}
+
+/// The state in the file at `path`: empty when missing, and (logged) when unreadable.
+fn read(path: &Path) -> File {
+    match std::fs::read(path) {
+        Ok(b) => match serde_json::from_slice::<File>(&b) {
+            Ok(f) if f.version == VERSION => f,
+            Ok(f) => {
+                tracing::warn!("{}: notification state version {} unknown, starting afresh", path.display(), f.version);
+                File::default()
+            }
+            Err(e) => {
+                tracing::warn!("{}: notification state unreadable ({e}), starting afresh", path.display());
+                File::default()
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => File::default(),
+        Err(e) => {
+            tracing::warn!("{}: notification state unreadable ({e}), starting afresh", path.display());
+            File::default()
+        }
+    }
+}
+
 /// The notification state of one configuration.
 #[derive(Debug)]
 pub struct NotifyState {
-    path: PathBuf,
+    /// Where it is saved; `None`: nowhere to keep it (each run decides afresh).
+    path: Option<PathBuf>,
     file: File,
     changed: bool,
+    /// The file of an earlier build taken over: removed once the state is saved at `path`.
+    adopted: Option<PathBuf>,
 }
 
 impl NotifyState {
     /// Loads the state at `path`; a missing file is an empty state, an unreadable one is logged
     /// and starts empty.
     pub fn load(path: &Path) -> NotifyState {
-        let file = match std::fs::read(path) {
-            Ok(b) => match serde_json::from_slice::<File>(&b) {
-                Ok(f) if f.version == VERSION => f,
-                Ok(f) => {
-                    tracing::warn!(
-                        "{}: notification state version {} unknown, starting afresh",
-                        path.display(),
-                        f.version
-                    );
-                    File::default()
-                }
-                Err(e) => {
-                    tracing::warn!("{}: notification state unreadable ({e}), starting afresh", path.display());
-                    File::default()
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => File::default(),
-            Err(e) => {
-                tracing::warn!("{}: notification state unreadable ({e}), starting afresh", path.display());
-                File::default()
-            }
-        };
-        NotifyState { path: path.to_path_buf(), file, changed: false }
+        NotifyState { path: Some(path.to_path_buf()), file: read(path), changed: false, adopted: None }
     }
 
-    /// The state beside the run history of the repository at `repo_root`.
+    /// The state at `path`; while that file does not exist, the one an earlier build kept at
+    /// `legacy` is read instead (what a user was told is not forgotten on upgrade), written to
+    /// `path` on the next save and then removed.
+    pub fn load_or_adopt(path: &Path, legacy: Option<&Path>) -> NotifyState {
+        match legacy.filter(|l| !path.exists() && l.is_file()) {
+            Some(l) => NotifyState { path: Some(path.into()), file: read(l), changed: true, adopted: Some(l.into()) },
+            None => NotifyState::load(path),
+        }
+    }
+
+    /// A state kept nowhere (no state directory can be derived): every run decides afresh.
+    pub fn unsaved() -> NotifyState {
+        NotifyState { path: None, file: File::default(), changed: false, adopted: None }
+    }
+
+    /// The state beside the run history of the repository at `repo_root`: for a repository
+    /// synced without a configuration, which has no state directory.
     pub fn in_repository(repo_root: &Path) -> NotifyState {
-        NotifyState::load(&repo_root.join("state").join("notify.json"))
+        NotifyState::load(&legacy_path(repo_root))
     }
 
     /// Writes the state if it changed (temporary file, fsync, rename).
     pub fn save(&mut self) -> Result<()> {
-        if !self.changed {
+        let Some(path) = self.path.as_deref().filter(|_| self.changed) else {
             return Ok(());
-        }
-        let dir = self.path.parent().unwrap_or(Path::new("."));
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         self.file.version = VERSION;
         let bytes = serde_json::to_vec_pretty(&self.file).expect("serializable");
-        let tmp = self.path.with_extension(format!("tmp.{}", std::process::id()));
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&bytes)?;
             f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)
+            std::fs::rename(&tmp, path)
         };
         write().map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
-            Error::io(&self.path, e)
+            Error::io(path, e)
         })?;
         self.changed = false;
+        if let Some(old) = self.adopted.take().filter(|o| o != path) {
+            // Taken over: left in place it would be read again if the new file were lost.
+            if let Err(e) = std::fs::remove_file(&old) {
+                tracing::warn!("{}: {e}", old.display());
+            }
+        }
         Ok(())
     }
 
