@@ -250,7 +250,12 @@ pub fn note_round(state: &State, ran: &[TypeResult], now: DateTime<Local>) -> Re
 /// history: per scheduled type whose last success is older than twice its RPO (or its
 /// catch_up_after, if longer), once per `remind_every`. What was told is the runner's record
 /// (`dead_man:TYPE` in `told`), so a repository that comes back does not alert again.
-pub fn dead_man_check(state: &State, cfg: &Config, told: &mut NotifyState, now: &DateTime<Local>) -> Result<Vec<String>> {
+pub fn dead_man_check(
+    state: &State,
+    cfg: &Config,
+    told: &mut NotifyState,
+    now: &DateTime<Local>,
+) -> Result<Vec<String>> {
     let n = cfg.backup.notify.clone().unwrap_or_default();
     let every = Policy::of(&n).remind_every;
     let now_f = now.fixed_offset();

@@ -71,13 +71,15 @@ fn cli_wrong_and_missing_password_are_recorded_and_notified() {
     });
     let r = cairn_cfg(&env, &cfg, &["backup", "--now"]).code(4);
     assert!(r.stderr.contains("a password is needed"), "{}", r.stderr);
-    let ev = events(&sink);
-    assert_eq!(kinds(&ev), [("failure", "repository:open")]);
-    assert!(ev[0].2.contains("a password is needed"), "{ev:?}");
+    // Still failing to open: told once, the next reminder is a day away.
+    assert_eq!(events(&sink), []);
 
-    // The third in a row reaches the default threshold.
+    // An escalation, when asked for, comes with the third in a row.
+    edit_backup(&cfg, |b| b["notify"]["consecutive_failures"] = json!(3));
     cairn_cfg(&env, &cfg, &["backup", "--now"]).code(4);
-    assert_eq!(kinds(&events(&sink)), [("failure", "repository:open"), ("consecutive_failures", "repository:open")]);
+    let ev = events(&sink);
+    assert_eq!(kinds(&ev), [("consecutive_failures", "repository:open")]);
+    assert!(ev[0].2.contains("a password is needed"), "{ev:?}");
 
     // Listed beside the repository's own runs.
     let h = rows(&env, &cfg, "repository:open");
@@ -250,11 +252,74 @@ fn cli_dead_man_fires_from_the_outside_state() {
     assert!(ev[1].2.contains("no successful db backup in 3d"), "{ev:?}");
     // Once a day, not on every run.
     cairn_cfg_at(&env, &cfg, "+3d", &["backup"]).code(1);
-    assert_eq!(kinds(&events(&sink)), [("failure", "repository:open"), ("consecutive_failures", "repository:open")]);
+    assert_eq!(events(&sink), []);
     cairn_cfg_at(&env, &cfg, "+97h", &["backup"]).code(1);
     assert_eq!(kinds(&events(&sink)), overdue);
-    // Fifteen days: the weekly type too.
-    cairn_cfg_at(&env, &cfg, "+15d", &["backup"]).code(1);
+    // The disk comes back: the recovery, and no second dead-man alert from the repository's own
+    // check (one record of what was told). Only logs runs, so db and config stay overdue.
+    std::fs::rename(env.path().join("unplugged"), app.join("backups/repo")).unwrap();
+    cairn_cfg_at(&env, &cfg, "+5830m", &["backup", "--now", "--type", "logs"]).ok();
+    assert_eq!(kinds(&events(&sink)), [("recovery", "repository:open")]);
+    // A day later the repository's own check reminds.
+    cairn_cfg_at(&env, &cfg, "+122h", &["backup", "--now", "--type", "logs"]).ok();
+    assert_eq!(kinds(&events(&sink)), [("dead_man", "db"), ("dead_man", "config")]);
+}
+
+/// A wrong password under a cron line every 10 minutes: told once, reminded once a day, the
+/// recovery once; never on every run (issue 11 item 5 for the failures of item 1).
+#[test]
+fn cli_wrong_password_every_10_minutes_for_a_day_is_told_once() {
+    ensure_package("faketime", || have_program("faketime"));
+    let env = Env::new();
+    let (app, cfg) = example_app(env.path());
+    let sink = HttpSink::start();
+    notify_to(&cfg, &sink);
+    cairn_cfg(&env, &cfg, &["backup", "--now"]).ok();
+    assert_eq!(events(&sink), []);
+    let password = std::fs::read(app.join("cairn-password")).unwrap();
+    std::fs::write(app.join("cairn-password"), "not the password\n").unwrap();
+    // One day of a cron line every 10 minutes: 144 runs, each refused.
+    for m in (0..24 * 60).step_by(10) {
+        cairn_cfg_at(&env, &cfg, &format!("+{m}m"), &["backup"]).code(4);
+    }
     let ev = events(&sink);
-    assert!(kinds(&ev).contains(&("dead_man", "logs")), "{ev:?}");
+    assert_eq!(kinds(&ev), [("failure", "repository:open")], "1 notification for 144 failed runs: {ev:#?}");
+    assert_eq!(rows(&env, &cfg, "repository:open").len(), 144, "every run is recorded");
+    // The day is up: one reminder.
+    cairn_cfg_at(&env, &cfg, "+1440m", &["backup"]).code(4);
+    let ev = events(&sink);
+    assert_eq!(kinds(&ev), [("reminder", "repository:open")]);
+    assert!(ev[0].2.contains("145 failed runs") && ev[0].2.contains("wrong password"), "{ev:?}");
+    // Fixed: told once that it works again, then silence.
+    std::fs::write(app.join("cairn-password"), password).unwrap();
+    cairn_cfg_at(&env, &cfg, "+1450m", &["backup"]).ok();
+    let ev = events(&sink);
+    assert_eq!(kinds(&ev), [("recovery", "repository:open")]);
+    assert!(ev[0].2.contains("after 145 failed runs"), "{ev:?}");
+    cairn_cfg_at(&env, &cfg, "+1460m", &["backup"]).ok();
+    assert_eq!(events(&sink), []);
+    // One record of what was told, beside the outside state; none in the repository.
+    assert!(default_state(&env, &cfg).join("notify.json").is_file());
+    assert!(!app.join("backups/repo/state/notify.json").exists());
+}
+
+/// A `state/notify.json` an earlier build kept in the repository is taken over once: a failure
+/// already told there is not told again.
+#[test]
+fn cli_notify_state_in_the_repository_is_taken_over() {
+    let env = Env::new();
+    let (app, cfg) = example_app(env.path());
+    let sink = HttpSink::start();
+    notify_to(&cfg, &sink);
+    cairn_cfg(&env, &cfg, &["backup", "--now"]).ok();
+    let outside = default_state(&env, &cfg).join("notify.json");
+    let legacy = app.join("backups/repo/state/notify.json");
+    let now = chrono::Utc::now().to_rfc3339();
+    let told = json!({"version": 1, "failing": {"db": {"since": now, "failures": 1, "error": "x", "told": now}}});
+    std::fs::remove_file(&outside).ok();
+    std::fs::write(&legacy, told.to_string()).unwrap();
+    std::fs::remove_file(app.join("data/app.db")).unwrap();
+    cairn_cfg(&env, &cfg, &["backup", "--now", "--type", "db"]).code(1);
+    assert_eq!(events(&sink), [], "told before, per the repository's file");
+    assert!(outside.is_file() && !legacy.exists());
 }
