@@ -1532,7 +1532,16 @@ fn check_prometheus(text: &str) -> BTreeSet<String> {
 /// The example app's configuration and repository (created by the binary), opened in this
 /// process, for lifecycle calls at fixed instants.
 fn open_app(cfg: &Path) -> (Config, cairn::Repo) {
-    let c = Config::load(cfg).unwrap();
+    let mut c = Config::load(cfg).unwrap();
+    // In-process runs keep their state outside the repository (notify.json) where the binary's
+    // do with the Env's HOME (example_app puts the config at HOME/app/config.json), not under the
+    // HOME of the test process.
+    if c.backup.state_dir.is_none() {
+        let home = cfg.parent().and_then(Path::parent).unwrap();
+        let canon = std::fs::canonicalize(cfg).unwrap();
+        let id = blake3::hash(std::os::unix::ffi::OsStrExt::as_bytes(canon.as_os_str())).to_hex();
+        c.backup.state_dir = Some(home.join(".local/state/cairn").join(&id[..16]));
+    }
     let pw = std::fs::read_to_string(c.backup.password_file.as_ref().unwrap()).unwrap();
     let repo = crate::util::open_repo_with(&c.backup.repository, pw.trim_end_matches(['\n', '\r']));
     (c, repo)

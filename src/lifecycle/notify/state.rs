@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Duration, FixedOffset};
@@ -152,7 +153,10 @@ impl NotifyState {
             return Ok(());
         };
         let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        // Mode 0700 as the state directory it usually is (state.md): errors name paths and hosts.
+        if !dir.is_dir() {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| Error::io(dir, e))?;
+        }
         self.file.version = VERSION;
         let bytes = serde_json::to_vec_pretty(&self.file).expect("serializable");
         let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
