@@ -121,6 +121,13 @@ pub enum Command {
     Clone,
     /// Run the schedule in the foreground (for systemd); exits cleanly on SIGTERM or SIGINT.
     Daemon,
+    /// Send a test event through every configured notification channel and say which worked
+    /// (exit 1 if any failed).
+    Notify {
+        /// Send the test event (required: the only action for now).
+        #[arg(long, required = true)]
+        test: bool,
+    },
     /// Write conventional archives (obd_backup_db_2026-01-25_030000.db.gz, ...tar.gz).
     Export(ExportArgs),
     /// Take a snapshot of paths or of standard input.

@@ -114,6 +114,7 @@ pub fn run(cli: Cli) -> Result<Finish> {
         Command::Sync { dry_run } => cmd::sync::sync(&ctx, *dry_run),
         Command::Clone => cmd::sync::clone(&ctx),
         Command::Daemon => cmd::daemon::run(&ctx),
+        Command::Notify { test: _ } => cmd::notify::test(&ctx),
         Command::Export(a) => cmd::export::run(&ctx, a),
         Command::Snapshot(a) => cmd::snapshot::run(&ctx, a),
         Command::Snapshots { backup_type } => cmd::browse::snapshots(&ctx, backup_type.as_deref()),

@@ -243,42 +243,24 @@ pub struct RemoteConfig {
     /// Per-remote retention.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Retention>,
+    /// Longest a whole sync to this remote may take (default 6h); rclone is killed then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_limit: Option<Span>,
 }
 
-/// Email notification settings.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EmailConfig {
-    /// Recipient.
-    pub to: String,
-    /// Sender (default: cairn@hostname).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
-    /// sendmail binary (default /usr/sbin/sendmail).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sendmail: Option<PathBuf>,
+impl RemoteConfig {
+    /// The store for this remote.
+    pub fn store(&self) -> crate::store::rclone::RcloneStore {
+        let s = crate::store::rclone::RcloneStore::new(&self.name, &self.rclone, &self.flags);
+        match self.time_limit {
+            Some(l) => s.with_time_limit(std::time::Duration::from_secs(l.duration().num_seconds().max(1) as u64)),
+            None => s,
+        }
+    }
 }
 
-/// Where failures are told.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NotifyConfig {
-    /// ntfy topic URL.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ntfy: Option<String>,
-    /// URL that receives a JSON POST.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub webhook: Option<String>,
-    /// Command run with the event in its environment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub command: Option<String>,
-    /// Email through sendmail.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<EmailConfig>,
-    /// Alert when this many runs of a type fail in a row (default 3).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consecutive_failures: Option<u32>,
-}
+mod notify;
+pub use notify::{EmailConfig, FailureThreshold, NotifyConfig, SmtpConfig, SmtpTls};
 
 /// The `backup` section.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -312,6 +294,10 @@ pub struct BackupConfig {
     /// Prune after `forget` removed snapshots (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prune_after_backup: Option<bool>,
+    /// Where the state kept outside the repository lives (default
+    /// `$XDG_STATE_HOME/cairn/<config-id>`; see `lifecycle::state`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// A loaded, validated configuration.
@@ -397,8 +383,14 @@ impl Config {
         if let Some(p) = &backup.password_file {
             backup.password_file = Some(abs(p));
         }
+        if let Some(p) = &backup.state_dir {
+            backup.state_dir = Some(abs(p));
+        }
         if backup.password_command.as_ref().is_some_and(|c| c.is_empty()) {
             return Err(invalid(file, &format!("{prefix}password_command"), "empty command"));
+        }
+        if let Some(n) = &mut backup.notify {
+            n.resolve(&abs).map_err(|(k, m)| invalid(file, &join(&format!("{prefix}notify"), &k), m))?;
         }
         let mut types = Vec::new();
         if backup.types.is_empty() {

@@ -9,10 +9,12 @@ pub mod first_use;
 pub mod history;
 pub mod job;
 pub mod notify;
+pub mod outside;
 pub mod password;
 pub mod remotes;
 pub mod runner;
 pub mod schedule;
+pub mod state;
 pub mod status;
 
 /// Serde helpers that write times as `to_rfc3339()` does ("+00:00", where chrono's own

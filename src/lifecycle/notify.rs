@@ -1,6 +1,7 @@
-//! Notifications: failure, recovery, N consecutive failures, and the dead-man check ("no
-//! successful backup of type T in X"). Channels: ntfy, a JSON webhook, a command (event in its
-//! environment), email through sendmail. Delivery failures are logged and never fail a backup.
+//! Notifications: failure, reminder, recovery, an optional escalation, optional successes, and
+//! the dead-man check ("no successful backup of type T in X"); [`NotifyState`] decides what is
+//! told when. Channels: ntfy, a JSON webhook, a command (event in its environment), email through
+//! sendmail or SMTP. Delivery failures are logged and never fail a backup.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -9,12 +10,16 @@ use std::time::Duration;
 use chrono::{DateTime, FixedOffset, TimeZone};
 use serde::Serialize;
 
-use crate::lifecycle::config::NotifyConfig;
+use crate::lifecycle::config::{EmailConfig, NotifyConfig};
+
+mod email;
+mod state;
+pub use state::{legacy_path, NotifyState, Policy, NOTIFY_FILE};
 
 /// What happened.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Event {
-    /// "failure", "recovery", "consecutive_failures", "dead_man".
+    /// "failure", "reminder", "recovery", "consecutive_failures", "dead_man", "success", "test".
     pub event: String,
     /// Backup type (or "sync:NAME").
     pub backup_type: String,
@@ -44,7 +49,10 @@ impl Event {
             "failure" => "backup FAILED",
             "recovery" => "backup recovered",
             "consecutive_failures" => "backup failing repeatedly",
+            "reminder" => "backup still FAILING",
             "dead_man" => "backup OVERDUE",
+            "success" => "backup ok",
+            "test" => "test notification",
             other => other,
         };
         format!("cairn on {}: {} {what}", self.host, self.backup_type)
@@ -55,30 +63,44 @@ fn agent() -> ureq::Agent {
     ureq::AgentBuilder::new().timeout(Duration::from_secs(15)).build()
 }
 
-/// Sends `ev` through every configured channel; returns the failures (already logged).
-pub fn send(cfg: &NotifyConfig, ev: &Event) -> Vec<String> {
+/// Sends the events `state` decided on about `subject`, recording in it each one that reached the
+/// owner through at least one channel (one that reached nobody is decided again on the next run);
+/// returns the delivery failures.
+pub fn deliver(cfg: &NotifyConfig, state: &mut NotifyState, subject: &str, events: Vec<Event>) -> Vec<String> {
     let mut errors = Vec::new();
-    let mut fail = |chan: &str, e: String| {
-        tracing::warn!("notification through {chan} failed: {e}");
-        errors.push(format!("{chan}: {e}"));
+    for ev in events {
+        let results = send_each(cfg, &ev);
+        if results.is_empty() || results.iter().any(|(_, r)| r.is_ok()) {
+            state.told(subject, &ev);
+        }
+        errors.extend(results.into_iter().filter_map(|(chan, r)| r.err().map(|e| format!("{chan}: {e}"))));
+    }
+    errors
+}
+
+/// Sends `ev` through every configured channel: each channel's name and result, failures
+/// logged.
+pub fn send_each(cfg: &NotifyConfig, ev: &Event) -> Vec<(&'static str, std::result::Result<(), String>)> {
+    let mut out = Vec::new();
+    let mut done = |chan: &'static str, r: std::result::Result<(), String>| {
+        if let Err(e) = &r {
+            tracing::warn!("notification through {chan} failed: {e}");
+        }
+        out.push((chan, r));
     };
+    let alarm = matches!(ev.event.as_str(), "failure" | "consecutive_failures" | "dead_man");
     if let Some(url) = &cfg.ntfy {
-        let prio = if ev.event == "recovery" { "default" } else { "high" };
         let r = agent()
             .post(url)
             .set("Title", &ev.title())
-            .set("Priority", prio)
-            .set("Tags", if ev.event == "recovery" { "white_check_mark" } else { "warning" })
+            .set("Priority", if alarm { "high" } else { "default" })
+            .set("Tags", if alarm || ev.event == "reminder" { "warning" } else { "white_check_mark" })
             .send_string(&ev.message);
-        if let Err(e) = r {
-            fail("ntfy", e.to_string());
-        }
+        done("ntfy", r.map(|_| ()).map_err(|e| e.to_string()));
     }
     if let Some(url) = &cfg.webhook {
         let body = serde_json::json!({"title": ev.title(), "event": ev.event, "type": ev.backup_type, "message": ev.message, "host": ev.host, "time": ev.time.to_rfc3339()});
-        if let Err(e) = agent().post(url).send_json(body) {
-            fail("webhook", e.to_string());
-        }
+        done("webhook", agent().post(url).send_json(body).map(|_| ()).map_err(|e| e.to_string()));
     }
     if let Some(cmd) = &cfg.command {
         let r = Command::new("sh")
@@ -92,35 +114,47 @@ pub fn send(cfg: &NotifyConfig, ev: &Event) -> Vec<String> {
             .env("CAIRN_TIME", ev.time.to_rfc3339())
             .stdin(Stdio::null())
             .status();
-        match r {
-            Ok(s) if s.success() => {}
-            Ok(s) => fail("command", format!("exited with {s}")),
-            Err(e) => fail("command", e.to_string()),
-        }
+        done(
+            "command",
+            match r {
+                Ok(s) if s.success() => Ok(()),
+                Ok(s) => Err(format!("exited with {s}")),
+                Err(e) => Err(e.to_string()),
+            },
+        );
     }
     if let Some(mail) = &cfg.email {
-        let sendmail = mail.sendmail.clone().unwrap_or_else(|| "/usr/sbin/sendmail".into());
         let from = mail.from.clone().unwrap_or_else(|| format!("cairn@{}", ev.host));
-        let msg = format!(
-            "From: {from}\r\nTo: {}\r\nSubject: {}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{}\r\n\r\nevent: {}\r\ntype: {}\r\nhost: {}\r\ntime: {}\r\n",
-            mail.to,
-            ev.title(),
+        let text = format!(
+            "{}\r\n\r\nevent: {}\r\ntype: {}\r\nhost: {}\r\ntime: {}\r\n",
             ev.message,
             ev.event,
             ev.backup_type,
             ev.host,
             ev.time.to_rfc3339()
         );
-        let r =
-            Command::new(&sendmail).arg("-t").stdin(Stdio::piped()).stdout(Stdio::null()).spawn().and_then(|mut c| {
-                c.stdin.take().expect("piped").write_all(msg.as_bytes())?;
-                c.wait()
-            });
-        match r {
-            Ok(s) if s.success() => {}
-            Ok(s) => fail("email", format!("{} exited with {s}", sendmail.display())),
-            Err(e) => fail("email", format!("{}: {e}", sendmail.display())),
-        }
+        let r = match &mail.smtp {
+            Some(smtp) => email::smtp(mail, smtp, &from, &ev.title(), text),
+            None => sendmail(mail, &from, &ev.title(), &text),
+        };
+        done("email", r);
     }
-    errors
+    out
+}
+
+fn sendmail(mail: &EmailConfig, from: &str, subject: &str, text: &str) -> std::result::Result<(), String> {
+    let sendmail = mail.sendmail.clone().unwrap_or_else(|| "/usr/sbin/sendmail".into());
+    let msg = format!(
+        "From: {from}\r\nTo: {}\r\nSubject: {subject}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}",
+        mail.to
+    );
+    let r = Command::new(&sendmail).arg("-t").stdin(Stdio::piped()).stdout(Stdio::null()).spawn().and_then(|mut c| {
+        c.stdin.take().expect("piped").write_all(msg.as_bytes())?;
+        c.wait()
+    });
+    match r {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("{} exited with {s}", sendmail.display())),
+        Err(e) => Err(format!("{}: {e}", sendmail.display())),
+    }
 }

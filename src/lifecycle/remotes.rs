@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::lifecycle::clock::{Clock, SystemClock};
 use crate::lifecycle::config::Config;
 use crate::lifecycle::history::{History, Outcome, Run};
+use crate::lifecycle::notify::{self, NotifyState, Policy};
 use crate::lifecycle::runner::SyncOutcome;
 use crate::ops::snapshot_set::SnapshotSet;
 use crate::ops::sync::RemoteCheck;
@@ -19,7 +20,7 @@ use crate::store::{Handle, LocalStore};
 /// A remote by its configured name, or an rclone target given directly (`gdrive:backups`).
 pub fn find(cfg: Option<&Config>, name: &str) -> Result<Rclone> {
     if let Some(r) = cfg.and_then(|c| c.backup.remotes.iter().find(|r| r.name == name)) {
-        return Ok(Rclone::new(&r.name, &r.rclone, &r.flags));
+        return Ok(r.store());
     }
     if name.contains(':') {
         return Ok(Rclone::new(name, name, &[]));
@@ -36,9 +37,7 @@ pub fn selected(cfg: Option<&Config>, only: Option<&str>) -> Result<Vec<Rclone>>
     if let Some(n) = only {
         return Ok(vec![find(cfg, n)?]);
     }
-    Ok(cfg
-        .map(|c| c.backup.remotes.iter().map(|r| Rclone::new(&r.name, &r.rclone, &r.flags)).collect())
-        .unwrap_or_default())
+    Ok(cfg.map(|c| c.backup.remotes.iter().map(|r| r.store()).collect()).unwrap_or_default())
 }
 
 /// Snapshot files a configured remote's own retention leaves out (none without a retention).
@@ -60,7 +59,8 @@ pub fn remote_exclusions(
     })
 }
 
-/// Syncs each remote, recording each in the history; a failure is reported, never raised.
+/// Syncs each remote, recording each in the history and telling a failure (once, then as
+/// reminders) and a recovery as for a backup type; a failure is reported, never raised.
 pub fn sync_all(
     cfg: Option<&Config>,
     repo: &Repo,
@@ -70,7 +70,16 @@ pub fn sync_all(
     clock: &dyn Clock,
 ) -> Vec<SyncOutcome> {
     let mut out = Vec::new();
+    let notify_cfg = cfg.and_then(|c| c.backup.notify.clone()).unwrap_or_default();
+    let policy = Policy::of(&notify_cfg);
+    let root = repo.store().root();
+    let mut told = match cfg {
+        Some(c) => crate::lifecycle::state::notify_state_for(c, Some(root)),
+        None => NotifyState::in_repository(root),
+    };
     for remote in remotes {
+        // The whole sync of one remote is bounded: a remote that hangs cannot hold the run.
+        let remote = &remote.bounded();
         let start = chrono::Local::now();
         let r = remote_exclusions(cfg, repo, &remote.name, set, clock)
             .and_then(|ex| crate::ops::sync::sync(repo.store(), remote, &remote.name, dry_run, &ex));
@@ -124,8 +133,18 @@ pub fn sync_all(
             if let Ok(h) = History::open(repo.store().root()) {
                 let _ = h.record(&run);
             }
+            let (subject, what, now) =
+                (&run.backup_type, format!("sync to {}", remote.name), clock.now().fixed_offset());
+            let events = match &run.error {
+                Some(e) => told.failed(subject, &what, now, e, &policy),
+                None => told.succeeded(subject, &what, now).into_iter().collect(),
+            };
+            o.notify_errors = notify::deliver(&notify_cfg, &mut told, subject, events);
         }
         out.push(o);
+    }
+    if let Err(e) = told.save() {
+        tracing::warn!("notification state not saved: {e}");
     }
     out
 }

@@ -13,7 +13,7 @@ use crate::lifecycle::clock::Clock;
 use crate::lifecycle::config::{Config, TypeConfig};
 use crate::lifecycle::history::{History, Outcome, Run};
 use crate::lifecycle::job::{run_type, RunFlags};
-use crate::lifecycle::notify::{self, Event};
+use crate::lifecycle::notify::{self, Event, NotifyState, Policy};
 use crate::lifecycle::schedule::{self, human_duration, Schedule};
 use crate::ops::prune::{self, PruneOptions, PruneReport};
 use crate::ops::snapshot::SnapshotOutcome;
@@ -112,6 +112,9 @@ pub struct SyncOutcome {
     pub error: Option<String>,
     /// Full report.
     pub report: Option<crate::ops::sync::SyncReport>,
+    /// Notifications about this sync that could not be delivered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notify_errors: Vec<String>,
 }
 
 impl BackupReport {
@@ -227,7 +230,9 @@ pub fn run_backups(
     let history = History::open(repo.store().root())?;
     let mut report = BackupReport::default();
     let notify_cfg = cfg.backup.notify.clone().unwrap_or_default();
-    let threshold = notify_cfg.consecutive_failures.unwrap_or(3);
+    let policy = Policy::of(&notify_cfg);
+    // Kept outside the repository: one record with the failures before it opens (lifecycle::outside).
+    let mut told = crate::lifecycle::state::notify_state_for(cfg, Some(repo.store().root()));
     let host = crate::util::hostname();
     let mut succeeded = Vec::new();
     // Due decisions only look at what existed before this run.
@@ -276,7 +281,6 @@ pub fn run_backups(
             snapshot: None,
             retries,
         };
-        let failures_before = history.consecutive_failures(name)?;
         let mut tr = TypeResult {
             backup_type: name.clone(),
             reason,
@@ -338,44 +342,26 @@ pub fn run_backups(
         if let Err(e) = history.record(&run) {
             tracing::warn!("{name}: cannot record the run in the history: {e}");
         }
-        // Notifications.
-        let mut events = Vec::new();
-        if run.result.failed() {
-            events.push(Event::new(
-                "failure",
-                name,
-                end,
-                format!("{name} backup failed: {}", run.error.clone().unwrap_or_default()),
-            ));
-            if failures_before + 1 == threshold {
-                events.push(Event::new(
-                    "consecutive_failures",
-                    name,
-                    end,
-                    format!(
-                        "{name} backup has failed {threshold} times in a row; last error: {}",
-                        run.error.clone().unwrap_or_default()
-                    ),
-                ));
-            }
-        } else if failures_before > 0 {
-            events.push(Event::new(
-                "recovery",
-                name,
-                end,
-                format!("{name} backup succeeded again after {failures_before} failed runs"),
-            ));
+        // Notifications: the state decides what is told now (first failure, daily reminder,
+        // recovery once). A partial snapshot counts as a failure here.
+        let what = format!("{name} backup");
+        let mut events = if run.result.failed() {
+            told.failed(name, &what, end.fixed_offset(), run.error.as_deref().unwrap_or_default(), &policy)
+        } else {
+            told.condition_cleared(&format!("dead_man:{name}"));
+            told.succeeded(name, &what, end.fixed_offset()).into_iter().collect()
+        };
+        if notify_cfg.on_success && run.result == Outcome::Success {
+            events.push(Event::new("success", name, end, success_message(&what, &tr)));
         }
-        if !run.result.failed() {
-            history.clear_alert(name, "dead_man")?;
-        }
-        for ev in events {
-            report.notify_errors.extend(notify::send(&notify_cfg, &ev));
-        }
+        report.notify_errors.extend(notify::deliver(&notify_cfg, &mut told, name, events));
         report.ran.push(tr);
     }
     let now = clock.now();
-    report.notify_errors.extend(dead_man_check(cfg, &history, set.all(), &now)?);
+    report.notify_errors.extend(dead_man_check(cfg, &history, &mut told, set.all(), &now)?);
+    if let Err(e) = told.save() {
+        report.notify_errors.push(format!("notification state not saved: {e}"));
+    }
     // Retention and prune for the types that just succeeded; failures here never fail the backup.
     if !succeeded.is_empty() && cfg.backup.forget_after_backup.unwrap_or(true) {
         let policy = |t: &str| cfg.type_config(t).and_then(|c| c.retention.clone());
@@ -423,15 +409,34 @@ fn clock_warnings(before: &[(SnapshotId, Snapshot)], new: &Snapshot, now: &DateT
     )]
 }
 
-/// Alerts once a day per type whose last success at `now` is older than twice its RPO (or its
-/// catch_up_after, if longer).
+/// "db backup: snapshot 1a2b3c4d saved, 12 files, 3.4 MiB read, 1.2 MiB new, 0.42s".
+fn success_message(what: &str, tr: &TypeResult) -> String {
+    let h = crate::util::human_bytes;
+    let snap = tr.snapshot.map(|s| s.short()).unwrap_or_default();
+    match &tr.stats {
+        Some(s) => format!(
+            "{what}: snapshot {snap} saved, {} files, {} read, {} new, {:.2}s",
+            s.files,
+            h(s.logical_bytes),
+            h(s.new_bytes),
+            tr.duration_s
+        ),
+        None => format!("{what}: snapshot {snap} saved, {:.2}s", tr.duration_s),
+    }
+}
+
+/// Alerts once per `remind_every` (default a day) per type whose last success at `now` is older
+/// than twice its RPO (or its catch_up_after, if longer), unless its failure was told within that
+/// time (its own reminders say the same). `state` records what was told.
 pub fn dead_man_check(
     cfg: &Config,
     history: &History,
+    state: &mut NotifyState,
     snaps: &[(SnapshotId, Snapshot)],
     now: &DateTime<Local>,
 ) -> Result<Vec<String>> {
     let notify_cfg = cfg.backup.notify.clone().unwrap_or_default();
+    let every = Policy::of(&notify_cfg).remind_every;
     let now_f = now.fixed_offset();
     let mut errors = Vec::new();
     for (name, t) in &cfg.types {
@@ -446,10 +451,12 @@ pub fn dead_man_check(
             // failure is reported as a failure, not at once as a dead man as well).
             None => history.first_run(name)?.is_some_and(|f| now_f - f > limit),
         };
+        let key = format!("dead_man:{name}");
         if !stale {
+            state.condition_cleared(&key);
             continue;
         }
-        if history.last_alert(name, "dead_man")?.is_some_and(|a| now_f - a < chrono::Duration::days(1)) {
+        if state.told_within(name, now_f, every) || !state.condition_due(&key, now_f, every, "overdue") {
             continue;
         }
         let msg = match last {
@@ -460,8 +467,7 @@ pub fn dead_man_check(
             ),
             None => format!("no successful {name} backup yet"),
         };
-        errors.extend(notify::send(&notify_cfg, &Event::new("dead_man", name, *now, msg)));
-        history.set_alert(name, "dead_man", &now.to_rfc3339())?;
+        errors.extend(notify::deliver(&notify_cfg, state, &key, vec![Event::new("dead_man", name, *now, msg)]));
     }
     Ok(errors)
 }

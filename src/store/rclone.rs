@@ -8,9 +8,10 @@
 //! empty remote.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
@@ -26,7 +27,19 @@ pub struct RcloneStore {
     pub flags: Vec<String>,
     /// Name used in messages.
     pub name: String,
+    /// Longest a bounded operation (a whole sync) may take.
+    pub time_limit: Duration,
+    /// When the bounded operation under way must end: its rclone child is killed then.
+    deadline: Option<Instant>,
 }
+
+/// The default bound on a whole sync: generous for a slow uplink, but a hung remote cannot hold
+/// the run (and the repository lock) for ever.
+pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(6 * 3600);
+
+/// rclone flags a remote gets unless its own flags set them: rclone's defaults (1 min to connect,
+/// 5 min of silence, each retried) let a remote that accepts and never answers hold a run for hours.
+const DEFAULT_TIMEOUTS: [(&str, &str); 2] = [("--contimeout", "--contimeout=30s"), ("--timeout", "--timeout=2m")];
 
 #[derive(Deserialize)]
 struct LsEntry {
@@ -55,7 +68,25 @@ fn rclone_bin() -> std::ffi::OsString {
 impl RcloneStore {
     /// A remote.
     pub fn new(name: &str, target: &str, flags: &[String]) -> Self {
-        RcloneStore { target: target.trim_end_matches('/').to_string(), flags: flags.to_vec(), name: name.into() }
+        RcloneStore {
+            target: target.trim_end_matches('/').to_string(),
+            flags: flags.to_vec(),
+            name: name.into(),
+            time_limit: DEFAULT_TIME_LIMIT,
+            deadline: None,
+        }
+    }
+
+    /// With `limit` as the bound of a whole operation instead of [`DEFAULT_TIME_LIMIT`].
+    pub fn with_time_limit(mut self, limit: Duration) -> Self {
+        self.time_limit = limit;
+        self
+    }
+
+    /// A copy whose operations must all end within its time limit from now: the rclone process
+    /// running when it passes is killed and the operation fails.
+    pub fn bounded(&self) -> Self {
+        RcloneStore { deadline: Some(Instant::now() + self.time_limit), ..self.clone() }
     }
 
     fn join(&self, rel: &str) -> String {
@@ -72,9 +103,31 @@ impl RcloneStore {
         if !self.flags.iter().any(|f| f.starts_with("--tpslimit")) {
             c.arg("--tpslimit=10");
         }
+        for (flag, default) in DEFAULT_TIMEOUTS {
+            if !self.flags.iter().any(|f| f == flag || f.starts_with(&format!("{flag}="))) {
+                c.arg(default);
+            }
+        }
         c.args(&self.flags);
         c.stdin(Stdio::null());
+        die_with_parent(&mut c);
         c
+    }
+
+    /// Waits for `child`, killing it once the deadline passes (then `Ok(None)`).
+    fn wait(&self, child: &mut std::process::Child) -> std::io::Result<Option<std::process::ExitStatus>> {
+        let Some(deadline) = self.deadline else { return child.wait().map(Some) };
+        loop {
+            if let Some(s) = child.try_wait()? {
+                return Ok(Some(s));
+            }
+            if Instant::now() >= deadline {
+                child.kill()?;
+                child.wait()?;
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Runs rclone, feeding `input` on stdin when given; returns its stdout.
@@ -85,21 +138,41 @@ impl RcloneStore {
                 err: std::io::Error::new(e.kind(), format!("cannot run rclone (is it installed?): {e}")),
             })
         };
-        let out = match input {
-            None => c.output().map_err(spawn_err)?,
-            Some(bytes) => {
-                c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-                let mut child = c.spawn().map_err(spawn_err)?;
-                let mut stdin = child.stdin.take().expect("piped");
-                // Written from another thread: rclone may fill its output pipes before it has
-                // read all of its input.
-                let bytes = bytes.to_vec();
-                let writer = std::thread::spawn(move || stdin.write_all(&bytes));
-                let out = child.wait_with_output().map_err(spawn_err)?;
-                let _ = writer.join();
-                out
-            }
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        if input.is_some() {
+            c.stdin(Stdio::piped());
+        }
+        let mut child = c.spawn().map_err(spawn_err)?;
+        // Input written and output read by other threads: rclone may fill its output pipes
+        // before it has read all of its input, and the wait below must be able to give up.
+        let writer = input.map(|bytes| {
+            let mut stdin = child.stdin.take().expect("piped");
+            let bytes = bytes.to_vec();
+            std::thread::spawn(move || stdin.write_all(&bytes))
+        });
+        let stdout = drain(child.stdout.take());
+        let stderr = drain(child.stderr.take());
+        let status = self.wait(&mut child).map_err(spawn_err)?;
+        let out = std::process::Output {
+            status: status.unwrap_or_else(|| std::os::unix::process::ExitStatusExt::from_raw(libc::SIGKILL)),
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
         };
+        if let Some(w) = writer {
+            let _ = w.join();
+        }
+        if status.is_none() {
+            return Err(Failure::Other(Error::Io {
+                path: PathBuf::from(format!("remote {}", self.name)),
+                err: std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "rclone {what} killed: the operation reached its time limit of {}s (is the remote reachable? \"time_limit\" in the remote's config raises it)",
+                        self.time_limit.as_secs()
+                    ),
+                ),
+            }));
+        }
         if out.status.success() {
             return Ok(out.stdout);
         }
@@ -185,6 +258,43 @@ impl RcloneStore {
             md5: e.hashes.get("md5").or_else(|| e.hashes.get("MD5")).map(|h| h.to_ascii_lowercase()),
         }))
     }
+}
+
+/// Reads `pipe` to its end on another thread.
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut v);
+        }
+        v
+    })
+}
+
+/// Makes the rclone child die with cairn: killing cairn (even with SIGKILL) must not leave an
+/// rclone upload running against the repository.
+fn die_with_parent(c: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        let parent = std::process::id();
+        // SAFETY: between fork and exec only async-signal-safe calls (prctl, getppid), nothing
+        // allocated.
+        unsafe {
+            c.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent died before the prctl: nobody would kill this child any more.
+                if libc::getppid() as u32 != parent {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = c;
 }
 
 impl Store for RcloneStore {

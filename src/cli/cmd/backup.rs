@@ -1,6 +1,6 @@
 //! `backup`: run the configured types, sync remotes after a success, report.
 
-use crate::lifecycle::clock::Clock as _;
+use crate::lifecycle::clock::Clock;
 use anyhow::{bail, Result};
 
 use crate::cli::args::BackupArgs;
@@ -8,28 +8,37 @@ use crate::cli::{render, Ctx, Finish};
 use crate::format::repo_config::Encryption;
 use crate::lifecycle::config::Config;
 use crate::lifecycle::history::Outcome;
+use crate::lifecycle::outside;
 use crate::lifecycle::runner::{self, BackupReport, RunOptions};
+use crate::lifecycle::state::State;
 use crate::repo::Repo;
 use crate::util::human_bytes;
 
 pub(in crate::cli) fn run(ctx: &Ctx, a: &BackupArgs) -> Result<Finish> {
-    let cfg = ctx.require_config()?;
+    let clock = crate::lifecycle::clock::SystemClock;
+    let cfg = config_or_record(ctx, &clock)?;
     for t in &a.types {
         if cfg.type_config(t).is_none() {
             let known: Vec<&str> = cfg.types.iter().map(|(n, _)| n.as_str()).collect();
             bail!("{}: no backup type {t:?} (configured: {})", cfg.file.display(), known.join(", "));
         }
     }
-    let mut repo = open_or_create(ctx, cfg)?;
+    let state = outside::state_for(cfg);
+    let mut repo = open_or_record(ctx, cfg, state.as_ref(), &a.types, &clock)?;
     let opts = RunOptions {
         now: a.now,
         types: a.types.clone(),
         flags: crate::lifecycle::job::RunFlags { no_vacuum: a.no_vacuum, force_read: a.force_read },
         retry_base: retry_base(),
     };
-    let clock = crate::lifecycle::clock::SystemClock;
     let mut set = crate::ops::snapshot_set::SnapshotSet::new();
     let mut report = runner::run_backups(&mut repo, cfg, &opts, &mut set, &clock)?;
+    if let Some(s) = &state {
+        let history = crate::lifecycle::history::History::open(repo.store().root())?;
+        if let Err(e) = outside::note_successes(s, cfg, &history, set.all(), &clock.now()) {
+            tracing::warn!("state kept outside the repository: {e}");
+        }
+    }
     if !a.no_sync && report.ran.iter().any(|r| r.result == Outcome::Success) {
         report.sync = crate::lifecycle::remotes::sync_all(Some(cfg), &repo, &ctx.remotes()?, false, &mut set, &clock);
     }
@@ -73,11 +82,70 @@ pub(in crate::cli) fn retry_base() -> std::time::Duration {
         .map_or(runner::DEFAULT_RETRY_BASE, std::time::Duration::from_millis)
 }
 
-/// Opens the configured repository, creating it on first use (and saying so).
-pub(in crate::cli) fn open_or_create(ctx: &Ctx, cfg: &Config) -> Result<Repo> {
+/// The configuration; one that does not load is recorded in its state outside the repository
+/// and notified (as far as its notify section can still be read) before the error is returned.
+pub(in crate::cli) fn config_or_record<'a>(ctx: &'a Ctx, clock: &dyn Clock) -> Result<&'a Config> {
+    let e = match ctx.require_config() {
+        Ok(c) => return Ok(c),
+        Err(e) => e,
+    };
+    // Only a file that exists has a state directory and a notify section to read.
+    if let Ok(Some(file)) = Config::locate(ctx.cli.config.as_deref()) {
+        warn_undelivered(&outside::config_failed(&file, &format!("{e:#}"), clock));
+    }
+    Err(e)
+}
+
+/// [`open_or_create`], and a failure to open recorded and notified through the state outside the
+/// repository, with the dead-man check run from there.
+pub(in crate::cli) fn open_or_record(
+    ctx: &Ctx,
+    cfg: &Config,
+    state: Option<&State>,
+    types: &[String],
+    clock: &dyn Clock,
+) -> Result<Repo> {
+    let start = clock.now();
+    let e = match open_or_create(ctx, cfg, state, clock) {
+        Ok(r) => return Ok(r),
+        Err(e) => e,
+    };
+    if let Some(s) = state {
+        let types: Vec<String> =
+            if types.is_empty() { cfg.types.iter().map(|(n, _)| n.clone()).collect() } else { types.to_vec() };
+        let repo_path = ctx.repo_path().ok();
+        match outside::open_failed(s, cfg, repo_path.as_deref(), &types, start, &format!("{e:#}"), clock) {
+            Ok(errors) => warn_undelivered(&errors),
+            Err(r) => tracing::warn!("recording the failure outside the repository: {r}"),
+        }
+    }
+    Err(e)
+}
+
+fn warn_undelivered(errors: &[String]) {
+    for e in errors {
+        eprintln!("warning: notification not delivered: {e}");
+    }
+}
+
+/// Opens the configured repository, creating it on first use (and saying so) unless `state`
+/// remembers a repository this config had there, which is then reported gone.
+pub(in crate::cli) fn open_or_create(
+    ctx: &Ctx,
+    cfg: &Config,
+    state: Option<&State>,
+    clock: &dyn Clock,
+) -> Result<Repo> {
     let path = ctx.repo_path()?;
+    // With --remote the repository opened is that remote's mirror, not `path`.
+    let state = state.filter(|_| ctx.cli.remote.is_none());
+    let remembered = match state {
+        Some(s) => s.remembered(&path)?,
+        None => None,
+    };
     let password = || ctx.with_passwords(|p| p.for_new_repository());
-    if let Some(c) = crate::lifecycle::first_use::create_if_fresh(&path, cfg, ctx.kdf()?, &password)? {
+    let created = crate::lifecycle::first_use::create_if_fresh(&path, cfg, ctx.kdf()?, &password, remembered.as_ref())?;
+    if let Some(c) = &created {
         if !ctx.quiet() && !ctx.json() {
             println!(
                 "created repository {} at {} ({})",
@@ -87,7 +155,17 @@ pub(in crate::cli) fn open_or_create(ctx: &Ctx, cfg: &Config) -> Result<Repo> {
             );
         }
     }
-    ctx.open()
+    if let (Some(s), Some(c)) = (state, &created) {
+        // Remembered at once: a run that fails after creating it must not create it again.
+        if let Err(e) = s.remember(&path, &c.id.to_hex(), &clock.now().to_rfc3339(), true) {
+            tracing::warn!("state kept outside the repository: {e}");
+        }
+    }
+    let repo = ctx.open()?;
+    if let Some(s) = state {
+        warn_undelivered(&outside::opened(s, cfg, &path, &repo.config().id.to_hex(), created.is_some(), clock)?);
+    }
+    Ok(repo)
 }
 
 /// Renders one backup round (also the daemon's).
@@ -167,6 +245,9 @@ pub(in crate::cli) fn print_report(ctx: &Ctx, report: &BackupReport) {
                 r.deleted
             ),
             Some(e) => println!("sync {}: FAILED (the backup is safe locally; the next run catches up): {e}", r.remote),
+        }
+        for e in &r.notify_errors {
+            eprintln!("warning: notification not delivered: {e}");
         }
     }
     if let Some(e) = &report.maintenance_error {

@@ -22,6 +22,16 @@ pub(in crate::cli) fn run(ctx: &Ctx, a: &InitArgs) -> Result<Finish> {
         Encryption::XChaCha20Poly1305 => Some(ctx.with_passwords(|p| p.for_new_repository())?),
     };
     let config = crate::repo::init(&path, &opts, pw.as_ref().map(|p| p.as_slice()))?;
+    // The config's state outside the repository learns of it, so that `backup` reports it gone
+    // if it goes missing rather than creating another in its place.
+    if let (Ok(Some(cfg)), None) = (ctx.config(), &ctx.cli.remote) {
+        if let Some(s) = crate::lifecycle::outside::state_for(cfg) {
+            let now = crate::lifecycle::clock::Clock::now(&crate::lifecycle::clock::SystemClock).to_rfc3339();
+            if let Err(e) = s.remember(&path, &config.id.to_hex(), &now, true) {
+                tracing::warn!("state kept outside the repository: {e}");
+            }
+        }
+    }
     if ctx.json() {
         render::print_json(&json!({"repository": path, "id": config.id.to_hex(), "encryption": config.encryption}));
     } else if !ctx.quiet() {

@@ -9,6 +9,7 @@ pub(super) mod forget;
 pub(super) mod generate;
 pub(super) mod init;
 pub(super) mod key;
+pub(super) mod notify;
 pub(super) mod prune;
 pub(super) mod repair;
 pub(super) mod restore;

@@ -32,9 +32,27 @@ pub(in crate::cli) fn status(ctx: &Ctx, metrics_file: Option<&Path>) -> Result<F
 
 pub(in crate::cli) fn history(ctx: &Ctx, backup_type: Option<&str>, limit: usize) -> Result<Finish> {
     let path = ctx.repo_path()?;
-    crate::repo::read_config(&path)?;
-    let h = crate::lifecycle::history::History::open(&path)?;
-    let runs = h.list(backup_type, limit)?;
+    // Runs that never reached the repository are kept outside it (lifecycle::state).
+    let outside = match ctx.config()? {
+        Some(cfg) => crate::lifecycle::outside::existing_state_for(cfg)?,
+        None => None,
+    };
+    let mut runs = match (crate::repo::read_config(&path), &outside) {
+        (Ok(_), _) => crate::lifecycle::history::History::open(&path)?.list(backup_type, limit)?,
+        // The repository is out of reach: what was recorded outside it is still worth showing.
+        (Err(e), Some(_)) => {
+            eprintln!("warning: {e}: showing only the runs recorded outside the repository");
+            Vec::new()
+        }
+        (Err(e), None) => return Err(e.into()),
+    };
+    if let Some(s) = &outside {
+        runs.extend(s.list(backup_type, limit)?);
+        // Newest first by start time, as each source lists them.
+        let key = |r: &crate::lifecycle::history::Run| chrono::DateTime::parse_from_rfc3339(&r.start).ok();
+        runs.sort_by_key(|r| std::cmp::Reverse(key(r)));
+        runs.truncate(limit);
+    }
     if ctx.json() {
         render::print_json(&serde_json::to_value(&runs)?);
         return Ok(Finish::Ok);

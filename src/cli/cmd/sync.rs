@@ -25,6 +25,9 @@ pub(in crate::cli) fn sync(ctx: &Ctx, dry_run: bool) -> Result<Finish> {
         render::print_json(&serde_json::to_value(&results)?);
     } else {
         for r in &results {
+            for e in &r.notify_errors {
+                eprintln!("warning: notification not delivered: {e}");
+            }
             match (&r.error, &r.report) {
                 (Some(e), _) => println!("{}: FAILED: {e}", r.remote),
                 (None, Some(rep)) => {
