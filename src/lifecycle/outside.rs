@@ -19,8 +19,7 @@ use crate::lifecycle::clock::Clock;
 use crate::lifecycle::config::{Config, NotifyConfig};
 use crate::lifecycle::history::{History, Outcome};
 use crate::lifecycle::notify::{self, Event, NotifyState, Policy};
-use crate::lifecycle::runner::{last_success, TypeResult};
-use crate::lifecycle::schedule::human_duration;
+use crate::lifecycle::runner::{self, last_success, TypeResult};
 use crate::lifecycle::state::{notify_state, notify_state_for, state_dir, Remembered, State};
 
 /// The history name of runs that stopped because the repository could not be opened (missing,
@@ -271,25 +270,15 @@ pub fn dead_man_check(
         if t.schedule.is_none() {
             continue;
         }
-        let limit = (t.rpo() * 2).max(t.catch_up_after.map_or_else(chrono::Duration::zero, |c| c.duration()));
-        let last = state.last_success(name)?;
-        let stale = match last {
-            Some(l) => now_f - l > limit,
-            None => state.first_run(name)?.is_some_and(|f| now_f - f > limit),
-        };
         let key = format!("dead_man:{name}");
-        // Not stale by what is known here: the runner clears the record once it knows better.
-        if !stale || told.told_within(name, now_f, every) || !told.condition_due(&key, now_f, every, "overdue") {
+        // Not overdue by what is known here: the runner clears the record once it knows better.
+        let Some(msg) = runner::overdue(name, t, state.last_success(name)?, || state.first_run(name), now_f)? else {
+            continue;
+        };
+        if told.told_within(name, now_f, every) || !told.condition_due(&key, now_f, every, "overdue") {
             continue;
         }
-        let msg = match last {
-            Some(l) => format!(
-                "no successful {name} backup in {} (limit {}); the repository cannot be opened",
-                human_duration(now_f - l),
-                human_duration(limit)
-            ),
-            None => format!("no successful {name} backup yet; the repository cannot be opened"),
-        };
+        let msg = format!("{msg}; the repository cannot be opened");
         errors.extend(notify::deliver(&n, told, &key, vec![Event::new("dead_man", name, *now, msg)]));
     }
     Ok(errors)

@@ -425,6 +425,30 @@ fn success_message(what: &str, tr: &TypeResult) -> String {
     }
 }
 
+/// One scheduled type's dead-man verdict, shared by this check and the one run from the state
+/// outside the repository: a message when its last success is older than twice its RPO (or its
+/// catch_up_after, if longer). A type that never succeeded is overdue once its first run is
+/// older than that (a first failure is reported as a failure, not at once as a dead man too).
+pub(crate) fn overdue(
+    name: &str,
+    t: &TypeConfig,
+    last: Option<DateTime<FixedOffset>>,
+    first_run: impl FnOnce() -> Result<Option<DateTime<FixedOffset>>>,
+    now: DateTime<FixedOffset>,
+) -> Result<Option<String>> {
+    let limit = (t.rpo() * 2).max(t.catch_up_after.map_or_else(chrono::Duration::zero, |c| c.duration()));
+    let stale = match last {
+        Some(l) => now - l > limit,
+        None => first_run()?.is_some_and(|f| now - f > limit),
+    };
+    Ok(stale.then(|| match last {
+        Some(l) => {
+            format!("no successful {name} backup in {} (limit {})", human_duration(now - l), human_duration(limit))
+        }
+        None => format!("no successful {name} backup yet"),
+    }))
+}
+
 /// Alerts once per `remind_every` (default a day) per type whose last success at `now` is older
 /// than twice its RPO (or its catch_up_after, if longer), unless its failure was told within that
 /// time (its own reminders say the same). `state` records what was told.
@@ -443,30 +467,15 @@ pub fn dead_man_check(
         if t.schedule.is_none() {
             continue;
         }
-        let limit = (t.rpo() * 2).max(t.catch_up_after.map_or_else(chrono::Duration::zero, |c| c.duration()));
-        let last = last_success(history, snaps, name, now)?;
-        let stale = match last {
-            Some(l) => now_f - l > limit,
-            // Never succeeded: stale once its first run is older than the limit (a first
-            // failure is reported as a failure, not at once as a dead man as well).
-            None => history.first_run(name)?.is_some_and(|f| now_f - f > limit),
-        };
         let key = format!("dead_man:{name}");
-        if !stale {
+        let last = last_success(history, snaps, name, now)?;
+        let Some(msg) = overdue(name, t, last, || history.first_run(name), now_f)? else {
             state.condition_cleared(&key);
             continue;
-        }
+        };
         if state.told_within(name, now_f, every) || !state.condition_due(&key, now_f, every, "overdue") {
             continue;
         }
-        let msg = match last {
-            Some(l) => format!(
-                "no successful {name} backup in {} (limit {})",
-                human_duration(now_f - l),
-                human_duration(limit)
-            ),
-            None => format!("no successful {name} backup yet"),
-        };
         errors.extend(notify::deliver(&notify_cfg, state, &key, vec![Event::new("dead_man", name, *now, msg)]));
     }
     Ok(errors)
