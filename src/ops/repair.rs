@@ -161,7 +161,7 @@ pub fn repair_packs(repo: &mut Repo) -> Result<RepairPacksReport> {
     }
     for pack in damaged.keys() {
         if repo.store().size(Handle::Pack(*pack))?.is_some() {
-            repo.store().remove(Handle::Pack(*pack))?;
+            quarantine_pack(repo.store(), *pack)?;
         }
         repo.cache().unmark_damaged(pack)?;
     }
@@ -204,4 +204,24 @@ pub fn repair_packs(repo: &mut Repo) -> Result<RepairPacksReport> {
     report.lost_chunks = lost.iter().map(ChunkId::to_hex).collect();
     report.packs = per_pack;
     Ok(report)
+}
+
+/// Moves a damaged pack to `quarantine/packs/xy/<id>` instead of deleting it: the damage was
+/// local, a remote may hold the good copy, and `sync` never deletes a remote's copy of a
+/// quarantined file (a dropped pack would otherwise look "synced, gone locally" and be deleted
+/// from the one place its lost chunks still exist). The link is durable before the original goes.
+fn quarantine_pack(store: &crate::store::LocalStore, pack: PackId) -> Result<()> {
+    let h = Handle::Pack(pack);
+    let rel = h.rel_path();
+    let to = store.root().join("quarantine").join(&rel);
+    let dir = to.parent().unwrap_or(store.root());
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    match std::fs::hard_link(store.handle_path(h), &to) {
+        Ok(()) => {}
+        // Quarantined before (an interrupted repair): the same content-named pack.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io(&to, e)),
+    }
+    crate::store::fsync_dir(dir)?;
+    store.remove(h)
 }

@@ -397,8 +397,9 @@ pub fn sync(
         }
     }
     report.foreign.sort();
-    // A snapshot file `repair snapshots` quarantined was damaged here; the remote's copy may be
-    // the good one, so it is not deleted (format-spec/layout.md, "Quarantine").
+    // A snapshot file `repair snapshots` or a pack `repair packs` quarantined was damaged here;
+    // the remote's copy may be the good one, so it is not deleted (format-spec/layout.md,
+    // "Quarantine").
     let quarantined = |p: &String| local.root().join("quarantine").join(p).exists();
     let mut to_delete: Vec<String> = synced
         .keys()

@@ -116,6 +116,11 @@ fn a_damaged_pack_is_not_deduplicated_against_and_repair_packs_names_what_was_lo
         .collect();
     assert_eq!(affected, BTreeSet::from([(first.clone(), "src/gone.bin".to_string())]));
     assert!(!pack.exists(), "the damaged pack is dropped");
+    let rel = pack.strip_prefix(&repo).unwrap();
+    assert!(
+        repo.join("quarantine").join(rel).is_file(),
+        "the damaged pack is kept in quarantine/ (a remote may hold its good copy)"
+    );
     assert_eq!(fx.damaged_marks(), 0);
     let text = fx.run(&["repair", "packs"]).ok();
     assert!(text.stdout.contains("no pack is marked damaged"), "{}", text.stdout);
