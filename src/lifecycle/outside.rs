@@ -18,7 +18,7 @@ use crate::id::SnapshotId;
 use crate::lifecycle::clock::Clock;
 use crate::lifecycle::config::{Config, NotifyConfig};
 use crate::lifecycle::history::{History, Outcome};
-use crate::lifecycle::notify::{self, Event, NotifyState, Policy};
+use crate::lifecycle::notify::{self, NotifyState, Policy};
 use crate::lifecycle::runner::{self, last_success, TypeResult};
 use crate::lifecycle::state::{notify_state, notify_state_for, state_dir, Remembered, State};
 
@@ -262,26 +262,14 @@ pub fn dead_man_check(
     told: &mut NotifyState,
     now: &DateTime<Local>,
 ) -> Result<Vec<String>> {
-    let n = cfg.backup.notify.clone().unwrap_or_default();
-    let every = Policy::of(&n).remind_every;
-    let now_f = now.fixed_offset();
-    let mut errors = Vec::new();
-    for (name, t) in &cfg.types {
-        if t.schedule.is_none() {
-            continue;
-        }
-        let key = format!("dead_man:{name}");
+    let evidence = runner::DeadManEvidence {
+        last_success: &|name| state.last_success(name),
+        first_run: &|name| state.first_run(name),
         // Not overdue by what is known here: the runner clears the record once it knows better.
-        let Some(msg) = runner::overdue(name, t, state.last_success(name)?, || state.first_run(name), now_f)? else {
-            continue;
-        };
-        if told.told_within(name, now_f, every) || !told.condition_due(&key, now_f, every, "overdue") {
-            continue;
-        }
-        let msg = format!("{msg}; the repository cannot be opened");
-        errors.extend(notify::deliver(&n, told, &key, vec![Event::new("dead_man", name, *now, msg)]));
-    }
-    Ok(errors)
+        complete: false,
+        suffix: "; the repository cannot be opened",
+    };
+    runner::dead_man_alerts(cfg, told, now, &evidence)
 }
 
 #[cfg(test)]

@@ -429,7 +429,7 @@ fn success_message(what: &str, tr: &TypeResult) -> String {
 /// outside the repository: a message when its last success is older than twice its RPO (or its
 /// catch_up_after, if longer). A type that never succeeded is overdue once its first run is
 /// older than that (a first failure is reported as a failure, not at once as a dead man too).
-pub(crate) fn overdue(
+fn overdue(
     name: &str,
     t: &TypeConfig,
     last: Option<DateTime<FixedOffset>>,
@@ -459,6 +459,37 @@ pub fn dead_man_check(
     snaps: &[(SnapshotId, Snapshot)],
     now: &DateTime<Local>,
 ) -> Result<Vec<String>> {
+    let evidence = DeadManEvidence {
+        last_success: &|name| last_success(history, snaps, name, now),
+        first_run: &|name| history.first_run(name),
+        complete: true,
+        suffix: "",
+    };
+    dead_man_alerts(cfg, state, now, &evidence)
+}
+
+/// Where a dead-man check learns each type's last success and first run: the repository's
+/// history and snapshots, or the state kept outside it when the repository cannot be opened.
+pub(crate) struct DeadManEvidence<'a> {
+    /// The type's last success.
+    pub last_success: &'a dyn Fn(&str) -> Result<Option<DateTime<FixedOffset>>>,
+    /// The type's first run (for a type that never succeeded).
+    pub first_run: &'a dyn Fn(&str) -> Result<Option<DateTime<FixedOffset>>>,
+    /// Whether a type found not overdue clears its dead-man record (only the repository's own
+    /// evidence knows better; the outside state may lag behind it).
+    pub complete: bool,
+    /// Added to each message.
+    pub suffix: &'a str,
+}
+
+/// The one dead-man loop behind both checks: one alert per overdue scheduled type, at most once
+/// per `remind_every`, recorded as `dead_man:TYPE` in `state` so the two checks never both alert.
+pub(crate) fn dead_man_alerts(
+    cfg: &Config,
+    state: &mut NotifyState,
+    now: &DateTime<Local>,
+    evidence: &DeadManEvidence,
+) -> Result<Vec<String>> {
     let notify_cfg = cfg.backup.notify.clone().unwrap_or_default();
     let every = Policy::of(&notify_cfg).remind_every;
     let now_f = now.fixed_offset();
@@ -468,14 +499,17 @@ pub fn dead_man_check(
             continue;
         }
         let key = format!("dead_man:{name}");
-        let last = last_success(history, snaps, name, now)?;
-        let Some(msg) = overdue(name, t, last, || history.first_run(name), now_f)? else {
-            state.condition_cleared(&key);
+        let last = (evidence.last_success)(name)?;
+        let Some(msg) = overdue(name, t, last, || (evidence.first_run)(name), now_f)? else {
+            if evidence.complete {
+                state.condition_cleared(&key);
+            }
             continue;
         };
         if state.told_within(name, now_f, every) || !state.condition_due(&key, now_f, every, "overdue") {
             continue;
         }
+        let msg = format!("{msg}{}", evidence.suffix);
         errors.extend(notify::deliver(&notify_cfg, state, &key, vec![Event::new("dead_man", name, *now, msg)]));
     }
     Ok(errors)
