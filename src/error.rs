@@ -153,12 +153,7 @@ impl Error {
 
 /// Whether the file system holding `path` (or its directory) has no block left for this user.
 fn no_free_blocks(path: &std::path::Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let dir = if path.exists() { path } else { path.parent().unwrap_or(path) };
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
-    // SAFETY: `c` is a valid C string and `st` a properly sized, writable statvfs.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    (unsafe { libc::statvfs(c.as_ptr(), &mut st) }) == 0 && st.f_bavail == 0
+    crate::util::disk_space(path).is_some_and(|d| d.available == 0)
 }
 
 /// Adds a path to `std::io::Result`s.

@@ -53,6 +53,40 @@ pub fn process_gone(pid: u32, start: Option<u64>) -> bool {
     matches!((start, process_start_time(pid)), (Some(a), Some(b)) if a != b)
 }
 
+/// Size and room of the file system holding a path, as `statvfs` reports them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DiskSpace {
+    /// Bytes in the file system.
+    pub total: u64,
+    /// Bytes an unprivileged writer may still use (root's reserve excluded).
+    pub available: u64,
+}
+
+impl DiskSpace {
+    /// Used share in percent, counting root's reserve as used (what `df` shows).
+    pub fn used_percent(&self) -> f64 {
+        if self.total == 0 {
+            return 0.0;
+        }
+        100.0 * (1.0 - self.available as f64 / self.total as f64)
+    }
+}
+
+/// The file system holding `path` (or, when it does not exist yet, its nearest existing
+/// ancestor); `None` where `statvfs` fails.
+pub fn disk_space(path: &std::path::Path) -> Option<DiskSpace> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = path.ancestors().find(|p| p.exists())?;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a valid C string and `st` a properly sized, writable statvfs.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let frag = st.f_frsize as u64;
+    Some(DiskSpace { total: st.f_blocks as u64 * frag, available: st.f_bavail as u64 * frag })
+}
+
 /// Human-readable byte count.
 pub fn human_bytes(n: u64) -> String {
     const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -66,5 +100,20 @@ pub fn human_bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", U[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_space_of_a_missing_path_is_its_nearest_existing_ancestor() {
+        let here = std::env::temp_dir();
+        let d = disk_space(&here).expect("statvfs of the temp dir");
+        assert!(d.total > 0 && d.available <= d.total, "{d:?}");
+        let missing = disk_space(&here.join("no/such/dir")).expect("falls back to the temp dir");
+        assert_eq!(missing.total, d.total);
+        assert!((0.0..=100.0).contains(&d.used_percent()));
     }
 }
