@@ -161,6 +161,7 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
             stream_mtime_ns: time.timestamp_nanos_opt().unwrap_or(0),
             stream_mode: opts.stream_mode,
             sqlite_tmp: repo.store().root().join("tmp"),
+            skip_dir: Some(repo.store().root().to_path_buf()),
         },
     );
 

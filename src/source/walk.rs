@@ -96,6 +96,9 @@ pub(crate) struct WalkOptions {
     /// Where consistent copies of SQLite databases met in the walk are made (the repository's
     /// `tmp/`).
     pub sqlite_tmp: PathBuf,
+    /// A directory never descended into: the repository itself, when it lies inside a backed-up
+    /// tree (it would otherwise store its own packs, cache and history, growing every run).
+    pub skip_dir: Option<PathBuf>,
 }
 
 /// Resolved paths of a source.
@@ -160,6 +163,7 @@ pub(crate) fn spawn(source: Source, roots: Roots, opts: WalkOptions) -> (Receive
             force_read: opts.force_read,
             excludes: opts.excludes,
             sqlite_tmp: opts.sqlite_tmp,
+            skip_dir: opts.skip_dir.and_then(|d| std::fs::metadata(&d).ok().map(|m| (d, (m.dev(), m.ino())))),
             dbs: Default::default(),
             db_copies: 0,
         };
@@ -273,6 +277,8 @@ struct Walker {
     excludes: Option<GlobSet>,
     /// Where SQLite copies go.
     sqlite_tmp: PathBuf,
+    /// The directory not descended into, with its device and inode (met under any name).
+    skip_dir: Option<(PathBuf, (u64, u64))>,
     /// SQLite databases met so far (their `-wal`, `-shm`, `-journal` are not stored).
     dbs: std::collections::HashSet<PathBuf>,
     /// Databases stored as consistent copies.
@@ -318,6 +324,11 @@ impl Walker {
         };
         let ft = meta.file_type();
         if ft.is_dir() {
+            if let Some((dir, _)) = self.skip_dir.as_ref().filter(|(_, id)| *id == (meta.dev(), meta.ino())) {
+                tracing::info!("{}: the repository itself, not stored", dir.display());
+                let fact = Ev::Fact("skipped.repository".into(), String::from_utf8_lossy(&tree_path).into_owned());
+                return self.emit(fact);
+            }
             let node = node_from_meta(tree_path.clone(), NodeKind::Dir, &meta);
             if !self.emit(Ev::Node(node)) {
                 return false;

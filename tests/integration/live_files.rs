@@ -319,3 +319,29 @@ fn stores_that_move_no_timestamp_are_caught_by_a_second_read() {
     assert!(w.finish().0.success());
     eprintln!("{stored} consistent versions stored, {reported} torn reads reported");
 }
+
+#[test]
+fn repository_inside_a_backed_up_tree_is_not_stored_in_itself() {
+    let env = Env::new();
+    let app = env.path().join("app");
+    std::fs::create_dir_all(app.join("logs")).unwrap();
+    std::fs::write(app.join("logs/app.log"), "line\n").unwrap();
+    std::fs::write(app.join("cairn-password"), "pw\n").unwrap();
+    // The whole application folder is one type, and the repository lives inside it.
+    let cfg = write_config(
+        &app,
+        json!({ "name": "self", "repository": "backups/repo", "password_file": "cairn-password",
+                "types": { "all": { "paths": ["."] } } }),
+    );
+    let first = env.run_cfg(&cfg, &["backup", "--now", "--json"]).ok().json()["ran"][0].clone();
+    assert_eq!(first["result"], "success", "{first:#}");
+    let second = env.run_cfg(&cfg, &["backup", "--now", "--json"]).ok().json()["ran"][0].clone();
+    let ls = env.run_cfg(&cfg, &["ls", "all:latest"]).ok();
+    let listed = ls.stdout.clone();
+    assert!(listed.contains("logs/app.log"), "{listed}");
+    assert!(!listed.contains("backups/repo/"), "the repository stored itself:\n{listed}");
+    // Nothing of the repository changes what the next run sees: the second run adds nothing.
+    assert_eq!(second["stats"]["new_raw_bytes"], 0, "{second:#}");
+    let id = second["snapshot"].as_str().unwrap();
+    assert_eq!(source_facts(&env, Some(&cfg), id)["skipped.repository"], "app/backups/repo");
+}
