@@ -19,7 +19,7 @@ use crate::store::{FileKind, Handle, LocalStore, Store};
 
 mod state;
 use state::stream_file;
-pub use state::SyncState;
+pub use state::{PendingFile, SyncState};
 
 /// Upload order; deletions go in reverse.
 fn rank(h: &Handle) -> u8 {
