@@ -34,7 +34,7 @@ pub fn run(
             Ok(mut report) => {
                 let now = clock.now().fixed_offset();
                 let po = PendingOptions { upload: true, retry_base: opts.retry_base };
-                let owed = sync_owed(cfg, repo, remotes, &mut set, clock, &po, &|r| backoff.may_try(r, now));
+                let owed = sync_owed(cfg, repo, remotes, &mut set, clock, &po, &|r: &str| backoff.may_try(r, now));
                 backoff.record(&owed.sync, clock.now().fixed_offset());
                 report.sync = owed.sync;
                 report.notify_errors.extend(owed.notify_errors);

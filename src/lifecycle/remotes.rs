@@ -92,7 +92,8 @@ pub fn sync_all(
         None => NotifyState::in_repository(root),
     };
     for remote in remotes {
-        // The whole sync of one remote is bounded: a remote that hangs cannot hold the run.
+        // The whole sync of one remote, retries included, is bounded: a remote that hangs cannot
+        // hold the run.
         let remote = &remote.bounded();
         let start = chrono::Local::now();
         let mut retries = 0;
@@ -100,7 +101,7 @@ pub fn sync_all(
             let r = remote_exclusions(cfg, repo, &remote.name, set, clock)
                 .and_then(|ex| crate::ops::sync::sync(repo.store(), remote, &remote.name, dry_run, &ex));
             match r {
-                Err(e) if e.is_transient() && retries + 1 < SYNC_ATTEMPTS => {
+                Err(e) if e.is_transient() && retries + 1 < SYNC_ATTEMPTS && !remote.out_of_time() => {
                     let wait = opts.retry_base * 2u32.pow(retries);
                     tracing::warn!("sync to {}: {e}; retrying in {:.1}s", remote.name, wait.as_secs_f64());
                     std::thread::sleep(wait);

@@ -89,6 +89,12 @@ impl RcloneStore {
         RcloneStore { deadline: Some(Instant::now() + self.time_limit), ..self.clone() }
     }
 
+    /// Whether the bound of a [`RcloneStore::bounded`] operation has passed: retrying then
+    /// would only be killed at once.
+    pub fn out_of_time(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
     fn join(&self, rel: &str) -> String {
         if self.target.ends_with(':') {
             format!("{}{rel}", self.target)

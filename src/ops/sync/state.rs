@@ -137,12 +137,6 @@ impl SyncState {
         Ok(out)
     }
 
-    /// (files, bytes) of `local` not yet synced to `remote`.
-    pub fn pending(&self, local: &dyn Store, remote: &str, exclude: &HashSet<Handle>) -> Result<(usize, u64)> {
-        let files = self.pending_files(local, remote, exclude)?;
-        Ok((files.len(), files.iter().map(|f| f.size).sum()))
-    }
-
     /// The files of `local` not yet synced to `remote`, each with the time it was first seen
     /// pending ([`SyncState::note_pending`]) if it was. Reads only: `status` uses it.
     pub fn pending_files(&self, local: &dyn Store, remote: &str, exclude: &HashSet<Handle>) -> Result<Vec<PendingFile>> {
