@@ -165,8 +165,7 @@ pub fn sync_owed(
             remotes.iter().map(|r| r.name.clone()).collect()
         }
     };
-    let to_sync: Vec<Rclone> =
-        remotes.iter().filter(|r| owed.contains(&r.name) && may_try(&r.name)).cloned().collect();
+    let to_sync: Vec<Rclone> = remotes.iter().filter(|r| owed.contains(&r.name) && may_try(&r.name)).cloned().collect();
     if opts.upload && !to_sync.is_empty() {
         let so = SyncOptions { dry_run: false, retry_base: opts.retry_base };
         out.sync = sync_all(Some(cfg), repo, &to_sync, &so, set, clock);
@@ -179,7 +178,13 @@ pub fn sync_owed(
 }
 
 /// The names of the remotes owed a sync, noting on the way when each pending file was first seen.
-fn owed(cfg: &Config, repo: &Repo, remotes: &[Rclone], set: &mut SnapshotSet, clock: &dyn Clock) -> Result<Vec<String>> {
+fn owed(
+    cfg: &Config,
+    repo: &Repo,
+    remotes: &[Rclone],
+    set: &mut SnapshotSet,
+    clock: &dyn Clock,
+) -> Result<Vec<String>> {
     let history = History::open(repo.store().root())?;
     let state = SyncState::open(repo.store())?;
     let now = clock.now().fixed_offset();

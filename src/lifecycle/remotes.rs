@@ -101,7 +101,7 @@ pub fn sync_all(
             let r = remote_exclusions(cfg, repo, &remote.name, set, clock)
                 .and_then(|ex| crate::ops::sync::sync(repo.store(), remote, &remote.name, dry_run, &ex));
             match r {
-                Err(e) if e.is_transient() && retries + 1 < SYNC_ATTEMPTS && !remote.out_of_time() => {
+                Err(e) if retryable(&e) && retries + 1 < SYNC_ATTEMPTS && !remote.out_of_time() => {
                     let wait = opts.retry_base * 2u32.pow(retries);
                     tracing::warn!("sync to {}: {e}; retrying in {:.1}s", remote.name, wait.as_secs_f64());
                     std::thread::sleep(wait);
@@ -174,6 +174,12 @@ pub fn sync_all(
         tracing::warn!("notification state not saved: {e}");
     }
     out
+}
+
+/// Whether a failed sync is worth another attempt in the same run: a transient error, unless
+/// rclone was killed by a signal from outside (someone stopped it; the next run tries again).
+fn retryable(e: &Error) -> bool {
+    e.is_transient() && !matches!(e, Error::Io { err, .. } if err.kind() == std::io::ErrorKind::Interrupted)
 }
 
 /// `verify --remote`: compares the remote's inventory with the local repository at `local`. A

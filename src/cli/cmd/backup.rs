@@ -41,7 +41,8 @@ pub(in crate::cli) fn run(ctx: &Ctx, a: &BackupArgs) -> Result<Finish> {
     }
     // Every run, due or not: a remote with pending files or a failed last sync is synced.
     let po = crate::lifecycle::pending::PendingOptions { upload: !a.no_sync, retry_base: opts.retry_base };
-    let owed = crate::lifecycle::pending::sync_owed(cfg, &repo, &ctx.remotes()?, &mut set, &clock, &po, &|_: &str| true);
+    let owed =
+        crate::lifecycle::pending::sync_owed(cfg, &repo, &ctx.remotes()?, &mut set, &clock, &po, &|_: &str| true);
     report.sync = owed.sync;
     report.notify_errors.extend(owed.notify_errors);
     print_report(ctx, &report);

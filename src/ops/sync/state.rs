@@ -139,7 +139,12 @@ impl SyncState {
 
     /// The files of `local` not yet synced to `remote`, each with the time it was first seen
     /// pending ([`SyncState::note_pending`]) if it was. Reads only: `status` uses it.
-    pub fn pending_files(&self, local: &dyn Store, remote: &str, exclude: &HashSet<Handle>) -> Result<Vec<PendingFile>> {
+    pub fn pending_files(
+        &self,
+        local: &dyn Store,
+        remote: &str,
+        exclude: &HashSet<Handle>,
+    ) -> Result<Vec<PendingFile>> {
         let synced = self.synced(remote)?;
         let mut st = self.q(self.conn.prepare("SELECT path, since FROM remote_pending WHERE remote=?1"))?;
         let rows = self.q(st.query_map([remote], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))))?;
