@@ -5,15 +5,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::error::Result;
 use crate::lifecycle::clock::Clock;
 use crate::lifecycle::config::Config;
-use crate::lifecycle::history::{History, Outcome};
-use crate::lifecycle::remotes::sync_all;
+use crate::lifecycle::history::History;
+use crate::lifecycle::pending::{sync_owed, Backoff, PendingOptions};
 use crate::lifecycle::runner::{next_round, run_backups, BackupReport, DaemonTiming, RunOptions};
 use crate::ops::snapshot_set::SnapshotSet;
 use crate::repo::Repo;
 use crate::store::rclone::RcloneStore as Rclone;
 
-/// Runs backup rounds until `stop` is set: each round runs what is due, syncs `remotes` after a
-/// success and hands every round that ran something to `on_round`; a failed round is logged and
+/// Runs backup rounds until `stop` is set: each round runs what is due, syncs each of `remotes`
+/// with pending files or a failed last sync (a failing one at the pace of its backoff) and hands
+/// every round that ran or synced something to `on_round`; a failed round is logged and
 /// the loop goes on. Time comes from `clock`; `opts` carries the retry pacing.
 pub fn run(
     repo: &mut Repo,
@@ -27,13 +28,17 @@ pub fn run(
     tracing::info!("daemon started for {} types", cfg.types.len());
     // Kept across rounds: each round reads only the snapshot files it has not seen.
     let mut set = SnapshotSet::new();
+    let mut backoff = Backoff::new(DaemonTiming::default());
     while !stop.load(Ordering::SeqCst) {
         match run_backups(repo, cfg, opts, &mut set, clock) {
             Ok(mut report) => {
-                if report.ran.iter().any(|r| r.result == Outcome::Success) {
-                    report.sync = sync_all(Some(cfg), repo, remotes, false, &mut set, clock);
-                }
-                if !report.ran.is_empty() {
+                let now = clock.now().fixed_offset();
+                let po = PendingOptions { upload: true, retry_base: opts.retry_base };
+                let owed = sync_owed(cfg, repo, remotes, &mut set, clock, &po, &|r: &str| backoff.may_try(r, now));
+                backoff.record(&owed.sync, clock.now().fixed_offset());
+                report.sync = owed.sync;
+                report.notify_errors.extend(owed.notify_errors);
+                if !report.ran.is_empty() || !report.sync.is_empty() {
                     on_round(&report);
                 }
             }
@@ -44,6 +49,7 @@ pub fn run(
         let history = History::open(repo.store().root())?;
         set.refresh(repo)?;
         let next = next_round(cfg, &history, set.all(), &clock.now(), DaemonTiming::default())?;
+        let next = backoff.next_attempt().map_or(next, |b| b.min(next));
         tracing::info!("next run due at {next}");
         let started = std::time::Instant::now();
         let wall_start = clock.now().fixed_offset();

@@ -11,6 +11,7 @@ pub mod job;
 pub mod notify;
 pub mod outside;
 pub mod password;
+pub mod pending;
 pub mod remotes;
 pub mod runner;
 pub mod schedule;

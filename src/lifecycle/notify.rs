@@ -19,7 +19,8 @@ pub use state::{legacy_path, NotifyState, Policy, NOTIFY_FILE};
 /// What happened.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Event {
-    /// "failure", "reminder", "recovery", "consecutive_failures", "dead_man", "success", "test".
+    /// "failure", "reminder", "recovery", "consecutive_failures", "dead_man", "remote_behind",
+    /// "success", "test".
     pub event: String,
     /// Backup type (or "sync:NAME").
     pub backup_type: String,
@@ -51,6 +52,7 @@ impl Event {
             "consecutive_failures" => "backup failing repeatedly",
             "reminder" => "backup still FAILING",
             "dead_man" => "backup OVERDUE",
+            "remote_behind" => "remote BEHIND its RPO",
             "success" => "backup ok",
             "test" => "test notification",
             other => other,
@@ -88,7 +90,7 @@ pub fn send_each(cfg: &NotifyConfig, ev: &Event) -> Vec<(&'static str, std::resu
         }
         out.push((chan, r));
     };
-    let alarm = matches!(ev.event.as_str(), "failure" | "consecutive_failures" | "dead_man");
+    let alarm = matches!(ev.event.as_str(), "failure" | "consecutive_failures" | "dead_man" | "remote_behind");
     if let Some(url) = &cfg.ntfy {
         let r = agent()
             .post(url)

@@ -59,16 +59,30 @@ pub fn remote_exclusions(
     })
 }
 
-/// Syncs each remote, recording each in the history and telling a failure (once, then as
-/// reminders) and a recovery as for a backup type; a failure is reported, never raised.
+/// Attempts of one remote's sync in one run when it fails with a transient error.
+pub const SYNC_ATTEMPTS: u32 = 3;
+
+/// How [`sync_all`] syncs.
+#[derive(Clone, Debug)]
+pub struct SyncOptions {
+    /// Report what would be done, change nothing (and record nothing).
+    pub dry_run: bool,
+    /// First retry delay of a transient failure; doubles each retry.
+    pub retry_base: std::time::Duration,
+}
+
+/// Syncs each remote, retrying a transient failure ([`SYNC_ATTEMPTS`] attempts in all), recording
+/// each in the history and telling a failure (once, then as reminders) and a recovery as for a
+/// backup type; a failure is reported, never raised.
 pub fn sync_all(
     cfg: Option<&Config>,
     repo: &Repo,
     remotes: &[Rclone],
-    dry_run: bool,
+    opts: &SyncOptions,
     set: &mut SnapshotSet,
     clock: &dyn Clock,
 ) -> Vec<SyncOutcome> {
+    let dry_run = opts.dry_run;
     let mut out = Vec::new();
     let notify_cfg = cfg.and_then(|c| c.backup.notify.clone()).unwrap_or_default();
     let policy = Policy::of(&notify_cfg);
@@ -78,11 +92,24 @@ pub fn sync_all(
         None => NotifyState::in_repository(root),
     };
     for remote in remotes {
-        // The whole sync of one remote is bounded: a remote that hangs cannot hold the run.
+        // The whole sync of one remote, retries included, is bounded: a remote that hangs cannot
+        // hold the run.
         let remote = &remote.bounded();
         let start = chrono::Local::now();
-        let r = remote_exclusions(cfg, repo, &remote.name, set, clock)
-            .and_then(|ex| crate::ops::sync::sync(repo.store(), remote, &remote.name, dry_run, &ex));
+        let mut retries = 0;
+        let r = loop {
+            let r = remote_exclusions(cfg, repo, &remote.name, set, clock)
+                .and_then(|ex| crate::ops::sync::sync(repo.store(), remote, &remote.name, dry_run, &ex));
+            match r {
+                Err(e) if retryable(&e) && retries + 1 < SYNC_ATTEMPTS && !remote.out_of_time() => {
+                    let wait = opts.retry_base * 2u32.pow(retries);
+                    tracing::warn!("sync to {}: {e}; retrying in {:.1}s", remote.name, wait.as_secs_f64());
+                    std::thread::sleep(wait);
+                    retries += 1;
+                }
+                r => break r,
+            }
+        };
         let mut o = SyncOutcome { remote: remote.name.clone(), ..Default::default() };
         let mut run = Run {
             id: 0,
@@ -95,7 +122,7 @@ pub fn sync_all(
             bytes_read: 0,
             bytes_added: 0,
             snapshot: None,
-            retries: 0,
+            retries,
         };
         match r {
             Ok(rep) => {
@@ -147,6 +174,12 @@ pub fn sync_all(
         tracing::warn!("notification state not saved: {e}");
     }
     out
+}
+
+/// Whether a failed sync is worth another attempt in the same run: a transient error, unless
+/// rclone was killed by a signal from outside (someone stopped it; the next run tries again).
+fn retryable(e: &Error) -> bool {
+    e.is_transient() && !matches!(e, Error::Io { err, .. } if err.kind() == std::io::ErrorKind::Interrupted)
 }
 
 /// `verify --remote`: compares the remote's inventory with the local repository at `local`. A

@@ -92,6 +92,14 @@ pub struct RemoteStatus {
     pub pending_files: usize,
     /// Their bytes.
     pub pending_bytes: u64,
+    /// The last sync failed.
+    pub failing: bool,
+    /// Start of the first failed sync of the current failing streak.
+    pub failing_since: Option<String>,
+    /// Seconds the oldest pending file has waited.
+    pub oldest_pending_age_s: Option<i64>,
+    /// A pending file has waited longer than its RPO (its snapshot type's, else the smallest).
+    pub behind: bool,
 }
 
 /// Computes the status at `now` over `snaps`, the repository's snapshots (oldest first, as
@@ -154,22 +162,23 @@ pub fn status(
     if let Some(c) = cfg.filter(|c| !c.backup.remotes.is_empty()) {
         let state = crate::ops::sync::SyncState::open(repo.store())?;
         for r in &c.backup.remotes {
-            let key = format!("sync:{}", r.name);
-            let runs = history.list(Some(&key), 50)?;
-            let last_ok = runs.iter().find(|x| !x.result.failed()).map(|x| x.end.clone());
-            let last_error = runs.first().filter(|x| x.result.failed()).and_then(|x| x.error.clone());
+            let health = crate::lifecycle::pending::health(&history, &r.name)?;
             let exclude = match &r.retention {
                 Some(ret) => crate::ops::sync::retention_exclusions(snaps, ret, now_f),
                 None => Default::default(),
             };
-            let (pending_files, pending_bytes) = state.pending(repo.store(), &r.name, &exclude)?;
+            let v = crate::lifecycle::pending::view(&state, repo.store(), cfg, &r.name, &exclude, snaps, now_f)?;
             remotes.push(RemoteStatus {
                 name: r.name.clone(),
                 target: r.rclone.clone(),
-                last_sync: last_ok,
-                last_error,
-                pending_files,
-                pending_bytes,
+                last_sync: health.last_ok,
+                last_error: health.last_error,
+                pending_files: v.files.len(),
+                pending_bytes: v.bytes,
+                failing: health.failing,
+                failing_since: health.failing_since,
+                oldest_pending_age_s: v.oldest.map(|o| (now_f - o).num_seconds().max(0)),
+                behind: v.behind,
             });
         }
     }
@@ -260,6 +269,14 @@ pub fn render(s: &Status) -> String {
             crate::util::human_bytes(r.pending_bytes),
             r.last_error.as_deref().map(|e| format!("; last sync FAILED: {e}")).unwrap_or_default()
         ));
+        if r.failing {
+            let since = r.failing_since.as_deref().map(|x| x.get(..19).unwrap_or(x).replace('T', " "));
+            out.push_str(&format!("\n  FAILING since {}", since.unwrap_or_else(|| "?".into())));
+        }
+        if r.behind {
+            let age = human_duration(chrono::Duration::seconds(r.oldest_pending_age_s.unwrap_or(0)));
+            out.push_str(&format!("\n  BEHIND: the oldest pending file has waited {age}, longer than its RPO"));
+        }
     }
     if !s.remotes.is_empty() {
         out.push('\n');
@@ -279,8 +296,16 @@ pub fn render(s: &Status) -> String {
     if !s.clock_anomalies.is_empty() || !s.unreadable_snapshots.is_empty() {
         out.push('\n');
     }
+    let remote_trouble: Vec<&str> =
+        s.remotes.iter().filter(|r| r.failing || r.behind).map(|r| r.name.as_str()).collect();
+    if !remote_trouble.is_empty() {
+        out.push_str(&format!("\nREMOTES FAILING OR BEHIND: {}\n", remote_trouble.join(", ")));
+    }
+    // The all-clear is only true when no remote is failing or behind either.
     if s.overdue.is_empty() {
-        out.push_str("\nall types are within their RPO\n");
+        if remote_trouble.is_empty() {
+            out.push_str("\nall types are within their RPO\n");
+        }
     } else {
         out.push_str(&format!("\nOVERDUE: {}\n", s.overdue.join(", ")));
     }

@@ -89,6 +89,12 @@ impl RcloneStore {
         RcloneStore { deadline: Some(Instant::now() + self.time_limit), ..self.clone() }
     }
 
+    /// Whether the bound of a [`RcloneStore::bounded`] operation has passed: retrying then
+    /// would only be killed at once.
+    pub fn out_of_time(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
     fn join(&self, rel: &str) -> String {
         if self.target.ends_with(':') {
             format!("{}{rel}", self.target)
@@ -182,9 +188,15 @@ impl RcloneStore {
         let err = String::from_utf8_lossy(&out.stderr);
         let last: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
         let tail = last[last.len().saturating_sub(3)..].join(" | ");
+        // Killed by a signal from outside (an admin, the OOM killer): `Interrupted`, which a
+        // sync does not retry, where other failures are worth another attempt.
+        let kind = match std::os::unix::process::ExitStatusExt::signal(&out.status) {
+            Some(_) => std::io::ErrorKind::Interrupted,
+            None => std::io::ErrorKind::Other,
+        };
         Err(Failure::Other(Error::Io {
             path: PathBuf::from(format!("remote {}", self.name)),
-            err: std::io::Error::other(format!("rclone {what} failed ({}): {tail}", out.status)),
+            err: std::io::Error::new(kind, format!("rclone {what} failed ({}): {tail}", out.status)),
         }))
     }
 

@@ -21,6 +21,7 @@ mod lifecycle;
 mod live_files;
 mod notify;
 mod outside;
+mod pending;
 mod remote;
 mod restore_fast;
 mod restore_safety;

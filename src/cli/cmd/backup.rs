@@ -1,4 +1,4 @@
-//! `backup`: run the configured types, sync remotes after a success, report.
+//! `backup`: run the configured types, sync the remotes that have pending files, report.
 
 use crate::lifecycle::clock::Clock;
 use anyhow::{bail, Result};
@@ -39,9 +39,12 @@ pub(in crate::cli) fn run(ctx: &Ctx, a: &BackupArgs) -> Result<Finish> {
             tracing::warn!("state kept outside the repository: {e}");
         }
     }
-    if !a.no_sync && report.ran.iter().any(|r| r.result == Outcome::Success) {
-        report.sync = crate::lifecycle::remotes::sync_all(Some(cfg), &repo, &ctx.remotes()?, false, &mut set, &clock);
-    }
+    // Every run, due or not: a remote with pending files or a failed last sync is synced.
+    let po = crate::lifecycle::pending::PendingOptions { upload: !a.no_sync, retry_base: opts.retry_base };
+    let owed =
+        crate::lifecycle::pending::sync_owed(cfg, &repo, &ctx.remotes()?, &mut set, &clock, &po, &|_: &str| true);
+    report.sync = owed.sync;
+    report.notify_errors.extend(owed.notify_errors);
     print_report(ctx, &report);
     if let Some(m) = &a.metrics_file {
         let st = crate::lifecycle::status::status(&repo, Some(cfg), set.all(), &clock.now())?;

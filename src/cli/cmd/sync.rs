@@ -17,7 +17,7 @@ pub(in crate::cli) fn sync(ctx: &Ctx, dry_run: bool) -> Result<Finish> {
         ctx.config()?,
         &repo,
         &remotes,
-        dry_run,
+        &crate::lifecycle::remotes::SyncOptions { dry_run, retry_base: crate::cli::cmd::backup::retry_base() },
         &mut crate::ops::snapshot_set::SnapshotSet::new(),
         &crate::lifecycle::clock::SystemClock,
     );

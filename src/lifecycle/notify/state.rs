@@ -279,6 +279,15 @@ impl NotifyState {
         s.told.is_none_or(|t| reached(now - t, every))
     }
 
+    /// A standing condition that no longer holds, with a recovery event (`message`) when the
+    /// owner had been told of it.
+    pub fn condition_recovered(&mut self, key: &str, now: DateTime<FixedOffset>, message: String) -> Option<Event> {
+        let s = self.file.failing.remove(key)?;
+        self.changed = true;
+        s.told?;
+        Some(Event::new("recovery", key, now, message))
+    }
+
     /// A standing condition that no longer holds.
     pub fn condition_cleared(&mut self, key: &str) {
         self.changed |= self.file.failing.remove(key).is_some();

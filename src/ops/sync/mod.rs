@@ -19,7 +19,7 @@ use crate::store::{FileKind, Handle, LocalStore, Store};
 
 mod state;
 use state::stream_file;
-pub use state::SyncState;
+pub use state::{PendingFile, SyncState};
 
 /// Upload order; deletions go in reverse.
 fn rank(h: &Handle) -> u8 {
@@ -433,7 +433,7 @@ mod tests {
             assert_eq!(remote.get(h).unwrap(), local.get(h).unwrap(), "{h}");
         }
         let state = SyncState::open(&local).unwrap();
-        assert_eq!(state.pending(&local, "mem", &none).unwrap(), (0, 0));
+        assert!(state.pending_files(&local, "mem", &none).unwrap().is_empty());
 
         // Nothing to do, then a local deletion is followed; the foreign pack stays.
         assert!(sync(&local, &remote, "mem", false, &none).unwrap().uploaded.is_empty());

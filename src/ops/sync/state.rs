@@ -27,7 +27,9 @@ impl SyncState {
              CREATE TABLE IF NOT EXISTS remote_files(remote TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL,
                  md5 TEXT NOT NULL, synced TEXT NOT NULL, PRIMARY KEY(remote, path));
              CREATE TABLE IF NOT EXISTS local_md5(path TEXT PRIMARY KEY, size INTEGER NOT NULL, md5 TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS remote_uploads(remote TEXT NOT NULL, path TEXT NOT NULL, PRIMARY KEY(remote, path));",
+             CREATE TABLE IF NOT EXISTS remote_uploads(remote TEXT NOT NULL, path TEXT NOT NULL, PRIMARY KEY(remote, path));
+             CREATE TABLE IF NOT EXISTS remote_pending(remote TEXT NOT NULL, path TEXT NOT NULL, since TEXT NOT NULL,
+                 PRIMARY KEY(remote, path));",
         )
         .map_err(e)?;
         Ok(SyncState { conn })
@@ -98,6 +100,7 @@ impl SyncState {
             params![remote, rel, size as i64, md5, chrono::Local::now().to_rfc3339()],
         ))?;
         self.q(self.conn.execute("DELETE FROM remote_uploads WHERE remote=?1 AND path=?2", [remote, rel]))?;
+        self.q(self.conn.execute("DELETE FROM remote_pending WHERE remote=?1 AND path=?2", [remote, rel]))?;
         Ok(())
     }
 
@@ -134,19 +137,76 @@ impl SyncState {
         Ok(out)
     }
 
-    /// (files, bytes) of `local` not yet synced to `remote`.
-    pub fn pending(&self, local: &dyn Store, remote: &str, exclude: &HashSet<Handle>) -> Result<(usize, u64)> {
+    /// The files of `local` not yet synced to `remote`, each with the time it was first seen
+    /// pending ([`SyncState::note_pending`]) if it was. Reads only: `status` uses it.
+    pub fn pending_files(
+        &self,
+        local: &dyn Store,
+        remote: &str,
+        exclude: &HashSet<Handle>,
+    ) -> Result<Vec<PendingFile>> {
         let synced = self.synced(remote)?;
-        let mut n = 0;
-        let mut b = 0;
+        let mut st = self.q(self.conn.prepare("SELECT path, since FROM remote_pending WHERE remote=?1"))?;
+        let rows = self.q(st.query_map([remote], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))))?;
+        let mut since = HashMap::new();
+        for r in rows {
+            let (p, t) = self.q(r)?;
+            since.insert(p, t);
+        }
+        let mut out = Vec::new();
         for (h, size) in local_inventory(local)?.into_iter().filter(|(h, _)| !exclude.contains(h)) {
-            if synced.get(&h.rel_path()).is_none_or(|(s, _)| *s != size) {
-                n += 1;
-                b += size;
+            let rel = h.rel_path();
+            if synced.get(&rel).is_none_or(|(s, _)| *s != size) {
+                let since = since.get(&rel).and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+                out.push(PendingFile { handle: h, size, since });
             }
         }
-        Ok((n, b))
+        Ok(out)
     }
+
+    /// Records when each of `files` (the whole pending list of `remote`) was first seen pending:
+    /// a file already recorded keeps its time, a new one gets its own `since`, and the rows of
+    /// files no longer pending are dropped. This is what tells how far behind a remote is.
+    pub fn note_pending(&self, remote: &str, files: &[PendingFile]) -> Result<()> {
+        self.q(self.conn.execute_batch("BEGIN IMMEDIATE"))?;
+        let r = (|| -> rusqlite::Result<()> {
+            self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS now_pending(path TEXT PRIMARY KEY)", [])?;
+            self.conn.execute("DELETE FROM now_pending", [])?;
+            for f in files {
+                let rel = f.handle.rel_path();
+                self.conn.execute("INSERT OR IGNORE INTO now_pending(path) VALUES(?1)", [&rel])?;
+                if let Some(t) = f.since {
+                    self.conn.execute(
+                        "INSERT OR IGNORE INTO remote_pending(remote, path, since) VALUES(?1,?2,?3)",
+                        params![remote, rel, t.to_rfc3339()],
+                    )?;
+                }
+            }
+            self.conn.execute(
+                "DELETE FROM remote_pending WHERE remote=?1 AND path NOT IN (SELECT path FROM now_pending)",
+                [remote],
+            )?;
+            Ok(())
+        })();
+        match r {
+            Ok(()) => self.q(self.conn.execute_batch("COMMIT")),
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                self.q(Err(e))
+            }
+        }
+    }
+}
+
+/// A local file a remote does not hold yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingFile {
+    /// The file.
+    pub handle: Handle,
+    /// Its size.
+    pub size: u64,
+    /// When it was first seen pending (`None`: not recorded yet).
+    pub since: Option<chrono::DateTime<chrono::FixedOffset>>,
 }
 
 /// Feeds a local file to `f` in 1 MiB pieces: a pack may be as large as the configured pack size.
