@@ -328,7 +328,7 @@ fn backup_exports_as_configured_and_a_bad_export_section_names_the_file() {
     for (export, what) in [
         (json!({"layout": "zip", "out": "x"}), "backup.export.layout: unknown variant `zip`"),
         (json!({"layout": "dated"}), "backup.export: missing field `out`"),
-        (json!({"layout": "dated", "out": "x", "keep": 3}), "backup.export: unknown field `keep`"),
+        (json!({"layout": "dated", "out": "x", "keep": 3}), "backup.export.keep: unknown field `keep`"),
         (json!({"layout": "dated", "out": "backups/repo/x"}), "backup.export.out: "),
     ] {
         let mut v: Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
