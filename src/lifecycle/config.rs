@@ -398,7 +398,8 @@ impl Config {
             n.resolve(&abs).map_err(|(k, m)| invalid(file, &join(&format!("{prefix}notify"), &k), m))?;
         }
         if let Some(x) = &mut backup.export {
-            x.resolve(&abs, &backup.repository).map_err(|(k, m)| invalid(file, &join(&format!("{prefix}export"), &k), m))?;
+            x.resolve(&abs, &backup.repository)
+                .map_err(|(k, m)| invalid(file, &join(&format!("{prefix}export"), &k), m))?;
         }
         let mut types = Vec::new();
         if backup.types.is_empty() {

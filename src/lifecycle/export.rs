@@ -10,8 +10,8 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::format::manifest::{Snapshot, SnapshotKind};
 use crate::id::SnapshotId;
-use crate::lifecycle::config::{Config, ExportConfig};
 pub use crate::lifecycle::config::Layout;
+use crate::lifecycle::config::{Config, ExportConfig};
 use crate::ops::export::dated::{DatedExport, DatedReport};
 use crate::ops::snapshot_set::SnapshotSet;
 use crate::repo::Repo;
@@ -90,7 +90,9 @@ pub fn export(repo: &mut Repo, cfg: Option<&Config>, req: &ExportRequest) -> Res
     if chosen.is_empty() {
         return Err(Error::NotFound(match (req.latest, req.kind) {
             (true, Some(k)) => format!("nothing to export: the repository has no {} snapshots", k.as_str()),
-            (true, None) => "nothing to export: the repository has no scheduled (daily) snapshots; name one, or give --kind".into(),
+            (true, None) => {
+                "nothing to export: the repository has no scheduled (daily) snapshots; name one, or give --kind".into()
+            }
             _ => "nothing to export: the repository has no snapshots".into(),
         }));
     }
@@ -124,7 +126,8 @@ fn write_export(
         Layout::Dated => {
             let verified = facts::verifications(repo, all)?;
             let facts = facts::facts(cfg, all, &verified, chrono::Local::now().fixed_offset());
-            let of = |id: &SnapshotId, _: &Snapshot| facts.get(id).cloned().expect("facts of every snapshot in the set");
+            let of =
+                |id: &SnapshotId, _: &Snapshot| facts.get(id).cloned().expect("facts of every snapshot in the set");
             let x = DatedExport { out, chosen, all, unreadable, facts: &of };
             let DatedReport { files, removed, kept_changed } = crate::ops::export::dated::export_dated(repo, &x)?;
             report.files = files
@@ -159,7 +162,13 @@ pub struct AfterBackup {
 /// layout also each type's newest daily one (catching up an export that failed before), with the
 /// metadata refreshed and what retention removed pruned. `set` is the run's snapshot set, after
 /// retention.
-pub fn after_backup(repo: &Repo, cfg: &Config, x: &ExportConfig, set: &SnapshotSet, taken: &[SnapshotId]) -> AfterBackup {
+pub fn after_backup(
+    repo: &Repo,
+    cfg: &Config,
+    x: &ExportConfig,
+    set: &SnapshotSet,
+    taken: &[SnapshotId],
+) -> AfterBackup {
     let mut chosen: Vec<(SnapshotId, Snapshot)> =
         set.all().iter().filter(|(id, _)| taken.contains(id)).cloned().collect();
     if x.layout == Layout::Dated {

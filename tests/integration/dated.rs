@@ -130,15 +130,37 @@ fn same_day_snapshots_of_different_kinds_export_to_distinct_files_with_exact_met
     let db_arg = db_path.to_str().unwrap();
     env.run_cfg(
         &cfg,
-        &["snapshot", "--type", "db", "--kind", "pre-change", "--description", "v2 migration", "--ticket", "OBD-43", db_arg],
+        &[
+            "snapshot",
+            "--type",
+            "db",
+            "--kind",
+            "pre-change",
+            "--description",
+            "v2 migration",
+            "--ticket",
+            "OBD-43",
+            db_arg,
+        ],
     )
     .ok();
     let (c1, c2) = (app.join("config.json"), app.join(".env"));
     env.run_cfg(
         &cfg,
         &[
-            "snapshot", "--type", "config", "--kind", "manual", "--purpose", "before key rotation", "--creator", "alice",
-            "--retention", "days_90", c1.to_str().unwrap(), c2.to_str().unwrap(),
+            "snapshot",
+            "--type",
+            "config",
+            "--kind",
+            "manual",
+            "--purpose",
+            "before key rotation",
+            "--creator",
+            "alice",
+            "--retention",
+            "days_90",
+            c1.to_str().unwrap(),
+            c2.to_str().unwrap(),
         ],
     )
     .ok();
@@ -291,8 +313,11 @@ fn latest_means_the_newest_scheduled_snapshot_unless_a_kind_is_named() {
     let (app, cfg, _db) = wal_app(&env, json!({}));
     env.run_cfg(&cfg, &["backup", "--now", "--type", "db"]).ok();
     let db = app.join("data/app.db");
-    env.run_cfg(&cfg, &["snapshot", "--type", "db", "--kind", "manual", "--purpose", "copy for a colleague", db.to_str().unwrap()])
-        .ok();
+    env.run_cfg(
+        &cfg,
+        &["snapshot", "--type", "db", "--kind", "manual", "--purpose", "copy for a colleague", db.to_str().unwrap()],
+    )
+    .ok();
     let snaps = snapshots(&env, &cfg);
     let (daily, manual) = (one(&snaps, "db", "daily")["id"].clone(), one(&snaps, "db", "manual")["id"].clone());
     let out = env.path().join("out");

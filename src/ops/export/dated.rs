@@ -261,7 +261,13 @@ fn entry_fields(repo_id: &str, id: &SnapshotId, s: &Snapshot, f: &Facts) -> Valu
 
 /// Writes one file of a snapshot unless it is already there with the recorded size and sha256;
 /// returns (size, sha256, written).
-fn write_file(repo: &Repo, node: &Node, dest: &Path, mode: u32, known: Option<(u64, String)>) -> Result<(u64, String, bool)> {
+fn write_file(
+    repo: &Repo,
+    node: &Node,
+    dest: &Path,
+    mode: u32,
+    known: Option<(u64, String)>,
+) -> Result<(u64, String, bool)> {
     if let Some((size, hash)) = known.filter(|(size, _)| *size == node.size) {
         if hash_file(dest)?.is_some_and(|(s, h)| s == size && h == hash) {
             if std::fs::metadata(dest).ctx(dest)?.permissions().mode() & 0o7777 != mode {
@@ -457,9 +463,18 @@ mod tests {
     #[test]
     fn names_carry_time_type_kind_and_description() {
         assert_eq!(slug("v2 Migration: users/roles!"), "v2_migration_users_roles");
-        assert_eq!(target_rel(ArchiveKind::Sqlite, "db", "141503_db_pre-change_v2", "app.db"), "141503_db_pre-change_v2_app.db");
-        assert_eq!(target_rel(ArchiveKind::Tar, "config", "030000_config_daily", ".env"), "030000_config_daily_.env.config");
-        assert_eq!(target_rel(ArchiveKind::Tar, "logs", "030000_logs_daily", "logs/app.log"), "logs/030000_logs_daily_app.log.bak");
+        assert_eq!(
+            target_rel(ArchiveKind::Sqlite, "db", "141503_db_pre-change_v2", "app.db"),
+            "141503_db_pre-change_v2_app.db"
+        );
+        assert_eq!(
+            target_rel(ArchiveKind::Tar, "config", "030000_config_daily", ".env"),
+            "030000_config_daily_.env.config"
+        );
+        assert_eq!(
+            target_rel(ArchiveKind::Tar, "logs", "030000_logs_daily", "logs/app.log"),
+            "logs/030000_logs_daily_app.log.bak"
+        );
         assert_eq!(target_rel(ArchiveKind::Tar, "misc", "t", "x/cache.db-wal"), "x/t_cache.db-wal");
         assert!(inside(Path::new("/o"), "../x").is_none() && inside(Path::new("/o"), "/etc/passwd").is_none());
         assert_eq!(inside(Path::new("/o"), "20260101/a.db"), Some(PathBuf::from("/o/20260101/a.db")));
