@@ -244,9 +244,12 @@ pub struct ExportArgs {
     /// Snapshots (id prefix, `latest`, `TYPE:latest`).
     #[arg(required_unless_present = "latest")]
     pub snapshots: Vec<String>,
-    /// Export the latest snapshot of each type.
+    /// Export the newest scheduled (daily) snapshot of each type, or of the kind --kind names.
     #[arg(long)]
     pub latest: bool,
+    /// With --latest: the kind to pick (daily, pre-change, manual).
+    #[arg(long, requires = "latest", value_parser = ["daily", "pre-change", "manual"])]
+    pub kind: Option<String>,
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,

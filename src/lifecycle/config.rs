@@ -259,7 +259,9 @@ impl RemoteConfig {
     }
 }
 
+mod export;
 mod notify;
+pub use export::{ExportConfig, Layout};
 pub use notify::{EmailConfig, FailureThreshold, NotifyConfig, SmtpConfig, SmtpTls};
 
 /// The `backup` section.
@@ -294,6 +296,9 @@ pub struct BackupConfig {
     /// Prune after `forget` removed snapshots (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prune_after_backup: Option<bool>,
+    /// An export written after every backup that stored a snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<ExportConfig>,
     /// Where the state kept outside the repository lives (default
     /// `$XDG_STATE_HOME/cairn/<config-id>`; see `lifecycle::state`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -391,6 +396,10 @@ impl Config {
         }
         if let Some(n) = &mut backup.notify {
             n.resolve(&abs).map_err(|(k, m)| invalid(file, &join(&format!("{prefix}notify"), &k), m))?;
+        }
+        if let Some(x) = &mut backup.export {
+            x.resolve(&abs, &backup.repository)
+                .map_err(|(k, m)| invalid(file, &join(&format!("{prefix}export"), &k), m))?;
         }
         let mut types = Vec::new();
         if backup.types.is_empty() {

@@ -1,31 +1,32 @@
-//! `export` as configured: which snapshots, under which name, and how long the dated layout keeps
-//! its files (the type's retention).
+//! `export` as configured: which snapshots, under which name, and the dated layout's metadata
+//! (status and expiry from each type's retention). Also the export `backup` writes after its
+//! backups when the config has an `export` section.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
+
 use crate::error::{Error, Result};
-use crate::format::manifest::Snapshot;
+use crate::format::manifest::{Snapshot, SnapshotKind};
 use crate::id::SnapshotId;
-use crate::lifecycle::config::Config;
+pub use crate::lifecycle::config::Layout;
+use crate::lifecycle::config::{Config, ExportConfig};
+use crate::ops::export::dated::{DatedExport, DatedReport};
+use crate::ops::snapshot_set::SnapshotSet;
 use crate::repo::Repo;
 
-/// Archive layout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Layout {
-    /// `NAME_backup_TYPE_TIME.ext` files side by side.
-    Flat,
-    /// `YYYYMMDD/` directories with `backup_metadata.json`.
-    Dated,
-}
+pub mod facts;
 
 /// What to export.
 #[derive(Clone, Debug)]
 pub struct ExportRequest {
     /// Snapshot specs (id prefix, `latest`, `TYPE:latest`).
     pub snapshots: Vec<String>,
-    /// Also the latest snapshot of each type.
+    /// Also the newest snapshot of each type of `kind` (default: the scheduled, daily, ones).
     pub latest: bool,
+    /// The kind `latest` picks (None: daily).
+    pub kind: Option<SnapshotKind>,
     /// Output directory.
     pub out: PathBuf,
     /// Layout.
@@ -34,58 +35,163 @@ pub struct ExportRequest {
     pub name: Option<String>,
 }
 
-/// Days the dated layout keeps a type's files: the type's `keep_within`, else its `keep_daily`,
-/// else 30.
-pub fn dated_keep_days(cfg: Option<&Config>, backup_type: &str) -> i64 {
-    cfg.and_then(|c| c.type_config(backup_type))
-        .and_then(|t| t.retention.as_ref())
-        .and_then(|r| r.keep_within.map(|d| d.duration().num_days()).or(r.keep_daily.map(i64::from)))
-        .unwrap_or(30)
+/// One file an export wrote or found intact.
+#[derive(Clone, Debug)]
+pub struct ExportedFile {
+    /// Snapshot.
+    pub id: SnapshotId,
+    /// Its type.
+    pub backup_type: String,
+    /// The file.
+    pub path: PathBuf,
+    /// Written now (false: a dated export found it intact).
+    pub written: bool,
 }
 
-/// Exports the requested snapshots under the repository lock; `on_file` hears of each file
-/// written, as it is written.
-pub fn export(
-    repo: &mut Repo,
-    cfg: Option<&Config>,
-    req: &ExportRequest,
-    on_file: &mut dyn FnMut(&SnapshotId, &Snapshot, &Path),
-) -> Result<()> {
+/// What an export did.
+#[derive(Clone, Debug, Default)]
+pub struct ExportReport {
+    /// Files of the chosen snapshots.
+    pub files: Vec<ExportedFile>,
+    /// Dated layout: files removed because retention removed their snapshot.
+    pub removed: Vec<PathBuf>,
+    /// Dated layout: files of removed snapshots kept because they changed since the export.
+    pub kept_changed: Vec<PathBuf>,
+}
+
+/// The newest snapshot of each type among `all` (oldest first) of `kind`.
+pub fn latest_of_kind(all: &[(SnapshotId, Snapshot)], kind: SnapshotKind) -> Vec<(SnapshotId, Snapshot)> {
+    let mut latest: BTreeMap<&str, &(SnapshotId, Snapshot)> = BTreeMap::new();
+    for p in all.iter().filter(|(_, s)| s.kind == kind) {
+        latest.insert(&p.1.backup_type, p);
+    }
+    latest.into_values().cloned().collect()
+}
+
+/// Exports the requested snapshots under the repository lock.
+pub fn export(repo: &mut Repo, cfg: Option<&Config>, req: &ExportRequest) -> Result<ExportReport> {
     let _lock = crate::store::lock::Lock::acquire(repo.store(), false, "export")?;
     repo.sync_index()?;
-    let name = match &req.name {
-        Some(n) => n.clone(),
-        None => cfg.map(|c| c.backup.name.clone()).unwrap_or_else(|| "cairn".into()),
-    };
+    let (all, bad) = repo.snapshots()?;
     let mut chosen = Vec::new();
     if req.latest {
-        let (all, bad) = repo.snapshots()?;
         if !bad.is_empty() {
             // An unreadable file may be some type's newest: never export an older one silently.
             return Err(repo.damaged_snapshots("cannot pick the latest snapshots", &bad));
         }
-        let mut latest: BTreeMap<String, (SnapshotId, Snapshot)> = BTreeMap::new();
-        for (id, s) in all {
-            latest.insert(s.backup_type.clone(), (id, s));
-        }
-        chosen.extend(latest.into_values());
+        chosen.extend(latest_of_kind(&all, req.kind.unwrap_or(SnapshotKind::Daily)));
     }
     for spec in &req.snapshots {
-        chosen.push(repo.resolve(spec)?);
-    }
-    if chosen.is_empty() {
-        return Err(Error::NotFound("nothing to export: the repository has no snapshots".into()));
-    }
-    for (id, s) in &chosen {
-        let files = match req.layout {
-            Layout::Dated => {
-                crate::ops::export::export_dated(repo, id, s, &req.out, dated_keep_days(cfg, &s.backup_type))?
-            }
-            Layout::Flat => vec![crate::ops::export::export(repo, s, &name, &req.out)?],
-        };
-        for f in files {
-            on_file(id, s, &f);
+        let c = repo.resolve(spec)?;
+        if !chosen.iter().any(|(id, _)| *id == c.0) {
+            chosen.push(c);
         }
     }
-    Ok(())
+    if chosen.is_empty() {
+        return Err(Error::NotFound(match (req.latest, req.kind) {
+            (true, Some(k)) => format!("nothing to export: the repository has no {} snapshots", k.as_str()),
+            (true, None) => {
+                "nothing to export: the repository has no scheduled (daily) snapshots; name one, or give --kind".into()
+            }
+            _ => "nothing to export: the repository has no snapshots".into(),
+        }));
+    }
+    let bad: Vec<SnapshotId> = bad.into_iter().map(|(id, _)| id).collect();
+    write_export(repo, cfg, req.layout, &req.out, req.name.as_deref(), &chosen, &all, &bad)
+}
+
+#[allow(clippy::too_many_arguments, reason = "one call site each; a struct would only rename them")]
+fn write_export(
+    repo: &Repo,
+    cfg: Option<&Config>,
+    layout: Layout,
+    out: &Path,
+    name: Option<&str>,
+    chosen: &[(SnapshotId, Snapshot)],
+    all: &[(SnapshotId, Snapshot)],
+    unreadable: &[SnapshotId],
+) -> Result<ExportReport> {
+    let mut report = ExportReport::default();
+    match layout {
+        Layout::Flat => {
+            let name = match name {
+                Some(n) => n.to_string(),
+                None => cfg.map(|c| c.backup.name.clone()).unwrap_or_else(|| "cairn".into()),
+            };
+            for (id, s) in chosen {
+                let path = crate::ops::export::export(repo, s, &name, out)?;
+                report.files.push(ExportedFile { id: *id, backup_type: s.backup_type.clone(), path, written: true });
+            }
+        }
+        Layout::Dated => {
+            let verified = facts::verifications(repo, all)?;
+            let facts = facts::facts(cfg, all, &verified, chrono::Local::now().fixed_offset());
+            let of =
+                |id: &SnapshotId, _: &Snapshot| facts.get(id).cloned().expect("facts of every snapshot in the set");
+            let x = DatedExport { out, chosen, all, unreadable, facts: &of };
+            let DatedReport { files, removed, kept_changed } = crate::ops::export::dated::export_dated(repo, &x)?;
+            report.files = files
+                .into_iter()
+                .map(|f| ExportedFile { id: f.snapshot, backup_type: f.backup_type, path: f.path, written: f.written })
+                .collect();
+            report.removed = removed;
+            report.kept_changed = kept_changed;
+        }
+    }
+    Ok(report)
+}
+
+/// The export after a backup, as `backup` reports it.
+#[derive(Debug, Serialize)]
+pub struct AfterBackup {
+    /// Layout.
+    pub layout: Layout,
+    /// Where.
+    pub out: PathBuf,
+    /// Files written.
+    pub written: usize,
+    /// Files already there, intact.
+    pub unchanged: usize,
+    /// Files removed with their snapshots.
+    pub removed: usize,
+    /// Why it failed (the backups are stored all the same).
+    pub error: Option<String>,
+}
+
+/// The configured export after a backup that stored `taken`: those snapshots, and for the dated
+/// layout also each type's newest daily one (catching up an export that failed before), with the
+/// metadata refreshed and what retention removed pruned. `set` is the run's snapshot set, after
+/// retention.
+pub fn after_backup(
+    repo: &Repo,
+    cfg: &Config,
+    x: &ExportConfig,
+    set: &SnapshotSet,
+    taken: &[SnapshotId],
+) -> AfterBackup {
+    let mut chosen: Vec<(SnapshotId, Snapshot)> =
+        set.all().iter().filter(|(id, _)| taken.contains(id)).cloned().collect();
+    if x.layout == Layout::Dated {
+        for p in latest_of_kind(set.all(), SnapshotKind::Daily) {
+            if !chosen.iter().any(|(id, _)| *id == p.0) {
+                chosen.push(p);
+            }
+        }
+    }
+    let unreadable: Vec<SnapshotId> = set.unreadable().iter().map(|(id, _)| *id).collect();
+    let r = crate::store::lock::Lock::acquire(repo.store(), false, "export")
+        .and_then(|_lock| write_export(repo, Some(cfg), x.layout, &x.out, None, &chosen, set.all(), &unreadable));
+    let mut a = AfterBackup { layout: x.layout, out: x.out.clone(), written: 0, unchanged: 0, removed: 0, error: None };
+    match r {
+        Ok(r) => {
+            a.written = r.files.iter().filter(|f| f.written).count();
+            a.unchanged = r.files.len() - a.written;
+            a.removed = r.removed.len();
+        }
+        Err(e) => {
+            tracing::warn!("export to {}: {e}", x.out.display());
+            a.error = Some(e.to_string());
+        }
+    }
+    a
 }

@@ -90,6 +90,9 @@ pub struct BackupReport {
     pub notify_errors: Vec<String>,
     /// Remote syncs after the backup.
     pub sync: Vec<SyncOutcome>,
+    /// The configured export after the backups (`export` in the config), if it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export: Option<crate::lifecycle::export::AfterBackup>,
     /// Snapshot files of the repository that could not be read (each named, with the reason):
     /// the backups ran, but the repository is damaged (`repair snapshots`).
     pub unreadable_snapshots: Vec<String>,
@@ -380,6 +383,10 @@ pub fn run_backups(
         if let Some(e) = &report.maintenance_error {
             tracing::warn!("{e}");
         }
+    }
+    // After retention, so the export prunes what it removed.
+    if let Some(x) = cfg.backup.export.as_ref().filter(|_| !taken.is_empty()) {
+        report.export = Some(crate::lifecycle::export::after_backup(repo, cfg, x, set, &taken));
     }
     Ok(report)
 }

@@ -168,57 +168,55 @@ fn dated_layout_writes_seed_001_files_and_metadata() {
     let files = export(&env, &cfg, &["--latest", "--layout", "dated", "--out", out.to_str().unwrap()], "UTC");
     let day = snaps["db"]["time"].as_str().unwrap()[..10].replace('-', "");
     let dir = out.join(&day);
-    let expected = [
-        "app.db",
-        "config.json.config",
-        ".env.config",
-        "logs/app.log.bak",
-        "logs/app.log.2.gz.bak",
-        "logs/obd.log.bak",
+    // Each name carries its snapshot's time, type and kind: `HHMMSS_TYPE_daily_` before the name.
+    let stamp = |ty: &str| format!("{}_{ty}_daily_", snaps[ty]["time"].as_str().unwrap()[11..19].replace(':', ""));
+    let expected: Vec<(String, &str)> = vec![
+        (format!("{}app.db", stamp("db")), "data/app.db"),
+        (format!("{}config.json.config", stamp("config")), "config.json"),
+        (format!("{}.env.config", stamp("config")), ".env"),
+        (format!("logs/{}app.log.bak", stamp("logs")), "logs/app.log"),
+        (format!("logs/{}app.log.2.gz.bak", stamp("logs")), "logs/app.log.2.gz"),
+        (format!("logs/{}obd.log.bak", stamp("logs")), "logs/obd.log"),
     ];
-    let mut got: Vec<String> =
+    let got: BTreeSet<String> =
         files.iter().map(|f| f.strip_prefix(&dir).unwrap().to_str().unwrap().to_string()).collect();
-    got.sort();
-    let mut want: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
-    want.sort();
-    assert_eq!(got, want);
-    for (rel, src) in [
-        ("config.json.config", "config.json"),
-        (".env.config", ".env"),
-        ("logs/app.log.bak", "logs/app.log"),
-        ("logs/app.log.2.gz.bak", "logs/app.log.2.gz"),
-        ("logs/obd.log.bak", "logs/obd.log"),
-    ] {
+    assert_eq!(got, expected.iter().map(|(n, _)| n.clone()).collect());
+    for (rel, src) in &expected[1..] {
         assert_eq!(std::fs::read(dir.join(rel)).unwrap(), std::fs::read(app.join(src)).unwrap(), "{rel}");
     }
-    assert_eq!(sqlite3_dump(&dir.join("app.db")), sqlite3_dump(&app.join("data/app.db")));
+    assert_eq!(sqlite3_dump(&dir.join(&expected[0].0)), sqlite3_dump(&app.join("data/app.db")));
 
     let check_metadata = || {
         let meta: Value = serde_json::from_slice(&std::fs::read(out.join("backup_metadata.json")).unwrap()).unwrap();
         for section in ["daily", "pre_change", "manual"] {
             assert!(meta[section].is_object(), "{section}");
         }
-        let entry = &meta["daily"][&day];
-        assert_eq!(entry["status"], "active");
-        assert!(entry["created"].as_str().unwrap().starts_with(&snaps["db"]["time"].as_str().unwrap()[..10]));
-        let listed = entry["files"].as_object().unwrap();
-        assert_eq!(listed.keys().cloned().collect::<BTreeSet<_>>(), expected.iter().map(|s| s.to_string()).collect());
-        for (rel, f) in listed {
-            let bytes = std::fs::read(dir.join(rel)).unwrap();
-            assert_eq!(f["size"], bytes.len() as u64, "{rel} size");
-            assert_eq!(f["hash"], hex::encode(Sha256::digest(&bytes)), "{rel} sha256");
+        let daily = meta["daily"].as_object().unwrap();
+        assert_eq!(daily.len(), 3, "one entry per snapshot");
+        let mut listed = BTreeSet::new();
+        for (key, entry) in daily {
+            assert!(key.starts_with(&format!("{day}_")), "{key}");
+            assert_eq!(entry["status"], "active");
+            let ty = entry["type"].as_str().unwrap();
+            assert_eq!(entry["snapshot"], snaps[ty]["id"], "{key}");
+            assert_eq!(entry["created"].as_str().unwrap()[..19], snaps[ty]["time"].as_str().unwrap()[..19]);
+            for (rel, f) in entry["files"].as_object().unwrap() {
+                let bytes = std::fs::read(out.join(rel)).unwrap();
+                assert_eq!(f["size"], bytes.len() as u64, "{rel} size");
+                assert_eq!(f["hash"], hex::encode(Sha256::digest(&bytes)), "{rel} sha256");
+                if ty == "db" {
+                    assert_eq!(f["has_wal"], false);
+                }
+                listed.insert(rel.strip_prefix(&format!("{day}/")).unwrap().to_string());
+            }
         }
-        assert_eq!(listed["app.db"]["has_wal"], false);
-        let ids: BTreeSet<&str> = snaps.values().map(|s| s["id"].as_str().unwrap()).collect();
-        assert!(ids.contains(entry["snapshot"].as_str().unwrap()));
+        assert_eq!(listed, expected.iter().map(|(n, _)| n.clone()).collect());
     };
     check_metadata();
     no_temp_files(&out);
-    // Exporting again rewrites the same files and keeps one entry for the day.
+    // Exporting again leaves the files as they are and keeps one entry per snapshot.
     let before = fingerprint(&dir);
     export(&env, &cfg, &["--latest", "--layout", "dated", "--out", out.to_str().unwrap()], "UTC");
     assert_eq!(fingerprint(&dir), before);
     check_metadata();
-    let meta: Value = serde_json::from_slice(&std::fs::read(out.join("backup_metadata.json")).unwrap()).unwrap();
-    assert_eq!(meta["daily"].as_object().unwrap().len(), 1);
 }

@@ -10,6 +10,7 @@ mod clock;
 mod corruption;
 mod crash;
 mod damage;
+mod dated;
 mod encryption;
 mod error_causes;
 mod export;

@@ -238,6 +238,19 @@ pub(in crate::cli) fn print_report(ctx: &Ctx, report: &BackupReport) {
             );
         }
     }
+    if let Some(x) = &report.export {
+        match &x.error {
+            None if quiet => {}
+            None => println!(
+                "export to {}: {} files written, {} unchanged, {} removed",
+                x.out.display(),
+                x.written,
+                x.unchanged,
+                x.removed
+            ),
+            Some(e) => eprintln!("warning: export to {} FAILED (the backups are stored): {e}", x.out.display()),
+        }
+    }
     for r in &report.sync {
         match &r.error {
             None => println!(

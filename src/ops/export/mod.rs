@@ -4,26 +4,28 @@
 //!
 //! Names: `<name>_backup_<type>_<YYYY-MM-DD_HHMMSS>.<ext>` from the snapshot's own local time;
 //! `.db.gz` for SQLite snapshots (gunzip gives the database), `.sql.gz` for pg_dump snapshots,
-//! `.tar.gz` for everything else. The `dated` layout writes seed 001's `YYYYMMDD/` directories with
-//! `*.db`, `*.config`, `*.bak` files and `backup_metadata.json`.
-
-use std::collections::BTreeMap;
+//! `.tar.gz` for everything else. The `dated` layout ([`dated`]) writes seed 001's `YYYYMMDD/`
+//! directories with `*.db`, `*.config`, `*.bak` files and `backup_metadata.json`.
+//!
+//! Exports hold secrets (a `.env`, the database): files are written 0600, or stricter when the
+//! source file was, and directories cairn creates 0700, set explicitly so no umask widens them.
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use flate2::{Compression, GzBuilder};
-use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
-use crate::format::manifest::{Node, NodeKind, Snapshot, SnapshotKind};
-use crate::id::{ChunkId, SnapshotId};
+use crate::format::manifest::{Node, NodeKind, Snapshot};
+use crate::id::ChunkId;
 use crate::ops::restore::locate;
 use crate::repo::cache::Location;
 use crate::repo::{ChunkReader, Repo};
+
+pub mod dated;
 
 /// A file's content as a `Read`, one chunk in memory at a time.
 pub struct ContentReader {
@@ -100,13 +102,50 @@ fn unix_secs(s: &Snapshot) -> u32 {
     s.datetime().map(|t| t.timestamp().clamp(0, u32::MAX as i64) as u32).unwrap_or(0)
 }
 
-/// Writes to `dir/.name.tmp-PID`, fsyncs, renames to `dir/name`.
-fn atomic_write(dir: &Path, name: &str, f: impl FnOnce(&mut File) -> Result<()>) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir).ctx(dir)?;
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+/// The mode of an exported file: 0600, or the source file's mode where that is stricter. The
+/// owner keeps read access: an export its owner cannot read is no export.
+pub fn private_mode(source_mode: u32) -> u32 {
+    (source_mode & 0o600) | 0o400
+}
+
+/// Creates `dir` and its missing ancestors 0700 (exactly: the umask cannot widen or narrow it);
+/// directories that already exist keep their mode.
+pub fn create_private_dir_all(dir: &Path) -> Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_private_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).ctx(dir),
+        // Another export made it meanwhile.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(Error::io(dir, e)),
+    }
+}
+
+/// The temporary name [`atomic_write`] uses for `name`: a kill leaves only this, never a half
+/// file under the final name.
+fn tmp_name(name: &str) -> String {
+    format!(".{name}.tmp-{}", std::process::id())
+}
+
+/// Writes to `dir/.name.tmp-PID` with `mode` (exactly), fsyncs, renames to `dir/name`.
+pub(crate) fn atomic_write(
+    dir: &Path,
+    name: &str,
+    mode: u32,
+    f: impl FnOnce(&mut File) -> Result<()>,
+) -> Result<PathBuf> {
+    create_private_dir_all(dir)?;
+    let tmp = dir.join(tmp_name(name));
     let fin = dir.join(name);
     let r = (|| {
-        let mut file = File::create(&tmp).ctx(&tmp)?;
+        let _ = std::fs::remove_file(&tmp);
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).ctx(&tmp)?;
+        // The umask only narrows the mode given at creation; set it exactly.
+        file.set_permissions(std::fs::Permissions::from_mode(mode)).ctx(&tmp)?;
         f(&mut file)?;
         file.sync_all().ctx(&tmp)?;
         Ok(())
@@ -151,12 +190,18 @@ fn tar_header(n: &Node, kind: tar::EntryType, size: u64) -> tar::Header {
 pub fn export(repo: &Repo, s: &Snapshot, name: &str, out: &Path) -> Result<PathBuf> {
     let file_name = export_name(name, s);
     let mtime = unix_secs(s);
-    atomic_write(out, &file_name, |file| {
+    let kind = archive_kind(s);
+    // A single-file archive is as private as its file; a tar of many is owner-only.
+    let single = match kind {
+        ArchiveKind::Sqlite | ArchiveKind::Postgres => Some(single_file(repo, s)?),
+        ArchiveKind::Tar => None,
+    };
+    let mode = single.as_ref().map_or(0o600, |n| private_mode(n.mode));
+    atomic_write(out, &file_name, mode, |file| {
         let w = std::io::BufWriter::with_capacity(1 << 20, file);
         let mut gz = GzBuilder::new().mtime(mtime).write(w, Compression::new(6));
-        match archive_kind(s) {
-            ArchiveKind::Sqlite | ArchiveKind::Postgres => {
-                let node = single_file(repo, s)?;
+        match single {
+            Some(node) => {
                 let mut r = ContentReader::new(repo, &node)?;
                 let n = io::copy(&mut r, &mut gz).map_err(|e| Error::io(&file_name, e))?;
                 if n != node.size {
@@ -166,7 +211,7 @@ pub fn export(repo: &Repo, s: &Snapshot, name: &str, out: &Path) -> Result<PathB
                     ));
                 }
             }
-            ArchiveKind::Tar => {
+            None => {
                 let mut tb = tar::Builder::new(&mut gz);
                 tb.follow_symlinks(false);
                 for n in repo.tree(s)? {
@@ -197,125 +242,4 @@ pub fn export(repo: &Repo, s: &Snapshot, name: &str, out: &Path) -> Result<PathB
         w.into_inner().map_err(|e| Error::io(&file_name, e.into_error()))?;
         Ok(())
     })
-}
-
-/// Seed 001's layout: `out/YYYYMMDD/` with `.db` / `.config` / `.bak` files and
-/// `backup_metadata.json` updated in place (atomically).
-pub fn export_dated(repo: &Repo, id: &SnapshotId, s: &Snapshot, out: &Path, keep_days: i64) -> Result<Vec<PathBuf>> {
-    let t = s.datetime().ok_or_else(|| Error::corrupt(format!("snapshot {id}"), "bad time"))?;
-    let day = t.format("%Y%m%d").to_string();
-    let dir = out.join(&day);
-    let mut written = Vec::new();
-    let mut files = serde_json::Map::new();
-    let kind = archive_kind(s);
-    for n in repo.tree(s)? {
-        let n = n?;
-        if n.kind != NodeKind::File {
-            continue;
-        }
-        crate::format::manifest::check_safe_path(&n.path).map_err(|e| Error::corrupt(n.path_str(), e))?;
-        let rel = n.path_str();
-        let target_rel = match kind {
-            ArchiveKind::Sqlite => {
-                let stem = rel.strip_suffix(".db").unwrap_or(&rel);
-                format!("{stem}.db")
-            }
-            _ if s.backup_type == "config" => format!("{rel}.config"),
-            _ => format!("{rel}.bak"),
-        };
-        let dest = dir.join(&target_rel);
-        let parent = dest.parent().expect("has parent").to_path_buf();
-        let fname = dest.file_name().expect("has name").to_string_lossy().into_owned();
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        atomic_write(&parent, &fname, |f| {
-            let mut r = ContentReader::new(repo, &n)?;
-            let mut buf = vec![0u8; 1 << 16];
-            loop {
-                let k = r.read(&mut buf).map_err(|e| Error::io(&rel, e))?;
-                if k == 0 {
-                    break;
-                }
-                hasher.update(&buf[..k]);
-                f.write_all(&buf[..k]).ctx(&dest)?;
-                size += k as u64;
-            }
-            Ok(())
-        })?;
-        let mut entry = json!({ "size": size, "hash": hex::encode(hasher.finalize()) });
-        if kind == ArchiveKind::Sqlite {
-            entry["has_wal"] = json!(s.source.get("sqlite.journal_mode").map(|m| m == "wal").unwrap_or(false));
-        }
-        files.insert(target_rel.clone(), entry);
-        written.push(dest);
-    }
-    // backup_metadata.json, merged with what is there.
-    let meta_path = out.join("backup_metadata.json");
-    let mut meta: serde_json::Value = match std::fs::read(&meta_path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map_err(|e| Error::Invalid(format!("{}: not valid JSON: {e}", meta_path.display())))?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => json!({"daily": {}, "pre_change": {}, "manual": {}}),
-        Err(e) => return Err(Error::io(&meta_path, e)),
-    };
-    let created = t.to_rfc3339();
-    let slug = |d: &Option<String>| {
-        d.as_deref()
-            .unwrap_or("snapshot")
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
-            .collect::<String>()
-    };
-    let (section, key, mut entry) = match s.kind {
-        SnapshotKind::Daily => (
-            "daily",
-            day.clone(),
-            json!({
-                "created": created,
-                "expires": (t + chrono::Duration::days(keep_days)).to_rfc3339(),
-                "status": "active",
-                "verified": false,
-            }),
-        ),
-        SnapshotKind::PreChange => (
-            "pre_change",
-            format!("{}_{}", t.format("%Y%m%d_%H%M"), slug(&s.description)),
-            json!({
-                "created": created,
-                "description": s.description,
-                "status": if s.labels.contains_key("verified_by") { "verified" } else { "pending_verification" },
-                "change_ticket": s.ticket,
-                "retention": "until_verified",
-                "verified_by": s.labels.get("verified_by"),
-                "verified_date": s.labels.get("verified_date"),
-            }),
-        ),
-        SnapshotKind::Manual => (
-            "manual",
-            format!("{}_{}", t.format("%Y%m%d_%H%M"), slug(&s.description)),
-            json!({
-                "created": created,
-                "creator": s.creator,
-                "purpose": s.purpose,
-                "retention": s.labels.get("retention").cloned().unwrap_or_else(|| "permanent".into()),
-                "notes": s.description.clone().unwrap_or_default(),
-            }),
-        ),
-    };
-    entry["snapshot"] = json!(id.to_hex());
-    let obj =
-        meta.as_object_mut().ok_or_else(|| Error::Invalid(format!("{}: not a JSON object", meta_path.display())))?;
-    let sec = obj.entry(section).or_insert_with(|| json!({}));
-    let slot = sec
-        .as_object_mut()
-        .ok_or_else(|| Error::Invalid(format!("{}: {section} is not an object", meta_path.display())))?;
-    // Several snapshots of one day (db, logs, config) share the day's entry: merge their files.
-    let existing_files =
-        slot.get(&key).and_then(|e| e.get("files")).and_then(|f| f.as_object()).cloned().unwrap_or_default();
-    let mut merged: BTreeMap<String, serde_json::Value> = existing_files.into_iter().collect();
-    merged.extend(files);
-    entry["files"] = json!(merged);
-    slot.insert(key, entry);
-    let bytes = serde_json::to_vec_pretty(&meta).expect("serializable");
-    atomic_write(out, "backup_metadata.json", |f| f.write_all(&bytes).ctx(&meta_path))?;
-    Ok(written)
 }
