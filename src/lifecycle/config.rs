@@ -261,6 +261,8 @@ impl RemoteConfig {
 
 mod notify;
 pub use notify::{EmailConfig, FailureThreshold, NotifyConfig, SmtpConfig, SmtpTls};
+mod verify;
+pub use verify::{Percent, VerifyConfig};
 
 /// The `backup` section.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -298,6 +300,9 @@ pub struct BackupConfig {
     /// `$XDG_STATE_HOME/cairn/<config-id>`; see `lifecycle::state`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<PathBuf>,
+    /// When `backup` and the daemon verify the repository (`lifecycle::verify_runs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyConfig>,
 }
 
 /// A loaded, validated configuration.
@@ -391,6 +396,9 @@ impl Config {
         }
         if let Some(n) = &mut backup.notify {
             n.resolve(&abs).map_err(|(k, m)| invalid(file, &join(&format!("{prefix}notify"), &k), m))?;
+        }
+        if let Some(v) = &backup.verify {
+            v.validate().map_err(|(k, m)| invalid(file, &join(&format!("{prefix}verify"), k), m))?;
         }
         let mut types = Vec::new();
         if backup.types.is_empty() {

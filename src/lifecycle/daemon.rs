@@ -33,7 +33,8 @@ pub fn run(
                 if report.ran.iter().any(|r| r.result == Outcome::Success) {
                     report.sync = sync_all(Some(cfg), repo, remotes, false, &mut set, clock);
                 }
-                if !report.ran.is_empty() {
+                report.verify = crate::lifecycle::verify_runs::run_if_due(repo, cfg, clock);
+                if !report.ran.is_empty() || report.verify.is_some() {
                     on_round(&report);
                 }
             }
@@ -43,7 +44,10 @@ pub fn run(
         // within a minute, and a signal within a second.
         let history = History::open(repo.store().root())?;
         set.refresh(repo)?;
-        let next = next_round(cfg, &history, set.all(), &clock.now(), DaemonTiming::default())?;
+        let mut next = next_round(cfg, &history, set.all(), &clock.now(), DaemonTiming::default())?;
+        if let Some(v) = crate::lifecycle::verify_runs::due(cfg, &history, &clock.now())? {
+            next = next.min(v.next);
+        }
         tracing::info!("next run due at {next}");
         let started = std::time::Instant::now();
         let wall_start = clock.now().fixed_offset();
