@@ -409,6 +409,9 @@ impl Config {
             if name.is_empty() || name.len() > 64 || name.contains(['/', ':', '\0', ' ']) {
                 return Err(invalid(file, &key, "type names are 1-64 characters without '/', ':' or spaces"));
             }
+            if name == crate::lifecycle::verify_runs::VERIFY {
+                return Err(invalid(file, &key, "\"verify\" is reserved for the verify runs in the history"));
+            }
             let t: TypeFile = serde_path_to_error::deserialize(v.clone())
                 .map_err(|e| invalid(file, &key_path(&key, e.path()), e.into_inner()))?;
             let t = t.into_typed(&abs).map_err(|(k, m)| invalid(file, &join(&key, &k), m))?;

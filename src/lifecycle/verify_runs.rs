@@ -74,7 +74,8 @@ pub fn summary(r: &VerifyReport) -> String {
         .map(|d| format!("pack {}: {} ({} chunks)", d.pack, d.problem, d.chunks.len()))
         .chain(r.problems.iter().cloned())
         .collect();
-    let mut s = format!("repository DAMAGED: {}", all.iter().take(NAMED_PROBLEMS).cloned().collect::<Vec<_>>().join("; "));
+    let mut s =
+        format!("repository DAMAGED: {}", all.iter().take(NAMED_PROBLEMS).cloned().collect::<Vec<_>>().join("; "));
     if all.len() > NAMED_PROBLEMS {
         s.push_str(&format!("; and {} more problems", all.len() - NAMED_PROBLEMS));
     }

@@ -120,7 +120,10 @@ fn damage_fails_the_verify_row_tells_once_and_recovers_once_after_repair() {
         env.run(&["verify", "--read-data"]).code(3);
     }
     let v = rows(&env, "verify");
-    assert_eq!(v.iter().map(|r| r["result"].as_str().unwrap()).collect::<Vec<_>>(), ["success", "failed", "failed", "failed"]);
+    assert_eq!(
+        v.iter().map(|r| r["result"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["success", "failed", "failed", "failed"]
+    );
     let err = v[1]["error"].as_str().unwrap();
     assert!(err.contains("repository DAMAGED") && err.contains(&pack.to_hex()), "{err}");
     let (_, hook) = split_events(&sink.take());
@@ -202,7 +205,12 @@ fn a_weekly_verify_runs_from_backup_once_a_week_and_damage_exits_3() {
     drop(l);
     let sunday = chrono::NaiveDate::from_ymd_opt(2030, 1, 20).unwrap().and_hms_opt(5, 0, 0).unwrap();
     let r = at(&env, &sunday, &["backup"]).code(3);
-    assert!(r.stdout.contains("verify: repository DAMAGED") && r.stderr.contains("scheduled verify found damage"), "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("verify: repository DAMAGED") && r.stderr.contains("scheduled verify found damage"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
     assert_eq!(rows(&env, "verify").last().unwrap()["result"], "failed");
     // Not repeated at every run until the next slot: the damage stays reported by status.
     at(&env, &(sunday + chrono::Duration::hours(6)), &["backup"]).ok();
@@ -218,7 +226,7 @@ fn bad_verify_settings_name_the_file_and_key() {
         (json!({"schedule": "weekly sun 04:00", "read_data": "150%"}), "verify.read_data", "must be in (0, 100]"),
         (json!({"schedule": "fortnightly"}), "verify.schedule", "is not a schedule"),
         (json!({"schedule": "on-change"}), "verify.schedule", "does not apply to verify"),
-        (json!({"schedule": "daily 04:00", "restore": true}), "verify", "unknown field `restore`"),
+        (json!({"schedule": "daily 04:00", "restore": true}), "verify.restore", "unknown field `restore`"),
         (json!({"read_data": "10%"}), "verify", "missing field `schedule`"),
     ] {
         let cfg = write_config(
@@ -229,4 +237,9 @@ fn bad_verify_settings_name_the_file_and_key() {
         assert!(r.stderr.contains(&format!("cairn.json: {key}: ")) && r.stderr.contains(why), "{key}: {}", r.stderr);
         assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
     }
+    // Its history rows and notification subject are "verify": no backup type may be called so.
+    let cfg =
+        write_config(env.path(), json!({"name": "v", "repository": "repo", "types": {"verify": {"paths": ["x"]}}}));
+    let r = env.run_cfg(&cfg, &["config", "check"]).code(1);
+    assert!(r.stderr.contains("cairn.json: types.verify: ") && r.stderr.contains("reserved"), "{}", r.stderr);
 }
