@@ -53,11 +53,11 @@ pub struct ScheduledVerify {
     pub damaged: bool,
     /// The problems, or the error that stopped it.
     pub error: Option<String>,
-    /// Packs read in full and their bytes.
+    /// Packs read in full.
     pub packs_read: usize,
     /// Bytes read in full.
     pub bytes_read: u64,
-    /// Database restore tests: (type, passed, detail).
+    /// Database restore tests, with the bytes restored and the time each took.
     pub restore_tests: Vec<crate::ops::verify::RestoreTest>,
     /// Seconds it took.
     pub duration_s: f64,
