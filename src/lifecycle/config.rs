@@ -263,6 +263,8 @@ mod export;
 mod notify;
 pub use export::{ExportConfig, Layout};
 pub use notify::{EmailConfig, FailureThreshold, NotifyConfig, SmtpConfig, SmtpTls};
+mod verify;
+pub use verify::{Percent, VerifyConfig};
 
 /// The `backup` section.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -303,6 +305,9 @@ pub struct BackupConfig {
     /// `$XDG_STATE_HOME/cairn/<config-id>`; see `lifecycle::state`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<PathBuf>,
+    /// When `backup` and the daemon verify the repository (`lifecycle::verify_runs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyConfig>,
 }
 
 /// A loaded, validated configuration.
@@ -401,6 +406,9 @@ impl Config {
             x.resolve(&abs, &backup.repository)
                 .map_err(|(k, m)| invalid(file, &join(&format!("{prefix}export"), &k), m))?;
         }
+        if let Some(v) = &backup.verify {
+            v.validate().map_err(|(k, m)| invalid(file, &join(&format!("{prefix}verify"), k), m))?;
+        }
         let mut types = Vec::new();
         if backup.types.is_empty() {
             return Err(invalid(file, &format!("{prefix}types"), "no backup types configured"));
@@ -409,6 +417,9 @@ impl Config {
             let key = format!("{prefix}types.{name}");
             if name.is_empty() || name.len() > 64 || name.contains(['/', ':', '\0', ' ']) {
                 return Err(invalid(file, &key, "type names are 1-64 characters without '/', ':' or spaces"));
+            }
+            if name == crate::lifecycle::verify_runs::VERIFY {
+                return Err(invalid(file, &key, "\"verify\" is reserved for the verify runs in the history"));
             }
             let t: TypeFile = serde_path_to_error::deserialize(v.clone())
                 .map_err(|e| invalid(file, &key_path(&key, e.path()), e.into_inner()))?;

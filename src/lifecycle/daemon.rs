@@ -38,7 +38,8 @@ pub fn run(
                 backoff.record(&owed.sync, clock.now().fixed_offset());
                 report.sync = owed.sync;
                 report.notify_errors.extend(owed.notify_errors);
-                if !report.ran.is_empty() || !report.sync.is_empty() {
+                report.verify = crate::lifecycle::verify_runs::run_if_due(repo, cfg, clock);
+                if !report.ran.is_empty() || !report.sync.is_empty() || report.verify.is_some() {
                     on_round(&report);
                 }
             }
@@ -48,8 +49,11 @@ pub fn run(
         // within a minute, and a signal within a second.
         let history = History::open(repo.store().root())?;
         set.refresh(repo)?;
-        let next = next_round(cfg, &history, set.all(), &clock.now(), DaemonTiming::default())?;
-        let next = backoff.next_attempt().map_or(next, |b| b.min(next));
+        let mut next = next_round(cfg, &history, set.all(), &clock.now(), DaemonTiming::default())?;
+        next = backoff.next_attempt().map_or(next, |b| b.min(next));
+        if let Some(v) = crate::lifecycle::verify_runs::due(cfg, &history, &clock.now())? {
+            next = next.min(v.next);
+        }
         tracing::info!("next run due at {next}");
         let started = std::time::Instant::now();
         let wall_start = clock.now().fixed_offset();

@@ -157,11 +157,26 @@ impl History {
 
     /// Runs, newest first.
     pub fn list(&self, backup_type: Option<&str>, limit: usize) -> Result<Vec<Run>> {
-        let mut st = self.wrap(self.conn.prepare(
+        self.query(
             "SELECT id, type, start, end, result, error, files, bytes_read, bytes_added, snapshot, retries FROM runs
              WHERE (?1 IS NULL OR type = ?1) ORDER BY id DESC LIMIT ?2",
-        ))?;
-        let rows = self.wrap(st.query_map(params![backup_type, limit as i64], |r| {
+            params![backup_type, limit as i64],
+        )
+    }
+
+    /// The runs whose type starts with `prefix` recorded after run `id` and ending at `end`,
+    /// oldest first: the rows one operation recorded together (a verify's restore tests).
+    pub fn recorded_with(&self, id: i64, prefix: &str, end: &str) -> Result<Vec<Run>> {
+        self.query(
+            "SELECT id, type, start, end, result, error, files, bytes_read, bytes_added, snapshot, retries FROM runs
+             WHERE id > ?1 AND substr(type, 1, length(?2)) = ?2 AND end = ?3 ORDER BY id",
+            params![id, prefix, end],
+        )
+    }
+
+    fn query(&self, sql: &str, p: impl rusqlite::Params) -> Result<Vec<Run>> {
+        let mut st = self.wrap(self.conn.prepare(sql))?;
+        let rows = self.wrap(st.query_map(p, |r| {
             Ok(Run {
                 id: r.get(0)?,
                 backup_type: r.get(1)?,

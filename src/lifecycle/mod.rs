@@ -17,6 +17,7 @@ pub mod runner;
 pub mod schedule;
 pub mod state;
 pub mod status;
+pub mod verify_runs;
 
 /// Serde helpers that write times as `to_rfc3339()` does ("+00:00", where chrono's own
 /// `Serialize` writes "Z"): the form the JSON output has always had.

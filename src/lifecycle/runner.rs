@@ -96,6 +96,9 @@ pub struct BackupReport {
     /// Snapshot files of the repository that could not be read (each named, with the reason):
     /// the backups ran, but the repository is damaged (`repair snapshots`).
     pub unreadable_snapshots: Vec<String>,
+    /// The scheduled verify, when it was due (run after the backups and the sync).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<crate::lifecycle::verify_runs::ScheduledVerify>,
 }
 
 /// One remote's sync after a backup.

@@ -75,6 +75,8 @@ pub struct Status {
     /// Snapshot files that could not be read, each named with the reason (filled in by the
     /// caller, which holds the snapshot set).
     pub unreadable_snapshots: Vec<String>,
+    /// The last verify (by hand or scheduled), with the schedule's next due time.
+    pub last_verify: Option<crate::lifecycle::verify_runs::VerifyStatus>,
 }
 
 /// One remote's state.
@@ -203,6 +205,7 @@ pub fn status(
             by_type.values().flat_map(|v| crate::ops::retention::clock_anomalies(v, now_f)).collect()
         },
         unreadable_snapshots: Vec::new(),
+        last_verify: crate::lifecycle::verify_runs::status(&history, cfg, now)?,
     })
 }
 
@@ -296,6 +299,7 @@ pub fn render(s: &Status) -> String {
     if !s.clock_anomalies.is_empty() || !s.unreadable_snapshots.is_empty() {
         out.push('\n');
     }
+    out.push_str(&crate::lifecycle::verify_runs::render_status(s.last_verify.as_ref()));
     let remote_trouble: Vec<&str> =
         s.remotes.iter().filter(|r| r.failing || r.behind).map(|r| r.name.as_str()).collect();
     if !remote_trouble.is_empty() {

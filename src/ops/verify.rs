@@ -45,6 +45,10 @@ pub struct RestoreTest {
     pub ok: bool,
     /// What was checked, or what failed.
     pub detail: String,
+    /// Bytes of the database restored (what a restore of it writes).
+    pub bytes: u64,
+    /// Seconds the restore and its check took: with `bytes`, the measured restore speed.
+    pub duration_s: f64,
 }
 
 /// A damaged pack and what it breaks.
@@ -469,7 +473,10 @@ pub fn restore_tests(repo: &Repo) -> Result<Vec<RestoreTest>> {
     for (ty, (id, s)) in latest {
         let scratch =
             repo.store().local_state_dir("tmp")?.join(crate::store::local::scratch_name("restore-test", "db"));
+        let timer = std::time::Instant::now();
         let r = restore_test_one(repo, &s, &scratch);
+        let duration_s = timer.elapsed().as_secs_f64();
+        let bytes = std::fs::metadata(&scratch).map(|m| m.len()).unwrap_or(0);
         for suffix in ["", "-wal", "-shm", "-journal"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", scratch.display()));
         }
@@ -477,7 +484,7 @@ pub fn restore_tests(repo: &Repo) -> Result<Vec<RestoreTest>> {
             Ok(d) => (true, d),
             Err(e) => (false, e.to_string()),
         };
-        out.push(RestoreTest { snapshot: id, backup_type: ty, ok, detail });
+        out.push(RestoreTest { snapshot: id, backup_type: ty, ok, detail, bytes, duration_s });
     }
     Ok(out)
 }

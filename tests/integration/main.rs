@@ -30,3 +30,4 @@ mod robustness;
 mod roundtrip;
 mod sources;
 mod trouble;
+mod verify_runs;

@@ -45,6 +45,10 @@ pub(in crate::cli) fn run(ctx: &Ctx, a: &BackupArgs) -> Result<Finish> {
         crate::lifecycle::pending::sync_owed(cfg, &repo, &ctx.remotes()?, &mut set, &clock, &po, &|_: &str| true);
     report.sync = owed.sync;
     report.notify_errors.extend(owed.notify_errors);
+    // A run limited to named types does only those; the verify waits for a full run.
+    if a.types.is_empty() {
+        report.verify = crate::lifecycle::verify_runs::run_if_due(&mut repo, cfg, &clock);
+    }
     print_report(ctx, &report);
     if let Some(m) = &a.metrics_file {
         let st = crate::lifecycle::status::status(&repo, Some(cfg), set.all(), &clock.now())?;
@@ -53,6 +57,9 @@ pub(in crate::cli) fn run(ctx: &Ctx, a: &BackupArgs) -> Result<Finish> {
     let failed = report.failed();
     if failed > 0 {
         bail!("{failed} of {} backup types failed", report.ran.len());
+    }
+    if let Some(f) = crate::cli::cmd::verify::scheduled_finish(report.verify.as_ref())? {
+        return Ok(f);
     }
     if !report.unreadable_snapshots.is_empty() {
         // The backups are stored, but the repository holds damage: never a clean success.
@@ -271,5 +278,8 @@ pub(in crate::cli) fn print_report(ctx: &Ctx, report: &BackupReport) {
     }
     for e in &report.notify_errors {
         eprintln!("warning: notification not delivered: {e}");
+    }
+    if let Some(v) = &report.verify {
+        crate::cli::cmd::verify::print_scheduled(v, quiet);
     }
 }

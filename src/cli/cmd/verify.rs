@@ -1,10 +1,12 @@
 //! `verify`: check the repository (exit 3 on damage); with --remote, first compare the remote's
 //! inventory with the local repository.
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use serde_json::json;
 
 use crate::cli::{render, Ctx, Finish};
+use crate::lifecycle::config::Percent;
+use crate::lifecycle::verify_runs::ScheduledVerify;
 use crate::ops::sync::RemoteCheck;
 use crate::ops::verify::VerifyOptions;
 use crate::util::human_bytes;
@@ -25,25 +27,27 @@ pub(in crate::cli) fn run(ctx: &Ctx, read_data: Option<&str>, seed: Option<u64>,
     let mut repo = ctx.open()?;
     let pct = match read_data {
         None => None,
-        Some(s) => {
-            let v: f64 = s
-                .trim_end_matches('%')
-                .parse()
-                .map_err(|_| anyhow!("--read-data={s}: expected a percentage such as 10%"))?;
-            if !(v > 0.0 && v <= 100.0) {
-                bail!("--read-data={s}: percentage must be in (0, 100]");
-            }
-            Some(v)
-        }
+        Some(s) => Some(s.parse::<Percent>().map_err(|e| anyhow!("--read-data={s}: {e}"))?.get()),
     };
     let seed = seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
     });
     let pb = render::spinner(&ctx.cli, "verifying");
     let start = std::time::Instant::now();
-    // The local cache is compared with the index files, so first load any it has not seen.
-    repo.sync_index()?;
-    let r = crate::ops::verify::verify(&repo, &VerifyOptions { read_data: pct, seed, restore_test })?;
+    let opts = VerifyOptions { read_data: pct, seed, restore_test };
+    let r = if ctx.cli.remote.is_some() {
+        // A remote's mirror: its history is not the repository's.
+        repo.sync_index()?;
+        crate::ops::verify::verify(&repo, &opts)?
+    } else {
+        // Recorded in the history and notified, whatever the outcome.
+        let clock = crate::lifecycle::clock::SystemClock;
+        let run = crate::lifecycle::verify_runs::verify_and_record(&mut repo, ctx.config()?, &opts, &clock);
+        for e in &run.notify_errors {
+            eprintln!("warning: notification not delivered: {e}");
+        }
+        run.report?
+    };
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
@@ -133,4 +137,42 @@ fn print_remote_check(ctx: &Ctx, c: &RemoteCheck, read_data_follows: bool) -> Re
         c.extra.len()
     );
     Ok(())
+}
+
+/// One line for the verify a `backup` run or daemon round did on its schedule.
+pub(in crate::cli) fn print_scheduled(v: &ScheduledVerify, quiet: bool) {
+    match &v.error {
+        None if quiet => {}
+        None => {
+            let tests = match v.restore_tests.len() {
+                0 => String::new(),
+                n => format!(", {n} databases restore-tested"),
+            };
+            println!(
+                "verify: no errors found, {} packs read ({}){tests}, {:.2}s ({})",
+                v.packs_read,
+                human_bytes(v.bytes_read),
+                v.duration_s,
+                v.reason
+            );
+        }
+        Some(e) if v.damaged => println!("verify: {e} (`cairn verify --read-data` shows all of it)"),
+        Some(e) => println!("verify: FAILED: {e}"),
+    }
+    for e in &v.notify_errors {
+        eprintln!("warning: notification not delivered: {e}");
+    }
+}
+
+/// How a scheduled verify ends a `backup` run: damage is exit 3 (after it was reported), a verify
+/// that could not finish an error; `None`: it found nothing (or did not run).
+pub(in crate::cli) fn scheduled_finish(v: Option<&ScheduledVerify>) -> Result<Option<Finish>> {
+    match v {
+        Some(v) if v.damaged => {
+            eprintln!("error: the scheduled verify found damage (exit 3); see `cairn verify --read-data`");
+            Ok(Some(Finish::Damaged))
+        }
+        Some(ScheduledVerify { error: Some(e), .. }) => Err(anyhow!("scheduled verify: {e}")),
+        _ => Ok(None),
+    }
 }
