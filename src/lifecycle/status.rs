@@ -75,6 +75,8 @@ pub struct Status {
     /// Snapshot files that could not be read, each named with the reason (filled in by the
     /// caller, which holds the snapshot set).
     pub unreadable_snapshots: Vec<String>,
+    /// Pre-change snapshots not yet verified (`mark-verified`), oldest first, with their age.
+    pub pending_verification: Vec<crate::ops::kinds::Pending>,
 }
 
 /// One remote's state.
@@ -194,6 +196,7 @@ pub fn status(
             by_type.values().flat_map(|v| crate::ops::retention::clock_anomalies(v, now_f)).collect()
         },
         unreadable_snapshots: Vec::new(),
+        pending_verification: crate::ops::kinds::pending_verification(snaps, now_f),
     })
 }
 
@@ -279,6 +282,7 @@ pub fn render(s: &Status) -> String {
     if !s.clock_anomalies.is_empty() || !s.unreadable_snapshots.is_empty() {
         out.push('\n');
     }
+    out.push_str(&crate::lifecycle::kinds::render_pending(&s.pending_verification));
     if s.overdue.is_empty() {
         out.push_str("\nall types are within their RPO\n");
     } else {

@@ -45,7 +45,7 @@ pub(in crate::cli) fn run(ctx: &Ctx, a: &SnapshotArgs) -> Result<Finish> {
         kind: SnapshotKind::parse(&a.kind).expect("validated by clap"),
         description: a.description.clone(),
         ticket: a.ticket.clone(),
-        creator: a.creator.clone().or_else(|| std::env::var("USER").ok()),
+        creator: a.creator.clone().or_else(crate::util::account_name),
         purpose: a.purpose.clone(),
         labels,
         force_read: a.force_read,
