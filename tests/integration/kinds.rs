@@ -60,7 +60,7 @@ fn faked(env: &Env, cfg: &Path, at: chrono::DateTime<chrono::Local>, args: &[&st
     c.env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
         .current_dir(env.path())
         .stdin(Stdio::null())
-        .arg(format!("@{}", at.format("%Y-%m-%d %H:%M:%S")))
+        .arg(at.format("%Y-%m-%d %H:%M:%S").to_string())
         .arg(base.get_program())
         .args(base.get_args());
     env.run_cmd(c)
@@ -395,12 +395,12 @@ fn a_pre_change_snapshot_waiting_too_long_is_notified_once() {
     let overdue = || events().lines().filter(|l| l.starts_with("verification_overdue|")).count();
     run(&env, &cfg, &["backup", "--now", "--type", "config"]).ok();
     assert_eq!(overdue(), 0, "3 days is within the 7: {}", events());
-    faked(&env, &cfg, now + days(5), &["backup", "--now", "--type", "config"]).ok();
+    faked(&env, &cfg, now + days(5) + chrono::Duration::hours(1), &["backup", "--now", "--type", "config"]).ok();
     assert_eq!(overdue(), 1, "{}", events());
     let line = events().lines().find(|l| l.starts_with("verification_overdue|")).unwrap().to_string();
     assert!(line.starts_with(&format!("verification_overdue|db|pre-change snapshot {} (db, OBD-45) has waited 8 days", &pre[..8])), "{line}");
     // Not again within remind_every (a day), and never once verified.
-    faked(&env, &cfg, now + days(5) + chrono::Duration::hours(1), &["backup", "--now", "--type", "config"]).ok();
+    faked(&env, &cfg, now + days(5) + chrono::Duration::hours(2), &["backup", "--now", "--type", "config"]).ok();
     assert_eq!(overdue(), 1, "{}", events());
     run(&env, &cfg, &["mark-verified", &pre, "--by", "alice"]).ok();
     faked(&env, &cfg, now + days(7), &["backup", "--now", "--type", "config"]).ok();
