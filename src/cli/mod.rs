@@ -119,7 +119,9 @@ pub fn run(cli: Cli) -> Result<Finish> {
         Command::Notify { test: _ } => cmd::notify::test(&ctx),
         Command::Export(a) => cmd::export::run(&ctx, a),
         Command::Snapshot(a) => cmd::snapshot::run(&ctx, a),
-        Command::Snapshots { backup_type, kind } => cmd::browse::snapshots(&ctx, backup_type.as_deref(), kind.as_deref()),
+        Command::Snapshots { backup_type, kind } => {
+            cmd::browse::snapshots(&ctx, backup_type.as_deref(), kind.as_deref())
+        }
         Command::Ls { snapshot, path } => cmd::browse::ls(&ctx, snapshot, path.as_deref()),
         Command::Cat { snapshot, path } => cmd::browse::cat(&ctx, snapshot, path),
         Command::Restore { snapshot, target, include } => cmd::restore::run(&ctx, snapshot, target, include),

@@ -213,7 +213,15 @@ fn run_with_retries(
 ) -> (Result<SnapshotOutcome>, u32) {
     let mut retries = 0;
     loop {
-        match run_type(repo, name, t, opts.flags, Some(parent.clone()), Some((clock.now(), next_seq)), opts.take_as.as_ref()) {
+        match run_type(
+            repo,
+            name,
+            t,
+            opts.flags,
+            Some(parent.clone()),
+            Some((clock.now(), next_seq)),
+            opts.take_as.as_ref(),
+        ) {
             Err(e) if e.is_transient() && retries < MAX_RETRIES => {
                 let wait = opts.retry_base * 2u32.pow(retries);
                 tracing::warn!("{name}: {e}; retrying in {:.1}s", wait.as_secs_f64());

@@ -129,7 +129,9 @@ pub struct Removed {
 pub fn protected_because(s: &Snapshot) -> Option<String> {
     let label = s.labels.get("retention").map(String::as_str);
     match s.kind {
-        SnapshotKind::PreChange if !verification::is_verified(s) => Some("a pre-change snapshot not yet verified".into()),
+        SnapshotKind::PreChange if !verification::is_verified(s) => {
+            Some("a pre-change snapshot not yet verified".into())
+        }
         SnapshotKind::PreChange | SnapshotKind::Manual if label == Some("permanent") => {
             Some(format!("a {} snapshot with retention permanent", s.kind.as_str()))
         }

@@ -10,8 +10,8 @@ use crate::error::{Error, Result};
 use crate::format::manifest::Snapshot;
 use crate::format::verification::{self, Verification};
 use crate::id::{SnapshotId, VerificationId};
-use crate::store::{FileKind, Handle};
 use crate::repo::{snapshot_order, Repo};
+use crate::store::{FileKind, Handle};
 
 /// Snapshots of one repository, oldest first, and the files that could not be read.
 #[derive(Debug, Default)]

@@ -19,8 +19,10 @@ fn app(env: &Env, notify: Option<Value>) -> PathBuf {
     let db = rusqlite::Connection::open(app.join("data/app.db")).unwrap();
     let mode: String = db.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
-    db.execute_batch("CREATE TABLE readings(id INTEGER PRIMARY KEY, rpm INTEGER); INSERT INTO readings(rpm) VALUES (800), (900);")
-        .unwrap();
+    db.execute_batch(
+        "CREATE TABLE readings(id INTEGER PRIMARY KEY, rpm INTEGER); INSERT INTO readings(rpm) VALUES (800), (900);",
+    )
+    .unwrap();
     std::fs::write(app.join("config.json"), br#"{"poll_interval_s": 5}"#).unwrap();
     std::fs::write(app.join(".env"), b"API_KEY=secret\n").unwrap();
     std::fs::write(app.join("cairn-password"), b"app password\n").unwrap();
@@ -148,8 +150,10 @@ fn pre_change_of_the_db_type_keeps_its_id_when_verified_and_follows_retention_fr
     let db = env.path().join("app/data/app.db");
     {
         let c = rusqlite::Connection::open(&db).unwrap();
-        c.execute_batch("ALTER TABLE readings ADD COLUMN speed INTEGER; INSERT INTO readings(rpm, speed) VALUES (1000, 50);")
-            .unwrap();
+        c.execute_batch(
+            "ALTER TABLE readings ADD COLUMN speed INTEGER; INSERT INTO readings(rpm, speed) VALUES (1000, 50);",
+        )
+        .unwrap();
     }
     let d1 = taken(&faked(&env, &cfg, now - days(9), &["--json", "backup", "--now", "--type", "db"]).ok());
     let d2 = taken(&run(&env, &cfg, &["--json", "backup", "--now", "--type", "db"]).ok());
@@ -241,12 +245,8 @@ fn manual_snapshot_of_a_configured_type_and_the_listing_of_kinds() {
     // Nothing changed since the routine snapshot, and still a snapshot of its own is written.
     assert_ne!(manual, daily);
     let pre = taken(
-        &run(
-            &env,
-            &cfg,
-            &["--json", "backup", "--now", "--type", "db", "--kind", "pre-change", "--ticket", "OBD-44"],
-        )
-        .ok(),
+        &run(&env, &cfg, &["--json", "backup", "--now", "--type", "db", "--kind", "pre-change", "--ticket", "OBD-44"])
+            .ok(),
     );
     run(&env, &cfg, &["mark-verified", &pre, "--by", "alice"]).ok();
     let pre2 = taken(
@@ -255,10 +255,14 @@ fn manual_snapshot_of_a_configured_type_and_the_listing_of_kinds() {
     );
 
     let text = run(&env, &cfg, &["snapshots"]).ok().stdout;
-    let line = |id: &str| text.lines().find(|l| l.starts_with(&id[..8])).unwrap_or_else(|| panic!("{text}")).to_string();
+    let line =
+        |id: &str| text.lines().find(|l| l.starts_with(&id[..8])).unwrap_or_else(|| panic!("{text}")).to_string();
     assert!(text.lines().next().unwrap().contains("VERIFIED"), "{text}");
     let m = line(&manual);
-    assert!(m.contains("manual") && m.contains("before vendor visit; purpose: compare settings later; retention permanent"), "{m}");
+    assert!(
+        m.contains("manual") && m.contains("before vendor visit; purpose: compare settings later; retention permanent"),
+        "{m}"
+    );
     let p = line(&pre);
     assert!(p.contains("pre-change") && p.contains("alice 20") && p.contains("OBD-44"), "{p}");
     assert!(line(&pre2).contains("pending"), "{text}");
@@ -398,11 +402,41 @@ fn a_pre_change_snapshot_waiting_too_long_is_notified_once() {
     faked(&env, &cfg, now + days(5) + chrono::Duration::hours(1), &["backup", "--now", "--type", "config"]).ok();
     assert_eq!(overdue(), 1, "{}", events());
     let line = events().lines().find(|l| l.starts_with("verification_overdue|")).unwrap().to_string();
-    assert!(line.starts_with(&format!("verification_overdue|db|pre-change snapshot {} (db, OBD-45) has waited 8 days", &pre[..8])), "{line}");
+    assert!(
+        line.starts_with(&format!(
+            "verification_overdue|db|pre-change snapshot {} (db, OBD-45) has waited 8 days",
+            &pre[..8]
+        )),
+        "{line}"
+    );
     // Not again within remind_every (a day), and never once verified.
     faked(&env, &cfg, now + days(5) + chrono::Duration::hours(2), &["backup", "--now", "--type", "config"]).ok();
     assert_eq!(overdue(), 1, "{}", events());
     run(&env, &cfg, &["mark-verified", &pre, "--by", "alice"]).ok();
     faked(&env, &cfg, now + days(7), &["backup", "--now", "--type", "config"]).ok();
     assert_eq!(overdue(), 1, "{}", events());
+}
+
+#[test]
+fn verifications_reach_the_remote_after_their_snapshot_and_leave_it_with_it() {
+    ensure_package("rclone", || have_program("rclone"));
+    let env = Env::new();
+    let cfg = app(&env, None);
+    let remote = env.path().join("offsite");
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+    v["remotes"] = json!([{"name": "usb", "rclone": format!(":local:{}", remote.display())}]);
+    std::fs::write(&cfg, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    let pre = taken(&run(&env, &cfg, &["--json", "backup", "--type", "db", "--kind", "pre-change"]).ok());
+    let r = run(&env, &cfg, &["--json", "mark-verified", &pre, "--by", "alice"]).ok().json();
+    let ver = r["verification"].as_str().unwrap().to_string();
+    let s = run(&env, &cfg, &["--json", "sync"]).ok().json();
+    assert_eq!(s[0]["uploaded"], 1, "only the verification is new: {s:#}");
+    assert!(remote.join("verifications").join(&ver).exists());
+    // Read back from the remote alone: the snapshot shows its verification there too.
+    let list = run(&env, &cfg, &["--json", "--remote", "usb", "snapshots"]).ok().json();
+    assert_eq!(list[0]["verified_by"], "alice", "{list:#}");
+    run(&env, &cfg, &["forget", &pre, "--reason", "done"]).ok();
+    run(&env, &cfg, &["sync"]).ok();
+    assert!(!remote.join("verifications").join(&ver).exists());
+    assert!(!remote.join("snapshots").join(&pre).exists());
 }
