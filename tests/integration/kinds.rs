@@ -271,9 +271,9 @@ fn manual_snapshot_of_a_configured_type_and_the_listing_of_kinds() {
     let kinds = |k: &str| -> Vec<String> {
         snapshots(&env, &cfg, &["--kind", k]).iter().map(|s| s["id"].as_str().unwrap().to_string()).collect()
     };
-    assert_eq!(kinds("manual"), [manual.clone()]);
-    assert_eq!(kinds("pre-change"), [pre.clone(), pre2.clone()]);
-    assert_eq!(kinds("daily"), [daily.clone()]);
+    assert_eq!(kinds("manual"), [manual]);
+    assert_eq!(kinds("pre-change"), [pre, pre2]);
+    assert_eq!(kinds("daily"), [daily]);
     let m = snapshots(&env, &cfg, &["--kind", "manual", "--type", "config"]);
     assert_eq!(
         (m[0]["purpose"].as_str(), m[0]["retention"].as_str(), m[0]["verified"].as_bool()),

@@ -73,9 +73,8 @@ pub(in crate::cli) fn forget_named(ctx: &Ctx, a: &ForgetArgs) -> Result<Finish> 
     for spec in &a.snapshots {
         ids.push(repo.resolve(spec)?.0);
     }
-    let by = match a.by.clone().or_else(crate::util::account_name) {
-        Some(b) => b,
-        None => bail!("--by: no account name found for this user; say who removes the snapshots"),
+    let Some(by) = a.by.clone().or_else(crate::util::account_name) else {
+        bail!("--by: no account name found for this user; say who removes the snapshots")
     };
     let now = crate::lifecycle::clock::SystemClock.now();
     let removed = crate::lifecycle::kinds::forget_named(&repo, &ids, a.force, &by, a.reason.as_deref(), now)?;
