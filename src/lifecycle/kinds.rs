@@ -24,13 +24,6 @@ pub fn forget_named(
     reason: Option<&str>,
     now: DateTime<Local>,
 ) -> Result<Vec<Removed>> {
-    // Which ones needed --force is read before they go.
-    let (snaps, _) = repo.snapshots()?;
-    let forced: Vec<SnapshotId> = snaps
-        .iter()
-        .filter(|(id, s)| ids.contains(id) && kinds::protected_because(s).is_some())
-        .map(|(id, _)| *id)
-        .collect();
     let removed = kinds::forget_named(repo, ids, force)?;
     let history = History::open(repo.store().root())?;
     for r in &removed {
@@ -41,7 +34,7 @@ pub fn forget_named(
             kind: r.kind.clone(),
             by: by.to_string(),
             reason: reason.map(String::from),
-            forced: forced.contains(&r.id),
+            forced: r.forced,
         })?;
     }
     Ok(removed)

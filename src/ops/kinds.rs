@@ -123,6 +123,8 @@ pub struct Removed {
     pub time: String,
     /// Verification files removed with it.
     pub verifications: usize,
+    /// Whether it needed `--force` (`protected_because`).
+    pub forced: bool,
 }
 
 /// Why a snapshot may only be removed by name with `--force`, if it may not without.
@@ -173,6 +175,7 @@ pub fn forget_named(repo: &Repo, ids: &[SnapshotId], force: bool) -> Result<Vec<
             kind: s.kind.as_str().into(),
             time: s.time.clone(),
             verifications,
+            forced: protected_because(s).is_some(),
         });
     }
     Ok(out)
