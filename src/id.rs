@@ -71,6 +71,10 @@ id_type!(
     SnapshotId
 );
 id_type!(
+    /// Plain BLAKE3 of a verification file's bytes; also its file name.
+    VerificationId
+);
+id_type!(
     /// Random identity of a repository, bound into every encrypted object.
     RepoId
 );

@@ -12,6 +12,24 @@ pub fn os_random(buf: &mut [u8]) {
     rand::rngs::SysRng.try_fill_bytes(buf).expect("the operating system's random generator failed");
 }
 
+/// Who runs this process: `$USER`, else the account name of the real user id (cron and
+/// systemd often start jobs without `$USER`), else `None`.
+pub fn account_name() -> Option<String> {
+    if let Some(u) = std::env::var("USER").ok().filter(|u| !u.is_empty()) {
+        return Some(u);
+    }
+    let mut buf = vec![0u8; 4096];
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // getpwuid_r: the reentrant form, writing into our buffer (threads run during a backup).
+    let r = unsafe { libc::getpwuid_r(libc::getuid(), &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut out) };
+    if r != 0 || out.is_null() || pw.pw_name.is_null() {
+        return None;
+    }
+    let name = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) };
+    Some(name.to_string_lossy().into_owned()).filter(|n| !n.is_empty())
+}
+
 /// Whether process `pid` is alive on this host.
 pub fn pid_alive(pid: u32) -> bool {
     // kill(pid, 0) probes without signalling; EPERM still means it exists.

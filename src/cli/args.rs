@@ -70,15 +70,9 @@ pub enum Command {
         #[command(subcommand)]
         what: ConfigWhat,
     },
-    /// Apply each type's retention policy: say what is kept and why, remove the rest.
-    Forget {
-        /// Only say what would be removed.
-        #[arg(long)]
-        dry_run: bool,
-        /// Only these types; repeatable.
-        #[arg(long = "type")]
-        types: Vec<String>,
-    },
+    /// Apply each type's retention policy: say what is kept and why, remove the rest; or, given
+    /// snapshot ids, remove those snapshots.
+    Forget(ForgetArgs),
     /// Delete data no snapshot references and repack sparse packs.
     Prune {
         /// Only say what would be done.
@@ -110,6 +104,9 @@ pub enum Command {
         /// At most this many runs.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Instead list the snapshots removed by name (`forget SNAPSHOT`): who, why, when.
+        #[arg(long, conflicts_with = "backup_type")]
+        removed: bool,
     },
     /// Upload to remotes what they lack (all configured remotes, or --remote NAME).
     Sync {
@@ -137,6 +134,9 @@ pub enum Command {
         /// Only this backup type.
         #[arg(long = "type")]
         backup_type: Option<String>,
+        /// Only this kind: daily, pre-change or manual.
+        #[arg(long, value_parser = ["daily", "pre-change", "manual"])]
+        kind: Option<String>,
     },
     /// List the files in a snapshot.
     Ls {
@@ -229,6 +229,48 @@ pub struct BackupArgs {
     /// Do not sync remotes after the backup.
     #[arg(long)]
     pub no_sync: bool,
+    /// Take the types (each through its own source) as `pre-change` or `manual` snapshots
+    /// instead of routine ones; implies --now.
+    #[arg(long, value_parser = ["daily", "pre-change", "manual"])]
+    pub kind: Option<String>,
+    /// The change (pre-change) or what the snapshot holds (manual).
+    #[arg(long, requires = "kind")]
+    pub description: Option<String>,
+    /// Change ticket.
+    #[arg(long, requires = "kind")]
+    pub ticket: Option<String>,
+    /// Why it is kept (manual).
+    #[arg(long, requires = "kind")]
+    pub purpose: Option<String>,
+    /// `days_N` or `permanent` (also `until_verified` for pre-change); pre-change days count
+    /// from the verification.
+    #[arg(long, requires = "kind")]
+    pub retention: Option<String>,
+    /// Who takes it (default: $USER, else the account name).
+    #[arg(long, requires = "kind")]
+    pub creator: Option<String>,
+}
+
+/// `forget` options.
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// Snapshots to remove (id prefixes); without them, each type's retention policy is applied.
+    pub snapshots: Vec<String>,
+    /// Only say what would be removed (retention).
+    #[arg(long, conflicts_with = "snapshots")]
+    pub dry_run: bool,
+    /// Only these types; repeatable (retention).
+    #[arg(long = "type", conflicts_with = "snapshots")]
+    pub types: Vec<String>,
+    /// Also remove a permanent snapshot or a pre-change one not yet verified.
+    #[arg(long, requires = "snapshots")]
+    pub force: bool,
+    /// Who removes them, for the history (default: $USER, else the account name).
+    #[arg(long, requires = "snapshots")]
+    pub by: Option<String>,
+    /// Why, for the history.
+    #[arg(long, requires = "snapshots")]
+    pub reason: Option<String>,
 }
 
 /// `config` subcommands.

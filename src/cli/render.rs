@@ -35,6 +35,10 @@ pub(super) fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value 
         "ticket": s.ticket,
         "creator": s.creator,
         "purpose": s.purpose,
+        "retention": s.labels.get("retention"),
+        "verified": crate::format::verification::is_verified(s),
+        "verified_by": crate::format::verification::verified(s).map(|v| v.0),
+        "verified_date": crate::format::verification::verified(s).and_then(|v| v.1),
         "host": s.host,
         "paths": s.paths,
         "labels": s.labels,
@@ -46,6 +50,40 @@ pub(super) fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value 
         // Commit order (0: a version 1 snapshot, which has none).
         "seq": s.seq,
     })
+}
+
+/// The VERIFIED column: "by NAME DATE" for a verified pre-change snapshot, "pending" for one
+/// waiting, "-" for other kinds.
+pub(super) fn verification_cell(s: &Snapshot) -> String {
+    match crate::format::verification::verified(s) {
+        Some((by, date)) => format!("{by} {}", date.map(|d| d.get(..10).unwrap_or(d)).unwrap_or_default()),
+        None if s.kind == crate::format::manifest::SnapshotKind::PreChange => "pending".into(),
+        None => "-".into(),
+    }
+}
+
+/// Description and purpose as one cell (with the creator and retention when given).
+pub(super) fn about(s: &Snapshot) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(d) = &s.description {
+        parts.push(d.clone());
+    }
+    if let Some(p) = &s.purpose {
+        parts.push(format!("purpose: {p}"));
+    }
+    if let Some(r) = s.labels.get("retention") {
+        parts.push(format!("retention {r}"));
+    }
+    if s.kind != crate::format::manifest::SnapshotKind::Daily {
+        if let Some(c) = &s.creator {
+            parts.push(format!("by {c}"));
+        }
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join("; ")
+    }
 }
 
 /// A snapshot's time in local time, or as stored when it does not parse.

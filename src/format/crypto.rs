@@ -43,6 +43,8 @@ pub enum ObjectKind {
     Index = 3,
     /// A snapshot file.
     Snapshot = 4,
+    /// A verification file (format-spec/verification.md).
+    Verification = 5,
 }
 
 /// BLAKE3 key-derivation contexts, fixed forever for format version 1.

@@ -11,3 +11,4 @@ pub mod manifest;
 pub mod pack;
 pub mod repo_config;
 pub mod sample;
+pub mod verification;

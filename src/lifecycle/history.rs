@@ -10,6 +10,9 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 
+mod removals;
+pub use removals::Removal;
+
 /// Outcome of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -131,7 +134,8 @@ impl History {
              CREATE INDEX IF NOT EXISTS runs_type ON runs(type, id);
              CREATE TABLE IF NOT EXISTS alerts(type TEXT NOT NULL, event TEXT NOT NULL, time TEXT NOT NULL,
                  PRIMARY KEY(type, event));",
-        ))
+        ))?;
+        self.create_removals()
     }
 
     /// Records a run.

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::format::manifest::Snapshot;
 use crate::id::SnapshotId;
 use crate::lifecycle::config::{SourceSpec, TypeConfig};
+use crate::ops::kinds::TakeAs;
 use crate::ops::snapshot::{self, SnapshotOptions, SnapshotOutcome, Source};
 use crate::repo::Repo;
 use crate::source::{postgres, sqlite, ChildReader};
@@ -93,6 +94,7 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// caller has looked it up already (`Some(None)`: there is none; `None`: it is looked up here).
 /// `at`: the snapshot's time from the caller's clock and the `seq` to record (see
 /// `ops::snapshot::next_seq`); `None`: the wall clock, and the snapshots are read for the seq.
+/// `take_as`: a pre-change or manual snapshot instead of a routine one.
 pub fn run_type(
     repo: &mut Repo,
     name: &str,
@@ -100,10 +102,11 @@ pub fn run_type(
     flags: RunFlags,
     parent: Option<Option<(SnapshotId, Snapshot)>>,
     at: Option<(chrono::DateTime<chrono::Local>, u64)>,
+    take_as: Option<&TakeAs>,
 ) -> Result<SnapshotOutcome> {
     let mut opts = SnapshotOptions {
         backup_type: name.to_string(),
-        creator: std::env::var("USER").ok(),
+        creator: crate::util::account_name(),
         force_read: flags.force_read,
         chunker: t.chunker,
         skip_if_unchanged_within: t.on_change_window(),
@@ -112,6 +115,9 @@ pub fn run_type(
         next_seq: at.map(|a| a.1),
         ..Default::default()
     };
+    if let Some(k) = take_as {
+        k.apply(&mut opts);
+    }
     if !t.exclude.is_empty() {
         let mut b = globset::GlobSetBuilder::new();
         for g in &t.exclude {

@@ -8,6 +8,7 @@ pub mod export;
 pub mod first_use;
 pub mod history;
 pub mod job;
+pub mod kinds;
 pub mod notify;
 pub mod outside;
 pub mod password;

@@ -37,11 +37,19 @@ pub struct RunOptions {
     pub flags: RunFlags,
     /// First retry delay of a transient failure; doubles each retry.
     pub retry_base: Duration,
+    /// Take the types as pre-change or manual snapshots (`backup --kind`).
+    pub take_as: Option<crate::ops::kinds::TakeAs>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { now: false, types: Vec::new(), flags: RunFlags::default(), retry_base: DEFAULT_RETRY_BASE }
+        RunOptions {
+            now: false,
+            types: Vec::new(),
+            flags: RunFlags::default(),
+            retry_base: DEFAULT_RETRY_BASE,
+            take_as: None,
+        }
     }
 }
 
@@ -211,7 +219,15 @@ fn run_with_retries(
 ) -> (Result<SnapshotOutcome>, u32) {
     let mut retries = 0;
     loop {
-        match run_type(repo, name, t, opts.flags, Some(parent.clone()), Some((clock.now(), next_seq))) {
+        match run_type(
+            repo,
+            name,
+            t,
+            opts.flags,
+            Some(parent.clone()),
+            Some((clock.now(), next_seq)),
+            opts.take_as.as_ref(),
+        ) {
             Err(e) if e.is_transient() && retries < MAX_RETRIES => {
                 let wait = opts.retry_base * 2u32.pow(retries);
                 tracing::warn!("{name}: {e}; retrying in {:.1}s", wait.as_secs_f64());
@@ -365,6 +381,7 @@ pub fn run_backups(
     }
     let now = clock.now();
     report.notify_errors.extend(dead_man_check(cfg, &history, &mut told, set.all(), &now)?);
+    report.notify_errors.extend(crate::lifecycle::kinds::verification_alerts(cfg, &mut told, set.all(), &now));
     if let Err(e) = told.save() {
         report.notify_errors.push(format!("notification state not saved: {e}"));
     }

@@ -77,6 +77,8 @@ pub struct Status {
     pub unreadable_snapshots: Vec<String>,
     /// The last verify (by hand or scheduled), with the schedule's next due time.
     pub last_verify: Option<crate::lifecycle::verify_runs::VerifyStatus>,
+    /// Pre-change snapshots not yet verified (`mark-verified`), oldest first, with their age.
+    pub pending_verification: Vec<crate::ops::kinds::Pending>,
 }
 
 /// One remote's state.
@@ -206,6 +208,7 @@ pub fn status(
         },
         unreadable_snapshots: Vec::new(),
         last_verify: crate::lifecycle::verify_runs::status(&history, cfg, now)?,
+        pending_verification: crate::ops::kinds::pending_verification(snaps, now_f),
     })
 }
 
@@ -300,6 +303,7 @@ pub fn render(s: &Status) -> String {
         out.push('\n');
     }
     out.push_str(&crate::lifecycle::verify_runs::render_status(s.last_verify.as_ref()));
+    out.push_str(&crate::lifecycle::kinds::render_pending(&s.pending_verification));
     let remote_trouble: Vec<&str> =
         s.remotes.iter().filter(|r| r.failing || r.behind).map(|r| r.name.as_str()).collect();
     if !remote_trouble.is_empty() {

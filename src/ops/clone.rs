@@ -43,10 +43,10 @@ pub fn refresh_mirror(remote: &dyn Store, target: &str, cache_root: &Path) -> Re
         .objects
         .into_iter()
         .map(|s| s.handle)
-        .filter(|h| matches!(h.kind(), FileKind::Key | FileKind::Index | FileKind::Snapshot))
+        .filter(|h| matches!(h.kind(), FileKind::Key | FileKind::Index | FileKind::Snapshot | FileKind::Verification))
         .collect();
     let mut fetch: Vec<Handle> = Vec::new();
-    for kind in [FileKind::Key, FileKind::Index, FileKind::Snapshot] {
+    for kind in [FileKind::Key, FileKind::Index, FileKind::Snapshot, FileKind::Verification] {
         let here: HashSet<Handle> = local.list(kind)?.into_iter().map(|s| s.handle).collect();
         for h in here.difference(&on_remote.iter().filter(|h| h.kind() == kind).copied().collect()) {
             local.remove(*h)?;

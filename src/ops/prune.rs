@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::format::index::PackRecord;
 use crate::format::manifest::{NodeKind, Snapshot};
 use crate::format::pack::parse_pack;
-use crate::id::{content_hash, ChunkId, IndexId, PackId, SnapshotId};
+use crate::id::{ChunkId, IndexId, PackId, SnapshotId};
 use crate::ops::retention::{self, Decision, Retention};
 use crate::ops::snapshot_set::SnapshotSet;
 use crate::repo::cache::read_index_file;
@@ -129,6 +129,9 @@ pub fn forget_in(
     }
     if !dry_run {
         let gone: Vec<SnapshotId> = out.iter().filter(|d| !d.keep).map(|d| d.id).collect();
+        if !gone.is_empty() {
+            repo.remove_verifications_of(&gone)?;
+        }
         set.remove(&gone);
     }
     Ok(out)
@@ -338,26 +341,4 @@ pub fn prune_in(repo: &mut Repo, opts: PruneOptions, set: &mut SnapshotSet) -> R
     report.bytes_freed = report.bytes_deleted as i64 - report.bytes_written as i64;
     report.duration_s = start.elapsed().as_secs_f64();
     Ok(report)
-}
-
-/// Marks a pre-change snapshot verified: writes a copy with `verified_by` and `verified_date`
-/// labels, then removes the original (new before old: a crash leaves both, never neither).
-/// Returns the new id.
-pub fn mark_verified(repo: &Repo, id: &SnapshotId, by: &str) -> Result<SnapshotId> {
-    let _lock = Lock::acquire(repo.store(), false, "mark-verified")?;
-    let mut s = repo.load_snapshot(id)?;
-    if s.kind != crate::format::manifest::SnapshotKind::PreChange {
-        return Err(Error::Invalid(format!(
-            "snapshot {} is a {} snapshot; only pre-change snapshots are verified",
-            id.short(),
-            s.kind.as_str()
-        )));
-    }
-    s.labels.insert("verified_by".into(), by.into());
-    s.labels.insert("verified_date".into(), chrono::Local::now().to_rfc3339());
-    let sealed = s.seal(repo.keys());
-    let new = SnapshotId(content_hash(&sealed));
-    repo.store().put(Handle::Snapshot(new), &sealed)?;
-    repo.store().remove(Handle::Snapshot(*id))?;
-    Ok(new)
 }

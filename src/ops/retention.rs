@@ -5,7 +5,8 @@
 //! away for weeks does not come back to an empty history).
 //!
 //! Pre-change snapshots are kept until verified (`mark-verified`), then follow their own
-//! `retention` label (`until_verified` = may go, `days_N`, `permanent`). Manual snapshots follow
+//! `retention` label (`until_verified` = may go, `days_N` counted from the verification,
+//! `permanent`; none: kept until removed by hand with `forget SNAPSHOT`). Manual snapshots follow
 //! their `retention` label (`days_N`, default `permanent`). The newest complete snapshot of a
 //! type is never removed, whatever the clock says.
 //!
@@ -193,17 +194,23 @@ pub fn apply_protecting(
     for (i, (_, s, t)) in v.iter().enumerate() {
         let label = s.labels.get("retention").map(String::as_str);
         match s.kind {
-            SnapshotKind::PreChange => {
-                if !s.labels.contains_key("verified_by") {
-                    reasons[i].push("pre-change, not yet verified".into());
-                } else if label == Some("permanent") {
-                    reasons[i].push("pre-change, retention permanent".into());
-                } else if let Some(d) = label.and_then(label_days) {
-                    if now - *t < chrono::Duration::days(d) {
-                        reasons[i].push(format!("pre-change, retention days_{d}"));
+            SnapshotKind::PreChange => match crate::format::verification::verified(s) {
+                None => reasons[i].push("pre-change, not yet verified".into()),
+                Some(_) if label == Some("permanent") => reasons[i].push("pre-change, retention permanent".into()),
+                Some((_, date)) => match label.and_then(label_days) {
+                    // Counted from the verification: the change is done then, not when it began.
+                    Some(d) => {
+                        let from = date.and_then(|d| DateTime::parse_from_rfc3339(d).ok()).unwrap_or(*t);
+                        if now - from < chrono::Duration::days(d) {
+                            reasons[i].push(format!("pre-change, verified, retention days_{d}"));
+                        }
                     }
-                }
-            }
+                    // `until_verified`: the verification released it.
+                    None if label == Some("until_verified") => {}
+                    // No retention given: cleaned up by hand (`forget SNAPSHOT`), never by a rule.
+                    None => reasons[i].push("pre-change, verified, kept until forgotten by hand".into()),
+                },
+            },
             SnapshotKind::Manual => match label.and_then(label_days) {
                 Some(d) => {
                     if now - *t < chrono::Duration::days(d) {

@@ -8,8 +8,10 @@ use std::collections::HashSet;
 
 use crate::error::{Error, Result};
 use crate::format::manifest::Snapshot;
-use crate::id::SnapshotId;
+use crate::format::verification::{self, Verification};
+use crate::id::{SnapshotId, VerificationId};
 use crate::repo::{snapshot_order, Repo};
+use crate::store::{FileKind, Handle};
 
 /// Snapshots of one repository, oldest first, and the files that could not be read.
 #[derive(Debug, Default)]
@@ -17,6 +19,7 @@ pub struct SnapshotSet {
     snaps: Vec<(SnapshotId, Snapshot)>,
     unreadable: Vec<(SnapshotId, Error)>,
     decrypted: usize,
+    verifications: Vec<(VerificationId, Verification)>,
 }
 
 impl SnapshotSet {
@@ -52,8 +55,36 @@ impl SnapshotSet {
         if new > 0 {
             self.sort();
         }
+        self.refresh_verifications(repo)?;
         self.decrypted += new;
         tracing::debug!("snapshot set: {new} snapshot files decrypted, {} in all", self.decrypted);
+        Ok(())
+    }
+
+    /// Verification files are few and small: listed each time, only new ones read; each shows
+    /// on the snapshot it names (`format::verification::apply`).
+    fn refresh_verifications(&mut self, repo: &Repo) -> Result<()> {
+        let ids: HashSet<VerificationId> = repo
+            .objects()
+            .list(FileKind::Verification)?
+            .into_iter()
+            .filter_map(|s| match s.handle {
+                Handle::Verification(id) => Some(id),
+                _ => None,
+            })
+            .collect();
+        self.verifications.retain(|(id, _)| ids.contains(id));
+        for id in ids {
+            if self.verifications.iter().any(|(v, _)| *v == id) {
+                continue;
+            }
+            match repo.load_verification(&id) {
+                Ok(v) => self.verifications.push((id, v)),
+                Err(e) => tracing::warn!("{e}; the snapshot it verifies is treated as unverified"),
+            }
+        }
+        let v: Vec<Verification> = self.verifications.iter().map(|(_, v)| v.clone()).collect();
+        verification::apply(&mut self.snaps, &v);
         Ok(())
     }
 

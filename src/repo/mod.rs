@@ -12,6 +12,7 @@ pub mod pack;
 pub mod packer;
 pub mod recheck;
 pub mod tree;
+mod verifications;
 
 use crate::error::{Error, Result};
 use crate::format::blob;
@@ -365,6 +366,8 @@ impl Repo {
             }
         }
         ok.sort_by(|a, b| snapshot_order(&a.1, &b.1).then(a.0.cmp(&b.0)));
+        let verifs: Vec<_> = self.verifications()?.into_iter().map(|(_, v)| v).collect();
+        crate::format::verification::apply(&mut ok, &verifs);
         Ok((ok, bad))
     }
 

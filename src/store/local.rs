@@ -428,6 +428,8 @@ impl Store for LocalStore {
                     }
                 }
             }
+            // Repositories written before verification files have no such directory.
+            FileKind::Verification if !self.root.join(kind.dir()).exists() => {}
             _ => self.list_dir(kind, &self.root.join(kind.dir()), &mut out)?,
         }
         out.sort_by_key(|s| s.handle);

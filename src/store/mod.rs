@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::id::{IndexId, KeyId, LockId, PackId, SnapshotId};
+use crate::id::{IndexId, KeyId, LockId, PackId, SnapshotId, VerificationId};
 
 pub mod fetching;
 pub mod local;
@@ -40,14 +40,23 @@ pub enum FileKind {
     Snapshot,
     /// `locks/<name>`
     Lock,
+    /// `verifications/<name>`: who verified a pre-change snapshot, and when.
+    Verification,
 }
 
 impl FileKind {
     /// Every kind, in the order a listing of a whole repository reports them: the reverse of the
     /// order a backup writes them (snapshots, index files, packs, keys, config), so that a snapshot
     /// or index file seen in a listing only refers to packs that existed when `packs/` was listed.
-    pub const LISTING_ORDER: [FileKind; 6] =
-        [FileKind::Lock, FileKind::Snapshot, FileKind::Index, FileKind::Pack, FileKind::Key, FileKind::Config];
+    pub const LISTING_ORDER: [FileKind; 7] = [
+        FileKind::Lock,
+        FileKind::Verification,
+        FileKind::Snapshot,
+        FileKind::Index,
+        FileKind::Pack,
+        FileKind::Key,
+        FileKind::Config,
+    ];
 
     /// Directory name under the repository root (`config` for the config file itself).
     pub fn dir(self) -> &'static str {
@@ -58,6 +67,7 @@ impl FileKind {
             FileKind::Snapshot => "snapshots",
             FileKind::Key => "keys",
             FileKind::Lock => "locks",
+            FileKind::Verification => "verifications",
         }
     }
 }
@@ -77,6 +87,8 @@ pub enum Handle {
     Snapshot(SnapshotId),
     /// A lock file (random name).
     Lock(LockId),
+    /// A verification file (content name).
+    Verification(VerificationId),
 }
 
 impl Handle {
@@ -89,6 +101,7 @@ impl Handle {
             Handle::Index(_) => FileKind::Index,
             Handle::Snapshot(_) => FileKind::Snapshot,
             Handle::Lock(_) => FileKind::Lock,
+            Handle::Verification(_) => FileKind::Verification,
         }
     }
 
@@ -101,6 +114,7 @@ impl Handle {
             Handle::Index(n) => Some(n.0),
             Handle::Snapshot(n) => Some(n.0),
             Handle::Lock(n) => Some(n.0),
+            Handle::Verification(n) => Some(n.0),
         }
     }
 
@@ -113,13 +127,14 @@ impl Handle {
             FileKind::Index => Handle::Index(IndexId(name)),
             FileKind::Snapshot => Handle::Snapshot(SnapshotId(name)),
             FileKind::Lock => Handle::Lock(LockId(name)),
+            FileKind::Verification => Handle::Verification(VerificationId(name)),
         }
     }
 
     /// Whether the name is the plain BLAKE3 of the content (packs, index and snapshot files), so
     /// that a copy can be checked against its name.
     pub fn is_content_named(&self) -> bool {
-        matches!(self, Handle::Pack(_) | Handle::Index(_) | Handle::Snapshot(_))
+        matches!(self, Handle::Pack(_) | Handle::Index(_) | Handle::Snapshot(_) | Handle::Verification(_))
     }
 
     /// Path relative to the repository root, `/`-separated (format-spec/layout.md).
@@ -147,6 +162,7 @@ impl Handle {
             "index" => FileKind::Index,
             "snapshots" => FileKind::Snapshot,
             "locks" => FileKind::Lock,
+            "verifications" => FileKind::Verification,
             _ => return None,
         };
         let sub = if kind == FileKind::Pack { Some(parts.next()?) } else { None };

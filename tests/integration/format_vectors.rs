@@ -24,6 +24,7 @@ use cairn::format::keyfile::{KdfParams, KeyFile};
 use cairn::format::manifest::{path_cmp, Node, NodeError, NodeKind, RecordParser, Snapshot, SnapshotKind, Stats};
 use cairn::format::pack::{self, Entry};
 use cairn::format::repo_config::default_chunkers;
+use cairn::format::verification::Verification;
 use cairn::fuzzing::{test_keys, SplitMix64, TEST_MASTER_KEY, TEST_PASSWORD, TEST_REPO_ID};
 use cairn::id::{content_hash, ChunkId, PackId, SnapshotId};
 use cairn::{read_trailer, LocalStore, PackWriter};
@@ -1253,4 +1254,74 @@ fn sample() {
         assert_eq!(got, want, "cairn, seed {seed}, {percent}%");
     }
     assert_same("sample.json", &c, &generated);
+}
+
+// ---------------------------------------------------------------------------------------------
+// verification.json
+
+/// The verification of the vector: it names snapshot.json's encrypted snapshot file.
+pub fn vector_verification() -> Verification {
+    let (_, enc) = vector_snapshot_files();
+    Verification {
+        snapshot: SnapshotId(content_hash(&enc)),
+        by: "alice".into(),
+        time: "2026-11-25T14:30:00+01:00".into(),
+    }
+}
+
+fn gen_verification() -> Value {
+    let v = vector_verification();
+    let plain = v.encode();
+    let mut spec = SpecEnc::default();
+    spec.put("version byte", vec![1]);
+    spec.put("snapshot", v.snapshot.0.to_vec());
+    spec.put("by", lp(v.by.as_bytes()));
+    spec.put("time", lp(v.time.as_bytes()));
+    assert_eq!(plain, spec.out, "verification plaintext per verification.md");
+    let n = nonce(0x32);
+    let fe = test_keys(true).seal_with_nonce(ObjectKind::Verification, &[0; 32], &plain, &n);
+    let fu = v.seal(&test_keys(false));
+    assert_eq!(fe, spec_seal(true, ObjectKind::Verification, &[0; 32], &plain, &n));
+    assert_eq!(fu, spec_seal(false, ObjectKind::Verification, &[0; 32], &plain, &nonce(0)));
+    json!({
+        "description": "A verification file (verification.md) naming snapshot.json's encrypted snapshot file. plaintext_fields annotate the plaintext field by field. The encrypted file's nonce is fixed.",
+        "verification": {"snapshot": h(v.snapshot.0), "by": v.by, "time": v.time},
+        "kind_byte": ObjectKind::Verification as u8,
+        "plaintext": h(&plain),
+        "plaintext_fields": spec.fields,
+        "unencrypted": {"file": h(&fu), "name": h(content_hash(&fu))},
+        "encrypted": {"nonce": h(n), "file": h(&fe), "name": h(content_hash(&fe))},
+    })
+}
+
+#[test]
+fn verification() {
+    let generated = gen_verification();
+    let c = committed("verification.json", &generated);
+    let plain = unh(field(&c, "plaintext"));
+    let annotated: Vec<u8> =
+        field(&c, "plaintext_fields").as_array().unwrap().iter().flat_map(|f| unh(&f[1])).collect();
+    assert_eq!(annotated, plain, "annotation covers the plaintext");
+    let decoded = Verification::decode(&plain, &what).expect("committed plaintext decodes");
+    let expect = field(&c, "verification");
+    assert_eq!(
+        (h(decoded.snapshot.0), json!(decoded.by), json!(decoded.time)),
+        (expect["snapshot"].as_str().unwrap().to_string(), expect["by"].clone(), expect["time"].clone())
+    );
+    for (mode, enc) in [("unencrypted", false), ("encrypted", true)] {
+        let file = unh(field(&c, &format!("{mode}.file")));
+        assert_eq!(content_hash(&file).to_vec(), unh(field(&c, &format!("{mode}.name"))));
+        let v = Verification::open(&test_keys(enc), &file, &what).expect("committed verification opens");
+        assert_eq!(v, decoded, "{mode}");
+        // Sealed as a snapshot it does not open: the kind byte is bound.
+        assert!(Snapshot::open(&test_keys(enc), &file, &what).is_err(), "{mode}");
+    }
+    // Unknown versions and trailing bytes are refused.
+    let mut v2 = plain.clone();
+    v2[0] = 2;
+    assert!(Verification::decode(&v2, &what).is_err());
+    let mut long = plain.clone();
+    long.push(0);
+    assert!(Verification::decode(&long, &what).is_err());
+    assert_same("verification.json", &c, &generated);
 }

@@ -1637,33 +1637,20 @@ fn cli_mark_verified_releases_a_pre_change_snapshot() {
     assert!(r.stderr.contains("only pre-change snapshots are verified"), "{}", r.stderr);
 
     let v = cairn(&env, &["--json", "mark-verified", &pre[..12], "--by", "alice"]).ok().json();
-    assert_eq!(v["old"], pre.as_str());
-    let new = v["new"].as_str().unwrap().to_string();
-    assert_ne!(new, pre);
+    assert_eq!(v["snapshot"], pre.as_str(), "the id stays");
     let list = cairn(&env, &["--json", "snapshots"]).ok().json();
-    let s = list.as_array().unwrap().iter().find(|s| s["id"] == new.as_str()).unwrap_or_else(|| panic!("{list:#}"));
+    let s = list.as_array().unwrap().iter().find(|s| s["id"] == pre.as_str()).unwrap_or_else(|| panic!("{list:#}"));
     assert_eq!(
         (s["kind"].as_str(), s["ticket"].as_str(), s["labels"]["verified_by"].as_str()),
         (Some("pre-change"), Some("T-1"), Some("alice")),
         "{s:#}"
     );
     assert!(s["labels"]["verified_date"].as_str().is_some(), "{s:#}");
-    assert_eq!(
-        snapshot_ids(&env, &[]),
-        BTreeSet::from([new.clone(), d2.clone()]),
-        "the unverified original is replaced"
-    );
 
-    // until_verified (the default): once verified it goes.
-    let v = cairn(&env, &["--json", "forget"]).ok().json();
-    let removed: Vec<&str> = v["decisions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|d| d["keep"] == false)
-        .map(|d| d["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(removed, [new.as_str()]);
+    // No retention given: verified, it stays until removed by hand (seed 001: "manual cleanup").
+    cairn(&env, &["forget"]).ok();
+    assert_eq!(snapshot_ids(&env, &[]), BTreeSet::from([pre.clone(), d2.clone()]));
+    cairn(&env, &["forget", &pre[..12]]).ok();
     assert_eq!(snapshot_ids(&env, &[]), BTreeSet::from([d2.clone()]));
 
     // With --retention days_30 it stays 30 days after being verified.
@@ -1683,12 +1670,9 @@ fn cli_mark_verified_releases_a_pre_change_snapshot() {
     );
     write(&cfgdir.join("app.conf"), b"version=4\n");
     let d3 = snap(&env, &["--type", "config", cfgdir.to_str().unwrap()]);
-    let new2 = cairn(&env, &["--json", "mark-verified", &pre2, "--by", "bob"]).ok().json()["new"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    cairn(&env, &["mark-verified", &pre2, "--by", "bob"]).ok();
     cairn(&env, &["forget"]).ok();
-    assert_eq!(snapshot_ids(&env, &[]), BTreeSet::from([new2, d3]));
+    assert_eq!(snapshot_ids(&env, &[]), BTreeSet::from([pre2, d3]));
 }
 
 #[test]

@@ -17,6 +17,7 @@ mod export;
 mod format_vectors;
 mod fuzz_corpus;
 mod hung_remote;
+mod kinds;
 mod layers;
 mod lifecycle;
 mod live_files;

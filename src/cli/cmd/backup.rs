@@ -23,10 +23,12 @@ pub(in crate::cli) fn run(ctx: &Ctx, a: &BackupArgs) -> Result<Finish> {
             bail!("{}: no backup type {t:?} (configured: {})", cfg.file.display(), known.join(", "));
         }
     }
+    let take_as = take_as(a)?;
     let state = outside::state_for(cfg);
     let mut repo = open_or_record(ctx, cfg, state.as_ref(), &a.types, &clock)?;
     let opts = RunOptions {
-        now: a.now,
+        now: a.now || take_as.is_some(),
+        take_as,
         types: a.types.clone(),
         flags: crate::lifecycle::job::RunFlags { no_vacuum: a.no_vacuum, force_read: a.force_read },
         retry_base: retry_base(),
@@ -81,6 +83,22 @@ pub(in crate::cli) fn run(ctx: &Ctx, a: &BackupArgs) -> Result<Finish> {
         return Ok(Finish::Partial);
     }
     Ok(Finish::Ok)
+}
+
+/// `--kind pre-change|manual` and its facts; `None` for a routine backup.
+fn take_as(a: &BackupArgs) -> Result<Option<crate::ops::kinds::TakeAs>> {
+    let kind = a.kind.as_deref().map(|k| crate::format::manifest::SnapshotKind::parse(k).expect("validated by clap"));
+    let Some(kind) = kind else { return Ok(None) };
+    let t = crate::ops::kinds::TakeAs {
+        kind,
+        description: a.description.clone(),
+        ticket: a.ticket.clone(),
+        purpose: a.purpose.clone(),
+        retention: a.retention.clone(),
+        creator: a.creator.clone(),
+    };
+    t.validate()?;
+    Ok((kind != crate::format::manifest::SnapshotKind::Daily).then_some(t))
 }
 
 /// The first retry delay of a transient failure: CAIRN_RETRY_BASE_MS when set (the tests make

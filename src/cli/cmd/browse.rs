@@ -9,22 +9,25 @@ use crate::cli::{render, Ctx, Finish};
 use crate::format::manifest::NodeKind;
 use crate::util::human_bytes;
 
-pub(in crate::cli) fn snapshots(ctx: &Ctx, backup_type: Option<&str>) -> Result<Finish> {
+pub(in crate::cli) fn snapshots(ctx: &Ctx, backup_type: Option<&str>, kind: Option<&str>) -> Result<Finish> {
     let repo = ctx.open()?;
     let (all, bad) = repo.snapshots()?;
-    let list: Vec<_> = all.iter().filter(|(_, s)| backup_type.is_none_or(|t| s.backup_type == t)).collect();
+    let list: Vec<_> = all
+        .iter()
+        .filter(|(_, s)| backup_type.is_none_or(|t| s.backup_type == t) && kind.is_none_or(|k| s.kind.as_str() == k))
+        .collect();
     if ctx.json() {
         render::print_json(&serde_json::Value::Array(
             list.iter().map(|(id, s)| render::snapshot_json(id, s)).collect(),
         ));
     } else {
         println!(
-            "{:<10} {:<20} {:<10} {:<10} {:<16} {:>8} {:>10} {:>10}",
-            "ID", "TIME", "TYPE", "KIND", "HOST", "FILES", "SIZE", "ADDED"
+            "{:<10} {:<20} {:<10} {:<10} {:<12} {:>8} {:>10} {:>10} {:<22} {:<10} DESCRIPTION / PURPOSE",
+            "ID", "TIME", "TYPE", "KIND", "HOST", "FILES", "SIZE", "ADDED", "VERIFIED", "TICKET"
         );
         for (id, s) in &list {
             println!(
-                "{:<10} {:<20} {:<10} {:<10} {:<16} {:>8} {:>10} {:>10}",
+                "{:<10} {:<20} {:<10} {:<10} {:<12} {:>8} {:>10} {:>10} {:<22} {:<10} {}",
                 id.short(),
                 render::fmt_time(s),
                 s.backup_type,
@@ -32,7 +35,10 @@ pub(in crate::cli) fn snapshots(ctx: &Ctx, backup_type: Option<&str>) -> Result<
                 s.host,
                 s.stats.files,
                 human_bytes(s.stats.logical_bytes),
-                human_bytes(s.stats.new_bytes)
+                human_bytes(s.stats.new_bytes),
+                render::verification_cell(s),
+                s.ticket.as_deref().unwrap_or("-"),
+                render::about(s)
             );
         }
         println!("{} snapshots", list.len());

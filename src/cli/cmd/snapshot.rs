@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::json;
 
@@ -32,12 +32,7 @@ pub(in crate::cli) fn run(ctx: &Ctx, a: &SnapshotArgs) -> Result<Finish> {
         labels.insert(k.to_string(), v.to_string());
     }
     if let Some(r) = &a.retention {
-        let ok = r == "permanent"
-            || r == "until_verified"
-            || r.strip_prefix("days_").is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n > 0));
-        if !ok {
-            bail!("--retention {r:?}: use permanent, until_verified or days_N");
-        }
+        crate::ops::kinds::check_retention_label(r)?;
         labels.insert("retention".into(), r.clone());
     }
     let opts = SnapshotOptions {
@@ -45,7 +40,7 @@ pub(in crate::cli) fn run(ctx: &Ctx, a: &SnapshotArgs) -> Result<Finish> {
         kind: SnapshotKind::parse(&a.kind).expect("validated by clap"),
         description: a.description.clone(),
         ticket: a.ticket.clone(),
-        creator: a.creator.clone().or_else(|| std::env::var("USER").ok()),
+        creator: a.creator.clone().or_else(crate::util::account_name),
         purpose: a.purpose.clone(),
         labels,
         force_read: a.force_read,

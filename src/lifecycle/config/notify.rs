@@ -150,6 +150,10 @@ pub struct NotifyConfig {
     /// Also tell every successful backup, with its size and duration (default false).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub on_success: bool,
+    /// Tell when a pre-change snapshot has waited longer than this for `mark-verified` ("7d";
+    /// default: never), again each `remind_every` until it is verified or removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification_overdue: Option<Span>,
 }
 
 impl NotifyConfig {

@@ -28,6 +28,8 @@ fn rank(h: &Handle) -> u8 {
         FileKind::Pack => 1,
         FileKind::Index => 2,
         FileKind::Snapshot | FileKind::Lock => 3,
+        // A verification names its snapshot: it arrives after it, and goes before it.
+        FileKind::Verification => 4,
     }
 }
 
