@@ -10,7 +10,7 @@ pub enum Error {
     /// An I/O error on a named file.
     // The cause is part of the message and deliberately not a `source()`: anyhow's `{:#}`
     // would print it twice.
-    #[error("{path}: {err}")]
+    #[error("{}: {}", path.display(), io_cause(err))]
     Io {
         /// The file or directory involved.
         path: PathBuf,
@@ -61,6 +61,10 @@ pub enum Error {
     /// A resource stayed busy (a locked database); worth retrying later.
     #[error("{0}")]
     Busy(String),
+    /// A source that cannot be reached now but may be later (a database server refusing
+    /// connections or starting up); worth retrying.
+    #[error("{0}")]
+    Unavailable(String),
     /// A named object does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -75,7 +79,7 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
     /// SQLite cache failure.
-    #[error("cache {path}: {err}")]
+    #[error("cache {}: {}", path.display(), sqlite_cause(err))]
     Cache {
         /// The cache file.
         path: PathBuf,
@@ -89,7 +93,7 @@ impl Error {
     /// to a permanent problem (missing file, bad config, corruption, wrong password).
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Busy(_) | Error::Locked(_) => true,
+            Error::Busy(_) | Error::Locked(_) | Error::Unavailable(_) => true,
             Error::Io { err, .. } => !matches!(
                 err.kind(),
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::InvalidInput
@@ -110,20 +114,28 @@ impl Error {
         }
         Error::Io { path: path.into(), err: source }
     }
-    /// Wraps an SQLite error with its database file; SQLITE_FULL becomes [`Error::NoSpace`].
+    /// Wraps an SQLite error with its database file; a failure of the file system under it
+    /// becomes the error naming that cause ([`Error::sqlite_os`]).
     pub fn cache(path: impl Into<PathBuf>, err: rusqlite::Error) -> Self {
         let path = path.into();
-        // SQLite reports a failed write of its shared-memory or WAL file as a plain "disk I/O
-        // error"; on a file system with no block left that is ENOSPC, and is named so.
-        let full = match err.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DiskFull) => true,
-            Some(rusqlite::ErrorCode::SystemIoFailure) => no_free_blocks(&path),
-            _ => false,
-        };
-        if full {
-            return Error::NoSpace { path };
+        Error::sqlite_os(&path, &err).unwrap_or(Error::Cache { path, err })
+    }
+    /// The file-system cause behind an SQLite failure on `path`, as the error [`Error::io`]
+    /// would give for it: SQLite reports ENOSPC, EROFS and EACCES only as its own result codes
+    /// (SQLITE_FULL, SQLITE_READONLY, SQLITE_CANTOPEN, and a bare "disk I/O error" when writing
+    /// its WAL or shared-memory file fails), so the file system is asked. `None`: not one of those.
+    pub fn sqlite_os(path: &std::path::Path, err: &rusqlite::Error) -> Option<Error> {
+        use rusqlite::ErrorCode as C;
+        let code = err.sqlite_error_code()?;
+        if code == C::DiskFull || (matches!(code, C::SystemIoFailure | C::CannotOpen) && no_free_blocks(path)) {
+            return Some(Error::NoSpace { path: path.into() });
         }
-        Error::Cache { path, err }
+        if matches!(code, C::SystemIoFailure | C::ReadOnly | C::CannotOpen | C::PermissionDenied) {
+            if let Some(e) = crate::util::write_denied(path) {
+                return Some(Error::io(path, e));
+            }
+        }
+        None
     }
     /// Whether this is a failure to write because the file system is full or read-only (or the
     /// file cannot be written): a reader can go on without writing local state.
@@ -148,6 +160,33 @@ impl Error {
     /// A corruption error.
     pub fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> Self {
         Error::Corrupt { what: what.into(), detail: detail.into() }
+    }
+}
+
+/// The cause of an I/O error in words to act on: the errors a bad disk gives are named (with
+/// their errno) together with what to do; any other as the operating system words it.
+pub fn io_cause(err: &std::io::Error) -> String {
+    let (what, hint) = match err.raw_os_error() {
+        Some(libc::ENOSPC) => ("no space left on device (ENOSPC)", "free some space there and run again"),
+        Some(libc::EACCES) => ("permission denied (EACCES)", "the user cairn runs as may not use it; fix its owner or mode, or run cairn as the user owning it"),
+        Some(libc::EPERM) => ("operation not permitted (EPERM)", "the user cairn runs as may not do this here"),
+        Some(libc::EROFS) => ("read-only file system (EROFS)", "the file system is mounted read-only (a disk remounted read-only after errors, or a read-only mount): remount it read-write or check the disk"),
+        Some(libc::EDQUOT) => ("disk quota exceeded (EDQUOT)", "this user's quota there is used up: free some space or raise the quota"),
+        Some(libc::EIO) => ("input/output error (EIO)", "the device failed to read or write: check the disk (dmesg, smartctl) before trusting it"),
+        _ => return err.to_string(),
+    };
+    format!("{what}; {hint}")
+}
+
+/// An SQLite error in words: SQLite's own message, or, where it left none (its backup API
+/// reports a failed step on a handle whose message reads "not an error"), the description of
+/// the result code.
+pub fn sqlite_cause(err: &rusqlite::Error) -> String {
+    match err {
+        rusqlite::Error::SqliteFailure(f, msg) if msg.as_deref().is_none_or(|m| m == "not an error") => {
+            format!("SQLite {f}")
+        }
+        e => e.to_string(),
     }
 }
 

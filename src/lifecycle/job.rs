@@ -13,7 +13,7 @@ use crate::id::SnapshotId;
 use crate::lifecycle::config::{SourceSpec, TypeConfig};
 use crate::ops::snapshot::{self, SnapshotOptions, SnapshotOutcome, Source};
 use crate::repo::Repo;
-use crate::source::{sqlite, ChildReader};
+use crate::source::{postgres, sqlite, ChildReader};
 
 /// Per-run switches from the command line.
 #[derive(Clone, Copy, Debug, Default)]
@@ -144,7 +144,7 @@ pub fn run_type(
             if opts.chunker.is_none() && !repo.config().chunkers.contains_key(name) {
                 opts.chunker = Some(repo.config().chunker_for("db"));
             }
-            let reader = ChildReader::spawn(pg_dump_command(target), "pg_dump")?;
+            let reader = ChildReader::spawn(pg_dump_command(target), "pg_dump")?.diagnosed_by(postgres::diagnose);
             let mut meta = BTreeMap::new();
             meta.insert("postgres.target".into(), redact_url(target));
             meta.insert("postgres.format".into(), "plain".into());

@@ -1,13 +1,51 @@
 //! A child process's standard output as a `Read` that fails, instead of ending, when the process
 //! exits unsuccessfully: a dump tool that dies half-way must not become a snapshot that looks whole.
+//! A diagnosis of the tool's stderr (`pg_dump`'s: `source::postgres`) tells a failure worth
+//! retrying (the server not up yet) from one that retrying cannot fix (a wrong password).
 
 use std::io::{self, Read};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
+/// What a failed tool's stderr says: its cause in a few words, and whether trying again later may
+/// succeed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Diagnosis {
+    /// Whether a later attempt may succeed (the server was starting up, refused or did not answer).
+    pub transient: bool,
+    /// The cause, e.g. "authentication failed".
+    pub cause: &'static str,
+}
+
+/// The error a failed child ends its stream with, inside the `io::Error` the read returns, so that
+/// the reader's consumer can tell a transient failure from a permanent one.
+#[derive(Debug)]
+pub struct ChildFailure {
+    /// Whether a later attempt may succeed.
+    pub transient: bool,
+    /// What happened, with the tool's stderr.
+    pub message: String,
+}
+
+impl std::fmt::Display for ChildFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ChildFailure {}
+
+impl ChildFailure {
+    /// The failure carried by `e`, if it is one.
+    pub fn of(e: &io::Error) -> Option<&ChildFailure> {
+        e.get_ref().and_then(|i| i.downcast_ref::<ChildFailure>())
+    }
+}
+
 /// Reads a child's stdout; at end of stream, waits for it and turns a failure into an error.
 pub struct ChildReader {
     what: String,
+    diagnose: Option<fn(&str) -> Option<Diagnosis>>,
     child: Child,
     stdout: ChildStdout,
     stderr: Arc<Mutex<Vec<u8>>>,
@@ -37,7 +75,22 @@ impl ChildReader {
                 }
             }
         });
-        Ok(ChildReader { what: what.into(), child, stdout, stderr, stderr_thread: Some(t), done: false })
+        Ok(ChildReader {
+            what: what.into(),
+            diagnose: None,
+            child,
+            stdout,
+            stderr,
+            stderr_thread: Some(t),
+            done: false,
+        })
+    }
+
+    /// Names the cause of a failure from the child's stderr with `diagnose`; without one (or
+    /// when it does not recognise the text) a failure is permanent.
+    pub fn diagnosed_by(mut self, diagnose: fn(&str) -> Option<Diagnosis>) -> Self {
+        self.diagnose = Some(diagnose);
+        self
     }
 
     fn finish(&mut self) -> io::Result<()> {
@@ -54,11 +107,15 @@ impl ChildReader {
             Some(c) => format!("exited with status {c}"),
             None => "was killed by a signal".to_string(),
         };
-        Err(io::Error::other(format!(
-            "{} {how}{}",
-            self.what,
-            if err.is_empty() { String::new() } else { format!(": {err}") }
-        )))
+        let diagnosis = self.diagnose.and_then(|d| d(&err));
+        let cause = match diagnosis {
+            Some(d) if d.transient => format!(": {} (transient: retried)", d.cause),
+            Some(d) => format!(": {} (permanent: not retried)", d.cause),
+            None => String::new(),
+        };
+        let message =
+            format!("{} {how}{cause}{}", self.what, if err.is_empty() { String::new() } else { format!(": {err}") });
+        Err(io::Error::other(ChildFailure { transient: diagnosis.is_some_and(|d| d.transient), message }))
     }
 }
 

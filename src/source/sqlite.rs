@@ -49,7 +49,7 @@ pub fn copy(db: &Path, tmp_dir: &Path, vacuum: bool, busy_timeout: Duration) -> 
 pub fn copy_checked(db: &Path, tmp_dir: &Path, busy_timeout: Duration) -> Result<SqliteCopy> {
     let (mut copy, _) = raw_copy(db, tmp_dir, false, busy_timeout)?;
     let c = quick_check(&copy.path)?;
-    let e = |s: rusqlite::Error| Error::corrupt(copy.path.display().to_string(), s.to_string());
+    let e = |s: rusqlite::Error| Error::corrupt(copy.path.display().to_string(), crate::error::sqlite_cause(&s));
     let page_size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(e)?;
     let journal: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).map_err(e)?;
     drop(c);
@@ -84,7 +84,7 @@ fn raw_copy(db: &Path, tmp_dir: &Path, vacuum: bool, busy_timeout: Duration) -> 
     if sqlite_page_size(&head).is_none() {
         return Err(Error::Invalid(format!("{}: not a SQLite database (no SQLite header)", db.display())));
     }
-    let e = |source: rusqlite::Error| Error::Invalid(format!("{}: {source}", db.display()));
+    let e = |source: rusqlite::Error| sqlite_error(db, db, source);
     let src = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .map_err(e)?;
     src.busy_timeout(busy_timeout).map_err(e)?;
@@ -102,11 +102,11 @@ fn raw_copy(db: &Path, tmp_dir: &Path, vacuum: bool, busy_timeout: Duration) -> 
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 Err(err) if busy(&err) => return Err(busy_error(db, busy_timeout)),
-                Err(err) => return Err(e(err)),
+                Err(err) => return Err(sqlite_error(db, &path, err)),
             }
         }
     } else {
-        let mut dst = Connection::open(&path).map_err(|s| Error::Invalid(format!("{}: {s}", path.display())))?;
+        let mut dst = Connection::open(&path).map_err(|s| sqlite_error(db, &path, s))?;
         loop {
             let b = rusqlite::backup::Backup::new(&src, &mut dst).map_err(e)?;
             // -1: all pages in one step, i.e. under one read transaction: a consistent copy even
@@ -126,7 +126,9 @@ fn raw_copy(db: &Path, tmp_dir: &Path, vacuum: bool, busy_timeout: Duration) -> 
                     std::thread::sleep(Duration::from_millis(100))
                 }
                 Err(err) if busy(&err) => return Err(busy_error(db, busy_timeout)),
-                Err(err) => return Err(e(err)),
+                // A failed step is reported on the copy's handle (rusqlite reads its message,
+                // "not an error"): its cause is mostly the copy's file system.
+                Err(err) => return Err(sqlite_error(db, &path, err)),
             }
         }
         drop(dst);
@@ -134,6 +136,20 @@ fn raw_copy(db: &Path, tmp_dir: &Path, vacuum: bool, busy_timeout: Duration) -> 
     let f = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
     f.sync_all().map_err(|e| Error::io(&path, e))?;
     Ok((copy, start))
+}
+
+/// An SQLite failure while copying `db`, where `at` is the file it most likely concerns (the
+/// database, or the copy being written): a full, read-only or forbidden file system is named with
+/// its path; anything else names the database and SQLite's cause.
+fn sqlite_error(db: &Path, at: &Path, err: rusqlite::Error) -> Error {
+    Error::sqlite_os(at, &err).unwrap_or_else(|| {
+        let cause = crate::error::sqlite_cause(&err);
+        if at == db {
+            Error::Invalid(format!("{}: {cause}", db.display()))
+        } else {
+            Error::Invalid(format!("{}: copying it to {}: {cause}", db.display(), at.display()))
+        }
+    })
 }
 
 fn busy_error(db: &Path, t: Duration) -> Error {
@@ -147,7 +163,7 @@ fn busy_error(db: &Path, t: Duration) -> Error {
 /// Checks a database copy and collects what a later restore test compares: page size, a hash of
 /// the schema, and each table's row count.
 pub fn inspect(path: &Path) -> Result<BTreeMap<String, String>> {
-    let e = |s: rusqlite::Error| Error::corrupt(path.display().to_string(), s.to_string());
+    let e = |s: rusqlite::Error| Error::corrupt(path.display().to_string(), crate::error::sqlite_cause(&s));
     let c = quick_check(path)?;
     let mut meta = BTreeMap::new();
     let page_size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(e)?;
@@ -160,7 +176,7 @@ pub fn inspect(path: &Path) -> Result<BTreeMap<String, String>> {
 
 /// Opens a copy read-only and runs `PRAGMA quick_check` on it.
 fn quick_check(path: &Path) -> Result<Connection> {
-    let e = |s: rusqlite::Error| Error::corrupt(path.display().to_string(), s.to_string());
+    let e = |s: rusqlite::Error| Error::corrupt(path.display().to_string(), crate::error::sqlite_cause(&s));
     let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(e)?;
     let check: String = c.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(e)?;
     if check != "ok" {

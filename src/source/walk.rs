@@ -530,8 +530,15 @@ impl Walker {
             return false;
         }
         // A stream that fails (a dump tool exiting non-zero) is a permanent error of that
-        // source, not an I/O hiccup worth retrying.
-        let stream_err = |e: std::io::Error| Error::Invalid(format!("{}: {e}", String::from_utf8_lossy(&node.path)));
+        // source, not an I/O hiccup worth retrying, unless the tool's diagnosis says it may
+        // succeed later (a database server starting up).
+        let stream_err = |e: std::io::Error| {
+            let msg = format!("{}: {}", String::from_utf8_lossy(&node.path), crate::error::io_cause(&e));
+            match super::process::ChildFailure::of(&e) {
+                Some(f) if f.transient => Error::Unavailable(msg),
+                _ => Error::Invalid(msg),
+            }
+        };
         let mut ch = match StreamChunker::new(reader, self.cutter.clone(), self.sqlite_detect) {
             Ok(c) => c,
             Err(e) => {
