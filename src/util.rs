@@ -27,6 +27,37 @@ pub fn boot_id() -> Option<String> {
     Some(s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
+/// This machine's id (`/etc/machine-id`), `None` where there is none (many containers): with
+/// the host name it tells this machine from another of the same name sharing a repository.
+pub fn machine_id() -> Option<String> {
+    let s = std::fs::read_to_string("/etc/machine-id").ok()?;
+    Some(s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+/// The inode of this process's pid namespace (`/proc/self/ns/pid`), `None` without `/proc`: a pid
+/// means a process only inside its namespace, and two containers of the same host name (and boot)
+/// have different ones.
+pub fn pid_namespace() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
+}
+
+/// Where a pid names a process: 16 hex digits hashed from this host name, machine id and pid
+/// namespace. Writers put it beside their pid in temporary names, so that a cleaner in another
+/// container, or on another machine of the same name sharing the repository, leaves their files
+/// alone instead of judging a pid it cannot see.
+pub fn pid_realm() -> &'static str {
+    static R: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    R.get_or_init(|| {
+        let mut h = blake3::Hasher::new();
+        for part in [hostname(), machine_id().unwrap_or_default(), pid_namespace().unwrap_or(0).to_string()] {
+            h.update(&(part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        hex::encode(&h.finalize().as_bytes()[..8])
+    })
+}
+
 /// When process `pid` started, in clock ticks since boot (field 22 of `/proc/<pid>/stat`);
 /// `None` if there is no such process or no `/proc`. Together with the boot id it tells a live
 /// holder from a later process that was given the same pid.

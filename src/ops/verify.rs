@@ -113,7 +113,7 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
 
     // 1. Index files, loaded fresh into a scratch index (a local scratch file, not a repository
     // object).
-    let scratch_path = repo.store().local_state_dir("tmp")?.join(format!("verify-{}.sqlite", std::process::id()));
+    let scratch_path = repo.store().local_state_dir("tmp")?.join(crate::store::local::scratch_name("verify", "sqlite"));
     let _ = std::fs::remove_file(&scratch_path);
     struct Scratch(std::path::PathBuf);
     impl Drop for Scratch {
@@ -467,7 +467,8 @@ pub fn restore_tests(repo: &Repo) -> Result<Vec<RestoreTest>> {
     }
     let mut out = Vec::new();
     for (ty, (id, s)) in latest {
-        let scratch = repo.store().local_state_dir("tmp")?.join(format!("restore-test-{}.db", std::process::id()));
+        let scratch =
+            repo.store().local_state_dir("tmp")?.join(crate::store::local::scratch_name("restore-test", "db"));
         let r = restore_test_one(repo, &s, &scratch);
         for suffix in ["", "-wal", "-shm", "-journal"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", scratch.display()));

@@ -62,19 +62,47 @@ fn ensure_dir_durable(dir: &Path) -> Result<()> {
     fsync_dir(parent)
 }
 
-/// The writer of a `tmp/` entry, from its name: `<hex>.<pid>.<start time>.<suffix>` (start time
-/// 0: unknown), or `<what>-<pid>.<ext>` (verify's and restore-test's scratch databases, and their
+/// The writer of a `tmp/` entry as its name gives it (format-spec/ordering.md).
+#[derive(Debug, PartialEq, Eq)]
+pub struct TmpOwner {
+    /// Its process id.
+    pub pid: u32,
+    /// Its start time (`None`: unknown).
+    pub start: Option<u64>,
+    /// Where its pid means a process ([`crate::util::pid_realm`]); `None` in names of older
+    /// versions, which are judged as if written here.
+    pub realm: Option<String>,
+}
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The writer of a `tmp/` entry, from its name: `<hex>.<pid>.<start time>.<realm>.<suffix>`
+/// (start time 0: unknown; older versions wrote no realm), or `<what>-<pid>-<realm>.<ext>` and
+/// the older `<what>-<pid>.<ext>` (verify's and restore-test's scratch databases, and their
 /// SQLite sidecars). `None` for names without an owner.
-pub fn tmp_owner(name: &str) -> Option<(u32, Option<u64>)> {
+pub fn tmp_owner(name: &str) -> Option<TmpOwner> {
     let parts: Vec<&str> = name.split('.').collect();
-    if parts.len() == 4 && parts[0].len() == 24 && parts[0].bytes().all(|b| b.is_ascii_hexdigit()) {
+    if (parts.len() == 4 || parts.len() == 5) && is_hex(parts[0], 24) {
         let pid = parts[1].parse().ok()?;
         let start: u64 = parts[2].parse().ok()?;
-        return Some((pid, (start != 0).then_some(start)));
+        let realm = (parts.len() == 5).then(|| parts[3]).filter(|r| is_hex(r, 16)).map(str::to_string);
+        return Some(TmpOwner { pid, start: (start != 0).then_some(start), realm });
     }
     let stem = parts.first()?;
-    let (_, pid) = stem.rsplit_once('-')?;
-    Some((pid.parse().ok()?, None))
+    let (rest, last) = stem.rsplit_once('-')?;
+    let (pid, realm) = match rest.rsplit_once('-') {
+        Some((_, pid)) if is_hex(last, 16) => (pid, Some(last.to_string())),
+        _ => (last, None),
+    };
+    Some(TmpOwner { pid: pid.parse().ok()?, start: None, realm })
+}
+
+/// `<what>-<pid>-<realm>.<ext>`: a scratch file in `tmp/` whose owner [`LocalStore::clean_tmp`]
+/// can judge.
+pub fn scratch_name(what: &str, ext: &str) -> String {
+    format!("{what}-{}-{}.{ext}", std::process::id(), crate::util::pid_realm())
 }
 
 /// Bytes under `p` (a file or a directory tree), for reports.
@@ -182,13 +210,14 @@ impl LocalStore {
         Ok((p, f))
     }
 
-    /// `tmp/<24 hex>.<pid>.<start time>.<suffix>`: the writer's pid and start time are in the
+    /// `tmp/<24 hex>.<pid>.<start time>.<realm>.<suffix>`: the writer's pid and start time are in the
     /// name so that [`LocalStore::clean_tmp`] can tell an orphan from a file being written.
     fn temp_name(&self, suffix: &str) -> PathBuf {
         let mut r = [0u8; 12];
         crate::util::os_random(&mut r);
         let start = crate::util::own_start_time().unwrap_or(0);
-        self.root.join("tmp").join(format!("{}.{}.{start}.{suffix}", hex::encode(r), std::process::id()))
+        let (pid, realm) = (std::process::id(), crate::util::pid_realm());
+        self.root.join("tmp").join(format!("{}.{pid}.{start}.{realm}.{suffix}", hex::encode(r)))
     }
 
     /// Moves a fully written and fsynced temporary file to its final name without replacing an
@@ -258,7 +287,9 @@ impl LocalStore {
     /// Deletes leftovers of interrupted writes in `tmp/`: every entry whose writer (pid and start
     /// time in its name, see [`tmp_owner`]) is gone; entries without an owner in their name (older
     /// versions, other tools) when `unowned` is set (the caller holds the exclusive lock) or they
-    /// are older than 24 hours. Returns the entries and bytes removed. A missing `tmp/` is empty.
+    /// are older than 24 hours. A writer of another realm (container, machine) cannot be judged
+    /// by its pid: its entries go only under the exclusive lock once 24 hours old. Returns the
+    /// entries and bytes removed. A missing `tmp/` is empty.
     pub fn clean_tmp(&self, unowned: bool) -> Result<(usize, u64)> {
         let dir = self.root.join("tmp");
         let rd = match fs::read_dir(&dir) {
@@ -269,16 +300,19 @@ impl LocalStore {
         let (mut n, mut bytes) = (0, 0);
         for e in rd {
             let e = e.ctx(&dir)?;
+            let old = || {
+                e.metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|a| a >= std::time::Duration::from_secs(24 * 3600))
+            };
             let orphan = match e.file_name().to_str().and_then(tmp_owner) {
-                Some((pid, start)) => crate::util::process_gone(pid, start),
-                None => {
-                    unowned
-                        || e.metadata()
-                            .and_then(|m| m.modified())
-                            .ok()
-                            .and_then(|t| t.elapsed().ok())
-                            .is_some_and(|a| a >= std::time::Duration::from_secs(24 * 3600))
+                Some(o) if o.realm.as_deref().is_none_or(|r| r == crate::util::pid_realm()) => {
+                    crate::util::process_gone(o.pid, o.start)
                 }
+                Some(_) => unowned && old(),
+                None => unowned || old(),
             };
             if !orphan {
                 continue;
@@ -513,7 +547,12 @@ mod tests {
         s.create_layout().unwrap();
         let (mine, _f) = s.temp_file().unwrap();
         let name = mine.file_name().unwrap().to_str().unwrap().to_string();
-        assert_eq!(tmp_owner(&name), Some((std::process::id(), crate::util::own_start_time())));
+        let me = TmpOwner {
+            pid: std::process::id(),
+            start: crate::util::own_start_time(),
+            realm: Some(crate::util::pid_realm().to_string()),
+        };
+        assert_eq!(tmp_owner(&name), Some(me));
         let dead = d.path().join("tmp").join(format!("{}.{}.5.tmp", "ab".repeat(12), 0x7fff_fff0u32));
         let reused = d.path().join("tmp").join(format!(
             "{}.{}.{}.tmp",
@@ -530,6 +569,33 @@ mod tests {
         assert!(mine.exists() && legacy.exists() && !dead.exists() && !reused.exists() && !scratch.exists());
         assert_eq!(s.clean_tmp(true).unwrap().0, 1, "unowned entries go under the exclusive lock");
         assert!(mine.exists() && !legacy.exists());
+    }
+
+    #[test]
+    fn tmp_entries_of_another_container_or_machine_are_not_judged_by_pid() {
+        let d = tempfile::tempdir().unwrap();
+        let s = LocalStore::new(d.path());
+        s.create_layout().unwrap();
+        let tmp = d.path().join("tmp");
+        // A pid this process cannot see, written in another realm: kept, even under the lock.
+        let other = "0123456789abcdef";
+        assert_ne!(other, crate::util::pid_realm());
+        let foreign = tmp.join(format!("{}.{}.5.{other}.tmp", "ab".repeat(12), 0x7fff_fff0u32));
+        let foreign_scratch = tmp.join(format!("verify-{}-{other}.sqlite", 0x7fff_fff0u32));
+        let here = tmp.join(format!("{}.{}.5.{}.tmp", "cd".repeat(12), 0x7fff_fff0u32, crate::util::pid_realm()));
+        let here_scratch = tmp.join(format!("verify-{}-{}.sqlite-wal", 0x7fff_fff0u32, crate::util::pid_realm()));
+        for p in [&foreign, &foreign_scratch, &here, &here_scratch] {
+            fs::write(p, b"x").unwrap();
+        }
+        assert_eq!(
+            tmp_owner(foreign_scratch.file_name().unwrap().to_str().unwrap()).unwrap().realm.as_deref(),
+            Some(other)
+        );
+        assert_eq!(s.clean_tmp(false).unwrap().0, 2);
+        assert!(foreign.exists() && foreign_scratch.exists() && !here.exists() && !here_scratch.exists());
+        assert_eq!(s.clean_tmp(true).unwrap().0, 0, "a day has not passed");
+        assert!(foreign.exists() && foreign_scratch.exists());
+        assert!(scratch_name("verify", "sqlite").ends_with(&format!("-{}.sqlite", crate::util::pid_realm())));
     }
 
     #[test]

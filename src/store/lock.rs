@@ -1,7 +1,10 @@
 //! Repository locks (`locks/<random>`): a JSON file per holder (format-spec/lock.md). Backups and
 //! reads take shared locks; `forget`, `prune` and `repair` an exclusive one. A lock of this host
 //! whose holder is gone (another boot, no such pid, or the pid reused by a process that started
-//! later) is stale and removed; any other conflicting lock is reported with who holds it.
+//! later) is stale and removed; any other conflicting lock is reported with who holds it. A pid
+//! is only judged where it means the same process: same host name, machine id and pid namespace
+//! (two containers, or two machines of one name sharing a repository over NFS, cannot see each
+//! other's processes).
 //! Locks are local coordination, never synced to remotes.
 
 use serde::{Deserialize, Serialize};
@@ -9,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::id::LockId;
 use crate::store::{FileKind, Handle, Store};
-use crate::util::{boot_id, hostname, pid_alive, process_start_time};
+use crate::util::{boot_id, hostname, machine_id, pid_alive, pid_namespace, process_start_time};
 
 /// Content of a lock file (format-spec/lock.md).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,6 +33,12 @@ pub struct LockInfo {
     /// The holder's start time, clock ticks after boot (absent in older locks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<u64>,
+    /// The holder's machine id, `/etc/machine-id` (absent where there is none, and in older locks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_id: Option<String>,
+    /// The inode of the holder's pid namespace (absent without `/proc`, and in older locks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_ns: Option<u64>,
 }
 
 impl LockInfo {
@@ -44,21 +53,35 @@ impl LockInfo {
             purpose: purpose.into(),
             boot_id: boot_id(),
             start_time: process_start_time(pid),
+            machine_id: machine_id(),
+            pid_ns: pid_namespace(),
         }
     }
 
     /// Why this lock is stale (its holder is gone), or `None` while it may be held. Only locks of
-    /// this host are judged: the holder is gone if the host restarted since (boot id differs), no
-    /// process has the pid, or the process with that pid started at another time (a pid reused,
-    /// such as pid 1 in a restarted container).
+    /// this host (name and machine id) are judged: the holder is gone if the host restarted since
+    /// (boot id differs), or, within the same pid namespace, no process has the pid or the process
+    /// with that pid started at another time (a pid reused). A lock of another pid namespace (a
+    /// restarted container included) is never stale: see [`LockInfo::out_of_sight`].
     pub fn stale_reason(&self) -> Option<String> {
         if self.host != hostname() {
             return None;
         }
+        let older = self.is_older_lock();
+        if !older && self.machine_id != machine_id() {
+            return None;
+        }
         if let (Some(theirs), Some(ours)) = (&self.boot_id, boot_id()) {
             if *theirs != ours {
-                return Some(format!("taken before this host restarted (boot id {theirs}, now {ours})"));
+                // Another boot proves a restart only where the machine is known to be this one
+                // (whatever the namespace: a restart ends them all); two machines of one name
+                // without machine ids differ in boot id too.
+                return (older || self.machine_id.is_some())
+                    .then(|| format!("taken before this host restarted (boot id {theirs}, now {ours})"));
             }
+        }
+        if !older && self.pid_ns != pid_namespace() {
+            return None;
         }
         if !pid_alive(self.pid) {
             return Some(format!("no process {} is running", self.pid));
@@ -70,6 +93,40 @@ impl LockInfo {
                     self.pid
                 ));
             }
+        }
+        None
+    }
+
+    /// Written before machine id and pid namespace were recorded: judged by host name and pid.
+    fn is_older_lock(&self) -> bool {
+        self.machine_id.is_none() && self.pid_ns.is_none()
+    }
+
+    /// Why a lock with this host's name cannot be judged from here: the holder is on another
+    /// machine of the same name, or in another pid namespace (another container), where its pid
+    /// names a process this one cannot see. Only `cairn unlock --force` removes such a lock.
+    /// `None` for locks that can be judged, and for older locks (see [`LockInfo::is_older_lock`]).
+    pub fn out_of_sight(&self) -> Option<String> {
+        if self.host != hostname() || self.is_older_lock() {
+            return None;
+        }
+        let ours = machine_id();
+        if self.machine_id != ours {
+            return Some(format!(
+                "held on another machine named {} (machine id {}, this one {})",
+                self.host,
+                self.machine_id.as_deref().unwrap_or("unknown"),
+                ours.as_deref().unwrap_or("unknown")
+            ));
+        }
+        let ours = pid_namespace();
+        if self.pid_ns != ours {
+            let ns = |n: Option<u64>| n.map_or("unknown".to_string(), |n| format!("pid:[{n}]"));
+            return Some(format!(
+                "held in another pid namespace (a container?): {}, this process {}",
+                ns(self.pid_ns),
+                ns(ours)
+            ));
         }
         None
     }
@@ -177,6 +234,13 @@ impl Lock {
                 continue;
             }
             if exclusive || info.exclusive {
+                if let Some(why) = info.out_of_sight() {
+                    return Err(Error::Locked(format!(
+                        "{} ({}), {why}: cairn cannot tell from here whether it still runs; if it is gone, remove the lock with `cairn unlock --force`",
+                        info.describe(),
+                        other.location
+                    )));
+                }
                 return Err(Error::Locked(format!(
                     "{} ({}); if that process is gone, run `cairn unlock`",
                     info.describe(),
@@ -223,6 +287,8 @@ mod tests {
             purpose: "test".into(),
             boot_id: None,
             start_time: None,
+            machine_id: None,
+            pid_ns: None,
         };
         store.put(h, &serde_json::to_vec(&info).unwrap()).unwrap();
         h
@@ -275,6 +341,40 @@ mod tests {
         assert_eq!((old.boot_id.as_deref(), old.start_time, old.stale_reason()), (None, None, None));
         let foreign = LockInfo { host: "another-host".into(), ..rebooted };
         assert_eq!(foreign.stale_reason(), None, "other hosts' locks are never judged");
+    }
+
+    #[test]
+    fn a_lock_of_another_pid_namespace_or_machine_is_never_stale_by_pid() {
+        let me = LockInfo::mine(true, "test");
+        // A pid beyond pid_max, or a start time not matching: stale when in sight.
+        let dead = LockInfo { pid: 0x7fff_fff0, ..me.clone() };
+        assert!(dead.stale_reason().is_some_and(|r| r.contains("no process")), "{dead:?}");
+        assert_eq!(dead.out_of_sight(), None);
+        let other_ns = LockInfo { pid_ns: Some(me.pid_ns.unwrap_or(0) + 1), ..dead.clone() };
+        assert_eq!(other_ns.stale_reason(), None, "another container's pid");
+        assert!(other_ns.out_of_sight().is_some_and(|w| w.contains("pid namespace")));
+        let other_machine = LockInfo { machine_id: Some("0123456789abcdef0123456789abcdef".into()), ..dead.clone() };
+        assert_eq!(other_machine.stale_reason(), None, "another machine's pid");
+        assert!(other_machine.out_of_sight().is_some_and(|w| w.contains("another machine")));
+        // Not even another boot id makes them stale: another machine has another boot.
+        let rebooted = LockInfo { boot_id: Some("not-this-boot".into()), ..other_machine.clone() };
+        assert_eq!(rebooted.stale_reason(), None);
+        let reused = LockInfo { start_time: me.start_time.map(|t| t + 1), ..other_ns.clone() };
+        assert_eq!(reused.stale_reason(), None);
+        // Without machine ids on both sides another boot id may be another machine too.
+        let no_ids =
+            LockInfo { machine_id: None, pid_ns: me.pid_ns.or(Some(1)), boot_id: Some("x".into()), ..me.clone() };
+        assert_eq!(no_ids.stale_reason(), None);
+        // An exclusive one is refused with the way out, and `unlock` keeps it without --force.
+        let s = MemoryStore::new();
+        let h = Handle::Lock(LockId([9; 32]));
+        s.put(h, &serde_json::to_vec(&other_ns).unwrap()).unwrap();
+        let e = Lock::acquire(&s, false, "backup").err().expect("held in another namespace");
+        assert!(e.to_string().contains("pid namespace") && e.to_string().contains("unlock --force"), "{e}");
+        let (removed, kept) = unlock(&s, false).unwrap();
+        assert_eq!((removed.len(), kept.len()), (0, 1));
+        let (removed, _) = unlock(&s, true).unwrap();
+        assert_eq!(removed.len(), 1);
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod corruption;
 mod crash;
 mod damage;
 mod encryption;
+mod error_causes;
 mod export;
 mod format_vectors;
 mod fuzz_corpus;

@@ -528,7 +528,7 @@ fn sqlite_failures_store_nothing_while_other_types_succeed() {
 // ---------------------------------------------------------------- PostgreSQL
 
 /// The newest PostgreSQL server binaries (Debian: /usr/lib/postgresql/N/bin).
-fn pg_bin() -> Option<PathBuf> {
+pub(crate) fn pg_bin() -> Option<PathBuf> {
     let mut v: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .ok()?
         .filter_map(|e| {
@@ -544,9 +544,9 @@ fn pg_bin() -> Option<PathBuf> {
 
 /// A throwaway PostgreSQL server listening only on a Unix socket in its own temporary directory,
 /// run as the `postgres` user (the server refuses root); stopped when dropped.
-struct PgServer {
+pub(crate) struct PgServer {
     _dir: tempfile::TempDir,
-    bin: PathBuf,
+    pub(crate) bin: PathBuf,
     data: PathBuf,
     sock: PathBuf,
     port: u16,
@@ -564,7 +564,14 @@ fn as_postgres(dir: &Path, program: &Path, args: &[&str]) -> std::process::Outpu
 }
 
 impl PgServer {
-    fn start() -> PgServer {
+    pub(crate) fn start() -> PgServer {
+        let s = PgServer::init();
+        s.launch();
+        s
+    }
+
+    /// A server's data directory, not started yet ([`PgServer::launch`]).
+    pub(crate) fn init() -> PgServer {
         use std::os::unix::fs::PermissionsExt;
         ensure_package("postgresql", || pg_bin().is_some());
         let bin = pg_bin().expect("postgresql server binaries");
@@ -585,10 +592,15 @@ impl PgServer {
         let hba = data.join("pg_hba.conf");
         let old = std::fs::read_to_string(&hba).unwrap();
         std::fs::write(&hba, format!("local all app scram-sha-256\n{old}")).unwrap();
+        PgServer { _dir: dir, bin, data, sock, port }
+    }
+
+    pub(crate) fn launch(&self) {
+        let (bin, data, sock, port) = (&self.bin, &self.data, &self.sock, self.port);
         let opts = format!("-k {} -p {port} -c listen_addresses='' -c fsync=off", sock.display());
         let log = sock.join("server.log");
         let out = as_postgres(
-            &sock,
+            sock,
             &bin.join("pg_ctl"),
             &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-o", &opts, "-w", "start"],
         );
@@ -599,15 +611,14 @@ impl PgServer {
             String::from_utf8_lossy(&out.stderr),
             std::fs::read_to_string(&log).unwrap_or_default()
         );
-        PgServer { _dir: dir, bin, data, sock, port }
     }
 
-    fn url(&self, user: &str, db: &str) -> String {
+    pub(crate) fn url(&self, user: &str, db: &str) -> String {
         format!("postgresql://{user}@/{db}?host={}&port={}", self.sock.display(), self.port)
     }
 
     /// Runs SQL through psql as the superuser; returns unaligned, tuples-only output.
-    fn psql(&self, db: &str, sql: &str) -> String {
+    pub(crate) fn psql(&self, db: &str, sql: &str) -> String {
         let out = Command::new(self.bin.join("psql"))
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", &self.url("postgres", db), "-c", sql])
             .stdin(Stdio::null())

@@ -12,10 +12,10 @@ use serde_json::json;
 use crate::util::*;
 
 /// A tmpfs mounted for one test, unmounted on drop (also when the test fails).
-struct Tmpfs(PathBuf);
+pub(crate) struct Tmpfs(pub(crate) PathBuf);
 
 impl Tmpfs {
-    fn mount(dir: &Path, mib: u32) -> Tmpfs {
+    pub(crate) fn mount(dir: &Path, mib: u32) -> Tmpfs {
         std::fs::create_dir_all(dir).unwrap();
         let st = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
@@ -25,7 +25,7 @@ impl Tmpfs {
         assert!(st.success(), "mount tmpfs on {}", dir.display());
         Tmpfs(dir.to_path_buf())
     }
-    fn remount(&self, opt: &str) {
+    pub(crate) fn remount(&self, opt: &str) {
         let st = Command::new("mount").args(["-o", &format!("remount,{opt}")]).arg(&self.0).status().unwrap();
         assert!(st.success(), "remount {opt}");
     }
@@ -38,7 +38,7 @@ impl Drop for Tmpfs {
 }
 
 /// Fills the file system holding `dir` with one file until a write fails with ENOSPC.
-fn fill(dir: &Path) -> PathBuf {
+pub(crate) fn fill(dir: &Path) -> PathBuf {
     let p = dir.join("filler");
     let mut f = std::fs::File::create(&p).unwrap();
     let block = vec![0x5au8; 64 << 10];
