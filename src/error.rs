@@ -94,9 +94,14 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Busy(_) | Error::Locked(_) | Error::Unavailable(_) => true,
+            // A read-only or over-quota file system does not heal between retries seconds apart.
             Error::Io { err, .. } => !matches!(
                 err.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::InvalidInput
+                std::io::ErrorKind::NotFound
+                    | std::io::ErrorKind::PermissionDenied
+                    | std::io::ErrorKind::InvalidInput
+                    | std::io::ErrorKind::ReadOnlyFilesystem
+                    | std::io::ErrorKind::QuotaExceeded
             ),
             _ => false,
         }
@@ -131,7 +136,7 @@ impl Error {
             return Some(Error::NoSpace { path: path.into() });
         }
         if matches!(code, C::SystemIoFailure | C::ReadOnly | C::CannotOpen | C::PermissionDenied) {
-            if let Some(e) = crate::util::write_denied(path) {
+            if let Some(e) = write_denied(path) {
                 return Some(Error::io(path, e));
             }
         }
@@ -188,6 +193,18 @@ pub fn sqlite_cause(err: &rusqlite::Error) -> String {
         }
         e => e.to_string(),
     }
+}
+
+/// Why this process may not read and write `path` (when it does not exist: create entries in its
+/// nearest existing directory), as the error the system gives (EACCES, EROFS ...); `None` when it
+/// may. For naming the cause of a failure that a library reported without its errno (SQLite).
+fn write_denied(path: &std::path::Path) -> Option<std::io::Error> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = path.ancestors().find(|p| p.exists())?;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a valid C string; faccessat only reads it.
+    let r = unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::R_OK | libc::W_OK, libc::AT_EACCESS) };
+    (r != 0).then(std::io::Error::last_os_error)
 }
 
 /// Whether the file system holding `path` (or its directory) has no block left for this user.

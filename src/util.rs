@@ -110,18 +110,6 @@ pub fn disk_space(path: &std::path::Path) -> Option<DiskSpace> {
     Some(DiskSpace { total: blocks * frag, available: avail * frag })
 }
 
-/// Why this process may not read and write `path` (when it does not exist: create entries in its
-/// nearest existing directory), as the error the system gives (EACCES, EROFS ...); `None` when it
-/// may. For naming the cause of a failure that a library reported without its errno (SQLite).
-pub fn write_denied(path: &std::path::Path) -> Option<std::io::Error> {
-    use std::os::unix::ffi::OsStrExt;
-    let p = path.ancestors().find(|p| p.exists())?;
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
-    // SAFETY: `c` is a valid C string; faccessat only reads it.
-    let r = unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::R_OK | libc::W_OK, libc::AT_EACCESS) };
-    (r != 0).then(std::io::Error::last_os_error)
-}
-
 /// Human-readable byte count.
 pub fn human_bytes(n: u64) -> String {
     const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
