@@ -259,7 +259,9 @@ impl RemoteConfig {
     }
 }
 
+mod capacity;
 mod notify;
+pub use capacity::{AnomalyConfig, CapacityConfig};
 pub use notify::{EmailConfig, FailureThreshold, NotifyConfig, SmtpConfig, SmtpTls};
 
 /// The `backup` section.
@@ -298,6 +300,12 @@ pub struct BackupConfig {
     /// `$XDG_STATE_HOME/cairn/<config-id>`; see `lifecycle::state`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<PathBuf>,
+    /// When the repository's file system or a remote counts as low (`lifecycle::capacity`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<CapacityConfig>,
+    /// When a backup is an anomaly against its type's history (`lifecycle::anomaly`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anomaly: Option<AnomalyConfig>,
 }
 
 /// A loaded, validated configuration.

@@ -33,6 +33,7 @@ pub fn run(
                 if report.ran.iter().any(|r| r.result == Outcome::Success) {
                     report.sync = sync_all(Some(cfg), repo, remotes, false, &mut set, clock);
                 }
+                crate::lifecycle::capacity::note(&mut report, cfg, repo, set.all(), &clock.now());
                 if !report.ran.is_empty() {
                     on_round(&report);
                 }

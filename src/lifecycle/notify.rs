@@ -19,7 +19,8 @@ pub use state::{legacy_path, NotifyState, Policy, NOTIFY_FILE};
 /// What happened.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Event {
-    /// "failure", "reminder", "recovery", "consecutive_failures", "dead_man", "success", "test".
+    /// "failure", "reminder", "recovery", "consecutive_failures", "dead_man", "success", "test",
+    /// "capacity" (a low file system or remote), "anomaly" (a size far outside the history).
     pub event: String,
     /// Backup type (or "sync:NAME").
     pub backup_type: String,
@@ -53,6 +54,8 @@ impl Event {
             "dead_man" => "backup OVERDUE",
             "success" => "backup ok",
             "test" => "test notification",
+            "capacity" => "storage LOW",
+            "anomaly" => "backup size ANOMALY",
             other => other,
         };
         format!("cairn on {}: {} {what}", self.host, self.backup_type)
@@ -88,7 +91,7 @@ pub fn send_each(cfg: &NotifyConfig, ev: &Event) -> Vec<(&'static str, std::resu
         }
         out.push((chan, r));
     };
-    let alarm = matches!(ev.event.as_str(), "failure" | "consecutive_failures" | "dead_man");
+    let alarm = matches!(ev.event.as_str(), "failure" | "consecutive_failures" | "dead_man" | "capacity" | "anomaly");
     if let Some(url) = &cfg.ntfy {
         let r = agent()
             .post(url)

@@ -93,6 +93,8 @@ pub struct BackupReport {
     /// Snapshot files of the repository that could not be read (each named, with the reason):
     /// the backups ran, but the repository is damaged (`repair snapshots`).
     pub unreadable_snapshots: Vec<String>,
+    /// Room in the repository's file system and the remotes (`lifecycle::capacity`).
+    pub capacity: Option<crate::lifecycle::capacity::CapacityStatus>,
 }
 
 /// One remote's sync after a backup.
@@ -293,6 +295,7 @@ pub fn run_backups(
             retries,
             duration_s: timer.elapsed().as_secs_f64(),
         };
+        let mut anomalies = Vec::new();
         match r {
             Ok(o) => {
                 let complete = o.snapshot.errors.is_empty();
@@ -318,6 +321,9 @@ pub fn run_backups(
                 }
                 if o.written {
                     tr.warnings = clock_warnings(set.all(), &o.snapshot, &start);
+                    let policy = cfg.backup.anomaly.clone().unwrap_or_default();
+                    anomalies = crate::lifecycle::anomaly::check(&history, name, &o.snapshot.stats, &policy);
+                    tr.warnings.extend(anomalies.iter().cloned());
                     taken.push(o.id);
                     set.insert(o.id, o.snapshot);
                 }
@@ -354,6 +360,7 @@ pub fn run_backups(
         if notify_cfg.on_success && run.result == Outcome::Success {
             events.push(Event::new("success", name, end, success_message(&what, &tr)));
         }
+        events.extend(anomalies.into_iter().map(|m| Event::new("anomaly", name, end, m)));
         report.notify_errors.extend(notify::deliver(&notify_cfg, &mut told, name, events));
         report.ran.push(tr);
     }

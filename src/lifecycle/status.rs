@@ -75,6 +75,8 @@ pub struct Status {
     /// Snapshot files that could not be read, each named with the reason (filled in by the
     /// caller, which holds the snapshot set).
     pub unreadable_snapshots: Vec<String>,
+    /// Room in the repository's file system, and each remote as its last `rclone about` found it.
+    pub capacity: Option<crate::lifecycle::capacity::CapacityStatus>,
 }
 
 /// One remote's state.
@@ -194,6 +196,7 @@ pub fn status(
             by_type.values().flat_map(|v| crate::ops::retention::clock_anomalies(v, now_f)).collect()
         },
         unreadable_snapshots: Vec::new(),
+        capacity: Some(crate::lifecycle::capacity::status(cfg, repo.store().root(), snaps)),
     })
 }
 
@@ -278,6 +281,9 @@ pub fn render(s: &Status) -> String {
     }
     if !s.clock_anomalies.is_empty() || !s.unreadable_snapshots.is_empty() {
         out.push('\n');
+    }
+    if let Some(c) = &s.capacity {
+        out.push_str(&crate::lifecycle::capacity::render(c));
     }
     if s.overdue.is_empty() {
         out.push_str("\nall types are within their RPO\n");

@@ -42,6 +42,7 @@ pub(in crate::cli) fn run(ctx: &Ctx, a: &BackupArgs) -> Result<Finish> {
     if !a.no_sync && report.ran.iter().any(|r| r.result == Outcome::Success) {
         report.sync = crate::lifecycle::remotes::sync_all(Some(cfg), &repo, &ctx.remotes()?, false, &mut set, &clock);
     }
+    crate::lifecycle::capacity::note(&mut report, cfg, &repo, set.all(), &clock.now());
     print_report(ctx, &report);
     if let Some(m) = &a.metrics_file {
         let st = crate::lifecycle::status::status(&repo, Some(cfg), set.all(), &clock.now())?;
@@ -178,6 +179,7 @@ pub(in crate::cli) fn print_report(ctx: &Ctx, report: &BackupReport) {
                 eprintln!("warning: {}: {w}", r.backup_type);
             }
         }
+        capacity_warnings(report);
         return;
     }
     let quiet = ctx.quiet();
@@ -255,5 +257,13 @@ pub(in crate::cli) fn print_report(ctx: &Ctx, report: &BackupReport) {
     }
     for e in &report.notify_errors {
         eprintln!("warning: notification not delivered: {e}");
+    }
+    capacity_warnings(report);
+}
+
+/// A low file system or remote, on stderr in both output modes.
+fn capacity_warnings(report: &BackupReport) {
+    for w in report.capacity.iter().flat_map(|c| c.warnings()) {
+        eprintln!("warning: {w}");
     }
 }
