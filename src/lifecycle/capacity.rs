@@ -27,7 +27,7 @@ use crate::store::rclone::{About, RcloneStore};
 use crate::util::human_bytes;
 
 /// The longest an `rclone about` may take.
-const ABOUT_LIMIT: Duration = Duration::from_secs(120);
+const ABOUT_LIMIT: Duration = Duration::from_secs(30);
 
 /// File of the last remote figures, in the repository's `state/`.
 const FILE: &str = "capacity.json";
@@ -282,8 +282,18 @@ pub fn after_run(
     }
     for s in synced {
         let Some(rc) = cfg.backup.remotes.iter().find(|r| r.name == s.remote) else { continue };
+        // A remote this run could not reach would only hold the run again: its sync failure is
+        // told already. One that refused an upload (a full quota) is asked.
+        let unreachable = s.error.as_deref().map(str::to_lowercase).is_some_and(|e| {
+            ["timeout", "timed out", "time limit", "connection refused", "no such host"].iter().any(|w| e.contains(w))
+        });
+        if unreachable {
+            tracing::debug!("remote {}: not asked for its quota, its sync did not reach it", rc.name);
+            continue;
+        }
         let store: RcloneStore = rc.store();
-        let about = match store.about(ABOUT_LIMIT) {
+        let limit = ABOUT_LIMIT.min(store.time_limit);
+        let about = match store.about(limit) {
             Ok(a) => a,
             Err(e) => {
                 // The sync's own result tells an unreachable remote.

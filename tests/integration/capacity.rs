@@ -159,7 +159,7 @@ fn cli_a_database_that_shrinks_by_half_is_one_anomaly() {
     std::fs::create_dir_all(env.path().join("app")).unwrap();
     let db = env.path().join("app/app.db");
     fill(&db, 0, 96); // 6 MiB
-    // The floor above what the VACUUMed copy may add (its pages move), below what goes.
+                      // The floor above what the VACUUMed copy may add (its pages move), below what goes.
     let cfg = config(&env, &sink, json!({"db": {"sqlite": "app.db"}}), json!({"anomaly": {"min_bytes": "2MiB"}}));
     for i in 0..4 {
         fill(&db, 1000 + i, 1);
