@@ -80,8 +80,6 @@ impl DiskSpace {
 
 /// The file system holding `path` (or, when it does not exist yet, its nearest existing
 /// ancestor); `None` where `statvfs` fails.
-// The statvfs field types differ between platforms (c_ulong, fsblkcnt_t): u64 on this one.
-#[allow(trivial_numeric_casts)]
 pub fn disk_space(path: &std::path::Path) -> Option<DiskSpace> {
     use std::os::unix::ffi::OsStrExt;
     let dir = path.ancestors().find(|p| p.exists())?;
