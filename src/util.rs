@@ -109,6 +109,22 @@ pub struct DiskSpace {
     pub total: u64,
     /// Bytes an unprivileged writer may still use (root's reserve excluded).
     pub available: u64,
+    /// Free bytes, root's reserve included.
+    pub free: u64,
+}
+
+impl DiskSpace {
+    /// Used share in percent as `df` shows it: used over what an unprivileged writer could have,
+    /// so root's reserve counts neither as used nor as room (a file system whose reserve is large
+    /// would otherwise look full while `df` says half).
+    pub fn used_percent(&self) -> f64 {
+        let used = self.total.saturating_sub(self.free);
+        let usable = used + self.available;
+        if usable == 0 {
+            return 0.0;
+        }
+        100.0 * used as f64 / usable as f64
+    }
 }
 
 /// The file system holding `path` (or, when it does not exist yet, its nearest existing
@@ -124,8 +140,9 @@ pub fn disk_space(path: &std::path::Path) -> Option<DiskSpace> {
     }
     // The field widths differ between 32- and 64-bit targets (a Pi runs both).
     #[allow(clippy::useless_conversion)]
-    let (frag, blocks, avail) = (u64::from(st.f_frsize), u64::from(st.f_blocks), u64::from(st.f_bavail));
-    Some(DiskSpace { total: blocks * frag, available: avail * frag })
+    let (frag, blocks, avail, free) =
+        (u64::from(st.f_frsize), u64::from(st.f_blocks), u64::from(st.f_bavail), u64::from(st.f_bfree));
+    Some(DiskSpace { total: blocks * frag, available: avail * frag, free: free * frag })
 }
 
 /// Human-readable byte count.
@@ -155,5 +172,10 @@ mod tests {
         assert!(d.total > 0 && d.available <= d.total, "{d:?}");
         let missing = disk_space(&here.join("no/such/dir")).expect("falls back to the temp dir");
         assert_eq!(missing.total, d.total);
+        assert!((0.0..=100.0).contains(&d.used_percent()));
+        // 42 used, 50 available, 160 reserved for root: `df` says 46%.
+        let g = 1 << 30;
+        let big_reserve = DiskSpace { total: 252 * g, available: 50 * g, free: 210 * g };
+        assert_eq!(big_reserve.used_percent().round(), 46.0);
     }
 }

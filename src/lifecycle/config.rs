@@ -259,8 +259,10 @@ impl RemoteConfig {
     }
 }
 
+mod capacity;
 mod export;
 mod notify;
+pub use capacity::{AnomalyConfig, CapacityConfig};
 pub use export::{ExportConfig, Layout};
 pub use notify::{EmailConfig, FailureThreshold, NotifyConfig, SmtpConfig, SmtpTls};
 mod verify;
@@ -308,6 +310,12 @@ pub struct BackupConfig {
     /// When `backup` and the daemon verify the repository (`lifecycle::verify_runs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifyConfig>,
+    /// When the repository's file system or a remote counts as low (`lifecycle::capacity`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<CapacityConfig>,
+    /// When a backup is an anomaly against its type's history (`lifecycle::anomaly`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anomaly: Option<AnomalyConfig>,
 }
 
 /// A loaded, validated configuration.

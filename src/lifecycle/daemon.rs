@@ -39,6 +39,7 @@ pub fn run(
                 report.sync = owed.sync;
                 report.notify_errors.extend(owed.notify_errors);
                 report.verify = crate::lifecycle::verify_runs::run_if_due(repo, cfg, clock);
+                crate::lifecycle::capacity::note(&mut report, cfg, repo, set.all(), &clock.now());
                 if !report.ran.is_empty() || !report.sync.is_empty() || report.verify.is_some() {
                     on_round(&report);
                 }

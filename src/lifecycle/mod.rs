@@ -1,6 +1,8 @@
 //! Running backups over time: the configuration, schedules, the run history, notifications,
 //! status and the runner that ties them together.
 
+pub mod anomaly;
+pub mod capacity;
 pub mod clock;
 pub mod config;
 pub mod daemon;

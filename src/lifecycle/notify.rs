@@ -20,7 +20,8 @@ pub use state::{legacy_path, NotifyState, Policy, NOTIFY_FILE};
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Event {
     /// "failure", "reminder", "recovery", "consecutive_failures", "dead_man", "remote_behind",
-    /// "success", "test".
+    /// "success", "test", "capacity" (a low file system or remote), "anomaly" (a size far
+    /// outside the history).
     pub event: String,
     /// Backup type (or "sync:NAME").
     pub backup_type: String,
@@ -55,6 +56,8 @@ impl Event {
             "remote_behind" => "remote BEHIND its RPO",
             "success" => "backup ok",
             "test" => "test notification",
+            "capacity" => "storage LOW",
+            "anomaly" => "backup size ANOMALY",
             other => other,
         };
         format!("cairn on {}: {} {what}", self.host, self.backup_type)
@@ -90,7 +93,10 @@ pub fn send_each(cfg: &NotifyConfig, ev: &Event) -> Vec<(&'static str, std::resu
         }
         out.push((chan, r));
     };
-    let alarm = matches!(ev.event.as_str(), "failure" | "consecutive_failures" | "dead_man" | "remote_behind");
+    let alarm = matches!(
+        ev.event.as_str(),
+        "failure" | "consecutive_failures" | "dead_man" | "remote_behind" | "capacity" | "anomaly"
+    );
     if let Some(url) = &cfg.ntfy {
         let r = agent()
             .post(url)

@@ -107,6 +107,8 @@ pub struct BackupReport {
     /// The scheduled verify, when it was due (run after the backups and the sync).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify: Option<crate::lifecycle::verify_runs::ScheduledVerify>,
+    /// Room in the repository's file system and the remotes (`lifecycle::capacity`).
+    pub capacity: Option<crate::lifecycle::capacity::CapacityStatus>,
 }
 
 /// One remote's sync after a backup.
@@ -315,6 +317,7 @@ pub fn run_backups(
             retries,
             duration_s: timer.elapsed().as_secs_f64(),
         };
+        let mut anomalies = Vec::new();
         match r {
             Ok(o) => {
                 let complete = o.snapshot.errors.is_empty();
@@ -340,6 +343,9 @@ pub fn run_backups(
                 }
                 if o.written {
                     tr.warnings = clock_warnings(set.all(), &o.snapshot, &start);
+                    let policy = cfg.backup.anomaly.clone().unwrap_or_default();
+                    anomalies = crate::lifecycle::anomaly::check(&history, name, &o.snapshot.stats, &policy);
+                    tr.warnings.extend(anomalies.iter().cloned());
                     taken.push(o.id);
                     set.insert(o.id, o.snapshot);
                 }
@@ -376,6 +382,7 @@ pub fn run_backups(
         if notify_cfg.on_success && run.result == Outcome::Success {
             events.push(Event::new("success", name, end, success_message(&what, &tr)));
         }
+        events.extend(anomalies.into_iter().map(|m| Event::new("anomaly", name, end, m)));
         report.notify_errors.extend(notify::deliver(&notify_cfg, &mut told, name, events));
         report.ran.push(tr);
     }

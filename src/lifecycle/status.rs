@@ -79,6 +79,8 @@ pub struct Status {
     pub last_verify: Option<crate::lifecycle::verify_runs::VerifyStatus>,
     /// Pre-change snapshots not yet verified (`mark-verified`), oldest first, with their age.
     pub pending_verification: Vec<crate::ops::kinds::Pending>,
+    /// Room in the repository's file system, and each remote as its last `rclone about` found it.
+    pub capacity: Option<crate::lifecycle::capacity::CapacityStatus>,
 }
 
 /// One remote's state.
@@ -209,6 +211,7 @@ pub fn status(
         unreadable_snapshots: Vec::new(),
         last_verify: crate::lifecycle::verify_runs::status(&history, cfg, now)?,
         pending_verification: crate::ops::kinds::pending_verification(snaps, now_f),
+        capacity: Some(crate::lifecycle::capacity::status(cfg, repo.store().root(), snaps)),
     })
 }
 
@@ -308,6 +311,9 @@ pub fn render(s: &Status) -> String {
         s.remotes.iter().filter(|r| r.failing || r.behind).map(|r| r.name.as_str()).collect();
     if !remote_trouble.is_empty() {
         out.push_str(&format!("\nREMOTES FAILING OR BEHIND: {}\n", remote_trouble.join(", ")));
+    }
+    if let Some(c) = &s.capacity {
+        out.push_str(&crate::lifecycle::capacity::render(c));
     }
     // The all-clear is only true when no remote is failing or behind either.
     if s.overdue.is_empty() {

@@ -53,6 +53,21 @@ struct LsEntry {
     hashes: BTreeMap<String, String>,
 }
 
+/// A remote's quota as `rclone about --json` reports it; a backend leaves out what it does not
+/// know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct About {
+    /// Quota.
+    #[serde(default)]
+    pub total: Option<u64>,
+    /// Used by everything on the remote.
+    #[serde(default)]
+    pub used: Option<u64>,
+    /// Free for new files.
+    #[serde(default)]
+    pub free: Option<u64>,
+}
+
 /// What a failed rclone run means to the caller.
 enum Failure {
     /// Exit code 3 or 4: the path does not exist.
@@ -250,6 +265,24 @@ impl RcloneStore {
                 (path, e.size.max(0) as u64, md5)
             })
             .collect())
+    }
+
+    /// `rclone about`: the remote's quota figures, each as the backend reports it; `None` when
+    /// the backend does not support it (or the remote's root does not exist yet). At most
+    /// `limit` long, so a remote that hangs cannot hold the run.
+    pub fn about(&self, limit: Duration) -> Result<Option<About>> {
+        let bounded = RcloneStore { deadline: Some(Instant::now() + limit), time_limit: limit, ..self.clone() };
+        let mut c = bounded.command();
+        c.args(["about", "--json"]).arg(&self.target);
+        let out = match bounded.exec(c, "about", None) {
+            Ok(o) => o,
+            Err(Failure::NotFound) => return Ok(None),
+            Err(Failure::Other(e)) if e.to_string().contains("support about") => return Ok(None),
+            Err(Failure::Other(e)) => return Err(e),
+        };
+        serde_json::from_slice(&out)
+            .map(Some)
+            .map_err(|e| Error::corrupt(format!("rclone about of remote {}", self.name), e.to_string()))
     }
 
     fn stat(&self, h: Handle) -> Result<Option<Stat>> {

@@ -5,6 +5,7 @@
 mod util;
 
 mod bad_input;
+mod capacity;
 mod cli;
 mod clock;
 mod corruption;

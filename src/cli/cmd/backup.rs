@@ -51,6 +51,7 @@ pub(in crate::cli) fn run(ctx: &Ctx, a: &BackupArgs) -> Result<Finish> {
     if a.types.is_empty() {
         report.verify = crate::lifecycle::verify_runs::run_if_due(&mut repo, cfg, &clock);
     }
+    crate::lifecycle::capacity::note(&mut report, cfg, &repo, set.all(), &clock.now());
     print_report(ctx, &report);
     if let Some(m) = &a.metrics_file {
         let st = crate::lifecycle::status::status(&repo, Some(cfg), set.all(), &clock.now())?;
@@ -206,6 +207,7 @@ pub(in crate::cli) fn print_report(ctx: &Ctx, report: &BackupReport) {
                 eprintln!("warning: {}: {w}", r.backup_type);
             }
         }
+        capacity_warnings(report);
         return;
     }
     let quiet = ctx.quiet();
@@ -299,5 +301,13 @@ pub(in crate::cli) fn print_report(ctx: &Ctx, report: &BackupReport) {
     }
     if let Some(v) = &report.verify {
         crate::cli::cmd::verify::print_scheduled(v, quiet);
+    }
+    capacity_warnings(report);
+}
+
+/// A low file system or remote, on stderr in both output modes.
+fn capacity_warnings(report: &BackupReport) {
+    for w in report.capacity.iter().flat_map(|c| c.warnings()) {
+        eprintln!("warning: {w}");
     }
 }
