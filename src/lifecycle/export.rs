@@ -159,8 +159,8 @@ pub struct AfterBackup {
 }
 
 /// The configured export after a backup that stored `taken`: those snapshots, and for the dated
-/// layout also each type's newest daily one (catching up an export that failed before), with the
-/// metadata refreshed and what retention removed pruned. `set` is the run's snapshot set, after
+/// layout also each type's newest daily one (catching up an export that failed before) and every
+/// pre-change and manual one, with the metadata refreshed and what retention removed pruned. `set` is the run's snapshot set, after
 /// retention.
 pub fn after_backup(
     repo: &Repo,
@@ -172,7 +172,10 @@ pub fn after_backup(
     let mut chosen: Vec<(SnapshotId, Snapshot)> =
         set.all().iter().filter(|(id, _)| taken.contains(id)).cloned().collect();
     if x.layout == Layout::Dated {
-        for p in latest_of_kind(set.all(), SnapshotKind::Daily) {
+        // Pre-change and manual snapshots are few and kept on purpose: seed 001's metadata lists
+        // them all, including those taken with `snapshot` since the last backup.
+        let deliberate = set.all().iter().filter(|(_, s)| s.kind != SnapshotKind::Daily).cloned();
+        for p in latest_of_kind(set.all(), SnapshotKind::Daily).into_iter().chain(deliberate) {
             if !chosen.iter().any(|(id, _)| *id == p.0) {
                 chosen.push(p);
             }

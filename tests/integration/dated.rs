@@ -340,7 +340,7 @@ fn latest_means_the_newest_scheduled_snapshot_unless_a_kind_is_named() {
 fn backup_exports_as_configured_and_a_bad_export_section_names_the_file() {
     let env = Env::new();
     let out = env.path().join("backup");
-    let (_app, cfg, _db) = wal_app(&env, json!({"export": {"layout": "dated", "out": "../backup"}}));
+    let (app, cfg, _db) = wal_app(&env, json!({"export": {"layout": "dated", "out": "../backup"}}));
     let r = env.run_cfg(&cfg, &["backup", "--now"]).ok();
     assert!(r.stdout.contains(&format!("export to {}", out.display())), "{}", r.stdout);
     let meta = metadata(&out);
@@ -349,6 +349,20 @@ fn backup_exports_as_configured_and_a_bad_export_section_names_the_file() {
     let got: BTreeSet<String> = entries(&meta).into_keys().collect();
     let want: BTreeSet<String> = snaps.iter().map(|s| s["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(got, want);
+    // A pre-change snapshot taken between backups is in the metadata after the next backup.
+    let db = app.join("data/app.db");
+    env.run_cfg(
+        &cfg,
+        &["snapshot", "--type", "db", "--kind", "pre-change", "--description", "schema v3", db.to_str().unwrap()],
+    )
+    .ok();
+    env.run_cfg(&cfg, &["backup", "--now", "--type", "db"]).ok();
+    let meta = metadata(&out);
+    check_files(&out, &meta);
+    let pre: Vec<&Value> = meta["pre_change"].as_object().unwrap().values().collect();
+    assert_eq!(pre.len(), 1, "{meta:#}");
+    assert_eq!(pre[0]["description"], "schema v3");
+    assert_eq!(entries(&meta).len(), snapshots(&env, &cfg).len());
 
     for (export, what) in [
         (json!({"layout": "zip", "out": "x"}), "backup.export.layout: unknown variant `zip`"),
