@@ -14,15 +14,15 @@ use crate::ops::export::dated::{Facts, Verification};
 use crate::ops::retention;
 use crate::repo::Repo;
 
-/// The verifications of `snaps`, by snapshot. The one place the export reads verification: when
-/// verifications become objects of their own, only this body changes.
+/// The verifications of `snaps`, by snapshot: the one place the export reads verification.
+/// Snapshots read through the repository carry their verification files' facts
+/// (`format::verification`), and older repositories' rewritten snapshots the same labels.
 pub fn verifications(_repo: &Repo, snaps: &[(SnapshotId, Snapshot)]) -> Result<BTreeMap<SnapshotId, Verification>> {
     Ok(snaps
         .iter()
         .filter_map(|(id, s)| {
-            let by = s.labels.get("verified_by")?;
-            let date = s.labels.get("verified_date").cloned().unwrap_or_default();
-            Some((*id, Verification { by: by.clone(), date }))
+            let (by, date) = crate::format::verification::verified(s)?;
+            Some((*id, Verification { by: by.to_string(), date: date.unwrap_or_default().to_string() }))
         })
         .collect())
 }
