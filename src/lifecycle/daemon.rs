@@ -6,15 +6,17 @@ use crate::error::Result;
 use crate::lifecycle::clock::Clock;
 use crate::lifecycle::config::Config;
 use crate::lifecycle::history::{History, Outcome};
-use crate::lifecycle::remotes::sync_all;
-use crate::lifecycle::runner::{next_round, run_backups, BackupReport, DaemonTiming, RunOptions};
+use crate::lifecycle::runner::{next_round, run_backups_to, BackupReport, DaemonTiming, RunOptions};
+use crate::lifecycle::sink::{sync_each, RunSink};
 use crate::ops::snapshot_set::SnapshotSet;
 use crate::repo::Repo;
 use crate::store::rclone::RcloneStore as Rclone;
 
 /// Runs backup rounds until `stop` is set: each round runs what is due, syncs `remotes` after a
 /// success and hands every round that ran something to `on_round`; a failed round is logged and
-/// the loop goes on. Time comes from `clock`; `opts` carries the retry pacing.
+/// the loop goes on. Time comes from `clock`; `opts` carries the retry pacing. `sink` hears of
+/// each type and remote as it finishes.
+#[allow(clippy::too_many_arguments, reason = "the daemon's inputs; each is used once")]
 pub fn run(
     repo: &mut Repo,
     cfg: &Config,
@@ -22,16 +24,17 @@ pub fn run(
     opts: &RunOptions,
     clock: &dyn Clock,
     stop: &AtomicBool,
+    sink: &mut dyn RunSink,
     on_round: &mut dyn FnMut(&BackupReport),
 ) -> Result<()> {
     tracing::info!("daemon started for {} types", cfg.types.len());
     // Kept across rounds: each round reads only the snapshot files it has not seen.
     let mut set = SnapshotSet::new();
     while !stop.load(Ordering::SeqCst) {
-        match run_backups(repo, cfg, opts, &mut set, clock) {
+        match run_backups_to(repo, cfg, opts, &mut set, clock, sink) {
             Ok(mut report) => {
                 if report.ran.iter().any(|r| r.result == Outcome::Success) {
-                    report.sync = sync_all(Some(cfg), repo, remotes, false, &mut set, clock);
+                    report.sync = sync_each(Some(cfg), repo, remotes, &mut set, clock, sink);
                 }
                 if !report.ran.is_empty() {
                     on_round(&report);

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod export;
 pub mod first_use;
 pub mod history;
+pub mod history_fold;
 pub mod job;
 pub mod notify;
 pub mod outside;
@@ -14,6 +15,7 @@ pub mod password;
 pub mod remotes;
 pub mod runner;
 pub mod schedule;
+pub mod sink;
 pub mod state;
 pub mod status;
 

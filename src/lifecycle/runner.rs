@@ -227,6 +227,18 @@ pub fn run_backups(
     set: &mut SnapshotSet,
     clock: &dyn Clock,
 ) -> Result<BackupReport> {
+    run_backups_to(repo, cfg, opts, set, clock, &mut ())
+}
+
+/// [`run_backups`], telling `sink` of each type as it finishes.
+pub fn run_backups_to(
+    repo: &mut Repo,
+    cfg: &Config,
+    opts: &RunOptions,
+    set: &mut SnapshotSet,
+    clock: &dyn Clock,
+    sink: &mut dyn crate::lifecycle::sink::RunSink,
+) -> Result<BackupReport> {
     let history = History::open(repo.store().root())?;
     let mut report = BackupReport::default();
     let notify_cfg = cfg.backup.notify.clone().unwrap_or_default();
@@ -333,7 +345,7 @@ pub fn run_backups(
                 }
             }
             Err(e) => {
-                tracing::error!("{name}: backup failed: {e}");
+                // Not logged here: the caller prints the result (the CLI's "FAILED" line), once.
                 run.error = Some(e.to_string());
                 tr.error = run.error.clone();
             }
@@ -355,6 +367,7 @@ pub fn run_backups(
             events.push(Event::new("success", name, end, success_message(&what, &tr)));
         }
         report.notify_errors.extend(notify::deliver(&notify_cfg, &mut told, name, events));
+        sink.type_done(&tr);
         report.ran.push(tr);
     }
     let now = clock.now();
@@ -376,9 +389,6 @@ pub fn run_backups(
                 }
             }
             Err(e) => report.maintenance_error = Some(format!("forget: {e}")),
-        }
-        if let Some(e) = &report.maintenance_error {
-            tracing::warn!("{e}");
         }
     }
     Ok(report)

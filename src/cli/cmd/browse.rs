@@ -19,12 +19,12 @@ pub(in crate::cli) fn snapshots(ctx: &Ctx, backup_type: Option<&str>) -> Result<
         ));
     } else {
         println!(
-            "{:<10} {:<20} {:<10} {:<10} {:<16} {:>8} {:>10} {:>10}",
+            "{:<10} {:<25} {:<10} {:<10} {:<16} {:>8} {:>10} {:>10}",
             "ID", "TIME", "TYPE", "KIND", "HOST", "FILES", "SIZE", "ADDED"
         );
         for (id, s) in &list {
             println!(
-                "{:<10} {:<20} {:<10} {:<10} {:<16} {:>8} {:>10} {:>10}",
+                "{:<10} {:<25} {:<10} {:<10} {:<16} {:>8} {:>10} {:>10}",
                 id.short(),
                 render::fmt_time(s),
                 s.backup_type,
@@ -72,7 +72,7 @@ pub(in crate::cli) fn ls(ctx: &Ctx, snapshot: &str, path: Option<&str>) -> Resul
                 "{} {:>12} {} {}",
                 render::mode_string(n.kind, n.mode),
                 n.size,
-                t.format("%Y-%m-%d %H:%M:%S"),
+                crate::util::show_time(&t),
                 n.path_str()
             );
             if n.kind == NodeKind::Symlink {

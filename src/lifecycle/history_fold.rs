@@ -1,0 +1,86 @@
+//! `cairn history` without the flood: an on-change type checked every 10 minutes records an
+//! `unchanged` run each time, 144 a day, which would bury the runs that matter. Each type's
+//! consecutive `unchanged` runs are shown as one line; `--all` and `--json` keep every row.
+
+use std::collections::HashMap;
+
+use crate::lifecycle::history::{Outcome, Run};
+
+/// One line of `cairn history`: one run, or a type's consecutive `unchanged` runs folded.
+#[derive(Debug, Clone)]
+pub struct HistoryLine {
+    /// The run shown; of a fold, the last one (its snapshot is the one still current).
+    pub run: Run,
+    /// Start of the first run of the line (the run's own start when nothing is folded).
+    pub first_start: String,
+    /// Runs on this line (1: not folded).
+    pub count: usize,
+}
+
+/// Folds each type's consecutive `unchanged` runs into one line. "Consecutive" counts among the
+/// type's own runs: another type's runs in between do not split a fold, a run of the same type
+/// with another result does. `runs` are oldest first; so are the lines, each at the place of
+/// its first run.
+pub fn fold_unchanged(runs: Vec<Run>) -> Vec<HistoryLine> {
+    let mut lines: Vec<HistoryLine> = Vec::new();
+    // Per type, the line its current unchanged fold is collected on.
+    let mut open: HashMap<String, usize> = HashMap::new();
+    for r in runs {
+        if r.result == Outcome::Unchanged {
+            if let Some(&i) = open.get(&r.backup_type) {
+                lines[i].count += 1;
+                lines[i].run = r;
+                continue;
+            }
+            open.insert(r.backup_type.clone(), lines.len());
+        } else {
+            open.remove(&r.backup_type);
+        }
+        lines.push(HistoryLine { first_start: r.start.clone(), count: 1, run: r });
+    }
+    lines
+}
+
+/// Each run on a line of its own (`--all`).
+pub fn unfolded(runs: Vec<Run>) -> Vec<HistoryLine> {
+    runs.into_iter().map(|r| HistoryLine { first_start: r.start.clone(), count: 1, run: r }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(t: &str, result: Outcome, start: &str) -> Run {
+        Run {
+            id: 0,
+            backup_type: t.into(),
+            start: start.into(),
+            end: start.into(),
+            result,
+            error: None,
+            files: 0,
+            bytes_read: 0,
+            bytes_added: 0,
+            snapshot: None,
+            retries: 0,
+        }
+    }
+
+    #[test]
+    fn another_types_runs_do_not_split_a_fold_and_another_result_does() {
+        use Outcome::*;
+        let lines = fold_unchanged(vec![
+            run("cfg", Unchanged, "1"),
+            run("db", Success, "2"),
+            run("cfg", Unchanged, "3"),
+            run("cfg", Unchanged, "4"),
+            run("cfg", Success, "5"),
+            run("cfg", Unchanged, "6"),
+        ]);
+        let got: Vec<(&str, &str, &str, usize)> = lines
+            .iter()
+            .map(|l| (l.run.backup_type.as_str(), l.first_start.as_str(), l.run.start.as_str(), l.count))
+            .collect();
+        assert_eq!(got, [("cfg", "1", "4", 3), ("db", "2", "2", 1), ("cfg", "5", "5", 1), ("cfg", "6", "6", 1)]);
+    }
+}
