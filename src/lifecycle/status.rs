@@ -217,16 +217,9 @@ pub fn render(s: &Status) -> String {
         "TYPE", "SCHEDULE", "LAST SUCCESS", "AGE", "RPO", "NEXT DUE", "FAILS", "STATE"
     ));
     for t in &s.types {
-        let last = t
-            .last_success
-            .map(|x| crate::util::show_time(&x))
-            .unwrap_or_else(|| "never".into());
+        let last = t.last_success.map(|x| crate::util::show_time(&x)).unwrap_or_else(|| "never".into());
         let age = t.age_s.map(|a| human_duration(chrono::Duration::seconds(a))).unwrap_or_else(|| "-".into());
-        let next = if t.due_now {
-            "now".to_string()
-        } else {
-            crate::util::show_time(&t.next_due)
-        };
+        let next = if t.due_now { "now".to_string() } else { crate::util::show_time(&t.next_due) };
         let state = if t.consecutive_failures > 0 {
             format!("FAILING: {}", t.last_error.clone().unwrap_or_default())
         } else if t.overdue {
@@ -247,11 +240,7 @@ pub fn render(s: &Status) -> String {
         ));
     }
     for r in &s.remotes {
-        let last = r
-            .last_sync
-            .as_deref()
-            .map(crate::util::show_time_str)
-            .unwrap_or_else(|| "never".into());
+        let last = r.last_sync.as_deref().map(crate::util::show_time_str).unwrap_or_else(|| "never".into());
         out.push_str(&format!(
             "\nremote {} ({}): last sync {last}, {} files ({}) pending{}",
             r.name,

@@ -19,6 +19,7 @@ mod layers;
 mod lifecycle;
 mod live_files;
 mod notify;
+mod output;
 mod outside;
 mod remote;
 mod restore_fast;

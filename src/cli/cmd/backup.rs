@@ -40,7 +40,8 @@ pub(in crate::cli) fn run(ctx: &Ctx, a: &BackupArgs) -> Result<Finish> {
         }
     }
     if !a.no_sync && report.ran.iter().any(|r| r.result == Outcome::Success) {
-        report.sync = crate::lifecycle::sink::sync_each(Some(cfg), &repo, &ctx.remotes()?, &mut set, &clock, &mut Lines(ctx));
+        report.sync =
+            crate::lifecycle::sink::sync_each(Some(cfg), &repo, &ctx.remotes()?, &mut set, &clock, &mut Lines(ctx));
     }
     print_report(ctx, &report);
     if let Some(m) = &a.metrics_file {

@@ -32,7 +32,7 @@ pub(in crate::cli) fn status(ctx: &Ctx, metrics_file: Option<&Path>) -> Result<F
 
 pub(in crate::cli) fn history(ctx: &Ctx, backup_type: Option<&str>, limit: usize, all: bool) -> Result<Finish> {
     use crate::lifecycle::history::{History, Run};
-    use crate::lifecycle::history_fold::{fold_unchanged, unfolded};
+    use crate::lifecycle::history_fold::newest_lines;
     let path = ctx.repo_path()?;
     // Runs that never reached the repository are kept outside it (lifecycle::state).
     let outside = match ctx.config()? {
@@ -49,7 +49,7 @@ pub(in crate::cli) fn history(ctx: &Ctx, backup_type: Option<&str>, limit: usize
         (Err(e), None) => return Err(e.into()),
     };
     // The newest `n` runs of both records, newest first.
-    let newest = |n: usize| -> Result<Vec<Run>> {
+    let newest = |n: usize| -> crate::Result<Vec<Run>> {
         let mut runs = match &history {
             Some(h) => h.list(backup_type, n)?,
             None => Vec::new(),
@@ -68,19 +68,7 @@ pub(in crate::cli) fn history(ctx: &Ctx, backup_type: Option<&str>, limit: usize
         render::print_json(&serde_json::to_value(newest(limit)?)?);
         return Ok(Finish::Ok);
     }
-    // `limit` lines: read more runs until that many lines are left after folding.
-    let mut n = limit;
-    let mut lines = loop {
-        let runs = newest(n)?;
-        let fetched = runs.len();
-        let oldest_first: Vec<Run> = runs.into_iter().rev().collect();
-        let lines = if all { unfolded(oldest_first) } else { fold_unchanged(oldest_first) };
-        if all || lines.len() >= limit || fetched < n {
-            break lines;
-        }
-        n = n.saturating_mul(4);
-    };
-    lines.drain(..lines.len().saturating_sub(limit));
+    let lines = newest_lines(&newest, limit, all)?;
     println!(
         "{:<25} {:<10} {:<10} {:>8} {:>10} {:>10} {:<10} ERROR",
         "START", "TYPE", "RESULT", "FILES", "READ", "ADDED", "SNAPSHOT"
