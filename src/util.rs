@@ -161,9 +161,32 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// A time as cairn shows it to a person: local time with its offset, to the second
+/// (`2026-03-01 14:05:09+01:00`, RFC 3339 with a space for the `T`). The one convention of every
+/// human-readable time (history, snapshots, status, backup lines); stored and `--json` times are
+/// RFC 3339 with their full fraction. The fraction is dropped by formatting, never by cutting
+/// the text.
+pub fn show_time<Tz: chrono::TimeZone>(t: &chrono::DateTime<Tz>) -> String {
+    t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S%:z").to_string()
+}
+
+/// [`show_time`] of a stored RFC 3339 time; one that does not parse is shown whole, as stored.
+pub fn show_time_str(s: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(s).map_or_else(|_| s.to_string(), |t| show_time(&t))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_shown_whole_with_their_offset() {
+        let s = "2026-03-01T14:05:09.123456789+01:00";
+        let shown = show_time_str(s);
+        let back = chrono::DateTime::parse_from_rfc3339(&shown.replacen(' ', "T", 1)).expect("RFC 3339");
+        assert_eq!(back.timestamp(), chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp());
+        assert_eq!(show_time_str("not a time"), "not a time");
+    }
 
     #[test]
     fn disk_space_of_a_missing_path_is_its_nearest_existing_ancestor() {

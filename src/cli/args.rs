@@ -101,12 +101,16 @@ pub enum Command {
         /// Only this type.
         #[arg(long = "type")]
         backup_type: Option<String>,
-        /// At most this many runs.
+        /// At most this many lines (runs with --json).
         #[arg(long, default_value_t = 50)]
         limit: usize,
         /// Instead list the snapshots removed by name (`forget SNAPSHOT`): who, why, when.
         #[arg(long, conflicts_with = "backup_type")]
         removed: bool,
+        /// Every run on a line of its own: consecutive `unchanged` runs of a type are otherwise
+        /// folded into one line.
+        #[arg(long)]
+        all: bool,
     },
     /// Upload to remotes what they lack (all configured remotes, or --remote NAME).
     Sync {

@@ -84,15 +84,15 @@ pub fn main() -> i32 {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    // Colour only on a terminal: logs piped to a file or journald must not carry escape codes.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(ansi)
+        .with_ansi(render::colour(&std::io::stderr()))
+        .with_timer(render::LocalTimer)
         .init();
     let outcome = run(cli);
+    // The one place a command's error is printed: the library returns it and does not log it too.
     if let Err(e) = &outcome {
         eprintln!("error: {e:#}");
     }
@@ -112,7 +112,9 @@ pub fn run(cli: Cli) -> Result<Finish> {
         Command::Prune { dry_run, repack_below } => cmd::prune::run(&ctx, *dry_run, *repack_below),
         Command::Status { metrics_file } => cmd::status::status(&ctx, metrics_file.as_deref()),
         Command::History { removed: true, limit, .. } => cmd::forget::removed(&ctx, *limit),
-        Command::History { backup_type, limit, .. } => cmd::status::history(&ctx, backup_type.as_deref(), *limit),
+        Command::History { backup_type, limit, all, .. } => {
+            cmd::status::history(&ctx, backup_type.as_deref(), *limit, *all)
+        }
         Command::Sync { dry_run } => cmd::sync::sync(&ctx, *dry_run),
         Command::Clone => cmd::sync::clone(&ctx),
         Command::Daemon => cmd::daemon::run(&ctx),

@@ -12,9 +12,28 @@ pub(super) fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
 }
 
-/// A spinner on stderr while a long step runs; only on a terminal and not with --json or -q.
+/// Whether escape codes may be written to `stream`: only to a terminal, and not with `NO_COLOR`
+/// set to anything but the empty string (<https://no-color.org>). Logs piped to a file or
+/// journald must not carry them. Asked per stream: `cairn ... 2>log` still colours a terminal's
+/// stdout.
+pub(super) fn colour(stream: &impl IsTerminal) -> bool {
+    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// tracing's timestamps in the one convention of every time cairn prints: local time with its
+/// offset (RFC 3339), whole milliseconds (tracing's default is UTC with a `Z`).
+pub(super) struct LocalTimer;
+
+impl tracing_subscriber::fmt::time::FormatTime for LocalTimer {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        write!(w, "{}", chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, false))
+    }
+}
+
+/// A spinner on stderr while a long step runs; only on a terminal (it redraws its line with
+/// escape codes), not with `NO_COLOR`, and not with --json or -q.
 pub(super) fn spinner(cli: &super::Cli, msg: &str) -> Option<indicatif::ProgressBar> {
-    if cli.json || cli.quiet || !std::io::stderr().is_terminal() {
+    if cli.json || cli.quiet || !colour(&std::io::stderr()) {
         return None;
     }
     let pb = indicatif::ProgressBar::new_spinner();
@@ -86,9 +105,9 @@ pub(super) fn about(s: &Snapshot) -> String {
     }
 }
 
-/// A snapshot's time in local time, or as stored when it does not parse.
+/// A snapshot's time in local time with its offset, or as stored when it does not parse.
 pub(super) fn fmt_time(s: &Snapshot) -> String {
-    s.datetime().map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| s.time.clone())
+    crate::util::show_time_str(&s.time)
 }
 
 /// `drwxr-xr-x` as `ls -l` shows it.

@@ -7,7 +7,8 @@ use crate::lifecycle::clock::Clock;
 use crate::lifecycle::config::Config;
 use crate::lifecycle::history::History;
 use crate::lifecycle::pending::{sync_owed, Backoff, PendingOptions};
-use crate::lifecycle::runner::{next_round, run_backups, BackupReport, DaemonTiming, RunOptions};
+use crate::lifecycle::runner::{next_round, run_backups_to, BackupReport, DaemonTiming, RunOptions};
+use crate::lifecycle::sink::RunSink;
 use crate::ops::snapshot_set::SnapshotSet;
 use crate::repo::Repo;
 use crate::store::rclone::RcloneStore as Rclone;
@@ -15,7 +16,9 @@ use crate::store::rclone::RcloneStore as Rclone;
 /// Runs backup rounds until `stop` is set: each round runs what is due, syncs each of `remotes`
 /// with pending files or a failed last sync (a failing one at the pace of its backoff) and hands
 /// every round that ran or synced something to `on_round`; a failed round is logged and
-/// the loop goes on. Time comes from `clock`; `opts` carries the retry pacing.
+/// the loop goes on. Time comes from `clock`; `opts` carries the retry pacing. `sink` hears of
+/// each type and remote as it finishes.
+#[allow(clippy::too_many_arguments, reason = "the daemon's inputs; each is used once")]
 pub fn run(
     repo: &mut Repo,
     cfg: &Config,
@@ -23,6 +26,7 @@ pub fn run(
     opts: &RunOptions,
     clock: &dyn Clock,
     stop: &AtomicBool,
+    sink: &mut dyn RunSink,
     on_round: &mut dyn FnMut(&BackupReport),
 ) -> Result<()> {
     tracing::info!("daemon started for {} types", cfg.types.len());
@@ -30,11 +34,12 @@ pub fn run(
     let mut set = SnapshotSet::new();
     let mut backoff = Backoff::new(DaemonTiming::default());
     while !stop.load(Ordering::SeqCst) {
-        match run_backups(repo, cfg, opts, &mut set, clock) {
+        match run_backups_to(repo, cfg, opts, &mut set, clock, sink) {
             Ok(mut report) => {
                 let now = clock.now().fixed_offset();
                 let po = PendingOptions { upload: true, retry_base: opts.retry_base };
-                let owed = sync_owed(cfg, repo, remotes, &mut set, clock, &po, &|r: &str| backoff.may_try(r, now));
+                let may_try = |r: &str| backoff.may_try(r, now);
+                let owed = sync_owed(cfg, repo, remotes, &mut set, clock, &po, &may_try, sink);
                 backoff.record(&owed.sync, clock.now().fixed_offset());
                 report.sync = owed.sync;
                 report.notify_errors.extend(owed.notify_errors);

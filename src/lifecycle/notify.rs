@@ -83,16 +83,11 @@ pub fn deliver(cfg: &NotifyConfig, state: &mut NotifyState, subject: &str, event
     errors
 }
 
-/// Sends `ev` through every configured channel: each channel's name and result, failures
-/// logged.
+/// Sends `ev` through every configured channel: each channel's name and result. A failure is
+/// not logged here: the caller reports it ("notification not delivered"), once.
 pub fn send_each(cfg: &NotifyConfig, ev: &Event) -> Vec<(&'static str, std::result::Result<(), String>)> {
     let mut out = Vec::new();
-    let mut done = |chan: &'static str, r: std::result::Result<(), String>| {
-        if let Err(e) = &r {
-            tracing::warn!("notification through {chan} failed: {e}");
-        }
-        out.push((chan, r));
-    };
+    let mut done = |chan: &'static str, r: std::result::Result<(), String>| out.push((chan, r));
     let alarm = matches!(
         ev.event.as_str(),
         "failure" | "consecutive_failures" | "dead_man" | "remote_behind" | "capacity" | "anomaly"

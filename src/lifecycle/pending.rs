@@ -142,8 +142,9 @@ pub struct PendingReport {
 
 /// Syncs each of `remotes` that has pending files or whose last sync failed (and that `may_try`
 /// allows: the daemon's backoff), then tells each one further behind than the RPO, once and then
-/// per `remind_every`, and its catching up once. Errors are logged, never raised: the backup is
-/// safe locally whatever happens here.
+/// per `remind_every`, and its catching up once. `sink` hears of each remote as its sync ends.
+/// Errors are logged, never raised: the backup is safe locally whatever happens here.
+#[allow(clippy::too_many_arguments, reason = "one run's context; each is used once")]
 pub fn sync_owed(
     cfg: &Config,
     repo: &Repo,
@@ -152,6 +153,7 @@ pub fn sync_owed(
     clock: &dyn Clock,
     opts: &PendingOptions,
     may_try: &dyn Fn(&str) -> bool,
+    sink: &mut dyn crate::lifecycle::sink::RunSink,
 ) -> PendingReport {
     let mut out = PendingReport::default();
     if remotes.is_empty() {
@@ -168,7 +170,13 @@ pub fn sync_owed(
     let to_sync: Vec<Rclone> = remotes.iter().filter(|r| owed.contains(&r.name) && may_try(&r.name)).cloned().collect();
     if opts.upload && !to_sync.is_empty() {
         let so = SyncOptions { dry_run: false, retry_base: opts.retry_base };
-        out.sync = sync_all(Some(cfg), repo, &to_sync, &so, set, clock);
+        // One remote at a time, so each one's line is shown when it ends.
+        for remote in &to_sync {
+            for o in sync_all(Some(cfg), repo, std::slice::from_ref(remote), &so, set, clock) {
+                sink.sync_done(&o);
+                out.sync.push(o);
+            }
+        }
     }
     match tell_behind(cfg, repo, remotes, set, clock) {
         Ok(errors) => out.notify_errors = errors,

@@ -150,7 +150,7 @@ pub fn sync_all(
                 o.report = Some(rep);
             }
             Err(e) => {
-                tracing::error!("sync to {} failed: {e}", remote.name);
+                // Not logged here: the caller prints the outcome's error, once.
                 o.error = Some(e.to_string());
                 run.result = Outcome::Failed;
                 run.error = o.error.clone();

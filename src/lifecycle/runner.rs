@@ -251,6 +251,18 @@ pub fn run_backups(
     set: &mut SnapshotSet,
     clock: &dyn Clock,
 ) -> Result<BackupReport> {
+    run_backups_to(repo, cfg, opts, set, clock, &mut ())
+}
+
+/// [`run_backups`], telling `sink` of each type as it finishes.
+pub fn run_backups_to(
+    repo: &mut Repo,
+    cfg: &Config,
+    opts: &RunOptions,
+    set: &mut SnapshotSet,
+    clock: &dyn Clock,
+    sink: &mut dyn crate::lifecycle::sink::RunSink,
+) -> Result<BackupReport> {
     let history = History::open(repo.store().root())?;
     let mut report = BackupReport::default();
     let notify_cfg = cfg.backup.notify.clone().unwrap_or_default();
@@ -361,7 +373,7 @@ pub fn run_backups(
                 }
             }
             Err(e) => {
-                tracing::error!("{name}: backup failed: {e}");
+                // Not logged here: the caller prints the result (the CLI's "FAILED" line), once.
                 run.error = Some(e.to_string());
                 tr.error = run.error.clone();
             }
@@ -384,6 +396,7 @@ pub fn run_backups(
         }
         events.extend(anomalies.into_iter().map(|m| Event::new("anomaly", name, end, m)));
         report.notify_errors.extend(notify::deliver(&notify_cfg, &mut told, name, events));
+        sink.type_done(&tr);
         report.ran.push(tr);
     }
     let now = clock.now();
@@ -406,9 +419,6 @@ pub fn run_backups(
                 }
             }
             Err(e) => report.maintenance_error = Some(format!("forget: {e}")),
-        }
-        if let Some(e) = &report.maintenance_error {
-            tracing::warn!("{e}");
         }
     }
     // After retention, so the export prunes what it removed.

@@ -231,20 +231,13 @@ pub fn render(s: &Status) -> String {
         s.dedup_ratio
     ));
     out.push_str(&format!(
-        "{:<10} {:<18} {:<20} {:>10} {:>8} {:<20} {:>5}  {}\n",
+        "{:<10} {:<18} {:<25} {:>10} {:>8} {:<25} {:>5}  {}\n",
         "TYPE", "SCHEDULE", "LAST SUCCESS", "AGE", "RPO", "NEXT DUE", "FAILS", "STATE"
     ));
     for t in &s.types {
-        let last = t
-            .last_success
-            .map(|x| x.with_timezone(&Local).format("%Y-%m-%d %H:%M").to_string())
-            .unwrap_or_else(|| "never".into());
+        let last = t.last_success.map(|x| crate::util::show_time(&x)).unwrap_or_else(|| "never".into());
         let age = t.age_s.map(|a| human_duration(chrono::Duration::seconds(a))).unwrap_or_else(|| "-".into());
-        let next = if t.due_now {
-            "now".to_string()
-        } else {
-            t.next_due.with_timezone(&Local).format("%Y-%m-%d %H:%M").to_string()
-        };
+        let next = if t.due_now { "now".to_string() } else { crate::util::show_time(&t.next_due) };
         let state = if t.consecutive_failures > 0 {
             format!("FAILING: {}", t.last_error.clone().unwrap_or_default())
         } else if t.overdue {
@@ -253,7 +246,7 @@ pub fn render(s: &Status) -> String {
             "ok".to_string()
         };
         out.push_str(&format!(
-            "{:<10} {:<18} {:<20} {:>10} {:>8} {:<20} {:>5}  {}\n",
+            "{:<10} {:<18} {:<25} {:>10} {:>8} {:<25} {:>5}  {}\n",
             t.backup_type,
             t.schedule.map_or_else(|| "-".into(), |s| s.to_string()),
             last,
@@ -265,11 +258,7 @@ pub fn render(s: &Status) -> String {
         ));
     }
     for r in &s.remotes {
-        let last = r
-            .last_sync
-            .as_deref()
-            .map(|x| x.get(..19).unwrap_or(x).replace('T', " "))
-            .unwrap_or_else(|| "never".into());
+        let last = r.last_sync.as_deref().map(crate::util::show_time_str).unwrap_or_else(|| "never".into());
         out.push_str(&format!(
             "\nremote {} ({}): last sync {last}, {} files ({}) pending{}",
             r.name,

@@ -23,6 +23,7 @@ mod layers;
 mod lifecycle;
 mod live_files;
 mod notify;
+mod output;
 mod outside;
 mod pending;
 mod remote;

@@ -9,7 +9,7 @@ use crate::format::repo_config::Encryption;
 use crate::lifecycle::config::Config;
 use crate::lifecycle::history::Outcome;
 use crate::lifecycle::outside;
-use crate::lifecycle::runner::{self, BackupReport, RunOptions};
+use crate::lifecycle::runner::{self, BackupReport, RunOptions, SyncOutcome, TypeResult};
 use crate::lifecycle::state::State;
 use crate::repo::Repo;
 use crate::util::human_bytes;
@@ -34,7 +34,7 @@ pub(in crate::cli) fn run(ctx: &Ctx, a: &BackupArgs) -> Result<Finish> {
         retry_base: retry_base(),
     };
     let mut set = crate::ops::snapshot_set::SnapshotSet::new();
-    let mut report = runner::run_backups(&mut repo, cfg, &opts, &mut set, &clock)?;
+    let mut report = runner::run_backups_to(&mut repo, cfg, &opts, &mut set, &clock, &mut Lines(ctx))?;
     if let Some(s) = &state {
         let history = crate::lifecycle::history::History::open(repo.store().root())?;
         if let Err(e) = outside::note_successes(s, cfg, &history, set.all(), &clock.now()) {
@@ -43,8 +43,16 @@ pub(in crate::cli) fn run(ctx: &Ctx, a: &BackupArgs) -> Result<Finish> {
     }
     // Every run, due or not: a remote with pending files or a failed last sync is synced.
     let po = crate::lifecycle::pending::PendingOptions { upload: !a.no_sync, retry_base: opts.retry_base };
-    let owed =
-        crate::lifecycle::pending::sync_owed(cfg, &repo, &ctx.remotes()?, &mut set, &clock, &po, &|_: &str| true);
+    let owed = crate::lifecycle::pending::sync_owed(
+        cfg,
+        &repo,
+        &ctx.remotes()?,
+        &mut set,
+        &clock,
+        &po,
+        &|_: &str| true,
+        &mut Lines(ctx),
+    );
     report.sync = owed.sync;
     report.notify_errors.extend(owed.notify_errors);
     // A run limited to named types does only those; the verify waits for a full run.
@@ -197,7 +205,80 @@ pub(in crate::cli) fn open_or_create(
     Ok(repo)
 }
 
-/// Renders one backup round (also the daemon's).
+/// Prints each type's and each remote's line as it finishes (also the daemon's); with --json
+/// nothing until [`print_report`] prints the round as one document.
+pub(in crate::cli) struct Lines<'a>(pub(in crate::cli) &'a Ctx);
+
+impl crate::lifecycle::sink::RunSink for Lines<'_> {
+    fn type_done(&mut self, r: &TypeResult) {
+        if !self.0.json() {
+            print_type(self.0.quiet(), r);
+        }
+    }
+    fn sync_done(&mut self, o: &SyncOutcome) {
+        if !self.0.json() {
+            print_sync(o);
+        }
+    }
+}
+
+fn print_type(quiet: bool, r: &TypeResult) {
+    let name = &r.backup_type;
+    let retries = if r.retries > 0 { format!(" after {} retries", r.retries) } else { String::new() };
+    match (&r.result, &r.stats) {
+        (Outcome::Unchanged, _) if quiet => {}
+        (Outcome::Unchanged, _) => {
+            println!(
+                "{name}: unchanged since snapshot {}, nothing stored, {:.2}s",
+                r.snapshot.map(|s| s.short()).unwrap_or_default(),
+                r.duration_s
+            )
+        }
+        (_, Some(_)) if quiet && r.file_errors.is_empty() && r.warnings.is_empty() => {}
+        (_, Some(s)) => {
+            let dedup = if s.logical_bytes > 0 {
+                (100.0 * (1.0 - s.new_raw_bytes as f64 / s.logical_bytes as f64)).clamp(0.0, 100.0)
+            } else {
+                100.0
+            };
+            println!(
+                "{name}: snapshot {} saved: {} files, {} read, {} new ({} stored, {dedup:.1}% deduplicated), {:.2}s{retries}",
+                r.snapshot.map(|s| s.short()).unwrap_or_default(),
+                s.files,
+                human_bytes(s.logical_bytes),
+                human_bytes(s.new_raw_bytes),
+                human_bytes(s.new_bytes),
+                r.duration_s
+            );
+            for e in &r.file_errors {
+                eprintln!("{name}: error: {}: {}", e.path, e.message);
+            }
+            for w in &r.warnings {
+                eprintln!("warning: {name}: {w}");
+            }
+        }
+        (_, None) => println!("{name}: FAILED{retries}: {}", r.error.clone().unwrap_or_default()),
+    }
+}
+
+fn print_sync(r: &SyncOutcome) {
+    match &r.error {
+        None => println!(
+            "sync {}: {} files uploaded ({}), {} deleted",
+            r.remote,
+            r.uploaded,
+            human_bytes(r.uploaded_bytes),
+            r.deleted
+        ),
+        Some(e) => println!("sync {}: FAILED (the backup is safe locally; the next run catches up): {e}", r.remote),
+    }
+    for e in &r.notify_errors {
+        eprintln!("warning: notification not delivered: {e}");
+    }
+}
+
+/// Renders the rest of one backup round (also the daemon's), after [`Lines`] printed each type
+/// and remote; with --json the whole round.
 pub(in crate::cli) fn print_report(ctx: &Ctx, report: &BackupReport) {
     if ctx.json() {
         render::print_json(&serde_json::to_value(report).expect("serializable"));
@@ -211,44 +292,6 @@ pub(in crate::cli) fn print_report(ctx: &Ctx, report: &BackupReport) {
         return;
     }
     let quiet = ctx.quiet();
-    for r in &report.ran {
-        let name = &r.backup_type;
-        let retries = if r.retries > 0 { format!(" after {} retries", r.retries) } else { String::new() };
-        match (&r.result, &r.stats) {
-            (Outcome::Unchanged, _) if quiet => {}
-            (Outcome::Unchanged, _) => {
-                println!(
-                    "{name}: unchanged since snapshot {}, nothing stored, {:.2}s",
-                    r.snapshot.map(|s| s.short()).unwrap_or_default(),
-                    r.duration_s
-                )
-            }
-            (_, Some(_)) if quiet && r.file_errors.is_empty() && r.warnings.is_empty() => {}
-            (_, Some(s)) => {
-                let dedup = if s.logical_bytes > 0 {
-                    (100.0 * (1.0 - s.new_raw_bytes as f64 / s.logical_bytes as f64)).clamp(0.0, 100.0)
-                } else {
-                    100.0
-                };
-                println!(
-                    "{name}: snapshot {} saved: {} files, {} read, {} new ({} stored, {dedup:.1}% deduplicated), {:.2}s{retries}",
-                    r.snapshot.map(|s| s.short()).unwrap_or_default(),
-                    s.files,
-                    human_bytes(s.logical_bytes),
-                    human_bytes(s.new_raw_bytes),
-                    human_bytes(s.new_bytes),
-                    r.duration_s
-                );
-                for e in &r.file_errors {
-                    eprintln!("{name}: error: {}: {}", e.path, e.message);
-                }
-                for w in &r.warnings {
-                    eprintln!("warning: {name}: {w}");
-                }
-            }
-            (_, None) => println!("{name}: FAILED{retries}: {}", r.error.clone().unwrap_or_default()),
-        }
-    }
     if !quiet {
         for (t, why) in &report.skipped {
             println!("{t}: not due ({why})");
@@ -276,21 +319,6 @@ pub(in crate::cli) fn print_report(ctx: &Ctx, report: &BackupReport) {
                 x.removed
             ),
             Some(e) => eprintln!("warning: export to {} FAILED (the backups are stored): {e}", x.out.display()),
-        }
-    }
-    for r in &report.sync {
-        match &r.error {
-            None => println!(
-                "sync {}: {} files uploaded ({}), {} deleted",
-                r.remote,
-                r.uploaded,
-                human_bytes(r.uploaded_bytes),
-                r.deleted
-            ),
-            Some(e) => println!("sync {}: FAILED (the backup is safe locally; the next run catches up): {e}", r.remote),
-        }
-        for e in &r.notify_errors {
-            eprintln!("warning: notification not delivered: {e}");
         }
     }
     if let Some(e) = &report.maintenance_error {

@@ -22,12 +22,12 @@ pub(in crate::cli) fn snapshots(ctx: &Ctx, backup_type: Option<&str>, kind: Opti
         ));
     } else {
         println!(
-            "{:<10} {:<20} {:<10} {:<10} {:<12} {:>8} {:>10} {:>10} {:<22} {:<10} DESCRIPTION / PURPOSE",
+            "{:<10} {:<25} {:<10} {:<10} {:<12} {:>8} {:>10} {:>10} {:<22} {:<10} DESCRIPTION / PURPOSE",
             "ID", "TIME", "TYPE", "KIND", "HOST", "FILES", "SIZE", "ADDED", "VERIFIED", "TICKET"
         );
         for (id, s) in &list {
             println!(
-                "{:<10} {:<20} {:<10} {:<10} {:<12} {:>8} {:>10} {:>10} {:<22} {:<10} {}",
+                "{:<10} {:<25} {:<10} {:<10} {:<12} {:>8} {:>10} {:>10} {:<22} {:<10} {}",
                 id.short(),
                 render::fmt_time(s),
                 s.backup_type,
@@ -78,7 +78,7 @@ pub(in crate::cli) fn ls(ctx: &Ctx, snapshot: &str, path: Option<&str>) -> Resul
                 "{} {:>12} {} {}",
                 render::mode_string(n.kind, n.mode),
                 n.size,
-                t.format("%Y-%m-%d %H:%M:%S"),
+                crate::util::show_time(&t),
                 n.path_str()
             );
             if n.kind == NodeKind::Symlink {

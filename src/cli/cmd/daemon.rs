@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Result;
 
-use crate::cli::cmd::backup::{config_or_record, open_or_record, print_report};
+use crate::cli::cmd::backup::{config_or_record, open_or_record, print_report, Lines};
 use crate::cli::{Ctx, Finish};
 use crate::lifecycle::clock::Clock as _;
 
@@ -33,7 +33,7 @@ pub(in crate::cli) fn run(ctx: &Ctx) -> Result<Finish> {
         retry_base: crate::cli::cmd::backup::retry_base(),
         ..Default::default()
     };
-    crate::lifecycle::daemon::run(&mut repo, cfg, &remotes, &opts, &clock, &TERM, &mut |report| {
+    crate::lifecycle::daemon::run(&mut repo, cfg, &remotes, &opts, &clock, &TERM, &mut Lines(ctx), &mut |report| {
         if let Some(s) = &state {
             if let Err(e) = crate::lifecycle::outside::note_round(s, &report.ran, clock.now()) {
                 tracing::warn!("state kept outside the repository: {e}");

@@ -36,7 +36,7 @@ pub(in crate::cli) fn forget(ctx: &Ctx, dry_run: bool, types: &[String]) -> Resu
         println!(
             "{:<10} {:<26} {:<10} {:<10} {:<12} {}",
             d.id.short(),
-            &d.time[..d.time.len().min(25)],
+            crate::util::show_time_str(&d.time),
             d.backup_type,
             d.kind,
             action,

@@ -30,48 +30,66 @@ pub(in crate::cli) fn status(ctx: &Ctx, metrics_file: Option<&Path>) -> Result<F
     Ok(Finish::Ok)
 }
 
-pub(in crate::cli) fn history(ctx: &Ctx, backup_type: Option<&str>, limit: usize) -> Result<Finish> {
+pub(in crate::cli) fn history(ctx: &Ctx, backup_type: Option<&str>, limit: usize, all: bool) -> Result<Finish> {
+    use crate::lifecycle::history::{History, Run};
+    use crate::lifecycle::history_fold::newest_lines;
     let path = ctx.repo_path()?;
     // Runs that never reached the repository are kept outside it (lifecycle::state).
     let outside = match ctx.config()? {
         Some(cfg) => crate::lifecycle::outside::existing_state_for(cfg)?,
         None => None,
     };
-    let mut runs = match (crate::repo::read_config(&path), &outside) {
-        (Ok(_), _) => crate::lifecycle::history::History::open(&path)?.list(backup_type, limit)?,
+    let history = match (crate::repo::read_config(&path), &outside) {
+        (Ok(_), _) => Some(History::open(&path)?),
         // The repository is out of reach: what was recorded outside it is still worth showing.
         (Err(e), Some(_)) => {
             eprintln!("warning: {e}: showing only the runs recorded outside the repository");
-            Vec::new()
+            None
         }
         (Err(e), None) => return Err(e.into()),
     };
-    if let Some(s) = &outside {
-        runs.extend(s.list(backup_type, limit)?);
-        // Newest first by start time, as each source lists them.
-        let key = |r: &crate::lifecycle::history::Run| chrono::DateTime::parse_from_rfc3339(&r.start).ok();
-        runs.sort_by_key(|r| std::cmp::Reverse(key(r)));
-        runs.truncate(limit);
-    }
+    // The newest `n` runs of both records, newest first.
+    let newest = |n: usize| -> crate::Result<Vec<Run>> {
+        let mut runs = match &history {
+            Some(h) => h.list(backup_type, n)?,
+            None => Vec::new(),
+        };
+        if let Some(s) = &outside {
+            runs.extend(s.list(backup_type, n)?);
+            // Newest first by start time, as each source lists them.
+            let key = |r: &Run| chrono::DateTime::parse_from_rfc3339(&r.start).ok();
+            runs.sort_by_key(|r| std::cmp::Reverse(key(r)));
+            runs.truncate(n);
+        }
+        Ok(runs)
+    };
     if ctx.json() {
-        render::print_json(&serde_json::to_value(&runs)?);
+        // Every row: a script counts runs itself.
+        render::print_json(&serde_json::to_value(newest(limit)?)?);
         return Ok(Finish::Ok);
     }
+    let lines = newest_lines(&newest, limit, all)?;
     println!(
-        "{:<26} {:<10} {:<10} {:>8} {:>10} {:>10} {:<10} ERROR",
+        "{:<25} {:<10} {:<10} {:>8} {:>10} {:>10} {:<10} ERROR",
         "START", "TYPE", "RESULT", "FILES", "READ", "ADDED", "SNAPSHOT"
     );
-    for r in runs.iter().rev() {
+    for l in &lines {
+        let r = &l.run;
+        let note = if l.count > 1 {
+            format!("{} runs, the last at {} (--all lists each)", l.count, crate::util::show_time_str(&r.start))
+        } else {
+            r.error.clone().unwrap_or_default()
+        };
         println!(
-            "{:<26} {:<10} {:<10} {:>8} {:>10} {:>10} {:<10} {}",
-            &r.start[..r.start.len().min(25)],
+            "{:<25} {:<10} {:<10} {:>8} {:>10} {:>10} {:<10} {}",
+            crate::util::show_time_str(&l.first_start),
             r.backup_type,
             format!("{:?}", r.result).to_lowercase(),
             r.files,
             human_bytes(r.bytes_read),
             human_bytes(r.bytes_added),
             r.snapshot.as_deref().map(|s| s.get(..8).unwrap_or(s)).unwrap_or("-"),
-            r.error.clone().unwrap_or_default()
+            note
         );
     }
     Ok(Finish::Ok)
