@@ -26,4 +26,5 @@ mod restore_safety;
 mod robustness;
 mod roundtrip;
 mod sources;
+mod status_codes;
 mod trouble;
