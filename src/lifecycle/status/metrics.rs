@@ -40,7 +40,7 @@ fn one<V: Display>(v: Option<V>) -> Vec<Sample> {
 }
 
 /// The metrics text.
-pub fn metrics(s: &Status) -> String {
+fn metrics(s: &Status) -> String {
     let mut m = String::new();
     let g = "gauge";
     // Per type. Names present before this list grew are kept as they were (dashboards use them).
@@ -225,4 +225,17 @@ pub fn write_metrics(path: &std::path::Path, s: &Status) -> Result<()> {
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     std::fs::write(&tmp, metrics(s)).map_err(|e| crate::Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| crate::Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_and_help_are_escaped() {
+        assert_eq!(label("type", "a\"b\\c\nd"), "{type=\"a\\\"b\\\\c\\nd\"}");
+        let mut m = String::new();
+        family(&mut m, "cairn_x", "gauge", "a \\ b\nc", vec![(label("remote", "r"), "1".into())]);
+        assert_eq!(m, "# HELP cairn_x a \\\\ b\\nc\n# TYPE cairn_x gauge\ncairn_x{remote=\"r\"} 1\n");
+    }
 }

@@ -7,7 +7,7 @@ mod metrics;
 mod render;
 pub mod verdict;
 
-pub use metrics::{metrics, write_metrics};
+pub use metrics::write_metrics;
 pub use render::render;
 
 use chrono::{DateTime, FixedOffset, Local};
