@@ -261,8 +261,11 @@ fn metrics_file_holds_every_metric_with_the_values_of_the_run() {
     // A written file is replaced whole, never left beside a temporary one.
     let st = env.run(&["--json", "status", "--metrics-file", p]).code(0).json();
     let m = parse_metrics(&prom);
-    let left: Vec<_> =
-        std::fs::read_dir(env.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name() != "cairn.prom").collect();
+    let left: Vec<_> = std::fs::read_dir(env.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name() != "cairn.prom")
+        .collect();
     assert!(left.iter().all(|e| !e.file_name().to_string_lossy().contains("tmp")), "{left:?}");
 
     let h = env.run(&["--json", "history", "--type", "c"]).ok().json();

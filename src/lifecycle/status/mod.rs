@@ -323,7 +323,6 @@ pub fn status(
     Ok(st)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

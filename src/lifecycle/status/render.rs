@@ -105,7 +105,11 @@ fn rto_line(t: &super::TypeStatus) -> String {
     let test = match &t.restore_test {
         None => "no restore test yet".to_string(),
         Some(r) => match r.bytes_per_s {
-            None => format!("last restore test {} restored {} (no measurable time)", short_time(&r.time), human_bytes(r.bytes)),
+            None => format!(
+                "last restore test {} restored {} (no measurable time)",
+                short_time(&r.time),
+                human_bytes(r.bytes)
+            ),
             Some(v) => format!(
                 "last restore test {} restored {} at {}/s{}",
                 short_time(&r.time),

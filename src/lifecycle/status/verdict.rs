@@ -125,11 +125,7 @@ impl Problem {
 /// (damage, then overdue, then failing, then warnings), whatever the codes' numbers.
 pub fn exit_code(problems: &[Problem]) -> i32 {
     const RANK: [i32; 4] = [EXIT_DAMAGE, EXIT_OVERDUE, EXIT_FAILING, EXIT_WARNING];
-    problems
-        .iter()
-        .map(|p| p.kind.exit_code())
-        .min_by_key(|c| RANK.iter().position(|r| r == c))
-        .unwrap_or(EXIT_OK)
+    problems.iter().map(|p| p.kind.exit_code()).min_by_key(|c| RANK.iter().position(|r| r == c)).unwrap_or(EXIT_OK)
 }
 
 /// Every problem in `s`, most serious first (the order of `Kind`, then as found).
