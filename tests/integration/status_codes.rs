@@ -325,3 +325,17 @@ fn metrics_file_holds_every_metric_with_the_values_of_the_run() {
     assert_eq!(m[&ty("cairn_snapshots")], 2.0);
     assert_eq!((m["cairn_status_ok"], m["cairn_status_problems"], m["cairn_status_exit_code"]), (0.0, 1.0, 7.0));
 }
+
+#[test]
+fn a_pack_verify_found_damaged_is_damage_in_status() {
+    let env = setup(|_| json!([]));
+    env.run(&["backup", "--now"]).ok();
+    let pack = crate::util::walk(&env.repo().join("packs")).into_iter().find(|p| p.is_file()).unwrap();
+    flip_byte(&pack, std::fs::metadata(&pack).unwrap().len() / 2);
+    env.run(&["verify", "--read-data"]).code(3);
+    let st = status_json(&env, 3);
+    let got = verdicts(&st);
+    let name = pack.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(got, [v("damaged_pack", &format!("packs/{name}"), "critical")], "{st:#}");
+    assert!(status_text(&env, 3).contains(&format!("DAMAGED: pack {name} is damaged: ")));
+}
