@@ -90,7 +90,9 @@ pub enum Command {
         #[arg(long)]
         by: String,
     },
-    /// Per type: last good backup and its age, next due, failures; repository size and dedup.
+    /// Per type: last good backup and its age, next due, failures; repository size and dedup;
+    /// what needs attention, as the exit code too.
+    #[command(after_help = crate::lifecycle::status::verdict::EXIT_CODES_HELP)]
     Status {
         /// Also write Prometheus metrics to this file.
         #[arg(long)]

@@ -47,7 +47,12 @@ pub enum Finish {
     Incomplete,
     /// A snapshot was saved without some files that could not be read (already reported).
     Partial,
+    /// The exit code is the command's answer (`status`: its verdict, already rendered).
+    Code(i32),
 }
+
+// `status` computes its damage code in the library; it must stay every command's damage code.
+const _: () = assert!(EXIT_DAMAGE == crate::lifecycle::status::verdict::EXIT_DAMAGE);
 
 /// Maps a command's outcome to the process exit code.
 pub fn exit_code(outcome: &Result<Finish>) -> i32 {
@@ -56,6 +61,7 @@ pub fn exit_code(outcome: &Result<Finish>) -> i32 {
         Ok(Finish::Damaged) => EXIT_DAMAGE,
         Ok(Finish::Incomplete) => EXIT_ERROR,
         Ok(Finish::Partial) => EXIT_PARTIAL,
+        Ok(Finish::Code(c)) => *c,
         Err(e) => match e.downcast_ref::<crate::Error>() {
             Some(crate::Error::WrongPassword(_)) | Some(crate::Error::NoPassword) => EXIT_PASSWORD,
             Some(crate::Error::Damaged { .. }) => EXIT_DAMAGE,

@@ -77,6 +77,32 @@ pub struct Run {
     pub retries: u32,
 }
 
+/// Reads a `runs` row selected in column order.
+fn run_row(r: &rusqlite::Row) -> rusqlite::Result<Run> {
+    Ok(Run {
+        id: r.get(0)?,
+        backup_type: r.get(1)?,
+        start: r.get(2)?,
+        end: r.get(3)?,
+        result: Outcome::parse(&r.get::<_, String>(4)?),
+        error: r.get(5)?,
+        files: r.get::<_, i64>(6)? as u64,
+        bytes_read: r.get::<_, i64>(7)? as u64,
+        bytes_added: r.get::<_, i64>(8)? as u64,
+        snapshot: r.get(9)?,
+        retries: r.get(10)?,
+    })
+}
+
+impl Run {
+    /// Seconds from start to end (None when either time does not parse).
+    pub fn duration_s(&self) -> Option<f64> {
+        let s = DateTime::parse_from_rfc3339(&self.start).ok()?;
+        let e = DateTime::parse_from_rfc3339(&self.end).ok()?;
+        Some((e - s).num_milliseconds().max(0) as f64 / 1000.0)
+    }
+}
+
 /// The history database.
 pub struct History {
     conn: Connection,
@@ -180,26 +206,38 @@ impl History {
 
     fn query(&self, sql: &str, p: impl rusqlite::Params) -> Result<Vec<Run>> {
         let mut st = self.wrap(self.conn.prepare(sql))?;
-        let rows = self.wrap(st.query_map(p, |r| {
-            Ok(Run {
-                id: r.get(0)?,
-                backup_type: r.get(1)?,
-                start: r.get(2)?,
-                end: r.get(3)?,
-                result: Outcome::parse(&r.get::<_, String>(4)?),
-                error: r.get(5)?,
-                files: r.get::<_, i64>(6)? as u64,
-                bytes_read: r.get::<_, i64>(7)? as u64,
-                bytes_added: r.get::<_, i64>(8)? as u64,
-                snapshot: r.get(9)?,
-                retries: r.get(10)?,
-            })
-        }))?;
+        let rows = self.wrap(st.query_map(p, run_row))?;
         let mut out = Vec::new();
         for r in rows {
             out.push(self.wrap(r)?);
         }
         Ok(out)
+    }
+
+    /// The newest run of `backup_type`; with `ok_only` the newest successful (or unchanged) one,
+    /// e.g. the last restore test that proved a speed (`restore-test:TYPE`).
+    pub fn newest(&self, backup_type: &str, ok_only: bool) -> Result<Option<Run>> {
+        self.wrap(
+            self.conn
+                .query_row(
+                    "SELECT id, type, start, end, result, error, files, bytes_read, bytes_added, snapshot, retries
+                     FROM runs WHERE type = ?1 AND (NOT ?2 OR result IN ('success','unchanged'))
+                     ORDER BY id DESC LIMIT 1",
+                    params![backup_type, ok_only],
+                    run_row,
+                )
+                .optional(),
+        )
+    }
+
+    /// Failed and partial runs of a type, ever (a counter for monitoring).
+    pub fn failures_total(&self, backup_type: &str) -> Result<u64> {
+        let n: i64 = self.wrap(self.conn.query_row(
+            "SELECT count(*) FROM runs WHERE type=?1 AND result IN ('failed','partial')",
+            [backup_type],
+            |r| r.get(0),
+        ))?;
+        Ok(n as u64)
     }
 
     /// The end time of the last successful (or unchanged) run of a type.

@@ -67,7 +67,10 @@ fn cat_latest(env: &Env) -> Run {
 }
 
 fn status_json(env: &Env) -> Value {
-    env.run(&["--json", "status"]).ok().json()
+    // A clock anomaly is a warning at least: never exit 0.
+    let st = env.run(&["--json", "status"]).verdict().json();
+    assert_ne!(st["exit_code"], 0, "{st:#}");
+    st
 }
 
 fn anomaly_ids(st: &Value) -> Vec<String> {
@@ -97,7 +100,7 @@ fn backup_with_the_clock_years_behind_is_kept_by_its_own_retention_and_reported(
     let out = cat_latest(&env).ok();
     assert_eq!(out.stdout, "taken in the past");
     assert!(anomaly_ids(&status_json(&env)).contains(&behind));
-    let text = env.run(&["status"]).ok();
+    let text = env.run(&["status"]).verdict();
     assert!(text.stdout.contains("CLOCK: snapshot"), "{}", text.stdout);
     // A plain forget keeps it too.
     env.run(&["forget"]).ok();
@@ -186,7 +189,7 @@ fn damaged_newest_snapshot_is_reported_not_skipped_and_repair_quarantines_it() {
     let h = env.run(&["--json", "history", "--type", "c"]).ok().json();
     let row = h.as_array().unwrap().iter().find(|x| x["snapshot"] == three.as_str()).unwrap().clone();
     assert!(row["error"].as_str().is_some_and(|e| e.contains("unreadable snapshot")), "{row:#}");
-    assert!(env.run(&["status"]).ok().stdout.contains("DAMAGED"));
+    assert!(env.run(&["status"]).code(3).stdout.contains("DAMAGED"));
 
     // The way out: the damaged file goes to the quarantine, named in the report.
     let r = env.run(&["repair", "snapshots"]).ok();

@@ -1170,7 +1170,7 @@ fn cli_backup_without_now_runs_only_due_types() {
     assert_eq!(crate::util::snapshot_count(&_app.join("backups/repo")), 3);
 
     // status: next due times and not due now.
-    let st = cairn_cfg(&env, &cfg, &["--json", "status"]).ok().json();
+    let st = cairn_cfg(&env, &cfg, &["--json", "status"]).verdict().json();
     let db = status_type(&st, "db");
     assert_eq!(
         (db["due_now"].as_bool(), db["overdue"].as_bool(), db["consecutive_failures"].as_u64()),
@@ -1415,12 +1415,12 @@ fn cli_failures_retries_and_notifications() {
         assert_eq!(r["retries"], 0, "permanent errors are not retried: {r}");
         assert!(r["snapshot"].is_null());
     }
-    let st = cairn_cfg(&env, &cfg, &["--json", "status"]).ok().json();
+    let st = cairn_cfg(&env, &cfg, &["--json", "status"]).verdict().json();
     let db = status_type(&st, "db");
     assert_eq!(db["consecutive_failures"], 3, "{db:#}");
     assert!(db["last_error"].as_str().unwrap().contains("does not exist"), "{db:#}");
     assert_eq!(status_type(&st, "logs")["consecutive_failures"], 0);
-    let text = cairn_cfg(&env, &cfg, &["status"]).ok().stdout;
+    let text = cairn_cfg(&env, &cfg, &["status"]).verdict().stdout;
     let db_line = text.lines().find(|l| l.starts_with("db ")).unwrap_or_else(|| panic!("{text}"));
     assert!(db_line.contains("FAILING") && db_line.contains("does not exist"), "{text}");
 
@@ -1440,7 +1440,7 @@ fn cli_failures_retries_and_notifications() {
     assert_eq!((hook[0]["event"].as_str(), hook[0]["type"].as_str()), (Some("recovery"), Some("db")));
     assert!(hook[0]["message"].as_str().unwrap().contains("after 4 failed runs"), "{}", hook[0]);
     assert!(ntfy[0].0.contains("db backup recovered"), "{ntfy:?}");
-    let st = cairn_cfg(&env, &cfg, &["--json", "status"]).ok().json();
+    let st = cairn_cfg(&env, &cfg, &["--json", "status"]).verdict().json();
     assert_eq!(status_type(&st, "db")["consecutive_failures"], 0);
     assert!(status_type(&st, "db")["last_error"].is_null());
 
@@ -1518,7 +1518,7 @@ fn check_prometheus(text: &str) -> BTreeSet<String> {
         } else if let Some(rest) = l.strip_prefix("# TYPE ") {
             let mut p = rest.split(' ');
             let name = p.next().unwrap().to_string();
-            assert_eq!(p.next(), Some("gauge"), "{l}");
+            assert_eq!(p.next(), Some(if name.ends_with("_total") { "counter" } else { "gauge" }), "{l}");
             assert!(seen_type.insert(name.clone()), "TYPE for {name} twice:\n{text}");
             current = Some(name);
         } else {
@@ -1560,16 +1560,16 @@ fn cli_overdue_status_and_metrics() {
     let env = Env::new();
     let (_app, cfg) = example_app(env.path());
     cairn_cfg(&env, &cfg, &["backup", "--now", "--type", "db"]).ok();
-    let st = cairn_cfg(&env, &cfg, &["--json", "status"]).ok().json();
+    let st = cairn_cfg(&env, &cfg, &["--json", "status"]).verdict().json();
     assert_eq!(status_type(&st, "db")["overdue"], false);
     assert_eq!(status_type(&st, "logs")["overdue"], true, "never backed up counts as overdue");
     edit_backup(&cfg, |b| b["types"]["db"]["rpo"] = json!("1s"));
     // The binary's metrics file and text: well-formed, written atomically, never-run types overdue.
     let metrics = env.path().join("cairn.prom");
-    let st = cairn_cfg(&env, &cfg, &["--json", "status", "--metrics-file", metrics.to_str().unwrap()]).ok().json();
+    let st = cairn_cfg(&env, &cfg, &["--json", "status", "--metrics-file", metrics.to_str().unwrap()]).code(6).json();
     assert_eq!(status_type(&st, "db")["rpo_s"], 1, "{st:#}");
-    let text = cairn_cfg(&env, &cfg, &["status"]).ok().stdout;
-    assert!(text.contains("\nOVERDUE: ") && text.contains("logs, config"), "{text}");
+    let text = cairn_cfg(&env, &cfg, &["status"]).code(6).stdout;
+    assert!(text.contains("\n  NEVER BACKED UP: logs ") && text.contains("\n  NEVER BACKED UP: config "), "{text}");
     assert_metrics(&metrics, &["cairn_overdue{type=\"logs\"} 1"]);
 
     // Two seconds after db's success, with its RPO of 1 s: overdue, at a fixed instant.
@@ -1583,7 +1583,7 @@ fn cli_overdue_status_and_metrics() {
     let text = render_status(&st);
     let db_line = text.lines().find(|l| l.starts_with("db ")).unwrap_or_else(|| panic!("{text}"));
     assert!(db_line.ends_with("OVERDUE"), "{text}");
-    assert!(text.contains("\nOVERDUE: db, logs, config"), "{text}");
+    assert!(text.starts_with("needs attention (exit 6):\n") && text.contains("OVERDUE: db: last success 2s"));
     let metrics = env.path().join("fixed.prom");
     write_metrics(&metrics, &st).unwrap();
     assert_metrics(&metrics, &["cairn_overdue{type=\"db\"} 1", "cairn_overdue{type=\"logs\"} 1"]);

@@ -32,5 +32,6 @@ mod restore_safety;
 mod robustness;
 mod roundtrip;
 mod sources;
+mod status_codes;
 mod trouble;
 mod verify_runs;

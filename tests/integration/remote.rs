@@ -195,7 +195,7 @@ fn local_remote_gets_exactly_the_missing_files() {
     let repo = app.join("backups/repo");
     env.run_cfg(&cfg, &["backup", "--now", "--no-sync"]).ok();
     assert!(files_under(&usb).is_empty(), "--no-sync uploaded something");
-    let status = env.run_cfg(&cfg, &["status", "--json"]).ok().json();
+    let status = env.run_cfg(&cfg, &["status", "--json"]).verdict().json();
     let local = inventory(&repo);
     assert_eq!(status["remotes"][0]["pending_files"], json!(local.len()), "{status}");
 
@@ -213,7 +213,7 @@ fn local_remote_gets_exactly_the_missing_files() {
     assert_eq!(r["uploaded_bytes"], json!(local.values().sum::<u64>()));
     assert_eq!(files_under(&usb), local, "the remote holds exactly the repository's files");
     assert_same_bytes(&repo, &usb, local.keys());
-    let status = env.run_cfg(&cfg, &["status", "--json"]).ok().json();
+    let status = env.run_cfg(&cfg, &["status", "--json"]).verdict().json();
     assert_eq!(status["remotes"][0]["pending_files"], json!(0), "{status}");
     assert!(status["remotes"][0]["last_sync"].is_string(), "{status}");
 
@@ -378,7 +378,7 @@ fn assert_nothing_wrongly_marked(env: &Env, cfg: &Path, repo: &Path, served: &Pa
             None => assert!(!partial.contains(f)),
         }
     }
-    let st = env.run_cfg(cfg, &["status", "--json"]).ok().json();
+    let st = env.run_cfg(cfg, &["status", "--json"]).verdict().json();
     let unmarked = st["remotes"][0]["pending_files"].as_u64().unwrap() as usize;
     assert!(unmarked >= pending.len(), "files recorded synced that are not on the server: {st} {v}");
     partial
@@ -412,7 +412,7 @@ fn killed_sync_marks_nothing_wrongly_and_resumes() {
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("rclone copy failed"), "{out}");
     let partial1 = assert_nothing_wrongly_marked(&env, &cfg, &repo, &served);
-    let st = env.run_cfg(&cfg, &["status", "--json"]).ok().json();
+    let st = env.run_cfg(&cfg, &["status", "--json"]).verdict().json();
     // Only the first group (config and keys) can have been checked and recorded before the
     // killed pack upload; no pack, index file or snapshot may be.
     let after_first_group = local.keys().filter(|f| *f != "config" && !f.starts_with("keys/")).count() as u64;
@@ -437,7 +437,7 @@ fn killed_sync_marks_nothing_wrongly_and_resumes() {
     let v = env.run_cfg(&cfg, &["verify", "--remote", "dav", "--json"]).ok().json();
     assert_eq!(v["ok"], json!(true), "{v}");
     assert_eq!(v["pending"], json!([]), "{v}");
-    let st = env.run_cfg(&cfg, &["status", "--json"]).ok().json();
+    let st = env.run_cfg(&cfg, &["status", "--json"]).verdict().json();
     assert_eq!(st["remotes"][0]["pending_files"], json!(0), "{st}");
 
     // And the remote alone restores the data byte for byte.
@@ -541,14 +541,14 @@ fn refusing_remote_fails_the_sync_not_the_backup() {
     );
     assert!(runs.iter().any(|r| r["backup_type"] == "sync:good" && r["result"] == "success"), "{h}");
     assert!(runs.iter().any(|r| r["backup_type"] == "db" && r["result"] == "success"), "{h}");
-    let st = env.run_cfg(&cfg, &["status", "--json"]).ok().json();
+    let st = env.run_cfg(&cfg, &["status", "--json"]).verdict().json();
     let remotes: BTreeMap<String, &Value> =
         st["remotes"].as_array().unwrap().iter().map(|r| (r["name"].as_str().unwrap().to_string(), r)).collect();
     assert!(remotes["ro"]["pending_files"].as_u64().unwrap() > 0, "{st}");
     assert!(remotes["ro"]["last_error"].is_string(), "{st}");
     assert_eq!(remotes["good"]["pending_files"], json!(0), "{st}");
     assert!(files_under(&ro_dir).is_empty(), "a read-only remote received files");
-    let text = env.run_cfg(&cfg, &["status"]).ok();
+    let text = env.run_cfg(&cfg, &["status"]).code(7);
     assert!(text.stdout.contains("last sync FAILED"), "{}", text.stdout);
 
     // The remote becomes writable: the next sync catches up on everything.
@@ -558,7 +558,7 @@ fn refusing_remote_fails_the_sync_not_the_backup() {
     let r = env.run_cfg(&cfg, &["sync", "--remote", "ro", "--json"]).ok().json();
     assert_eq!(set(&r[0]["report"]["uploaded"]), local.keys().cloned().collect(), "{r}");
     assert_eq!(files_under(&ro_dir.join("obd")), local);
-    let st = env.run_cfg(&cfg, &["status", "--json"]).ok().json();
+    let st = env.run_cfg(&cfg, &["status", "--json"]).verdict().json();
     assert!(st["remotes"].as_array().unwrap().iter().all(|r| r["pending_files"] == json!(0)), "{st}");
     env.run_cfg(&cfg, &["verify", "--remote", "ro"]).ok();
 }
@@ -727,7 +727,7 @@ fn remote_retention_keeps_only_its_own_snapshots() {
     let newest = env.run_cfg(&cfg, &["snapshots", "--json"]).ok().json();
     let newest_id = newest.as_array().unwrap().last().unwrap()["id"].as_str().unwrap().to_string();
     assert!(remote_snaps.contains(&format!("snapshots/{newest_id}")), "{remote_snaps:?} vs {newest_id}");
-    let st = env.run_cfg(&cfg, &["status", "--json"]).ok().json();
+    let st = env.run_cfg(&cfg, &["status", "--json"]).verdict().json();
     assert_eq!(st["remotes"][0]["pending_files"], json!(0), "left-out snapshots are not pending: {st}");
     env.run_cfg(&cfg, &["verify", "--remote", "usb"]).ok();
 }

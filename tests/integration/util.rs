@@ -26,6 +26,20 @@ impl Run {
         assert_eq!(self.code, c, "expected exit {c}\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
         self
     }
+    /// A `status` run: it exits with its verdict (0 OK, 3 damage, 6 overdue, 7 failing, 8
+    /// warning), never with an error, and `--json` says the same.
+    pub fn verdict(self) -> Self {
+        assert!(
+            [0, 3, 6, 7, 8].contains(&self.code),
+            "not a verdict\nstdout: {}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&self.stdout) {
+            assert_eq!(v["exit_code"], self.code, "{v:#}");
+        }
+        self
+    }
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
     }

@@ -62,7 +62,7 @@ pub(in crate::cli) fn run(ctx: &Ctx, a: &BackupArgs) -> Result<Finish> {
     crate::lifecycle::capacity::note(&mut report, cfg, &repo, set.all(), &clock.now());
     print_report(ctx, &report);
     if let Some(m) = &a.metrics_file {
-        let st = crate::lifecycle::status::status(&repo, Some(cfg), set.all(), &clock.now())?;
+        let st = crate::lifecycle::status::status_of(&repo, Some(cfg), &set, &clock.now())?;
         crate::lifecycle::status::write_metrics(m, &st)?;
     }
     let failed = report.failed();

@@ -13,12 +13,7 @@ pub(in crate::cli) fn status(ctx: &Ctx, metrics_file: Option<&Path>) -> Result<F
     repo.sync_index()?;
     let set = crate::ops::snapshot_set::SnapshotSet::load(&repo)?;
     let now = crate::lifecycle::clock::SystemClock.now();
-    let mut st = crate::lifecycle::status::status(&repo, ctx.config()?, set.all(), &now)?;
-    st.unreadable_snapshots = set
-        .unreadable()
-        .iter()
-        .map(|(id, e)| format!("{}: {e}", repo.objects().location(crate::store::Handle::Snapshot(*id))))
-        .collect();
+    let st = crate::lifecycle::status::status_of(&repo, ctx.config()?, &set, &now)?;
     if let Some(m) = metrics_file {
         crate::lifecycle::status::write_metrics(m, &st)?;
     }
@@ -27,7 +22,7 @@ pub(in crate::cli) fn status(ctx: &Ctx, metrics_file: Option<&Path>) -> Result<F
     } else {
         print!("{}", crate::lifecycle::status::render(&st));
     }
-    Ok(Finish::Ok)
+    Ok(Finish::Code(st.exit_code))
 }
 
 pub(in crate::cli) fn history(ctx: &Ctx, backup_type: Option<&str>, limit: usize, all: bool) -> Result<Finish> {

@@ -1,5 +1,14 @@
 //! `status`: where each type stands (last success, age against its RPO, next due, failures,
-//! newest snapshot) and what the repository holds; also Prometheus textfile metrics.
+//! newest snapshot, what a restore would take) and what the repository holds; the verdict
+//! (`verdict`: problems and the exit code), the text (`render`) and Prometheus textfile metrics
+//! (`metrics`) are all read from the one [`Status`].
+
+mod metrics;
+mod render;
+pub mod verdict;
+
+pub use metrics::write_metrics;
+pub use render::render;
 
 use chrono::{DateTime, FixedOffset, Local};
 use serde::Serialize;
@@ -8,9 +17,9 @@ use crate::error::Result;
 use crate::format::manifest::Snapshot;
 use crate::id::SnapshotId;
 use crate::lifecycle::config::Config;
-use crate::lifecycle::history::History;
+use crate::lifecycle::history::{History, Run};
 use crate::lifecycle::runner::{due_now, last_success};
-use crate::lifecycle::schedule::{self, human_duration, Schedule};
+use crate::lifecycle::schedule::{self, Schedule};
 use crate::repo::Repo;
 use crate::store::{FileKind, Store};
 
@@ -46,6 +55,62 @@ pub struct TypeStatus {
     pub newest_snapshot: Option<SnapshotId>,
     /// Snapshots of this type.
     pub snapshots: usize,
+    /// Logical size of the newest snapshot: what a full restore of this type reads.
+    pub latest_logical_bytes: Option<u64>,
+    /// The newest successful restore test of this type and what it predicts (RTO input).
+    pub restore_test: Option<RestoreTest>,
+    /// The newest run of this type, whatever its result.
+    pub last_run: Option<Run>,
+    /// Failed and partial runs of this type, ever.
+    pub failures_total: u64,
+}
+
+/// A measured restore (`verify --restore-test`, recorded as `restore-test:TYPE`).
+#[derive(Debug, Serialize)]
+pub struct RestoreTest {
+    /// When it ended.
+    pub time: String,
+    /// Bytes it restored.
+    pub bytes: u64,
+    /// How long it took.
+    pub seconds: f64,
+    /// Bytes per second (None when it took no measurable time).
+    pub bytes_per_s: Option<f64>,
+    /// The newest snapshot's logical size at that speed.
+    pub estimated_restore_s: Option<f64>,
+}
+
+impl RestoreTest {
+    /// The restore test in `run`, and the time `latest_bytes` would take at its speed.
+    fn from_run(run: &Run, latest_bytes: Option<u64>) -> Option<RestoreTest> {
+        let seconds = run.duration_s()?;
+        let speed = (seconds > 0.0 && run.bytes_read > 0).then(|| run.bytes_read as f64 / seconds);
+        Some(RestoreTest {
+            time: run.end.clone(),
+            bytes: run.bytes_read,
+            seconds,
+            bytes_per_s: speed,
+            estimated_restore_s: speed.zip(latest_bytes).map(|(v, b)| b as f64 / v),
+        })
+    }
+}
+
+/// A pack the index cache knows to be damaged.
+#[derive(Debug, Serialize)]
+pub struct DamagedPack {
+    /// Pack id (hex).
+    pub pack: String,
+    /// Why it was marked.
+    pub reason: String,
+}
+
+/// The file system holding the repository.
+#[derive(Debug, Serialize)]
+pub struct Filesystem {
+    /// Its size.
+    pub total_bytes: u64,
+    /// Free for this user.
+    pub available_bytes: u64,
 }
 
 /// The whole status.
@@ -72,8 +137,8 @@ pub struct Status {
     /// Snapshots whose recorded time cannot be right (dated after now, or before a snapshot
     /// of their type committed earlier): kept by retention, listed here until removed.
     pub clock_anomalies: Vec<crate::ops::retention::ClockAnomaly>,
-    /// Snapshot files that could not be read, each named with the reason (filled in by the
-    /// caller, which holds the snapshot set).
+    /// Snapshot files that could not be read, each named with the reason (filled in by
+    /// [`status_of`], which holds the snapshot set).
     pub unreadable_snapshots: Vec<String>,
     /// The last verify (by hand or scheduled), with the schedule's next due time.
     pub last_verify: Option<crate::lifecycle::verify_runs::VerifyStatus>,
@@ -81,6 +146,44 @@ pub struct Status {
     pub pending_verification: Vec<crate::ops::kinds::Pending>,
     /// Room in the repository's file system, and each remote as its last `rclone about` found it.
     pub capacity: Option<crate::lifecycle::capacity::CapacityStatus>,
+    /// Packs the index cache has marked damaged.
+    pub damaged_packs: Vec<DamagedPack>,
+    /// The newest `verify` run recorded in the history.
+    pub last_verify_run: Option<Run>,
+    /// The repository's file system (None where statvfs fails).
+    pub filesystem: Option<Filesystem>,
+    /// Nothing needs attention.
+    pub ok: bool,
+    /// What `cairn status` exits with (see [`verdict::exit_code`]).
+    pub exit_code: i32,
+    /// Everything that needs attention, most serious first.
+    pub problems: Vec<verdict::Problem>,
+}
+
+impl Status {
+    /// Sets the verdict from the fields: call again after changing them.
+    pub fn judge(&mut self) {
+        self.problems = verdict::problems(self);
+        self.exit_code = verdict::exit_code(&self.problems);
+        self.ok = self.problems.is_empty();
+    }
+}
+
+/// [`status`] over a loaded snapshot set, with its unreadable snapshot files judged as damage.
+pub fn status_of(
+    repo: &Repo,
+    cfg: Option<&Config>,
+    set: &crate::ops::snapshot_set::SnapshotSet,
+    now: &DateTime<Local>,
+) -> Result<Status> {
+    let mut st = status(repo, cfg, set.all(), now)?;
+    st.unreadable_snapshots = set
+        .unreadable()
+        .iter()
+        .map(|(id, e)| format!("{}: {e}", repo.objects().location(crate::store::Handle::Snapshot(*id))))
+        .collect();
+    st.judge();
+    Ok(st)
 }
 
 /// One remote's state.
@@ -137,6 +240,10 @@ pub fn status(
         let recent = history.list(Some(&name), 1)?;
         let last_error = recent.first().filter(|r| r.result.failed()).and_then(|r| r.error.clone());
         let of_type: Vec<_> = snaps.iter().filter(|(_, s)| s.backup_type == name).collect();
+        let latest_logical_bytes = of_type.last().map(|(_, s)| s.stats.logical_bytes);
+        let restore_test = history
+            .newest(&format!("restore-test:{name}"), true)?
+            .and_then(|r| RestoreTest::from_run(&r, latest_logical_bytes));
         types.push(TypeStatus {
             backup_type: name.clone(),
             schedule: tc.and_then(|t| t.schedule),
@@ -151,6 +258,10 @@ pub fn status(
             last_error,
             newest_snapshot: of_type.last().map(|(id, _)| *id),
             snapshots: of_type.len(),
+            latest_logical_bytes,
+            restore_test,
+            last_run: recent.into_iter().next(),
+            failures_total: history.failures_total(&name)?,
         });
     }
     let mut stored = 0u64;
@@ -188,7 +299,13 @@ pub fn status(
             });
         }
     }
-    Ok(Status {
+    let damaged_packs = repo
+        .cache()
+        .damaged_packs()?
+        .into_iter()
+        .map(|(id, reason)| DamagedPack { pack: id.to_hex(), reason })
+        .collect();
+    let mut st = Status {
         repository: repo.store().root().display().to_string(),
         encryption: match repo.config().encryption {
             crate::format::repo_config::Encryption::None => "none".into(),
@@ -212,144 +329,61 @@ pub fn status(
         last_verify: crate::lifecycle::verify_runs::status(&history, cfg, now)?,
         pending_verification: crate::ops::kinds::pending_verification(snaps, now_f),
         capacity: Some(crate::lifecycle::capacity::status(cfg, repo.store().root(), snaps)),
-    })
+        damaged_packs,
+        last_verify_run: history.newest("verify", false)?,
+        filesystem: crate::util::disk_space(repo.store().root())
+            .map(|d| Filesystem { total_bytes: d.total, available_bytes: d.available }),
+        ok: true,
+        exit_code: verdict::EXIT_OK,
+        problems: Vec::new(),
+    };
+    st.judge();
+    Ok(st)
 }
 
-/// Human rendering.
-pub fn render(s: &Status) -> String {
-    let mut out = String::new();
-    out.push_str(&format!(
-        "repository {} ({})\n",
-        s.repository,
-        if s.encryption == "none" { "NOT encrypted" } else { "encrypted" }
-    ));
-    out.push_str(&format!(
-        "{} snapshots, {} stored for {} of snapshots (dedup ratio {:.1}x)\n\n",
-        s.snapshots,
-        crate::util::human_bytes(s.stored_bytes),
-        crate::util::human_bytes(s.logical_bytes),
-        s.dedup_ratio
-    ));
-    out.push_str(&format!(
-        "{:<10} {:<18} {:<25} {:>10} {:>8} {:<25} {:>5}  {}\n",
-        "TYPE", "SCHEDULE", "LAST SUCCESS", "AGE", "RPO", "NEXT DUE", "FAILS", "STATE"
-    ));
-    for t in &s.types {
-        let last = t.last_success.map(|x| crate::util::show_time(&x)).unwrap_or_else(|| "never".into());
-        let age = t.age_s.map(|a| human_duration(chrono::Duration::seconds(a))).unwrap_or_else(|| "-".into());
-        let next = if t.due_now { "now".to_string() } else { crate::util::show_time(&t.next_due) };
-        let state = if t.consecutive_failures > 0 {
-            format!("FAILING: {}", t.last_error.clone().unwrap_or_default())
-        } else if t.overdue {
-            "OVERDUE".to_string()
-        } else {
-            "ok".to_string()
-        };
-        out.push_str(&format!(
-            "{:<10} {:<18} {:<25} {:>10} {:>8} {:<25} {:>5}  {}\n",
-            t.backup_type,
-            t.schedule.map_or_else(|| "-".into(), |s| s.to_string()),
-            last,
-            age,
-            human_duration(chrono::Duration::seconds(t.rpo_s)),
-            next,
-            t.consecutive_failures,
-            state
-        ));
-    }
-    for r in &s.remotes {
-        let last = r.last_sync.as_deref().map(crate::util::show_time_str).unwrap_or_else(|| "never".into());
-        out.push_str(&format!(
-            "\nremote {} ({}): last sync {last}, {} files ({}) pending{}",
-            r.name,
-            r.target,
-            r.pending_files,
-            crate::util::human_bytes(r.pending_bytes),
-            r.last_error.as_deref().map(|e| format!("; last sync FAILED: {e}")).unwrap_or_default()
-        ));
-        if r.failing {
-            let since = r.failing_since.as_deref().map(|x| x.get(..19).unwrap_or(x).replace('T', " "));
-            out.push_str(&format!("\n  FAILING since {}", since.unwrap_or_else(|| "?".into())));
-        }
-        if r.behind {
-            let age = human_duration(chrono::Duration::seconds(r.oldest_pending_age_s.unwrap_or(0)));
-            out.push_str(&format!("\n  BEHIND: the oldest pending file has waited {age}, longer than its RPO"));
-        }
-    }
-    if !s.remotes.is_empty() {
-        out.push('\n');
-    }
-    for a in &s.clock_anomalies {
-        out.push_str(&format!(
-            "\nCLOCK: snapshot {} ({}) dated {}: {}; kept",
-            a.id.short(),
-            a.backup_type,
-            a.time,
-            a.problem
-        ));
-    }
-    for u in &s.unreadable_snapshots {
-        out.push_str(&format!("\nDAMAGED: unreadable snapshot file {u} (run `cairn repair snapshots`)"));
-    }
-    if !s.clock_anomalies.is_empty() || !s.unreadable_snapshots.is_empty() {
-        out.push('\n');
-    }
-    out.push_str(&crate::lifecycle::verify_runs::render_status(s.last_verify.as_ref()));
-    out.push_str(&crate::lifecycle::kinds::render_pending(&s.pending_verification));
-    let remote_trouble: Vec<&str> =
-        s.remotes.iter().filter(|r| r.failing || r.behind).map(|r| r.name.as_str()).collect();
-    if !remote_trouble.is_empty() {
-        out.push_str(&format!("\nREMOTES FAILING OR BEHIND: {}\n", remote_trouble.join(", ")));
-    }
-    if let Some(c) = &s.capacity {
-        out.push_str(&crate::lifecycle::capacity::render(c));
-    }
-    // The all-clear is only true when no remote is failing or behind either.
-    if s.overdue.is_empty() {
-        if remote_trouble.is_empty() {
-            out.push_str("\nall types are within their RPO\n");
-        }
-    } else {
-        out.push_str(&format!("\nOVERDUE: {}\n", s.overdue.join(", ")));
-    }
-    out
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::history::Outcome;
 
-/// Prometheus text format for node_exporter's textfile collector.
-pub fn metrics(s: &Status) -> String {
-    let mut m = String::new();
-    // Each metric's HELP, TYPE and samples form one group, as the text format requires.
-    type Sample = fn(&TypeStatus) -> i64;
-    let per_type: [(&str, &str, Sample); 4] = [
-        ("cairn_last_success_timestamp_seconds", "Unix time of the last successful backup of a type.", |t| {
-            t.last_success.map_or(0, |x| x.timestamp())
-        }),
-        ("cairn_overdue", "1 when a type's last success is older than its RPO.", |t| t.overdue as i64),
-        ("cairn_consecutive_failures", "Failed runs since the last success.", |t| t.consecutive_failures as i64),
-        ("cairn_snapshots", "Snapshots of a type.", |t| t.snapshots as i64),
-    ];
-    for (name, help, f) in per_type {
-        m.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
-        for t in &s.types {
-            m.push_str(&format!(
-                "{name}{{type=\"{}\"}} {}\n",
-                t.backup_type.replace('\\', "\\\\").replace('"', "\\\""),
-                f(t)
-            ));
+    fn row(ty: &str, start: &str, end: &str, result: Outcome, bytes: u64) -> Run {
+        Run {
+            id: 0,
+            backup_type: ty.into(),
+            start: start.into(),
+            end: end.into(),
+            result,
+            error: None,
+            files: 1,
+            bytes_read: bytes,
+            bytes_added: 0,
+            snapshot: None,
+            retries: 0,
         }
     }
-    for (name, help, v) in [
-        ("cairn_repository_stored_bytes", "Bytes the repository occupies.", s.stored_bytes),
-        ("cairn_repository_logical_bytes", "Sum of the logical sizes of all snapshots.", s.logical_bytes),
-    ] {
-        m.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"));
-    }
-    m
-}
 
-/// Writes metrics atomically (node_exporter must never read half a file).
-pub fn write_metrics(path: &std::path::Path, s: &Status) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, metrics(s)).map_err(|e| crate::Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| crate::Error::io(path, e))
+    #[test]
+    fn the_newest_successful_restore_test_gives_the_speed_and_estimate() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(dir.path()).unwrap();
+        let key = "restore-test:db";
+        assert!(h.newest(key, true).unwrap().is_none(), "no restore test yet");
+        // 100 MB in 4 s, then a failed one (never the speed), and another type's test.
+        h.record(&row(key, "2026-01-01T04:00:00+00:00", "2026-01-01T04:00:04+00:00", Outcome::Success, 100_000_000))
+            .unwrap();
+        h.record(&row(key, "2026-01-08T04:00:00+00:00", "2026-01-08T04:00:01+00:00", Outcome::Failed, 5)).unwrap();
+        h.record(&row("restore-test:logs", "2026-01-09T04:00:00Z", "2026-01-09T04:00:02Z", Outcome::Success, 9))
+            .unwrap();
+        let run = h.newest(key, true).unwrap().unwrap();
+        assert_eq!(run.end, "2026-01-01T04:00:04+00:00");
+        assert_eq!(h.newest(key, false).unwrap().unwrap().result, Outcome::Failed);
+        let t = RestoreTest::from_run(&run, Some(1_000_000_000)).unwrap();
+        assert_eq!((t.bytes, t.seconds, t.bytes_per_s), (100_000_000, 4.0, Some(25_000_000.0)));
+        assert_eq!(t.estimated_restore_s, Some(40.0));
+        assert_eq!(RestoreTest::from_run(&run, None).unwrap().estimated_restore_s, None);
+        // A test that took no measurable time proves no speed.
+        let instant = row(key, "2026-01-01T04:00:00+00:00", "2026-01-01T04:00:00+00:00", Outcome::Success, 10);
+        assert_eq!(RestoreTest::from_run(&instant, Some(10)).unwrap().bytes_per_s, None);
+        assert_eq!(h.failures_total("restore-test:db").unwrap(), 1);
+    }
 }
