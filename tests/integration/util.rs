@@ -447,8 +447,12 @@ impl Env {
 
 /// Writes `dir/cairn.json` (a standalone config: the `backup` section's content at the top level)
 /// and `dir/cairn-password`; returns the config's path. Relative paths in `section` resolve
-/// against `dir`.
-pub fn write_config(dir: &Path, section: serde_json::Value) -> PathBuf {
+/// against `dir`. Unless `section` says otherwise, the capacity warning is set at 100 %: how full
+/// the test machine's disk is must not add notifications to the counts the tests assert.
+pub fn write_config(dir: &Path, mut section: serde_json::Value) -> PathBuf {
+    if let Some(o) = section.as_object_mut() {
+        o.entry("capacity").or_insert_with(|| serde_json::json!({ "warn_percent": 100 }));
+    }
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("cairn-password"), format!("{CONFIG_PASSWORD}\n")).unwrap();
     let p = dir.join("cairn.json");
