@@ -127,7 +127,7 @@ pub fn verify_and_record(repo: &mut Repo, cfg: Option<&Config>, opts: &VerifyOpt
         }
         Err(e) => {
             rows[0].result = Outcome::Failed;
-            rows[0].error = Some(format!("verify could not finish: {e}"));
+            rows[0].error = Some(format!("{UNFINISHED}{e}"));
         }
     }
     match History::open(repo.store().root()) {
@@ -164,10 +164,19 @@ fn tell(cfg: &Config, repo: &Repo, row: &Run, now: DateTime<FixedOffset>) -> Vec
     errors
 }
 
-/// The end of the last verify in `history` (whatever its result: a verify that found damage is
-/// not repeated every run; the damage stays reported until the next one).
+/// How the error of a verify that could not finish (the repository locked, a read failing)
+/// starts: such a run checked nothing, so the schedule tries again at the next run.
+const UNFINISHED: &str = "verify could not finish: ";
+
+/// The end of the last verify in `history` that checked the repository (whatever it found: a
+/// verify that found damage is not repeated every run; the damage stays reported until the next
+/// one). One that could not finish does not count, or a lock clash would skip a week.
 pub fn last_verify(history: &History) -> Result<Option<DateTime<FixedOffset>>> {
-    Ok(history.list(Some(VERIFY), 1)?.first().and_then(|r| DateTime::parse_from_rfc3339(&r.end).ok()))
+    let finished = history
+        .list(Some(VERIFY), 100)?
+        .into_iter()
+        .find(|r| !r.error.as_deref().is_some_and(|e| e.starts_with(UNFINISHED)));
+    Ok(finished.and_then(|r| DateTime::parse_from_rfc3339(&r.end).ok()))
 }
 
 /// Whether the scheduled verify is due at `now`; `None` when no verify is scheduled. Like a
@@ -218,7 +227,7 @@ pub fn run_if_due(repo: &mut Repo, cfg: &Config, clock: &dyn Clock) -> Option<Sc
             rep.bytes_read,
             rep.restore_tests.clone(),
         ),
-        Err(e) => (false, false, Some(format!("verify could not finish: {e}")), 0, 0, Vec::new()),
+        Err(e) => (false, false, Some(format!("{UNFINISHED}{e}")), 0, 0, Vec::new()),
     };
     Some(ScheduledVerify {
         reason: d.reason,

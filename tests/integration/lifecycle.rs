@@ -365,14 +365,16 @@ fn retention_pre_change_and_manual_follow_their_labels() {
     let mut e = Expect::default();
     e.add("2026-01-01T10:00:00+00:00", "pre-change, not yet verified");
     e.add("2026-01-02T10:00:00+00:00", "pre-change, not yet verified"); // days_30 counts only once verified
-    e.add("2026-06-03T10:00:00+00:00", "pre-change, retention days_30"); // 12 days old
+    e.add("2026-06-03T10:00:00+00:00", "pre-change, verified, retention days_30"); // 12 days old
+                                                                                   // Verified without a retention of its own: kept until removed by name (`forget`).
+    e.add("2026-06-01T10:00:00+00:00", "pre-change, verified, kept until forgotten by hand");
     e.add("2020-01-01T10:00:00+00:00", "pre-change, retention permanent");
     e.add("2019-05-05T10:00:00+00:00", "manual, retention permanent");
     e.add("2026-06-10T10:00:00+00:00", "manual, retention days_7");
     e.add("2026-06-15T03:00:00+00:00", "newest complete snapshot");
     e.add("2026-06-15T03:00:00+00:00", "last 1");
-    // Removed: verified with the default (until_verified) or an explicit until_verified, a
-    // verified days_30 from 75 days ago, a days_7 manual from 14 days ago, an old daily.
+    // Removed: verified with an explicit until_verified, a verified days_30 from 75 days ago, a
+    // days_7 manual from 14 days ago, an old daily.
     check_policy("pre-change and manual, keep_last 1", &snaps, Some(&keep_last(1)), NOW, &e);
 
     // Without any policy for the type: routine snapshots stay, labelled as such.

@@ -202,10 +202,13 @@ fn status_shows_the_restore_time_inputs() {
     assert_eq!(t["bytes_per_s"], 25.0);
     assert_eq!(t["estimated_restore_s"], logical as f64 / 25.0);
     let text = status_text(&env, 0);
-    assert!(
-        text.contains("\n  c: latest snapshot 5 B; last restore test 2026-03-01 04:00 restored 50 B at 25 B/s: restoring the latest takes about 0.2 s\n"),
-        "{text}"
-    );
+    // The test's end in local time with its offset, as every human line shows a time.
+    let when = chrono::DateTime::parse_from_rfc3339("2026-03-01T04:00:02+00:00")
+        .unwrap()
+        .with_timezone(&chrono::Local)
+        .format("%Y-%m-%d %H:%M:%S%:z");
+    let want = format!("\n  c: latest snapshot 5 B; last restore test {when} restored 50 B at 25 B/s: restoring the latest takes about 0.2 s\n");
+    assert!(text.contains(&want), "{text}");
 }
 
 /// A parsed metrics file: `name{labels}` -> value, with each family's HELP and TYPE checked.
@@ -256,7 +259,7 @@ fn metrics_file_holds_every_metric_with_the_values_of_the_run() {
     env.run(&["backup", "--now", "--metrics-file", p]).ok();
     let m = parse_metrics(&prom);
     assert_eq!(m["cairn_status_ok"], 1.0, "{m:#?}");
-    record(&env.repo(), "verify", "2026-03-01T04:00:00+00:00", "2026-03-01T04:00:30+00:00", "failed", 0);
+    record(&env.repo(), "verify", "2026-03-01T04:00:00+00:00", "2026-03-01T04:00:30+00:00", "success", 0);
     record(&env.repo(), "restore-test:c", "2026-03-01T05:00:00+00:00", "2026-03-01T05:00:01+00:00", "success", 10);
     // A written file is replaced whole, never left beside a temporary one.
     let st = env.run(&["--json", "status", "--metrics-file", p]).code(0).json();
@@ -293,7 +296,7 @@ fn metrics_file_holds_every_metric_with_the_values_of_the_run() {
         (rm("cairn_remote_last_sync_success"), 1.0),
         (rm("cairn_remote_pending_files"), 0.0),
         (rm("cairn_remote_pending_bytes"), 0.0),
-        ("cairn_last_verify_success".into(), 0.0),
+        ("cairn_last_verify_success".into(), 1.0),
         ("cairn_last_verify_timestamp_seconds".into(), unix(&json!("2026-03-01T04:00:30+00:00"))),
         ("cairn_repository_stored_bytes".into(), st["stored_bytes"].as_f64().unwrap()),
         ("cairn_repository_logical_bytes".into(), 5.0),
@@ -336,6 +339,11 @@ fn a_pack_verify_found_damaged_is_damage_in_status() {
     let st = status_json(&env, 3);
     let got = verdicts(&st);
     let name = pack.file_name().unwrap().to_string_lossy().into_owned();
-    assert_eq!(got, [v("damaged_pack", &format!("packs/{name}"), "critical")], "{st:#}");
+    // The verify that found it is recorded as failed: a problem of its own.
+    assert_eq!(
+        got,
+        [v("damaged_pack", &format!("packs/{name}"), "critical"), v("verify_failed", "verify", "critical")],
+        "{st:#}"
+    );
     assert!(status_text(&env, 3).contains(&format!("DAMAGED: pack {name} is damaged: ")));
 }

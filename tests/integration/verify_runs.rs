@@ -131,7 +131,7 @@ fn damage_fails_the_verify_row_tells_once_and_recovers_once_after_repair() {
     assert_eq!(hook[0]["event"], "failure");
     assert_eq!(hook[0]["type"], "verify");
     assert!(hook[0]["message"].as_str().unwrap().contains(&pack.to_hex()), "{hook:#?}");
-    let st = env.run(&["--json", "status"]).ok().json();
+    let st = env.run(&["--json", "status"]).code(3).json();
     assert_eq!(st["last_verify"]["ok"], false, "{st:#}");
     assert!(st["last_verify"]["error"].as_str().unwrap().contains("DAMAGED"), "{st:#}");
 
@@ -215,7 +215,7 @@ fn a_weekly_verify_runs_from_backup_once_a_week_and_damage_exits_3() {
     // Not repeated at every run until the next slot: the damage stays reported by status.
     at(&env, &(sunday + chrono::Duration::hours(6)), &["backup"]).ok();
     assert_eq!(rows(&env, "verify").len(), 4);
-    assert_eq!(at(&env, &sunday, &["--json", "status"]).ok().json()["last_verify"]["ok"], false);
+    assert_eq!(at(&env, &sunday, &["--json", "status"]).code(3).json()["last_verify"]["ok"], false);
 }
 
 #[test]
