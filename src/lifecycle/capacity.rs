@@ -386,7 +386,7 @@ pub fn render(c: &CapacityStatus) -> String {
         out.push_str(if r.low { ": LOW\n" } else { "\n" });
     }
     for r in &c.remotes {
-        let when = r.checked.get(..19).unwrap_or(&r.checked).replace('T', " ");
+        let when = crate::util::show_time_str(&r.checked);
         match (r.reported, r.free_bytes) {
             (false, _) => out.push_str(&format!("remote {} quota: not reported by the backend\n", r.name)),
             (true, free) => out.push_str(&format!(

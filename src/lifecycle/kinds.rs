@@ -99,7 +99,7 @@ pub fn render_pending(pending: &[Pending]) -> String {
             "\nAWAITING VERIFICATION: pre-change snapshot {} ({}) taken {}, {} days ago{}{}",
             p.id.short(),
             p.backup_type,
-            p.time.get(..16).unwrap_or(&p.time).replace('T', " "),
+            crate::util::show_time_str(&p.time),
             p.age_days,
             p.description.as_deref().map(|d| format!(": {d}")).unwrap_or_default(),
             p.ticket.as_deref().map(|t| format!(" [{t}]")).unwrap_or_default(),

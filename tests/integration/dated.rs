@@ -269,6 +269,8 @@ fn same_day_snapshots_of_different_kinds_export_to_distinct_files_with_exact_met
     assert_eq!((e["verified"].as_bool(), e["status"].as_str()), (Some(true), Some("verified")), "{e:#}");
     assert_eq!(e["verified_by"], "bob");
     assert!(time(&e["verified_date"]) >= time(&e["created"]));
+    // No retention label: after its verification it stays until forgotten by hand, so no date.
+    assert_eq!(e["expires"], Value::Null, "{e:#}");
 }
 
 #[test]

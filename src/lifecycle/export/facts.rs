@@ -94,8 +94,10 @@ pub fn facts(
             SnapshotKind::PreChange => {
                 // Kept until verified, then its own retention counted from the verification.
                 let at = v.as_ref().and_then(|v| DateTime::parse_from_rfc3339(&v.date).ok());
+                // Without a label it stays after its verification until forgotten by hand, as
+                // retention keeps it (ops::retention): no date removes it.
                 let expires = match s.labels.get("retention").map(String::as_str) {
-                    Some("permanent") => None,
+                    Some("permanent") | None => None,
                     _ => at.map(|t| t + Duration::days(label_days(s).unwrap_or(0))),
                 };
                 let status = match (&v, kept) {
