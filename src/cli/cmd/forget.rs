@@ -82,7 +82,13 @@ pub(in crate::cli) fn forget_named(ctx: &Ctx, a: &ForgetArgs) -> Result<Finish> 
         render::print_json(&json!({"removed": removed, "by": by, "reason": a.reason}));
     } else if !ctx.quiet() {
         for r in &removed {
-            println!("removed snapshot {} ({} {}, {})", r.id.short(), r.backup_type, r.kind, r.time);
+            println!(
+                "removed snapshot {} ({} {}, {})",
+                r.id.short(),
+                r.backup_type,
+                r.kind,
+                crate::util::show_time_str(&r.time)
+            );
         }
         println!("{} snapshots removed by {by}; `cairn prune` frees the data only they used", removed.len());
     }
@@ -102,7 +108,7 @@ pub(in crate::cli) fn removed(ctx: &Ctx, limit: usize) -> Result<Finish> {
     for r in rows.iter().rev() {
         println!(
             "{:<26} {:<10} {:<10} {:<10} {:<12} {:<6} {}",
-            &r.time[..r.time.len().min(25)],
+            crate::util::show_time_str(&r.time),
             r.snapshot.get(..8).unwrap_or(&r.snapshot),
             r.backup_type,
             r.kind,
