@@ -124,10 +124,18 @@ fn write_export(
             }
         }
         Layout::Dated => {
+            // A snapshot chosen after `all` was listed (a backup committed meanwhile) is one of
+            // the repository's too: judged with the rest, never pruned as gone.
+            let mut all = all.to_vec();
+            for c in chosen {
+                if !all.iter().any(|(id, _)| *id == c.0) {
+                    all.push(c.clone());
+                }
+            }
+            let all = &all[..];
             let verified = facts::verifications(repo, all)?;
             let facts = facts::facts(cfg, all, &verified, chrono::Local::now().fixed_offset());
-            let of =
-                |id: &SnapshotId, _: &Snapshot| facts.get(id).cloned().expect("facts of every snapshot in the set");
+            let of = |id: &SnapshotId, _: &Snapshot| facts.get(id).cloned().expect("facts of every snapshot in `all`");
             let x = DatedExport { out, chosen, all, unreadable, facts: &of };
             let DatedReport { files, removed, kept_changed } = crate::ops::export::dated::export_dated(repo, &x)?;
             report.files = files

@@ -268,7 +268,10 @@ pub fn run_backups_to(
     let notify_cfg = cfg.backup.notify.clone().unwrap_or_default();
     let policy = Policy::of(&notify_cfg);
     // Kept outside the repository: one record with the failures before it opens (lifecycle::outside).
-    let mut told = crate::lifecycle::state::notify_state_for(cfg, Some(repo.store().root()));
+    // Read afresh before each use and saved right after: a run can take an hour, and another
+    // cairn (a `sync`, a `verify`) may record what it told meanwhile.
+    let root = repo.store().root().to_path_buf();
+    let told_now = || crate::lifecycle::state::notify_state_for(cfg, Some(&root));
     let host = crate::util::hostname();
     let mut succeeded = Vec::new();
     // Due decisions only look at what existed before this run.
@@ -385,6 +388,7 @@ pub fn run_backups_to(
         // Notifications: the state decides what is told now (first failure, daily reminder,
         // recovery once). A partial snapshot counts as a failure here.
         let what = format!("{name} backup");
+        let mut told = told_now();
         let mut events = if run.result.failed() {
             told.failed(name, &what, end.fixed_offset(), run.error.as_deref().unwrap_or_default(), &policy)
         } else {
@@ -396,11 +400,19 @@ pub fn run_backups_to(
         }
         events.extend(anomalies.into_iter().map(|m| Event::new("anomaly", name, end, m)));
         report.notify_errors.extend(notify::deliver(&notify_cfg, &mut told, name, events));
+        if let Err(e) = told.save() {
+            report.notify_errors.push(format!("notification state not saved: {e}"));
+        }
         sink.type_done(&tr);
         report.ran.push(tr);
     }
     let now = clock.now();
-    report.notify_errors.extend(dead_man_check(cfg, &history, &mut told, set.all(), &now)?);
+    let mut told = told_now();
+    // A dead-man check that cannot read its evidence must not cost this run's other steps.
+    match dead_man_check(cfg, &history, &mut told, set.all(), &now) {
+        Ok(errors) => report.notify_errors.extend(errors),
+        Err(e) => report.notify_errors.push(format!("dead-man check: {e}")),
+    }
     report.notify_errors.extend(crate::lifecycle::kinds::verification_alerts(cfg, &mut told, set.all(), &now));
     if let Err(e) = told.save() {
         report.notify_errors.push(format!("notification state not saved: {e}"));

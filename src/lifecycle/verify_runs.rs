@@ -168,15 +168,20 @@ fn tell(cfg: &Config, repo: &Repo, row: &Run, now: DateTime<FixedOffset>) -> Vec
 /// starts: such a run checked nothing, so the schedule tries again at the next run.
 const UNFINISHED: &str = "verify could not finish: ";
 
-/// The end of the last verify in `history` that checked the repository (whatever it found: a
-/// verify that found damage is not repeated every run; the damage stays reported until the next
-/// one). One that could not finish does not count, or a lock clash would skip a week.
-pub fn last_verify(history: &History) -> Result<Option<DateTime<FixedOffset>>> {
-    let finished = history
+/// The last verify in `history` that checked the repository (whatever it found: a verify that
+/// found damage is not repeated every run; the damage stays reported until the next one). One
+/// that could not finish checked nothing: it neither counts for the schedule (a lock clash would
+/// skip a week) nor says the repository is damaged.
+fn last_finished(history: &History) -> Result<Option<crate::lifecycle::history::Run>> {
+    Ok(history
         .list(Some(VERIFY), 100)?
         .into_iter()
-        .find(|r| !r.error.as_deref().is_some_and(|e| e.starts_with(UNFINISHED)));
-    Ok(finished.and_then(|r| DateTime::parse_from_rfc3339(&r.end).ok()))
+        .find(|r| !r.error.as_deref().is_some_and(|e| e.starts_with(UNFINISHED))))
+}
+
+/// The end of [`last_finished`].
+pub fn last_verify(history: &History) -> Result<Option<DateTime<FixedOffset>>> {
+    Ok(last_finished(history)?.and_then(|r| DateTime::parse_from_rfc3339(&r.end).ok()))
 }
 
 /// Whether the scheduled verify is due at `now`; `None` when no verify is scheduled. Like a
@@ -261,7 +266,7 @@ pub struct VerifyStatus {
 
 /// The last verify recorded in `history`, with the schedule's next due time (`cfg`'s).
 pub fn status(history: &History, cfg: Option<&Config>, now: &DateTime<Local>) -> Result<Option<VerifyStatus>> {
-    let Some(last) = history.list(Some(VERIFY), 1)?.into_iter().next() else { return Ok(None) };
+    let Some(last) = last_finished(history)? else { return Ok(None) };
     let Ok(time) = DateTime::parse_from_rfc3339(&last.end) else { return Ok(None) };
     // The restore tests of that verify end when it does (verify_and_record).
     let restore_test = !history.recorded_with(last.id, RESTORE_TEST, &last.end)?.is_empty();
@@ -275,7 +280,7 @@ pub fn status(history: &History, cfg: Option<&Config>, now: &DateTime<Local>) ->
 /// The `status` text line of the last verify ("" when there was none).
 pub fn render_status(v: Option<&VerifyStatus>) -> String {
     let Some(v) = v else { return String::new() };
-    let at = |t: &DateTime<FixedOffset>| t.with_timezone(&Local).format("%Y-%m-%d %H:%M %:z").to_string();
+    let at = crate::util::show_time::<FixedOffset>;
     let what = match (&v.error, v.ok) {
         (_, true) => "no errors found".to_string(),
         (Some(e), false) => format!("FAILED: {e}"),

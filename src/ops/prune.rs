@@ -129,10 +129,11 @@ pub fn forget_in(
     }
     if !dry_run {
         let gone: Vec<SnapshotId> = out.iter().filter(|d| !d.keep).map(|d| d.id).collect();
+        // The snapshot files are gone: the set says so before anything else can fail.
+        set.remove(&gone);
         if !gone.is_empty() {
             repo.remove_verifications_of(&gone)?;
         }
-        set.remove(&gone);
     }
     Ok(out)
 }

@@ -71,6 +71,8 @@ pub struct Repo {
     objects: Arc<dyn Store>,
     // What a failed chunk read consults before calling the data corrupt (recheck.rs).
     recheck: Arc<Recheck>,
+    // A partial mirror of a remote: it may lack snapshots the repository has.
+    mirror: bool,
 }
 
 /// Readable snapshots (oldest first) and unreadable ones with their error.
@@ -217,17 +219,23 @@ impl Repo {
     /// Opens the repository at `dir`.
     pub fn open(dir: &Path, password: PasswordFn) -> Result<Repo> {
         let store = LocalStore::new(dir);
-        Self::open_with(store.clone(), Arc::new(store), dir, password)
+        Self::open_with(store.clone(), Arc::new(store), dir, password, false)
     }
 
     /// Opens the partial mirror of `remote` at `dir` (refreshed by `ops::clone::refresh_mirror`):
     /// packs it lacks are fetched from the remote on first use.
     pub fn open_mirror(dir: &Path, remote: Arc<dyn Store>, password: PasswordFn) -> Result<Repo> {
         let store = LocalStore::new(dir);
-        Self::open_with(store.clone(), Arc::new(FetchingStore::new(store, remote)), dir, password)
+        Self::open_with(store.clone(), Arc::new(FetchingStore::new(store, remote)), dir, password, true)
     }
 
-    fn open_with(store: LocalStore, objects: Arc<dyn Store>, dir: &Path, password: PasswordFn) -> Result<Repo> {
+    fn open_with(
+        store: LocalStore,
+        objects: Arc<dyn Store>,
+        dir: &Path,
+        password: PasswordFn,
+        mirror: bool,
+    ) -> Result<Repo> {
         let config = read_config(dir)?;
         let (master, _) = unlock(objects.as_ref(), &config, password)?;
         let keys = Arc::new(Keys::derive(&master, config.id, config.encryption == Encryption::XChaCha20Poly1305));
@@ -239,7 +247,7 @@ impl Repo {
             Err(e) => return Err(e),
         };
         let recheck = Arc::new(Recheck::new(cache_path, config.id, objects.clone(), keys.clone()));
-        Ok(Repo { store, config, keys, cache, objects, recheck })
+        Ok(Repo { store, config, keys, cache, objects, recheck, mirror })
     }
 
     /// The local directory: where packs are written, locks taken and local state kept.
@@ -283,6 +291,12 @@ impl Repo {
     /// (borrows the cache for as long as it lives).
     pub fn index_batch(&mut self) -> IndexBatch<'_> {
         IndexBatch::new(self.store.clone(), self.keys.clone(), Some(&mut self.cache))
+    }
+
+    /// Whether this is a partial mirror of a remote (`--remote`), which may lack snapshots the
+    /// repository has (not uploaded yet, or left out by the remote's own retention).
+    pub fn is_mirror(&self) -> bool {
+        self.mirror
     }
 
     /// The store every read goes through (the local store, or a fetching mirror of a remote).

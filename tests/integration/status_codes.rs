@@ -347,3 +347,19 @@ fn a_pack_verify_found_damaged_is_damage_in_status() {
     );
     assert!(status_text(&env, 3).contains(&format!("DAMAGED: pack {name} is damaged: ")));
 }
+
+#[test]
+fn a_type_without_schedule_or_rpo_is_never_overdue() {
+    // Run by hand only (`backup --now`), and a type only the repository knows: nothing
+    // promises a next backup of either, so neither makes status fail.
+    let env = Env::new();
+    write_config(env.path(), json!({"name": "st", "repository": "repo", "types": {"c": {"paths": ["src"]}}}));
+    env.init();
+    write_src(&env, "first");
+    let st = status_json(&env, 0);
+    assert_eq!(verdicts(&st), []);
+    assert_eq!(st["types"][0]["overdue"], false, "{st:#}");
+    env.run(&["snapshot", "--type", "oneoff", "--kind", "manual", env.path().join("src").to_str().unwrap()]).ok();
+    let r = faked(&env, "+30 days", &["--json", "status"]).code(0);
+    assert_eq!(verdicts(&r.json()), [], "{:#}", r.json());
+}

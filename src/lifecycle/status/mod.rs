@@ -37,7 +37,7 @@ pub struct TypeStatus {
     pub age_s: Option<i64>,
     /// RPO in seconds.
     pub rpo_s: i64,
-    /// Older than its RPO (or never backed up).
+    /// Older than its RPO (or never backed up), for a type with a schedule or a stated RPO.
     pub overdue: bool,
     /// Next due time.
     #[serde(serialize_with = "crate::lifecycle::rfc3339::one")]
@@ -250,7 +250,9 @@ pub fn status(
             last_success: last,
             age_s: last.map(|t| (now_f - t).num_seconds()),
             rpo_s: r.num_seconds(),
-            overdue: last.is_none_or(|t| now_f - t > r),
+            // Only a schedule or a stated RPO promises a next backup (the dead-man check says
+            // the same): a type run by hand, or one only the repository knows, is never overdue.
+            overdue: tc.is_some_and(|t| t.schedule.is_some() || t.rpo.is_some()) && last.is_none_or(|t| now_f - t > r),
             next_due: due.next,
             due_now: due.due,
             due_reason: due.reason,

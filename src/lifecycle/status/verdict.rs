@@ -147,8 +147,9 @@ pub fn problems(s: &Status) -> Vec<Problem> {
     }
     for t in &s.types {
         let rpo = human_duration(chrono::Duration::seconds(t.rpo_s));
+        // `overdue` is false for a type nothing promises a next backup of (see `status`).
         match t.age_s {
-            None => p.push(Problem::new(
+            None if t.overdue => p.push(Problem::new(
                 Kind::NeverBackedUp,
                 &t.backup_type,
                 format!("{} has never been backed up (RPO {rpo})", t.backup_type),
@@ -162,7 +163,7 @@ pub fn problems(s: &Status) -> Vec<Problem> {
                     human_duration(chrono::Duration::seconds(age))
                 ),
             )),
-            Some(_) => {}
+            _ => {}
         }
         if t.consecutive_failures > 0 {
             p.push(Problem::new(

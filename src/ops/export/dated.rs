@@ -361,7 +361,17 @@ pub fn export_dated(repo: &Repo, x: &DatedExport<'_>) -> Result<DatedReport> {
         entry["files"] = Value::Object(files);
         meta[sec].as_object_mut().expect("checked at load").insert(key, entry);
     }
-    refresh_and_prune(out, &mut meta, &repo_id, x, &mut report)?;
+    // A snapshot moved to the quarantine is damaged, not forgotten: its export may be the one
+    // good copy. A remote's mirror may lack snapshots the repository still has: no pruning.
+    let quarantined: BTreeSet<String> =
+        std::fs::read_dir(repo.store().root().join(crate::ops::repair_snapshots::QUARANTINE_SNAPSHOTS))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.get(..64)).map(str::to_string))
+            .collect();
+    let prune = !repo.is_mirror();
+    refresh_and_prune(out, &mut meta, &repo_id, x, (prune, &quarantined), &mut report)?;
     let mut bytes = serde_json::to_vec_pretty(&meta).expect("serializable");
     bytes.push(b'\n');
     atomic_write(out, METADATA, 0o600, |f| f.write_all(&bytes).ctx(&meta_path))?;
@@ -375,6 +385,7 @@ fn refresh_and_prune(
     meta: &mut Map<String, Value>,
     repo_id: &str,
     x: &DatedExport<'_>,
+    (prune, quarantined): (bool, &BTreeSet<String>),
     report: &mut DatedReport,
 ) -> Result<()> {
     let present: BTreeMap<String, &(SnapshotId, Snapshot)> = x.all.iter().map(|p| (p.0.to_hex(), p)).collect();
@@ -389,7 +400,7 @@ fn refresh_and_prune(
             }
             continue;
         }
-        if unreadable.contains(&hex) {
+        if unreadable.contains(&hex) || quarantined.contains(&hex) || !prune {
             continue;
         }
         let entry = slot.remove(&key).expect("listed");
