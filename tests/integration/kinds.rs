@@ -4,11 +4,11 @@
 //! verification (with `faketime`), `forget SNAPSHOT`, listings, the creator without `$USER`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::util::{ensure_package, have_program, Env, Run};
+use crate::util::{ensure_package, have_program, under_faketime, Env, Run};
 
 /// `app/` with `data/app.db` (WAL mode, a `readings` table), `config.json` and `.env`, and
 /// `app/cairn.json` backing up `db` (the SQLite source) and `config` (paths), keep_last 1 each.
@@ -50,22 +50,8 @@ fn run(env: &Env, cfg: &Path, args: &[&str]) -> Run {
 
 /// [`run`] under `faketime AT` (an absolute time; the clock runs on from there).
 fn faked(env: &Env, cfg: &Path, at: chrono::DateTime<chrono::Local>, args: &[&str]) -> Run {
-    ensure_package("faketime", || have_program("faketime"));
     let base = env.cfg_cmd(cfg, args);
-    let mut c = Command::new("faketime");
-    c.env_clear();
-    for (k, v) in base.get_envs() {
-        if let Some(v) = v {
-            c.env(k, v);
-        }
-    }
-    c.env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .current_dir(env.path())
-        .stdin(Stdio::null())
-        .arg(at.format("%Y-%m-%d %H:%M:%S").to_string())
-        .arg(base.get_program())
-        .args(base.get_args());
-    env.run_cmd(c)
+    env.run_cmd(under_faketime(&base, &at.format("%Y-%m-%d %H:%M:%S").to_string(), env.path()))
 }
 
 fn days(n: i64) -> chrono::Duration {

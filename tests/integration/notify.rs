@@ -5,31 +5,25 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
 use crate::lifecycle::{closed_port, split_events, HttpSink};
-use crate::util::{ensure_package, have_program, write_config, Env, Run};
+use crate::util::{ensure_package, have_program, under_faketime, write_config, Env, Run};
 
 /// `cairn --config CFG ARGS` with the clock at `at` (UTC), through faketime.
 fn cairn_at(env: &Env, cfg: &Path, at: &chrono::NaiveDateTime, args: &[&str]) -> Run {
-    let mut c = Command::new("faketime");
-    c.env_clear()
+    let mut base = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    base.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", env.path())
         .env("TZ", "UTC")
-        // Only the wall clock moves: timeouts and durations keep the real monotonic clock.
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .current_dir(env.path())
-        .stdin(Stdio::null())
-        .arg(at.format("%Y-%m-%d %H:%M:%S").to_string())
-        .arg(env!("CARGO_BIN_EXE_cairn"))
         .arg("--config")
         .arg(cfg)
         .args(args);
-    env.run_cmd(c)
+    env.run_cmd(under_faketime(&base, &at.format("%Y-%m-%d %H:%M:%S").to_string(), env.path()))
 }
 
 /// An unencrypted repository with one type whose database is missing: every run fails at once.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::lifecycle::{split_events, HttpSink};
-use crate::util::{ensure_package, have_program, write_config, ChildGuard, Env, Run};
+use crate::util::{ensure_package, have_program, under_faketime, write_config, ChildGuard, Env, Run};
 
 fn need_tools() {
     ensure_package("rclone", || have_program("rclone"));
@@ -36,24 +36,19 @@ fn config(env: &Env, target: &Path, schedule: &str, notify: Value) -> PathBuf {
 /// `cairn --config CFG ARGS` with the wall clock at `at` (UTC) through faketime; `rclone` may
 /// name a wrapper to run instead of the real one.
 fn cairn_at(env: &Env, cfg: &Path, at: &chrono::NaiveDateTime, args: &[&str], rclone: Option<&Path>) -> Run {
-    let mut c = Command::new("faketime");
-    c.env_clear()
+    let mut base = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    base.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", env.path())
         .env("TZ", "UTC")
         .env("CAIRN_RETRY_BASE_MS", "10")
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .current_dir(env.path())
-        .stdin(Stdio::null())
-        .arg(at.format("%Y-%m-%d %H:%M:%S").to_string())
-        .arg(env!("CARGO_BIN_EXE_cairn"))
         .arg("--config")
         .arg(cfg)
         .args(args);
     if let Some(w) = rclone {
-        c.env("CAIRN_RCLONE", w);
+        base.env("CAIRN_RCLONE", w);
     }
-    env.run_cmd(c)
+    env.run_cmd(under_faketime(&base, &at.format("%Y-%m-%d %H:%M:%S").to_string(), env.path()))
 }
 
 /// A wrapper that appends one line per rclone call to `log` and runs the real rclone.

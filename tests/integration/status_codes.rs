@@ -4,11 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
 
-use crate::util::{ensure_package, flip_byte, have_program, write_config, Env, Run};
+use crate::util::{flip_byte, under_faketime, write_config, Env, Run};
 
 /// A config with one `paths` type "c" over `src/` (daily RPO) and the remotes `remotes` gives
 /// for the scratch directory.
@@ -33,23 +32,9 @@ fn write_src(env: &Env, content: &str) {
 
 /// `cairn ARGS` under `faketime AT` (the clock starts at AT and runs).
 fn faked(env: &Env, at: &str, args: &[&str]) -> Run {
-    ensure_package("faketime", || have_program("faketime"));
-    let base = env.cmd();
-    let mut c = Command::new("faketime");
-    c.env_clear();
-    for (k, v) in base.get_envs() {
-        if let Some(v) = v {
-            c.env(k, v);
-        }
-    }
-    c.env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .current_dir(env.path())
-        .stdin(Stdio::null())
-        .arg(at)
-        .arg(base.get_program())
-        .args(base.get_args())
-        .args(args);
-    env.run_cmd(c)
+    let mut base = env.cmd();
+    base.args(args);
+    env.run_cmd(under_faketime(&base, at, env.path()))
 }
 
 /// `status --json` with its exit code asserted; returns the JSON.

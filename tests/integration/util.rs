@@ -470,6 +470,27 @@ pub fn have_program(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }
 
+/// `base` (cairn with its arguments and environment) run under `faketime AT` in `dir`: the wall
+/// clock starts at AT and runs on. The monotonic clock is not faked, so timeouts, retries and
+/// durations pace as they would.
+pub fn under_faketime(base: &Command, at: &str, dir: &Path) -> Command {
+    ensure_package("faketime", || have_program("faketime"));
+    let mut c = Command::new("faketime");
+    c.env_clear();
+    for (k, v) in base.get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
+    c.env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .arg(at)
+        .arg(base.get_program())
+        .args(base.get_args());
+    c
+}
+
 /// Installs a Debian package when `present()` is false and we run as root (apt-get install,
 /// then update and install again if that fails); panics when it is still missing.
 pub fn ensure_package(package: &str, present: impl Fn() -> bool) {

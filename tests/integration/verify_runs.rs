@@ -4,12 +4,11 @@
 //! a weekly `verify` schedule runs from `backup` once a week over days simulated with `faketime`.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
 
 use crate::lifecycle::{split_events, HttpSink};
-use crate::util::{ensure_package, flip_byte, have_program, layout, pack_path, prng_bytes, write_config, Env, Run};
+use crate::util::{flip_byte, layout, pack_path, prng_bytes, under_faketime, write_config, Env, Run};
 
 /// A SQLite database at `p` with `rows` rows of 1 KiB each.
 fn make_db(p: &Path, rows: u32) {
@@ -22,24 +21,9 @@ fn make_db(p: &Path, rows: u32) {
 
 /// `cairn ARGS` (the Env's repository and password, `./cairn.json`) with the clock at `at` (UTC).
 fn at(env: &Env, at: &chrono::NaiveDateTime, args: &[&str]) -> Run {
-    ensure_package("faketime", || have_program("faketime"));
-    let base = env.cmd();
-    let mut c = Command::new("faketime");
-    c.env_clear();
-    for (k, v) in base.get_envs() {
-        if let Some(v) = v {
-            c.env(k, v);
-        }
-    }
-    c.env("TZ", "UTC")
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .current_dir(env.path())
-        .stdin(Stdio::null())
-        .arg(at.format("%Y-%m-%d %H:%M:%S").to_string())
-        .arg(base.get_program())
-        .args(base.get_args())
-        .args(args);
-    env.run_cmd(c)
+    let mut base = env.cmd();
+    base.env("TZ", "UTC").args(args);
+    env.run_cmd(under_faketime(&base, &at.format("%Y-%m-%d %H:%M:%S").to_string(), env.path()))
 }
 
 /// The history rows of `ty`, oldest first.
