@@ -95,6 +95,28 @@ fn run_row(r: &rusqlite::Row) -> rusqlite::Result<Run> {
 }
 
 impl Run {
+    /// A row to record (`id` 0 until it is), with no counts, snapshot, error or retries yet.
+    pub fn new(
+        backup_type: impl Into<String>,
+        start: impl Into<String>,
+        end: impl Into<String>,
+        result: Outcome,
+    ) -> Run {
+        Run {
+            id: 0,
+            backup_type: backup_type.into(),
+            start: start.into(),
+            end: end.into(),
+            result,
+            error: None,
+            files: 0,
+            bytes_read: 0,
+            bytes_added: 0,
+            snapshot: None,
+            retries: 0,
+        }
+    }
+
     /// Seconds from start to end (None when either time does not parse).
     pub fn duration_s(&self) -> Option<f64> {
         let s = DateTime::parse_from_rfc3339(&self.start).ok()?;

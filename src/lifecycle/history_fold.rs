@@ -76,19 +76,7 @@ mod tests {
     use super::*;
 
     fn run(t: &str, result: Outcome, start: &str) -> Run {
-        Run {
-            id: 0,
-            backup_type: t.into(),
-            start: start.into(),
-            end: start.into(),
-            result,
-            error: None,
-            files: 0,
-            bytes_read: 0,
-            bytes_added: 0,
-            snapshot: None,
-            retries: 0,
-        }
+        Run::new(t, start, start, result)
     }
 
     #[test]

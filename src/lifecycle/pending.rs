@@ -159,12 +159,12 @@ pub fn sync_owed(
     if remotes.is_empty() {
         return out;
     }
-    let owed = match owed(cfg, repo, remotes, set, clock) {
+    let (owed, mut views) = match owed(cfg, repo, remotes, set, clock) {
         Ok(o) => o,
         Err(e) => {
             // Without the bookkeeping, syncing is the safe answer: sync finds what is missing.
             tracing::warn!("pending uploads could not be read ({e}); syncing every remote");
-            remotes.iter().map(|r| r.name.clone()).collect()
+            (remotes.iter().map(|r| r.name.clone()).collect(), HashMap::new())
         }
     };
     let to_sync: Vec<Rclone> = remotes.iter().filter(|r| owed.contains(&r.name) && may_try(&r.name)).cloned().collect();
@@ -172,49 +172,68 @@ pub fn sync_owed(
         let so = SyncOptions { dry_run: false, retry_base: opts.retry_base };
         // One remote at a time, so each one's line is shown when it ends.
         for remote in &to_sync {
+            // What it lacks changed: looked at again after the sync.
+            views.remove(&remote.name);
             for o in sync_all(Some(cfg), repo, std::slice::from_ref(remote), &so, set, clock) {
                 sink.sync_done(&o);
                 out.sync.push(o);
             }
         }
     }
-    match tell_behind(cfg, repo, remotes, set, clock) {
+    match tell_behind(cfg, repo, remotes, set, clock, views) {
         Ok(errors) => out.notify_errors = errors,
         Err(e) => tracing::warn!("checking how far remotes are behind: {e}"),
     }
     out
 }
 
-/// The names of the remotes owed a sync, noting on the way when each pending file was first seen.
+/// The names of the remotes owed a sync, and what each lacks (noted on the way: when each pending
+/// file was first seen).
 fn owed(
     cfg: &Config,
     repo: &Repo,
     remotes: &[Rclone],
     set: &mut SnapshotSet,
     clock: &dyn Clock,
-) -> Result<Vec<String>> {
+) -> Result<(Vec<String>, HashMap<String, PendingView>)> {
     let history = History::open(repo.store().root())?;
     let state = SyncState::open(repo.store())?;
-    let now = clock.now().fixed_offset();
-    let mut out = Vec::new();
+    let mut names = Vec::new();
+    let mut views = HashMap::new();
     for r in remotes {
-        let ex = remote_exclusions(Some(cfg), repo, &r.name, set, clock)?;
-        let v = view(&state, repo.store(), Some(cfg), &r.name, &ex, set.all(), now)?;
-        state.note_pending(&r.name, &v.files)?;
+        let v = noted_view(cfg, repo, &state, &r.name, set, clock)?;
         if !v.files.is_empty() || health(&history, &r.name)?.failing {
-            out.push(r.name.clone());
+            names.push(r.name.clone());
         }
+        views.insert(r.name.clone(), v);
     }
-    Ok(out)
+    Ok((names, views))
+}
+
+/// What `remote` lacks now, with [`SyncState::note_pending`] brought up to date.
+fn noted_view(
+    cfg: &Config,
+    repo: &Repo,
+    state: &SyncState,
+    remote: &str,
+    set: &mut SnapshotSet,
+    clock: &dyn Clock,
+) -> Result<PendingView> {
+    let ex = remote_exclusions(Some(cfg), repo, remote, set, clock)?;
+    let v = view(state, repo.store(), Some(cfg), remote, &ex, set.all(), clock.now().fixed_offset())?;
+    state.note_pending(remote, &v.files)?;
+    Ok(v)
 }
 
 /// Tells each remote further behind than the RPO (`remote_behind:NAME`) and each that caught up.
+/// `known` holds what each remote not synced meanwhile lacks; the others are looked at again.
 fn tell_behind(
     cfg: &Config,
     repo: &Repo,
     remotes: &[Rclone],
     set: &mut SnapshotSet,
     clock: &dyn Clock,
+    mut known: HashMap<String, PendingView>,
 ) -> Result<Vec<String>> {
     let notify_cfg = cfg.backup.notify.clone().unwrap_or_default();
     let policy = Policy::of(&notify_cfg);
@@ -223,9 +242,10 @@ fn tell_behind(
     let now = clock.now().fixed_offset();
     let mut errors = Vec::new();
     for r in remotes {
-        let ex = remote_exclusions(Some(cfg), repo, &r.name, set, clock)?;
-        let v = view(&state, repo.store(), Some(cfg), &r.name, &ex, set.all(), now)?;
-        state.note_pending(&r.name, &v.files)?;
+        let v = match known.remove(&r.name) {
+            Some(v) => v,
+            None => noted_view(cfg, repo, &state, &r.name, set, clock)?,
+        };
         let key = format!("remote_behind:{}", r.name);
         if v.behind {
             let age = v.oldest.map_or(Duration::zero(), |o| now - o);

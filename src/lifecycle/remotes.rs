@@ -111,19 +111,9 @@ pub fn sync_all(
             }
         };
         let mut o = SyncOutcome { remote: remote.name.clone(), ..Default::default() };
-        let mut run = Run {
-            id: 0,
-            backup_type: format!("sync:{}", remote.name),
-            start: start.to_rfc3339(),
-            end: chrono::Local::now().to_rfc3339(),
-            result: Outcome::Success,
-            error: None,
-            files: 0,
-            bytes_read: 0,
-            bytes_added: 0,
-            snapshot: None,
-            retries,
-        };
+        let end = chrono::Local::now().to_rfc3339();
+        let mut run =
+            Run { retries, ..Run::new(format!("sync:{}", remote.name), start.to_rfc3339(), end, Outcome::Success) };
         match r {
             Ok(rep) => {
                 o.uploaded = rep.uploaded.len();

@@ -307,19 +307,7 @@ pub fn run_backups_to(
         let timer = Instant::now();
         let (r, retries) = run_with_retries(repo, name, t, opts, parent, set.next_seq(), clock);
         let end = clock.now();
-        let mut run = Run {
-            id: 0,
-            backup_type: name.clone(),
-            start: start.to_rfc3339(),
-            end: end.to_rfc3339(),
-            result: Outcome::Failed,
-            error: None,
-            files: 0,
-            bytes_read: 0,
-            bytes_added: 0,
-            snapshot: None,
-            retries,
-        };
+        let mut run = Run { retries, ..Run::new(name.clone(), start.to_rfc3339(), end.to_rfc3339(), Outcome::Failed) };
         let mut tr = TypeResult {
             backup_type: name.clone(),
             reason,

@@ -187,16 +187,8 @@ impl State {
         let rows = self.wrap(st.query_map(params![key, limit as i64], |r| {
             Ok(Run {
                 id: r.get(0)?,
-                backup_type: r.get(1)?,
-                start: r.get(2)?,
-                end: r.get(3)?,
-                result: Outcome::Failed,
                 error: r.get(4)?,
-                files: 0,
-                bytes_read: 0,
-                bytes_added: 0,
-                snapshot: None,
-                retries: 0,
+                ..Run::new(r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, Outcome::Failed)
             })
         }))?;
         let mut out = Vec::new();

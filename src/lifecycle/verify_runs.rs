@@ -91,18 +91,8 @@ pub fn verify_and_record(repo: &mut Repo, cfg: Option<&Config>, opts: &VerifyOpt
     let report = repo.sync_index().and_then(|_| crate::ops::verify::verify(repo, opts));
     let end = clock.now();
     let duration_s = timer.elapsed().as_secs_f64();
-    let run = |backup_type: String, start: &DateTime<Local>| Run {
-        id: 0,
-        backup_type,
-        start: start.to_rfc3339(),
-        end: end.to_rfc3339(),
-        result: Outcome::Success,
-        error: None,
-        files: 0,
-        bytes_read: 0,
-        bytes_added: 0,
-        snapshot: None,
-        retries: 0,
+    let run = |backup_type: String, start: &DateTime<Local>| {
+        Run::new(backup_type, start.to_rfc3339(), end.to_rfc3339(), Outcome::Success)
     };
     let mut rows = vec![run(VERIFY.into(), &start)];
     match &report {

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::util::{flip_byte, under_faketime, write_config, Env, Run};
+use crate::util::{faked, flip_byte, write_config, write_src, Env, Run};
 
 /// A config with one `paths` type "c" over `src/`, keep_last 2.
 fn setup() -> Env {
@@ -14,21 +14,6 @@ fn setup() -> Env {
     );
     env.init();
     env
-}
-
-/// Gives `src/f.txt` new content (through a rename: a new inode, never taken as unchanged).
-fn write_src(env: &Env, content: &str) {
-    let dir = env.path().join("src");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("f.tmp"), content).unwrap();
-    std::fs::rename(dir.join("f.tmp"), dir.join("f.txt")).unwrap();
-}
-
-/// `cairn ARGS` under `faketime AT` (the clock starts at AT and runs).
-fn faked(env: &Env, at: &str, args: &[&str]) -> Run {
-    let mut base = env.cmd();
-    base.args(args);
-    env.run_cmd(under_faketime(&base, at, env.path()))
 }
 
 /// `backup --now --json` (under `faketime AT` when given); returns the run and its snapshot id.

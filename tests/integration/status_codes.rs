@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::util::{flip_byte, under_faketime, write_config, Env, Run};
+use crate::util::{faked, flip_byte, write_config, write_src, Env};
 
 /// A config with one `paths` type "c" over `src/` (daily RPO) and the remotes `remotes` gives
 /// for the scratch directory.
@@ -21,20 +21,6 @@ fn setup(remotes: impl FnOnce(&Path) -> Value) -> Env {
     env.init();
     write_src(&env, "first");
     env
-}
-
-fn write_src(env: &Env, content: &str) {
-    let dir = env.path().join("src");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("f.tmp"), content).unwrap();
-    std::fs::rename(dir.join("f.tmp"), dir.join("f.txt")).unwrap();
-}
-
-/// `cairn ARGS` under `faketime AT` (the clock starts at AT and runs).
-fn faked(env: &Env, at: &str, args: &[&str]) -> Run {
-    let mut base = env.cmd();
-    base.args(args);
-    env.run_cmd(under_faketime(&base, at, env.path()))
 }
 
 /// `status --json` with its exit code asserted; returns the JSON.

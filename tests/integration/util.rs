@@ -491,6 +491,23 @@ pub fn under_faketime(base: &Command, at: &str, dir: &Path) -> Command {
     c
 }
 
+/// `cairn ARGS` (the Env's repository and password) under `faketime AT` (the clock starts at AT,
+/// an absolute time or an offset like "+2 days", and runs).
+pub fn faked(env: &Env, at: &str, args: &[&str]) -> Run {
+    let mut base = env.cmd();
+    base.args(args);
+    env.run_cmd(under_faketime(&base, at, env.path()))
+}
+
+/// Gives `src/f.txt` under the Env new content (through a rename: a new inode, never taken as
+/// unchanged).
+pub fn write_src(env: &Env, content: &str) {
+    let dir = env.path().join("src");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("f.tmp"), content).unwrap();
+    std::fs::rename(dir.join("f.tmp"), dir.join("f.txt")).unwrap();
+}
+
 /// Installs a Debian package when `present()` is false and we run as root (apt-get install,
 /// then update and install again if that fails); panics when it is still missing.
 pub fn ensure_package(package: &str, present: impl Fn() -> bool) {

@@ -349,19 +349,7 @@ mod tests {
     use crate::lifecycle::history::Outcome;
 
     fn row(ty: &str, start: &str, end: &str, result: Outcome, bytes: u64) -> Run {
-        Run {
-            id: 0,
-            backup_type: ty.into(),
-            start: start.into(),
-            end: end.into(),
-            result,
-            error: None,
-            files: 1,
-            bytes_read: bytes,
-            bytes_added: 0,
-            snapshot: None,
-            retries: 0,
-        }
+        Run { files: 1, bytes_read: bytes, ..Run::new(ty, start, end, result) }
     }
 
     #[test]
