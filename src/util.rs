@@ -175,9 +175,58 @@ pub fn show_time_str(s: &str) -> String {
     chrono::DateTime::parse_from_rfc3339(s).map_or_else(|_| s.to_string(), |t| show_time(&t))
 }
 
+/// Parses the time of a `TYPE@TIME` snapshot name: `YYYY-MM-DD[T ]HH:MM[:SS[.fraction]]`, local
+/// time unless an offset (`Z`, `+01:00`) follows. A local time that a daylight-saving change
+/// skipped is refused; one it repeats means its later instant, so "at or before" includes both.
+pub fn parse_point_in_time(s: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, String> {
+    use chrono::{NaiveDateTime, TimeZone};
+    let t = s.trim();
+    let norm = t.replacen(' ', "T", 1);
+    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(&norm) {
+        return Ok(d);
+    }
+    // RFC 3339 wants seconds; accept an offset after HH:MM too.
+    let split = norm.rfind(['+', 'Z', 'z']).or_else(|| norm.rfind('-').filter(|&i| i > 10));
+    if let Some(i) = split.filter(|&i| i > 10) {
+        let (dt, off) = norm.split_at(i);
+        if let Ok(d) = chrono::DateTime::parse_from_rfc3339(&format!("{dt}:00{off}")) {
+            return Ok(d);
+        }
+    }
+    let naive = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(&norm, f).ok())
+        .ok_or_else(|| format!("{t:?} is not a time: use YYYY-MM-DDTHH:MM[:SS], local time unless an offset such as +01:00 or Z follows"))?;
+    match chrono::Local.from_local_datetime(&naive) {
+        chrono::LocalResult::Single(d) => Ok(d.fixed_offset()),
+        chrono::LocalResult::Ambiguous(_, later) => Ok(later.fixed_offset()),
+        chrono::LocalResult::None => {
+            Err(format!("{t:?} does not exist in local time (a daylight-saving change skips it); give an offset"))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn points_in_time_parse_with_and_without_offset() {
+        let z = parse_point_in_time("2026-12-01T14:35Z").unwrap();
+        assert_eq!(z.to_rfc3339(), "2026-12-01T14:35:00+00:00");
+        let o = parse_point_in_time("2026-12-01 14:35:07+01:00").unwrap();
+        assert_eq!(o.to_rfc3339(), "2026-12-01T14:35:07+01:00");
+        let m = parse_point_in_time("2026-12-01T14:35-05:00").unwrap();
+        assert_eq!(m.to_rfc3339(), "2026-12-01T14:35:00-05:00");
+        let local = parse_point_in_time("2026-12-01T14:35").unwrap();
+        assert_eq!(local.naive_local().to_string(), "2026-12-01 14:35:00");
+        let frac = parse_point_in_time("2026-12-01T14:35:01.5").unwrap();
+        assert_eq!(frac.timestamp_subsec_millis(), 500);
+        for bad in ["yesterday", "2026-12-01", "2026-13-01T00:00", "14:35", ""] {
+            let e = parse_point_in_time(bad).unwrap_err();
+            assert!(e.contains("is not a time"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn times_are_shown_whole_with_their_offset() {

@@ -146,14 +146,14 @@ pub enum Command {
     },
     /// List the files in a snapshot.
     Ls {
-        /// Snapshot id prefix, `latest` or `TYPE:latest`.
+        /// Snapshot id prefix, `latest`, `TYPE:latest` or `TYPE@TIME` (newest at or before; local time unless an offset is given).
         snapshot: String,
         /// Only this path and what is under it.
         path: Option<String>,
     },
     /// Restore a snapshot into a directory.
     Restore {
-        /// Snapshot id prefix, `latest` or `TYPE:latest`.
+        /// Snapshot id prefix, `latest`, `TYPE:latest` or `TYPE@TIME` (newest at or before; local time unless an offset is given).
         snapshot: String,
         /// Directory to restore into (created if missing).
         #[arg(long)]
@@ -164,7 +164,7 @@ pub enum Command {
     },
     /// Write one file of a snapshot to standard output.
     Cat {
-        /// Snapshot id prefix, `latest` or `TYPE:latest`.
+        /// Snapshot id prefix, `latest`, `TYPE:latest` or `TYPE@TIME` (newest at or before; local time unless an offset is given).
         snapshot: String,
         /// Path inside the snapshot.
         path: String,
@@ -289,7 +289,7 @@ pub enum ConfigWhat {
 /// `export` options.
 #[derive(Args, Debug)]
 pub struct ExportArgs {
-    /// Snapshots (id prefix, `latest`, `TYPE:latest`).
+    /// Snapshots (id prefix, `latest`, `TYPE:latest`, `TYPE@TIME`).
     #[arg(required_unless_present = "latest")]
     pub snapshots: Vec<String>,
     /// Export the newest scheduled (daily) snapshot of each type, or of the kind --kind names.

@@ -423,8 +423,8 @@ impl Config {
         }
         for (name, v) in &backup.types {
             let key = format!("{prefix}types.{name}");
-            if name.is_empty() || name.len() > 64 || name.contains(['/', ':', '\0', ' ']) {
-                return Err(invalid(file, &key, "type names are 1-64 characters without '/', ':' or spaces"));
+            if name.is_empty() || name.len() > 64 || name.contains(['/', ':', '@', '\0', ' ']) {
+                return Err(invalid(file, &key, "type names are 1-64 characters without '/', ':', '@' or spaces"));
             }
             if name == crate::lifecycle::verify_runs::VERIFY {
                 return Err(invalid(file, &key, "\"verify\" is reserved for the verify runs in the history"));

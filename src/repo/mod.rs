@@ -402,12 +402,20 @@ impl Repo {
         }
     }
 
-    /// Resolves `latest`, `TYPE:latest` or an id prefix. `latest` is the newest by commit order
-    /// over every snapshot file: if any cannot be read, it might be the newest, so `latest` is
-    /// refused (naming the file) rather than silently resolved to an older snapshot.
+    /// Resolves `latest`, `TYPE:latest`, `TYPE@TIME` or an id prefix. `latest` is the newest by
+    /// commit order over every snapshot file: if any cannot be read, it might be the newest, so
+    /// `latest` is refused (naming the file) rather than silently resolved to an older snapshot.
+    /// `TYPE@TIME` is the newest snapshot of TYPE taken at or before TIME (`util::parse_point_in_time`);
+    /// it is refused on unreadable snapshot files for the same reason.
     pub fn resolve(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
+        let at = match spec.rsplit_once('@') {
+            Some((ty, t)) if !ty.is_empty() => {
+                Some((ty, crate::util::parse_point_in_time(t).map_err(|e| Error::Invalid(format!("{spec:?}: {e}")))?))
+            }
+            _ => None,
+        };
         let (all, bad) = self.snapshots()?;
-        if !bad.is_empty() && (spec == "latest" || spec.ends_with(":latest")) {
+        if !bad.is_empty() && (spec == "latest" || spec.ends_with(":latest") || at.is_some()) {
             return Err(self.damaged_snapshots(&format!("cannot resolve {spec:?}"), &bad));
         }
         let pick_latest = |ty: Option<&str>| {
@@ -424,9 +432,33 @@ impl Repo {
         if let Some(t) = spec.strip_suffix(":latest") {
             return pick_latest(Some(t));
         }
+        if let Some((ty, when)) = at {
+            // Taken at or before `when`: by capture time, newest first; commit order breaks ties.
+            return all
+                .iter()
+                .filter(|(_, s)| s.backup_type == ty && s.datetime().is_some_and(|d| d <= when))
+                .max_by(|a, b| {
+                    let (da, db) = (a.1.datetime(), b.1.datetime());
+                    da.cmp(&db).then_with(|| snapshot_order(&a.1, &b.1))
+                })
+                .cloned()
+                .ok_or_else(|| {
+                    let first = all.iter().filter(|(_, s)| s.backup_type == ty).filter_map(|(_, s)| s.datetime()).min();
+                    Error::NotFound(match first {
+                        Some(f) => format!(
+                            "no snapshot of type {ty:?} at or before {}; its oldest is from {}",
+                            crate::util::show_time(&when),
+                            crate::util::show_time(&f)
+                        ),
+                        None => format!("no snapshot of type {ty:?}"),
+                    })
+                });
+        }
         let p = spec.to_ascii_lowercase();
         if p.is_empty() || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::Invalid(format!("{spec:?} is not a snapshot id, `latest` or `TYPE:latest`")));
+            return Err(Error::Invalid(format!(
+                "{spec:?} is not a snapshot id, `latest`, `TYPE:latest` or `TYPE@TIME`"
+            )));
         }
         let hits: Vec<_> = all.iter().filter(|(id, _)| id.to_hex().starts_with(&p)).collect();
         let bad_hits: Vec<(SnapshotId, Error)> =

@@ -426,3 +426,58 @@ fn verifications_reach_the_remote_after_their_snapshot_and_leave_it_with_it() {
     assert!(!remote.join("verifications").join(&ver).exists());
     assert!(!remote.join("snapshots").join(&pre).exists());
 }
+
+/// `TYPE@TIME` names the newest snapshot of TYPE taken at or before TIME (local time, or with an
+/// offset), for `restore` and `ls`; a time before the first snapshot and a malformed time are
+/// clear errors.
+#[test]
+fn cli_type_at_time_picks_the_newest_snapshot_at_or_before() {
+    let env = Env::new();
+    let cfg = app(&env, None);
+    let mut cfgv: Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+    cfgv["types"]["db"]["retention"] = json!({"keep_last": 10});
+    std::fs::write(&cfg, serde_json::to_vec_pretty(&cfgv).unwrap()).unwrap();
+    let t0 = chrono::Local::now() - days(2);
+    let db = env.path().join("app/data/app.db");
+    let mut ids = Vec::new();
+    for h in 0..3 {
+        if h > 0 {
+            let c = rusqlite::Connection::open(&db).unwrap();
+            c.execute("INSERT INTO readings(rpm) VALUES (1000)", []).unwrap();
+        }
+        let at = t0 + chrono::Duration::hours(h);
+        ids.push(taken(&faked(&env, &cfg, at, &["--json", "backup", "--now", "--type", "db"]).ok()));
+    }
+    // Half an hour after the second snapshot, in local time and in UTC with an offset.
+    let mid = t0 + chrono::Duration::minutes(90);
+    let local = format!("db@{}", mid.format("%Y-%m-%dT%H:%M"));
+    let utc = format!("db@{}", mid.with_timezone(&chrono::Utc).format("%Y-%m-%dT%H:%M:%SZ"));
+    for spec in [&local, &utc] {
+        let out = env.path().join(format!("restored-{}", spec.len()));
+        run(&env, &cfg, &["restore", spec, "--target", out.to_str().unwrap()]).ok();
+        assert_eq!(rows(&out.join("app.db")), 3, "{spec}");
+        let listed = run(&env, &cfg, &["--json", "ls", spec]).ok().stdout;
+        assert!(!listed.is_empty(), "{spec}");
+    }
+    // Exactly at a snapshot's second picks it; at the last one, the newest.
+    let last =
+        format!("db@{}", (t0 + chrono::Duration::hours(2) + chrono::Duration::minutes(1)).format("%Y-%m-%dT%H:%M"));
+    let out = env.path().join("restored-last");
+    run(&env, &cfg, &["restore", &last, "--target", out.to_str().unwrap()]).ok();
+    assert_eq!(rows(&out.join("app.db")), 4);
+
+    let before = format!("db@{}", (t0 - days(1)).format("%Y-%m-%dT%H:%M"));
+    let r = run(&env, &cfg, &["ls", &before]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("no snapshot of type \"db\" at or before") && r.stderr.contains("oldest is from"),
+        "{}",
+        r.stderr
+    );
+    let r = run(&env, &cfg, &["restore", "db@yesterday", "--target", "x"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("is not a time"), "{}", r.stderr);
+    let r = run(&env, &cfg, &["ls", "nosuch@2026-01-01T00:00"]);
+    assert!(r.stderr.contains("no snapshot of type \"nosuch\""), "{}", r.stderr);
+    assert_eq!(ids.len(), 3);
+}
