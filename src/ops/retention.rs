@@ -2,7 +2,9 @@
 //! kept by any rule stays. `keep_last N` keeps the newest N; `keep_hourly/daily/weekly/monthly/
 //! yearly N` keep the newest snapshot in each of the N most recent hours/days/... that have one;
 //! `keep_within D` keeps everything within D of the newest snapshot (not of "now", so a device
-//! away for weeks does not come back to an empty history).
+//! away for weeks does not come back to an empty history); `keep_within_hourly/daily/weekly/
+//! monthly/yearly D` keep the newest snapshot of each hour/day/... within D of the newest, so a
+//! day of 15-minute snapshots thins out to hourly, then daily ones.
 //!
 //! Pre-change snapshots are kept until verified (`mark-verified`), then follow their own
 //! `retention` label (`until_verified` = may go, `days_N` counted from the verification,
@@ -54,6 +56,21 @@ pub struct Retention {
     /// Keep everything within this of the newest snapshot ("30d", "12h", "2w").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_within: Option<Span>,
+    /// Keep the newest in each hour within this of the newest snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_within_hourly: Option<Span>,
+    /// ... each day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_within_daily: Option<Span>,
+    /// ... each ISO week.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_within_weekly: Option<Span>,
+    /// ... each month.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_within_monthly: Option<Span>,
+    /// ... each year.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_within_yearly: Option<Span>,
 }
 
 impl Retention {
@@ -66,14 +83,30 @@ impl Retention {
             || self.keep_weekly.is_some()
             || self.keep_monthly.is_some()
             || self.keep_yearly.is_some()
-            || self.keep_within.is_some();
+            || self.keep_within.is_some()
+            || self.within_buckets().any(|(_, w)| w.is_some());
         if !any {
-            return Err(("", "retention keeps nothing: give keep_last, keep_daily, ... or keep_within"));
+            return Err((
+                "",
+                "retention keeps nothing: give keep_last, keep_daily, ..., keep_within or keep_within_daily, ...",
+            ));
         }
         if self.keep_last == Some(0) {
             return Err(("keep_last", "must be at least 1 (the newest snapshot is always kept)"));
         }
         Ok(())
+    }
+
+    /// The `keep_within_<unit>` rules, by bucket unit.
+    fn within_buckets(&self) -> impl Iterator<Item = (&'static str, Option<Span>)> {
+        [
+            ("hourly", self.keep_within_hourly),
+            ("daily", self.keep_within_daily),
+            ("weekly", self.keep_within_weekly),
+            ("monthly", self.keep_within_monthly),
+            ("yearly", self.keep_within_yearly),
+        ]
+        .into_iter()
     }
 }
 
@@ -240,6 +273,35 @@ pub fn apply_protecting(
             reasons[i].push(format!("last {}", rank + 1));
         }
     }
+    let label = |t: &DateTime<FixedOffset>, unit: &str| {
+        let b = bucket(t, unit);
+        match unit {
+            "hourly" => t.format("%Y-%m-%d %H:00").to_string(),
+            "daily" => t.format("%Y-%m-%d").to_string(),
+            "weekly" => format!("{}-W{:02}", b.0, b.1),
+            "monthly" => t.format("%Y-%m").to_string(),
+            _ => t.format("%Y").to_string(),
+        }
+    };
+    // Bucket rules: walking newest first, the first snapshot met in each bucket is its newest.
+    // `keep_<unit> N` stops after N buckets; `keep_within_<unit> D` after the first snapshot
+    // more than D older than the newest.
+    let newest = routine.first().map(|&i| v[i].2);
+    let bucket_rule = |reasons: &mut [Vec<String>], unit: &str, n: Option<u32>, within: Option<Span>, name: &str| {
+        let mut last = None;
+        let mut count = 0;
+        for &i in &routine {
+            if n.is_some_and(|n| count >= n) || within.zip(newest).is_some_and(|(w, top)| top - v[i].2 > w.duration()) {
+                break;
+            }
+            let b = bucket(&v[i].2, unit);
+            if last != Some(b) {
+                last = Some(b);
+                count += 1;
+                reasons[i].push(format!("{name} {}", label(&v[i].2, unit)));
+            }
+        }
+    };
     for (unit, n) in [
         ("hourly", p.keep_hourly),
         ("daily", p.keep_daily),
@@ -247,26 +309,8 @@ pub fn apply_protecting(
         ("monthly", p.keep_monthly),
         ("yearly", p.keep_yearly),
     ] {
-        let Some(n) = n else { continue };
-        let mut last = None;
-        let mut count = 0;
-        for &i in &routine {
-            if count >= n {
-                break;
-            }
-            let b = bucket(&v[i].2, unit);
-            if last != Some(b) {
-                last = Some(b);
-                count += 1;
-                let label = match unit {
-                    "hourly" => v[i].2.format("%Y-%m-%d %H:00").to_string(),
-                    "daily" => v[i].2.format("%Y-%m-%d").to_string(),
-                    "weekly" => format!("{}-W{:02}", b.0, b.1),
-                    "monthly" => v[i].2.format("%Y-%m").to_string(),
-                    _ => v[i].2.format("%Y").to_string(),
-                };
-                reasons[i].push(format!("{unit} {label}"));
-            }
+        if n.is_some() {
+            bucket_rule(&mut reasons, unit, n, None, unit);
         }
     }
     if let Some(within) = p.keep_within {
@@ -277,6 +321,11 @@ pub fn apply_protecting(
                     reasons[i].push(format!("within {within}"));
                 }
             }
+        }
+    }
+    for (unit, within) in p.within_buckets() {
+        if let Some(w) = within {
+            bucket_rule(&mut reasons, unit, None, Some(w), &format!("within {w} {unit}"));
         }
     }
     finish(&v, reasons)

@@ -480,4 +480,21 @@ fn cli_type_at_time_picks_the_newest_snapshot_at_or_before() {
     let r = run(&env, &cfg, &["ls", "nosuch@2026-01-01T00:00"]);
     assert!(r.stderr.contains("no snapshot of type \"nosuch\""), "{}", r.stderr);
     assert_eq!(ids.len(), 3);
+
+    // status: the achieved RPO is the gap between snapshots (an hour here, none in the last day).
+    let st = run(&env, &cfg, &["--json", "status"]).json();
+    let db = st["types"].as_array().unwrap().iter().find(|t| t["backup_type"] == "db").unwrap().clone();
+    // (faketime's clock runs on from each start, so the gap is an hour give or take a second.)
+    let gap = db["achieved_rpo"]["last_gap_s"].as_i64().unwrap_or_else(|| panic!("{db:#}"));
+    assert!((3590..=3610).contains(&gap), "{db:#}");
+    assert_eq!(
+        (db["achieved_rpo"]["widest_gap_24h_s"].clone(), db["achieved_rpo"]["snapshots_24h"].clone()),
+        (json!(null), json!(0))
+    );
+    let text = run(&env, &cfg, &["status"]).stdout;
+    assert!(
+        text.contains("restore points (achieved RPO):\n  db: last gap ")
+            && text.contains("; 0 snapshots in the last 24 h\n"),
+        "{text}"
+    );
 }

@@ -343,6 +343,50 @@ fn retention_seed_004_30_days_12_weeks_12_months_7_years() {
     assert_eq!(d.iter().filter(|d| d.keep).count(), 50);
 }
 
+/// Ten days of 15-minute snapshots thin out with `keep_within_hourly 24h` and
+/// `keep_within_daily 7d` (restic's `--keep-within-hourly/daily`): every quarter-hour of the last
+/// two hours (`keep_within 2h`), the newest of each hour for a day, the newest of each day for a
+/// week, counted from the newest snapshot, not from now.
+#[test]
+fn retention_keep_within_hourly_and_daily_thin_out_15_minute_snapshots() {
+    let newest = fixed("2026-06-15T03:00:00+00:00");
+    let quarter = chrono::Duration::minutes(15);
+    let times: Vec<DateTime<FixedOffset>> = (0..=960).map(|k| newest - quarter * k).collect();
+    let snaps: Vec<_> = times.iter().rev().map(|t| daily(&t.to_rfc3339())).collect();
+    let policy = Retention {
+        keep_within: Some("2h".parse().unwrap()),
+        keep_within_hourly: Some("24h".parse().unwrap()),
+        keep_within_daily: Some("7d".parse().unwrap()),
+        ..Default::default()
+    };
+    let mut e = Expect::default();
+    e.add(&newest.to_rfc3339(), "newest complete snapshot");
+    for t in &times {
+        let age = newest - *t;
+        if age <= chrono::Duration::hours(2) {
+            e.add(&t.to_rfc3339(), "within 2h");
+        }
+        // The newest of each hour is the one at :45, or :00 for the newest snapshot's own hour.
+        let newest_of_hour = t.format("%M").to_string() == "45" || *t == newest;
+        if age <= chrono::Duration::hours(24) && newest_of_hour {
+            e.add(&t.to_rfc3339(), format!("within 24h hourly {}", t.format("%Y-%m-%d %H:00")));
+        }
+        let newest_of_day = t.format("%H:%M").to_string() == "23:45" || *t == newest;
+        if age <= chrono::Duration::days(7) && newest_of_day {
+            e.add(&t.to_rfc3339(), format!("within 7d daily {}", t.format("%Y-%m-%d")));
+        }
+    }
+    let d = check_policy("keep_within 2h + within_hourly 24h + within_daily 7d", &snaps, Some(&policy), NOW, &e);
+    // 9 in the last two hours (03:00 back to 01:00); 25 hour buckets (03:00, 02:45, ... back to
+    // 03:45 the day before), 3 of them already within 2h; 8 day buckets (06-15 back to 06-08),
+    // 06-15 03:00 and 06-14 23:45 already kept.
+    let kept = d.iter().filter(|d| d.keep).count();
+    assert_eq!(kept, 9 + (25 - 3) + (8 - 2), "{kept}");
+    let within_only = Retention { keep_within_daily: Some("7d".parse().unwrap()), ..Default::default() };
+    assert!(within_only.validate().is_ok());
+    assert!(Retention::default().validate().is_err());
+}
+
 #[test]
 fn retention_pre_change_and_manual_follow_their_labels() {
     let pc = SnapshotKind::PreChange;

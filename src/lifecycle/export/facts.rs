@@ -47,6 +47,11 @@ pub fn expiry(t: &TypeConfig, created: DateTime<FixedOffset>) -> Option<DateTime
         months(r.keep_monthly, 1),
         months(r.keep_yearly, 12),
         r.keep_within.map(|w| created + w.duration()),
+        r.keep_within_hourly.map(|w| created + w.duration()),
+        r.keep_within_daily.map(|w| created + w.duration()),
+        r.keep_within_weekly.map(|w| created + w.duration()),
+        r.keep_within_monthly.map(|w| created + w.duration()),
+        r.keep_within_yearly.map(|w| created + w.duration()),
     ]
     .into_iter()
     .flatten()

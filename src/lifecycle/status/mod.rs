@@ -63,6 +63,41 @@ pub struct TypeStatus {
     pub last_run: Option<Run>,
     /// Failed and partial runs of this type, ever.
     pub failures_total: u64,
+    /// The restore points the snapshots actually give (None with fewer than two snapshots).
+    pub achieved_rpo: Option<AchievedRpo>,
+}
+
+/// The RPO the snapshots achieve: the gaps between consecutive snapshots of a type, by their
+/// recorded times (snapshots dated after now are left out: their clock was wrong).
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct AchievedRpo {
+    /// The gap between the two newest snapshots, in seconds.
+    pub last_gap_s: i64,
+    /// The widest gap between consecutive snapshots whose later one is within the last 24 hours
+    /// (None when fewer than two fall there).
+    pub widest_gap_24h_s: Option<i64>,
+    /// Snapshots taken in the last 24 hours.
+    pub snapshots_24h: usize,
+}
+
+impl AchievedRpo {
+    /// From the snapshot times of one type, any order, judged at `now`.
+    pub fn from_times(mut times: Vec<DateTime<FixedOffset>>, now: DateTime<FixedOffset>) -> Option<AchievedRpo> {
+        times.retain(|t| *t <= now);
+        times.sort();
+        let n = times.len();
+        if n < 2 {
+            return None;
+        }
+        let day = now - chrono::Duration::hours(24);
+        let recent = times.iter().filter(|t| **t > day).count();
+        let widest = times.windows(2).filter(|w| w[1] > day).map(|w| (w[1] - w[0]).num_seconds()).max();
+        Some(AchievedRpo {
+            last_gap_s: (times[n - 1] - times[n - 2]).num_seconds(),
+            widest_gap_24h_s: widest,
+            snapshots_24h: recent,
+        })
+    }
 }
 
 /// A measured restore (`verify --restore-test`, recorded as `restore-test:TYPE`).
@@ -264,6 +299,7 @@ pub fn status(
             restore_test,
             last_run: recent.into_iter().next(),
             failures_total: history.failures_total(&name)?,
+            achieved_rpo: AchievedRpo::from_times(of_type.iter().filter_map(|(_, s)| s.datetime()).collect(), now_f),
         });
     }
     let mut stored = 0u64;
@@ -341,6 +377,28 @@ pub fn status(
     };
     st.judge();
     Ok(st)
+}
+
+#[cfg(test)]
+mod achieved_tests {
+    use super::AchievedRpo;
+
+    #[test]
+    fn achieved_rpo_is_the_gap_between_snapshots() {
+        let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap();
+        let now = t("2026-12-02T12:00:00+00:00");
+        assert_eq!(AchievedRpo::from_times(vec![t("2026-12-02T11:00:00+00:00")], now), None);
+        let times = vec![
+            t("2026-12-01T09:00:00+00:00"),
+            t("2026-12-02T11:45:00+00:00"),
+            t("2026-12-02T11:00:00+00:00"),
+            t("2026-12-02T11:30:00+00:00"),
+            t("2030-01-01T00:00:00+00:00"),
+        ];
+        let a = AchievedRpo::from_times(times, now).unwrap();
+        // 09:00 the day before is outside the 24 hours, but the gap ending at 11:00 is inside.
+        assert_eq!(a, AchievedRpo { last_gap_s: 15 * 60, widest_gap_24h_s: Some(26 * 3600), snapshots_24h: 3 });
+    }
 }
 
 #[cfg(test)]

@@ -86,6 +86,10 @@ pub fn render(s: &Status) -> String {
     if let Some(c) = &s.capacity {
         out.push_str(&crate::lifecycle::capacity::render(c));
     }
+    out.push_str("\nrestore points (achieved RPO):\n");
+    for t in &s.types {
+        out.push_str(&format!("  {}: {}\n", t.backup_type, achieved_line(t)));
+    }
     out.push_str("\nrestore time (RTO inputs):\n");
     for t in &s.types {
         out.push_str(&format!("  {}: {}\n", t.backup_type, rto_line(t)));
@@ -94,6 +98,21 @@ pub fn render(s: &Status) -> String {
         out.push_str("\nall types are within their RPO; nothing needs attention\n");
     }
     out
+}
+
+/// The gaps between one type's snapshots.
+fn achieved_line(t: &super::TypeStatus) -> String {
+    let d = |s: i64| human_duration(chrono::Duration::seconds(s));
+    match &t.achieved_rpo {
+        None => format!("{} snapshot{}, no gap to measure yet", t.snapshots, if t.snapshots == 1 { "" } else { "s" }),
+        Some(a) => format!(
+            "last gap {}; {} snapshot{} in the last 24 h{}",
+            d(a.last_gap_s),
+            a.snapshots_24h,
+            if a.snapshots_24h == 1 { "" } else { "s" },
+            a.widest_gap_24h_s.map(|w| format!(", widest gap {}", d(w))).unwrap_or_default()
+        ),
+    }
 }
 
 /// One type's latest size, measured restore speed and the estimate they give.
