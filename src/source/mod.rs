@@ -3,6 +3,7 @@
 //! walk can read, plus facts to record.
 
 pub mod pgconn;
+pub mod pgdump;
 pub mod postgres;
 pub mod process;
 pub mod sqlite;
