@@ -62,6 +62,7 @@ pub use ops::verify::{verify, VerifyOptions, VerifyReport};
 pub use repo::cache::{read_index_file, Cache, Location};
 pub use repo::pack::{read_trailer, PackWriter};
 pub use repo::{init, read_config, unlock, InitOptions, PasswordFn, Repo};
+pub use source::pgconn::PgConn;
 pub use source::walk::Source;
 pub use span::Span;
 

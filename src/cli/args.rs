@@ -155,12 +155,27 @@ pub enum Command {
     Restore {
         /// Snapshot id prefix, `latest`, `TYPE:latest` or `TYPE@TIME` (newest at or before; local time unless an offset is given).
         snapshot: String,
-        /// Directory to restore into (created if missing).
-        #[arg(long)]
-        target: PathBuf,
+        /// Directory to restore into (created if missing); with --table, --schema or --globals the
+        /// SQL is written there.
+        #[arg(long, required_unless_present = "into")]
+        target: Option<PathBuf>,
         /// Restore only paths matching this glob (or under a matching directory); repeatable.
         #[arg(long)]
         include: Vec<String>,
+        /// PostgreSQL (custom dump): only this table (pg_restore --table); repeatable.
+        #[arg(long)]
+        table: Vec<String>,
+        /// PostgreSQL (custom dump): only this schema (pg_restore --schema); repeatable.
+        #[arg(long)]
+        schema: Vec<String>,
+        /// PostgreSQL: restore into this existing database (a libpq connection string) with
+        /// pg_restore (psql for plain dumps and globals), in one transaction.
+        #[arg(long, conflicts_with_all = ["target", "include"])]
+        into: Option<String>,
+        /// PostgreSQL: the roles and other globals captured beside the dump (alone, or with
+        /// --table/--schema as well).
+        #[arg(long)]
+        globals: bool,
     },
     /// Write one file of a snapshot to standard output.
     Cat {

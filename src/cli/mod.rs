@@ -132,7 +132,13 @@ pub fn run(cli: Cli) -> Result<Finish> {
         }
         Command::Ls { snapshot, path } => cmd::browse::ls(&ctx, snapshot, path.as_deref()),
         Command::Cat { snapshot, path } => cmd::browse::cat(&ctx, snapshot, path),
-        Command::Restore { snapshot, target, include } => cmd::restore::run(&ctx, snapshot, target, include),
+        Command::Restore { snapshot, target, include, table, schema, into, globals } => {
+            if into.is_some() || *globals || !table.is_empty() || !schema.is_empty() {
+                cmd::restore::postgres(&ctx, snapshot, target.as_deref(), into.as_deref(), table, schema, *globals)
+            } else {
+                cmd::restore::run(&ctx, snapshot, target.as_deref().expect("clap requires it"), include)
+            }
+        }
         Command::Verify { read_data, seed, restore_test } => {
             cmd::verify::run(&ctx, read_data.as_deref(), *seed, *restore_test)
         }

@@ -12,6 +12,8 @@ use crate::format::chunker::ChunkerParams;
 use crate::format::repo_config::Encryption;
 use crate::lifecycle::schedule::Schedule;
 pub use crate::ops::retention::Retention;
+use crate::source::pgconn::PgConn;
+use crate::source::pgdump::PgFormat;
 use crate::span::Span;
 
 /// Which source a type reads, with the settings that only make sense for it.
@@ -26,7 +28,8 @@ pub enum SourceSpec {
         /// How long to wait for a busy (locked) database (`busy_timeout_s`, default 30 s).
         busy_timeout: Option<std::time::Duration>,
     },
-    /// pg_dump target: a connection URL or a libpq service name.
+    /// pg_dump target: a libpq connection string (URL, keyword/value) or a service name,
+    /// checked by `source::pgconn::PgConn::parse` at load.
     Postgres(String),
     /// Files and directories (absolute).
     Paths(Vec<PathBuf>),
@@ -58,6 +61,8 @@ pub struct TypeConfig {
     pub retention: Option<Retention>,
     /// Chunker override for this type.
     pub chunker: Option<ChunkerParams>,
+    /// How a `postgres` type stores its dump (`pg_format`, default custom).
+    pub pg_format: PgFormat,
 }
 
 impl TypeConfig {
@@ -94,6 +99,8 @@ struct TypeFile {
     busy_timeout_s: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     postgres: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pg_format: Option<PgFormat>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     paths: Option<Vec<PathBuf>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -134,7 +141,11 @@ impl From<&TypeConfig> for TypeFile {
                 f.vacuum = *vacuum;
                 f.busy_timeout_s = busy_timeout.map(|d| d.as_secs());
             }
-            SourceSpec::Postgres(target) => f.postgres = Some(target.clone()),
+            SourceSpec::Postgres(target) => {
+                // `config check` prints this: never the password.
+                f.postgres = Some(crate::lifecycle::job::redact_url(target));
+                f.pg_format = Some(t.pg_format);
+            }
             SourceSpec::Paths(p) => f.paths = Some(p.clone()),
             SourceSpec::Command { argv, output_name } => {
                 f.command = Some(argv.clone());
@@ -176,6 +187,9 @@ impl TypeFile {
         if self.command.is_none() {
             only("command_name", self.command_name.is_some(), "command")?;
         }
+        if self.postgres.is_none() {
+            only("pg_format", self.pg_format.is_some(), "postgres")?;
+        }
         let source = if let Some(p) = self.sqlite {
             SourceSpec::Sqlite {
                 path: abs(&p),
@@ -183,6 +197,8 @@ impl TypeFile {
                 busy_timeout: self.busy_timeout_s.map(std::time::Duration::from_secs),
             }
         } else if let Some(target) = self.postgres {
+            // The message never quotes the string: it may hold a password.
+            PgConn::parse(&target).map_err(|e| ("postgres".to_string(), e.to_string()))?;
             SourceSpec::Postgres(target)
         } else if let Some(argv) = self.command {
             if argv.is_empty() {
@@ -216,6 +232,7 @@ impl TypeFile {
             rpo: self.rpo,
             retention: self.retention,
             chunker: self.chunker,
+            pg_format: self.pg_format.unwrap_or_default(),
         })
     }
 }

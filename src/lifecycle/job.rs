@@ -2,8 +2,6 @@
 //! command output, files) and takes the snapshot. Used by `backup`.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
-use std::os::unix::ffi::OsStringExt;
 use std::process::Command;
 use std::time::Duration;
 
@@ -14,6 +12,8 @@ use crate::lifecycle::config::{SourceSpec, TypeConfig};
 use crate::ops::kinds::TakeAs;
 use crate::ops::snapshot::{self, SnapshotOptions, SnapshotOutcome, Source};
 use crate::repo::Repo;
+use crate::source::pgconn::PgConn;
+use crate::source::pgdump;
 use crate::source::{postgres, sqlite, ChildReader};
 
 /// Per-run switches from the command line.
@@ -25,66 +25,9 @@ pub struct RunFlags {
     pub force_read: bool,
 }
 
-/// Removes the password from a PostgreSQL URL before it is recorded.
+/// Removes the password from a PostgreSQL connection string (any form) before it is recorded.
 pub fn redact_url(u: &str) -> String {
-    split_password(u).0
-}
-
-/// Splits the password out of a PostgreSQL URL (percent-decoded, as raw bytes: libpq takes the
-/// password as bytes), so it reaches pg_dump through PGPASSWORD instead of a command line that
-/// `ps` shows to every user. A service name or keyword/value string is returned as it is.
-fn split_password(u: &str) -> (String, Option<OsString>) {
-    if !u.contains("://") {
-        return (u.to_string(), None);
-    }
-    let Ok(mut url) = url::Url::parse(u) else {
-        return split_password_host_list(u);
-    };
-    let Some(password) = url.password().map(decode) else {
-        return (u.to_string(), None);
-    };
-    // Only cannot-be-a-base URLs (no "//") refuse a password change, and those have none.
-    let _ = url.set_password(None);
-    (url.to_string(), Some(password))
-}
-
-/// libpq also accepts a host list (`postgresql://u:pw@h1:5432,h2:5432/db`), which is not a URL
-/// the `url` crate parses: the userinfo is everything between "://" and the authority's last '@'.
-fn split_password_host_list(u: &str) -> (String, Option<OsString>) {
-    let Some((scheme, rest)) = u.split_once("://") else { return (u.to_string(), None) };
-    let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
-    let Some((userinfo, hosts)) = authority.rsplit_once('@') else { return (u.to_string(), None) };
-    let Some((user, password)) = userinfo.split_once(':') else { return (u.to_string(), None) };
-    (format!("{scheme}://{user}@{hosts}{tail}"), Some(decode(password)))
-}
-
-fn decode(percent_encoded: &str) -> OsString {
-    OsString::from_vec(percent_encoding::percent_decode_str(percent_encoded).collect())
-}
-
-fn pg_dump_command(target: &str) -> Command {
-    let mut c = Command::new(std::env::var_os("CAIRN_PG_DUMP").unwrap_or_else(|| "pg_dump".into()));
-    // Plain SQL, uncompressed: compressed input would defeat deduplication.
-    c.args(["--format=plain", "--no-password"]);
-    let (target, password) = split_password(target);
-    if let Some(p) = password {
-        c.env("PGPASSWORD", p);
-    }
-    let target = target.as_str();
-    if target.contains("://") || target.contains('=') {
-        c.arg(format!("--dbname={target}"));
-    } else {
-        c.arg(format!("--dbname=service={target}"));
-    }
-    c
-}
-
-fn pg_dump_version() -> Option<String> {
-    let out = Command::new(std::env::var_os("CAIRN_PG_DUMP").unwrap_or_else(|| "pg_dump".into()))
-        .arg("--version")
-        .output()
-        .ok()?;
-    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    PgConn::parse(u).map_or_else(|_| "(connection string not shown: it does not parse)".into(), |c| c.redacted())
 }
 
 /// The wait for a busy SQLite database when the config gives none.
@@ -145,20 +88,35 @@ pub fn run_type(
             r
         }
         SourceSpec::Postgres(target) => {
-            // pg_dump text is a database stream whatever the type is called ("pg" in the README):
-            // cut it with the repository's small-chunk "db" parameters, so a row edit stays local.
+            // A custom or plain dump is a database stream whatever the type is called ("pg" in the
+            // README): cut it with the repository's small-chunk "db" parameters, so a row edit
+            // stays local.
             if opts.chunker.is_none() && !repo.config().chunkers.contains_key(name) {
                 opts.chunker = Some(repo.config().chunker_for("db"));
             }
-            let reader = ChildReader::spawn(pg_dump_command(target), "pg_dump")?.diagnosed_by(postgres::diagnose);
+            let conn = PgConn::parse(target)?;
+            let format = t.pg_format;
+            let globals = pgdump::dump_globals(&conn);
+            let reader =
+                ChildReader::spawn(pgdump::dump_command(&conn, format), "pg_dump")?.diagnosed_by(postgres::diagnose);
             let mut meta = BTreeMap::new();
-            meta.insert("postgres.target".into(), redact_url(target));
-            meta.insert("postgres.format".into(), "plain".into());
-            if let Some(v) = pg_dump_version() {
+            meta.insert("postgres.target".into(), conn.redacted());
+            meta.insert("postgres.format".into(), format.as_str().into());
+            if let Some(v) = pgdump::dump_version() {
                 meta.insert("postgres.pg_dump".into(), v);
             }
+            let mut streams: Vec<(String, Box<dyn std::io::Read + Send>)> =
+                vec![(format.file_name(name), Box::new(reader))];
+            if let Some(sql) = globals.sql {
+                meta.insert("postgres.globals".into(), pgdump::globals_file_name(name));
+                streams.push((pgdump::globals_file_name(name), Box::new(std::io::Cursor::new(sql))));
+            }
+            if let Some(w) = globals.warning {
+                tracing::warn!("{name}: {w}");
+                meta.insert("postgres.globals_warning".into(), w);
+            }
             opts.source_meta = meta;
-            snapshot::snapshot(repo, Source::Reader { name: format!("{name}.sql"), reader: Box::new(reader) }, &opts)
+            snapshot::snapshot(repo, Source::Streams(streams), &opts)
         }
         SourceSpec::Command { argv, output_name } => {
             let mut c = Command::new(&argv[0]);
@@ -174,60 +132,12 @@ pub fn run_type(
 
 #[cfg(test)]
 mod tests {
-    use std::ffi::OsString;
-    use std::os::unix::ffi::OsStringExt;
-
     #[test]
-    fn url_password_is_removed() {
+    fn passwords_are_redacted_in_every_form() {
         assert_eq!(super::redact_url("postgresql://app:s3cret@db:5432/app"), "postgresql://app@db:5432/app");
+        assert_eq!(super::redact_url("host=db password=s3cret user=app"), "host=db user=app");
+        assert_eq!(super::redact_url("postgresql://db/app?password=s3cret"), "postgresql://db/app");
         assert_eq!(super::redact_url("myservice"), "myservice");
-        assert_eq!(
-            super::split_password("postgresql://app:p%40ss@db/app"),
-            ("postgresql://app@db/app".to_string(), Some("p@ss".into()))
-        );
-        assert_eq!(super::split_password("postgresql://app@db/app").1, None);
-    }
-
-    #[test]
-    fn percent_before_a_multibyte_character_is_kept_not_a_panic() {
-        // Used to slice inside the 'é' and panic.
-        let (shown, pw) = super::split_password("postgresql://app:%\u{e9}x@db/app");
-        assert_eq!((shown.as_str(), pw), ("postgresql://app@db/app", Some("%\u{e9}x".into())));
-        let (shown, pw) = super::split_password("postgresql://app:ab%\u{20ac}@db/app");
-        assert_eq!((shown.as_str(), pw), ("postgresql://app@db/app", Some("ab%\u{20ac}".into())));
-        // Encoded multi-byte characters and bytes that are not UTF-8 decode to the exact bytes.
-        assert_eq!(
-            super::split_password("postgresql://app:%C3%A9%FF@db/app").1,
-            Some(OsString::from_vec(vec![0xc3, 0xa9, 0xff]))
-        );
-        assert_eq!(
-            super::redact_url("postgresql://app:%\u{e9}@db:5432/app?sslmode=require"),
-            "postgresql://app@db:5432/app?sslmode=require"
-        );
-    }
-
-    #[test]
-    fn passwords_come_out_of_every_url_form() {
-        // An unencoded '@' in the password: the authority ends at the last '@'.
-        assert_eq!(
-            super::split_password("postgresql://app:p@ss@db/app"),
-            ("postgresql://app@db/app".to_string(), Some("p@ss".into()))
-        );
-        // An '@' after the authority is not userinfo.
-        assert_eq!(
-            super::split_password("postgresql://db/app?options=a@b"),
-            ("postgresql://db/app?options=a@b".into(), None)
-        );
-        // libpq host lists, which are not URLs to the url crate.
-        assert_eq!(
-            super::split_password("postgresql://app:s%3Acret@h1:5432,h2:5433/app?target_session_attrs=any"),
-            ("postgresql://app@h1:5432,h2:5433/app?target_session_attrs=any".to_string(), Some("s:cret".into()))
-        );
-        assert_eq!(super::redact_url("postgres://app:pw@[::1]:5432/app"), "postgres://app@[::1]:5432/app");
-        assert_eq!(
-            super::redact_url("postgresql:///app?host=/run/postgresql"),
-            "postgresql:///app?host=/run/postgresql"
-        );
-        assert_eq!(super::split_password("host=db user=app"), ("host=db user=app".to_string(), None));
+        assert!(!super::redact_url("host=db password='s3cret").contains("s3cret"));
     }
 }

@@ -346,6 +346,9 @@ pub fn run_backups_to(
                 }
                 if o.written {
                     tr.warnings = clock_warnings(set.all(), &o.snapshot, &start);
+                    if let Some(w) = o.snapshot.source.get("postgres.globals_warning") {
+                        tr.warnings.push(w.clone());
+                    }
                     let policy = cfg.backup.anomaly.clone().unwrap_or_default();
                     anomalies = crate::lifecycle::anomaly::check(&history, name, &o.snapshot.stats, &policy);
                     tr.warnings.extend(anomalies.iter().cloned());

@@ -39,6 +39,9 @@ pub enum Source {
         /// The stream.
         reader: Box<dyn Read + Send>,
     },
+    /// Several streams (file name, stream), stored as files side by side, read in name order
+    /// (a database dump and its server's globals).
+    Streams(Vec<(String, Box<dyn Read + Send>)>),
 }
 
 /// One step of the walk, in tree order.
@@ -137,13 +140,29 @@ pub(crate) fn resolve(source: &Source) -> Result<Roots> {
             Ok(Roots { roots: v, recorded })
         }
         Source::Reader { name, .. } => {
-            check_safe_path(name.as_bytes()).map_err(|e| Error::Invalid(format!("stdin name {name:?}: {e}")))?;
-            if name.contains('/') {
-                return Err(Error::Invalid(format!("stdin name {name:?} must not contain '/'")));
-            }
+            stream_name(name)?;
             Ok(Roots { roots: Vec::new(), recorded: vec![format!("<stdin>/{name}")] })
         }
+        Source::Streams(streams) => {
+            let mut names: Vec<&String> = streams.iter().map(|(n, _)| n).collect();
+            names.sort();
+            for (i, name) in names.iter().enumerate() {
+                stream_name(name)?;
+                if i > 0 && names[i - 1] == *name {
+                    return Err(Error::Invalid(format!("two streams named {name:?}")));
+                }
+            }
+            Ok(Roots { roots: Vec::new(), recorded: names.iter().map(|n| format!("<stdin>/{n}")).collect() })
+        }
     }
+}
+
+fn stream_name(name: &str) -> Result<()> {
+    check_safe_path(name.as_bytes()).map_err(|e| Error::Invalid(format!("stdin name {name:?}: {e}")))?;
+    if name.contains('/') {
+        return Err(Error::Invalid(format!("stdin name {name:?} must not contain '/'")));
+    }
+    Ok(())
 }
 
 /// Starts the walk of `source` (resolved to `roots`) on its own thread. Dropping the receiver
@@ -181,6 +200,14 @@ pub(crate) fn spawn(source: Source, roots: Roots, opts: WalkOptions) -> (Receive
             Source::Reader { name, reader } => {
                 if !w.stream(name, reader, opts.stream_mtime_ns, opts.stream_mode) {
                     return;
+                }
+            }
+            Source::Streams(mut streams) => {
+                streams.sort_by(|a, b| a.0.cmp(&b.0));
+                for (name, reader) in streams {
+                    if !w.stream(name, reader, opts.stream_mtime_ns, opts.stream_mode) {
+                        return;
+                    }
                 }
             }
         }

@@ -49,3 +49,45 @@ pub(in crate::cli) fn run(ctx: &Ctx, snapshot: &str, target: &Path, include: &[S
     }
     Ok(Finish::Ok)
 }
+
+/// `restore --table/--schema/--into/--globals`: the PostgreSQL parts of a snapshot.
+pub(in crate::cli) fn postgres(
+    ctx: &Ctx,
+    snapshot: &str,
+    target: Option<&Path>,
+    into: Option<&str>,
+    table: &[String],
+    schema: &[String],
+    globals: bool,
+) -> Result<Finish> {
+    // The message never quotes the string: it may hold a password.
+    let into = into
+        .map(|u| crate::source::pgconn::PgConn::parse(u).map_err(|e| anyhow::anyhow!("--into: {e}")))
+        .transpose()?;
+    let mut repo = ctx.open()?;
+    let _lock = crate::store::lock::Lock::acquire(repo.store(), false, "restore")?;
+    repo.sync_index()?;
+    let (id, snap) = repo.resolve(snapshot)?;
+    let opts = crate::ops::pgrestore::PgRestoreOptions {
+        selection: crate::source::pgdump::Selection { tables: table.to_vec(), schemas: schema.to_vec() },
+        into,
+        target: target.map(Path::to_path_buf),
+        globals,
+    };
+    let start = std::time::Instant::now();
+    let r = crate::ops::pgrestore::restore(&repo, &snap, &opts)?;
+    if ctx.json() {
+        render::print_json(&json!({"snapshot": id.to_hex(), "report": r, "duration_s": start.elapsed().as_secs_f64()}));
+    } else if !ctx.quiet() {
+        for m in &r.messages {
+            eprintln!("{m}");
+        }
+        if let Some(db) = &r.restored_into {
+            println!("restored snapshot {} into {db} in {:.2}s", id.short(), start.elapsed().as_secs_f64());
+        }
+        for f in &r.written {
+            println!("wrote {}", f.display());
+        }
+    }
+    Ok(Finish::Ok)
+}

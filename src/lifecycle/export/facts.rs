@@ -136,6 +136,7 @@ mod tests {
             rpo: None,
             retention: Some(serde_json::from_value(retention).unwrap()),
             chunker: None,
+            pg_format: Default::default(),
         }
     }
 

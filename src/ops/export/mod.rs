@@ -92,6 +92,8 @@ pub fn export_name(name: &str, s: &Snapshot) -> String {
     let t = s.datetime().map(|t| t.format("%Y-%m-%d_%H%M%S").to_string()).unwrap_or_else(|| "unknown-time".into());
     let ext = match archive_kind(s) {
         ArchiveKind::Sqlite => "db.gz",
+        // A custom-format archive is for pg_restore, not psql.
+        ArchiveKind::Postgres if s.source.get("postgres.format").is_some_and(|f| f == "custom") => "dump.gz",
         ArchiveKind::Postgres => "sql.gz",
         ArchiveKind::Tar => "tar.gz",
     };
@@ -163,7 +165,9 @@ fn single_file(repo: &Repo, s: &Snapshot) -> Result<Node> {
     let mut file = None;
     for n in repo.tree(s)? {
         let n = n?;
-        if n.kind == NodeKind::File {
+        // The globals captured beside a PostgreSQL dump are not the database.
+        let globals = s.source.get("postgres.globals").is_some_and(|g| g.as_bytes() == n.path);
+        if n.kind == NodeKind::File && !globals {
             if file.is_some() {
                 return Err(Error::Invalid(
                     "snapshot holds more than one file; cannot export as a single database".into(),
