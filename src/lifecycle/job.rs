@@ -1,7 +1,6 @@
 //! Runs one configured backup type: builds its source (consistent SQLite copy, pg_dump stream,
 //! command output, files) and takes the snapshot. Used by `backup`.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::process::Command;
@@ -15,6 +14,8 @@ use crate::ops::kinds::TakeAs;
 use crate::ops::snapshot::{self, SnapshotOptions, SnapshotOutcome, Source};
 use crate::repo::Repo;
 use crate::source::{postgres, sqlite, ChildReader};
+
+pub mod pg;
 
 /// Per-run switches from the command line.
 #[derive(Clone, Copy, Debug, Default)]
@@ -150,15 +151,25 @@ pub fn run_type(
             if opts.chunker.is_none() && !repo.config().chunkers.contains_key(name) {
                 opts.chunker = Some(repo.config().chunker_for("db"));
             }
-            let reader = ChildReader::spawn(pg_dump_command(target), "pg_dump")?.diagnosed_by(postgres::diagnose);
-            let mut meta = BTreeMap::new();
+            // Row counts and schema digest read in the very snapshot pg_dump dumps.
+            let (session, snapshot_id, facts) = pg::exported_snapshot(target)?;
+            let mut dump = pg_dump_command(target);
+            dump.arg(format!("--snapshot={snapshot_id}"));
+            let reader = ChildReader::spawn(dump, "pg_dump")?.diagnosed_by(postgres::diagnose);
+            let mut meta = facts;
             meta.insert("postgres.target".into(), redact_url(target));
             meta.insert("postgres.format".into(), "plain".into());
             if let Some(v) = pg_dump_version() {
                 meta.insert("postgres.pg_dump".into(), v);
             }
             opts.source_meta = meta;
-            snapshot::snapshot(repo, Source::Reader { name: format!("{name}.sql"), reader: Box::new(reader) }, &opts)
+            let r = snapshot::snapshot(
+                repo,
+                Source::Reader { name: format!("{name}.sql"), reader: Box::new(reader) },
+                &opts,
+            );
+            pg::end(session);
+            r
         }
         SourceSpec::Command { argv, output_name } => {
             let mut c = Command::new(&argv[0]);
