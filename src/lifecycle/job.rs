@@ -16,6 +16,8 @@ use crate::source::pgconn::PgConn;
 use crate::source::pgdump;
 use crate::source::{postgres, sqlite, ChildReader};
 
+pub mod pg;
+
 /// Per-run switches from the command line.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RunFlags {
@@ -96,10 +98,13 @@ pub fn run_type(
             }
             let conn = PgConn::parse(target)?;
             let format = t.pg_format;
+            // Row counts and schema digest read in the very snapshot pg_dump dumps.
+            let (session, snapshot_id, facts) = pg::exported_snapshot(&conn)?;
             let globals = pgdump::dump_globals(&conn);
-            let reader =
-                ChildReader::spawn(pgdump::dump_command(&conn, format), "pg_dump")?.diagnosed_by(postgres::diagnose);
-            let mut meta = BTreeMap::new();
+            let mut dump = pgdump::dump_command(&conn, format);
+            dump.arg(format!("--snapshot={snapshot_id}"));
+            let reader = ChildReader::spawn(dump, "pg_dump")?.diagnosed_by(postgres::diagnose);
+            let mut meta: BTreeMap<String, String> = facts;
             meta.insert("postgres.target".into(), conn.redacted());
             meta.insert("postgres.format".into(), format.as_str().into());
             if let Some(v) = pgdump::dump_version() {
@@ -116,7 +121,9 @@ pub fn run_type(
                 meta.insert("postgres.globals_warning".into(), w);
             }
             opts.source_meta = meta;
-            snapshot::snapshot(repo, Source::Streams(streams), &opts)
+            let r = snapshot::snapshot(repo, Source::Streams(streams), &opts);
+            pg::end(session);
+            r
         }
         SourceSpec::Command { argv, output_name } => {
             let mut c = Command::new(&argv[0]);

@@ -22,6 +22,7 @@ pub mod schedule;
 pub mod sink;
 pub mod state;
 pub mod status;
+pub mod verify_pg;
 pub mod verify_runs;
 
 /// Serde helpers that write times as `to_rfc3339()` does ("+00:00", where chrono's own

@@ -88,7 +88,12 @@ pub fn summary(r: &VerifyReport) -> String {
 pub fn verify_and_record(repo: &mut Repo, cfg: Option<&Config>, opts: &VerifyOptions, clock: &dyn Clock) -> VerifyRun {
     let start = clock.now();
     let timer = Instant::now();
-    let report = repo.sync_index().and_then(|_| crate::ops::verify::verify(repo, opts));
+    let report = repo.sync_index().and_then(|_| crate::ops::verify::verify(repo, opts)).and_then(|mut r| {
+        if opts.restore_test {
+            crate::lifecycle::verify_pg::add(repo, cfg, &mut r)?;
+        }
+        Ok(r)
+    });
     let end = clock.now();
     let duration_s = timer.elapsed().as_secs_f64();
     let run = |backup_type: String, start: &DateTime<Local>| {
@@ -110,7 +115,7 @@ pub fn verify_and_record(repo: &mut Repo, cfg: Option<&Config>, opts: &VerifyOpt
                 row.snapshot = Some(t.snapshot.to_hex());
                 if !t.ok {
                     row.result = Outcome::Failed;
-                    row.error = Some(t.detail.clone());
+                    row.error = Some(if t.not_tested { format!("NOT TESTED: {}", t.detail) } else { t.detail.clone() });
                 }
                 rows.push(row);
             }

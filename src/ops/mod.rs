@@ -10,6 +10,7 @@ pub mod prune;
 pub mod repair;
 pub mod repair_snapshots;
 pub mod restore;
+pub mod restore_test;
 pub mod retention;
 pub mod snapshot;
 pub mod snapshot_set;

@@ -49,6 +49,18 @@ pub struct RestoreTest {
     pub bytes: u64,
     /// Seconds the restore and its check took: with `bytes`, the measured restore speed.
     pub duration_s: f64,
+    /// It could not be tested here (`detail` says why): neither passed nor failed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub not_tested: bool,
+    /// Where a PostgreSQL dump was restored ("same server", "scratch cluster").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub place: Option<String>,
+    /// Seconds loading the dump into a fresh database took (PostgreSQL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore_s: Option<f64>,
+    /// Seconds comparing schema and counts took (PostgreSQL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compare_s: Option<f64>,
 }
 
 /// A damaged pack and what it breaks.
@@ -484,7 +496,18 @@ pub fn restore_tests(repo: &Repo) -> Result<Vec<RestoreTest>> {
             Ok(d) => (true, d),
             Err(e) => (false, e.to_string()),
         };
-        out.push(RestoreTest { snapshot: id, backup_type: ty, ok, detail, bytes, duration_s });
+        out.push(RestoreTest {
+            snapshot: id,
+            backup_type: ty,
+            ok,
+            detail,
+            bytes,
+            duration_s,
+            not_tested: false,
+            place: None,
+            restore_s: None,
+            compare_s: None,
+        });
     }
     Ok(out)
 }

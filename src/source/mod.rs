@@ -4,6 +4,7 @@
 
 pub mod pgconn;
 pub mod pgdump;
+pub mod pg_snapshot;
 pub mod postgres;
 pub mod process;
 pub mod sqlite;

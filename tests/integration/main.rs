@@ -27,6 +27,7 @@ mod output;
 mod outside;
 mod pending;
 mod pg_restore_one;
+mod pg_verify;
 mod remote;
 mod restore_fast;
 mod restore_safety;

@@ -51,9 +51,11 @@ pub(in crate::cli) fn run(ctx: &Ctx, read_data: Option<&str>, seed: Option<u64>,
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
+    // A database that could not be restore-tested is not a pass: said so, and exit 1.
+    let not_tested = r.restore_tests.iter().filter(|t| t.not_tested).count();
     if ctx.json() {
         let mut v = serde_json::to_value(&r)?;
-        v["ok"] = json!(!r.is_damaged());
+        v["ok"] = json!(!r.is_damaged() && not_tested == 0);
         v["duration_s"] = json!(start.elapsed().as_secs_f64());
         render::print_json(&v);
     } else {
@@ -84,7 +86,13 @@ pub(in crate::cli) fn run(ctx: &Ctx, read_data: Option<&str>, seed: Option<u64>,
                 "restore test {} snapshot {}: {}",
                 t.backup_type,
                 t.snapshot.short(),
-                if t.ok { format!("ok ({})", t.detail) } else { format!("FAILED: {}", t.detail) }
+                if t.ok {
+                    format!("ok ({}){}", t.detail, timings(t))
+                } else if t.not_tested {
+                    format!("NOT TESTED: {}", t.detail)
+                } else {
+                    format!("FAILED: {}{}", t.detail, timings(t))
+                }
             );
         }
         if !ctx.quiet() {
@@ -105,10 +113,35 @@ pub(in crate::cli) fn run(ctx: &Ctx, read_data: Option<&str>, seed: Option<u64>,
                 r.chunks_checked,
                 start.elapsed().as_secs_f64()
             );
-            println!("{}", if r.is_damaged() { "repository is DAMAGED" } else { "no errors found" });
+            println!(
+                "{}",
+                match (r.is_damaged(), not_tested) {
+                    (true, _) => "repository is DAMAGED".to_string(),
+                    (false, 0) => "no errors found".to_string(),
+                    (false, n) => format!("no damage found, but {n} databases were NOT TESTED"),
+                }
+            );
+        } else if not_tested > 0 && !r.is_damaged() {
+            eprintln!("error: {not_tested} databases were NOT TESTED");
         }
     }
-    Ok(if r.is_damaged() { Finish::Damaged } else { Finish::Ok })
+    Ok(match (r.is_damaged(), not_tested) {
+        (true, _) => Finish::Damaged,
+        (false, 0) => Finish::Ok,
+        (false, _) => Finish::Incomplete,
+    })
+}
+
+/// "; restore 1.20 s, compare 0.10 s (scratch cluster)" for a PostgreSQL test: the measured RTO.
+fn timings(t: &crate::ops::verify::RestoreTest) -> String {
+    match (t.restore_s, t.compare_s) {
+        (Some(r), Some(c)) => format!(
+            "; restore {r:.2} s, compare {c:.2} s{}",
+            t.place.as_deref().map(|p| format!(" ({p})")).unwrap_or_default()
+        ),
+        (Some(r), None) => format!("; restore {r:.2} s"),
+        _ => String::new(),
+    }
 }
 
 /// The inventory comparison; with --json it stands alone only when no data read follows.
@@ -144,9 +177,11 @@ pub(in crate::cli) fn print_scheduled(v: &ScheduledVerify, quiet: bool) {
     match &v.error {
         None if quiet => {}
         None => {
-            let tests = match v.restore_tests.len() {
-                0 => String::new(),
-                n => format!(", {n} databases restore-tested"),
+            let untested = v.restore_tests.iter().filter(|t| t.not_tested).count();
+            let tests = match (v.restore_tests.len() - untested, untested) {
+                (0, 0) => String::new(),
+                (n, 0) => format!(", {n} databases restore-tested"),
+                (n, u) => format!(", {n} databases restore-tested, {u} NOT TESTED"),
             };
             println!(
                 "verify: no errors found, {} packs read ({}){tests}, {:.2}s ({})",
@@ -158,6 +193,9 @@ pub(in crate::cli) fn print_scheduled(v: &ScheduledVerify, quiet: bool) {
         }
         Some(e) if v.damaged => println!("verify: {e} (`cairn verify --read-data` shows all of it)"),
         Some(e) => println!("verify: FAILED: {e}"),
+    }
+    for t in v.restore_tests.iter().filter(|t| t.not_tested) {
+        println!("verify: restore test {}: NOT TESTED: {}", t.backup_type, t.detail);
     }
     for e in &v.notify_errors {
         eprintln!("warning: notification not delivered: {e}");

@@ -79,6 +79,26 @@ pub struct VerifyConfig {
     /// Restore the latest snapshot of each SQLite type and check it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub restore_test: bool,
+    /// How PostgreSQL types are restore-tested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PgRestoreConfig>,
+}
+
+/// `backup.verify.postgres`: where each PostgreSQL type's dump is restored to be tested.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgRestoreConfig {
+    /// "auto" (the default: the type's server when its role may create databases, else a
+    /// scratch cluster), "same-server" or "scratch".
+    #[serde(default)]
+    pub restore_on: crate::ops::restore_test::Place,
+    /// Per type, overriding `restore_on`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub types: std::collections::BTreeMap<String, crate::ops::restore_test::Place>,
+    /// The server binaries (initdb, pg_ctl, postgres) for scratch clusters; default: the newest
+    /// /usr/lib/postgresql/N/bin, else the PATH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_bin: Option<std::path::PathBuf>,
 }
 
 impl VerifyConfig {
