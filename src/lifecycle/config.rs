@@ -28,6 +28,14 @@ pub enum SourceSpec {
     },
     /// pg_dump target: a connection URL or a libpq service name.
     Postgres(String),
+    /// `pg_basebackup` base backups of a PostgreSQL cluster (a URL or a libpq service name), the
+    /// base of point-in-time recovery with the WAL `wal-push` archives (`lifecycle::wal`).
+    PgBaseBackup {
+        /// Connection URL or service name.
+        target: String,
+        /// `status` alerts when the newest archived WAL segment is older than this.
+        wal_max_age: Option<Span>,
+    },
     /// Files and directories (absolute).
     Paths(Vec<PathBuf>),
     /// A command whose standard output is stored.
@@ -95,6 +103,10 @@ struct TypeFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     postgres: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pg_basebackup: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    wal_max_age: Option<Span>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     paths: Option<Vec<PathBuf>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     exclude: Vec<String>,
@@ -135,6 +147,10 @@ impl From<&TypeConfig> for TypeFile {
                 f.busy_timeout_s = busy_timeout.map(|d| d.as_secs());
             }
             SourceSpec::Postgres(target) => f.postgres = Some(target.clone()),
+            SourceSpec::PgBaseBackup { target, wal_max_age } => {
+                f.pg_basebackup = Some(target.clone());
+                f.wal_max_age = *wal_max_age;
+            }
             SourceSpec::Paths(p) => f.paths = Some(p.clone()),
             SourceSpec::Command { argv, output_name } => {
                 f.command = Some(argv.clone());
@@ -156,11 +172,22 @@ impl TypeFile {
     /// are (key relative to the type, message).
     fn into_typed(self, abs: &dyn Fn(&Path) -> PathBuf) -> std::result::Result<TypeConfig, (String, String)> {
         let err = |k: &str, m: String| Err((k.to_string(), m));
-        let sources = [self.sqlite.is_some(), self.postgres.is_some(), self.paths.is_some(), self.command.is_some()];
+        let sources = [
+            self.sqlite.is_some(),
+            self.postgres.is_some(),
+            self.pg_basebackup.is_some(),
+            self.paths.is_some(),
+            self.command.is_some(),
+        ];
         match sources.iter().filter(|&&b| b).count() {
             1 => {}
-            0 => return err("", "no source: give one of sqlite, postgres, paths, command".into()),
-            _ => return err("", "more than one source: give only one of sqlite, postgres, paths, command".into()),
+            0 => return err("", "no source: give one of sqlite, postgres, pg_basebackup, paths, command".into()),
+            _ => {
+                return err(
+                    "",
+                    "more than one source: give only one of sqlite, postgres, pg_basebackup, paths, command".into(),
+                )
+            }
         }
         let only = |key: &str, given: bool, source: &str| -> std::result::Result<(), (String, String)> {
             if given {
@@ -176,6 +203,9 @@ impl TypeFile {
         if self.command.is_none() {
             only("command_name", self.command_name.is_some(), "command")?;
         }
+        if self.pg_basebackup.is_none() {
+            only("wal_max_age", self.wal_max_age.is_some(), "pg_basebackup")?;
+        }
         let source = if let Some(p) = self.sqlite {
             SourceSpec::Sqlite {
                 path: abs(&p),
@@ -184,6 +214,8 @@ impl TypeFile {
             }
         } else if let Some(target) = self.postgres {
             SourceSpec::Postgres(target)
+        } else if let Some(target) = self.pg_basebackup {
+            SourceSpec::PgBaseBackup { target, wal_max_age: self.wal_max_age }
         } else if let Some(argv) = self.command {
             if argv.is_empty() {
                 return err("command", "empty command".into());
@@ -425,6 +457,9 @@ impl Config {
             let key = format!("{prefix}types.{name}");
             if name.is_empty() || name.len() > 64 || name.contains(['/', ':', '@', '\0', ' ']) {
                 return Err(invalid(file, &key, "type names are 1-64 characters without '/', ':', '@' or spaces"));
+            }
+            if name.ends_with(crate::ops::wal::WAL_SUFFIX) {
+                return Err(invalid(file, &key, "type names ending in \".wal\" are reserved for archived WAL"));
             }
             if name == crate::lifecycle::verify_runs::VERIFY {
                 return Err(invalid(file, &key, "\"verify\" is reserved for the verify runs in the history"));

@@ -33,7 +33,7 @@ pub fn redact_url(u: &str) -> String {
 /// Splits the password out of a PostgreSQL URL (percent-decoded, as raw bytes: libpq takes the
 /// password as bytes), so it reaches pg_dump through PGPASSWORD instead of a command line that
 /// `ps` shows to every user. A service name or keyword/value string is returned as it is.
-fn split_password(u: &str) -> (String, Option<OsString>) {
+pub(crate) fn split_password(u: &str) -> (String, Option<OsString>) {
     if !u.contains("://") {
         return (u.to_string(), None);
     }
@@ -160,6 +160,7 @@ pub fn run_type(
             opts.source_meta = meta;
             snapshot::snapshot(repo, Source::Reader { name: format!("{name}.sql"), reader: Box::new(reader) }, &opts)
         }
+        SourceSpec::PgBaseBackup { target, .. } => crate::lifecycle::wal::base_backup(repo, target, opts),
         SourceSpec::Command { argv, output_name } => {
             let mut c = Command::new(&argv[0]);
             c.args(&argv[1..]);

@@ -26,6 +26,7 @@ mod notify;
 mod output;
 mod outside;
 mod pending;
+mod pitr;
 mod remote;
 mod restore_fast;
 mod restore_safety;
