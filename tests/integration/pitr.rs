@@ -50,6 +50,25 @@ fn wait_archived(srv: &PgServer, file: &str) {
     }
 }
 
+/// Waits (recovery is a real process) until `srv` has ended recovery and accepts connections:
+/// `pg_ctl -w` returns as soon as the server runs, before replay reached its target.
+fn wait_promoted(srv: &PgServer) {
+    let start = Instant::now();
+    loop {
+        let out = Command::new(srv.bin.join("psql"))
+            .args(["-X", "-q", "-A", "-t", "-d", &srv.url("postgres", "postgres"), "-c", "SELECT pg_is_in_recovery()"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "f" {
+            return;
+        }
+        let log = std::fs::read_to_string(srv.sock.join("server.log")).unwrap_or_default();
+        assert!(start.elapsed() < Duration::from_secs(60), "recovery did not finish:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The server's clock now, as an RFC 3339 time with microseconds (what recovery compares).
 fn server_now(srv: &PgServer) -> String {
     srv.psql(
@@ -138,6 +157,7 @@ fn restore_to_a_time_between_two_inserts_recovers_exactly_the_earlier_rows() {
     let t0 = Instant::now();
     // No read-only connections during recovery: pg_ctl -w returns once it promoted.
     restored.launch_with("-c hot_standby=off -c archive_mode=off");
+    wait_promoted(&restored);
     eprintln!("recovery to {between}: {:.2}s", t0.elapsed().as_secs_f64());
     assert_eq!(restored.psql("postgres", "SELECT string_agg(id::text, ',' ORDER BY id) FROM t"), "1,2");
     assert_eq!(srv.psql("postgres", "SELECT count(*) FROM t"), "4");
