@@ -157,7 +157,7 @@ pub enum Command {
         snapshot: String,
         /// Directory to restore into (created if missing); with --table, --schema or --globals the
         /// SQL is written there.
-        #[arg(long, required_unless_present = "into")]
+        #[arg(long, required_unless_present_any = ["into", "pgdata"])]
         target: Option<PathBuf>,
         /// Restore only paths matching this glob (or under a matching directory); repeatable.
         #[arg(long)]
@@ -176,6 +176,34 @@ pub enum Command {
         /// --table/--schema as well).
         #[arg(long)]
         globals: bool,
+        /// Lay a pg_basebackup snapshot out as a PostgreSQL data directory (new or empty) with
+        /// the recovery settings that replay archived WAL to TIME (`TYPE@TIME`), or to the end
+        /// of the archive; then start PostgreSQL on it.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["target", "include"])]
+        pgdata: Option<PathBuf>,
+    },
+    /// Archive one WAL file into the repository: PostgreSQL's `archive_command`
+    /// (`cairn --config /etc/cairn.json wal-push %p`). Exit 0 only once it is stored and synced.
+    WalPush {
+        /// The WAL file (`%p`: a segment, .history, .backup or .partial file).
+        path: PathBuf,
+        /// The pg_basebackup type it belongs to (default: the configuration's only one).
+        #[arg(long = "type")]
+        backup_type: Option<String>,
+        /// Seconds to wait while prune, forget or repair holds the repository exclusively.
+        #[arg(long, default_value_t = 120)]
+        lock_wait: u64,
+    },
+    /// Restore one archived WAL file: PostgreSQL's `restore_command`
+    /// (`cairn --config /etc/cairn.json wal-fetch %f %p`). Exit 1, quietly, when it is not archived.
+    WalFetch {
+        /// The WAL file's name (`%f`).
+        file: String,
+        /// Where to write it (`%p`); written beside it and renamed when whole.
+        dest: PathBuf,
+        /// The pg_basebackup type it belongs to (default: the configuration's only one).
+        #[arg(long = "type")]
+        backup_type: Option<String>,
     },
     /// Write one file of a snapshot to standard output.
     Cat {

@@ -132,13 +132,20 @@ pub fn run(cli: Cli) -> Result<Finish> {
         }
         Command::Ls { snapshot, path } => cmd::browse::ls(&ctx, snapshot, path.as_deref()),
         Command::Cat { snapshot, path } => cmd::browse::cat(&ctx, snapshot, path),
-        Command::Restore { snapshot, target, include, table, schema, into, globals } => {
+        Command::Restore { snapshot, pgdata: Some(dir), .. } => cmd::wal::restore_pgdata(&ctx, snapshot, dir),
+        Command::Restore { snapshot, target, include, table, schema, into, globals, .. } => {
             if into.is_some() || *globals || !table.is_empty() || !schema.is_empty() {
                 cmd::restore::postgres(&ctx, snapshot, target.as_deref(), into.as_deref(), table, schema, *globals)
             } else {
-                cmd::restore::run(&ctx, snapshot, target.as_deref().expect("clap requires it"), include)
+                let target =
+                    target.as_deref().ok_or_else(|| anyhow!("--target DIR, --into URL or --pgdata DIR is required"))?;
+                cmd::restore::run(&ctx, snapshot, target, include)
             }
         }
+        Command::WalPush { path, backup_type, lock_wait } => {
+            cmd::wal::push(&ctx, path, backup_type.as_deref(), *lock_wait)
+        }
+        Command::WalFetch { file, dest, backup_type } => cmd::wal::fetch(&ctx, file, dest, backup_type.as_deref()),
         Command::Verify { read_data, seed, restore_test } => {
             cmd::verify::run(&ctx, read_data.as_deref(), *seed, *restore_test)
         }

@@ -31,6 +31,14 @@ pub enum SourceSpec {
     /// pg_dump target: a libpq connection string (URL, keyword/value) or a service name,
     /// checked by `source::pgconn::PgConn::parse` at load.
     Postgres(String),
+    /// `pg_basebackup` base backups of a PostgreSQL cluster (a URL or a libpq service name), the
+    /// base of point-in-time recovery with the WAL `wal-push` archives (`lifecycle::wal`).
+    PgBaseBackup {
+        /// Connection URL or service name.
+        target: String,
+        /// `status` alerts when the newest archived WAL segment is older than this.
+        wal_max_age: Option<Span>,
+    },
     /// Files and directories (absolute).
     Paths(Vec<PathBuf>),
     /// A command whose standard output is stored.
@@ -101,6 +109,9 @@ struct TypeFile {
     postgres: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pg_format: Option<PgFormat>,
+    pg_basebackup: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    wal_max_age: Option<Span>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     paths: Option<Vec<PathBuf>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -146,6 +157,10 @@ impl From<&TypeConfig> for TypeFile {
                 f.postgres = Some(crate::lifecycle::job::redact_url(target));
                 f.pg_format = Some(t.pg_format);
             }
+            SourceSpec::PgBaseBackup { target, wal_max_age } => {
+                f.pg_basebackup = Some(crate::lifecycle::job::redact_url(target));
+                f.wal_max_age = *wal_max_age;
+            }
             SourceSpec::Paths(p) => f.paths = Some(p.clone()),
             SourceSpec::Command { argv, output_name } => {
                 f.command = Some(argv.clone());
@@ -167,11 +182,22 @@ impl TypeFile {
     /// are (key relative to the type, message).
     fn into_typed(self, abs: &dyn Fn(&Path) -> PathBuf) -> std::result::Result<TypeConfig, (String, String)> {
         let err = |k: &str, m: String| Err((k.to_string(), m));
-        let sources = [self.sqlite.is_some(), self.postgres.is_some(), self.paths.is_some(), self.command.is_some()];
+        let sources = [
+            self.sqlite.is_some(),
+            self.postgres.is_some(),
+            self.pg_basebackup.is_some(),
+            self.paths.is_some(),
+            self.command.is_some(),
+        ];
         match sources.iter().filter(|&&b| b).count() {
             1 => {}
-            0 => return err("", "no source: give one of sqlite, postgres, paths, command".into()),
-            _ => return err("", "more than one source: give only one of sqlite, postgres, paths, command".into()),
+            0 => return err("", "no source: give one of sqlite, postgres, pg_basebackup, paths, command".into()),
+            _ => {
+                return err(
+                    "",
+                    "more than one source: give only one of sqlite, postgres, pg_basebackup, paths, command".into(),
+                )
+            }
         }
         let only = |key: &str, given: bool, source: &str| -> std::result::Result<(), (String, String)> {
             if given {
@@ -190,6 +216,9 @@ impl TypeFile {
         if self.postgres.is_none() {
             only("pg_format", self.pg_format.is_some(), "postgres")?;
         }
+        if self.pg_basebackup.is_none() {
+            only("wal_max_age", self.wal_max_age.is_some(), "pg_basebackup")?;
+        }
         let source = if let Some(p) = self.sqlite {
             SourceSpec::Sqlite {
                 path: abs(&p),
@@ -200,6 +229,9 @@ impl TypeFile {
             // The message never quotes the string: it may hold a password.
             PgConn::parse(&target).map_err(|e| ("postgres".to_string(), e.to_string()))?;
             SourceSpec::Postgres(target)
+        } else if let Some(target) = self.pg_basebackup {
+            PgConn::parse(&target).map_err(|e| ("pg_basebackup".to_string(), e.to_string()))?;
+            SourceSpec::PgBaseBackup { target, wal_max_age: self.wal_max_age }
         } else if let Some(argv) = self.command {
             if argv.is_empty() {
                 return err("command", "empty command".into());
@@ -442,6 +474,9 @@ impl Config {
             let key = format!("{prefix}types.{name}");
             if name.is_empty() || name.len() > 64 || name.contains(['/', ':', '@', '\0', ' ']) {
                 return Err(invalid(file, &key, "type names are 1-64 characters without '/', ':', '@' or spaces"));
+            }
+            if name.ends_with(crate::ops::wal::WAL_SUFFIX) {
+                return Err(invalid(file, &key, "type names ending in \".wal\" are reserved for archived WAL"));
             }
             if name == crate::lifecycle::verify_runs::VERIFY {
                 return Err(invalid(file, &key, "\"verify\" is reserved for the verify runs in the history"));

@@ -125,6 +125,7 @@ pub fn run_type(
             pg::end(session);
             r
         }
+        SourceSpec::PgBaseBackup { target, .. } => crate::lifecycle::wal::base_backup(repo, target, opts),
         SourceSpec::Command { argv, output_name } => {
             let mut c = Command::new(&argv[0]);
             c.args(&argv[1..]);

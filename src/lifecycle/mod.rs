@@ -24,6 +24,7 @@ pub mod state;
 pub mod status;
 pub mod verify_pg;
 pub mod verify_runs;
+pub mod wal;
 
 /// Serde helpers that write times as `to_rfc3339()` does ("+00:00", where chrono's own
 /// `Serialize` writes "Z"): the form the JSON output has always had.

@@ -16,3 +16,4 @@ pub mod snapshot;
 pub mod snapshot_set;
 pub mod sync;
 pub mod verify;
+pub mod wal;

@@ -112,6 +112,10 @@ pub fn forget_in(
     }
     let mut by_type: std::collections::BTreeMap<&str, Vec<(SnapshotId, Snapshot)>> = Default::default();
     for (id, s) in set.all() {
+        // Archived WAL follows its base backups (`wal::expire` below), not a retention policy.
+        if crate::ops::wal::base_of(&s.backup_type).is_some() {
+            continue;
+        }
         if types.is_none_or(|t| t.contains(&s.backup_type)) {
             by_type.entry(s.backup_type.as_str()).or_default().push((*id, s.clone()));
         }
@@ -127,6 +131,8 @@ pub fn forget_in(
         }
         out.extend(decisions);
     }
+    let wal = crate::ops::wal::expire(repo, set.all(), &out, dry_run)?;
+    out.extend(wal);
     if !dry_run {
         let gone: Vec<SnapshotId> = out.iter().filter(|d| !d.keep).map(|d| d.id).collect();
         // The snapshot files are gone: the set says so before anything else can fail.

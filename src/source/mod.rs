@@ -5,6 +5,7 @@
 pub mod pgconn;
 pub mod pgdump;
 pub mod pg_snapshot;
+pub mod pg_base;
 pub mod postgres;
 pub mod process;
 pub mod sqlite;

@@ -28,6 +28,7 @@ mod outside;
 mod pending;
 mod pg_restore_one;
 mod pg_verify;
+mod pitr;
 mod remote;
 mod restore_fast;
 mod restore_safety;

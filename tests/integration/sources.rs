@@ -547,9 +547,9 @@ pub(crate) fn pg_bin() -> Option<PathBuf> {
 pub(crate) struct PgServer {
     _dir: tempfile::TempDir,
     pub(crate) bin: PathBuf,
-    data: PathBuf,
-    sock: PathBuf,
-    port: u16,
+    pub(crate) data: PathBuf,
+    pub(crate) sock: PathBuf,
+    pub(crate) port: u16,
 }
 
 fn as_postgres(dir: &Path, program: &Path, args: &[&str]) -> std::process::Output {
@@ -572,6 +572,11 @@ impl PgServer {
 
     /// A server's data directory, not started yet ([`PgServer::launch`]).
     pub(crate) fn init() -> PgServer {
+        PgServer::init_with(&[])
+    }
+
+    /// [`PgServer::init`] with more `initdb` options (`--wal-segsize=1`).
+    pub(crate) fn init_with(initdb_args: &[&str]) -> PgServer {
         use std::os::unix::fs::PermissionsExt;
         ensure_package("postgresql", || pg_bin().is_some());
         let bin = pg_bin().expect("postgresql server binaries");
@@ -585,7 +590,7 @@ impl PgServer {
         let out = as_postgres(
             &sock,
             &bin.join("initdb"),
-            &["-D", data.to_str().unwrap(), "-A", "trust", "-U", "postgres", "--no-sync"],
+            &[&["-D", data.to_str().unwrap(), "-A", "trust", "-U", "postgres", "--no-sync"], initdb_args].concat(),
         );
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
         // Role `app` must give its password; everyone else is trusted (first match wins).
@@ -596,8 +601,26 @@ impl PgServer {
     }
 
     pub(crate) fn launch(&self) {
+        self.launch_with("");
+    }
+
+    /// A server on `data` (a restored data directory owned by `postgres`), on a socket directory
+    /// and port of its own; not started yet.
+    pub(crate) fn on_data(data: PathBuf, port: u16) -> PgServer {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = pg_bin().expect("postgresql server binaries");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let sock = dir.path().join("pg");
+        std::fs::create_dir(&sock).unwrap();
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o777)).unwrap();
+        PgServer { _dir: dir, bin, data, sock, port }
+    }
+
+    /// [`PgServer::launch`] with more server options (`-c name=value ...`).
+    pub(crate) fn launch_with(&self, extra: &str) {
         let (bin, data, sock, port) = (&self.bin, &self.data, &self.sock, self.port);
-        let opts = format!("-k {} -p {port} -c listen_addresses='' -c fsync=off", sock.display());
+        let opts = format!("-k {} -p {port} -c listen_addresses='' -c fsync=off {extra}", sock.display());
         let log = sock.join("server.log");
         let out = as_postgres(
             sock,

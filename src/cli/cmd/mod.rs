@@ -18,3 +18,4 @@ pub(super) mod status;
 pub(super) mod sync;
 pub(super) mod unlock;
 pub(super) mod verify;
+pub(super) mod wal;

@@ -258,6 +258,11 @@ pub fn status(
     let now_f = now.fixed_offset();
     let mut types = Vec::new();
     let mut names: Vec<String> = cfg.map(|c| c.types.iter().map(|(n, _)| n.clone()).collect()).unwrap_or_default();
+    for w in crate::lifecycle::wal::watched(cfg) {
+        if !names.contains(&w) {
+            names.push(w);
+        }
+    }
     for (_, s) in snaps {
         if !names.contains(&s.backup_type) {
             names.push(s.backup_type.clone());
@@ -266,8 +271,10 @@ pub fn status(
     for name in names {
         let tc = cfg.and_then(|c| c.type_config(&name));
         let last = last_success(&history, snaps, &name, now)?;
-        // A type that is only in the repository: no schedule, a day's RPO.
-        let r = tc.map_or_else(|| chrono::Duration::days(1), |t| t.rpo());
+        // A type that is only in the repository: no schedule, a day's RPO. Archived WAL
+        // (`TYPE.wal`) is held to its base type's `wal_max_age`: its age is the real recovery point.
+        let wal_age = crate::lifecycle::wal::max_age(cfg, &name);
+        let r = wal_age.unwrap_or_else(|| tc.map_or_else(|| chrono::Duration::days(1), |t| t.rpo()));
         let due = match tc {
             Some(t) => due_now(t, last, now),
             None => schedule::due(None, None, last.map(|t| t.with_timezone(&Local)), now),
@@ -287,7 +294,8 @@ pub fn status(
             rpo_s: r.num_seconds(),
             // Only a schedule or a stated RPO promises a next backup (the dead-man check says
             // the same): a type run by hand, or one only the repository knows, is never overdue.
-            overdue: tc.is_some_and(|t| t.schedule.is_some() || t.rpo.is_some()) && last.is_none_or(|t| now_f - t > r),
+            overdue: (wal_age.is_some() || tc.is_some_and(|t| t.schedule.is_some() || t.rpo.is_some()))
+                && last.is_none_or(|t| now_f - t > r),
             next_due: due.next,
             due_now: due.due,
             due_reason: due.reason,
