@@ -23,7 +23,9 @@ pub fn plan(cfg: Option<&Config>) -> PgPlan {
                 name.clone(),
                 PgTarget {
                     connect: conn.map(|c| {
-                        Box::new(move || crate::lifecycle::job::pg::psql_command(&c)) as Box<dyn Fn() -> std::process::Command>
+                        let f: Box<dyn Fn() -> std::process::Command> =
+                            Box::new(move || crate::lifecycle::job::pg::psql_command(&c));
+                        f
                     }),
                     place: section.types.get(name).copied().unwrap_or(section.restore_on),
                 },
