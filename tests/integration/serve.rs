@@ -10,7 +10,10 @@ use std::process::{Command, Stdio};
 
 use crate::util::{ensure_package, example_app, have_program, ChildGuard, Env};
 
+/// A file name that is markup: a directory `<script>alert(1)<` holding `script>.txt` (a name
+/// cannot hold the `/`), and a file whose name is an `img` tag.
 const EVIL: &str = "<script>alert(1)</script>.txt";
+const EVIL_IMG: &str = "<img src=x onerror=alert(1)>.txt";
 const TOKEN: &str = "serve-test-token-0123456789";
 
 /// A running `cairn serve`, killed when dropped; `base` is `http://ADDR`.
@@ -85,7 +88,9 @@ fn assert_safe_headers(r: &Reply, url: &str) {
 /// HTML.
 fn repository_with_history(env: &Env) -> (PathBuf, PathBuf) {
     let (app, cfg) = example_app(env.path());
+    std::fs::create_dir(app.join("logs/<script>alert(1)<")).unwrap();
     std::fs::write(app.join("logs").join(EVIL), b"not a script\n").unwrap();
+    std::fs::write(app.join("logs").join(EVIL_IMG), b"not an image\n").unwrap();
     env.run_cfg(&cfg, &["backup", "--now"]).ok();
     std::fs::write(app.join("logs/extra.log"), b"one more line\n".repeat(100)).unwrap();
     env.run_cfg(&cfg, &["backup", "--now", "--type", "logs"]).ok();
@@ -163,7 +168,12 @@ fn pages_api_downloads_and_escaping() {
     let tree = get(&format!("{b}/snapshots/{logs_id}?path=logs"), None);
     assert_eq!(tree.code, 200, "{}", tree.text());
     let t = tree.text();
-    assert!(t.contains("&lt;script&gt;alert(1)&lt;/script&gt;.txt"), "{t}");
+    assert!(t.contains("&lt;script&gt;alert(1)&lt;/"), "{t}");
+    assert!(t.contains("&lt;img src=x onerror=alert(1)&gt;.txt"), "{t}");
+    assert!(!t.contains("<script") && !t.contains("<img"), "{t}");
+    let sub: String = url::form_urlencoded::byte_serialize(b"logs/<script>alert(1)<").collect();
+    let t = get(&format!("{b}/snapshots/{logs_id}?path={sub}"), None).text();
+    assert!(t.contains(">script&gt;.txt<"), "{t}");
     assert!(!t.contains("<script"), "{t}");
     assert_eq!(get(&format!("{b}/snapshots/{logs_id}?path=nope"), None).code, 404);
     let missing = get(&format!("{b}/snapshots/ffffffff"), None);

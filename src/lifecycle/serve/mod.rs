@@ -84,15 +84,15 @@ pub fn check_options(o: &ServeOptions) -> Result<()> {
             o.listen
         )));
     }
-    if o.download_token && o.token.is_none() {
-        tracing::warn!("serve: no token given: downloads of snapshot content are refused (give a token, or --no-download-token)");
-    }
     Ok(())
 }
 
 /// Serves until the process is stopped. `ready` is called with the bound address.
 pub fn serve(o: ServeOptions, repo: Repo, config: Option<Config>, ready: &dyn Fn(SocketAddr)) -> Result<()> {
     check_options(&o)?;
+    if o.download_token && o.token.is_none() {
+        tracing::warn!("serve: no token given: downloads of snapshot content are refused (give a token, or --no-download-token)");
+    }
     let shared = Arc::new(Shared {
         repo: Mutex::new(repo),
         config,
