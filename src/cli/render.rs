@@ -2,7 +2,6 @@
 
 use std::io::IsTerminal;
 
-
 use crate::format::manifest::{NodeKind, Snapshot};
 use crate::id::SnapshotId;
 

@@ -128,7 +128,8 @@ fn pages_api_downloads_and_escaping() {
 
     let logs: Vec<&serde_json::Value> = cli_snaps.as_array().unwrap().iter().filter(|s| s["type"] == "logs").collect();
     let logs_id = logs.last().unwrap()["id"].as_str().unwrap().to_string();
-    let db_id = cli_snaps.as_array().unwrap().iter().find(|s| s["type"] == "db").unwrap()["id"].as_str().unwrap().to_string();
+    let db_id =
+        cli_snaps.as_array().unwrap().iter().find(|s| s["type"] == "db").unwrap()["id"].as_str().unwrap().to_string();
     let ls = get(&format!("{b}/api/snapshots/{logs_id}/ls"), None).json();
     assert_eq!(ls, env.run_cfg(&cfg, &["ls", "--json", &logs_id]).ok().json());
 

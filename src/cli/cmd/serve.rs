@@ -14,7 +14,9 @@ const MIN_TOKEN: usize = 16;
 fn token(a: &ServeArgs) -> Result<Option<Zeroizing<String>>> {
     let (t, from) = match &a.token_file {
         Some(f) => {
-            let raw = Zeroizing::new(std::fs::read_to_string(f).with_context(|| format!("{}: reading the token", f.display()))?);
+            let raw = Zeroizing::new(
+                std::fs::read_to_string(f).with_context(|| format!("{}: reading the token", f.display()))?,
+            );
             (Zeroizing::new(raw.lines().next().unwrap_or("").trim().to_string()), f.display().to_string())
         }
         None => match std::env::var("CAIRN_SERVE_TOKEN") {

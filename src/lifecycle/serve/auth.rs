@@ -89,7 +89,9 @@ pub(super) async fn check(State(app): State<App>, req: Request, next: Next) -> R
             return unauthorized("downloads are turned off: start serve with a token (--token-file or CAIRN_SERVE_TOKEN), or with --no-download-token");
         }
         if !a.presented(req.headers()) {
-            return unauthorized("a token is required: give it as the password (any user name) or as `Authorization: Bearer TOKEN`");
+            return unauthorized(
+                "a token is required: give it as the password (any user name) or as `Authorization: Bearer TOKEN`",
+            );
         }
     } else if a.token.is_none() || !a.presented(req.headers()) {
         // A page of another site that rebinds its name to 127.0.0.1 must not read the answers.

@@ -31,7 +31,8 @@ fn y_of(v: f64, vmax: f64) -> f64 {
 
 fn frame(title: &str, points: &[Point], label: &dyn Fn(f64) -> String, inner: Markup) -> Markup {
     let (t0, t1, vmax) = scale(points);
-    let day = |t: i64| chrono::DateTime::from_timestamp(t, 0).map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_default();
+    let day =
+        |t: i64| chrono::DateTime::from_timestamp(t, 0).map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_default();
     html! {
         figure {
             figcaption { (title) }
@@ -54,8 +55,7 @@ pub(super) fn line(title: &str, points: &[Point], label: &dyn Fn(f64) -> String)
         return html! { figure { figcaption { (title) } p.muted { "no data yet" } } };
     }
     let (t0, t1, vmax) = scale(points);
-    let pts: Vec<String> =
-        points.iter().map(|p| format!("{:.1},{:.1}", x_of(p.t, t0, t1), y_of(p.v, vmax))).collect();
+    let pts: Vec<String> = points.iter().map(|p| format!("{:.1},{:.1}", x_of(p.t, t0, t1), y_of(p.v, vmax))).collect();
     frame(
         title,
         points,

@@ -95,14 +95,7 @@ pub(super) fn history(s: &Shared, q: &HistoryQuery) -> Result<HistoryPage> {
         types.extend(c.backup.remotes.iter().map(|r| format!("sync:{}", r.name)));
     }
     types.extend(["verify", "prune", "forget"].map(String::from));
-    Ok(HistoryPage {
-        runs,
-        page,
-        more,
-        backup_type: ty.unwrap_or("").into(),
-        result: res.unwrap_or("").into(),
-        types,
-    })
+    Ok(HistoryPage { runs, page, more, backup_type: ty.unwrap_or("").into(), result: res.unwrap_or("").into(), types })
 }
 
 /// What the charts draw, per type.
@@ -136,7 +129,9 @@ pub(super) fn chart_data(s: &Shared, repo: &Repo) -> Result<Vec<TypeSeries>> {
         let mut runs: Vec<_> = sources
             .newest(Some(&name), CHART_RUNS)?
             .iter()
-            .filter_map(|r| Some((chrono::DateTime::parse_from_rfc3339(&r.start).ok()?, r.duration_s()?, r.result.failed())))
+            .filter_map(|r| {
+                Some((chrono::DateTime::parse_from_rfc3339(&r.start).ok()?, r.duration_s()?, r.result.failed()))
+            })
             .collect();
         runs.reverse();
         out.push(TypeSeries { backup_type: name, sizes, runs });

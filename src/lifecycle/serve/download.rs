@@ -39,7 +39,10 @@ impl Write for ChannelWriter {
 /// A body fed by `produce` on a blocking thread. An error after the headers went out cannot
 /// change the status: the connection is cut (the client sees a truncated transfer, never a
 /// complete-looking file) and the error is logged.
-fn stream(what: String, produce: impl FnOnce(&mut std::io::BufWriter<ChannelWriter>) -> Result<()> + Send + 'static) -> Body {
+fn stream(
+    what: String,
+    produce: impl FnOnce(&mut std::io::BufWriter<ChannelWriter>) -> Result<()> + Send + 'static,
+) -> Body {
     let (tx, mut rx) = mpsc::channel::<std::io::Result<Bytes>>(DEPTH);
     let err_tx = tx.clone();
     tokio::task::spawn_blocking(move || {
@@ -95,7 +98,10 @@ pub(super) async fn file(
 
 /// `/snapshots/ID/export`: the archive `cairn export ID` writes (`.db.gz`, `.sql.gz`,
 /// `.tar.gz`), named as it names it.
-pub(super) async fn export(State(app): State<App>, UrlPath(id): UrlPath<String>) -> std::result::Result<Response, Failure> {
+pub(super) async fn export(
+    State(app): State<App>,
+    UrlPath(id): UrlPath<String>,
+) -> std::result::Result<Response, Failure> {
     let (repo, snap, single, name) = blocking(&app, move |s, repo: Repo| {
         let (_, snap) = repo.resolve(&id)?;
         let single = crate::ops::export::single_node(&repo, &snap)?;

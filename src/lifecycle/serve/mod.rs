@@ -91,7 +91,9 @@ pub fn check_options(o: &ServeOptions) -> Result<()> {
 pub fn serve(o: ServeOptions, repo: Repo, config: Option<Config>, ready: &dyn Fn(SocketAddr)) -> Result<()> {
     check_options(&o)?;
     if o.download_token && o.token.is_none() {
-        tracing::warn!("serve: no token given: downloads of snapshot content are refused (give a token, or --no-download-token)");
+        tracing::warn!(
+            "serve: no token given: downloads of snapshot content are refused (give a token, or --no-download-token)"
+        );
     }
     let shared = Arc::new(Shared {
         repo: Mutex::new(repo),
@@ -192,7 +194,10 @@ async fn overview(State(app): State<App>) -> std::result::Result<Response, Failu
     Ok(page(pages::overview(&v)))
 }
 
-async fn history(State(app): State<App>, Query(q): Query<data::HistoryQuery>) -> std::result::Result<Response, Failure> {
+async fn history(
+    State(app): State<App>,
+    Query(q): Query<data::HistoryQuery>,
+) -> std::result::Result<Response, Failure> {
     let v = blocking(&app, move |s, _| data::history(s, &q)).await?;
     Ok(page(pages::history(&v)))
 }
@@ -229,7 +234,10 @@ async fn api_status(State(app): State<App>) -> std::result::Result<Response, Fai
     Ok(json(&v))
 }
 
-async fn api_history(State(app): State<App>, Query(q): Query<data::HistoryQuery>) -> std::result::Result<Response, Failure> {
+async fn api_history(
+    State(app): State<App>,
+    Query(q): Query<data::HistoryQuery>,
+) -> std::result::Result<Response, Failure> {
     let v = blocking(&app, move |s, _| to_json(&data::history(s, &q)?.runs)).await?;
     Ok(json(&v))
 }

@@ -218,7 +218,10 @@ pub fn write_archive<W: io::Write>(repo: &Repo, s: &Snapshot, single: Option<Nod
             let mut r = ContentReader::new(repo, &node)?;
             let n = io::copy(&mut r, &mut gz).map_err(|e| Error::io(what, e))?;
             if n != node.size {
-                return Err(Error::corrupt(node.path_str(), format!("exported {n} bytes, snapshot says {}", node.size)));
+                return Err(Error::corrupt(
+                    node.path_str(),
+                    format!("exported {n} bytes, snapshot says {}", node.size),
+                ));
             }
         }
         None => {
