@@ -131,6 +131,9 @@ pub enum Command {
         #[arg(long, required = true)]
         test: bool,
     },
+    /// A read-only status page and JSON API (`/api/status`, `/api/history`, `/api/snapshots`) on
+    /// the repository and config; runs beside the daemon.
+    Serve(ServeArgs),
     /// Write conventional archives (obd_backup_db_2026-01-25_030000.db.gz, ...tar.gz).
     Export(ExportArgs),
     /// Take a snapshot of paths or of standard input.
@@ -327,6 +330,22 @@ pub struct ForgetArgs {
 pub enum ConfigWhat {
     /// Validate and print the resolved configuration.
     Check,
+}
+
+/// `serve` options.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address and port. Any address but 127.0.0.1 and ::1 needs a token.
+    #[arg(long, default_value = "127.0.0.1:8377")]
+    pub listen: std::net::SocketAddr,
+    /// File holding the token (first line), asked of every request on a non-loopback address
+    /// and of downloads; else the environment variable CAIRN_SERVE_TOKEN. Never on the command
+    /// line, where `ps` shows it.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Let downloads of snapshot content through without the token on loopback.
+    #[arg(long)]
+    pub no_download_token: bool,
 }
 
 /// `export` options.

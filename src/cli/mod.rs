@@ -126,6 +126,7 @@ pub fn run(cli: Cli) -> Result<Finish> {
         Command::Daemon => cmd::daemon::run(&ctx),
         Command::Notify { test: _ } => cmd::notify::test(&ctx),
         Command::Export(a) => cmd::export::run(&ctx, a),
+        Command::Serve(a) => cmd::serve::run(&ctx, a),
         Command::Snapshot(a) => cmd::snapshot::run(&ctx, a),
         Command::Snapshots { backup_type, kind } => {
             cmd::browse::snapshots(&ctx, backup_type.as_deref(), kind.as_deref())

@@ -2,8 +2,6 @@
 
 use std::io::IsTerminal;
 
-use serde_json::json;
-
 use crate::format::manifest::{NodeKind, Snapshot};
 use crate::id::SnapshotId;
 
@@ -44,31 +42,7 @@ pub(super) fn spinner(cli: &super::Cli, msg: &str) -> Option<indicatif::Progress
 
 /// A snapshot as `snapshots --json` and `snapshot --json` show it.
 pub(super) fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value {
-    json!({
-        "id": id.to_hex(),
-        "short_id": id.short(),
-        "time": s.time,
-        "type": s.backup_type,
-        "kind": s.kind.as_str(),
-        "description": s.description,
-        "ticket": s.ticket,
-        "creator": s.creator,
-        "purpose": s.purpose,
-        "retention": s.labels.get("retention"),
-        "verified": crate::format::verification::is_verified(s),
-        "verified_by": crate::format::verification::verified(s).map(|v| v.0),
-        "verified_date": crate::format::verification::verified(s).and_then(|v| v.1),
-        "host": s.host,
-        "paths": s.paths,
-        "labels": s.labels,
-        "stats": s.stats,
-        "parent": s.parent.map(|p| p.to_hex()),
-        "errors": s.errors,
-        "source": s.source,
-        "program": s.program,
-        // Commit order (0: a version 1 snapshot, which has none).
-        "seq": s.seq,
-    })
+    crate::lifecycle::browse::snapshot_json(id, s)
 }
 
 /// The VERIFIED column: "by NAME DATE" for a verified pre-change snapshot, "pending" for one

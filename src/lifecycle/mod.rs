@@ -2,6 +2,7 @@
 //! status and the runner that ties them together.
 
 pub mod anomaly;
+pub mod browse;
 pub mod capacity;
 pub mod clock;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod pending;
 pub mod remotes;
 pub mod runner;
 pub mod schedule;
+pub mod serve;
 pub mod sink;
 pub mod state;
 pub mod status;

@@ -250,6 +250,27 @@ impl Repo {
         Ok(Repo { store, config, keys, cache, objects, recheck, mirror })
     }
 
+    /// Another handle on the same repository: the keys already derived (no password, no key
+    /// derivation) and a connection of its own to the index cache. `serve` answers each request
+    /// from one, so new snapshots and index files show without a restart.
+    pub fn reopen(&self) -> Result<Repo> {
+        let cache_path = self.store.root().join("cache").join("cache.sqlite");
+        let cache = match Cache::open(&cache_path, self.config.id) {
+            Ok(c) => c,
+            Err(e) if e.is_unwritable() || self.cache.in_memory() => memory_cache(&e, self.config.id)?,
+            Err(e) => return Err(e),
+        };
+        Ok(Repo {
+            store: self.store.clone(),
+            config: self.config.clone(),
+            keys: self.keys.clone(),
+            cache,
+            objects: self.objects.clone(),
+            recheck: self.recheck.clone(),
+            mirror: self.mirror,
+        })
+    }
+
     /// The local directory: where packs are written, locks taken and local state kept.
     pub fn store(&self) -> &LocalStore {
         &self.store

@@ -34,6 +34,7 @@ mod restore_fast;
 mod restore_safety;
 mod robustness;
 mod roundtrip;
+mod serve;
 mod sources;
 mod status_codes;
 mod trouble;

@@ -59,19 +59,11 @@ pub(in crate::cli) fn ls(ctx: &Ctx, snapshot: &str, path: Option<&str>) -> Resul
     let mut out = std::io::BufWriter::new(stdout.lock());
     for n in repo.tree(&snap)? {
         let n = n?;
-        if let Some(p) = &prefix {
-            let under = n.path == *p || (n.path.starts_with(p) && n.path.get(p.len()) == Some(&b'/'));
-            if !under {
-                continue;
-            }
+        if prefix.as_ref().is_some_and(|p| !crate::lifecycle::browse::under(&n.path, p)) {
+            continue;
         }
         if ctx.json() {
-            nodes.push(json!({
-                "path": n.path_str(), "kind": format!("{:?}", n.kind).to_lowercase(), "mode": n.mode & 0o7777,
-                "size": n.size, "mtime_ns": n.mtime_ns, "uid": n.uid, "gid": n.gid,
-                "target": (n.kind == NodeKind::Symlink).then(|| String::from_utf8_lossy(&n.target).into_owned()),
-                "chunks": n.chunks.len(),
-            }));
+            nodes.push(crate::lifecycle::browse::node_json(&n));
         } else {
             let t = chrono::DateTime::from_timestamp_nanos(n.mtime_ns).with_timezone(&chrono::Local);
             let mut line = format!(

@@ -13,6 +13,7 @@ pub(super) mod notify;
 pub(super) mod prune;
 pub(super) mod repair;
 pub(super) mod restore;
+pub(super) mod serve;
 pub(super) mod snapshot;
 pub(super) mod status;
 pub(super) mod sync;

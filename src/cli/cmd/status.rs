@@ -26,38 +26,14 @@ pub(in crate::cli) fn status(ctx: &Ctx, metrics_file: Option<&Path>) -> Result<F
 }
 
 pub(in crate::cli) fn history(ctx: &Ctx, backup_type: Option<&str>, limit: usize, all: bool) -> Result<Finish> {
-    use crate::lifecycle::history::{History, Run};
     use crate::lifecycle::history_fold::newest_lines;
     let path = ctx.repo_path()?;
-    // Runs that never reached the repository are kept outside it (lifecycle::state).
-    let outside = match ctx.config()? {
-        Some(cfg) => crate::lifecycle::outside::existing_state_for(cfg)?,
-        None => None,
-    };
-    let history = match (crate::repo::read_config(&path), &outside) {
-        (Ok(_), _) => Some(History::open(&path)?),
+    let (sources, missing) = crate::lifecycle::browse::RunSources::open(&path, ctx.config()?)?;
+    if let Some(e) = missing {
         // The repository is out of reach: what was recorded outside it is still worth showing.
-        (Err(e), Some(_)) => {
-            eprintln!("warning: {e}: showing only the runs recorded outside the repository");
-            None
-        }
-        (Err(e), None) => return Err(e.into()),
-    };
-    // The newest `n` runs of both records, newest first.
-    let newest = |n: usize| -> crate::Result<Vec<Run>> {
-        let mut runs = match &history {
-            Some(h) => h.list(backup_type, n)?,
-            None => Vec::new(),
-        };
-        if let Some(s) = &outside {
-            runs.extend(s.list(backup_type, n)?);
-            // Newest first by start time, as each source lists them.
-            let key = |r: &Run| chrono::DateTime::parse_from_rfc3339(&r.start).ok();
-            runs.sort_by_key(|r| std::cmp::Reverse(key(r)));
-            runs.truncate(n);
-        }
-        Ok(runs)
-    };
+        eprintln!("warning: {e}: showing only the runs recorded outside the repository");
+    }
+    let newest = |n: usize| sources.newest(backup_type, n);
     if ctx.json() {
         // Every row: a script counts runs itself.
         render::print_json(&serde_json::to_value(newest(limit)?)?);

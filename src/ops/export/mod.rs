@@ -193,57 +193,67 @@ fn tar_header(n: &Node, kind: tar::EntryType, size: u64) -> tar::Header {
 /// Exports one snapshot into `out`; returns the file written.
 pub fn export(repo: &Repo, s: &Snapshot, name: &str, out: &Path) -> Result<PathBuf> {
     let file_name = export_name(name, s);
-    let mtime = unix_secs(s);
-    let kind = archive_kind(s);
+    let single = single_node(repo, s)?;
     // A single-file archive is as private as its file; a tar of many is owner-only.
-    let single = match kind {
-        ArchiveKind::Sqlite | ArchiveKind::Postgres => Some(single_file(repo, s)?),
-        ArchiveKind::Tar => None,
-    };
     let mode = single.as_ref().map_or(0o600, |n| private_mode(n.mode));
     atomic_write(out, &file_name, mode, |file| {
         let w = std::io::BufWriter::with_capacity(1 << 20, file);
-        let mut gz = GzBuilder::new().mtime(mtime).write(w, Compression::new(6));
-        match single {
-            Some(node) => {
-                let mut r = ContentReader::new(repo, &node)?;
-                let n = io::copy(&mut r, &mut gz).map_err(|e| Error::io(&file_name, e))?;
-                if n != node.size {
-                    return Err(Error::corrupt(
-                        node.path_str(),
-                        format!("exported {n} bytes, snapshot says {}", node.size),
-                    ));
-                }
-            }
-            None => {
-                let mut tb = tar::Builder::new(&mut gz);
-                tb.follow_symlinks(false);
-                for n in repo.tree(s)? {
-                    let n = n?;
-                    crate::format::manifest::check_safe_path(&n.path).map_err(|e| Error::corrupt(n.path_str(), e))?;
-                    let p = Path::new(OsStr::from_bytes(&n.path));
-                    let io_err = |e: io::Error| Error::io(p, e);
-                    match n.kind {
-                        NodeKind::Dir => {
-                            let mut h = tar_header(&n, tar::EntryType::Directory, 0);
-                            tb.append_data(&mut h, p, io::empty()).map_err(io_err)?;
-                        }
-                        NodeKind::Symlink => {
-                            let mut h = tar_header(&n, tar::EntryType::Symlink, 0);
-                            tb.append_link(&mut h, p, Path::new(OsStr::from_bytes(&n.target))).map_err(io_err)?;
-                        }
-                        NodeKind::File => {
-                            let mut h = tar_header(&n, tar::EntryType::Regular, n.size);
-                            let r = ContentReader::new(repo, &n)?;
-                            tb.append_data(&mut h, p, r).map_err(io_err)?;
-                        }
-                    }
-                }
-                tb.finish().map_err(|e| Error::io(&file_name, e))?;
-            }
-        }
-        let w = gz.finish().map_err(|e| Error::io(&file_name, e))?;
+        let w = write_archive(repo, s, single, &file_name, w)?;
         w.into_inner().map_err(|e| Error::io(&file_name, e.into_error()))?;
         Ok(())
     })
+}
+
+/// The one file a database snapshot's archive holds (`None` for a tar of many).
+pub fn single_node(repo: &Repo, s: &Snapshot) -> Result<Option<Node>> {
+    match archive_kind(s) {
+        ArchiveKind::Sqlite | ArchiveKind::Postgres => Ok(Some(single_file(repo, s)?)),
+        ArchiveKind::Tar => Ok(None),
+    }
+}
+
+/// Streams the archive of `s` (the bytes [`export`] writes) into `w`, one chunk in memory at a
+/// time; `single` is [`single_node`]'s answer and `what` names the output in errors. Returns
+/// `w`, flushed by gzip but not by itself.
+pub fn write_archive<W: io::Write>(repo: &Repo, s: &Snapshot, single: Option<Node>, what: &str, w: W) -> Result<W> {
+    let mut gz = GzBuilder::new().mtime(unix_secs(s)).write(w, Compression::new(6));
+    match single {
+        Some(node) => {
+            let mut r = ContentReader::new(repo, &node)?;
+            let n = io::copy(&mut r, &mut gz).map_err(|e| Error::io(what, e))?;
+            if n != node.size {
+                return Err(Error::corrupt(
+                    node.path_str(),
+                    format!("exported {n} bytes, snapshot says {}", node.size),
+                ));
+            }
+        }
+        None => {
+            let mut tb = tar::Builder::new(&mut gz);
+            tb.follow_symlinks(false);
+            for n in repo.tree(s)? {
+                let n = n?;
+                crate::format::manifest::check_safe_path(&n.path).map_err(|e| Error::corrupt(n.path_str(), e))?;
+                let p = Path::new(OsStr::from_bytes(&n.path));
+                let io_err = |e: io::Error| Error::io(p, e);
+                match n.kind {
+                    NodeKind::Dir => {
+                        let mut h = tar_header(&n, tar::EntryType::Directory, 0);
+                        tb.append_data(&mut h, p, io::empty()).map_err(io_err)?;
+                    }
+                    NodeKind::Symlink => {
+                        let mut h = tar_header(&n, tar::EntryType::Symlink, 0);
+                        tb.append_link(&mut h, p, Path::new(OsStr::from_bytes(&n.target))).map_err(io_err)?;
+                    }
+                    NodeKind::File => {
+                        let mut h = tar_header(&n, tar::EntryType::Regular, n.size);
+                        let r = ContentReader::new(repo, &n)?;
+                        tb.append_data(&mut h, p, r).map_err(io_err)?;
+                    }
+                }
+            }
+            tb.finish().map_err(|e| Error::io(what, e))?;
+        }
+    }
+    gz.finish().map_err(|e| Error::io(what, e))
 }
