@@ -32,6 +32,7 @@ mod restore_safety;
 mod robustness;
 mod roundtrip;
 mod sources;
+mod sqlite_stream;
 mod status_codes;
 mod trouble;
 mod verify_runs;
