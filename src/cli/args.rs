@@ -269,7 +269,7 @@ pub struct BackupArgs {
     /// Only these types; repeatable.
     #[arg(long = "type")]
     pub types: Vec<String>,
-    /// Use SQLite's online backup API even where the config asks for VACUUM INTO.
+    /// Stream the SQLite pages (no temporary copy) even where the config asks for VACUUM INTO.
     #[arg(long)]
     pub no_vacuum: bool,
     /// Read every file even if it looks unchanged.

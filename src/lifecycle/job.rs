@@ -1,4 +1,4 @@
-//! Runs one configured backup type: builds its source (consistent SQLite copy, pg_dump stream,
+//! Runs one configured backup type: builds its source (consistent SQLite capture, pg_dump stream,
 //! command output, files) and takes the snapshot. Used by `backup`.
 
 use std::collections::BTreeMap;
@@ -21,7 +21,7 @@ pub mod pg;
 /// Per-run switches from the command line.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RunFlags {
-    /// Use the backup API even where the config asks for VACUUM INTO.
+    /// Stream the pages even where the config asks for VACUUM INTO.
     pub no_vacuum: bool,
     /// Read every file.
     pub force_read: bool,
@@ -76,18 +76,19 @@ pub fn run_type(
     match t.source() {
         SourceSpec::Sqlite { path, vacuum, busy_timeout } => {
             let timeout = busy_timeout.unwrap_or(DEFAULT_BUSY_TIMEOUT);
-            let copy = sqlite::copy(path, &repo.store().root().join("tmp"), *vacuum && !flags.no_vacuum, timeout)?;
+            // Pages stream from one read transaction (no temporary copy) unless VACUUM INTO is
+            // asked for; the read transaction ends when the reader is dropped.
+            let vacuum = *vacuum && !flags.no_vacuum;
+            let cap = sqlite::capture(path, &repo.store().root().join("tmp"), vacuum, timeout, true)?;
             let file_name =
                 path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "db.sqlite".into());
-            opts.source_meta = copy.meta.clone();
-            // The copy is ours (0600); the snapshot records the database's own mode.
+            opts.source_meta = cap.meta().clone();
+            // A copy is ours (0600); the snapshot records the database's own mode.
             opts.stream_mode =
                 std::fs::metadata(path).ok().map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()));
             opts.source_meta.insert("sqlite.file".into(), file_name.clone());
-            let f = std::fs::File::open(&copy.path).map_err(|e| Error::io(&copy.path, e))?;
-            let r = snapshot::snapshot(repo, Source::Reader { name: file_name, reader: Box::new(f) }, &opts);
-            drop(copy);
-            r
+            let reader = cap.into_reader()?;
+            snapshot::snapshot(repo, Source::Reader { name: file_name, reader }, &opts)
         }
         SourceSpec::Postgres(target) => {
             // A custom or plain dump is a database stream whatever the type is called ("pg" in the

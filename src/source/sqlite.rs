@@ -1,9 +1,13 @@
-//! A consistent copy of a live SQLite database: the online backup API copies every page under
-//! one read transaction (or `VACUUM INTO` writes a compacted copy), into a temporary file beside
-//! the repository; the copy must pass `PRAGMA quick_check` before it is stored. Works for WAL and
-//! rollback-journal databases. Never a plain file copy, which can tear mid-transaction.
+//! A consistent capture of a live SQLite database. By default its pages are streamed straight
+//! into the chunker inside one read transaction (`stream`): nothing is written beside the
+//! repository. `VACUUM INTO` (config `"vacuum": true`) and the online backup API (the fallback
+//! where streaming cannot work, recorded as `sqlite.method` `backup-api-fallback`) write a
+//! temporary copy into the repository's `tmp/` instead. Whatever the method, what is stored passes
+//! `PRAGMA quick_check` first. Works for WAL and rollback-journal databases. Never a plain file
+//! copy, which can tear mid-transaction.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -11,6 +15,9 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::error::{Error, Result};
 use crate::format::chunker::sqlite_page_size;
+
+mod stream;
+pub use stream::PageStream;
 
 /// A copy on disk, removed on drop.
 pub struct SqliteCopy {
@@ -26,6 +33,77 @@ impl Drop for SqliteCopy {
             let _ = std::fs::remove_file(format!("{}{s}", self.path.display()));
         }
     }
+}
+
+/// A database ready to be read: its pages streamed from one read transaction, or a checked
+/// temporary copy.
+pub enum Capture {
+    /// Pages straight from the database (no temporary file).
+    Stream(PageStream),
+    /// A copy in the repository's `tmp/` (VACUUM INTO, or the backup API where streaming
+    /// cannot work).
+    Copy(SqliteCopy),
+}
+
+impl Capture {
+    /// Facts recorded in the snapshot (`sqlite.*`).
+    pub fn meta(&self) -> &BTreeMap<String, String> {
+        match self {
+            Capture::Stream(s) => &s.meta,
+            Capture::Copy(c) => &c.meta,
+        }
+    }
+
+    /// The database's bytes; a copy is removed once the reader is dropped.
+    pub fn into_reader(self) -> Result<Box<dyn Read + Send>> {
+        match self {
+            Capture::Stream(s) => Ok(Box::new(s)),
+            Capture::Copy(copy) => {
+                let file = std::fs::File::open(&copy.path).map_err(|e| Error::io(&copy.path, e))?;
+                Ok(Box::new(CopyReader { file, _copy: copy }))
+            }
+        }
+    }
+}
+
+/// A copy's file, kept on disk while it is read.
+struct CopyReader {
+    file: std::fs::File,
+    _copy: SqliteCopy,
+}
+
+impl Read for CopyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.file.read(buf)
+    }
+}
+
+/// Captures `db` with the facts a restore test compares (page size, journal mode, schema hash,
+/// each table's row count; `full` false: only page size and journal mode, for databases met in
+/// a file walk, where a tree may hold many). `vacuum`: a `VACUUM INTO` copy in `tmp_dir`;
+/// otherwise the page stream, or a backup-API copy in `tmp_dir` where the stream cannot work.
+pub fn capture(db: &Path, tmp_dir: &Path, vacuum: bool, busy_timeout: Duration, full: bool) -> Result<Capture> {
+    if vacuum {
+        return Ok(Capture::Copy(copy(db, tmp_dir, true, busy_timeout)?));
+    }
+    check_file(db)?;
+    let why = match stream::open(db, busy_timeout, full) {
+        Ok(mut s) => {
+            s.meta.insert("sqlite.source".into(), db.display().to_string());
+            return Ok(Capture::Stream(s));
+        }
+        Err(stream::OpenError::Failed(e)) => return Err(e),
+        Err(stream::OpenError::Unavailable(why)) => why,
+    };
+    tracing::warn!(
+        "{}: cannot stream its pages ({why}); making a temporary backup-API copy in {} instead",
+        db.display(),
+        tmp_dir.display()
+    );
+    let mut c = if full { copy(db, tmp_dir, false, busy_timeout)? } else { copy_checked(db, tmp_dir, busy_timeout)? };
+    c.meta.insert("sqlite.method".into(), "backup-api-fallback".into());
+    c.meta.insert("sqlite.fallback".into(), why);
+    Ok(Capture::Copy(c))
 }
 
 fn busy(e: &rusqlite::Error) -> bool {
@@ -63,8 +141,8 @@ pub fn is_sqlite_header(head: &[u8]) -> bool {
     head.starts_with(crate::format::chunker::SQLITE_MAGIC)
 }
 
-/// The copy itself (unchecked) and when it started.
-fn raw_copy(db: &Path, tmp_dir: &Path, vacuum: bool, busy_timeout: Duration) -> Result<(SqliteCopy, Instant)> {
+/// A clear error for a path that is missing, not a regular file, or not a SQLite database.
+fn check_file(db: &Path) -> Result<()> {
     let meta = match std::fs::metadata(db) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::NotFound(format!("SQLite database {} does not exist", db.display())))
@@ -84,6 +162,12 @@ fn raw_copy(db: &Path, tmp_dir: &Path, vacuum: bool, busy_timeout: Duration) -> 
     if sqlite_page_size(&head).is_none() {
         return Err(Error::Invalid(format!("{}: not a SQLite database (no SQLite header)", db.display())));
     }
+    Ok(())
+}
+
+/// The copy itself (unchecked) and when it started.
+fn raw_copy(db: &Path, tmp_dir: &Path, vacuum: bool, busy_timeout: Duration) -> Result<(SqliteCopy, Instant)> {
+    check_file(db)?;
     let e = |source: rusqlite::Error| sqlite_error(db, db, source);
     let src = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .map_err(e)?;

@@ -1,6 +1,6 @@
 //! Files an application is writing while they are snapshotted, through the real binary: a live
-//! WAL database met by `snapshot PATH` and by a `paths` type (stored as a consistent copy, its
-//! -wal and -shm left out), a database that cannot be copied (reported, never stored raw), and
+//! WAL database met by `snapshot PATH` and by a `paths` type (stored as the pages of one read
+//! transaction, its -wal and -shm left out), a database that cannot be copied (reported, never stored raw), and
 //! same-size rewrites that a plain size/mtime check misses (reported, never stored torn).
 
 use std::path::Path;
@@ -93,7 +93,10 @@ fn live_wal_database_is_copied_consistently_by_snapshot_and_by_a_paths_type() {
         json!({ "name": "live", "repository": "backups/repo", "password_file": "cairn-password",
                 "types": { "files": { "paths": ["data"] } } }),
     );
+    // Streamed: nothing is written into the repository's tmp/ meanwhile.
+    let watch = crate::sqlite_stream::DirWatch::start(app.join("backups/repo/tmp"));
     let r = env.run_cfg(&cfg, &["backup", "--now", "--json"]).ok();
+    assert!(watch.sqlite_copies().is_empty());
     let res = r.json()["ran"][0].clone();
     assert_eq!((&res["result"], res["file_errors"].as_array().map(Vec::len)), (&json!("success"), Some(0)), "{res:#}");
     let id2 = res["snapshot"].as_str().unwrap().to_string();
@@ -131,8 +134,9 @@ fn live_wal_database_is_copied_consistently_by_snapshot_and_by_a_paths_type() {
         assert_eq!(rows_and_check(&restored), (want, "ok".to_string()), "snapshot {i} ({path})");
         let facts = source_facts(&env, cfg, id);
         let fact = facts[format!("sqlite.copy.{path}")].as_str().unwrap_or_else(|| panic!("{facts:#}")).to_string();
-        assert!(fact.contains("backup-api copy, quick_check ok") && fact.contains("journal mode wal"), "{fact}");
-        assert!(fact.contains("app.db-wal (") && fact.contains("in the copy, not stored"), "{fact}");
+        assert!(fact.starts_with("page stream (one read transaction), quick_check ok"), "{fact}");
+        assert!(fact.contains("journal mode wal"), "{fact}");
+        assert!(fact.contains("app.db-wal (") && fact.contains("in what was read, not stored"), "{fact}");
         assert_eq!(facts["sqlite.copies"], "1");
         if cfg.is_some() {
             assert_eq!(std::fs::read(target.join("data/notes.txt")).unwrap(), b"keep me\n");
@@ -164,11 +168,7 @@ fn database_that_cannot_be_copied_is_reported_not_stored_raw() {
         let r = env.run(&["--json", "snapshot", "--type", ty, arg.to_str().unwrap()]);
         assert_ne!(r.code, 0, "a database stored raw or not at all is not a success\n{}", r.stderr);
         assert_no_panic(&r);
-        assert!(
-            r.stderr.contains("broken.db") && r.stderr.contains("could not be copied consistently"),
-            "{}",
-            r.stderr
-        );
+        assert!(r.stderr.contains("broken.db") && r.stderr.contains("could not be read consistently"), "{}", r.stderr);
         let snap = r.json();
         let errors = snap["errors"].as_array().unwrap();
         assert_eq!(errors.len(), 1, "{snap:#}");

@@ -36,6 +36,7 @@ mod robustness;
 mod roundtrip;
 mod serve;
 mod sources;
+mod sqlite_stream;
 mod status_codes;
 mod trouble;
 mod verify_runs;

@@ -341,8 +341,9 @@ fn wait_for_commits(db: &Path, after: i64) -> i64 {
     }
 }
 
-/// Snapshots a database several times while another process commits, with the backup API and
-/// VACUUM INTO, and checks every snapshot restores to a consistent database.
+/// Snapshots a database several times while another process commits, streamed, with VACUUM INTO
+/// and with the backup-API fallback, and checks every snapshot restores to a consistent database
+/// holding every commit made before it started; a streamed one writes nothing into tmp/.
 fn sqlite_under_write_load(wal: bool) {
     let env = Env::new();
     let app = env.path().join("app");
@@ -362,21 +363,32 @@ fn sqlite_under_write_load(wal: bool) {
     let stop = env.path().join("stop-writer");
     let mut writer = ChildGuard::python(SQLITE_WRITER, &[&db, &stop, &ACCOUNTS.to_string()]);
     assert_eq!(writer.read_line(), "ready");
-    let runs: [(&str, &[&str], &str); 5] = [
-        ("db", &[], "backup-api"),
+    let runs: [(&str, &[&str], &str); 6] = [
+        ("db", &[], "page-stream"),
         ("dbv", &[], "vacuum-into"),
-        ("db", &[], "backup-api"),
-        ("dbv", &["--no-vacuum"], "backup-api"),
-        ("db", &[], "backup-api"),
+        ("db", &[], "page-stream"),
+        ("dbv", &["--no-vacuum"], "page-stream"),
+        ("db", &[], "backup-api-fallback"),
+        ("db", &[], "page-stream"),
     ];
     let mut seen = 0;
     let mut taken = Vec::new();
+    let tmp = app.join("backups/repo/tmp");
     for (ty, extra, method) in runs {
         // The writer has committed since the previous snapshot and is still committing.
         seen = wait_for_commits(&db, seen);
         let mut args = vec!["backup", "--now", "--json", "--type", ty];
         args.extend_from_slice(extra);
-        let r = env.run_cfg(&cfg, &args).ok();
+        let mut c = env.cfg_cmd(&cfg, &args);
+        c.env_remove("CAIRN_SQLITE_NO_STREAM");
+        if method == "backup-api-fallback" {
+            c.env("CAIRN_SQLITE_NO_STREAM", "1");
+        }
+        let watch = crate::sqlite_stream::DirWatch::start(tmp.clone());
+        let r = env.run_cmd(c).ok();
+        // Only the methods that copy write into tmp/ (which shows the watch sees them).
+        let copies = watch.sqlite_copies();
+        assert_eq!(copies.is_empty(), method == "page-stream", "{method}: {copies:?}");
         let rs = results(&r);
         assert_eq!(rs.len(), 1);
         // Committed before the backup started <= what the snapshot holds <= committed after it ended.
@@ -400,7 +412,7 @@ fn sqlite_under_write_load(wal: bool) {
         let h = src["sqlite.schema_hash"].as_str().unwrap().to_string();
         assert!(h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()), "{h}");
         assert_eq!(schema_hash.get_or_insert_with(|| h.clone()), &h, "the schema never changed");
-        if *method == "backup-api" {
+        if *method != "vacuum-into" {
             assert_eq!(src["sqlite.journal_mode"], if wal { "wal" } else { "delete" });
         }
         // Restore and check: intact, and the invariants of every transaction hold.

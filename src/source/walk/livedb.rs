@@ -1,6 +1,6 @@
 //! Files that a plain read can tear: a live SQLite database (recognised by its header, whatever
-//! its name) is stored as a consistent copy made with the online backup API, and its `-wal`,
-//! `-shm` and `-journal` are left out (what they hold is in the copy); a file changed moments
+//! its name) is stored as the pages of one read transaction (`sqlite::capture`), and its `-wal`,
+//! `-shm` and `-journal` are left out (what they hold is in those pages); a file changed moments
 //! before its read is read twice and compared.
 
 use std::fs::{File, OpenOptions};
@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{node_from_meta, Ev, FileOutcome, Walker, RECENT_NS};
+use crate::format::chunker::StreamChunker;
 use crate::format::manifest::NodeKind;
 use crate::source::sqlite;
 
@@ -116,8 +117,8 @@ pub(super) fn differs_on_second_read(
 }
 
 impl Walker {
-    /// Stores the database at `fs_path` as a consistent, checked copy under its own path and
-    /// metadata, or reports it: a database is never stored as a raw read.
+    /// Stores the database at `fs_path` as the checked pages of one read transaction under its
+    /// own path and metadata, or reports it: a database is never stored as a raw read.
     pub(super) fn sqlite_file(
         &mut self,
         fs_path: &Path,
@@ -125,31 +126,40 @@ impl Walker {
         meta: &std::fs::Metadata,
         sidecars: &[(&str, u64)],
     ) -> bool {
-        let copy = match sqlite::copy_checked(fs_path, &self.sqlite_tmp, BUSY_TIMEOUT) {
+        let capture = match sqlite::capture(fs_path, &self.sqlite_tmp, false, BUSY_TIMEOUT, false) {
             Ok(c) => c,
             Err(e) => {
                 return self.error(
                     &tree_path,
                     format!(
-                        "{}: a SQLite database that could not be copied consistently ({e}); not stored",
+                        "{}: a SQLite database that could not be read consistently ({e}); not stored",
                         fs_path.display()
                     ),
                 )
             }
         };
-        let f = match File::open(&copy.path) {
-            Ok(f) => f,
+        let method = match capture.meta().get("sqlite.method").map(String::as_str) {
+            Some("page-stream") => "page stream (one read transaction)".to_string(),
+            _ => format!(
+                "backup-api copy (fallback: {})",
+                capture.meta().get("sqlite.fallback").map(String::as_str).unwrap_or("?")
+            ),
+        };
+        let facts =
+            (capture.meta().get("sqlite.page_size").cloned(), capture.meta().get("sqlite.journal_mode").cloned());
+        let reader = match capture.into_reader() {
+            Ok(r) => r,
             Err(e) => return self.error(&tree_path, format!("{}: opening its copy: {e}", fs_path.display())),
         };
-        // The node keeps the database's own metadata (mode, owner, times) taken before the copy:
+        // The node keeps the database's own metadata (mode, owner, times) taken before the read:
         // a later run compares against those.
         if !self.emit(Ev::FileStart(node_from_meta(tree_path.clone(), NodeKind::File, meta))) {
             return false;
         }
-        let (size, res, _) = self.read_file(&f, false);
+        let (size, res) = self.read_stream(reader);
         let outcome = match res {
-            Ok(_) => FileOutcome::Stored,
-            Err(e) => FileOutcome::Failed(format!("{}: reading its copy: {e}", fs_path.display())),
+            Ok(()) => FileOutcome::Stored,
+            Err(e) => FileOutcome::Failed(format!("{}: reading it: {e}", fs_path.display())),
         };
         let stored = matches!(outcome, FileOutcome::Stored);
         if !self.emit(Ev::FileEnd { size, outcome }) {
@@ -164,12 +174,12 @@ impl Walker {
             "no sidecar files".to_string()
         } else {
             let list: Vec<String> = sidecars.iter().map(|(s, len)| format!("{name}{s} ({len} bytes)")).collect();
-            format!("{} in the copy, not stored", list.join(", "))
+            format!("{} in what was read, not stored", list.join(", "))
         };
         let fact = format!(
-            "backup-api copy, quick_check ok, page size {}, journal mode {}; {side}",
-            copy.meta.get("sqlite.page_size").map(String::as_str).unwrap_or("?"),
-            copy.meta.get("sqlite.journal_mode").map(String::as_str).unwrap_or("?"),
+            "{method}, quick_check ok, page size {}, journal mode {}; {side}",
+            facts.0.as_deref().unwrap_or("?"),
+            facts.1.as_deref().unwrap_or("?"),
         );
         let path = String::from_utf8_lossy(&tree_path).into_owned();
         tracing::info!("{path}: SQLite database stored as a {fact}");
@@ -177,5 +187,25 @@ impl Walker {
             return true;
         }
         self.emit(Ev::Fact(format!("sqlite.copy.{path}"), fact))
+    }
+
+    /// Sends a database's bytes as the current file's chunks; returns bytes read and how it
+    /// ended (a failed read is an error, never a shorter file).
+    fn read_stream(&mut self, reader: Box<dyn std::io::Read + Send>) -> (u64, std::io::Result<()>) {
+        let mut ch = match StreamChunker::new(reader, self.cutter.clone(), self.sqlite_detect) {
+            Ok(c) => c,
+            Err(e) => return (0, Err(e)),
+        };
+        loop {
+            match ch.next_chunk() {
+                Ok(Some(c)) => {
+                    if !self.emit(Ev::Chunk(c)) {
+                        return (ch.bytes_read, Err(std::io::Error::other("cancelled")));
+                    }
+                }
+                Ok(None) => return (ch.bytes_read, Ok(())),
+                Err(e) => return (ch.bytes_read, Err(e)),
+            }
+        }
     }
 }
