@@ -43,7 +43,7 @@ fn conf_quote(s: &str) -> String {
 pub fn restore_pgdata(repo: &Repo, snap: &Snapshot, opts: &PgdataOptions) -> Result<PgdataReport> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let dir = &opts.dir;
-    if snap.source.get(super::START_FILE_FACT).is_none() {
+    if !snap.source.contains_key(super::START_FILE_FACT) {
         return Err(Error::Invalid(format!(
             "snapshot of type {:?} is not a pg_basebackup base backup (no {} recorded)",
             snap.backup_type,
@@ -71,7 +71,8 @@ pub fn restore_pgdata(repo: &Repo, snap: &Snapshot, opts: &PgdataOptions) -> Res
     }
     // The tar is unpacked as it is read back: a base backup can be larger than the free space
     // left after the data directory itself.
-    let (reader, mut writer) = std::io::pipe().map_err(|e| Error::io(dir, e))?;
+    let (tx, rx) = std::sync::mpsc::sync_channel(8);
+    let (reader, mut writer) = (ChanReader { rx, buf: Vec::new(), pos: 0 }, ChanWriter(tx));
     let target = dir.clone();
     let unpacker = std::thread::spawn(move || -> std::io::Result<()> {
         let mut a = tar::Archive::new(reader);
@@ -107,6 +108,44 @@ pub fn restore_pgdata(repo: &Repo, snap: &Snapshot, opts: &PgdataOptions) -> Res
     std::fs::write(&signal, b"").map_err(|e| Error::io(&signal, e))?;
     sync_tree(dir)?;
     Ok(PgdataReport { bytes, settings })
+}
+
+/// The writing end of an in-process pipe (`std::io::pipe` is newer than the supported Rust).
+struct ChanWriter(std::sync::mpsc::SyncSender<Vec<u8>>);
+
+impl Write for ChanWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .send(b.to_vec())
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the tar unpacker stopped"))?;
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The reading end: end of stream once the writer is dropped.
+struct ChanReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl std::io::Read for ChanReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(v) => (self.buf, self.pos) = (v, 0),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// fsyncs every file and directory under `dir`: the server is started on it next, maybe after
