@@ -208,7 +208,7 @@ async fn charts_page(State(app): State<App>) -> std::result::Result<Response, Fa
 }
 
 async fn snapshots(State(app): State<App>) -> std::result::Result<Response, Failure> {
-    let v = blocking(&app, |_, repo| Ok(repo.snapshots()?)).await?;
+    let v = blocking(&app, |_, repo| repo.snapshots()).await?;
     Ok(page(pages::snapshots(&v, app.auth.downloads_need_token())))
 }
 
