@@ -5,6 +5,7 @@ pub mod clone;
 pub mod export;
 pub mod keys;
 pub mod kinds;
+pub mod pages;
 pub mod prune;
 pub mod repair;
 pub mod repair_snapshots;

@@ -293,7 +293,7 @@ pub fn prune_in(repo: &mut Repo, opts: PruneOptions, set: &mut SnapshotSet) -> R
             // Sealed bytes move as they are (the AAD binds the chunk id, not the pack), after a
             // check, so repacking never copies damage forward silently.
             reader.decode(&e.id, p, sealed, e.raw_len)?;
-            packer.add(e.id, sealed, e.raw_len)?;
+            packer.add(e.id, sealed, e.raw_len, e.reference)?;
             copied.insert(e.id);
         }
     }

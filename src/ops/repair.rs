@@ -118,7 +118,7 @@ pub fn repair_packs(repo: &mut Repo) -> Result<RepairPacksReport> {
             // chunk that opens, decompresses and hashes to its id is copied.
             match sealed.map(|s| reader.decode(&e.id, pack, s, e.raw_len).map(|_| s)) {
                 Some(Ok(s)) => {
-                    packer.add(e.id, s, e.raw_len)?;
+                    packer.add(e.id, s, e.raw_len, e.reference)?;
                     copied.insert(e.id);
                     rp.salvaged += 1;
                 }
