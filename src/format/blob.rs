@@ -108,7 +108,10 @@ pub fn encode(data: &[u8], level: i32) -> Vec<u8> {
 /// A body that references another chunk (encodings 2 and 3) needs [`decode_with`].
 pub fn decode(payload: &[u8], raw_len: usize, what: &dyn Fn() -> String) -> Result<Vec<u8>> {
     decode_with(payload, raw_len, what, &|id| {
-        Err(Error::corrupt(what(), format!("references chunk {} (a delta or dictionary), which is not at hand", id.short())))
+        Err(Error::corrupt(
+            what(),
+            format!("references chunk {} (a delta or dictionary), which is not at hand", id.short()),
+        ))
     })
 }
 

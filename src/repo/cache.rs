@@ -383,7 +383,10 @@ impl Cache {
         let mut out = Vec::new();
         for r in rows {
             let (id, reference) = self.wrap(r)?;
-            out.push((ChunkId::from_slice(&id).unwrap_or_default(), ChunkId::from_slice(&reference).unwrap_or_default()));
+            out.push((
+                ChunkId::from_slice(&id).unwrap_or_default(),
+                ChunkId::from_slice(&reference).unwrap_or_default(),
+            ));
         }
         Ok(out)
     }
@@ -422,7 +425,14 @@ fn insert_index(conn: &Connection, id: &IndexId, records: &[PackRecord]) -> rusq
         ins_pack.execute(params![&p.id.0[..], p.size as i64])?;
         let pid: i64 = get_pack.query_row([&p.id.0[..]], |r| r.get(0))?;
         for e in &p.entries {
-            ins.execute(params![&e.id.0[..], pid, e.offset, e.stored_len, e.raw_len, e.reference.map(|r| r.0.to_vec())])?;
+            ins.execute(params![
+                &e.id.0[..],
+                pid,
+                e.offset,
+                e.stored_len,
+                e.raw_len,
+                e.reference.map(|r| r.0.to_vec())
+            ])?;
         }
     }
     conn.execute("INSERT OR IGNORE INTO index_files(id) VALUES(?1)", [&id.0[..]])?;

@@ -70,7 +70,13 @@ fn choose_payload(data: &[u8], base: Option<&Base>, level: i32) -> Vec<u8> {
 
 /// Compresses and seals one new chunk; returns the sealed blob and the chunk its payload
 /// references.
-fn encode_chunk(keys: &Keys, level: i32, id: ChunkId, data: &[u8], base: Option<&Base>) -> Result<(Vec<u8>, Option<ChunkId>)> {
+fn encode_chunk(
+    keys: &Keys,
+    level: i32,
+    id: ChunkId,
+    data: &[u8],
+    base: Option<&Base>,
+) -> Result<(Vec<u8>, Option<ChunkId>)> {
     let payload = choose_payload(data, base, level);
     // Decompress what we are about to store: a compressor bug must not become data loss (restic
     // lost data that way). Equal bytes hash to the same id, so a comparison is as good as a re-hash

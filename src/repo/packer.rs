@@ -222,9 +222,9 @@ impl<'c> Packer<'c> {
     /// `None` for the others (and for every chunk when this packer has no cache).
     pub fn locate(&self, ids: &[ChunkId]) -> Result<Vec<Option<Location>>> {
         match self.index.as_ref().and_then(IndexBatch::cache) {
-            Some(cache) => cache.batch(|c| {
-                ids.iter().map(|id| if c.contains(id)? { c.lookup(id) } else { Ok(None) }).collect()
-            }),
+            Some(cache) => {
+                cache.batch(|c| ids.iter().map(|id| if c.contains(id)? { c.lookup(id) } else { Ok(None) }).collect())
+            }
             None => Ok(vec![None; ids.len()]),
         }
     }
@@ -330,7 +330,13 @@ mod tests {
 
     fn record(first: u32, n: usize) -> PackRecord {
         let entries = (0..n as u32)
-            .map(|i| Entry { id: chunk(first + i, 0).0, offset: 8 + i * 10, stored_len: 10, raw_len: 5, reference: None })
+            .map(|i| Entry {
+                id: chunk(first + i, 0).0,
+                offset: 8 + i * 10,
+                stored_len: 10,
+                raw_len: 5,
+                reference: None,
+            })
             .collect();
         PackRecord { id: PackId(chunk(first, 0).0 .0), size: 8 + 10 * n as u64, entries }
     }

@@ -272,14 +272,7 @@ impl ChunkReader {
         self.finish(id, pack, &payload, raw_len, resolve)
     }
 
-    fn finish(
-        &self,
-        id: &ChunkId,
-        pack: &PackId,
-        payload: &[u8],
-        raw_len: u32,
-        resolve: &Resolve,
-    ) -> Result<Vec<u8>> {
+    fn finish(&self, id: &ChunkId, pack: &PackId, payload: &[u8], raw_len: u32, resolve: &Resolve) -> Result<Vec<u8>> {
         let what = || format!("chunk {} in pack {}", id.short(), pack.short());
         let data = blob::decode_with(payload, raw_len as usize, &what, &|r| {
             resolve(r).map_err(|e| match e {

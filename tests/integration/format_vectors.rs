@@ -563,7 +563,13 @@ pub fn build_pack(keys: &Keys, chunks: &[Vec<u8>]) -> (Vec<u8>, Vec<Entry>, Vec<
     for (c, n) in chunks.iter().zip(&cn) {
         let id = keys.chunk_id(c);
         let sealed = keys.seal_with_nonce(ObjectKind::Chunk, &id.0, &blob::encode(c, LEVEL), n);
-        entries.push(Entry { id, offset: out.len() as u32, stored_len: sealed.len() as u32, raw_len: c.len() as u32, reference: None });
+        entries.push(Entry {
+            id,
+            offset: out.len() as u32,
+            stored_len: sealed.len() as u32,
+            raw_len: c.len() as u32,
+            reference: None,
+        });
         out.extend(sealed);
     }
     let mut trailer = vec![1u8];
@@ -604,7 +610,7 @@ fn pack_writer_bytes(chunks: &[Vec<u8>]) -> Vec<u8> {
     let mut w = PackWriter::new(&store).unwrap();
     for c in chunks {
         let id = keys.chunk_id(c);
-        w.add(id, &keys.seal(ObjectKind::Chunk, &id.0, &blob::encode(c, LEVEL)), c.len() as u32).unwrap();
+        w.add(id, &keys.seal(ObjectKind::Chunk, &id.0, &blob::encode(c, LEVEL)), c.len() as u32, None).unwrap();
     }
     let written = w.finish(&store, &keys).unwrap();
     let bytes = std::fs::read(store.path(cairn::FileKind::Pack, &written.id.to_hex())).unwrap();
@@ -704,8 +710,20 @@ fn index_records(pack: &[u8], keys: &Keys) -> Vec<PackRecord> {
         id: PackId(content_hash(b"a second pack")),
         size: 70000,
         entries: vec![
-            Entry { id: ChunkId(content_hash(b"chunk a")), offset: 8, stored_len: 40000, raw_len: 65536, reference: None },
-            Entry { id: ChunkId(content_hash(b"chunk b")), offset: 40008, stored_len: 29000, raw_len: 29000, reference: None },
+            Entry {
+                id: ChunkId(content_hash(b"chunk a")),
+                offset: 8,
+                stored_len: 40000,
+                raw_len: 65536,
+                reference: None,
+            },
+            Entry {
+                id: ChunkId(content_hash(b"chunk b")),
+                offset: 40008,
+                stored_len: 29000,
+                raw_len: 29000,
+                reference: None,
+            },
         ],
     };
     vec![PackRecord { id: PackId(content_hash(pack)), size: pack.len() as u64, entries }, synthetic]
