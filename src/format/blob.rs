@@ -5,6 +5,8 @@
 //! plaintext ([`decode_with`]). A referenced chunk is itself always encoding 0 or 1, so a reader
 //! never follows more than one link (format-spec/pack.md, "References").
 
+#![allow(clippy::rc_buffer, reason = "the shared decoding contract hands referenced chunks over as Arc<Vec<u8>>")]
+
 use std::cell::RefCell;
 use std::sync::Arc;
 

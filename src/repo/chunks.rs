@@ -4,6 +4,8 @@
 //! the same position of the same database file) is stored as a zstd delta against it when that
 //! is clearly smaller (format-spec/pack.md, "References").
 
+#![allow(clippy::rc_buffer, reason = "the shared decoding contract hands referenced chunks over as Arc<Vec<u8>>")]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -4,6 +4,8 @@
 //! a small cache of recent ones. A referenced chunk must itself be stored whole (encoding 0 or
 //! 1): a reader follows at most one link, so hostile input cannot make it loop or recurse.
 
+#![allow(clippy::rc_buffer, reason = "the shared decoding contract hands referenced chunks over as Arc<Vec<u8>>")]
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -128,11 +130,8 @@ impl ChunkReader {
         }
         want.sort();
         want.dedup();
-        let located = match self.locate(&want) {
-            Ok(l) => l,
-            // Left to the one-by-one path, which reports each.
-            Err(_) => return out,
-        };
+        // On failure, left to the one-by-one path, which reports each.
+        let Ok(located) = self.locate(&want) else { return out };
         let mut found = Vec::new();
         for (id, l) in want.iter().zip(located) {
             match l {
