@@ -1344,3 +1344,45 @@ fn verification() {
     assert!(Verification::decode(&long, &what).is_err());
     assert_same("verification.json", &c, &generated);
 }
+
+// ---------------------------------------------------------------------------------------------
+// delta.json (pack.md, "References"): written independently of cairn (the frame by the zstd
+// CLI's --patch-from, the trailer and index bytes from the grammar), so these check cairn
+// against the spec, not against itself.
+
+#[test]
+fn delta_vector_decodes_and_records_its_reference() {
+    let v: Value = serde_json::from_slice(&std::fs::read(vectors_dir().join("delta.json")).unwrap()).unwrap();
+    let base = std::sync::Arc::new(unh(&v["base_plaintext"]));
+    let want = unh(&v["plaintext"]);
+    let payload = unh(&v["delta_payload"]);
+    let reference = ChunkId(id32(&v["reference"]));
+    assert_eq!(payload[0], blob::ENC_DELTA);
+    assert_eq!(blob::reference(&payload), Some(reference));
+    let got = blob::decode_with(&payload, want.len(), &what, &|id| {
+        assert_eq!(*id, reference);
+        Ok(base.clone())
+    })
+    .unwrap();
+    assert_eq!(got, want);
+    assert!(blob::decode(&payload, want.len(), &what).is_err(), "no base, no plaintext");
+
+    let entries: Vec<Entry> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| Entry { reference: e["reference"].as_str().map(|_| ChunkId(id32(&e["reference"]))), ..entry_from(e) })
+        .collect();
+    let trailer = unh(&v["trailer_plaintext_v2"]);
+    assert_eq!(pack::encode_trailer(&entries), trailer);
+    let end = entries.last().map(|e| e.offset as u64 + e.stored_len as u64).unwrap();
+    assert_eq!(pack::decode_trailer(&trailer, end, &what).unwrap(), entries);
+    let record = PackRecord { id: PackId(id32(&v["index_pack_id"])), size: u(&v["index_pack_size"]), entries };
+    let plain = unh(&v["index_plaintext_v2"]);
+    assert_eq!(index::encode(std::slice::from_ref(&record)), plain);
+    assert_eq!(index::decode(&plain, &what).unwrap(), vec![record]);
+    // A flag other than 0 or 1 is refused.
+    let mut bad = trailer.clone();
+    bad[1 + 4 + 44] = 2;
+    assert!(pack::decode_trailer(&bad, end, &what).is_err());
+}
