@@ -153,6 +153,21 @@ pub fn sealed(data: &[u8]) {
     }
 }
 
+/// The delta decoder: `data[..2]` (u16le) is the plaintext length, `data[2..4]` (u16le) the
+/// length of a base plaintext that follows, the rest a chunk payload decoded with that base as
+/// every referenced chunk (`blob::decode_with`), and its `blob::reference`.
+pub fn delta(data: &[u8]) {
+    if data.len() < 4 {
+        return;
+    }
+    let raw_len = u16::from_le_bytes([data[0], data[1]]) as usize;
+    let base_len = (u16::from_le_bytes([data[2], data[3]]) as usize).min(data.len() - 4);
+    let base = std::sync::Arc::new(data[4..4 + base_len].to_vec());
+    let payload = &data[4 + base_len..];
+    let _ = blob::reference(payload);
+    let _ = blob::decode_with(payload, raw_len, &what, &|_| Ok(base.clone()));
+}
+
 /// A fuzz target body.
 pub type Target = fn(&[u8]);
 
@@ -165,4 +180,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("tree_record", tree_record),
     ("keyfile", keyfile),
     ("sealed", sealed),
+    ("delta", delta),
 ];

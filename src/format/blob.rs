@@ -1,10 +1,17 @@
 //! The storage encoding of one chunk before sealing: one encoding byte, then the body.
-//! New encodings (a zstd delta against a base chunk, say) are new byte values, so they can be
-//! added without a format break; readers refuse values they do not know.
+//! New encodings are new byte values, so they can be added without a format break; readers
+//! refuse values they do not know. Encodings 2 (zstd delta) and 3 (zstd with a dictionary) name
+//! another chunk in their first 32 body bytes ([`reference`]); decoding them needs that chunk's
+//! plaintext ([`decode_with`]). A referenced chunk is itself always encoding 0 or 1, so a reader
+//! never follows more than one link (format-spec/pack.md, "References").
+
+#![allow(clippy::rc_buffer, reason = "the shared decoding contract hands referenced chunks over as Arc<Vec<u8>>")]
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::id::ChunkId;
 
 thread_local! {
     // zstd contexts are expensive to create (hundreds of KiB); one per thread, reused, keeps
@@ -17,6 +24,59 @@ thread_local! {
 pub const ENC_RAW: u8 = 0;
 /// Body is one zstd frame that decompresses to the chunk.
 pub const ENC_ZSTD: u8 = 1;
+/// Body is the base chunk's id (32 bytes), then one zstd frame compressed with the base chunk's
+/// plaintext as raw-content prefix (zstd "patch-from").
+pub const ENC_DELTA: u8 = 2;
+/// Body is a dictionary chunk's id (32 bytes), then one zstd frame compressed with that dictionary.
+pub const ENC_DICT: u8 = 3;
+/// Length of the referenced chunk id at the start of a delta or dictionary body.
+pub const REF_LEN: usize = 32;
+
+/// The chunk a stored payload needs to be decoded: the 32 bytes after the encoding byte of a
+/// delta (its base) or dictionary-compressed (its dictionary) payload; `None` for every other
+/// encoding or a payload too short to hold one (33 bytes: encoding and id). Everything that keeps or checks references
+/// (index, cache, prune, verify) goes through this one function.
+pub fn reference(payload: &[u8]) -> Option<ChunkId> {
+    match payload.first() {
+        Some(&(ENC_DELTA | ENC_DICT)) if payload.len() > REF_LEN => {
+            Some(ChunkId(payload[1..1 + REF_LEN].try_into().expect("32 bytes")))
+        }
+        _ => None,
+    }
+}
+
+/// Encodes `data` as a zstd delta against `base` (whose id is `base_id`): the encoding byte, the
+/// base id, one frame with `base` as its raw-content prefix. The caller decides whether it is
+/// worth keeping (against [`encode`]'s size) and checks it decodes back.
+pub fn encode_delta(data: &[u8], base_id: &ChunkId, base: &[u8], level: i32) -> Result<Vec<u8>> {
+    use zstd::zstd_safe::{CCtx, CParameter};
+    let zerr = |e: usize| Error::Invalid(format!("zstd delta: {}", zstd::zstd_safe::get_error_name(e)));
+    // A context per delta: a prefix is borrowed for one frame only, and a context's lifetime
+    // is tied to it. Creation is cheap; its tables are sized for a page-sized window.
+    let mut cctx = CCtx::try_create().ok_or_else(|| Error::Invalid("zstd: cannot create a context".into()))?;
+    cctx.set_parameter(CParameter::CompressionLevel(level)).map_err(zerr)?;
+    cctx.set_parameter(CParameter::ContentSizeFlag(true)).map_err(zerr)?;
+    cctx.ref_prefix(base).map_err(zerr)?;
+    let mut out = Vec::with_capacity(1 + REF_LEN + zstd::zstd_safe::compress_bound(data.len()));
+    out.push(ENC_DELTA);
+    out.extend_from_slice(&base_id.0);
+    let mut frame = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
+    cctx.compress2(&mut frame, data).map_err(zerr)?;
+    out.extend_from_slice(&frame);
+    Ok(out)
+}
+
+/// Decodes one zstd frame that was compressed with `prefix` as raw-content prefix into exactly
+/// `raw_len` bytes (more is an error, never an allocation beyond `raw_len`).
+fn decompress_with_prefix(frame: &[u8], prefix: &[u8], raw_len: usize) -> std::result::Result<Vec<u8>, String> {
+    use zstd::zstd_safe::DCtx;
+    let mut dctx = DCtx::try_create().ok_or("cannot create a zstd context")?;
+    dctx.ref_prefix(prefix).map_err(|e| zstd::zstd_safe::get_error_name(e).to_string())?;
+    let mut out: Vec<u8> = Vec::with_capacity(raw_len);
+    let n = dctx.decompress(&mut out, frame).map_err(|e| zstd::zstd_safe::get_error_name(e).to_string())?;
+    out.truncate(n);
+    Ok(out)
+}
 
 /// Encodes a chunk: zstd at `level`, unless that does not make it smaller.
 pub fn encode(data: &[u8], level: i32) -> Vec<u8> {
@@ -46,8 +106,25 @@ pub fn encode(data: &[u8], level: i32) -> Vec<u8> {
     }
 }
 
-/// Decodes a stored chunk body; `raw_len` is the expected plaintext length.
+/// Decodes a stored chunk body of encoding 0 or 1; `raw_len` is the expected plaintext length.
+/// A body that references another chunk (encodings 2 and 3) needs [`decode_with`].
 pub fn decode(payload: &[u8], raw_len: usize, what: &dyn Fn() -> String) -> Result<Vec<u8>> {
+    decode_with(payload, raw_len, what, &|id| {
+        Err(Error::corrupt(
+            what(),
+            format!("references chunk {} (a delta or dictionary), which is not at hand", id.short()),
+        ))
+    })
+}
+
+/// Decodes a stored chunk body; `raw_len` is the expected plaintext length. For encodings that
+/// reference another chunk, `referenced` supplies that chunk's (already verified) plaintext.
+pub fn decode_with(
+    payload: &[u8],
+    raw_len: usize,
+    what: &dyn Fn() -> String,
+    referenced: &dyn Fn(&ChunkId) -> Result<Arc<Vec<u8>>>,
+) -> Result<Vec<u8>> {
     let (&enc, body) = payload.split_first().ok_or_else(|| Error::corrupt(what(), "empty chunk payload"))?;
     let out = match enc {
         ENC_RAW => body.to_vec(),
@@ -64,6 +141,12 @@ pub fn decode(payload: &[u8], raw_len: usize, what: &dyn Fn() -> String) -> Resu
                 .map_err(|e| Error::corrupt(what(), format!("zstd: {e}")))?;
             out.truncate(n);
             out
+        }
+        ENC_DELTA => {
+            let base_id = reference(payload).ok_or_else(|| Error::corrupt(what(), "delta payload too short"))?;
+            let base = referenced(&base_id)?;
+            decompress_with_prefix(&body[REF_LEN..], &base, raw_len)
+                .map_err(|e| Error::corrupt(what(), format!("zstd delta against chunk {}: {e}", base_id.short())))?
         }
         other => return Err(Error::corrupt(what(), format!("unknown chunk encoding {other}"))),
     };
@@ -89,5 +172,52 @@ mod tests {
         assert_eq!(decode(&e, noise.len(), &|| "t".into()).unwrap(), noise);
         assert!(decode(&[9, 1, 2], 2, &|| "t".into()).is_err());
         assert!(decode(&e, noise.len() + 1, &|| "t".into()).is_err());
+    }
+
+    fn page(seed: u64) -> Vec<u8> {
+        let mut r = crate::format::sample::SplitMix64(seed);
+        (0..4096).map(|i| if i % 7 == 0 { r.next_u64() as u8 } else { (i / 64) as u8 }).collect()
+    }
+
+    #[test]
+    fn delta_round_trips_and_names_its_base() {
+        let base = page(1);
+        let mut new = base.clone();
+        new[100..116].copy_from_slice(b"sixteen new byte");
+        let base_id = ChunkId([7; 32]);
+        let d = encode_delta(&new, &base_id, &base, 3).unwrap();
+        assert_eq!(d[0], ENC_DELTA);
+        assert_eq!(reference(&d), Some(base_id));
+        assert!(d.len() < encode(&new, 3).len() / 4, "delta {} vs plain {}", d.len(), encode(&new, 3).len());
+        let b = Arc::new(base.clone());
+        let got = decode_with(&d, new.len(), &|| "t".into(), &|id| {
+            assert_eq!(*id, base_id);
+            Ok(b.clone())
+        })
+        .unwrap();
+        assert_eq!(got, new);
+        // Without its base, or against another base, a delta does not decode.
+        assert!(decode(&d, new.len(), &|| "t".into()).unwrap_err().to_string().contains("references chunk"));
+        let other = Arc::new(page(2));
+        let r = decode_with(&d, new.len(), &|| "t".into(), &|_| Ok(other.clone()));
+        assert!(r.is_err() || r.unwrap() != new);
+        // Too short a length is an error, not a larger allocation.
+        assert!(decode_with(&d, new.len() - 1, &|| "t".into(), &|_| Ok(b.clone())).is_err());
+    }
+
+    #[test]
+    fn reference_only_for_delta_and_dictionary() {
+        let mut p = vec![ENC_DELTA];
+        p.extend_from_slice(&[9; 31]);
+        assert_eq!(reference(&p), None, "31 bytes are no id");
+        p.push(9);
+        assert_eq!(reference(&p), Some(ChunkId([9; 32])));
+        p[0] = ENC_DICT;
+        assert_eq!(reference(&p), Some(ChunkId([9; 32])));
+        for enc in [ENC_RAW, ENC_ZSTD, 4, 255] {
+            p[0] = enc;
+            assert_eq!(reference(&p), None);
+        }
+        assert_eq!(reference(&[]), None);
     }
 }

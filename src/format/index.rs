@@ -1,14 +1,16 @@
 //! Index files (`index/<id>`): which pack holds each chunk, for the packs one backup wrote.
 //! `seal(Index, 0, version u8 || u32le pack count || (pack id || u64le size || entries)*)`;
-//! format-spec/index.md.
+//! format-spec/index.md. Version 2 entries record references, as in pack trailers.
 
 use crate::error::{Error, Result};
 use crate::format::crypto::{Keys, ObjectKind};
-use crate::format::pack::{encode_entries, Entry, Reader};
+use crate::format::pack::{encode_entries, entries_version, Entry, Reader, TRAILER_VERSION_REFS};
 use crate::id::PackId;
 
-/// Version byte of the index plaintext.
+/// Version byte of the index plaintext when no entry records a reference.
 pub const INDEX_VERSION: u8 = 1;
+/// Version byte of the index plaintext whose entries record references (pack.md's version 2 entries).
+pub const INDEX_VERSION_REFS: u8 = TRAILER_VERSION_REFS;
 
 /// One pack's record in an index file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,12 +25,13 @@ pub struct PackRecord {
 
 /// Encodes the plaintext of an index file.
 pub fn encode(packs: &[PackRecord]) -> Vec<u8> {
-    let mut out = vec![INDEX_VERSION];
+    let v = entries_version(packs.iter().flat_map(|p| &p.entries));
+    let mut out = vec![v];
     out.extend_from_slice(&(packs.len() as u32).to_le_bytes());
     for p in packs {
         out.extend_from_slice(&p.id.0);
         out.extend_from_slice(&p.size.to_le_bytes());
-        encode_entries(&mut out, &p.entries);
+        encode_entries(&mut out, &p.entries, v);
     }
     out
 }
@@ -37,7 +40,7 @@ pub fn encode(packs: &[PackRecord]) -> Vec<u8> {
 pub fn decode(plain: &[u8], what: &dyn Fn() -> String) -> Result<Vec<PackRecord>> {
     let mut r = Reader::new(plain, what);
     let v = r.u8()?;
-    if v != INDEX_VERSION {
+    if v != INDEX_VERSION && v != INDEX_VERSION_REFS {
         return Err(Error::corrupt(what(), format!("unknown index version {v}")));
     }
     let n = r.u32()? as usize;
@@ -48,7 +51,7 @@ pub fn decode(plain: &[u8], what: &dyn Fn() -> String) -> Result<Vec<PackRecord>
     for _ in 0..n {
         let id = PackId(r.id32()?);
         let size = r.u64()?;
-        let entries = r.entries()?;
+        let entries = r.entries(v)?;
         packs.push(PackRecord { id, size, entries });
     }
     r.finish()?;

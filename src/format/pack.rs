@@ -11,9 +11,11 @@ use crate::id::{ChunkId, PackId};
 pub const PACK_MAGIC: &[u8; 8] = b"CAIRNPK\x01";
 /// Last bytes of every pack.
 pub const PACK_END: &[u8; 8] = b"CAIRNEND";
-/// Version byte at the start of the trailer plaintext.
+/// Version byte of a trailer whose entries record no references (pack.md); index files share it.
 pub const TRAILER_VERSION: u8 = 1;
-/// Encoded size of one entry.
+/// Version byte of a trailer whose entries record the chunk each blob references.
+pub const TRAILER_VERSION_REFS: u8 = 2;
+/// Encoded size of one version-1 entry (the smallest entry of every version).
 pub const ENTRY_LEN: usize = 32 + 4 + 4 + 4;
 /// Packs never exceed this (offsets are u32).
 pub const MAX_PACK: u64 = u32::MAX as u64;
@@ -29,16 +31,41 @@ pub struct Entry {
     pub stored_len: u32,
     /// Length of the plaintext chunk.
     pub raw_len: u32,
+    /// The chunk the blob's encoding references (`blob::reference`: a delta's base, a
+    /// dictionary), which must be kept and readable for this one to decode.
+    pub reference: Option<ChunkId>,
 }
 
-/// Encodes entries (trailer body and index file records share this).
-pub fn encode_entries(out: &mut Vec<u8>, entries: &[Entry]) {
+/// The version the entries need: 2 when any records a reference, else 1 (so a repository
+/// without references keeps the bytes, and the readers, it always had).
+pub fn entries_version<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> u8 {
+    if entries.into_iter().any(|e| e.reference.is_some()) {
+        TRAILER_VERSION_REFS
+    } else {
+        TRAILER_VERSION
+    }
+}
+
+/// Encodes entries in `version`'s form (trailer body and index file records share this).
+/// Version 2 follows each entry with a flag byte (0: no reference, 1: the 32-byte id follows).
+pub fn encode_entries(out: &mut Vec<u8>, entries: &[Entry], version: u8) {
     out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
     for e in entries {
         out.extend_from_slice(&e.id.0);
         out.extend_from_slice(&e.offset.to_le_bytes());
         out.extend_from_slice(&e.stored_len.to_le_bytes());
         out.extend_from_slice(&e.raw_len.to_le_bytes());
+        if version >= TRAILER_VERSION_REFS {
+            match e.reference {
+                None => out.push(0),
+                Some(r) => {
+                    out.push(1);
+                    out.extend_from_slice(&r.0);
+                }
+            }
+        } else {
+            debug_assert!(e.reference.is_none(), "a version-1 entry cannot record a reference");
+        }
     }
 }
 
@@ -86,30 +113,45 @@ impl<'a> Reader<'a> {
         }
         Ok(())
     }
-    /// A count followed by that many entries; the count is checked against the bytes left
-    /// before anything is allocated.
-    pub fn entries(&mut self) -> Result<Vec<Entry>> {
+    /// A count followed by that many entries of `version` (1 or 2); the count is checked
+    /// against the bytes left before anything is allocated.
+    pub fn entries(&mut self, version: u8) -> Result<Vec<Entry>> {
         let n = self.u32()? as usize;
-        if n > (self.data.len() - self.pos) / ENTRY_LEN {
+        let min = if version >= TRAILER_VERSION_REFS { ENTRY_LEN + 1 } else { ENTRY_LEN };
+        if n > (self.data.len() - self.pos) / min {
             return Err(Error::corrupt((self.what)(), format!("entry count {n} exceeds the data")));
         }
         let mut v = Vec::with_capacity(n);
         for _ in 0..n {
-            v.push(Entry {
+            let mut e = Entry {
                 id: ChunkId(self.id32()?),
                 offset: self.u32()?,
                 stored_len: self.u32()?,
                 raw_len: self.u32()?,
-            });
+                reference: None,
+            };
+            if version >= TRAILER_VERSION_REFS {
+                e.reference = match self.u8()? {
+                    0 => None,
+                    1 => Some(ChunkId(self.id32()?)),
+                    f => return Err(Error::corrupt((self.what)(), format!("bad reference flag {f}"))),
+                };
+                if e.reference == Some(e.id) {
+                    return Err(Error::corrupt((self.what)(), format!("chunk {} references itself", e.id.short())));
+                }
+            }
+            v.push(e);
         }
         Ok(v)
     }
 }
 
-/// Encodes a trailer plaintext: the version byte, then the entries.
+/// Encodes a trailer plaintext: the version byte (1, or 2 when an entry records a reference),
+/// then the entries.
 pub fn encode_trailer(entries: &[Entry]) -> Vec<u8> {
-    let mut plain = vec![TRAILER_VERSION];
-    encode_entries(&mut plain, entries);
+    let v = entries_version(entries);
+    let mut plain = vec![v];
+    encode_entries(&mut plain, entries, v);
     plain
 }
 
@@ -117,10 +159,10 @@ pub fn encode_trailer(entries: &[Entry]) -> Vec<u8> {
 pub fn decode_trailer(plain: &[u8], body_end: u64, what: &dyn Fn() -> String) -> Result<Vec<Entry>> {
     let mut r = Reader::new(plain, what);
     let v = r.u8()?;
-    if v != TRAILER_VERSION {
+    if v != TRAILER_VERSION && v != TRAILER_VERSION_REFS {
         return Err(Error::corrupt(what(), format!("unknown trailer version {v}")));
     }
-    let entries = r.entries()?;
+    let entries = r.entries(v)?;
     r.finish()?;
     let mut pos = PACK_MAGIC.len() as u64;
     for e in &entries {

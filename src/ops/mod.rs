@@ -6,6 +6,7 @@ pub mod export;
 pub mod keys;
 pub mod kinds;
 pub mod pgrestore;
+pub mod pages;
 pub mod prune;
 pub mod repair;
 pub mod repair_snapshots;

@@ -165,6 +165,24 @@ fn live_chunks(repo: &Repo, set: &mut SnapshotSet) -> Result<(HashSet<ChunkId>, 
     Ok((live, set.all().len()))
 }
 
+/// Adds to `live` every chunk a live chunk references (a delta's base, a dictionary;
+/// `blob::reference`, recorded in the index): it must stay, wherever it is stored, for as long as
+/// the chunk that needs it does. References are one link long, but this runs to a fixed point
+/// so that no index content, however odd, makes prune drop a chunk something live needs.
+fn keep_referenced(live: &mut HashSet<ChunkId>, refs: &[(ChunkId, ChunkId)]) {
+    loop {
+        let before = live.len();
+        for (c, r) in refs {
+            if live.contains(c) {
+                live.insert(*r);
+            }
+        }
+        if live.len() == before {
+            return;
+        }
+    }
+}
+
 /// Runs prune.
 pub fn prune(repo: &mut Repo, opts: PruneOptions) -> Result<PruneReport> {
     prune_in(repo, opts, &mut SnapshotSet::new())
@@ -207,7 +225,8 @@ pub fn prune_in(repo: &mut Repo, opts: PruneOptions, set: &mut SnapshotSet) -> R
             ));
         }
     }
-    let (live, nsnap) = live_chunks(repo, set)?;
+    let (mut live, nsnap) = live_chunks(repo, set)?;
+    keep_referenced(&mut live, &repo.cache().references()?);
     report.snapshots = nsnap;
     report.live_chunks = live.len();
     report.packs_before = packs.len();
@@ -297,9 +316,10 @@ pub fn prune_in(repo: &mut Repo, opts: PruneOptions, set: &mut SnapshotSet) -> R
             }
             let sealed = &bytes[e.offset as usize..e.offset as usize + e.stored_len as usize];
             // Sealed bytes move as they are (the AAD binds the chunk id, not the pack), after a
-            // check, so repacking never copies damage forward silently.
-            reader.decode(&e.id, p, sealed, e.raw_len)?;
-            packer.add(e.id, sealed, e.raw_len)?;
+            // check, so repacking never copies damage forward silently; the reference the entry
+            // records (kept in the new pack's trailer) must be the one the payload names.
+            reader.decode_entry(&e, p, sealed)?;
+            packer.add(e.id, sealed, e.raw_len, e.reference)?;
             copied.insert(e.id);
         }
     }

@@ -116,9 +116,9 @@ pub fn repair_packs(repo: &mut Repo) -> Result<RepairPacksReport> {
             let sealed = bytes.as_ref().ok().and_then(|b| b.get(start..end));
             // Sealed bytes move as they are (the AEAD binds the chunk id, not the pack); only a
             // chunk that opens, decompresses and hashes to its id is copied.
-            match sealed.map(|s| reader.decode(&e.id, pack, s, e.raw_len).map(|_| s)) {
+            match sealed.map(|s| reader.decode_entry(e, pack, s).map(|_| s)) {
                 Some(Ok(s)) => {
-                    packer.add(e.id, s, e.raw_len)?;
+                    packer.add(e.id, s, e.raw_len, e.reference)?;
                     copied.insert(e.id);
                     rp.salvaged += 1;
                 }

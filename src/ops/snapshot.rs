@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::format::chunker::Cutter;
 use crate::format::manifest::{Node, NodeError, NodeKind, Snapshot, SnapshotKind, Stats};
 use crate::id::{content_hash, SnapshotId};
+use crate::ops::pages::PagePlan;
 use crate::repo::cache::Cache;
 use crate::repo::chunks::ChunkWriter;
 use crate::repo::packer::Packer;
@@ -127,6 +128,12 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
             )
         }
     };
+    // A second reading of the parent's tree, in step with the backup: the parent's pages at the
+    // positions of a database's new pages, stored as deltas against them (ops::pages).
+    let mut pages = PagePlan::new(match &parent {
+        Some((_, s)) => repo.tree(s).ok().map(|t| -> Box<dyn Iterator<Item = Result<Node>>> { Box::new(t) }),
+        None => None,
+    });
     let parent_tree: Option<walk::ParentTree> = match &parent {
         Some((_, s)) => match repo.tree(s) {
             Ok(t) => Some(Box::new(t)),
@@ -167,9 +174,10 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
 
     let (store, keys) = (repo.store().clone(), repo.keys().clone());
     let (pack_size, level) = (repo.config().pack_size, repo.config().compression.level);
+    let base_reader = repo.chunk_reader();
     let index = repo.index_batch();
     let packer = Packer::new(store, keys.clone(), pack_size, Some(index));
-    let mut chunks = ChunkWriter::new(packer, keys, level);
+    let mut chunks = ChunkWriter::new(packer, keys, level).with_bases(base_reader);
     let mut tree = TreeWriter::new(tree_cutter);
     let mut stats = Stats::default();
     let mut errors = Vec::new();
@@ -178,9 +186,19 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
         let mut current: Option<Node> = None;
         for batch in rx.iter() {
             let batch = batch?;
-            let data: Vec<&[u8]> =
-                batch.iter().filter_map(|e| if let Ev::Chunk(c) = e { Some(c.as_slice()) } else { None }).collect();
-            let ids = chunks.store(&data)?;
+            let mut data: Vec<&[u8]> = Vec::new();
+            let mut bases = Vec::new();
+            for e in &batch {
+                match e {
+                    Ev::FileStart(n) => pages.file_start(&n.path),
+                    Ev::Chunk(c) => {
+                        bases.push(pages.chunk(c));
+                        data.push(c.as_slice());
+                    }
+                    _ => {}
+                }
+            }
+            let ids = chunks.store_with_bases(&data, &bases)?;
             let mut ids = ids.into_iter();
             for ev in batch {
                 match ev {
@@ -249,6 +267,13 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
     stats.new_chunks = added.chunks;
     stats.new_raw_bytes = added.raw_bytes;
     stats.new_bytes = added.bytes;
+    if added.deltas > 0 {
+        tracing::info!(
+            "{} changed pages stored as deltas against the parent's ({} bytes)",
+            added.deltas,
+            added.delta_bytes
+        );
+    }
     stats.errors = errors.len() as u64;
     let digest = written_tree.digest;
     let mut source_meta = opts.source_meta.clone();

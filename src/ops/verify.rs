@@ -4,7 +4,9 @@
 //! with its indexed size and a trailer that opens and agrees with the index; every snapshot file
 //! opens and matches its name; every chunk a snapshot references (tree and content) is indexed in
 //! a pack that passed. With `read_data`, the chosen packs are read whole: their hash must match
-//! their name and every chunk must open, decompress and hash to its id. The repository's own
+//! their name and every chunk must open, decompress and hash to its id. Every reference (a
+//! delta's base, a dictionary) must resolve to an indexed chunk stored whole; damage to a
+//! referenced chunk is reported with the files of every chunk that needs it. The repository's own
 //! index files are the reference, not the local cache, which may be stale or missing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -235,14 +237,24 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
                     continue;
                 }
             };
-            let bad: BTreeSet<ChunkId> = entries
+            let failed: Vec<(ChunkId, Error)> = entries
                 .par_iter()
-                .filter(|e| {
+                .filter_map(|e| {
                     let s = &bytes[e.offset as usize..e.offset as usize + e.stored_len as usize];
-                    reader.decode(&e.id, &pack, s, e.raw_len).is_err()
+                    reader.decode_entry(e, &pack, s).err().map(|err| (e.id, err))
                 })
-                .map(|e| e.id)
                 .collect();
+            // A chunk whose base cannot be read is not damage of this pack: the base's own pack
+            // is reported (when read), and every file needing the chunk with it.
+            let mut bad: BTreeSet<ChunkId> = BTreeSet::new();
+            for (id, err) in failed {
+                match err {
+                    Error::Damaged { .. } => report.problems.push(format!("chunk {id} in pack {pack}: {err}")),
+                    _ => {
+                        bad.insert(id);
+                    }
+                }
+            }
             report.chunks_checked += entries.len() as u64;
             let hash_ok = {
                 let mut h = blake3::Hasher::new();
@@ -264,9 +276,41 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
         }
     }
 
-    // 4. Snapshots and what the damage breaks.
-    let damaged_chunks: HashMap<ChunkId, PackId> =
+    // 4. References (a delta's base, a dictionary): each must be indexed and stored whole
+    // (chains are one link long, pack.md). A chunk whose reference is damaged is broken with it.
+    let refs = index.references()?;
+    let mut broken_refs: HashMap<ChunkId, String> = HashMap::new();
+    for (c, r) in &refs {
+        match index.lookup(r)? {
+            None => {
+                broken_refs.insert(*c, format!("references chunk {r}, which is in no index (missing data)"));
+            }
+            Some(l) if l.reference.is_some() => {
+                broken_refs.insert(
+                    *c,
+                    format!("references chunk {r}, which references another in turn (chains are one link long)"),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    for (i, (c, why)) in broken_refs.iter().enumerate() {
+        if i < 20 {
+            report.problems.push(format!("chunk {c}: {why}"));
+        }
+    }
+    if broken_refs.len() > 20 {
+        report.problems.push(format!("{} more chunks with broken references", broken_refs.len() - 20));
+    }
+
+    // 5. Snapshots and what the damage breaks.
+    let mut damaged_chunks: HashMap<ChunkId, PackId> =
         damaged.iter().flat_map(|(p, (_, cs))| cs.iter().map(move |c| (*c, *p))).collect();
+    for (c, r) in &refs {
+        if let Some(p) = damaged_chunks.get(r).copied() {
+            damaged_chunks.entry(*c).or_insert(p);
+        }
+    }
     let mut affected: BTreeMap<PackId, BTreeSet<Affected>> = BTreeMap::new();
     for id in objects.snapshot_ids()? {
         let snap: Snapshot = match repo.load_snapshot(&id) {
@@ -313,6 +357,12 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
             for c in &node.chunks {
                 if let Some(p) = damaged_chunks.get(c) {
                     affected.entry(*p).or_default().insert(Affected { snapshot: sid, path: node.path_str() });
+                } else if let Some(why) = broken_refs.get(c) {
+                    if missing_reported < 20 {
+                        report.problems.push(format!("snapshot {sid}: {}: chunk {c} {why}", node.path_str()));
+                    }
+                    missing_reported += 1;
+                    break;
                 } else if !index.contains(c)? {
                     if missing_reported < 20 {
                         report
@@ -338,7 +388,7 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
             report.restore_tests.push(t);
         }
     }
-    // 5. The local cache against the index files, and damage marks for the next backup.
+    // 6. The local cache against the index files, and damage marks for the next backup.
     check_cache(repo, &index, &mut report)?;
     for (pack, (problem, _)) in &damaged {
         repo.cache().mark_damaged(pack, problem)?;

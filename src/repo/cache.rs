@@ -1,6 +1,8 @@
 //! The local SQLite cache (`cache/cache.sqlite`): the merged index (chunk -> pack), derived from
 //! the repository's index files and rebuildable at any time. Non-normative (format-spec/cache.md).
-//! A schema or repository mismatch drops and rebuilds it; a schema-1 cache is migrated in place.
+//! A schema or repository mismatch drops and rebuilds it; a schema-1 or -2 cache is migrated in
+//! place. Each chunk row also records the chunk its encoding references (`ref`: a delta's base,
+//! a dictionary), which prune keeps and readers fetch first.
 //! It also remembers packs found damaged (`damaged_packs`): their chunks are not deduplicated
 //! against, so the next backup stores them again.
 
@@ -15,7 +17,7 @@ use crate::format::index::{self, PackRecord};
 use crate::id::{ChunkId, IndexId, PackId, RepoId};
 use crate::store::{Handle, Store, StoreExt};
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Chunks whose row points into a pack marked damaged (used in `contains` and `add_index`).
 const IN_DAMAGED_PACK: &str =
@@ -32,6 +34,8 @@ pub struct Location {
     pub stored_len: u32,
     /// Plaintext length.
     pub raw_len: u32,
+    /// The chunk its encoding references, as the index records it (`blob::reference`).
+    pub reference: Option<ChunkId>,
 }
 
 /// The cache database.
@@ -114,10 +118,14 @@ impl Cache {
             .ok();
         match ok {
             Some((SCHEMA_VERSION, r)) if r == repo.0 => {}
-            // Schema 1 lacks only `damaged_packs`: add it and keep the loaded index.
+            // Schema 1 lacks `damaged_packs` and `chunks.ref`, schema 2 the latter: add them and
+            // keep the loaded index (index files older than references record none).
             Some((1, r)) if r == repo.0 => cache.wrap(cache.conn.execute_batch(
                 "BEGIN IMMEDIATE; CREATE TABLE IF NOT EXISTS damaged_packs(id BLOB PRIMARY KEY, reason TEXT NOT NULL) WITHOUT ROWID;
-                 UPDATE meta SET v = 2 WHERE k = 'schema'; COMMIT;",
+                 ALTER TABLE chunks ADD COLUMN ref BLOB; UPDATE meta SET v = 3 WHERE k = 'schema'; COMMIT;",
+            ))?,
+            Some((2, r)) if r == repo.0 => cache.wrap(cache.conn.execute_batch(
+                "BEGIN IMMEDIATE; ALTER TABLE chunks ADD COLUMN ref BLOB; UPDATE meta SET v = 3 WHERE k = 'schema'; COMMIT;",
             ))?,
             _ => cache.create(repo)?,
         }
@@ -132,7 +140,7 @@ impl Cache {
              CREATE TABLE index_files(id BLOB PRIMARY KEY) WITHOUT ROWID;
              CREATE TABLE packs(pid INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, size INTEGER NOT NULL);
              CREATE TABLE chunks(id BLOB PRIMARY KEY, pack INTEGER NOT NULL, offset INTEGER NOT NULL,
-                                 stored_len INTEGER NOT NULL, raw_len INTEGER NOT NULL) WITHOUT ROWID;
+                                 stored_len INTEGER NOT NULL, raw_len INTEGER NOT NULL, ref BLOB) WITHOUT ROWID;
              CREATE TABLE damaged_packs(id BLOB PRIMARY KEY, reason TEXT NOT NULL) WITHOUT ROWID;",
         ))?;
         self.wrap(self.conn.execute("INSERT INTO meta VALUES('schema', ?1)", [SCHEMA_VERSION]))?;
@@ -237,7 +245,7 @@ impl Cache {
     /// Every chunk row in id order, for comparison with the index files (verify).
     pub fn for_each_row(&self, mut f: impl FnMut(ChunkId, Location) -> Result<()>) -> Result<()> {
         let mut st = self.wrap(self.conn.prepare(
-            "SELECT c.id, p.id, c.offset, c.stored_len, c.raw_len FROM chunks c LEFT JOIN packs p ON p.pid = c.pack
+            "SELECT c.id, p.id, c.offset, c.stored_len, c.raw_len, c.ref FROM chunks c LEFT JOIN packs p ON p.pid = c.pack
              ORDER BY c.id",
         ))?;
         let mut rows = self.wrap(st.query([]))?;
@@ -249,12 +257,13 @@ impl Cache {
                     r.get::<_, i64>(2)?,
                     r.get::<_, i64>(3)?,
                     r.get::<_, i64>(4)?,
+                    r.get::<_, Option<Vec<u8>>>(5)?,
                 ))
             })();
             // A damaged row (wrong type, out-of-range number, dangling pack) compares unequal.
-            let (id, pack, offset, stored_len, raw_len) = match row {
+            let (id, pack, offset, stored_len, raw_len, reference) = match row {
                 Ok(v) => v,
-                Err(_) => (r.get::<_, Vec<u8>>(0).unwrap_or_default(), None, -1, -1, -1),
+                Err(_) => (r.get::<_, Vec<u8>>(0).unwrap_or_default(), None, -1, -1, -1, Some(Vec::new())),
             };
             let id = ChunkId::from_slice(&id).unwrap_or_default();
             let loc = Location {
@@ -262,6 +271,7 @@ impl Cache {
                 offset: u32::try_from(offset).unwrap_or(u32::MAX),
                 stored_len: u32::try_from(stored_len).unwrap_or(u32::MAX),
                 raw_len: u32::try_from(raw_len).unwrap_or(u32::MAX),
+                reference: reference.map(|r| ChunkId::from_slice(&r).unwrap_or_default()),
             };
             f(id, loc)?;
         }
@@ -281,16 +291,23 @@ impl Cache {
     /// Location of a chunk.
     pub fn lookup(&self, id: &ChunkId) -> Result<Option<Location>> {
         let mut st = self.wrap(self.conn.prepare_cached(
-            "SELECT p.id, c.offset, c.stored_len, c.raw_len FROM chunks c JOIN packs p ON p.pid = c.pack WHERE c.id=?1",
+            "SELECT p.id, c.offset, c.stored_len, c.raw_len, c.ref FROM chunks c JOIN packs p ON p.pid = c.pack WHERE c.id=?1",
         ))?;
         let row = st
             .query_row([&id.0[..]], |r| {
                 let pack: Vec<u8> = r.get(0)?;
+                let reference: Option<Vec<u8>> = r.get(4)?;
                 Ok(Location {
                     pack: PackId::from_slice(&pack).unwrap_or_default(),
                     offset: r.get(1)?,
                     stored_len: r.get(2)?,
                     raw_len: r.get(3)?,
+                    reference: match reference {
+                        None => None,
+                        Some(b) => Some(ChunkId::from_slice(&b).ok_or_else(|| {
+                            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Blob, "bad ref".into())
+                        })?),
+                    },
                 })
             })
             .optional();
@@ -333,21 +350,43 @@ impl Cache {
     /// The chunks the index places in `pack`, in offset order.
     pub fn pack_entries(&self, pack: &PackId) -> Result<Vec<crate::format::pack::Entry>> {
         let mut st = self.wrap(self.conn.prepare_cached(
-            "SELECT c.id, c.offset, c.stored_len, c.raw_len FROM chunks c JOIN packs p ON p.pid=c.pack
+            "SELECT c.id, c.offset, c.stored_len, c.raw_len, c.ref FROM chunks c JOIN packs p ON p.pid=c.pack
              WHERE p.id=?1 ORDER BY c.offset",
         ))?;
         let rows = self.wrap(st.query_map([&pack.0[..]], |r| {
-            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u32>(1)?, r.get::<_, u32>(2)?, r.get::<_, u32>(3)?))
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, u32>(2)?,
+                r.get::<_, u32>(3)?,
+                r.get::<_, Option<Vec<u8>>>(4)?,
+            ))
         }))?;
         let mut out = Vec::new();
         for r in rows {
-            let (id, offset, stored_len, raw_len) = self.wrap(r)?;
+            let (id, offset, stored_len, raw_len, reference) = self.wrap(r)?;
             out.push(crate::format::pack::Entry {
                 id: ChunkId::from_slice(&id).unwrap_or_default(),
                 offset,
                 stored_len,
                 raw_len,
+                reference: reference.map(|r| ChunkId::from_slice(&r).unwrap_or_default()),
             });
+        }
+        Ok(out)
+    }
+
+    /// Every (chunk, the chunk it references) pair the index records (prune, verify).
+    pub fn references(&self) -> Result<Vec<(ChunkId, ChunkId)>> {
+        let mut st = self.wrap(self.conn.prepare("SELECT id, ref FROM chunks WHERE ref IS NOT NULL"))?;
+        let rows = self.wrap(st.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, reference) = self.wrap(r)?;
+            out.push((
+                ChunkId::from_slice(&id).unwrap_or_default(),
+                ChunkId::from_slice(&reference).unwrap_or_default(),
+            ));
         }
         Ok(out)
     }
@@ -376,9 +415,9 @@ fn insert_index(conn: &Connection, id: &IndexId, records: &[PackRecord]) -> rusq
     let mut ins_pack = conn.prepare_cached("INSERT OR IGNORE INTO packs(id, size) VALUES(?1, ?2)")?;
     let mut get_pack = conn.prepare_cached("SELECT pid FROM packs WHERE id=?1")?;
     let mut ins = conn.prepare_cached(&format!(
-        "INSERT INTO chunks(id, pack, offset, stored_len, raw_len) VALUES(?1,?2,?3,?4,?5)
+        "INSERT INTO chunks(id, pack, offset, stored_len, raw_len, ref) VALUES(?1,?2,?3,?4,?5,?6)
          ON CONFLICT(id) DO UPDATE SET pack=excluded.pack, offset=excluded.offset,
-             stored_len=excluded.stored_len, raw_len=excluded.raw_len
+             stored_len=excluded.stored_len, raw_len=excluded.raw_len, ref=excluded.ref
          WHERE {IN_DAMAGED_PACK} AND NOT EXISTS (SELECT 1 FROM packs p JOIN damaged_packs d ON d.id = p.id
                                                  WHERE p.pid = excluded.pack)"
     ))?;
@@ -386,7 +425,14 @@ fn insert_index(conn: &Connection, id: &IndexId, records: &[PackRecord]) -> rusq
         ins_pack.execute(params![&p.id.0[..], p.size as i64])?;
         let pid: i64 = get_pack.query_row([&p.id.0[..]], |r| r.get(0))?;
         for e in &p.entries {
-            ins.execute(params![&e.id.0[..], pid, e.offset, e.stored_len, e.raw_len])?;
+            ins.execute(params![
+                &e.id.0[..],
+                pid,
+                e.offset,
+                e.stored_len,
+                e.raw_len,
+                e.reference.map(|r| r.0.to_vec())
+            ])?;
         }
     }
     conn.execute("INSERT OR IGNORE INTO index_files(id) VALUES(?1)", [&id.0[..]])?;

@@ -10,14 +10,14 @@ pub mod cache;
 pub mod chunks;
 pub mod pack;
 pub mod packer;
+mod reader;
 pub mod recheck;
 pub mod tree;
 mod verifications;
 
 use crate::error::{Error, Result};
-use crate::format::blob;
 use crate::format::chunker::Cutter;
-use crate::format::crypto::{Keys, MasterKey, ObjectKind};
+use crate::format::crypto::{Keys, MasterKey};
 use crate::format::keyfile::{KdfParams, KeyFile};
 use crate::format::manifest::{Node, RecordParser, Snapshot};
 use crate::format::pack::{read_trailer_with, Entry};
@@ -27,6 +27,7 @@ use crate::format::repo_config::{
 use crate::id::{content_hash, ChunkId, KeyId, PackId, RepoId, SnapshotId};
 use crate::repo::cache::{Cache, Location, SyncReport};
 use crate::repo::packer::IndexBatch;
+pub use crate::repo::reader::ChunkReader;
 use crate::repo::recheck::Recheck;
 use crate::store::fetching::FetchingStore;
 use crate::store::{Handle, LocalStore, Store, StoreExt};
@@ -354,7 +355,7 @@ impl Repo {
 
     /// A reader for chunks (cheap to clone, usable from worker threads).
     pub fn chunk_reader(&self) -> ChunkReader {
-        ChunkReader { store: self.objects.clone(), keys: self.keys.clone(), recheck: Some(self.recheck.clone()) }
+        ChunkReader::new(self.objects.clone(), self.keys.clone(), self.recheck.clone())
     }
 
     /// Resolves chunk locations. A chunk the cache lacks is looked up again after a rebuild of
@@ -510,95 +511,6 @@ fn memory_cache(e: &Error, repo: RepoId) -> Result<Cache> {
 /// order is `latest`, whatever the clock said when each was taken.
 pub fn snapshot_order(a: &Snapshot, b: &Snapshot) -> std::cmp::Ordering {
     a.commit_cmp(b)
-}
-
-/// Reads chunks out of packs, checking each against its id.
-#[derive(Clone)]
-pub struct ChunkReader {
-    store: Arc<dyn Store>,
-    keys: Arc<Keys>,
-    recheck: Option<Arc<Recheck>>,
-}
-
-impl ChunkReader {
-    /// Reads, opens, decodes and verifies one chunk; a failure is rechecked against the pack
-    /// trailer and the index files before it is reported (recheck.rs).
-    pub fn read(&self, id: &ChunkId, loc: &Location) -> Result<Vec<u8>> {
-        match (self.read_at(id, loc), &self.recheck) {
-            (Err(e), Some(r)) => r.recover(id, loc, e, &|l| self.read_at(id, l)),
-            (r, _) => r,
-        }
-    }
-
-    fn read_at(&self, id: &ChunkId, loc: &Location) -> Result<Vec<u8>> {
-        let sealed = self.store.get_range(Handle::Pack(loc.pack), loc.offset as u64, loc.stored_len as usize)?;
-        self.decode(id, &loc.pack, &sealed, loc.raw_len)
-    }
-
-    /// Reads many chunks: runs stored back to back in one pack are fetched with one read, then
-    /// decoded in parallel. Results are in input order.
-    pub fn read_many(&self, chunks: &[(ChunkId, Location)]) -> Vec<Result<Vec<u8>>> {
-        use rayon::prelude::*;
-        let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
-        for (i, (_, l)) in chunks.iter().enumerate() {
-            let extends = runs.last().is_some_and(|r| {
-                let p = &chunks[r.end - 1].1;
-                p.pack == l.pack && p.offset as u64 + p.stored_len as u64 == l.offset as u64 && r.len() < 4096
-            });
-            if extends {
-                runs.last_mut().expect("non-empty").end = i + 1;
-            } else {
-                runs.push(i..i + 1);
-            }
-        }
-        let per_run: Vec<Vec<Result<Vec<u8>>>> = runs
-            .par_iter()
-            .map(|r| {
-                let first = &chunks[r.start].1;
-                let last = &chunks[r.end - 1].1;
-                let len = (last.offset as u64 + last.stored_len as u64 - first.offset as u64) as usize;
-                let buf = self.store.get_range(Handle::Pack(first.pack), first.offset as u64, len);
-                match buf {
-                    Err(e) => {
-                        let msg = e.to_string();
-                        (r.start..r.end)
-                            .map(|_| Err(Error::corrupt(format!("pack {}", first.pack), msg.clone())))
-                            .collect()
-                    }
-                    Ok(buf) => chunks[r.clone()]
-                        .par_iter()
-                        .with_min_len(16)
-                        .map(|(id, l)| {
-                            let at = (l.offset - first.offset) as usize;
-                            self.decode(id, &l.pack, &buf[at..at + l.stored_len as usize], l.raw_len)
-                        })
-                        .collect(),
-                }
-            })
-            .collect();
-        // A failed run is retried chunk by chunk: one bad location must not fail its neighbours,
-        // and each failure gets its recheck.
-        per_run
-            .into_iter()
-            .flatten()
-            .zip(chunks)
-            .map(|(r, (id, l))| match r {
-                Err(_) if self.recheck.is_some() => self.read(id, l),
-                r => r,
-            })
-            .collect()
-    }
-
-    /// Opens, decodes and verifies a sealed chunk.
-    pub fn decode(&self, id: &ChunkId, pack: &PackId, sealed: &[u8], raw_len: u32) -> Result<Vec<u8>> {
-        let what = || format!("chunk {} in pack {}", id.short(), pack.short());
-        let payload = self.keys.open(ObjectKind::Chunk, &id.0, sealed, &what)?;
-        let data = blob::decode(&payload, raw_len as usize, &what)?;
-        if self.keys.chunk_id(&data) != *id {
-            return Err(Error::corrupt(what(), "content does not match the chunk id"));
-        }
-        Ok(data)
-    }
 }
 
 /// Iterates a tree stream, loading its chunks one at a time.

@@ -74,14 +74,15 @@ impl PackWriter {
         self.entries.is_empty()
     }
 
-    /// Appends a sealed chunk.
-    pub fn add(&mut self, id: ChunkId, sealed: &[u8], raw_len: u32) -> Result<()> {
+    /// Appends a sealed chunk; `reference` is the chunk its encoding references, if any
+    /// (`blob::reference` of its payload), recorded in the trailer.
+    pub fn add(&mut self, id: ChunkId, sealed: &[u8], raw_len: u32, reference: Option<ChunkId>) -> Result<()> {
         if self.len + sealed.len() as u64 + (1 << 20) > MAX_PACK {
             return Err(Error::Invalid("pack would exceed 4 GiB".into()));
         }
         let offset = self.len as u32;
         self.write(sealed)?;
-        self.entries.push(Entry { id, offset, stored_len: sealed.len() as u32, raw_len });
+        self.entries.push(Entry { id, offset, stored_len: sealed.len() as u32, raw_len, reference });
         Ok(())
     }
 

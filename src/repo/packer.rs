@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::format::crypto::Keys;
 use crate::format::index::{self, PackRecord};
 use crate::id::{content_hash, ChunkId, IndexId};
-use crate::repo::cache::Cache;
+use crate::repo::cache::{Cache, Location};
 use crate::repo::pack::{PackWriter, WrittenPack};
 use crate::store::{Handle, LocalStore, Store};
 
@@ -218,14 +218,25 @@ impl<'c> Packer<'c> {
         Ok(new)
     }
 
-    /// Appends a sealed chunk to the open pack; a pack that reaches the pack size goes to the
-    /// finisher.
-    pub fn add(&mut self, id: ChunkId, sealed: &[u8], raw_len: u32) -> Result<()> {
+    /// Where the index places each of `ids`, for chunks held in a pack not marked damaged;
+    /// `None` for the others (and for every chunk when this packer has no cache).
+    pub fn locate(&self, ids: &[ChunkId]) -> Result<Vec<Option<Location>>> {
+        match self.index.as_ref().and_then(IndexBatch::cache) {
+            Some(cache) => {
+                cache.batch(|c| ids.iter().map(|id| if c.contains(id)? { c.lookup(id) } else { Ok(None) }).collect())
+            }
+            None => Ok(vec![None; ids.len()]),
+        }
+    }
+
+    /// Appends a sealed chunk to the open pack (`reference`: the chunk its encoding references,
+    /// see `PackWriter::add`); a pack that reaches the pack size goes to the finisher.
+    pub fn add(&mut self, id: ChunkId, sealed: &[u8], raw_len: u32, reference: Option<ChunkId>) -> Result<()> {
         if self.writer.is_none() {
             self.writer = Some(PackWriter::new(&self.store)?);
         }
         let w = self.writer.as_mut().expect("just set");
-        w.add(id, sealed, raw_len)?;
+        w.add(id, sealed, raw_len, reference)?;
         if w.len() >= self.pack_size {
             let w = self.writer.take().expect("set");
             self.finisher.submit(w)?;
@@ -319,7 +330,13 @@ mod tests {
 
     fn record(first: u32, n: usize) -> PackRecord {
         let entries = (0..n as u32)
-            .map(|i| Entry { id: chunk(first + i, 0).0, offset: 8 + i * 10, stored_len: 10, raw_len: 5 })
+            .map(|i| Entry {
+                id: chunk(first + i, 0).0,
+                offset: 8 + i * 10,
+                stored_len: 10,
+                raw_len: 5,
+                reference: None,
+            })
             .collect();
         PackRecord { id: PackId(chunk(first, 0).0 .0), size: 8 + 10 * n as u64, entries }
     }
@@ -336,7 +353,7 @@ mod tests {
         let ids: Vec<ChunkId> = chunks.iter().map(|c| c.0).collect();
         assert_eq!(p.missing(&ids).unwrap(), (0..10).collect::<Vec<_>>());
         for (id, sealed) in &chunks {
-            p.add(*id, sealed, 1000).unwrap();
+            p.add(*id, sealed, 1000, None).unwrap();
         }
         assert!(p.missing(&ids).unwrap().is_empty(), "this run's chunks count as held");
         assert!(names(&f.store, FileKind::Index).is_empty(), "no index before the threshold or the end");
@@ -370,7 +387,7 @@ mod tests {
         let mut p = Packer::new(f.store.clone(), f.keys.clone(), 1000, None);
         for i in 0..3 {
             let (id, sealed) = chunk(i, 600);
-            p.add(id, &sealed, 600).unwrap();
+            p.add(id, &sealed, 600, None).unwrap();
         }
         let records = p.finish().unwrap();
         assert_eq!(records.iter().map(|r| r.entries.len()).collect::<Vec<_>>(), vec![2, 1]);
@@ -403,7 +420,7 @@ mod tests {
         let f = fixture();
         let mut p = Packer::new(f.store.clone(), f.keys.clone(), 1 << 20, None);
         let (id, sealed) = chunk(1, 100);
-        p.add(id, &sealed, 100).unwrap();
+        p.add(id, &sealed, 100, None).unwrap();
         // Publishing needs `packs/<xx>/`; a file named `packs` makes it fail.
         let packs = f.store.root().join("packs");
         std::fs::remove_dir_all(&packs).unwrap();
@@ -419,7 +436,7 @@ mod tests {
         let mut p = Packer::new(f.store.clone(), f.keys.clone(), 1 << 20, None);
         for i in 0..3 {
             let (id, sealed) = chunk(i, 100);
-            p.add(id, &sealed, 100).unwrap();
+            p.add(id, &sealed, 100, None).unwrap();
         }
         assert_eq!(tmp_files(&f.store), 1);
         p.abandon();

@@ -24,6 +24,8 @@ pub struct Recheck {
     keys: Arc<Keys>,
     /// Whether this process already rebuilt the cache; serialises the recovery of parallel readers.
     rebuilt: Mutex<bool>,
+    /// A connection of its own for locating referenced chunks (opened on first use).
+    lookups: Mutex<Option<Cache>>,
 }
 
 /// Errors worth a second look: the bytes at the cached location failed a check or are not there.
@@ -35,7 +37,7 @@ fn is_data_error(e: &Error) -> bool {
 impl Recheck {
     /// Rechecks for the cache at `cache_path` of repository `repo`, reading through `store`.
     pub fn new(cache_path: PathBuf, repo: RepoId, store: Arc<dyn Store>, keys: Arc<Keys>) -> Self {
-        Recheck { cache_path, repo, store, keys, rebuilt: Mutex::new(false) }
+        Recheck { cache_path, repo, store, keys, rebuilt: Mutex::new(false), lookups: Mutex::new(None) }
     }
 
     fn cache(&self) -> Result<Cache> {
@@ -131,6 +133,34 @@ impl Recheck {
         let r = self.cache()?.rebuild(self.store.as_ref(), &self.keys)?;
         *done = true;
         Ok(r)
+    }
+
+    /// Locates chunks (the references readers resolve) in one read transaction of a connection
+    /// kept for the purpose; one the cache lacks is looked up again after a rebuild. A cache
+    /// that cannot be written is replaced by one in memory, filled from the index files.
+    pub fn locate_many(&self, ids: &[ChunkId]) -> Result<Vec<Option<Location>>> {
+        let found = {
+            let mut slot = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                *slot = Some(match self.cache() {
+                    Err(e) if e.is_unwritable() => {
+                        let mut c = Cache::open_memory(self.repo)?;
+                        c.sync(self.store.as_ref(), &self.keys)?;
+                        c
+                    }
+                    r => r?,
+                });
+            }
+            let c = slot.as_ref().expect("just set");
+            c.batch(|c| ids.iter().map(|id| c.lookup(id)).collect::<Result<Vec<_>>>())?
+        };
+        ids.iter()
+            .zip(found)
+            .map(|(id, l)| match l {
+                Some(l) => Ok(Some(l)),
+                None => self.locate_missing(id),
+            })
+            .collect()
     }
 
     /// Locates a chunk the cache does not know: rebuilds the cache once (a damaged row may have

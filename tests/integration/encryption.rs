@@ -367,8 +367,7 @@ fn chunks_swapped_within_a_pack_are_detected() {
     let (idp, idq) = (entries[ip].id, entries[iq].id);
     entries[ip].id = idq;
     entries[iq].id = idp;
-    let mut plain = vec![cairn::format::pack::TRAILER_VERSION];
-    cairn::format::pack::encode_entries(&mut plain, &entries);
+    let plain = cairn::format::pack::encode_trailer(&entries);
     let sealed = r.keys().seal(ObjectKind::PackTrailer, &[0; 32], &plain);
     drop(r);
     let body_end =

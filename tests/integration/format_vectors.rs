@@ -563,7 +563,13 @@ pub fn build_pack(keys: &Keys, chunks: &[Vec<u8>]) -> (Vec<u8>, Vec<Entry>, Vec<
     for (c, n) in chunks.iter().zip(&cn) {
         let id = keys.chunk_id(c);
         let sealed = keys.seal_with_nonce(ObjectKind::Chunk, &id.0, &blob::encode(c, LEVEL), n);
-        entries.push(Entry { id, offset: out.len() as u32, stored_len: sealed.len() as u32, raw_len: c.len() as u32 });
+        entries.push(Entry {
+            id,
+            offset: out.len() as u32,
+            stored_len: sealed.len() as u32,
+            raw_len: c.len() as u32,
+            reference: None,
+        });
         out.extend(sealed);
     }
     let mut trailer = vec![1u8];
@@ -591,6 +597,7 @@ fn entry_from(v: &Value) -> Entry {
         offset: u(&v["offset"]) as u32,
         stored_len: u(&v["stored_len"]) as u32,
         raw_len: u(&v["raw_len"]) as u32,
+        reference: None,
     }
 }
 
@@ -603,7 +610,7 @@ fn pack_writer_bytes(chunks: &[Vec<u8>]) -> Vec<u8> {
     let mut w = PackWriter::new(&store).unwrap();
     for c in chunks {
         let id = keys.chunk_id(c);
-        w.add(id, &keys.seal(ObjectKind::Chunk, &id.0, &blob::encode(c, LEVEL)), c.len() as u32).unwrap();
+        w.add(id, &keys.seal(ObjectKind::Chunk, &id.0, &blob::encode(c, LEVEL)), c.len() as u32, None).unwrap();
     }
     let written = w.finish(&store, &keys).unwrap();
     let bytes = std::fs::read(store.path(cairn::FileKind::Pack, &written.id.to_hex())).unwrap();
@@ -703,8 +710,20 @@ fn index_records(pack: &[u8], keys: &Keys) -> Vec<PackRecord> {
         id: PackId(content_hash(b"a second pack")),
         size: 70000,
         entries: vec![
-            Entry { id: ChunkId(content_hash(b"chunk a")), offset: 8, stored_len: 40000, raw_len: 65536 },
-            Entry { id: ChunkId(content_hash(b"chunk b")), offset: 40008, stored_len: 29000, raw_len: 29000 },
+            Entry {
+                id: ChunkId(content_hash(b"chunk a")),
+                offset: 8,
+                stored_len: 40000,
+                raw_len: 65536,
+                reference: None,
+            },
+            Entry {
+                id: ChunkId(content_hash(b"chunk b")),
+                offset: 40008,
+                stored_len: 29000,
+                raw_len: 29000,
+                reference: None,
+            },
         ],
     };
     vec![PackRecord { id: PackId(content_hash(pack)), size: pack.len() as u64, entries }, synthetic]
@@ -1324,4 +1343,46 @@ fn verification() {
     long.push(0);
     assert!(Verification::decode(&long, &what).is_err());
     assert_same("verification.json", &c, &generated);
+}
+
+// ---------------------------------------------------------------------------------------------
+// delta.json (pack.md, "References"): written independently of cairn (the frame by the zstd
+// CLI's --patch-from, the trailer and index bytes from the grammar), so these check cairn
+// against the spec, not against itself.
+
+#[test]
+fn delta_vector_decodes_and_records_its_reference() {
+    let v: Value = serde_json::from_slice(&std::fs::read(vectors_dir().join("delta.json")).unwrap()).unwrap();
+    let base = std::sync::Arc::new(unh(&v["base_plaintext"]));
+    let want = unh(&v["plaintext"]);
+    let payload = unh(&v["delta_payload"]);
+    let reference = ChunkId(id32(&v["reference"]));
+    assert_eq!(payload[0], blob::ENC_DELTA);
+    assert_eq!(blob::reference(&payload), Some(reference));
+    let got = blob::decode_with(&payload, want.len(), &what, &|id| {
+        assert_eq!(*id, reference);
+        Ok(base.clone())
+    })
+    .unwrap();
+    assert_eq!(got, want);
+    assert!(blob::decode(&payload, want.len(), &what).is_err(), "no base, no plaintext");
+
+    let entries: Vec<Entry> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| Entry { reference: e["reference"].as_str().map(|_| ChunkId(id32(&e["reference"]))), ..entry_from(e) })
+        .collect();
+    let trailer = unh(&v["trailer_plaintext_v2"]);
+    assert_eq!(pack::encode_trailer(&entries), trailer);
+    let end = entries.last().map(|e| e.offset as u64 + e.stored_len as u64).unwrap();
+    assert_eq!(pack::decode_trailer(&trailer, end, &what).unwrap(), entries);
+    let record = PackRecord { id: PackId(id32(&v["index_pack_id"])), size: u(&v["index_pack_size"]), entries };
+    let plain = unh(&v["index_plaintext_v2"]);
+    assert_eq!(index::encode(std::slice::from_ref(&record)), plain);
+    assert_eq!(index::decode(&plain, &what).unwrap(), vec![record]);
+    // A flag other than 0 or 1 is refused.
+    let mut bad = trailer.clone();
+    bad[1 + 4 + 44] = 2;
+    assert!(pack::decode_trailer(&bad, end, &what).is_err());
 }

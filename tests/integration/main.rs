@@ -12,6 +12,7 @@ mod corruption;
 mod crash;
 mod damage;
 mod dated;
+mod deltas;
 mod encryption;
 mod error_causes;
 mod export;

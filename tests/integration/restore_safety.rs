@@ -26,7 +26,7 @@ fn add_chunk(repo: &Repo, pack: &mut PackWriter, added: &mut HashSet<ChunkId>, d
     let id = repo.keys().chunk_id(data);
     if added.insert(id) {
         let sealed = repo.keys().seal(ObjectKind::Chunk, &id.0, &blob::encode(data, 3));
-        pack.add(id, &sealed, data.len() as u32).expect("add chunk");
+        pack.add(id, &sealed, data.len() as u32, None).expect("add chunk");
     }
     id
 }

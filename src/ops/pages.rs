@@ -1,0 +1,148 @@
+//! Which parent page a new page of a database resembles: for each chunk of a SQLite file cut at
+//! its page size, the chunk the parent snapshot held at the same position of the same path. The
+//! backup stores a changed page as a delta against it (`repo::chunks`). Only a hint: a wrong one
+//! costs compression, never correctness (every stored chunk round-trips before it is kept).
+
+use crate::format::manifest::{path_cmp, Node, NodeKind};
+use crate::id::ChunkId;
+
+/// The first 16 bytes of every SQLite database file.
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// The page size a database's first page declares, when `first` is exactly one such page (so
+/// the file was cut at page boundaries, chunking.md).
+pub fn page_size_of_first_chunk(first: &[u8]) -> Option<usize> {
+    if first.len() < 100 || &first[..16] != SQLITE_MAGIC {
+        return None;
+    }
+    let size = match u16::from_be_bytes([first[16], first[17]]) {
+        1 => 65536,
+        n => n as usize,
+    };
+    (size == first.len()).then_some(size)
+}
+
+/// The current file as far as the plan goes.
+struct Current {
+    /// The parent's chunks of the same path (empty: no parent file).
+    parent: Vec<ChunkId>,
+    /// Position of the next chunk in the file.
+    index: usize,
+    /// The page size, once the first chunk showed a database cut at pages (`Some(None)`: not one).
+    page_size: Option<Option<usize>>,
+}
+
+/// Walks the parent snapshot's tree in step with the backup (both in tree order).
+pub struct PagePlan {
+    parent: Option<Box<dyn Iterator<Item = crate::error::Result<Node>>>>,
+    peeked: Option<Node>,
+    current: Option<Current>,
+}
+
+impl PagePlan {
+    /// A plan over the parent snapshot's tree (`None`: no parent, no bases).
+    pub fn new(parent: Option<Box<dyn Iterator<Item = crate::error::Result<Node>>>>) -> Self {
+        PagePlan { parent, peeked: None, current: None }
+    }
+
+    /// A file starts (again, after a retry: the same path finds the same parent node).
+    pub fn file_start(&mut self, path: &[u8]) {
+        let parent = self.find(path).filter(|n| n.kind == NodeKind::File).map(|n| n.chunks).unwrap_or_default();
+        self.current = Some(Current { parent, index: 0, page_size: None });
+    }
+
+    /// The next chunk of the current file: the parent's page at its position, if it has one.
+    pub fn chunk(&mut self, data: &[u8]) -> Option<ChunkId> {
+        let c = self.current.as_mut()?;
+        let i = c.index;
+        c.index += 1;
+        if c.parent.is_empty() {
+            return None;
+        }
+        let size = *c.page_size.get_or_insert_with(|| page_size_of_first_chunk(data));
+        match size {
+            Some(s) if data.len() == s => c.parent.get(i).copied(),
+            _ => None,
+        }
+    }
+
+    /// The parent's node at `path`, consuming the parent's tree up to it. The found node is kept
+    /// peeked so a retried file finds it again.
+    fn find(&mut self, path: &[u8]) -> Option<Node> {
+        loop {
+            if self.peeked.is_none() {
+                match self.parent.as_mut()?.next() {
+                    Some(Ok(n)) => self.peeked = Some(n),
+                    Some(Err(e)) => {
+                        tracing::warn!("parent snapshot's tree unreadable, pages stored whole: {e}");
+                        self.parent = None;
+                        return None;
+                    }
+                    None => {
+                        self.parent = None;
+                        return None;
+                    }
+                }
+            }
+            let p = self.peeked.as_ref().expect("peeked");
+            match path_cmp(&p.path, path) {
+                std::cmp::Ordering::Less => self.peeked = None,
+                std::cmp::Ordering::Equal => return self.peeked.clone(),
+                std::cmp::Ordering::Greater => return None,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(path: &str, chunks: &[u8]) -> Node {
+        Node {
+            path: path.as_bytes().to_vec(),
+            kind: NodeKind::File,
+            mode: 0o100600,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            inode: 0,
+            size: 0,
+            target: Vec::new(),
+            chunks: chunks.iter().map(|b| ChunkId([*b; 32])).collect(),
+        }
+    }
+
+    fn first_page(size: usize) -> Vec<u8> {
+        let mut p = vec![0u8; size];
+        p[..16].copy_from_slice(SQLITE_MAGIC);
+        p[16..18].copy_from_slice(&(if size == 65536 { 1 } else { size as u16 }).to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn pages_map_to_the_parent_page_at_the_same_position() {
+        let tree = vec![Ok(node("a.db", &[1, 2, 3])), Ok(node("b.txt", &[4, 5])), Ok(node("c.db", &[6, 7]))];
+        let mut plan = PagePlan::new(Some(Box::new(tree.into_iter())));
+        plan.file_start(b"a.db");
+        assert_eq!(plan.chunk(&first_page(4096)), Some(ChunkId([1; 32])));
+        assert_eq!(plan.chunk(&[0; 4096]), Some(ChunkId([2; 32])));
+        assert_eq!(plan.chunk(&[0; 100]), None, "not a whole page");
+        assert_eq!(plan.chunk(&[0; 4096]), None, "past the parent's end");
+        // A retried file starts over against the same parent.
+        plan.file_start(b"a.db");
+        assert_eq!(plan.chunk(&first_page(4096)), Some(ChunkId([1; 32])));
+        // Not a database: no bases.
+        plan.file_start(b"b.txt");
+        assert_eq!(plan.chunk(&[0; 4096]), None);
+        assert_eq!(plan.chunk(&[0; 4096]), None);
+        // A new file has no parent.
+        plan.file_start(b"b2.db");
+        assert_eq!(plan.chunk(&first_page(4096)), None);
+        plan.file_start(b"c.db");
+        assert_eq!(plan.chunk(&first_page(65536)), Some(ChunkId([6; 32])));
+        assert_eq!(plan.chunk(&[0; 65536]), Some(ChunkId([7; 32])));
+        assert_eq!(page_size_of_first_chunk(&first_page(4096)[..2048]), None);
+    }
+}

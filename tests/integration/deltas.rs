@@ -1,0 +1,299 @@
+//! Changed database pages stored as zstd deltas against the parent snapshot's page at the same
+//! position (format-spec/pack.md, "References"), through the real CLI: byte-identical restores
+//! over many generations of random page edits, prune keeping bases while repacking, damage to a
+//! base reported with every file it breaks, and a SIGKILLed delta-heavy backup.
+
+use std::collections::BTreeSet;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use cairn::format::sample::SplitMix64;
+use cairn::id::ChunkId;
+use proptest::prelude::*;
+use serde_json::Value;
+
+use crate::util::{self, flip_byte, layout, open_repo, pack_path, prng_bytes, Env};
+
+const PAGE: usize = 4096;
+
+/// A file that looks like a SQLite database cut at 4 KiB pages: the header page, then random
+/// (incompressible) pages, so a page stored whole costs a full page.
+fn fake_db(pages: usize, seed: u64) -> Vec<u8> {
+    let mut d = prng_bytes(seed, pages * PAGE);
+    d[..16].copy_from_slice(b"SQLite format 3\0");
+    d[16..18].copy_from_slice(&(PAGE as u16).to_be_bytes());
+    d
+}
+
+/// `snapshot --stdin app.db` of `data`: (snapshot id, bytes stored, chunks stored).
+fn backup_stream(env: &Env, data: &[u8]) -> (String, u64, u64) {
+    let v = env.run_stdin(&["--json", "snapshot", "--type", "db", "--stdin", "app.db"], data).ok().json();
+    let s = &v["stats"];
+    (v["id"].as_str().unwrap().to_string(), s["new_bytes"].as_u64().unwrap(), s["new_chunks"].as_u64().unwrap())
+}
+
+fn restore_file(env: &Env, id: &str, name: &str, file: &str) -> Vec<u8> {
+    let t = env.path().join("restores").join(name);
+    env.run(&["restore", id, "--target", t.to_str().unwrap()]).ok();
+    std::fs::read(t.join(file)).unwrap()
+}
+
+/// Chunks of `file` in snapshot `id` that the index records as deltas, with their bases.
+fn deltas_of(env: &Env, id: &str, file: &str) -> Vec<(ChunkId, ChunkId)> {
+    let l = layout(&env.repo());
+    let chunks = &l.snapshots.iter().find(|s| s.id == id).unwrap().files[file];
+    let r = open_repo(&env.repo());
+    chunks.iter().filter_map(|c| r.cache().lookup(c).unwrap().and_then(|loc| loc.reference.map(|b| (*c, b)))).collect()
+}
+
+#[test]
+fn changed_pages_cost_a_delta_not_a_page() {
+    let env = Env::new();
+    env.init();
+    let mut db = fake_db(64, 1);
+    let (s1, full, _) = backup_stream(&env, &db);
+    assert!(full > 64 * PAGE as u64, "random pages do not compress: {full}");
+    // Sixteen bytes changed in each of 20 pages.
+    for p in (1..64).step_by(3).take(20) {
+        db[p * PAGE + 1000..p * PAGE + 1016].copy_from_slice(b"a changed value!");
+    }
+    let gen2 = db.clone();
+    let (s2, added, chunks) = backup_stream(&env, &db);
+    assert_eq!(chunks, 20 + 1, "20 pages and the tree");
+    assert!(added < 20 * 300, "20 changed pages stored as deltas cost {added} bytes");
+    let d2 = deltas_of(&env, &s2, "app.db");
+    assert_eq!(d2.len(), 20, "{d2:?}");
+    // The same pages again: their parents are deltas, so the new ones are made against the
+    // parents' bases (one link, never a chain).
+    for p in (1..64).step_by(3).take(20) {
+        db[p * PAGE + 2000..p * PAGE + 2008].copy_from_slice(b"and more");
+    }
+    let (s3, added3, _) = backup_stream(&env, &db);
+    assert!(added3 < 20 * 300, "{added3}");
+    let d3 = deltas_of(&env, &s3, "app.db");
+    let bases2: BTreeSet<ChunkId> = d2.iter().map(|d| d.1).collect();
+    assert_eq!(d3.len(), 20);
+    assert!(d3.iter().all(|(_, b)| bases2.contains(b)), "deltas of deltas point at the first bases");
+    assert_eq!(restore_file(&env, &s1, "s1", "app.db"), fake_db(64, 1));
+    assert_eq!(restore_file(&env, &s2, "s2", "app.db"), gen2);
+    assert_eq!(restore_file(&env, &s3, "s3", "app.db"), db);
+    env.run(&["verify", "--read-data"]).ok();
+}
+
+/// One generation's edit of the fake database.
+fn edit(db: &mut Vec<u8>, r: &mut SplitMix64) {
+    let pages = db.len() / PAGE;
+    match r.next_u64() % 8 {
+        // Append pages.
+        0 => db.extend(prng_bytes(r.next_u64(), PAGE * (1 + r.next_u64() as usize % 3))),
+        // Drop the last page.
+        1 if pages > 2 => db.truncate(db.len() - PAGE),
+        // Rewrite a page entirely: a delta does not pay.
+        2 => {
+            let p = 1 + r.next_u64() as usize % (pages - 1);
+            db[p * PAGE..(p + 1) * PAGE].copy_from_slice(&prng_bytes(r.next_u64(), PAGE));
+        }
+        // Small edits in a few pages (the common case).
+        _ => {
+            for _ in 0..1 + r.next_u64() % 6 {
+                let p = r.next_u64() as usize % pages;
+                let at = p * PAGE + 100 + r.next_u64() as usize % (PAGE - 200);
+                let n = 1 + r.next_u64() as usize % 40;
+                let patch = prng_bytes(r.next_u64(), n);
+                db[at..at + n].copy_from_slice(&patch);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Random page edits over many generations, each backed up (most pages as deltas, bases
+    /// whole): every generation restores byte-identical, from the newest back to the first.
+    #[test]
+    fn random_page_edits_restore_byte_identical_at_every_generation(seed in any::<u64>()) {
+        let env = Env::new();
+        env.init();
+        let mut r = SplitMix64(seed);
+        let mut db = fake_db(12 + r.next_u64() as usize % 8, r.next_u64());
+        let mut gens: Vec<(String, Vec<u8>)> = Vec::new();
+        for _ in 0..7 {
+            let (id, _, _) = backup_stream(&env, &db);
+            gens.push((id, db.clone()));
+            edit(&mut db, &mut r);
+        }
+        for (n, (id, want)) in gens.iter().enumerate().rev() {
+            let got = restore_file(&env, id, &format!("g{n}"), "app.db");
+            prop_assert!(got == *want, "generation {} of seed {} restored differently", n, seed);
+        }
+        env.run(&["verify", "--read-data"]).ok();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real SQLite databases met in a walk.
+
+fn make_db(path: &Path, rows: i64) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.execute_batch("PRAGMA journal_mode=DELETE; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL);").unwrap();
+    let tx = c.unchecked_transaction().unwrap();
+    for i in 0..rows {
+        let v = hex::encode(prng_bytes(i as u64, 50));
+        tx.execute("INSERT INTO t VALUES(?1, ?2)", rusqlite::params![i, v]).unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+/// Changes 7 characters of every `every`th row starting at `from` below row `below` (same
+/// length: pages change in place, a few bytes each).
+fn touch_rows_below(path: &Path, from: i64, every: i64, below: i64, mark: &str) {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.execute(
+        "UPDATE t SET v = substr(v, 1, 40) || ?1 || substr(v, 48) WHERE id % ?2 = ?3 AND id < ?4",
+        rusqlite::params![mark, every, from, below],
+    )
+    .unwrap();
+}
+
+fn touch_rows(path: &Path, from: i64, every: i64, mark: &str) {
+    touch_rows_below(path, from, every, i64::MAX, mark);
+}
+
+fn rows(path: &Path) -> Vec<(i64, String)> {
+    let c = rusqlite::Connection::open(path).unwrap();
+    let ok: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(ok, "ok", "{}", path.display());
+    let mut st = c.prepare("SELECT id, v FROM t ORDER BY id").unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+}
+
+fn snapshot_dir(env: &Env) -> (String, u64) {
+    let v = env.run(&["--json", "snapshot", "--type", "db", "src"]).ok().json();
+    (v["id"].as_str().unwrap().to_string(), v["stats"]["new_bytes"].as_u64().unwrap())
+}
+
+/// Restores snapshot `id`: the rows of its database, or the failed run.
+fn try_restore(env: &Env, id: &str, name: &str) -> Result<Vec<(i64, String)>, util::Run> {
+    let t = env.path().join("restores").join(name);
+    let r = env.run(&["restore", id, "--target", t.to_str().unwrap()]);
+    if r.code != 0 {
+        return Err(r);
+    }
+    Ok(rows(&t.join("src/app.db")))
+}
+
+fn restored_rows(env: &Env, id: &str, name: &str) -> Vec<(i64, String)> {
+    try_restore(env, id, name).unwrap_or_else(|r| panic!("restore failed: {}\n{}", r.stdout, r.stderr))
+}
+
+#[test]
+fn prune_keeps_bases_while_repacking_and_the_newest_snapshot_restores() {
+    let env = Env::new();
+    env.init();
+    let db = env.path().join("src/app.db");
+    make_db(&db, 3000);
+    let (s1, full) = snapshot_dir(&env);
+    touch_rows(&db, 0, 20, "CHANGED");
+    let (s2, added2) = snapshot_dir(&env);
+    assert!(added2 * 4 < full, "a delta-heavy backup adds {added2} bytes against {full} for the whole");
+    // Half the pages change again: s2's pack keeps live deltas beside dead ones.
+    touch_rows_below(&db, 10, 20, 1500, "AGAIN!!");
+    let (s3, _) = snapshot_dir(&env);
+    let want = rows(&db);
+    let d3 = deltas_of(&env, &s3, "src/app.db");
+    assert!(d3.len() > 10, "{d3:?}");
+    // The bases of s3's deltas (and of the s2 deltas s3 still uses) are s1's pages.
+    env.run(&["forget", &s1, &s2]).ok();
+    let p = env.run(&["--json", "prune", "--repack-below", "100"]).ok().json();
+    assert!(p["packs_repacked"].as_u64().unwrap() >= 2, "both older packs hold dead chunks: {p:#}");
+    let l = layout(&env.repo());
+    assert_eq!(l.snapshots.len(), 1);
+    let r = open_repo(&env.repo());
+    for (_, b) in &d3 {
+        assert!(r.cache().lookup(b).unwrap().is_some(), "base {b} dropped by prune");
+    }
+    drop(r);
+    assert_eq!(restored_rows(&env, &s3, "s3"), want);
+    env.run(&["verify", "--read-data"]).ok();
+}
+
+#[test]
+fn damaged_base_is_reported_with_every_file_it_breaks_and_restore_names_it() {
+    let env = Env::new();
+    env.init();
+    let db = env.path().join("src/app.db");
+    make_db(&db, 1500);
+    let (s1, _) = snapshot_dir(&env);
+    // Every row changes: every data page of s2 is a delta against an s1 page.
+    touch_rows(&db, 0, 1, "CHANGED");
+    let (s2, _) = snapshot_dir(&env);
+    let d2 = deltas_of(&env, &s2, "src/app.db");
+    assert!(!d2.is_empty());
+    let l = layout(&env.repo());
+    let s2_files = &l.snapshots.iter().find(|s| s.id == s2).unwrap().files["src/app.db"];
+    let (delta, base) = *d2.iter().find(|(_, b)| !s2_files.contains(b)).expect("a base s2 does not hold itself");
+    let pack = l.pack_of(&base);
+    assert_ne!(pack, l.pack_of(&delta), "bases live in the older pack");
+    let e = l.packs[&pack].iter().find(|e| e.id == base).unwrap();
+    flip_byte(&pack_path(&env.repo(), &pack), e.offset as u64 + e.stored_len as u64 / 2);
+
+    let r = env.run(&["--json", "verify", "--read-data"]);
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    let v: Value = r.json();
+    let d = v["damaged_packs"].as_array().unwrap();
+    let ours = d.iter().find(|d| d["pack"] == pack.to_hex()).unwrap_or_else(|| panic!("{v:#}"));
+    assert!(ours["chunks"].as_array().unwrap().iter().any(|c| c == &base.to_hex()), "{ours:#}");
+    let affected: BTreeSet<(String, String)> = ours["affected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["snapshot"].as_str().unwrap().to_string(), a["path"].as_str().unwrap().to_string()))
+        .collect();
+    // s2 holds no copy of the damaged page: it breaks through its delta.
+    assert!(affected.contains(&(s2.clone(), "src/app.db".into())), "{affected:?}");
+    assert!(affected.contains(&(s1.clone(), "src/app.db".into())), "{affected:?}");
+    // Not reported as success, and the delta's own pack is not called damaged.
+    assert!(d.iter().all(|d| d["pack"] != l.pack_of(&delta).to_hex()), "{v:#}");
+
+    let r = try_restore(&env, &s2, "s2").expect_err("a restore through a damaged base must fail");
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains(&base.to_hex()), "the error names the base: {}", r.stderr);
+    assert!(r.stderr.contains("app.db"), "and the file: {}", r.stderr);
+    util::assert_no_panic(&r);
+}
+
+#[test]
+fn sigkill_during_a_delta_heavy_backup_leaves_a_repository_that_verifies_and_backs_up() {
+    let env = Env::new();
+    env.init();
+    let db = env.path().join("src/app.db");
+    make_db(&db, 60_000);
+    snapshot_dir(&env);
+    let mut landed = 0;
+    for (n, ms) in [40u64, 120, 250, 400, 700].into_iter().enumerate() {
+        touch_rows(&db, 0, 1, &format!("KILL{n:03}"));
+        let before = util::snapshot_names(&env.repo()).len();
+        let mut c = env.cmd();
+        c.args(["snapshot", "--type", "db", "src"]).stdout(Stdio::null()).stderr(Stdio::null());
+        let mut child = c.spawn().unwrap();
+        // A real process: the kill lands wherever it is after this long.
+        std::thread::sleep(Duration::from_millis(ms));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        let committed = util::snapshot_names(&env.repo()).len() > before;
+        if status.signal() == Some(libc::SIGKILL) && !committed {
+            landed += 1;
+        }
+        let v = env.run(&["--json", "verify"]);
+        assert_eq!(v.code, 0, "after a kill at {ms} ms: {}\n{}", v.stdout, v.stderr);
+    }
+    assert!(landed >= 1, "no kill landed mid-backup");
+    touch_rows(&db, 3, 7, "AFTER!!");
+    let (id, _) = snapshot_dir(&env);
+    assert_eq!(restored_rows(&env, &id, "after"), rows(&db));
+    env.run(&["verify", "--read-data"]).ok();
+}
