@@ -39,8 +39,10 @@ fn batched_restore_and_verify_across_packs_equal_chunk_by_chunk_reads_and_find_a
     std::fs::create_dir_all(app.join("small")).unwrap();
     let db = app.join("app.db");
     let c = rusqlite::Connection::open(&db).unwrap();
-    c.execute_batch("PRAGMA page_size=4096; PRAGMA journal_mode=DELETE; CREATE TABLE t(id INTEGER PRIMARY KEY, body BLOB);")
-        .unwrap();
+    c.execute_batch(
+        "PRAGMA page_size=4096; PRAGMA journal_mode=DELETE; CREATE TABLE t(id INTEGER PRIMARY KEY, body BLOB);",
+    )
+    .unwrap();
     let tx = c.unchecked_transaction().unwrap();
     for i in 0..4000u64 {
         tx.execute("INSERT INTO t VALUES(?1, ?2)", rusqlite::params![i as i64, prng_bytes(i, 1000)]).unwrap();
@@ -136,7 +138,9 @@ fn batched_restore_and_verify_across_packs_equal_chunk_by_chunk_reads_and_find_a
     assert_no_panic(&r);
     assert_ne!(r.code, 0, "a restore reading a damaged chunk fails\n{}", r.stderr);
     assert!(
-        r.stderr.contains("app/app.db") && r.stderr.contains(&victim.short()) && r.stderr.contains("authentication failed"),
+        r.stderr.contains("app/app.db")
+            && r.stderr.contains(&victim.short())
+            && r.stderr.contains("authentication failed"),
         "the error names the file and the chunk:\n{}",
         r.stderr
     );
