@@ -340,9 +340,15 @@ impl Cache {
                         let pack = match packs.get(&pid) {
                             Some(p) => *p,
                             None => {
-                                let p = c
-                                    .wrap(pack_st.query_row([pid], |r| r.get::<_, Vec<u8>>(0)).optional())?
-                                    .map(|b| PackId::from_slice(&b).unwrap_or_default());
+                                // A damaged pack row (an id of the wrong type) locates nothing.
+                                let p = match pack_st.query_row([pid], |r| r.get::<_, Vec<u8>>(0)).optional() {
+                                    Ok(b) => b.map(|b| PackId::from_slice(&b).unwrap_or_default()),
+                                    Err(
+                                        rusqlite::Error::InvalidColumnType(..)
+                                        | rusqlite::Error::FromSqlConversionFailure(..),
+                                    ) => None,
+                                    Err(e) => return Err(Error::cache(&c.path, e)),
+                                };
                                 packs.insert(pid, p);
                                 p
                             }
