@@ -2,10 +2,12 @@
 # Compare cairn against restic and borg on the reference workload
 # (benches/workload.py).  See benches/README.md.
 #
-#   benches/compare.sh [--rows N] [--variant uniform|recent] [--seed S]
-#                      [--logs K] [--log-mb M] [--runs K]
+#   benches/compare.sh [--rows N] [--variants uniform,recent] [--seed S]
+#                      [--logs K] [--log-mb M] [--runs K] [--big]
 #                      [--tools restic,borg,cairn] [--keep]
 #
+# Default: the full-size workload, both day-1 variants, restic, borg and cairn,
+# medians of 3 runs. --big adds a 1 GiB database run (uniform variant).
 # Scratch space: ${BENCH_DIR:-/tmp/cairn-bench}.  Raw per-command numbers are
 # appended to benches/results/compare-YYYY-MM-DD.txt.  CAIRN_BIN=/path/to/cairn
 # skips `cargo build --release` and uses that binary instead.
@@ -17,11 +19,13 @@ WORKLOAD="$SCRIPT_DIR/workload.py"
 BENCH_DIR=${BENCH_DIR:-/tmp/cairn-bench}
 
 ROWS=""            # empty = workload.py default (~256 MiB db)
-VARIANT=uniform
+VARIANTS=uniform,recent
+BIG=0
+BIG_ROWS=15880000  # 4x the default rows: app.db of about 1 GiB
 SEED=42
 NLOGS=20
 LOG_MB=4
-RUNS=1
+RUNS=3
 TOOLS=restic,borg,cairn
 KEEP=0
 ORIG_ARGS="$*"
@@ -29,12 +33,13 @@ ORIG_ARGS="$*"
 die() { echo "compare.sh: error: $*" >&2; exit 1; }
 say() { echo "==> $*" >&2; }
 
-usage() { sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --rows) ROWS=${2:?}; shift 2 ;;
-    --variant) VARIANT=${2:?}; shift 2 ;;
+    --variant|--variants) VARIANTS=${2:?}; shift 2 ;;
+    --big) BIG=1; shift ;;
     --seed) SEED=${2:?}; shift 2 ;;
     --logs) NLOGS=${2:?}; shift 2 ;;
     --log-mb) LOG_MB=${2:?}; shift 2 ;;
@@ -45,7 +50,10 @@ while [[ $# -gt 0 ]]; do
     *) echo "unknown argument: $1" >&2; usage 2 ;;
   esac
 done
-[[ $VARIANT == uniform || $VARIANT == recent ]] || die "--variant must be uniform or recent"
+IFS=, read -r -a VARIANT_LIST <<<"$VARIANTS"
+for v in "${VARIANT_LIST[@]}"; do
+  [[ $v == uniform || $v == recent ]] || die "--variants: '$v' is not uniform or recent"
+done
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive integer"
 [[ -z $ROWS || $ROWS =~ ^[1-9][0-9]*$ ]] || die "--rows must be a positive integer"
 
@@ -104,26 +112,30 @@ METRICS="$BENCH_DIR/metrics"
 rm -rf "$METRICS"; mkdir -p "$METRICS"
 
 # --------------------------------------------------------------- workload
-# Generated once into $BENCH_DIR/pristine and reused while the parameters and
-# workload.py are unchanged; every run works on a fresh copy.
-PRISTINE="$BENCH_DIR/pristine"
-stamp="rows=${ROWS:-default} seed=$SEED logs=$NLOGS log_mb=$LOG_MB $(sha256sum "$WORKLOAD" | cut -c1-16)"
-if [[ ! -f $PRISTINE/.stamp || $(cat "$PRISTINE/.stamp") != "$stamp" ]]; then
-  rm -rf "$PRISTINE"; mkdir -p "$PRISTINE"
-  say "generating workload ($stamp)"
-  t0=$(date +%s.%N)
-  python3 "$WORKLOAD" init "$PRISTINE" ${ROWS:+--rows "$ROWS"} --seed "$SEED" \
-    --logs "$NLOGS" --log-mb "$LOG_MB" >&2 || die "workload.py init failed"
-  say "workload generated in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') s"
-  echo "$stamp" >"$PRISTINE/.stamp"
-else
-  say "reusing workload in $PRISTINE ($stamp)"
-fi
-DATA_BYTES=$(du -sb "$PRISTINE/app" | cut -f1)
+# Generated once per row count into $BENCH_DIR/pristine (the default size) or
+# $BENCH_DIR/pristine-ROWS, reused while the parameters and workload.py are
+# unchanged; every run works on a fresh copy.
+prepare_workload() {  # ROWS (empty = default) -> sets PRISTINE, DATA_BYTES, STAMP
+  local rows=$1
+  PRISTINE="$BENCH_DIR/pristine${rows:+-$rows}"
+  STAMP="rows=${rows:-default} seed=$SEED logs=$NLOGS log_mb=$LOG_MB $(sha256sum "$WORKLOAD" | cut -c1-16)"
+  if [[ ! -f $PRISTINE/.stamp || $(cat "$PRISTINE/.stamp") != "$STAMP" ]]; then
+    rm -rf "$PRISTINE"; mkdir -p "$PRISTINE"
+    say "generating workload ($STAMP)"
+    local t0; t0=$(date +%s.%N)
+    python3 "$WORKLOAD" init "$PRISTINE" ${rows:+--rows "$rows"} --seed "$SEED" \
+      --logs "$NLOGS" --log-mb "$LOG_MB" >&2 || die "workload.py init failed"
+    say "workload generated in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') s"
+    echo "$STAMP" >"$PRISTINE/.stamp"
+  else
+    say "reusing workload in $PRISTINE ($STAMP)"
+  fi
+  DATA_BYTES=$(du -sb "$PRISTINE/app" | cut -f1)
+}
 
 {
   echo "## $(date -Is) compare.sh $ORIG_ARGS"
-  echo "# host=$(hostname) cpus=$(nproc) workload: $stamp variant=$VARIANT data_bytes=$DATA_BYTES runs=$RUNS"
+  echo "# host=$(hostname) cpus=$(nproc) load=$(cut -d' ' -f1-3 /proc/loadavg) variants=$VARIANTS big=$BIG runs=$RUNS"
   if want restic; then echo "# $(restic version)"; fi
   if want borg; then echo "# $(borg --version)"; fi
   if want cairn; then echo "# cairn $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?') ($CAIRN)"; fi
@@ -147,15 +159,17 @@ timed() {
   local e m
   read -r e m < <(tail -n 1 "$tf")
   [[ -n ${e:-} && -n ${m:-} ]] || die "could not parse /usr/bin/time output: $(cat "$tf")"
-  printf '%s run=%s step=%s elapsed_s=%s maxrss_kib=%s cmd=%s\n' \
-    "$key" "$RUN" "$step" "$e" "$m" "$*" >>"$RESULTS"
+  printf '%s wl=%s run=%s step=%s elapsed_s=%s maxrss_kib=%s cmd=%s\n' \
+    "$key" "$WL" "$RUN" "$step" "$e" "$m" "$*" >>"$RESULTS"
   add_metric "$key" "$step" "$e"
-  local f="$METRICS/$key.$RUN.rss"
-  if [[ ! -f $f ]] || (( m > $(cat "$f") )); then echo "$m" >"$f"; fi
+  local f
+  for f in "$METRICS/$WL.$key.$RUN.rss" "$METRICS/$WL.$key.$RUN.rss_$step"; do
+    if [[ ! -f $f ]] || (( m > $(cat "$f") )); then echo "$m" >"$f"; fi
+  done
 }
 
 add_metric() {  # KEY STEP VALUE: accumulate (sum) into this run's metric
-  local f="$METRICS/$1.$RUN.$2" old=0
+  local f="$METRICS/$WL.$1.$RUN.$2" old=0
   [[ -f $f ]] && old=$(cat "$f")
   awk -v a="$old" -v b="$3" 'BEGIN{printf "%.3f\n", a+b}' >"$f"
 }
@@ -210,7 +224,7 @@ do_verify() {
 
 run_one() {  # KEY: one full cycle on a fresh copy of the workload and a fresh repo
   local key=$1
-  RUNDIR="$BENCH_DIR/run/$key-$RUN"
+  RUNDIR="$BENCH_DIR/run/$WL-$key-$RUN"
   WORK="$RUNDIR/work" REPO="$RUNDIR/repo" RESTORE="$RUNDIR/restore"
   rm -rf "$RUNDIR" "$BORG_BASE_DIR" "$RESTIC_CACHE_DIR"
   mkdir -p "$WORK" "$RESTORE"
@@ -221,15 +235,16 @@ run_one() {  # KEY: one full cycle on a fresh copy of the workload and a fresh r
   warm_cache
   do_backup "$key" backup0 day0
   local size0; size0=$(repo_bytes "$REPO")
+  add_metric "$key" repo0_mb "$(awk -v a="$size0" 'BEGIN{printf "%.3f", a/1e6}')"
 
-  python3 "$WORKLOAD" day1 "$WORK" --variant "$VARIANT" --seed "$SEED" \
+  python3 "$WORKLOAD" day1 "$WORK" --variant "$VAR" --seed "$SEED" \
     >>"$RUNDIR/log.day1" 2>&1 || { cat "$RUNDIR/log.day1" >&2; die "workload.py day1 failed"; }
   warm_cache
   do_backup "$key" backup1 day1
   local size1; size1=$(repo_bytes "$REPO")
-  add_metric "$key" added_mib "$(awk -v a="$size0" -v b="$size1" 'BEGIN{printf "%.3f", (b-a)/1048576}')"
-  printf '%s run=%s repo_bytes_day0=%s repo_bytes_day1=%s added_bytes=%s\n' \
-    "$key" "$RUN" "$size0" "$size1" "$((size1 - size0))" >>"$RESULTS"
+  add_metric "$key" added_mb "$(awk -v a="$size0" -v b="$size1" 'BEGIN{printf "%.3f", (b-a)/1e6}')"
+  printf '%s wl=%s run=%s repo_bytes_day0=%s repo_bytes_day1=%s added_bytes=%s\n' \
+    "$key" "$WL" "$RUN" "$size0" "$size1" "$((size1 - size0))" >>"$RESULTS"
 
   do_restore "$key"
   # Untimed sanity check: the restore must reproduce the day-1 tree.
@@ -242,15 +257,8 @@ run_one() {  # KEY: one full cycle on a fresh copy of the workload and a fresh r
 }
 
 # -------------------------------------------------------------------- run
-for RUN in $(seq 1 "$RUNS"); do
-  for key in "${ROWKEYS[@]}"; do
-    run_one "$key"
-  done
-done
-[[ $KEEP -eq 1 ]] || rm -rf "$BORG_BASE_DIR" "$RESTIC_CACHE_DIR"
-
 median() {  # files... -> median of their single values
-  cat "$@" | sort -g | awk '{a[NR]=$1} END{ if (NR==0) {print "nan"; exit}
+  cat "$@" 2>/dev/null | sort -g | awk '{a[NR]=$1} END{ if (NR==0) {print "nan"; exit}
     if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'
 }
 
@@ -261,25 +269,54 @@ label() {
   esac
 }
 
+fmt() { awk '{ if ($1 == "nan") print "-"; else printf ($1 < 10 ? "%.2f" : "%.1f"), $1 }'; }
+
+# The table of one workload ($WL): medians over the runs, then cairn/restic ratios.
+METRIC_COLS=(backup0 repo0_mb added_mb backup1 restore verify)
+RSS_COLS=(rss_backup0 rss_backup1 rss_restore rss_verify)
 table() {
-  local data_mib
+  local data_mib key m
   data_mib=$(awk -v b="$DATA_BYTES" 'BEGIN{printf "%.0f", b/1048576}')
   echo
-  echo "Workload: ${data_mib} MiB (app.db rows=${ROWS:-default}, ${NLOGS}x${LOG_MB} MiB logs), day-1 variant: $VARIANT, seed $SEED, $( [[ $RUNS -gt 1 ]] && echo "median of $RUNS runs" || echo "1 run")"
+  echo "### $WL: ${data_mib} MiB (app.db rows=${WL_ROWS:-default}, ${NLOGS}x${LOG_MB} MiB logs), day-1 variant $VAR, seed $SEED, $( [[ $RUNS -gt 1 ]] && echo "median of $RUNS runs" || echo "1 run")"
   echo
-  echo "| tool | first backup s | day-1 backup s | day-1 added MiB | restore s | verify s | peak RSS MiB |"
-  echo "|---|---:|---:|---:|---:|---:|---:|"
-  local key m
+  echo "| tool | first backup s | repo after day 0 MB | added by day 1 MB | day-1 backup s | restore s | full verify s | RSS MiB: backup0 / backup1 / restore / verify |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
   for key in "${ROWKEYS[@]}"; do
-    local cols=()
-    for m in backup0 backup1 added_mib restore verify; do
-      cols+=("$(median "$METRICS/$key".*."$m" | awk '{printf ($1<10 ? "%.2f" : "%.1f"), $1}')")
+    local cols=() rss=()
+    for m in "${METRIC_COLS[@]}"; do cols+=("$(median "$METRICS/$WL.$key".*."$m" | fmt)"); done
+    for m in "${RSS_COLS[@]}"; do rss+=("$(median "$METRICS/$WL.$key".*."$m" | awk '{printf "%.0f", $1/1024}')"); done
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(label "$key")" "${cols[@]}" "$(IFS=/; echo "${rss[*]}" | sed 's|/| / |g')"
+  done
+  local c
+  for c in cairn cairn-noenc; do
+    want "$c" && want restic || continue
+    [[ " ${ROWKEYS[*]} " == *" $c "* ]] || continue
+    local ratios=()
+    for m in "${METRIC_COLS[@]}" rss; do
+      ratios+=("$(awk -v a="$(median "$METRICS/$WL.$c".*."$m")" -v b="$(median "$METRICS/$WL.restic".*."$m")" \
+        'BEGIN{ if (b > 0 && a != "nan") printf "%.2fx", a/b; else print "-" }')")
     done
-    cols+=("$(median "$METRICS/$key".*.rss | awk '{printf "%.0f", $1/1024}')")
-    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$(label "$key")" "${cols[@]}"
+    printf '| %s / restic | %s | %s | %s | %s | %s | %s | %s (peak) |\n' "$(label "$c")" "${ratios[@]}"
   done
 }
 
-table | tee -a "$RESULTS"
+WORKLOADS=()
+for v in "${VARIANT_LIST[@]}"; do WORKLOADS+=("${ROWS:-default}:$v"); done
+[[ $BIG -eq 0 ]] || WORKLOADS+=("$BIG_ROWS:uniform")
+for wl in "${WORKLOADS[@]}"; do
+  WL_ROWS=${wl%%:*}; VAR=${wl#*:}
+  [[ $WL_ROWS == default ]] && WL_ROWS=""
+  WL="rows${WL_ROWS:-default}-$VAR"
+  prepare_workload "$WL_ROWS"
+  echo "# workload $WL: $STAMP data_bytes=$DATA_BYTES" >>"$RESULTS"
+  for RUN in $(seq 1 "$RUNS"); do
+    for key in "${ROWKEYS[@]}"; do
+      run_one "$key"
+    done
+  done
+  table | tee -a "$RESULTS"
+done
+[[ $KEEP -eq 1 ]] || rm -rf "$BORG_BASE_DIR" "$RESTIC_CACHE_DIR"
 echo >>"$RESULTS"
 say "raw numbers appended to $RESULTS"

@@ -161,6 +161,8 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
         }
     }
 
+    index.index_by_pack()?;
+
     // 2. Packs: presence, size, trailer.
     let indexed = index.packs()?;
     report.packs = indexed.len();
@@ -343,6 +345,7 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
             continue;
         }
         let mut missing_reported = 0;
+        let mut files = FileChunks { sid, files: Vec::new(), chunks: 0 };
         for node in TreeReader::new(repo.chunk_reader(), locs) {
             let node = match node {
                 Ok(n) => n,
@@ -354,26 +357,13 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
             if node.kind != NodeKind::File {
                 continue;
             }
-            for c in &node.chunks {
-                if let Some(p) = damaged_chunks.get(c) {
-                    affected.entry(*p).or_default().insert(Affected { snapshot: sid, path: node.path_str() });
-                } else if let Some(why) = broken_refs.get(c) {
-                    if missing_reported < 20 {
-                        report.problems.push(format!("snapshot {sid}: {}: chunk {c} {why}", node.path_str()));
-                    }
-                    missing_reported += 1;
-                    break;
-                } else if !index.contains(c)? {
-                    if missing_reported < 20 {
-                        report
-                            .problems
-                            .push(format!("snapshot {sid}: {}: chunk {c} is not in any index", node.path_str()));
-                    }
-                    missing_reported += 1;
-                    break;
-                }
+            files.chunks += node.chunks.len();
+            files.files.push((node.path_str(), node.chunks));
+            if files.chunks >= CHECK_BATCH {
+                files.check(&index, &damaged_chunks, &broken_refs, &mut affected, &mut report, &mut missing_reported)?;
             }
         }
+        files.check(&index, &damaged_chunks, &broken_refs, &mut affected, &mut report, &mut missing_reported)?;
         if missing_reported > 20 {
             report.problems.push(format!("snapshot {sid}: {} more files with missing chunks", missing_reported - 20));
         }
@@ -406,6 +396,57 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
         });
     }
     Ok(report)
+}
+
+/// Chunk ids checked against the index at once: a bounded batch, probed in sorted order.
+const CHECK_BATCH: usize = 1 << 16;
+
+/// Files of one snapshot whose chunks are still to be checked against the index.
+struct FileChunks {
+    sid: crate::id::SnapshotId,
+    files: Vec<(String, Vec<ChunkId>)>,
+    chunks: usize,
+}
+
+impl FileChunks {
+    /// A chunk in a damaged pack adds its file to what that pack breaks; a file with a chunk no
+    /// index lists is a problem (the first 20 are named, the rest counted).
+    fn check(
+        &mut self,
+        index: &Cache,
+        damaged_chunks: &HashMap<ChunkId, PackId>,
+        broken_refs: &HashMap<ChunkId, String>,
+        affected: &mut BTreeMap<PackId, BTreeSet<Affected>>,
+        report: &mut VerifyReport,
+        missing_reported: &mut usize,
+    ) -> Result<()> {
+        let all: Vec<ChunkId> = self.files.iter().flat_map(|(_, cs)| cs.iter().copied()).collect();
+        let known = index.contains_many(&all)?;
+        let mut at = 0;
+        for (path, chunks) in self.files.drain(..) {
+            let here = &known[at..at + chunks.len()];
+            at += chunks.len();
+            for (c, indexed) in chunks.iter().zip(here) {
+                if let Some(p) = damaged_chunks.get(c) {
+                    affected.entry(*p).or_default().insert(Affected { snapshot: self.sid, path: path.clone() });
+                } else if let Some(why) = broken_refs.get(c) {
+                    if *missing_reported < 20 {
+                        report.problems.push(format!("snapshot {}: {path}: chunk {c} {why}", self.sid));
+                    }
+                    *missing_reported += 1;
+                    break;
+                } else if !indexed {
+                    if *missing_reported < 20 {
+                        report.problems.push(format!("snapshot {}: {path}: chunk {c} is not in any index", self.sid));
+                    }
+                    *missing_reported += 1;
+                    break;
+                }
+            }
+        }
+        self.chunks = 0;
+        Ok(())
+    }
 }
 
 /// Compares every row of the local cache with the index files (loaded into `index`): a row is

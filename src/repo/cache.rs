@@ -6,7 +6,7 @@
 //! It also remembers packs found damaged (`damaged_packs`): their chunks are not deduplicated
 //! against, so the next backup stores them again.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -326,6 +326,98 @@ impl Cache {
         }
     }
 
+    /// Locations of many chunks, in input order (`lookup` for each). The ids are probed in sorted
+    /// order under one read transaction: a file's chunk ids are random, and probing them in file
+    /// order touches one random B-tree page each (more pages than the page cache holds, so most
+    /// are read again); sorted, consecutive probes share their pages. Each pack's id is read once.
+    pub fn lookup_many(&self, ids: &[ChunkId]) -> Result<Vec<Option<Location>>> {
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_unstable_by_key(|&i| ids[i]);
+        let mut out = vec![None; ids.len()];
+        self.batch(|c| {
+            let mut st =
+                c.wrap(c.conn.prepare_cached("SELECT pack, offset, stored_len, raw_len, ref FROM chunks WHERE id=?1"))?;
+            let mut pack_st = c.wrap(c.conn.prepare_cached("SELECT id FROM packs WHERE pid=?1"))?;
+            let mut packs: HashMap<i64, Option<PackId>> = HashMap::new();
+            let mut prev: Option<(ChunkId, Option<Location>)> = None;
+            for i in order {
+                let id = ids[i];
+                if let Some((p, l)) = prev.filter(|(p, _)| *p == id) {
+                    out[i] = l;
+                    prev = Some((p, l));
+                    continue;
+                }
+                let row = st
+                    .query_row([&id.0[..]], |r| {
+                        let reference = match r.get::<_, Option<Vec<u8>>>(4)? {
+                            None => None,
+                            Some(b) => Some(ChunkId::from_slice(&b).ok_or_else(|| {
+                                rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Blob, "bad ref".into())
+                            })?),
+                        };
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, u32>(1)?, r.get::<_, u32>(2)?, r.get::<_, u32>(3)?, reference))
+                    })
+                    .optional();
+                let loc = match row {
+                    Ok(Some((pid, offset, stored_len, raw_len, reference))) => {
+                        let pack = match packs.get(&pid) {
+                            Some(p) => *p,
+                            None => {
+                                // A damaged pack row (an id of the wrong type) locates nothing.
+                                let p = match pack_st.query_row([pid], |r| r.get::<_, Vec<u8>>(0)).optional() {
+                                    Ok(b) => b.map(|b| PackId::from_slice(&b).unwrap_or_default()),
+                                    Err(
+                                        rusqlite::Error::InvalidColumnType(..)
+                                        | rusqlite::Error::FromSqlConversionFailure(..),
+                                    ) => None,
+                                    Err(e) => return Err(Error::cache(&c.path, e)),
+                                };
+                                packs.insert(pid, p);
+                                p
+                            }
+                        };
+                        pack.map(|pack| Location { pack, offset, stored_len, raw_len, reference })
+                    }
+                    Ok(None) => None,
+                    // As in `lookup`: a damaged row is no location (the caller rechecks).
+                    Err(
+                        e @ (rusqlite::Error::InvalidColumnType(..)
+                        | rusqlite::Error::FromSqlConversionFailure(..)
+                        | rusqlite::Error::IntegralValueOutOfRange(..)),
+                    ) => {
+                        tracing::warn!("cache {}: the row of chunk {id} is damaged ({e})", c.path.display());
+                        None
+                    }
+                    Err(e) => return Err(Error::cache(&c.path, e)),
+                };
+                out[i] = loc;
+                prev = Some((id, loc));
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// `contains` for many chunks, in input order, probed in sorted order (see `lookup_many`).
+    pub fn contains_many(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_unstable_by_key(|&i| ids[i]);
+        let mut out = vec![false; ids.len()];
+        self.batch(|c| {
+            let mut prev: Option<(ChunkId, bool)> = None;
+            for i in order {
+                let id = ids[i];
+                out[i] = match prev {
+                    Some((p, known)) if p == id => known,
+                    _ => c.contains(&id)?,
+                };
+                prev = Some((id, out[i]));
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
     /// Whether a chunk is stored in a pack not marked damaged (a backup stores it otherwise).
     pub fn contains(&self, id: &ChunkId) -> Result<bool> {
         let mut st = self
@@ -345,6 +437,13 @@ impl Cache {
             }
         }
         Ok(out)
+    }
+
+    /// Indexes the chunks by pack, so `pack_entries` reads a pack's rows instead of scanning
+    /// every row (verify's scratch index asks it once per pack; built after loading, so the
+    /// loading inserts maintain one B-tree, not two).
+    pub fn index_by_pack(&self) -> Result<()> {
+        self.wrap(self.conn.execute_batch("CREATE INDEX IF NOT EXISTS chunks_by_pack ON chunks(pack, offset)"))
     }
 
     /// The chunks the index places in `pack`, in offset order.
@@ -421,19 +520,17 @@ fn insert_index(conn: &Connection, id: &IndexId, records: &[PackRecord]) -> rusq
          WHERE {IN_DAMAGED_PACK} AND NOT EXISTS (SELECT 1 FROM packs p JOIN damaged_packs d ON d.id = p.id
                                                  WHERE p.pid = excluded.pack)"
     ))?;
+    let mut rows = Vec::with_capacity(records.iter().map(|p| p.entries.len()).sum());
     for p in records {
         ins_pack.execute(params![&p.id.0[..], p.size as i64])?;
         let pid: i64 = get_pack.query_row([&p.id.0[..]], |r| r.get(0))?;
-        for e in &p.entries {
-            ins.execute(params![
-                &e.id.0[..],
-                pid,
-                e.offset,
-                e.stored_len,
-                e.raw_len,
-                e.reference.map(|r| r.0.to_vec())
-            ])?;
-        }
+        rows.extend(p.entries.iter().map(|e| (pid, e)));
+    }
+    // In id order, so consecutive inserts land on the same B-tree pages instead of one random
+    // page each. Stable: a chunk listed twice keeps its first location, as in record order.
+    rows.sort_by_key(|(_, e)| e.id);
+    for (pid, e) in rows {
+        ins.execute(params![&e.id.0[..], pid, e.offset, e.stored_len, e.raw_len, e.reference.map(|r| r.0.to_vec())])?;
     }
     conn.execute("INSERT OR IGNORE INTO index_files(id) VALUES(?1)", [&id.0[..]])?;
     Ok(())

@@ -361,7 +361,7 @@ impl Repo {
     /// Resolves chunk locations. A chunk the cache lacks is looked up again after a rebuild of
     /// the cache from the index files (a damaged row may have hidden it) before it is called missing.
     pub fn locate(&self, chunks: &[ChunkId]) -> Result<Vec<(ChunkId, Location)>> {
-        let found: Vec<Option<Location>> = self.cache.batch(|c| chunks.iter().map(|id| c.lookup(id)).collect())?;
+        let found: Vec<Option<Location>> = self.cache.lookup_many(chunks)?;
         chunks
             .iter()
             .zip(found)

@@ -5,6 +5,7 @@
 mod util;
 
 mod bad_input;
+mod batched_reads;
 mod capacity;
 mod cli;
 mod clock;

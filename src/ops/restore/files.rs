@@ -5,7 +5,7 @@
 //! of writer threads creates, fills and fsyncs the files side by side (a file's fsync waits on
 //! the disk, not the CPU, so more writers than cores keeps the disk busy).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
@@ -155,7 +155,7 @@ impl<'r> Batcher<'r> {
         Ok(())
     }
 
-    /// Locates every chunk of the batch (one cache transaction), reads them sorted by pack and
+    /// Locates every chunk of the batch (one sorted pass over the cache), reads them sorted by pack and
     /// offset so each pack range is read once, decodes them in parallel and queues the files.
     fn send(&mut self) -> Result<()> {
         let files = std::mem::take(&mut self.files);
@@ -163,34 +163,29 @@ impl<'r> Batcher<'r> {
         if files.is_empty() {
             return Ok(());
         }
+        // Every distinct chunk of the batch, located in one sorted pass over the cache.
+        let mut wanted: Vec<ChunkId> = Vec::new();
+        let mut seen: HashSet<ChunkId> = HashSet::new();
+        for (node, _) in &files {
+            wanted.extend(node.chunks.iter().filter(|c| seen.insert(**c)));
+        }
+        drop(seen);
+        let found = self.repo.cache().lookup_many(&wanted)?;
         let mut index: HashMap<ChunkId, usize> = HashMap::new();
         let mut locs: Vec<(ChunkId, Location)> = Vec::new();
-        let mut per_file: Vec<std::result::Result<Vec<ChunkId>, String>> =
-            self.repo.cache().batch(|cache| {
-                let mut out = Vec::with_capacity(files.len());
-                for (node, _) in &files {
-                    let mut r = Ok(node.chunks.clone());
-                    for c in &node.chunks {
-                        if index.contains_key(c) {
-                            continue;
-                        }
-                        match cache.lookup(c)? {
-                            Some(l) => {
-                                index.insert(*c, locs.len());
-                                locs.push((*c, l));
-                            }
-                            None => {
-                                r =
-                                    Err(Error::corrupt(format!("chunk {c}"), "not in the index (missing data)")
-                                        .to_string());
-                                break;
-                            }
-                        }
-                    }
-                    out.push(r);
-                }
-                Ok(out)
-            })?;
+        for (c, l) in wanted.iter().zip(found) {
+            if let Some(l) = l {
+                index.insert(*c, locs.len());
+                locs.push((*c, l));
+            }
+        }
+        let mut per_file: Vec<std::result::Result<Vec<ChunkId>, String>> = files
+            .iter()
+            .map(|(node, _)| match node.chunks.iter().find(|c| !index.contains_key(c)) {
+                None => Ok(node.chunks.clone()),
+                Some(c) => Err(Error::corrupt(format!("chunk {c}"), "not in the index (missing data)").to_string()),
+            })
+            .collect();
         // A chunk the cache lacks may be a damaged cache row: `Repo::locate` rechecks it against
         // the index files before the file is called missing data.
         for (r, (node, _)) in per_file.iter_mut().zip(&files) {
