@@ -360,7 +360,14 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
             files.chunks += node.chunks.len();
             files.files.push((node.path_str(), node.chunks));
             if files.chunks >= CHECK_BATCH {
-                files.check(&index, &damaged_chunks, &broken_refs, &mut affected, &mut report, &mut missing_reported)?;
+                files.check(
+                    &index,
+                    &damaged_chunks,
+                    &broken_refs,
+                    &mut affected,
+                    &mut report,
+                    &mut missing_reported,
+                )?;
             }
         }
         files.check(&index, &damaged_chunks, &broken_refs, &mut affected, &mut report, &mut missing_reported)?;

@@ -352,10 +352,20 @@ impl Cache {
                         let reference = match r.get::<_, Option<Vec<u8>>>(4)? {
                             None => None,
                             Some(b) => Some(ChunkId::from_slice(&b).ok_or_else(|| {
-                                rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Blob, "bad ref".into())
+                                rusqlite::Error::FromSqlConversionFailure(
+                                    4,
+                                    rusqlite::types::Type::Blob,
+                                    "bad ref".into(),
+                                )
                             })?),
                         };
-                        Ok((r.get::<_, i64>(0)?, r.get::<_, u32>(1)?, r.get::<_, u32>(2)?, r.get::<_, u32>(3)?, reference))
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, u32>(1)?,
+                            r.get::<_, u32>(2)?,
+                            r.get::<_, u32>(3)?,
+                            reference,
+                        ))
                     })
                     .optional();
                 let loc = match row {
