@@ -24,6 +24,9 @@ use crate::repo::packer::IndexBatch;
 use crate::repo::{Repo, TreeReader};
 use crate::store::{Handle, Store, StoreExt};
 
+mod files;
+use files::{FileChunks, CHECK_BATCH};
+
 /// Verify options.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct VerifyOptions {
@@ -403,57 +406,6 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
         });
     }
     Ok(report)
-}
-
-/// Chunk ids checked against the index at once: a bounded batch, probed in sorted order.
-const CHECK_BATCH: usize = 1 << 16;
-
-/// Files of one snapshot whose chunks are still to be checked against the index.
-struct FileChunks {
-    sid: crate::id::SnapshotId,
-    files: Vec<(String, Vec<ChunkId>)>,
-    chunks: usize,
-}
-
-impl FileChunks {
-    /// A chunk in a damaged pack adds its file to what that pack breaks; a file with a chunk no
-    /// index lists is a problem (the first 20 are named, the rest counted).
-    fn check(
-        &mut self,
-        index: &Cache,
-        damaged_chunks: &HashMap<ChunkId, PackId>,
-        broken_refs: &HashMap<ChunkId, String>,
-        affected: &mut BTreeMap<PackId, BTreeSet<Affected>>,
-        report: &mut VerifyReport,
-        missing_reported: &mut usize,
-    ) -> Result<()> {
-        let all: Vec<ChunkId> = self.files.iter().flat_map(|(_, cs)| cs.iter().copied()).collect();
-        let known = index.contains_many(&all)?;
-        let mut at = 0;
-        for (path, chunks) in self.files.drain(..) {
-            let here = &known[at..at + chunks.len()];
-            at += chunks.len();
-            for (c, indexed) in chunks.iter().zip(here) {
-                if let Some(p) = damaged_chunks.get(c) {
-                    affected.entry(*p).or_default().insert(Affected { snapshot: self.sid, path: path.clone() });
-                } else if let Some(why) = broken_refs.get(c) {
-                    if *missing_reported < 20 {
-                        report.problems.push(format!("snapshot {}: {path}: chunk {c} {why}", self.sid));
-                    }
-                    *missing_reported += 1;
-                    break;
-                } else if !indexed {
-                    if *missing_reported < 20 {
-                        report.problems.push(format!("snapshot {}: {path}: chunk {c} is not in any index", self.sid));
-                    }
-                    *missing_reported += 1;
-                    break;
-                }
-            }
-        }
-        self.chunks = 0;
-        Ok(())
-    }
 }
 
 /// Compares every row of the local cache with the index files (loaded into `index`): a row is

@@ -118,15 +118,21 @@ impl Cache {
             .ok();
         match ok {
             Some((SCHEMA_VERSION, r)) if r == repo.0 => {}
-            // Schema 1 lacks `damaged_packs` and `chunks.ref`, schema 2 the latter: add them and
-            // keep the loaded index (index files older than references record none).
-            Some((1, r)) if r == repo.0 => cache.wrap(cache.conn.execute_batch(
-                "BEGIN IMMEDIATE; CREATE TABLE IF NOT EXISTS damaged_packs(id BLOB PRIMARY KEY, reason TEXT NOT NULL) WITHOUT ROWID;
-                 ALTER TABLE chunks ADD COLUMN ref BLOB; UPDATE meta SET v = 3 WHERE k = 'schema'; COMMIT;",
-            ))?,
-            Some((2, r)) if r == repo.0 => cache.wrap(cache.conn.execute_batch(
-                "BEGIN IMMEDIATE; ALTER TABLE chunks ADD COLUMN ref BLOB; UPDATE meta SET v = 3 WHERE k = 'schema'; COMMIT;",
-            ))?,
+            // Schema 1 lacks `damaged_packs` and `chunks.ref`, schema 2 the latter: add what is
+            // missing (a column already there is left alone) and keep the loaded index (index
+            // files older than references record none).
+            Some((1 | 2, r)) if r == repo.0 => {
+                let has_ref: bool = cache.wrap(cache.conn.query_row(
+                    "SELECT count(*) > 0 FROM pragma_table_info('chunks') WHERE name = 'ref'",
+                    [],
+                    |r| r.get(0),
+                ))?;
+                let add_ref = if has_ref { "" } else { "ALTER TABLE chunks ADD COLUMN ref BLOB;" };
+                cache.wrap(cache.conn.execute_batch(&format!(
+                    "BEGIN IMMEDIATE; CREATE TABLE IF NOT EXISTS damaged_packs(id BLOB PRIMARY KEY, reason TEXT NOT NULL) WITHOUT ROWID;
+                     {add_ref} UPDATE meta SET v = 3 WHERE k = 'schema'; COMMIT;"
+                )))?
+            }
             _ => cache.create(repo)?,
         }
         Ok(cache)

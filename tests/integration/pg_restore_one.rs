@@ -199,19 +199,31 @@ fn passwords_never_reach_argv_facts_or_files() {
         let lock = Lock::take(&srv);
         let child =
             env.cfg_cmd(&cfg, &["backup", "--now", "--json", "--type", ty]).stdout(Stdio::piped()).spawn().unwrap();
-        // pg_dump waits for the lock: look at every process cairn started meanwhile.
+        // The psql session that counts rows in the dump's snapshot (then pg_dump) waits for the
+        // lock: look at every process cairn starts meanwhile, and after the lock goes, until it ends.
         let start = Instant::now();
-        let mut seen = Vec::new();
-        while !seen.iter().any(|(_, a): &(u32, String)| a.contains("pg_dump ") || a.contains("/pg_dump")) {
-            assert!(start.elapsed() < Duration::from_secs(30), "{ty}: no pg_dump seen; {seen:?}");
+        let mut seen: Vec<(u32, String)> = Vec::new();
+        let pg_client =
+            |a: &str| ["pg_dump", "psql"].iter().any(|p| a.contains(&format!("{p} ")) || a.contains(&format!("/{p}")));
+        while !seen.iter().any(|(_, a)| pg_client(a)) {
+            assert!(start.elapsed() < Duration::from_secs(30), "{ty}: no PostgreSQL client seen; {seen:?}");
             seen = descendants(child.id());
             std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(seen.iter().any(|(_, a)| a.contains("--dbname=") && a.contains("user='app'")), "{ty}: {seen:?}");
+        drop(lock);
+        let mut child = child;
+        while child.try_wait().unwrap().is_none() {
+            for d in descendants(child.id()) {
+                if !seen.contains(&d) {
+                    seen.push(d);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
         for (pid, argv) in &seen {
             assert!(!argv.contains(PW), "{ty}: the password is in the command line of {pid}: {argv}");
         }
-        assert!(seen.iter().any(|(_, a)| a.contains("--dbname=") && a.contains("user='app'")), "{ty}: {seen:?}");
-        drop(lock);
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "{ty}: {}", String::from_utf8_lossy(&out.stdout));
     }
