@@ -227,13 +227,17 @@ fn a_schema_1_cache_is_migrated_keeping_its_rows() {
     let fx = Fx::new("16", &[("x.bin", 9, 100_000)]);
     let id = fx.snapshot(&[])["id"].as_str().unwrap().to_string();
     let db = fx.cache_db();
-    db.execute_batch("DROP TABLE damaged_packs; UPDATE meta SET v = 1 WHERE k = 'schema';").unwrap();
+    // A schema 1 cache: no damaged_packs table, no chunks.ref column.
+    db.execute_batch(
+        "DROP TABLE damaged_packs; ALTER TABLE chunks DROP COLUMN ref; UPDATE meta SET v = 1 WHERE k = 'schema';",
+    )
+    .unwrap();
     let rows: i64 = db.query_row("SELECT count(*) FROM chunks", [], |r| r.get(0)).unwrap();
     drop(db);
     fx.restore_ok(&id, "migrated");
     let db = fx.cache_db();
     let schema: i64 = db.query_row("SELECT v FROM meta WHERE k = 'schema'", [], |r| r.get(0)).unwrap();
     let after: i64 = db.query_row("SELECT count(*) FROM chunks", [], |r| r.get(0)).unwrap();
-    assert_eq!((schema, after), (2, rows));
+    assert_eq!((schema, after), (3, rows));
     assert_eq!(fx.damaged_marks(), 0);
 }
