@@ -226,7 +226,12 @@ pub fn prune_in(repo: &mut Repo, opts: PruneOptions, set: &mut SnapshotSet) -> R
         }
     }
     let (mut live, nsnap) = live_chunks(repo, set)?;
-    keep_referenced(&mut live, &repo.cache().references()?);
+    // From every indexed copy, not the cache's one row per chunk: a chunk stored twice (whole in
+    // one pack, as a delta in another a kept pack still holds) keeps its base whichever copy
+    // the cache happens to point at.
+    let refs: Vec<(ChunkId, ChunkId)> =
+        packs.values().flat_map(|r| r.entries.iter().filter_map(|e| e.reference.map(|b| (e.id, b)))).collect();
+    keep_referenced(&mut live, &refs);
     report.snapshots = nsnap;
     report.live_chunks = live.len();
     report.packs_before = packs.len();

@@ -81,31 +81,44 @@ impl Recheck {
         if !is_data_error(&err) {
             return Err(err);
         }
-        let mut done = self.rebuilt.lock().unwrap_or_else(|p| p.into_inner());
-        let mut cache = self.cache()?;
+        // The lock serialises the repair of the cache, never a read: reading a delta resolves its
+        // base, which may come back here (or to `locate_missing`) on this same thread.
+        let lock = || self.rebuilt.lock().unwrap_or_else(|p| p.into_inner());
         // Another reader may have repaired the row meanwhile.
-        if let Some(now) = cache.lookup(id)? {
-            if now != *loc {
-                if let Ok(d) = read(&now) {
-                    return Ok(d);
+        let repaired = {
+            let _done = lock();
+            self.cache()?.lookup(id)?
+        };
+        if let Some(now) = repaired.filter(|now| now != loc) {
+            if let Ok(d) = read(&now) {
+                return Ok(d);
+            }
+        }
+        let (confirmed, after) = {
+            let mut done = lock();
+            let mut cache = self.cache()?;
+            let confirmed = self.trailer_agrees(id, loc);
+            if confirmed {
+                // The pack's own trailer puts the chunk there: the data is damaged, not the row. A
+                // rebuild after a new mark points chunks stored twice at their intact copy.
+                if cache.mark_damaged(&loc.pack, &err.to_string())? {
+                    tracing::error!(
+                        "pack {} is damaged ({err}); marked in the cache: the next backup stores its chunks again",
+                        loc.pack
+                    );
+                    self.rebuild_once(&mut cache, &mut done, "a pack was found damaged")?;
                 }
+            } else {
+                self.rebuild_once(&mut cache, &mut done, &format!("chunk {} does not read back ({err})", id.short()))?;
             }
-        }
-        let confirmed = self.trailer_agrees(id, loc);
-        if confirmed {
-            // The pack's own trailer puts the chunk there: the data is damaged, not the row. A
-            // rebuild after a new mark points chunks stored twice at their intact copy.
-            if cache.mark_damaged(&loc.pack, &err.to_string())? {
-                tracing::error!(
-                    "pack {} is damaged ({err}); marked in the cache: the next backup stores its chunks again",
-                    loc.pack
-                );
-                self.rebuild_once(&mut cache, &mut done, "a pack was found damaged")?;
+            let after = cache.lookup(id)?;
+            if after.as_ref() == Some(loc) && !confirmed && cache.mark_damaged(&loc.pack, &err.to_string())? {
+                // The index files agree with the row: the pack (or its trailer) is what is damaged.
+                tracing::error!("pack {} is damaged ({err}); marked in the cache", loc.pack);
             }
-        } else {
-            self.rebuild_once(&mut cache, &mut done, &format!("chunk {} does not read back ({err})", id.short()))?;
-        }
-        match cache.lookup(id)? {
+            (confirmed, after)
+        };
+        match after {
             Some(now) if now != *loc => {
                 let d = read(&now)?;
                 if !confirmed {
@@ -116,13 +129,7 @@ impl Recheck {
                 }
                 Ok(d)
             }
-            Some(_) => {
-                // The index files agree with the row: the pack (or its trailer) is what is damaged.
-                if !confirmed && cache.mark_damaged(&loc.pack, &err.to_string())? {
-                    tracing::error!("pack {} is damaged ({err}); marked in the cache", loc.pack);
-                }
-                Err(err)
-            }
+            Some(_) => Err(err),
             None => Err(Error::corrupt(format!("chunk {id}"), "in no index file (missing data)")),
         }
     }

@@ -262,6 +262,15 @@ fn parse_url(scheme: &str, rest: &str) -> Result<PgConn> {
     // The authority ends at the first '/', like libpq's look-ahead for '@'; the userinfo at the
     // last '@' in it.
     let auth_end = rest.find('/').unwrap_or(rest.len());
+    // An '@' after that is a user name or password holding '/' that was not percent-encoded:
+    // parsed as libpq does, the password would become the host and database name, shown and
+    // passed on the command line. Refused, without quoting it.
+    let path_end = rest[auth_end..].find('?').map_or(rest.len(), |q| auth_end + q);
+    if rest[auth_end..path_end].contains('@') {
+        return Err(invalid(
+            "an '@' after the host in the URL: percent-encode '/' and '@' in the user name and password (%2F, %40)",
+        ));
+    }
     let mut p = match rest[..auth_end].rfind('@') {
         Some(at) => {
             let userinfo = &rest[..at];

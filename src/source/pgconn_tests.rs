@@ -157,3 +157,15 @@ proptest! {
         prop_assert_eq!(back.get("dbname"), Some(v.as_str()));
     }
 }
+
+#[test]
+fn an_unencoded_slash_in_a_url_password_is_refused_without_quoting_it() {
+    for s in ["postgresql://app:1234/5678@db/prod", "postgres://u:/x@h/d", "postgresql://a:b/c@h?sslmode=require"] {
+        let e = PgConn::parse(s).unwrap_err().to_string();
+        assert!(e.contains("percent-encode"), "{s}: {e}");
+        assert!(!e.contains("5678") && !e.contains("/x") && !e.contains("b/c"), "{s}: {e}");
+    }
+    let ok = PgConn::parse("postgresql://app:1234%2F5678@db/prod").unwrap();
+    assert_eq!(ok.password(), Some(&b"1234/5678"[..]));
+    assert!(!ok.redacted().contains("5678"), "{}", ok.redacted());
+}

@@ -246,6 +246,11 @@ fn wal_push_is_idempotent_refuses_conflicts_and_survives_sigkill() {
     env.run(&["wal-fetch", "--type", "pgb", name, out.to_str().unwrap()]).ok();
     assert_eq!(std::fs::read(&out).unwrap(), a);
 
+    // A fetch that fails (here: nowhere to write) exits 126, which aborts recovery; exit 1 would
+    // tell PostgreSQL the archive ends here.
+    let r = env.run(&["wal-fetch", "--type", "pgb", name, "/nonexistent/dir/x"]);
+    assert_eq!(r.code, 126, "{}", r.stderr);
+    assert!(r.stderr.contains("error:"), "{}", r.stderr);
     // Not archived: exit 1 and no error message (recovery asks past the archive's end).
     let r = env.run(&["wal-fetch", "--type", "pgb", "000000010000000000000099", out.to_str().unwrap()]);
     assert_eq!((r.code, r.stderr.as_str()), (1, ""));

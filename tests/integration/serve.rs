@@ -282,6 +282,8 @@ fn overview_renders_in_headless_chromium() {
     let (_app, cfg) = repository_with_history(&env);
     let srv = start(&env, &cfg, &[], &[]);
     let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/serve-overview.png");
+    // (target/ may not exist: CARGO_TARGET_DIR can put the build elsewhere.)
+    std::fs::create_dir_all(shot.parent().unwrap()).unwrap();
     let _ = std::fs::remove_file(&shot);
     let profile = tempfile::tempdir().unwrap();
     let chromium = |extra: &[&str]| {

@@ -37,19 +37,33 @@ pub(in crate::cli) fn push(ctx: &Ctx, path: &Path, backup_type: Option<&str>, lo
     Ok(Finish::Ok)
 }
 
+/// What `wal-fetch` exits with when it fails for any reason other than "not archived".
+/// PostgreSQL reads exit codes 1-125 from `restore_command` as "no such file", which ends
+/// recovery and promotes the server without the rest of the WAL; a code above 125 aborts
+/// recovery instead, so a damaged pack, a wrong password or a held lock can never silently
+/// cut the replay short.
+pub(in crate::cli) const WAL_FETCH_FAILED: i32 = 126;
+
 pub(in crate::cli) fn fetch(ctx: &Ctx, file: &str, dest: &Path, backup_type: Option<&str>) -> Result<Finish> {
-    let base = crate::lifecycle::wal::archive_type(ctx.config()?, backup_type)?;
-    let mut repo = ctx.open()?;
-    match crate::ops::wal::fetch(&mut repo, &base, file, dest).with_context(|| format!("wal-fetch {file}"))? {
-        Some(n) => {
+    let fetched = (|| -> Result<Option<u64>> {
+        let base = crate::lifecycle::wal::archive_type(ctx.config()?, backup_type)?;
+        let mut repo = ctx.open()?;
+        crate::ops::wal::fetch(&mut repo, &base, file, dest).with_context(|| format!("wal-fetch {file}"))
+    })();
+    match fetched {
+        Ok(Some(n)) => {
             tracing::info!("restored {file} ({}) to {}", human_bytes(n), dest.display());
             Ok(Finish::Ok)
         }
-        None => {
+        Ok(None) => {
             // Recovery asks past the end of the archive to find that end: exit 1 is the answer,
             // and the server's log should not fill with errors for it.
             tracing::info!("{file} is not archived");
             Ok(Finish::Incomplete)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Ok(Finish::Code(WAL_FETCH_FAILED))
         }
     }
 }
