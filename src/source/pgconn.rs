@@ -15,12 +15,17 @@
 //! password.
 //!
 //! API for every place that starts a PostgreSQL program:
-//! ```ignore
-//! let conn = PgConn::parse(target)?;          // Error::Invalid on a bad string, never a panic
-//! let shown = conn.redacted();                // for facts, logs, errors, `config check`
-//! let mut cmd = conn.command("pg_dump");      // --dbname=<conninfo without password>,
-//! cmd.arg("--schema-only");                   // --no-password, PGPASSWORD in its environment
-//! let other = conn.with("dbname", "scratch"); // the same server and role, another database
+//! ```
+//! # fn main() -> cairn::Result<()> {
+//! use cairn::PgConn;
+//! let conn = PgConn::parse("postgresql://app:s3cret@db/shop")?; // Error::Invalid, never a panic
+//! assert_eq!(conn.redacted(), "postgresql://app@db/shop");      // for facts, logs, `config check`
+//! let cmd = conn.command("pg_dump"); // --dbname=<conninfo without password>, --no-password
+//! assert!(!cmd.get_args().any(|a| a.to_string_lossy().contains("s3cret")));
+//! assert!(cmd.get_envs().any(|(k, _)| k == "PGPASSWORD"));
+//! let _scratch = conn.with("dbname", "scratch"); // the same server and role, another database
+//! # Ok(())
+//! # }
 //! ```
 //! The password goes through the child's environment (`PGPASSWORD`, readable only by the same
 //! user through /proc), never its argv. `sslpassword` (a client key's passphrase) has no
