@@ -19,13 +19,27 @@ fn cairn_pg(env: &Env, cfg: &Path, args: &[&str]) -> Run {
     let mut c = Command::new("runuser");
     c.args(["-u", "postgres", "--", "env"])
         .arg(format!("PATH={}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()))
-        .arg(BIN)
+        .arg(exe(env))
         .arg("--config")
         .arg(cfg)
         .args(args)
         .current_dir(env.path())
         .stdin(Stdio::null());
     env.run_cmd(c)
+}
+
+/// The cairn binary where the `postgres` user can run it: a copy inside the test's folder (the
+/// build's own folder may be under a home directory that user cannot enter).
+fn exe(env: &Env) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = env.path().join("bin/cairn");
+    if !p.exists() {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::copy(BIN, &p).unwrap();
+        std::fs::set_permissions(p.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    p
 }
 
 fn chown_postgres(p: &Path) {
@@ -101,7 +115,8 @@ fn restore_to_a_time_between_two_inserts_recovers_exactly_the_earlier_rows() {
     let conf = srv.data.join("postgresql.conf");
     let mut text = std::fs::read_to_string(&conf).unwrap();
     text.push_str(&format!(
-        "\nwal_level = replica\narchive_mode = on\narchive_command = '{BIN} --config {} --quiet wal-push %p'\n",
+        "\nwal_level = replica\narchive_mode = on\narchive_command = '{} --config {} --quiet wal-push %p'\n",
+        exe(&env).display(),
         cfg.display()
     ));
     std::fs::write(&conf, text).unwrap();
@@ -191,7 +206,7 @@ fn restore_to_a_time_between_two_inserts_recovers_exactly_the_earlier_rows() {
         .arg(format!("PATH={}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()))
         .arg("faketime")
         .arg("+2 hours")
-        .arg(BIN)
+        .arg(exe(&env))
         .arg("--config")
         .arg(&cfg)
         .args(["--json", "status"])
