@@ -9,7 +9,7 @@
 //! followed by an `\echo` marker.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
@@ -48,21 +48,7 @@ impl PsqlSession {
         let mut child = cmd.spawn().map_err(|e| Error::Invalid(format!("cannot run {what}: {e}")))?;
         let stdin = child.stdin.take();
         let out = BufReader::new(child.stdout.take().expect("piped"));
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let sink = stderr.clone();
-        let mut err = child.stderr.take().expect("piped");
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                let mut s = sink.lock().expect("not poisoned");
-                if s.len() < 64 * 1024 {
-                    s.extend_from_slice(&buf[..n]);
-                }
-            }
-        });
+        let (stderr, _drain) = super::process::drain_stderr(child.stderr.take().expect("piped"));
         let marker = format!("--cairn-{:016x}--", rand::random::<u64>());
         Ok(PsqlSession { what: what.into(), child, stdin, out, stderr, marker })
     }

@@ -59,22 +59,7 @@ impl ChildReader {
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| crate::Error::Invalid(format!("cannot run {what}: {e}")))?;
         let stdout = child.stdout.take().expect("piped");
-        let mut err = child.stderr.take().expect("piped");
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let sink = stderr.clone();
-        // Drained on its own thread so a chatty stderr cannot block the child.
-        let t = std::thread::spawn(move || {
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                let mut s = sink.lock().expect("not poisoned");
-                if s.len() < 64 * 1024 {
-                    s.extend_from_slice(&buf[..n]);
-                }
-            }
-        });
+        let (stderr, t) = drain_stderr(child.stderr.take().expect("piped"));
         Ok(ChildReader {
             what: what.into(),
             diagnose: None,
@@ -139,4 +124,24 @@ impl Drop for ChildReader {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Reads a child's stderr on its own thread, so a chatty stderr cannot block the child; keeps
+/// the first 64 KiB for the error message.
+pub(crate) fn drain_stderr(mut err: std::process::ChildStderr) -> (Arc<Mutex<Vec<u8>>>, std::thread::JoinHandle<()>) {
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let sink = stderr.clone();
+    let t = std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = err.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let mut s = sink.lock().expect("not poisoned");
+            if s.len() < 64 * 1024 {
+                s.extend_from_slice(&buf[..n]);
+            }
+        }
+    });
+    (stderr, t)
 }
