@@ -29,7 +29,15 @@ pub const ENC_ZSTD: u8 = 1;
 pub const ENC_DELTA: u8 = 2;
 /// Body is a dictionary chunk's id (32 bytes), then one zstd frame compressed with that dictionary.
 pub const ENC_DICT: u8 = 3;
-/// Length of the referenced chunk id at the start of a delta or dictionary body.
+/// Body is a group chunk's id (32 bytes) and a u32le start: the chunk is the `raw_len` bytes of
+/// that chunk's plaintext from `start`. Small chunks stored together compress as one frame
+/// (format-spec/pack.md, "Groups").
+pub const ENC_SLICE: u8 = 4;
+/// Body is a chunk's id (32 bytes), u32le start, u32le length, then one zstd frame compressed
+/// with those bytes of that chunk's plaintext as raw-content prefix: a delta against a page
+/// that is itself stored as a slice of a group.
+pub const ENC_DELTA_PART: u8 = 5;
+/// Length of the referenced chunk id at the start of a referencing body.
 pub const REF_LEN: usize = 32;
 
 /// The chunk a stored payload needs to be decoded: the 32 bytes after the encoding byte of a
@@ -38,7 +46,7 @@ pub const REF_LEN: usize = 32;
 /// (index, cache, prune, verify) goes through this one function.
 pub fn reference(payload: &[u8]) -> Option<ChunkId> {
     match payload.first() {
-        Some(&(ENC_DELTA | ENC_DICT)) if payload.len() > REF_LEN => {
+        Some(&(ENC_DELTA | ENC_DICT | ENC_SLICE | ENC_DELTA_PART)) if payload.len() > REF_LEN => {
             Some(ChunkId(payload[1..1 + REF_LEN].try_into().expect("32 bytes")))
         }
         _ => None,
@@ -49,6 +57,35 @@ pub fn reference(payload: &[u8]) -> Option<ChunkId> {
 /// base id, one frame with `base` as its raw-content prefix. The caller decides whether it is
 /// worth keeping (against [`encode`]'s size) and checks it decodes back.
 pub fn encode_delta(data: &[u8], base_id: &ChunkId, base: &[u8], level: i32) -> Result<Vec<u8>> {
+    delta_payload(data, &[ENC_DELTA], base_id, &[], base, level)
+}
+
+/// Encodes `data` as a zstd delta against `part` of the plaintext of chunk `whole_id` (encoding
+/// 5): used when the base page is stored as a slice of a group, so the delta still references a
+/// chunk stored whole (one link).
+pub fn encode_delta_part(
+    data: &[u8],
+    whole_id: &ChunkId,
+    whole: &[u8],
+    part: std::ops::Range<usize>,
+    level: i32,
+) -> Result<Vec<u8>> {
+    let (start, len) = (part.start as u32, part.len() as u32);
+    let mut head = start.to_le_bytes().to_vec();
+    head.extend_from_slice(&len.to_le_bytes());
+    delta_payload(data, &[ENC_DELTA_PART], whole_id, &head, &whole[part], level)
+}
+
+/// A slice payload (encoding 4): the chunk is `raw_len` bytes of group `group_id` from `start`.
+pub fn encode_slice(group_id: &ChunkId, start: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + REF_LEN + 4);
+    out.push(ENC_SLICE);
+    out.extend_from_slice(&group_id.0);
+    out.extend_from_slice(&start.to_le_bytes());
+    out
+}
+
+fn delta_payload(data: &[u8], enc: &[u8], base_id: &ChunkId, head: &[u8], base: &[u8], level: i32) -> Result<Vec<u8>> {
     use zstd::zstd_safe::{CCtx, CParameter};
     let zerr = |e: usize| Error::Invalid(format!("zstd delta: {}", zstd::zstd_safe::get_error_name(e)));
     // A context per delta: a prefix is borrowed for one frame only, and a context's lifetime
@@ -57,9 +94,10 @@ pub fn encode_delta(data: &[u8], base_id: &ChunkId, base: &[u8], level: i32) -> 
     cctx.set_parameter(CParameter::CompressionLevel(level)).map_err(zerr)?;
     cctx.set_parameter(CParameter::ContentSizeFlag(true)).map_err(zerr)?;
     cctx.ref_prefix(base).map_err(zerr)?;
-    let mut out = Vec::with_capacity(1 + REF_LEN + zstd::zstd_safe::compress_bound(data.len()));
-    out.push(ENC_DELTA);
+    let mut out = Vec::with_capacity(1 + REF_LEN + head.len() + zstd::zstd_safe::compress_bound(data.len()));
+    out.extend_from_slice(enc);
     out.extend_from_slice(&base_id.0);
+    out.extend_from_slice(head);
     let mut frame = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
     cctx.compress2(&mut frame, data).map_err(zerr)?;
     out.extend_from_slice(&frame);
@@ -147,6 +185,33 @@ pub fn decode_with(
             let base = referenced(&base_id)?;
             decompress_with_prefix(&body[REF_LEN..], &base, raw_len)
                 .map_err(|e| Error::corrupt(what(), format!("zstd delta against chunk {}: {e}", base_id.short())))?
+        }
+        ENC_SLICE | ENC_DELTA_PART => {
+            let whole_id = reference(payload).ok_or_else(|| Error::corrupt(what(), "payload too short"))?;
+            let rest = &body[REF_LEN..];
+            let word = |at: usize| rest.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
+            let start = word(0).ok_or_else(|| Error::corrupt(what(), "payload too short"))?;
+            let len = if enc == ENC_SLICE { raw_len } else { word(4).ok_or_else(|| Error::corrupt(what(), "payload too short"))? };
+            let whole = referenced(&whole_id)?;
+            let part = start
+                .checked_add(len)
+                .and_then(|end| whole.get(start..end))
+                .ok_or_else(|| {
+                    Error::corrupt(
+                        what(),
+                        format!("bytes {start}+{len} lie outside chunk {} ({} bytes)", whole_id.short(), whole.len()),
+                    )
+                })?;
+            if enc == ENC_SLICE {
+                if rest.len() != 4 {
+                    return Err(Error::corrupt(what(), "slice payload has trailing bytes"));
+                }
+                part.to_vec()
+            } else {
+                decompress_with_prefix(&rest[8..], part, raw_len).map_err(|e| {
+                    Error::corrupt(what(), format!("zstd delta against part of chunk {}: {e}", whole_id.short()))
+                })?
+            }
         }
         other => return Err(Error::corrupt(what(), format!("unknown chunk encoding {other}"))),
     };

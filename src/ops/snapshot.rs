@@ -274,6 +274,9 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
             added.delta_bytes
         );
     }
+    if added.groups > 0 {
+        tracing::info!("small chunks compressed together in {} groups", added.groups);
+    }
     stats.errors = errors.len() as u64;
     let digest = written_tree.digest;
     let mut source_meta = opts.source_meta.clone();

@@ -233,6 +233,20 @@ impl ChunkReader {
             .collect()
     }
 
+    /// The opened payloads (encoding byte and body, authenticated, not decoded) of `chunks`: how
+    /// each is stored, which a writer looks at before it uses one as a base. Not rechecked: a
+    /// failure only costs the base.
+    pub fn payloads(&self, chunks: &[(ChunkId, Location)]) -> Vec<Result<Vec<u8>>> {
+        chunks
+            .par_iter()
+            .with_min_len(16)
+            .map(|(id, l)| {
+                let sealed = self.store.get_range(Handle::Pack(l.pack), l.offset as u64, l.stored_len as usize)?;
+                self.open(id, &l.pack, &sealed)
+            })
+            .collect()
+    }
+
     /// Opens a sealed chunk: its payload (encoding byte and body), authenticated.
     pub fn open(&self, id: &ChunkId, pack: &PackId, sealed: &[u8]) -> Result<Vec<u8>> {
         let what = || format!("chunk {} in pack {}", id.short(), pack.short());
