@@ -189,19 +189,21 @@ pub fn decode_with(
         ENC_SLICE | ENC_DELTA_PART => {
             let whole_id = reference(payload).ok_or_else(|| Error::corrupt(what(), "payload too short"))?;
             let rest = &body[REF_LEN..];
-            let word = |at: usize| rest.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
+            let word =
+                |at: usize| rest.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
             let start = word(0).ok_or_else(|| Error::corrupt(what(), "payload too short"))?;
-            let len = if enc == ENC_SLICE { raw_len } else { word(4).ok_or_else(|| Error::corrupt(what(), "payload too short"))? };
+            let len = if enc == ENC_SLICE {
+                raw_len
+            } else {
+                word(4).ok_or_else(|| Error::corrupt(what(), "payload too short"))?
+            };
             let whole = referenced(&whole_id)?;
-            let part = start
-                .checked_add(len)
-                .and_then(|end| whole.get(start..end))
-                .ok_or_else(|| {
-                    Error::corrupt(
-                        what(),
-                        format!("bytes {start}+{len} lie outside chunk {} ({} bytes)", whole_id.short(), whole.len()),
-                    )
-                })?;
+            let part = start.checked_add(len).and_then(|end| whole.get(start..end)).ok_or_else(|| {
+                Error::corrupt(
+                    what(),
+                    format!("bytes {start}+{len} lie outside chunk {} ({} bytes)", whole_id.short(), whole.len()),
+                )
+            })?;
             if enc == ENC_SLICE {
                 if rest.len() != 4 {
                     return Err(Error::corrupt(what(), "slice payload has trailing bytes"));
@@ -277,12 +279,51 @@ mod tests {
         assert_eq!(reference(&p), None, "31 bytes are no id");
         p.push(9);
         assert_eq!(reference(&p), Some(ChunkId([9; 32])));
-        p[0] = ENC_DICT;
-        assert_eq!(reference(&p), Some(ChunkId([9; 32])));
-        for enc in [ENC_RAW, ENC_ZSTD, 4, 255] {
+        for enc in [ENC_DICT, ENC_SLICE, ENC_DELTA_PART] {
+            p[0] = enc;
+            assert_eq!(reference(&p), Some(ChunkId([9; 32])));
+        }
+        for enc in [ENC_RAW, ENC_ZSTD, 6, 255] {
             p[0] = enc;
             assert_eq!(reference(&p), None);
         }
         assert_eq!(reference(&[]), None);
+    }
+
+    #[test]
+    fn slices_and_deltas_against_a_part_of_a_group() {
+        let (a, b) = (page(3), page(4));
+        let group: Vec<u8> = [a.clone(), b.clone()].concat();
+        let gid = ChunkId([5; 32]);
+        let g = Arc::new(group.clone());
+        let with_group = |p: &[u8], len: usize| {
+            decode_with(p, len, &|| "t".into(), &|id| {
+                assert_eq!(*id, gid);
+                Ok(g.clone())
+            })
+        };
+        let s = encode_slice(&gid, 4096);
+        assert_eq!((s[0], s.len(), reference(&s)), (ENC_SLICE, 37, Some(gid)));
+        assert_eq!(with_group(&s, 4096).unwrap(), b);
+        // A slice reaching past its group, or with bytes after its start, is refused.
+        assert!(with_group(&s, 4097).unwrap_err().to_string().contains("outside chunk"));
+        assert!(with_group(&encode_slice(&gid, u32::MAX), 4096).is_err());
+        let mut long = s.clone();
+        long.push(0);
+        assert!(with_group(&long, 4096).is_err());
+        assert!(with_group(&s[..36], 4096).is_err());
+        // A changed second page, as a delta against that page inside the group.
+        let mut new = b.clone();
+        new[200..216].copy_from_slice(b"sixteen new byte");
+        let d = encode_delta_part(&new, &gid, &group, 4096..8192, 3).unwrap();
+        assert_eq!((d[0], reference(&d)), (ENC_DELTA_PART, Some(gid)));
+        assert!(d.len() < encode(&new, 3).len() / 4);
+        assert_eq!(with_group(&d, new.len()).unwrap(), new);
+        // Against the wrong part it does not give the page back.
+        let mut wrong = d.clone();
+        wrong[33..37].copy_from_slice(&0u32.to_le_bytes());
+        assert!(with_group(&wrong, new.len()).map_or(true, |got| got != new));
+        wrong[33..37].copy_from_slice(&8000u32.to_le_bytes());
+        assert!(with_group(&wrong, new.len()).is_err());
     }
 }

@@ -210,9 +210,8 @@ impl<'c> ChunkWriter<'c> {
         let mut plain = Vec::new();
         for (&i, d) in new.iter().zip(deltas) {
             match d {
-                Some(d) => stored.push(
-                    seal_checked(keys, ids[i], chunks[i], d, base_of.get(&i)).map(|(s, r)| Stored::One(i, s, r)),
-                ),
+                Some(d) => stored
+                    .push(seal_checked(keys, ids[i], chunks[i], d, base_of.get(&i)).map(|(s, r)| Stored::One(i, s, r))),
                 None => plain.push(i),
             }
         }
