@@ -242,13 +242,7 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
                     continue;
                 }
             };
-            let failed: Vec<(ChunkId, Error)> = entries
-                .par_iter()
-                .filter_map(|e| {
-                    let s = &bytes[e.offset as usize..e.offset as usize + e.stored_len as usize];
-                    reader.decode_entry(e, &pack, s).err().map(|err| (e.id, err))
-                })
-                .collect();
+            let failed = reader.check_entries(&pack, &bytes, &entries);
             // A chunk whose base cannot be read is not damage of this pack: the base's own pack
             // is reported (when read), and every file needing the chunk with it.
             let mut bad: BTreeSet<ChunkId> = BTreeSet::new();
@@ -285,8 +279,12 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
     // (chains are one link long, pack.md). A chunk whose reference is damaged is broken with it.
     let refs = index.references()?;
     let mut broken_refs: HashMap<ChunkId, String> = HashMap::new();
-    for (c, r) in &refs {
-        match index.lookup(r)? {
+    let targets: Vec<ChunkId> = refs.iter().map(|(_, r)| *r).collect();
+    // Probed in sorted order in one pass (a delta's base is a random id), not one query each.
+    let found = index.lookup_many(&targets)?;
+    drop(targets);
+    for ((c, r), found) in refs.iter().zip(found) {
+        match found {
             None => {
                 broken_refs.insert(*c, format!("references chunk {r}, which is in no index (missing data)"));
             }
@@ -416,9 +414,10 @@ fn check_cache(repo: &Repo, index: &Cache, report: &mut VerifyReport) -> Result<
     let mut trailers: HashMap<PackId, Option<Vec<crate::format::pack::Entry>>> = HashMap::new();
     let mut bad = Vec::new();
     let mut rows = 0u64;
+    let mut cursor = IndexCursor::new(index);
     repo.cache().for_each_row(|id, loc| {
         rows += 1;
-        let want = index.lookup(&id)?;
+        let want = cursor.seek(&id)?;
         if want == Some(loc) {
             return Ok(());
         }
@@ -472,6 +471,54 @@ fn check_cache(repo: &Repo, index: &Cache, report: &mut VerifyReport) -> Result<
     }
     report.cache_mismatches = bad;
     Ok(())
+}
+
+/// The scratch index read in id order alongside the cache's rows (which come in id order too):
+/// one sequential pass over each instead of one query per cache row.
+struct IndexCursor<'a> {
+    index: &'a Cache,
+    ahead: std::collections::VecDeque<(ChunkId, crate::repo::cache::Location)>,
+    /// The last id fetched (the next page starts after it); `None` before the first page.
+    fetched: Option<ChunkId>,
+    done: bool,
+    /// The last id sought: a cache row out of order (a damaged id) is looked up on its own.
+    sought: Option<ChunkId>,
+}
+
+impl<'a> IndexCursor<'a> {
+    const PAGE: usize = 4096;
+
+    fn new(index: &'a Cache) -> Self {
+        IndexCursor { index, ahead: Default::default(), fetched: None, done: false, sought: None }
+    }
+
+    /// [`Cache::lookup`] of `id` in the index.
+    fn seek(&mut self, id: &ChunkId) -> Result<Option<crate::repo::cache::Location>> {
+        if self.sought.is_some_and(|s| *id <= s) {
+            return self.index.lookup(id);
+        }
+        self.sought = Some(*id);
+        loop {
+            if self.ahead.is_empty() {
+                if self.done {
+                    return Ok(None);
+                }
+                let page = self.index.rows_after(self.fetched.as_ref(), Self::PAGE)?;
+                self.done = page.len() < Self::PAGE;
+                self.fetched = page.last().map(|(c, _)| *c).or(self.fetched);
+                self.ahead.extend(page);
+                continue;
+            }
+            let (c, l) = self.ahead.front().expect("not empty");
+            match c.cmp(id) {
+                std::cmp::Ordering::Less => {
+                    self.ahead.pop_front();
+                }
+                std::cmp::Ordering::Equal => return Ok(Some(*l)),
+                std::cmp::Ordering::Greater => return Ok(None),
+            }
+        }
+    }
 }
 
 /// Rebuilds the repository index from pack trailers (`repair index`): writes fresh index files

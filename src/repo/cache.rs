@@ -284,6 +284,35 @@ impl Cache {
         Ok(())
     }
 
+    /// Up to `limit` chunk rows with ids above `after` (from the first when `None`), in id
+    /// order, each as [`Cache::lookup`] gives it: a cursor over the index (verify).
+    pub fn rows_after(&self, after: Option<&ChunkId>, limit: usize) -> Result<Vec<(ChunkId, Location)>> {
+        let mut st = self.wrap(self.conn.prepare_cached(
+            "SELECT c.id, p.id, c.offset, c.stored_len, c.raw_len, c.ref FROM chunks c JOIN packs p ON p.pid = c.pack
+             WHERE c.id > ?1 ORDER BY c.id LIMIT ?2",
+        ))?;
+        let after: &[u8] = after.map_or(&[], |a| &a.0[..]);
+        let rows = self.wrap(st.query_map(params![after, limit as i64], |r| {
+            let reference: Option<Vec<u8>> = r.get(5)?;
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                Location {
+                    pack: PackId::from_slice(&r.get::<_, Vec<u8>>(1)?).unwrap_or_default(),
+                    offset: r.get(2)?,
+                    stored_len: r.get(3)?,
+                    raw_len: r.get(4)?,
+                    reference: reference.map(|b| ChunkId::from_slice(&b).unwrap_or_default()),
+                },
+            ))
+        }))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, loc) = self.wrap(r)?;
+            out.push((ChunkId::from_slice(&id).unwrap_or_default(), loc));
+        }
+        Ok(out)
+    }
+
     /// Runs many lookups under one read transaction: one file lock instead of one per statement.
     pub fn batch<T>(&self, f: impl FnOnce(&Self) -> Result<T>) -> Result<T> {
         self.wrap(self.conn.execute_batch("BEGIN"))?;
