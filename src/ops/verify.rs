@@ -15,13 +15,14 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::format::crypto::Keys;
 use crate::format::index::PackRecord;
 use crate::format::manifest::{NodeKind, Snapshot};
 use crate::format::pack::parse_pack;
 use crate::id::{ChunkId, IndexId, PackId};
 use crate::repo::cache::{read_index_file, Cache};
 use crate::repo::packer::IndexBatch;
-use crate::repo::{Repo, TreeReader};
+use crate::repo::{ChunkReader, Repo, TreeReader};
 use crate::store::{Handle, Store, StoreExt};
 
 mod files;
@@ -213,70 +214,143 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
         }
     }
 
-    // 3. Full reads.
+    // 3. Full reads. (Reading on a thread beside the SQLite passes of 4 and 6 was tried: their
+    // buffers beside a pack took the peak memory past 64 MiB, while the cores are busy decoding.)
+    let mut candidates: Vec<(PackId, u64)> = Vec::new();
     if let Some(pct) = opts.read_data {
-        let mut candidates: Vec<(PackId, u64)> =
-            indexed.iter().filter(|(p, _)| !damaged.contains_key(p)).copied().collect();
+        candidates = indexed.iter().filter(|(p, _)| !damaged.contains_key(p)).copied().collect();
         if pct < 100.0 {
             report.seed = Some(opts.seed);
             candidates = crate::format::sample::sample(&candidates, pct, opts.seed);
         }
-        let reader = repo.chunk_reader();
-        for (pack, _) in candidates {
-            let bytes = match objects.get(Handle::Pack(pack)) {
-                Ok(b) => b,
-                Err(e) => {
-                    let chunks = index.pack_entries(&pack)?.into_iter().map(|e| e.id).collect();
-                    damaged.insert(pack, (format!("cannot read pack: {e}"), chunks));
-                    continue;
-                }
-            };
-            report.packs_read += 1;
-            report.bytes_read += bytes.len() as u64;
-            let what = || format!("pack {pack}");
-            let entries = match parse_pack(&bytes, repo.keys(), &what) {
-                Ok(e) => e,
-                Err(e) => {
-                    let chunks = index.pack_entries(&pack)?.into_iter().map(|e| e.id).collect();
-                    damaged.insert(pack, (e.to_string(), chunks));
-                    continue;
-                }
-            };
-            let failed = reader.check_entries(&pack, &bytes, &entries);
-            // A chunk whose base cannot be read is not damage of this pack: the base's own pack
-            // is reported (when read), and every file needing the chunk with it.
-            let mut bad: BTreeSet<ChunkId> = BTreeSet::new();
-            for (id, err) in failed {
-                match err {
-                    Error::Damaged { .. } => report.problems.push(format!("chunk {id} in pack {pack}: {err}")),
-                    _ => {
-                        bad.insert(id);
+    }
+    for read in read_packs(objects, repo.keys(), &repo.chunk_reader(), &candidates) {
+        match read {
+            PackRead::Unreadable { pack, problem } => {
+                let chunks = index.pack_entries(&pack)?.into_iter().map(|e| e.id).collect();
+                damaged.insert(pack, (problem, chunks));
+            }
+            PackRead::Unparsable { pack, bytes, problem } => {
+                report.packs_read += 1;
+                report.bytes_read += bytes;
+                let chunks = index.pack_entries(&pack)?.into_iter().map(|e| e.id).collect();
+                damaged.insert(pack, (problem, chunks));
+            }
+            PackRead::Checked { pack, bytes, entries, failed, hash_ok } => {
+                report.packs_read += 1;
+                report.bytes_read += bytes;
+                // A chunk whose base cannot be read is not damage of this pack: the base's own
+                // pack is reported (when read), and every file needing the chunk with it.
+                let mut bad: BTreeSet<ChunkId> = BTreeSet::new();
+                for (id, err) in failed {
+                    match err {
+                        Error::Damaged { .. } => report.problems.push(format!("chunk {id} in pack {pack}: {err}")),
+                        _ => {
+                            bad.insert(id);
+                        }
                     }
                 }
-            }
-            report.chunks_checked += entries.len() as u64;
-            let hash_ok = {
-                let mut h = blake3::Hasher::new();
-                h.update_rayon(&bytes);
-                *h.finalize().as_bytes() == pack.0
-            };
-            if bad.is_empty() && hash_ok {
-                // Read back whole: a mark from an earlier failure (since repaired) is lifted.
-                repo.cache().unmark_damaged(&pack)?;
-            }
-            if !bad.is_empty() {
-                damaged.insert(pack, (format!("{} of {} chunks fail their check", bad.len(), entries.len()), bad));
-            } else if !hash_ok {
-                // Every chunk and the trailer open: the change is in bytes no chunk covers.
-                report
-                    .problems
-                    .push(format!("pack {pack}: content does not match its name, though every chunk checks out"));
+                report.chunks_checked += entries;
+                if bad.is_empty() && hash_ok {
+                    // Read back whole: a mark from an earlier failure (since repaired) is lifted.
+                    repo.cache().unmark_damaged(&pack)?;
+                }
+                if !bad.is_empty() {
+                    damaged.insert(pack, (format!("{} of {entries} chunks fail their check", bad.len()), bad));
+                } else if !hash_ok {
+                    // Every chunk and the trailer open: the change is in bytes no chunk covers.
+                    report
+                        .problems
+                        .push(format!("pack {pack}: content does not match its name, though every chunk checks out"));
+                }
             }
         }
     }
+    let (refs, broken_refs, ref_problems) = check_references(&index)?;
+    report.problems.extend(ref_problems);
 
-    // 4. References (a delta's base, a dictionary): each must be indexed and stored whole
-    // (chains are one link long, pack.md). A chunk whose reference is damaged is broken with it.
+    // 5. Snapshots and what the damage breaks.
+    let (mut affected, found) = check_snapshots(repo, &index, &damaged_chunks(&damaged, &refs), &broken_refs)?;
+    drop(refs);
+    report.snapshots = found.snapshots;
+    report.problems.extend(found.problems);
+    if opts.restore_test {
+        for t in restore_tests(repo)? {
+            if !t.ok {
+                report
+                    .problems
+                    .push(format!("restore test of {} snapshot {}: {}", t.backup_type, t.snapshot, t.detail));
+            }
+            report.restore_tests.push(t);
+        }
+    }
+    // 6. The local cache against the index files, and damage marks for the next backup.
+    check_cache(repo, &index, &mut report)?;
+    for (pack, (problem, _)) in &damaged {
+        repo.cache().mark_damaged(pack, problem)?;
+    }
+    if !report.cache_mismatches.is_empty() || !damaged.is_empty() {
+        // Also points chunks stored twice at their copy outside the damaged packs.
+        repo.repair_cache()?;
+    }
+    for (pack, (problem, chunks)) in damaged {
+        report.damaged_packs.push(DamagedPack {
+            pack: pack.to_hex(),
+            problem,
+            chunks: chunks.iter().map(|c| c.to_hex()).collect(),
+            affected: affected.remove(&pack).unwrap_or_default().into_iter().collect(),
+        });
+    }
+    Ok(report)
+}
+
+/// What reading one pack whole found.
+enum PackRead {
+    /// The pack could not be read.
+    Unreadable { pack: PackId, problem: String },
+    /// Read, but its trailer does not open.
+    Unparsable { pack: PackId, bytes: u64, problem: String },
+    /// Read and every chunk decoded: the failures, and whether the pack's hash matches its name.
+    Checked { pack: PackId, bytes: u64, entries: u64, failed: Vec<(ChunkId, Error)>, hash_ok: bool },
+}
+
+/// Reads each pack whole and checks its hash and every chunk (one pack in memory at a time).
+fn read_packs(objects: &dyn Store, keys: &Keys, reader: &ChunkReader, packs: &[(PackId, u64)]) -> Vec<PackRead> {
+    let mut out = Vec::new();
+    for (pack, _) in packs {
+        let pack = *pack;
+        let bytes = match objects.get(Handle::Pack(pack)) {
+            Ok(b) => b,
+            Err(e) => {
+                out.push(PackRead::Unreadable { pack, problem: format!("cannot read pack: {e}") });
+                continue;
+            }
+        };
+        let what = || format!("pack {pack}");
+        let entries = match parse_pack(&bytes, keys, &what) {
+            Ok(e) => e,
+            Err(e) => {
+                out.push(PackRead::Unparsable { pack, bytes: bytes.len() as u64, problem: e.to_string() });
+                continue;
+            }
+        };
+        let failed = reader.check_entries(&pack, &bytes, &entries);
+        let hash_ok = {
+            let mut h = blake3::Hasher::new();
+            h.update_rayon(&bytes);
+            *h.finalize().as_bytes() == pack.0
+        };
+        out.push(PackRead::Checked { pack, bytes: bytes.len() as u64, entries: entries.len() as u64, failed, hash_ok });
+    }
+    out
+}
+
+/// Every (chunk, the chunk it references) pair, the chunks whose reference is broken (not
+/// indexed, or not stored whole: chains are one link long, pack.md) and the problems to report.
+type References = (Vec<(ChunkId, ChunkId)>, HashMap<ChunkId, String>, Vec<String>);
+
+/// 4. References (a delta's base, a dictionary): each must be indexed and stored whole.
+fn check_references(index: &Cache) -> Result<References> {
     let refs = index.references()?;
     let mut broken_refs: HashMap<ChunkId, String> = HashMap::new();
     let targets: Vec<ChunkId> = refs.iter().map(|(_, r)| *r).collect();
@@ -297,24 +371,50 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
             Some(_) => {}
         }
     }
+    let mut problems = Vec::new();
     for (i, (c, why)) in broken_refs.iter().enumerate() {
         if i < 20 {
-            report.problems.push(format!("chunk {c}: {why}"));
+            problems.push(format!("chunk {c}: {why}"));
         }
     }
     if broken_refs.len() > 20 {
-        report.problems.push(format!("{} more chunks with broken references", broken_refs.len() - 20));
+        problems.push(format!("{} more chunks with broken references", broken_refs.len() - 20));
     }
+    Ok((refs, broken_refs, problems))
+}
 
-    // 5. Snapshots and what the damage breaks.
-    let mut damaged_chunks: HashMap<ChunkId, PackId> =
+/// Chunks lost with a damaged pack, and the chunks that reference one of them.
+fn damaged_chunks(
+    damaged: &BTreeMap<PackId, (String, BTreeSet<ChunkId>)>,
+    refs: &[(ChunkId, ChunkId)],
+) -> HashMap<ChunkId, PackId> {
+    let mut out: HashMap<ChunkId, PackId> =
         damaged.iter().flat_map(|(p, (_, cs))| cs.iter().map(move |c| (*c, *p))).collect();
-    for (c, r) in &refs {
-        if let Some(p) = damaged_chunks.get(r).copied() {
-            damaged_chunks.entry(*c).or_insert(p);
+    if !out.is_empty() {
+        for (c, r) in refs {
+            if let Some(p) = out.get(r).copied() {
+                out.entry(*c).or_insert(p);
+            }
         }
     }
+    out
+}
+
+/// What checking the snapshots found: the files each damaged pack breaks, and (in a report of
+/// its own, merged by the caller) the snapshots read and the problems.
+type SnapshotCheck = (BTreeMap<PackId, BTreeSet<Affected>>, VerifyReport);
+
+/// 5. Every snapshot opens, its tree reads, and every chunk its files need is indexed; a chunk
+/// in `damaged_chunks` adds its file to what that pack breaks.
+fn check_snapshots(
+    repo: &Repo,
+    index: &Cache,
+    damaged_chunks: &HashMap<ChunkId, PackId>,
+    broken_refs: &HashMap<ChunkId, String>,
+) -> Result<SnapshotCheck> {
+    let mut report = VerifyReport::default();
     let mut affected: BTreeMap<PackId, BTreeSet<Affected>> = BTreeMap::new();
+    let objects = repo.objects().as_ref();
     for id in objects.snapshot_ids()? {
         let snap: Snapshot = match repo.load_snapshot(&id) {
             Ok(s) => s,
@@ -361,49 +461,15 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
             files.chunks += node.chunks.len();
             files.files.push((node.path_str(), node.chunks));
             if files.chunks >= CHECK_BATCH {
-                files.check(
-                    &index,
-                    &damaged_chunks,
-                    &broken_refs,
-                    &mut affected,
-                    &mut report,
-                    &mut missing_reported,
-                )?;
+                files.check(index, damaged_chunks, broken_refs, &mut affected, &mut report, &mut missing_reported)?;
             }
         }
-        files.check(&index, &damaged_chunks, &broken_refs, &mut affected, &mut report, &mut missing_reported)?;
+        files.check(index, damaged_chunks, broken_refs, &mut affected, &mut report, &mut missing_reported)?;
         if missing_reported > 20 {
             report.problems.push(format!("snapshot {sid}: {} more files with missing chunks", missing_reported - 20));
         }
     }
-    if opts.restore_test {
-        for t in restore_tests(repo)? {
-            if !t.ok {
-                report
-                    .problems
-                    .push(format!("restore test of {} snapshot {}: {}", t.backup_type, t.snapshot, t.detail));
-            }
-            report.restore_tests.push(t);
-        }
-    }
-    // 6. The local cache against the index files, and damage marks for the next backup.
-    check_cache(repo, &index, &mut report)?;
-    for (pack, (problem, _)) in &damaged {
-        repo.cache().mark_damaged(pack, problem)?;
-    }
-    if !report.cache_mismatches.is_empty() || !damaged.is_empty() {
-        // Also points chunks stored twice at their copy outside the damaged packs.
-        repo.repair_cache()?;
-    }
-    for (pack, (problem, chunks)) in damaged {
-        report.damaged_packs.push(DamagedPack {
-            pack: pack.to_hex(),
-            problem,
-            chunks: chunks.iter().map(|c| c.to_hex()).collect(),
-            affected: affected.remove(&pack).unwrap_or_default().into_iter().collect(),
-        });
-    }
-    Ok(report)
+    Ok((affected, report))
 }
 
 /// Compares every row of the local cache with the index files (loaded into `index`): a row is

@@ -26,7 +26,7 @@ const RECENT_BYTES: usize = 4 << 20;
 
 /// Plaintext bytes of one group of [`ChunkReader::check_entries`], which bounds the referenced
 /// chunks fetched for it (a delta's base is about as large as the delta's plaintext).
-const CHECK_GROUP_BYTES: u64 = 8 << 20;
+const CHECK_GROUP_BYTES: u64 = 2 << 20;
 
 /// Referenced chunks read lately, oldest first, bounded by [`RECENT_BYTES`].
 #[derive(Default)]
@@ -117,7 +117,9 @@ impl ChunkReader {
             let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
             for (_, l) in chunks {
                 if let Some(r) = l.reference {
-                    if out.contains_key(&r) || want.contains(&r) {
+                    // Repeats in `want` are dropped by the sort below (a linear search here
+                    // made a window of deltas quadratic).
+                    if out.contains_key(&r) {
                         continue;
                     }
                     match recent.get(&r) {
