@@ -15,18 +15,18 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::format::crypto::Keys;
 use crate::format::index::PackRecord;
 use crate::format::manifest::{NodeKind, Snapshot};
-use crate::format::pack::parse_pack;
 use crate::id::{ChunkId, IndexId, PackId};
 use crate::repo::cache::{read_index_file, Cache};
 use crate::repo::packer::IndexBatch;
-use crate::repo::{ChunkReader, Repo, TreeReader};
+use crate::repo::Repo;
 use crate::store::{Handle, Store, StoreExt};
 
 mod files;
-use files::{FileChunks, CHECK_BATCH};
+mod packs;
+use files::{check_snapshots, damaged_chunks};
+use packs::{read_packs, PackRead};
 
 /// Verify options.
 #[derive(Clone, Copy, Debug, Default)]
@@ -304,47 +304,6 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
     Ok(report)
 }
 
-/// What reading one pack whole found.
-enum PackRead {
-    /// The pack could not be read.
-    Unreadable { pack: PackId, problem: String },
-    /// Read, but its trailer does not open.
-    Unparsable { pack: PackId, bytes: u64, problem: String },
-    /// Read and every chunk decoded: the failures, and whether the pack's hash matches its name.
-    Checked { pack: PackId, bytes: u64, entries: u64, failed: Vec<(ChunkId, Error)>, hash_ok: bool },
-}
-
-/// Reads each pack whole and checks its hash and every chunk (one pack in memory at a time).
-fn read_packs(objects: &dyn Store, keys: &Keys, reader: &ChunkReader, packs: &[(PackId, u64)]) -> Vec<PackRead> {
-    let mut out = Vec::new();
-    for (pack, _) in packs {
-        let pack = *pack;
-        let bytes = match objects.get(Handle::Pack(pack)) {
-            Ok(b) => b,
-            Err(e) => {
-                out.push(PackRead::Unreadable { pack, problem: format!("cannot read pack: {e}") });
-                continue;
-            }
-        };
-        let what = || format!("pack {pack}");
-        let entries = match parse_pack(&bytes, keys, &what) {
-            Ok(e) => e,
-            Err(e) => {
-                out.push(PackRead::Unparsable { pack, bytes: bytes.len() as u64, problem: e.to_string() });
-                continue;
-            }
-        };
-        let failed = reader.check_entries(&pack, &bytes, &entries);
-        let hash_ok = {
-            let mut h = blake3::Hasher::new();
-            h.update_rayon(&bytes);
-            *h.finalize().as_bytes() == pack.0
-        };
-        out.push(PackRead::Checked { pack, bytes: bytes.len() as u64, entries: entries.len() as u64, failed, hash_ok });
-    }
-    out
-}
-
 /// Every (chunk, the chunk it references) pair, the chunks whose reference is broken (not
 /// indexed, or not stored whole: chains are one link long, pack.md) and the problems to report.
 type References = (Vec<(ChunkId, ChunkId)>, HashMap<ChunkId, String>, Vec<String>);
@@ -381,95 +340,6 @@ fn check_references(index: &Cache) -> Result<References> {
         problems.push(format!("{} more chunks with broken references", broken_refs.len() - 20));
     }
     Ok((refs, broken_refs, problems))
-}
-
-/// Chunks lost with a damaged pack, and the chunks that reference one of them.
-fn damaged_chunks(
-    damaged: &BTreeMap<PackId, (String, BTreeSet<ChunkId>)>,
-    refs: &[(ChunkId, ChunkId)],
-) -> HashMap<ChunkId, PackId> {
-    let mut out: HashMap<ChunkId, PackId> =
-        damaged.iter().flat_map(|(p, (_, cs))| cs.iter().map(move |c| (*c, *p))).collect();
-    if !out.is_empty() {
-        for (c, r) in refs {
-            if let Some(p) = out.get(r).copied() {
-                out.entry(*c).or_insert(p);
-            }
-        }
-    }
-    out
-}
-
-/// What checking the snapshots found: the files each damaged pack breaks, and (in a report of
-/// its own, merged by the caller) the snapshots read and the problems.
-type SnapshotCheck = (BTreeMap<PackId, BTreeSet<Affected>>, VerifyReport);
-
-/// 5. Every snapshot opens, its tree reads, and every chunk its files need is indexed; a chunk
-/// in `damaged_chunks` adds its file to what that pack breaks.
-fn check_snapshots(
-    repo: &Repo,
-    index: &Cache,
-    damaged_chunks: &HashMap<ChunkId, PackId>,
-    broken_refs: &HashMap<ChunkId, String>,
-) -> Result<SnapshotCheck> {
-    let mut report = VerifyReport::default();
-    let mut affected: BTreeMap<PackId, BTreeSet<Affected>> = BTreeMap::new();
-    let objects = repo.objects().as_ref();
-    for id in objects.snapshot_ids()? {
-        let snap: Snapshot = match repo.load_snapshot(&id) {
-            Ok(s) => s,
-            Err(e) => {
-                report.problems.push(format!("snapshot {id}: {e}"));
-                continue;
-            }
-        };
-        report.snapshots += 1;
-        let sid: crate::id::SnapshotId = id;
-        let mut locs = Vec::new();
-        let mut tree_ok = true;
-        for c in &snap.tree {
-            match index.lookup(c)? {
-                Some(l) => {
-                    if let Some(p) = damaged_chunks.get(c) {
-                        affected.entry(*p).or_default().insert(Affected { snapshot: sid, path: "(tree)".into() });
-                        tree_ok = false;
-                    }
-                    locs.push((*c, l))
-                }
-                None => {
-                    report.problems.push(format!("snapshot {sid}: tree chunk {c} is not in any index"));
-                    tree_ok = false;
-                }
-            }
-        }
-        if !tree_ok {
-            continue;
-        }
-        let mut missing_reported = 0;
-        let mut files = FileChunks { sid, files: Vec::new(), chunks: 0 };
-        for node in TreeReader::new(repo.chunk_reader(), locs) {
-            let node = match node {
-                Ok(n) => n,
-                Err(e) => {
-                    report.problems.push(format!("snapshot {sid}: tree unreadable: {e}"));
-                    break;
-                }
-            };
-            if node.kind != NodeKind::File {
-                continue;
-            }
-            files.chunks += node.chunks.len();
-            files.files.push((node.path_str(), node.chunks));
-            if files.chunks >= CHECK_BATCH {
-                files.check(index, damaged_chunks, broken_refs, &mut affected, &mut report, &mut missing_reported)?;
-            }
-        }
-        files.check(index, damaged_chunks, broken_refs, &mut affected, &mut report, &mut missing_reported)?;
-        if missing_reported > 20 {
-            report.problems.push(format!("snapshot {sid}: {} more files with missing chunks", missing_reported - 20));
-        }
-    }
-    Ok((affected, report))
 }
 
 /// Compares every row of the local cache with the index files (loaded into `index`): a row is
