@@ -308,7 +308,7 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
 /// indexed, or not stored whole: chains are one link long, pack.md) and the problems to report.
 type References = (Vec<(ChunkId, ChunkId)>, HashMap<ChunkId, String>, Vec<String>);
 
-/// 4. References (a delta's base, a dictionary): each must be indexed and stored whole.
+/// Step 4, references (a delta's base, a dictionary): each must be indexed and stored whole.
 fn check_references(index: &Cache) -> Result<References> {
     let refs = index.references()?;
     let mut broken_refs: HashMap<ChunkId, String> = HashMap::new();

@@ -84,8 +84,8 @@ pub(super) fn damaged_chunks(
 /// its own, merged by the caller) the snapshots read and the problems.
 pub(super) type SnapshotCheck = (BTreeMap<PackId, BTreeSet<Affected>>, VerifyReport);
 
-/// 5. Every snapshot opens, its tree reads, and every chunk its files need is indexed; a chunk
-/// in `damaged_chunks` adds its file to what that pack breaks.
+/// Step 5: every snapshot opens, its tree reads, and every chunk its files need is indexed; a
+/// chunk in `damaged_chunks` adds its file to what that pack breaks.
 pub(super) fn check_snapshots(
     repo: &Repo,
     index: &Cache,
