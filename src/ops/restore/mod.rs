@@ -39,8 +39,10 @@ use safety::{remove_stale_sidecars, set_mtime, SafeDirs};
 /// Chunks decoded in parallel per window. With one window decoding, one queued and one being
 /// written, about three are in memory.
 const WINDOW_BYTES: u64 = 4 << 20;
-/// Chunks located per lookup (in sorted order, one pass over the cache) while streaming a file.
-const LOCATE_BATCH: usize = 4096;
+/// Chunks located per lookup while streaming a file: each lookup is one sorted pass over the
+/// cache, which reads most of its pages again when the cache is larger than SQLite's page
+/// cache, so batches are large (about 2 MB of locations), not window-sized.
+const LOCATE_BATCH: usize = 16384;
 
 /// Restore options.
 #[derive(Default)]
