@@ -18,6 +18,7 @@ thread_local! {
     // page-sized chunks cheap.
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+    static PREFIX_DCTX: RefCell<Option<zstd::zstd_safe::DCtx<'static>>> = const { RefCell::new(None) };
 }
 
 /// Body is the chunk itself.
@@ -39,6 +40,9 @@ pub const ENC_SLICE: u8 = 4;
 pub const ENC_DELTA_PART: u8 = 5;
 /// Length of the referenced chunk id at the start of a referencing body.
 pub const REF_LEN: usize = 32;
+/// What makes zstd read a dictionary buffer as a structured dictionary rather than raw content
+/// (ZSTD_MAGIC_DICTIONARY, little-endian).
+const ZSTD_DICT_MAGIC: [u8; 4] = 0xEC30_A437u32.to_le_bytes();
 
 /// The chunk a stored payload needs to be decoded: the 32 bytes after the encoding byte of a
 /// delta (its base) or dictionary-compressed (its dictionary) payload; `None` for every other
@@ -108,10 +112,33 @@ fn delta_payload(data: &[u8], enc: &[u8], base_id: &ChunkId, head: &[u8], base: 
 /// `raw_len` bytes (more is an error, never an allocation beyond `raw_len`).
 fn decompress_with_prefix(frame: &[u8], prefix: &[u8], raw_len: usize) -> std::result::Result<Vec<u8>, String> {
     use zstd::zstd_safe::DCtx;
-    let mut dctx = DCtx::try_create().ok_or("cannot create a zstd context")?;
-    dctx.ref_prefix(prefix).map_err(|e| zstd::zstd_safe::get_error_name(e).to_string())?;
     let mut out: Vec<u8> = Vec::with_capacity(raw_len);
-    let n = dctx.decompress(&mut out, frame).map_err(|e| zstd::zstd_safe::get_error_name(e).to_string())?;
+    if prefix.starts_with(&ZSTD_DICT_MAGIC) {
+        // zstd would parse this base as a dictionary: only a prefix keeps it raw content.
+        let mut dctx = DCtx::try_create().ok_or("cannot create a zstd context")?;
+        dctx.ref_prefix(prefix).map_err(|e| zstd::zstd_safe::get_error_name(e).to_string())?;
+        let n = dctx.decompress(&mut out, frame).map_err(|e| zstd::zstd_safe::get_error_name(e).to_string())?;
+        out.truncate(n);
+        return Ok(out);
+    }
+    // A dictionary without zstd's dictionary magic is raw content, which decodes exactly as a
+    // prefix does; passed per call, it lets the thread's context be reused instead of a fresh
+    // one (and its buffers) being built per delta.
+    let n = PREFIX_DCTX
+        .with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.is_none() {
+                *slot = Some(DCtx::try_create().ok_or(0usize)?);
+            }
+            slot.as_mut().expect("set").decompress_using_dict(&mut out, frame, prefix)
+        })
+        .map_err(|e| {
+            if e == 0 {
+                "cannot create a zstd context".to_string()
+            } else {
+                zstd::zstd_safe::get_error_name(e).to_string()
+            }
+        })?;
     out.truncate(n);
     Ok(out)
 }
@@ -167,14 +194,15 @@ pub fn decode_with(
     let out = match enc {
         ENC_RAW => body.to_vec(),
         ENC_ZSTD => {
-            let mut out = vec![0u8; raw_len];
+            // Decoded into the spare capacity: no zero fill of a buffer about to be overwritten.
+            let mut out = Vec::with_capacity(raw_len);
             let n = DECOMPRESSOR
                 .with(|cell| {
                     let mut slot = cell.borrow_mut();
                     if slot.is_none() {
                         *slot = Some(zstd::bulk::Decompressor::new()?);
                     }
-                    slot.as_mut().expect("set").decompress_to_buffer(body, &mut out[..])
+                    slot.as_mut().expect("set").decompress_to_buffer(body, &mut out)
                 })
                 .map_err(|e| Error::corrupt(what(), format!("zstd: {e}")))?;
             out.truncate(n);
@@ -270,6 +298,26 @@ mod tests {
         assert!(r.is_err() || r.unwrap() != new);
         // Too short a length is an error, not a larger allocation.
         assert!(decode_with(&d, new.len() - 1, &|| "t".into(), &|_| Ok(b.clone())).is_err());
+    }
+
+    #[test]
+    fn deltas_decode_one_after_another_on_one_thread() {
+        // The thread's reused context must carry nothing from one delta to the next; a base that
+        // starts like a zstd dictionary must still be taken as raw content.
+        let mut magic_base = page(3);
+        magic_base[..4].copy_from_slice(&ZSTD_DICT_MAGIC);
+        for round in 0..3 {
+            for (i, base) in [page(4), magic_base.clone(), page(5)].into_iter().enumerate() {
+                let mut new = base.clone();
+                new[200 + i..220 + i].copy_from_slice(b"twenty changed bytes");
+                new[4000] ^= round as u8 + 1;
+                let d = encode_delta(&new, &ChunkId([i as u8; 32]), &base, 3).unwrap();
+                let b = Arc::new(base);
+                assert_eq!(decode_with(&d, new.len(), &|| "t".into(), &|_| Ok(b.clone())).unwrap(), new);
+                let plain = encode(&new, 3);
+                assert_eq!(decode(&plain, new.len(), &|| "t".into()).unwrap(), new);
+            }
+        }
     }
 
     #[test]

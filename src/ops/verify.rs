@@ -17,15 +17,16 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::format::index::PackRecord;
 use crate::format::manifest::{NodeKind, Snapshot};
-use crate::format::pack::parse_pack;
 use crate::id::{ChunkId, IndexId, PackId};
 use crate::repo::cache::{read_index_file, Cache};
 use crate::repo::packer::IndexBatch;
-use crate::repo::{Repo, TreeReader};
+use crate::repo::Repo;
 use crate::store::{Handle, Store, StoreExt};
 
 mod files;
-use files::{FileChunks, CHECK_BATCH};
+mod packs;
+use files::{check_snapshots, damaged_chunks};
+use packs::{read_packs, PackRead};
 
 /// Verify options.
 #[derive(Clone, Copy, Debug, Default)]
@@ -213,171 +214,66 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
         }
     }
 
-    // 3. Full reads.
+    // 3. Full reads. (Reading on a thread beside the SQLite passes of 4 and 6 was tried: their
+    // buffers beside a pack took the peak memory past 64 MiB, while the cores are busy decoding.)
+    let mut candidates: Vec<(PackId, u64)> = Vec::new();
     if let Some(pct) = opts.read_data {
-        let mut candidates: Vec<(PackId, u64)> =
-            indexed.iter().filter(|(p, _)| !damaged.contains_key(p)).copied().collect();
+        candidates = indexed.iter().filter(|(p, _)| !damaged.contains_key(p)).copied().collect();
         if pct < 100.0 {
             report.seed = Some(opts.seed);
             candidates = crate::format::sample::sample(&candidates, pct, opts.seed);
         }
-        let reader = repo.chunk_reader();
-        for (pack, _) in candidates {
-            let bytes = match objects.get(Handle::Pack(pack)) {
-                Ok(b) => b,
-                Err(e) => {
-                    let chunks = index.pack_entries(&pack)?.into_iter().map(|e| e.id).collect();
-                    damaged.insert(pack, (format!("cannot read pack: {e}"), chunks));
-                    continue;
-                }
-            };
-            report.packs_read += 1;
-            report.bytes_read += bytes.len() as u64;
-            let what = || format!("pack {pack}");
-            let entries = match parse_pack(&bytes, repo.keys(), &what) {
-                Ok(e) => e,
-                Err(e) => {
-                    let chunks = index.pack_entries(&pack)?.into_iter().map(|e| e.id).collect();
-                    damaged.insert(pack, (e.to_string(), chunks));
-                    continue;
-                }
-            };
-            let failed: Vec<(ChunkId, Error)> = entries
-                .par_iter()
-                .filter_map(|e| {
-                    let s = &bytes[e.offset as usize..e.offset as usize + e.stored_len as usize];
-                    reader.decode_entry(e, &pack, s).err().map(|err| (e.id, err))
-                })
-                .collect();
-            // A chunk whose base cannot be read is not damage of this pack: the base's own pack
-            // is reported (when read), and every file needing the chunk with it.
-            let mut bad: BTreeSet<ChunkId> = BTreeSet::new();
-            for (id, err) in failed {
-                match err {
-                    Error::Damaged { .. } => report.problems.push(format!("chunk {id} in pack {pack}: {err}")),
-                    _ => {
-                        bad.insert(id);
+    }
+    for read in read_packs(objects, repo.keys(), &repo.chunk_reader(), &candidates) {
+        match read {
+            PackRead::Unreadable { pack, problem } => {
+                let chunks = index.pack_entries(&pack)?.into_iter().map(|e| e.id).collect();
+                damaged.insert(pack, (problem, chunks));
+            }
+            PackRead::Unparsable { pack, bytes, problem } => {
+                report.packs_read += 1;
+                report.bytes_read += bytes;
+                let chunks = index.pack_entries(&pack)?.into_iter().map(|e| e.id).collect();
+                damaged.insert(pack, (problem, chunks));
+            }
+            PackRead::Checked { pack, bytes, entries, failed, hash_ok } => {
+                report.packs_read += 1;
+                report.bytes_read += bytes;
+                // A chunk whose base cannot be read is not damage of this pack: the base's own
+                // pack is reported (when read), and every file needing the chunk with it.
+                let mut bad: BTreeSet<ChunkId> = BTreeSet::new();
+                for (id, err) in failed {
+                    match err {
+                        Error::Damaged { .. } => report.problems.push(format!("chunk {id} in pack {pack}: {err}")),
+                        _ => {
+                            bad.insert(id);
+                        }
                     }
                 }
-            }
-            report.chunks_checked += entries.len() as u64;
-            let hash_ok = {
-                let mut h = blake3::Hasher::new();
-                h.update_rayon(&bytes);
-                *h.finalize().as_bytes() == pack.0
-            };
-            if bad.is_empty() && hash_ok {
-                // Read back whole: a mark from an earlier failure (since repaired) is lifted.
-                repo.cache().unmark_damaged(&pack)?;
-            }
-            if !bad.is_empty() {
-                damaged.insert(pack, (format!("{} of {} chunks fail their check", bad.len(), entries.len()), bad));
-            } else if !hash_ok {
-                // Every chunk and the trailer open: the change is in bytes no chunk covers.
-                report
-                    .problems
-                    .push(format!("pack {pack}: content does not match its name, though every chunk checks out"));
+                report.chunks_checked += entries;
+                if bad.is_empty() && hash_ok {
+                    // Read back whole: a mark from an earlier failure (since repaired) is lifted.
+                    repo.cache().unmark_damaged(&pack)?;
+                }
+                if !bad.is_empty() {
+                    damaged.insert(pack, (format!("{} of {entries} chunks fail their check", bad.len()), bad));
+                } else if !hash_ok {
+                    // Every chunk and the trailer open: the change is in bytes no chunk covers.
+                    report
+                        .problems
+                        .push(format!("pack {pack}: content does not match its name, though every chunk checks out"));
+                }
             }
         }
     }
-
-    // 4. References (a delta's base, a dictionary): each must be indexed and stored whole
-    // (chains are one link long, pack.md). A chunk whose reference is damaged is broken with it.
-    let refs = index.references()?;
-    let mut broken_refs: HashMap<ChunkId, String> = HashMap::new();
-    for (c, r) in &refs {
-        match index.lookup(r)? {
-            None => {
-                broken_refs.insert(*c, format!("references chunk {r}, which is in no index (missing data)"));
-            }
-            Some(l) if l.reference.is_some() => {
-                broken_refs.insert(
-                    *c,
-                    format!("references chunk {r}, which references another in turn (chains are one link long)"),
-                );
-            }
-            Some(_) => {}
-        }
-    }
-    for (i, (c, why)) in broken_refs.iter().enumerate() {
-        if i < 20 {
-            report.problems.push(format!("chunk {c}: {why}"));
-        }
-    }
-    if broken_refs.len() > 20 {
-        report.problems.push(format!("{} more chunks with broken references", broken_refs.len() - 20));
-    }
+    let (refs, broken_refs, ref_problems) = check_references(&index)?;
+    report.problems.extend(ref_problems);
 
     // 5. Snapshots and what the damage breaks.
-    let mut damaged_chunks: HashMap<ChunkId, PackId> =
-        damaged.iter().flat_map(|(p, (_, cs))| cs.iter().map(move |c| (*c, *p))).collect();
-    for (c, r) in &refs {
-        if let Some(p) = damaged_chunks.get(r).copied() {
-            damaged_chunks.entry(*c).or_insert(p);
-        }
-    }
-    let mut affected: BTreeMap<PackId, BTreeSet<Affected>> = BTreeMap::new();
-    for id in objects.snapshot_ids()? {
-        let snap: Snapshot = match repo.load_snapshot(&id) {
-            Ok(s) => s,
-            Err(e) => {
-                report.problems.push(format!("snapshot {id}: {e}"));
-                continue;
-            }
-        };
-        report.snapshots += 1;
-        let sid: crate::id::SnapshotId = id;
-        let mut locs = Vec::new();
-        let mut tree_ok = true;
-        for c in &snap.tree {
-            match index.lookup(c)? {
-                Some(l) => {
-                    if let Some(p) = damaged_chunks.get(c) {
-                        affected.entry(*p).or_default().insert(Affected { snapshot: sid, path: "(tree)".into() });
-                        tree_ok = false;
-                    }
-                    locs.push((*c, l))
-                }
-                None => {
-                    report.problems.push(format!("snapshot {sid}: tree chunk {c} is not in any index"));
-                    tree_ok = false;
-                }
-            }
-        }
-        if !tree_ok {
-            continue;
-        }
-        let mut missing_reported = 0;
-        let mut files = FileChunks { sid, files: Vec::new(), chunks: 0 };
-        for node in TreeReader::new(repo.chunk_reader(), locs) {
-            let node = match node {
-                Ok(n) => n,
-                Err(e) => {
-                    report.problems.push(format!("snapshot {sid}: tree unreadable: {e}"));
-                    break;
-                }
-            };
-            if node.kind != NodeKind::File {
-                continue;
-            }
-            files.chunks += node.chunks.len();
-            files.files.push((node.path_str(), node.chunks));
-            if files.chunks >= CHECK_BATCH {
-                files.check(
-                    &index,
-                    &damaged_chunks,
-                    &broken_refs,
-                    &mut affected,
-                    &mut report,
-                    &mut missing_reported,
-                )?;
-            }
-        }
-        files.check(&index, &damaged_chunks, &broken_refs, &mut affected, &mut report, &mut missing_reported)?;
-        if missing_reported > 20 {
-            report.problems.push(format!("snapshot {sid}: {} more files with missing chunks", missing_reported - 20));
-        }
-    }
+    let (mut affected, found) = check_snapshots(repo, &index, &damaged_chunks(&damaged, &refs), &broken_refs)?;
+    drop(refs);
+    report.snapshots = found.snapshots;
+    report.problems.extend(found.problems);
     if opts.restore_test {
         for t in restore_tests(repo)? {
             if !t.ok {
@@ -408,6 +304,44 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
     Ok(report)
 }
 
+/// Every (chunk, the chunk it references) pair, the chunks whose reference is broken (not
+/// indexed, or not stored whole: chains are one link long, pack.md) and the problems to report.
+type References = (Vec<(ChunkId, ChunkId)>, HashMap<ChunkId, String>, Vec<String>);
+
+/// Step 4, references (a delta's base, a dictionary): each must be indexed and stored whole.
+fn check_references(index: &Cache) -> Result<References> {
+    let refs = index.references()?;
+    let mut broken_refs: HashMap<ChunkId, String> = HashMap::new();
+    let targets: Vec<ChunkId> = refs.iter().map(|(_, r)| *r).collect();
+    // Probed in sorted order in one pass (a delta's base is a random id), not one query each.
+    let found = index.lookup_many(&targets)?;
+    drop(targets);
+    for ((c, r), found) in refs.iter().zip(found) {
+        match found {
+            None => {
+                broken_refs.insert(*c, format!("references chunk {r}, which is in no index (missing data)"));
+            }
+            Some(l) if l.reference.is_some() => {
+                broken_refs.insert(
+                    *c,
+                    format!("references chunk {r}, which references another in turn (chains are one link long)"),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    let mut problems = Vec::new();
+    for (i, (c, why)) in broken_refs.iter().enumerate() {
+        if i < 20 {
+            problems.push(format!("chunk {c}: {why}"));
+        }
+    }
+    if broken_refs.len() > 20 {
+        problems.push(format!("{} more chunks with broken references", broken_refs.len() - 20));
+    }
+    Ok((refs, broken_refs, problems))
+}
+
 /// Compares every row of the local cache with the index files (loaded into `index`): a row is
 /// right when it equals the index files' location or the pack's trailer confirms it (a chunk
 /// stored twice); every indexed chunk must have a row. Mismatches go to the report.
@@ -416,9 +350,10 @@ fn check_cache(repo: &Repo, index: &Cache, report: &mut VerifyReport) -> Result<
     let mut trailers: HashMap<PackId, Option<Vec<crate::format::pack::Entry>>> = HashMap::new();
     let mut bad = Vec::new();
     let mut rows = 0u64;
+    let mut cursor = IndexCursor::new(index);
     repo.cache().for_each_row(|id, loc| {
         rows += 1;
-        let want = index.lookup(&id)?;
+        let want = cursor.seek(&id)?;
         if want == Some(loc) {
             return Ok(());
         }
@@ -472,6 +407,54 @@ fn check_cache(repo: &Repo, index: &Cache, report: &mut VerifyReport) -> Result<
     }
     report.cache_mismatches = bad;
     Ok(())
+}
+
+/// The scratch index read in id order alongside the cache's rows (which come in id order too):
+/// one sequential pass over each instead of one query per cache row.
+struct IndexCursor<'a> {
+    index: &'a Cache,
+    ahead: std::collections::VecDeque<(ChunkId, crate::repo::cache::Location)>,
+    /// The last id fetched (the next page starts after it); `None` before the first page.
+    fetched: Option<ChunkId>,
+    done: bool,
+    /// The last id sought: a cache row out of order (a damaged id) is looked up on its own.
+    sought: Option<ChunkId>,
+}
+
+impl<'a> IndexCursor<'a> {
+    const PAGE: usize = 4096;
+
+    fn new(index: &'a Cache) -> Self {
+        IndexCursor { index, ahead: Default::default(), fetched: None, done: false, sought: None }
+    }
+
+    /// [`Cache::lookup`] of `id` in the index.
+    fn seek(&mut self, id: &ChunkId) -> Result<Option<crate::repo::cache::Location>> {
+        if self.sought.is_some_and(|s| *id <= s) {
+            return self.index.lookup(id);
+        }
+        self.sought = Some(*id);
+        loop {
+            if self.ahead.is_empty() {
+                if self.done {
+                    return Ok(None);
+                }
+                let page = self.index.rows_after(self.fetched.as_ref(), Self::PAGE)?;
+                self.done = page.len() < Self::PAGE;
+                self.fetched = page.last().map(|(c, _)| *c).or(self.fetched);
+                self.ahead.extend(page);
+                continue;
+            }
+            let (c, l) = self.ahead.front().expect("not empty");
+            match c.cmp(id) {
+                std::cmp::Ordering::Less => {
+                    self.ahead.pop_front();
+                }
+                std::cmp::Ordering::Equal => return Ok(Some(*l)),
+                std::cmp::Ordering::Greater => return Ok(None),
+            }
+        }
+    }
 }
 
 /// Rebuilds the repository index from pack trailers (`repair index`): writes fresh index files

@@ -284,6 +284,35 @@ impl Cache {
         Ok(())
     }
 
+    /// Up to `limit` chunk rows with ids above `after` (from the first when `None`), in id
+    /// order, each as [`Cache::lookup`] gives it: a cursor over the index (verify).
+    pub fn rows_after(&self, after: Option<&ChunkId>, limit: usize) -> Result<Vec<(ChunkId, Location)>> {
+        let mut st = self.wrap(self.conn.prepare_cached(
+            "SELECT c.id, p.id, c.offset, c.stored_len, c.raw_len, c.ref FROM chunks c JOIN packs p ON p.pid = c.pack
+             WHERE c.id > ?1 ORDER BY c.id LIMIT ?2",
+        ))?;
+        let after: &[u8] = after.map_or(&[], |a| &a.0[..]);
+        let rows = self.wrap(st.query_map(params![after, limit as i64], |r| {
+            let reference: Option<Vec<u8>> = r.get(5)?;
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                Location {
+                    pack: PackId::from_slice(&r.get::<_, Vec<u8>>(1)?).unwrap_or_default(),
+                    offset: r.get(2)?,
+                    stored_len: r.get(3)?,
+                    raw_len: r.get(4)?,
+                    reference: reference.map(|b| ChunkId::from_slice(&b).unwrap_or_default()),
+                },
+            ))
+        }))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, loc) = self.wrap(r)?;
+            out.push((ChunkId::from_slice(&id).unwrap_or_default(), loc));
+        }
+        Ok(out)
+    }
+
     /// Runs many lookups under one read transaction: one file lock instead of one per statement.
     pub fn batch<T>(&self, f: impl FnOnce(&Self) -> Result<T>) -> Result<T> {
         self.wrap(self.conn.execute_batch("BEGIN"))?;
@@ -420,12 +449,18 @@ impl Cache {
         order.sort_unstable_by_key(|&i| ids[i]);
         let mut out = vec![false; ids.len()];
         self.batch(|c| {
+            // With no pack marked damaged (always so in verify's scratch index) a row is enough:
+            // one B-tree probe per id instead of three.
+            let any_damaged: bool =
+                c.wrap(c.conn.query_row("SELECT EXISTS (SELECT 1 FROM damaged_packs)", [], |r| r.get(0)))?;
+            let mut plain = c.wrap(c.conn.prepare_cached("SELECT 1 FROM chunks WHERE id=?1"))?;
             let mut prev: Option<(ChunkId, bool)> = None;
             for i in order {
                 let id = ids[i];
                 out[i] = match prev {
                     Some((p, known)) if p == id => known,
-                    _ => c.contains(&id)?,
+                    _ if any_damaged => c.contains(&id)?,
+                    _ => c.wrap(plain.exists([&id.0[..]]))?,
                 };
                 prev = Some((id, out[i]));
             }
@@ -457,9 +492,12 @@ impl Cache {
 
     /// Indexes the chunks by pack, so `pack_entries` reads a pack's rows instead of scanning
     /// every row (verify's scratch index asks it once per pack; built after loading, so the
-    /// loading inserts maintain one B-tree, not two).
+    /// loading inserts maintain one B-tree, not two). The index holds every column
+    /// `pack_entries` returns: reading it needs no probe of the table per row.
     pub fn index_by_pack(&self) -> Result<()> {
-        self.wrap(self.conn.execute_batch("CREATE INDEX IF NOT EXISTS chunks_by_pack ON chunks(pack, offset)"))
+        self.wrap(self.conn.execute_batch(
+            "CREATE INDEX IF NOT EXISTS chunks_by_pack ON chunks(pack, offset, stored_len, raw_len, ref)",
+        ))
     }
 
     /// The chunks the index places in `pack`, in offset order.

@@ -24,6 +24,10 @@ use crate::store::{Handle, Store};
 /// by position, so this stays small; bases of one `read_many` call are fetched together anyway).
 const RECENT_BYTES: usize = 4 << 20;
 
+/// Plaintext bytes of one group of [`ChunkReader::check_entries`], which bounds the referenced
+/// chunks fetched for it (a delta's base is about as large as the delta's plaintext).
+const CHECK_GROUP_BYTES: u64 = 2 << 20;
+
 /// Referenced chunks read lately, oldest first, bounded by [`RECENT_BYTES`].
 #[derive(Default)]
 struct Recent {
@@ -113,7 +117,9 @@ impl ChunkReader {
             let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
             for (_, l) in chunks {
                 if let Some(r) = l.reference {
-                    if out.contains_key(&r) || want.contains(&r) {
+                    // Repeats in `want` are dropped by the sort below (a linear search here
+                    // made a window of deltas quadratic).
+                    if out.contains_key(&r) {
                         continue;
                     }
                     match recent.get(&r) {
@@ -261,6 +267,10 @@ impl ChunkReader {
     /// [`ChunkReader::decode`] of a pack entry, which also checks that the reference the entry
     /// records is the one the payload names (prune, repair and verify trust the recorded one).
     pub fn decode_entry(&self, e: &Entry, pack: &PackId, sealed: &[u8]) -> Result<Vec<u8>> {
+        self.decode_entry_with(e, pack, sealed, &|r| self.referenced(r))
+    }
+
+    fn decode_entry_with(&self, e: &Entry, pack: &PackId, sealed: &[u8], resolve: &Resolve) -> Result<Vec<u8>> {
         let payload = self.open(&e.id, pack, sealed)?;
         let named = blob::reference(&payload);
         if named != e.reference {
@@ -270,7 +280,57 @@ impl ChunkReader {
                 format!("its payload references {}, the pack's entry records {}", show(named), show(e.reference)),
             ));
         }
-        self.finish(&e.id, pack, &payload, e.raw_len, &|r| self.referenced(r))
+        self.finish(&e.id, pack, &payload, e.raw_len, resolve)
+    }
+
+    /// [`ChunkReader::decode_entry`] for every entry of a pack read whole (`bytes`; verify),
+    /// returning the failures only. Entries are taken in groups of bounded plaintext: the chunks
+    /// a group references are fetched together, as [`ChunkReader::read_many`] does, instead of
+    /// one located and read per delta, and the group is decoded in parallel.
+    pub fn check_entries(&self, pack: &PackId, bytes: &[u8], entries: &[Entry]) -> Vec<(ChunkId, Error)> {
+        let mut failed = Vec::new();
+        let mut i = 0;
+        while i < entries.len() {
+            let mut j = i;
+            let mut raw = 0u64;
+            while j < entries.len() && (j == i || (raw < CHECK_GROUP_BYTES && j - i < 4096)) {
+                raw += entries[j].raw_len as u64;
+                j += 1;
+            }
+            let group = &entries[i..j];
+            let wanted: Vec<(ChunkId, Location)> = group
+                .iter()
+                .filter(|e| e.reference.is_some())
+                .map(|e| {
+                    let l = Location {
+                        pack: *pack,
+                        offset: e.offset,
+                        stored_len: e.stored_len,
+                        raw_len: e.raw_len,
+                        reference: e.reference,
+                    };
+                    (e.id, l)
+                })
+                .collect();
+            let fetched = self.fetch_referenced(&wanted);
+            let resolve = |base: &ChunkId| match fetched.get(base) {
+                Some(Ok(d)) => Ok(d.clone()),
+                Some(Err(e)) => Err(base_unreadable(base, e)),
+                None => self.referenced(base),
+            };
+            failed.extend(
+                group
+                    .par_iter()
+                    .with_min_len(16)
+                    .filter_map(|e| {
+                        let s = &bytes[e.offset as usize..e.offset as usize + e.stored_len as usize];
+                        self.decode_entry_with(e, pack, s, &resolve).err().map(|err| (e.id, err))
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            i = j;
+        }
+        failed
     }
 
     fn decode_with(

@@ -159,7 +159,7 @@ impl Recheck {
                 });
             }
             let c = slot.as_ref().expect("just set");
-            c.batch(|c| ids.iter().map(|id| c.lookup(id)).collect::<Result<Vec<_>>>())?
+            c.lookup_many(ids)?
         };
         ids.iter()
             .zip(found)

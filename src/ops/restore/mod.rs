@@ -36,8 +36,14 @@ use crate::repo::{ChunkReader, Repo};
 use files::{count_runs, write_file, Batcher, SMALL_FILE};
 use safety::{remove_stale_sidecars, set_mtime, SafeDirs};
 
-/// Chunks decoded in parallel per window.
-const WINDOW_BYTES: u64 = 8 << 20;
+/// Chunks decoded in parallel per window. With one window decoding, one queued and one being
+/// written, about three are in memory.
+const WINDOW_BYTES: u64 = 4 << 20;
+/// Chunks located per lookup while streaming a file: each lookup is one sorted pass over the
+/// cache, which reads most of its pages again when the cache is larger than SQLite's page
+/// cache, so batches are large (a 256 MiB database of 4 KiB pages in one; about 7 MB of
+/// locations), not window-sized.
+const LOCATE_BATCH: usize = 65536;
 
 /// Restore options.
 #[derive(Default)]
@@ -97,7 +103,6 @@ pub fn write_content(repo: &Repo, node: &Node, out: &mut (dyn Write + Send)) -> 
 /// [`write_content`], adding the pack range reads it makes to `reads`.
 fn stream_content(repo: &Repo, node: &Node, out: &mut (dyn Write + Send), reads: &mut u64) -> Result<u64> {
     let reader: ChunkReader = repo.chunk_reader();
-    let locs = locate(repo, &node.chunks)?;
     let path = node.path_str();
     // Decoding window N+1 overlaps writing window N: a writer thread takes decoded windows from
     // a one-slot queue, so at most two windows are in memory.
@@ -114,9 +119,34 @@ fn stream_content(repo: &Repo, node: &Node, out: &mut (dyn Write + Send), reads:
             }
             Ok(n)
         });
+        // Chunks are located a batch at a time as the windows need them: the locations of a
+        // whole large file (a database of 4 KiB pages has a quarter million per GiB) are not
+        // held at once.
+        let mut locs: Vec<(ChunkId, Location)> = Vec::new();
+        let mut next = 0;
         let mut i = 0;
         let mut failure = None;
-        while i < locs.len() {
+        loop {
+            let mut ahead: u64 = locs[i..].iter().map(|(_, l)| l.raw_len as u64).sum();
+            while ahead < WINDOW_BYTES && next < node.chunks.len() {
+                let end = (next + LOCATE_BATCH).min(node.chunks.len());
+                match locate(repo, &node.chunks[next..end]) {
+                    Ok(more) => {
+                        locs.drain(..i);
+                        i = 0;
+                        ahead += more.iter().map(|(_, l)| l.raw_len as u64).sum::<u64>();
+                        locs.extend(more);
+                        next = end;
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            if failure.is_some() || i == locs.len() {
+                break;
+            }
             let mut j = i;
             let mut bytes = 0u64;
             while j < locs.len() && (j == i || bytes < WINDOW_BYTES) {
