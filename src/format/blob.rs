@@ -1,7 +1,7 @@
 //! The storage encoding of one chunk before sealing: one encoding byte, then the body.
 //! New encodings are new byte values, so they can be added without a format break; readers
-//! refuse values they do not know. Encodings 2 (zstd delta) and 3 (zstd with a dictionary) name
-//! another chunk in their first 32 body bytes ([`reference`]); decoding them needs that chunk's
+//! refuse values they do not know. Encodings 2 (zstd delta), 3 (zstd with a dictionary), 4 (a slice
+//! of a group) and 5 (a delta against part of a chunk) name another chunk in their first 32 body bytes ([`reference`]); decoding them needs that chunk's
 //! plaintext ([`decode_with`]). A referenced chunk is itself always encoding 0 or 1, so a reader
 //! never follows more than one link (format-spec/pack.md, "References").
 

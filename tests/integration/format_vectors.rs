@@ -1386,3 +1386,30 @@ fn delta_vector_decodes_and_records_its_reference() {
     bad[1 + 4 + 44] = 2;
     assert!(pack::decode_trailer(&bad, end, &what).is_err());
 }
+
+// The group in delta.json (pack.md, "Groups"): a slice and a delta against a part of a group,
+// the frame again made by the zstd CLI.
+#[test]
+fn group_vector_slices_and_part_deltas_decode() {
+    let v: Value = serde_json::from_slice(&std::fs::read(vectors_dir().join("delta.json")).unwrap()).unwrap();
+    let page2 = unh(&v["plaintext"]);
+    let group = std::sync::Arc::new([unh(&v["base_plaintext"]), page2.clone()].concat());
+    let g = &v["group"];
+    let gid = ChunkId(id32(&g["group_id"]));
+    let with_group = |p: &[u8], len: usize| {
+        blob::decode_with(p, len, &what, &|id| {
+            assert_eq!(*id, gid);
+            Ok(group.clone())
+        })
+    };
+    let slice = unh(&g["slice_payload"]);
+    assert_eq!(slice, blob::encode_slice(&gid, 4096), "cairn writes the specified bytes");
+    assert_eq!((slice[0], blob::reference(&slice)), (blob::ENC_SLICE, Some(gid)));
+    assert_eq!(with_group(&slice, 4096).unwrap(), page2);
+    assert!(with_group(&slice, 4097).is_err(), "past the group's end");
+    let part = unh(&g["part_delta_payload"]);
+    let want = unh(&g["part_delta_plaintext"]);
+    assert_eq!((part[0], blob::reference(&part)), (blob::ENC_DELTA_PART, Some(gid)));
+    assert_eq!(with_group(&part, want.len()).unwrap(), want);
+    assert!(blob::decode(&part, want.len(), &what).is_err(), "no group, no plaintext");
+}
