@@ -6,7 +6,7 @@
 
 #![allow(clippy::rc_buffer, reason = "the shared decoding contract hands referenced chunks over as Arc<Vec<u8>>")]
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
@@ -298,9 +298,29 @@ impl ChunkReader {
                 j += 1;
             }
             let group = &entries[i..j];
+            let blob = |e: &Entry| &bytes[e.offset as usize..e.offset as usize + e.stored_len as usize];
+            // Chunks stored whole first: a group chunk sits just before its slices, so most
+            // references resolve inside this window, decoded once (not again as a fetched base).
+            let referenced: HashSet<ChunkId> = group.iter().filter_map(|e| e.reference).collect();
+            let whole: Vec<(&Entry, Result<Vec<u8>>)> = group
+                .par_iter()
+                .with_min_len(16)
+                .filter(|e| e.reference.is_none())
+                .map(|e| (e, self.decode_entry_with(e, pack, blob(e), &|r| Err(chained(r)))))
+                .collect();
+            let mut near: HashMap<ChunkId, Arc<Vec<u8>>> = HashMap::new();
+            for (e, r) in whole {
+                match r {
+                    Ok(d) if referenced.contains(&e.id) => {
+                        near.insert(e.id, Arc::new(d));
+                    }
+                    Ok(_) => {}
+                    Err(err) => failed.push((e.id, err)),
+                }
+            }
             let wanted: Vec<(ChunkId, Location)> = group
                 .iter()
-                .filter(|e| e.reference.is_some())
+                .filter(|e| e.reference.is_some_and(|r| !near.contains_key(&r)))
                 .map(|e| {
                     let l = Location {
                         pack: *pack,
@@ -313,19 +333,18 @@ impl ChunkReader {
                 })
                 .collect();
             let fetched = self.fetch_referenced(&wanted);
-            let resolve = |base: &ChunkId| match fetched.get(base) {
-                Some(Ok(d)) => Ok(d.clone()),
-                Some(Err(e)) => Err(base_unreadable(base, e)),
-                None => self.referenced(base),
+            let resolve = |base: &ChunkId| match (near.get(base), fetched.get(base)) {
+                (Some(d), _) => Ok(d.clone()),
+                (None, Some(Ok(d))) => Ok(d.clone()),
+                (None, Some(Err(e))) => Err(base_unreadable(base, e)),
+                (None, None) => self.referenced(base),
             };
             failed.extend(
                 group
                     .par_iter()
                     .with_min_len(16)
-                    .filter_map(|e| {
-                        let s = &bytes[e.offset as usize..e.offset as usize + e.stored_len as usize];
-                        self.decode_entry_with(e, pack, s, &resolve).err().map(|err| (e.id, err))
-                    })
+                    .filter(|e| e.reference.is_some())
+                    .filter_map(|e| self.decode_entry_with(e, pack, blob(e), &resolve).err().map(|err| (e.id, err)))
                     .collect::<Vec<_>>(),
             );
             i = j;
