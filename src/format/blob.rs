@@ -80,6 +80,21 @@ pub fn encode_delta_part(
     delta_payload(data, &[ENC_DELTA_PART], whole_id, &head, &whole[part], level)
 }
 
+/// The bytes of the referenced chunk that a slice (encoding 4) or a delta against a part
+/// (encoding 5) uses; `raw_len` is the chunk's own length, which is a slice's length. `None` for
+/// other encodings and for payloads too short to say. Decoding and the writer's choice of a
+/// base both read a payload's part through this one function.
+pub fn referenced_part(payload: &[u8], raw_len: usize) -> Option<std::ops::Range<usize>> {
+    let rest = payload.get(1 + REF_LEN..)?;
+    let word = |at: usize| rest.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
+    let (start, len) = match payload[0] {
+        ENC_SLICE => (word(0)?, raw_len),
+        ENC_DELTA_PART => (word(0)?, word(4)?),
+        _ => return None,
+    };
+    Some(start..start.checked_add(len)?)
+}
+
 /// A slice payload (encoding 4): the chunk is `raw_len` bytes of group `group_id` from `start`.
 pub fn encode_slice(group_id: &ChunkId, start: u32) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + REF_LEN + 4);
@@ -216,17 +231,11 @@ pub fn decode_with(
         }
         ENC_SLICE | ENC_DELTA_PART => {
             let whole_id = reference(payload).ok_or_else(|| Error::corrupt(what(), "payload too short"))?;
+            let range = referenced_part(payload, raw_len).ok_or_else(|| Error::corrupt(what(), "payload too short"))?;
+            let (start, len) = (range.start, range.len());
             let rest = &body[REF_LEN..];
-            let word =
-                |at: usize| rest.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
-            let start = word(0).ok_or_else(|| Error::corrupt(what(), "payload too short"))?;
-            let len = if enc == ENC_SLICE {
-                raw_len
-            } else {
-                word(4).ok_or_else(|| Error::corrupt(what(), "payload too short"))?
-            };
             let whole = referenced(&whole_id)?;
-            let part = start.checked_add(len).and_then(|end| whole.get(start..end)).ok_or_else(|| {
+            let part = whole.get(range).ok_or_else(|| {
                 Error::corrupt(
                     what(),
                     format!("bytes {start}+{len} lie outside chunk {} ({} bytes)", whole_id.short(), whole.len()),

@@ -291,19 +291,11 @@ impl<'c> ChunkWriter<'c> {
         for ((b, l), p) in second.iter().zip(payloads) {
             let Ok(p) = p else { continue };
             let Some(r) = blob::reference(&p) else { continue };
-            let word = |at: usize| {
-                p.get(1 + blob::REF_LEN + at..1 + blob::REF_LEN + at + 4)
-                    .map(|w| u32::from_le_bytes(w.try_into().expect("4 bytes")) as usize)
-            };
             let part = match p[0] {
                 blob::ENC_DELTA => None,
-                blob::ENC_SLICE => match word(0) {
-                    Some(s) => Some(s..s + l.raw_len as usize),
+                blob::ENC_SLICE | blob::ENC_DELTA_PART => match blob::referenced_part(&p, l.raw_len as usize) {
+                    Some(r) => Some(r),
                     None => continue,
-                },
-                blob::ENC_DELTA_PART => match (word(0), word(4)) {
-                    (Some(s), Some(n)) => Some(s..s + n),
-                    _ => continue,
                 },
                 // A dictionary-compressed page is no base.
                 _ => continue,
