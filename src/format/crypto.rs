@@ -6,7 +6,7 @@
 //! lose between hosts). Unencrypted repositories still append a 16-byte keyed BLAKE3 tag, so
 //! damage is detected the same way in both modes (format-spec/crypto.md).
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::Rng;
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -145,12 +145,15 @@ impl Keys {
         let aad = self.aad(kind, id);
         if self.encrypted {
             let cipher = XChaCha20Poly1305::new((&self.enc_key).into());
-            let ct = cipher
-                .encrypt(XNonce::from_slice(nonce), Payload { msg: plain, aad: &aad })
-                .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
-            let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+            // Encrypted where it lies: an index file's plaintext is megabytes, and a separate
+            // ciphertext buffer would be a third copy at the peak.
+            let mut out = Vec::with_capacity(NONCE_LEN + plain.len() + TAG_LEN);
             out.extend_from_slice(nonce);
-            out.extend_from_slice(&ct);
+            out.extend_from_slice(plain);
+            let tag = cipher
+                .encrypt_in_place_detached(XNonce::from_slice(nonce), &aad, &mut out[NONCE_LEN..])
+                .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
+            out.extend_from_slice(&tag);
             out
         } else {
             let mut out = Vec::with_capacity(plain.len() + TAG_LEN);

@@ -26,7 +26,11 @@ pub struct PackRecord {
 /// Encodes the plaintext of an index file.
 pub fn encode(packs: &[PackRecord]) -> Vec<u8> {
     let v = entries_version(packs.iter().flat_map(|p| &p.entries));
-    let mut out = vec![v];
+    // Sized exactly: an index file's plaintext is megabytes.
+    let entry_len = |e: &Entry| if v >= TRAILER_VERSION_REFS { 45 + 32 * e.reference.is_some() as usize } else { 44 };
+    let len: usize = packs.iter().map(|p| 44 + p.entries.iter().map(entry_len).sum::<usize>()).sum();
+    let mut out = Vec::with_capacity(5 + len);
+    out.push(v);
     out.extend_from_slice(&(packs.len() as u32).to_le_bytes());
     for p in packs {
         out.extend_from_slice(&p.id.0);

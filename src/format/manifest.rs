@@ -259,9 +259,16 @@ impl Node {
 
     /// Appends this node's record to a tree stream.
     pub fn encode_record(&self, out: &mut Vec<u8>) {
-        let body = bincode::serde::encode_to_vec(self, bincode_config()).expect("serializable");
-        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        out.extend_from_slice(&body);
+        self.write_record(&mut |b| out.extend_from_slice(b));
+    }
+
+    /// [`Node::encode_record`] handed to `sink` piece by piece: a big file's record (32 bytes per
+    /// chunk, 8 MiB for a 1 GiB database) is never held whole. Same bytes, same encoder.
+    pub fn write_record(&self, sink: &mut dyn FnMut(&[u8])) {
+        let mut size = bincode::enc::write::SizeWriter::default();
+        bincode::serde::encode_into_writer(self, &mut size, bincode_config()).expect("serializable");
+        sink(&(size.bytes_written as u32).to_le_bytes());
+        bincode::serde::encode_into_writer(self, SinkWriter(sink), bincode_config()).expect("serializable");
     }
 
     /// Decodes one record body.
@@ -280,6 +287,19 @@ impl Node {
 pub fn path_cmp(a: &[u8], b: &[u8]) -> Ordering {
     a.split(|&c| c == b'/').cmp(b.split(|&c| c == b'/'))
 }
+
+/// Writes bincode's output into a byte sink.
+struct SinkWriter<'a>(&'a mut dyn FnMut(&[u8]));
+
+impl bincode::enc::write::Writer for SinkWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::result::Result<(), bincode::error::EncodeError> {
+        (self.0)(bytes);
+        Ok(())
+    }
+}
+
+/// A parser's buffer above this is released once drained (it held one big record).
+const KEEP_BUFFER: usize = 1 << 20;
 
 /// Splits a tree stream byte buffer into records, pulling more bytes on demand.
 pub struct RecordParser {
@@ -321,6 +341,11 @@ impl RecordParser {
         }
         let node = Node::decode_record(&avail[4..4 + len], what)?;
         self.pos += 4 + len;
+        // A big record grew the buffer; what stays buffered is usually a few records.
+        if self.pos == self.buf.len() && self.buf.capacity() > KEEP_BUFFER {
+            self.buf = Vec::new();
+            self.pos = 0;
+        }
         Ok(Some(node))
     }
     /// Bytes fed but not consumed.

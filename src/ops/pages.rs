@@ -24,6 +24,8 @@ pub fn page_size_of_first_chunk(first: &[u8]) -> Option<usize> {
 
 /// The current file as far as the plan goes.
 struct Current {
+    /// Its path.
+    path: Vec<u8>,
     /// The parent's chunks of the same path (empty: no parent file).
     parent: Vec<ChunkId>,
     /// Position of the next chunk in the file.
@@ -45,10 +47,16 @@ impl PagePlan {
         PagePlan { parent, peeked: None, current: None }
     }
 
-    /// A file starts (again, after a retry: the same path finds the same parent node).
+    /// A file starts (again, after a retry: the same path keeps the same parent chunks).
     pub fn file_start(&mut self, path: &[u8]) {
+        if let Some(c) = self.current.as_mut().filter(|c| c.path == path) {
+            c.index = 0;
+            c.page_size = None;
+            return;
+        }
+        // Taken, not copied: a 1 GiB database's list is 8 MiB.
         let parent = self.find(path).filter(|n| n.kind == NodeKind::File).map(|n| n.chunks).unwrap_or_default();
-        self.current = Some(Current { parent, index: 0, page_size: None });
+        self.current = Some(Current { path: path.to_vec(), parent, index: 0, page_size: None });
     }
 
     /// The next chunk of the current file: the parent's page at its position, if it has one.
@@ -66,8 +74,7 @@ impl PagePlan {
         }
     }
 
-    /// The parent's node at `path`, consuming the parent's tree up to it. The found node is kept
-    /// peeked so a retried file finds it again.
+    /// The parent's node at `path`, consuming the parent's tree up to and including it.
     fn find(&mut self, path: &[u8]) -> Option<Node> {
         loop {
             if self.peeked.is_none() {
@@ -87,7 +94,7 @@ impl PagePlan {
             let p = self.peeked.as_ref().expect("peeked");
             match path_cmp(&p.path, path) {
                 std::cmp::Ordering::Less => self.peeked = None,
-                std::cmp::Ordering::Equal => return self.peeked.clone(),
+                std::cmp::Ordering::Equal => return self.peeked.take(),
                 std::cmp::Ordering::Greater => return None,
             }
         }

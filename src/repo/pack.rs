@@ -74,6 +74,11 @@ impl PackWriter {
         self.entries.is_empty()
     }
 
+    /// Chunks added so far.
+    pub fn count(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Appends a sealed chunk; `reference` is the chunk its encoding references, if any
     /// (`blob::reference` of its payload), recorded in the trailer.
     pub fn add(&mut self, id: ChunkId, sealed: &[u8], raw_len: u32, reference: Option<ChunkId>) -> Result<()> {

@@ -27,7 +27,12 @@ use crate::store::{Handle, LocalStore, Store};
 /// Index entries (chunks) the pending pack records hold before they are written as an index file
 /// (format-spec/ordering.md, snapshot step 6). Bounds both an index file's size and the memory
 /// of records not yet indexed.
-pub const INDEX_FLUSH_ENTRIES: usize = 65536;
+pub const INDEX_FLUSH_ENTRIES: usize = 32768;
+
+/// A pack is closed at this many chunks whatever its size: a pack of small deltas and slices
+/// (100-300 bytes each) would otherwise hold 100,000 entries, whose records (80 bytes each in
+/// memory) the open pack, the packs in flight and the index batch all hold.
+pub const MAX_PACK_ENTRIES: usize = 16384;
 
 /// Packs handed to the finisher and not yet collected, beyond which `add` waits for the disk.
 const MAX_IN_FLIGHT: usize = 2;
@@ -237,7 +242,7 @@ impl<'c> Packer<'c> {
         }
         let w = self.writer.as_mut().expect("just set");
         w.add(id, sealed, raw_len, reference)?;
-        if w.len() >= self.pack_size {
+        if w.len() >= self.pack_size || w.count() >= MAX_PACK_ENTRIES {
             let w = self.writer.take().expect("set");
             self.finisher.submit(w)?;
             self.take_finished(MAX_IN_FLIGHT)?;

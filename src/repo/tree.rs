@@ -7,6 +7,9 @@ use crate::format::manifest::Node;
 use crate::id::ChunkId;
 use crate::repo::chunks::ChunkWriter;
 
+/// Record bytes gathered before they are pushed through the chunker.
+const FEED_BYTES: usize = 64 << 10;
+
 /// Builds the tree stream and stores it as chunks, digesting its content on the way.
 pub struct TreeWriter {
     chunker: PushChunker,
@@ -50,10 +53,28 @@ impl TreeWriter {
         for c in &node.chunks {
             self.digest.update(&c.0);
         }
-        self.buf.clear();
-        node.encode_record(&mut self.buf);
+        // The record goes to the chunker in pieces and its chunks are stored as they complete, so
+        // a database's record (32 bytes per page) is never held whole, nor copied.
+        let mut failed = None;
+        node.write_record(&mut |b| {
+            if failed.is_none() {
+                self.buf.extend_from_slice(b);
+                if self.buf.len() >= FEED_BYTES {
+                    failed = self.feed(chunks).err();
+                }
+            }
+        });
+        match failed {
+            Some(e) => Err(e),
+            None => self.feed(chunks),
+        }
+    }
+
+    /// Pushes the buffered record bytes through the chunker; stores the chunks they complete.
+    fn feed(&mut self, chunks: &mut ChunkWriter) -> Result<()> {
         self.len += self.buf.len() as u64;
         let out = self.chunker.push(&self.buf);
+        self.buf.clear();
         if !out.is_empty() {
             let refs: Vec<&[u8]> = out.iter().map(|c| c.as_slice()).collect();
             self.ids.extend(chunks.store(&refs)?);
