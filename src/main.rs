@@ -17,6 +17,11 @@ fn main() {
     // SAFETY: a malloc tuning call made before any thread starts or allocation matters.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        // Pages are allocated by the reader threads, sealed by the rayon workers and freed by the
+        // main thread: with an arena per thread (up to 8 per core) each keeps its own free
+        // memory. Two arenas: a backup of a 1 GiB database peaked at 73 MB instead of 80 MB
+        // (MALLOC_ARENA_MAX=1 measured the same as 2), at no measurable cost in time.
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
     std::process::exit(cairn::run());
 }

@@ -271,6 +271,31 @@ impl Node {
         bincode::serde::encode_into_writer(self, SinkWriter(sink), bincode_config()).expect("serializable");
     }
 
+    /// The start of the record of this node (whose `chunks` is empty) when it lists `count`
+    /// chunks held elsewhere: length prefix, fields, the list's length. The `count` ids, 32 bytes
+    /// each, follow it in the stream; the whole is what [`Node::encode_record`] writes for the
+    /// node with those chunks (the list is the last field; format-spec/manifest.md).
+    pub fn record_head(&self, count: u64) -> Result<Vec<u8>> {
+        debug_assert!(self.chunks.is_empty(), "the chunks are written after the head");
+        let mut body = bincode::serde::encode_to_vec(self, bincode_config()).expect("serializable");
+        // An empty list is its length alone: 0, one byte.
+        debug_assert_eq!(body.last(), Some(&0));
+        body.pop();
+        let list_len = bincode::serde::encode_to_vec(count, bincode_config()).expect("serializable");
+        let len = body.len() as u64 + list_len.len() as u64 + count * 32;
+        if len > MAX_RECORD as u64 {
+            return Err(Error::Invalid(format!(
+                "{}: {count} chunks make a tree record of {len} bytes, above the limit of {MAX_RECORD}",
+                self.path_str()
+            )));
+        }
+        let mut out = Vec::with_capacity(4 + body.len() + list_len.len());
+        out.extend_from_slice(&(len as u32).to_le_bytes());
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&list_len);
+        Ok(out)
+    }
+
     /// Decodes one record body.
     pub fn decode_record(body: &[u8], what: &dyn Fn() -> String) -> Result<Self> {
         let (n, used): (Node, usize) = bincode::serde::decode_from_slice(body, bincode_config())
@@ -393,5 +418,38 @@ mod tests {
             assert!(check_safe_path(p).is_err(), "{:?}", p);
         }
         assert!(check_safe_path(b"a/b..c/.hidden").is_ok());
+    }
+
+    fn full_node(count: usize) -> Node {
+        Node {
+            path: b"data/app.db".to_vec(),
+            kind: NodeKind::File,
+            mode: 0o100644,
+            uid: 1000,
+            gid: 1000,
+            mtime_ns: -5,
+            ctime_ns: 1_700_000_000_000_000_000,
+            inode: 99,
+            size: count as u64 * 4096,
+            target: Vec::new(),
+            chunks: (0..count).map(|i| ChunkId(*blake3::hash(&i.to_le_bytes()).as_bytes())).collect(),
+        }
+    }
+
+    #[test]
+    fn a_head_and_the_ids_are_the_whole_record() {
+        // Counts around each width of bincode's varint length (1, 3 and 5 bytes).
+        for count in [0usize, 1, 250, 251, 65535, 65536, 70000] {
+            let full = full_node(count);
+            let mut whole = Vec::new();
+            full.encode_record(&mut whole);
+            let mut pieced = Node { chunks: Vec::new(), ..full.clone() }.record_head(count as u64).unwrap();
+            for c in &full.chunks {
+                pieced.extend_from_slice(&c.0);
+            }
+            assert_eq!(pieced, whole, "{count} chunks");
+        }
+        let huge = Node { path: b"big.db".to_vec(), chunks: Vec::new(), ..full_node(0) }.record_head(10_000_000);
+        assert!(huge.unwrap_err().to_string().contains("big.db"));
     }
 }

@@ -21,7 +21,7 @@ use crate::ops::pages::PagePlan;
 use crate::repo::cache::Cache;
 use crate::repo::chunks::ChunkWriter;
 use crate::repo::packer::Packer;
-use crate::repo::tree::TreeWriter;
+use crate::repo::tree::{ChunkList, TreeWriter};
 use crate::repo::Repo;
 use crate::source::walk::{self, Ev, FileOutcome, WalkOptions};
 use crate::store::lock::Lock;
@@ -173,6 +173,7 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
     );
 
     let (store, keys) = (repo.store().clone(), repo.keys().clone());
+    let list_store = store.clone();
     let (pack_size, level) = (repo.config().pack_size, repo.config().compression.level);
     let base_reader = repo.chunk_reader();
     let index = repo.index_batch();
@@ -183,7 +184,7 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
     let mut errors = Vec::new();
     let mut facts = BTreeMap::new();
     let result = (|| -> Result<()> {
-        let mut current: Option<Node> = None;
+        let mut current: Option<(Node, ChunkList)> = None;
         for batch in rx.iter() {
             let batch = batch?;
             let mut data: Vec<&[u8]> = Vec::new();
@@ -204,19 +205,19 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
                 match ev {
                     Ev::Chunk(_) => {
                         let id = ids.next().expect("one id per chunk");
-                        if let Some(n) = current.as_mut() {
-                            n.chunks.push(id);
+                        if let Some((_, list)) = current.as_mut() {
+                            list.push(id)?;
                         }
                     }
-                    Ev::FileStart(n) => current = Some(n),
+                    Ev::FileStart(n) => current = Some((n, ChunkList::new(&list_store))),
                     Ev::FileEnd { size, outcome } => {
-                        let mut n = current.take().expect("file started");
+                        let (mut n, list) = current.take().expect("file started");
                         match outcome {
                             FileOutcome::Stored => {
                                 n.size = size;
                                 stats.files += 1;
                                 stats.logical_bytes += size;
-                                tree.add(&n, &mut chunks)?;
+                                tree.add_listed(&n, &list, &mut chunks)?;
                             }
                             FileOutcome::Retry => {}
                             FileOutcome::Failed(message) => {
