@@ -19,6 +19,7 @@ thread_local! {
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
     static PREFIX_DCTX: RefCell<Option<zstd::zstd_safe::DCtx<'static>>> = const { RefCell::new(None) };
+    static PREFIX_CCTX: RefCell<Option<zstd::zstd_safe::CCtx<'static>>> = const { RefCell::new(None) };
 }
 
 /// Body is the chunk itself.
@@ -107,18 +108,33 @@ pub fn encode_slice(group_id: &ChunkId, start: u32) -> Vec<u8> {
 fn delta_payload(data: &[u8], enc: &[u8], base_id: &ChunkId, head: &[u8], base: &[u8], level: i32) -> Result<Vec<u8>> {
     use zstd::zstd_safe::{CCtx, CParameter};
     let zerr = |e: usize| Error::Invalid(format!("zstd delta: {}", zstd::zstd_safe::get_error_name(e)));
-    // A context per delta: a prefix is borrowed for one frame only, and a context's lifetime
-    // is tied to it. Creation is cheap; its tables are sized for a page-sized window.
-    let mut cctx = CCtx::try_create().ok_or_else(|| Error::Invalid("zstd: cannot create a context".into()))?;
-    cctx.set_parameter(CParameter::CompressionLevel(level)).map_err(zerr)?;
-    cctx.set_parameter(CParameter::ContentSizeFlag(true)).map_err(zerr)?;
-    cctx.ref_prefix(base).map_err(zerr)?;
-    let mut out = Vec::with_capacity(1 + REF_LEN + head.len() + zstd::zstd_safe::compress_bound(data.len()));
+    let no_ctx = || Error::Invalid("zstd: cannot create a context".into());
+    let mut frame = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
+    if base.starts_with(&ZSTD_DICT_MAGIC) {
+        // zstd would parse this base as a dictionary: only a prefix keeps it raw content, and a
+        // prefix is borrowed for one frame by a context of its own.
+        let mut cctx = CCtx::try_create().ok_or_else(no_ctx)?;
+        cctx.set_parameter(CParameter::CompressionLevel(level)).map_err(zerr)?;
+        cctx.set_parameter(CParameter::ContentSizeFlag(true)).map_err(zerr)?;
+        cctx.ref_prefix(base).map_err(zerr)?;
+        cctx.compress2(&mut frame, data).map_err(zerr)?;
+    } else {
+        // Any other base is raw content to zstd as a dictionary too, and the frame decodes as a
+        // prefix's does (dictionary id 0, content size set). The thread's context is reused:
+        // creating one per delta was 9 % of a day-1 backup's CPU.
+        PREFIX_CCTX.with(|cell| -> Result<()> {
+            let mut slot = cell.borrow_mut();
+            if slot.is_none() {
+                *slot = Some(CCtx::try_create().ok_or_else(no_ctx)?);
+            }
+            slot.as_mut().expect("set").compress_using_dict(&mut frame, data, base, level).map_err(zerr)?;
+            Ok(())
+        })?;
+    }
+    let mut out = Vec::with_capacity(1 + REF_LEN + head.len() + frame.len());
     out.extend_from_slice(enc);
     out.extend_from_slice(&base_id.0);
     out.extend_from_slice(head);
-    let mut frame = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
-    cctx.compress2(&mut frame, data).map_err(zerr)?;
     out.extend_from_slice(&frame);
     Ok(out)
 }
