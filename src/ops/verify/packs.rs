@@ -75,17 +75,16 @@ pub(super) fn read_packs(
     let mut out = Vec::new();
     // Failures of chunks checked with another pack, merged into their own pack's result.
     let mut late: Vec<(PackId, ChunkId, Error)> = Vec::new();
+    // One buffer for every pack: fresh pages for each (16 MiB by default) cost page faults.
+    let mut bytes = Vec::new();
     for (pack, _) in packs {
         let pack = *pack;
         let deps = dependents.remove(&pack).unwrap_or_default();
-        let bytes = match objects.get(Handle::Pack(pack)) {
-            Ok(b) => b,
-            Err(e) => {
-                out.push(PackRead::Unreadable { pack, problem: format!("cannot read pack: {e}") });
-                late.extend(reader.check_dependents(&deps));
-                continue;
-            }
-        };
+        if let Err(e) = objects.get_into(Handle::Pack(pack), &mut bytes) {
+            out.push(PackRead::Unreadable { pack, problem: format!("cannot read pack: {e}") });
+            late.extend(reader.check_dependents(&deps));
+            continue;
+        }
         let what = || format!("pack {pack}");
         let entries = match parse_pack(&bytes, keys, &what) {
             Ok(e) => e,

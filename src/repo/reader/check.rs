@@ -126,7 +126,7 @@ impl ChunkReader {
                     .with_min_len(16)
                     .filter_map(|&i| {
                         let e = &entries[i];
-                        self.decode_entry_with(e, pack, blob(e), &resolve).err().map(|err| (*pack, e.id, err))
+                        self.check_entry_with(e, pack, blob(e), &resolve).err().map(|err| (*pack, e.id, err))
                     })
                     .collect::<Vec<_>>(),
             );
@@ -190,7 +190,7 @@ impl ChunkReader {
                         .filter_map(|d| {
                             let at = (d.entry.offset as u64 - start) as usize;
                             let sealed = &buf[at..at + d.entry.stored_len as usize];
-                            self.decode_entry_with(&d.entry, &d.pack, sealed, resolve)
+                            self.check_entry_with(&d.entry, &d.pack, sealed, resolve)
                                 .err()
                                 .map(|e| (d.pack, d.entry.id, e))
                         })
@@ -233,7 +233,7 @@ impl ChunkReader {
             .filter_map(|&i| {
                 let e = &entries[i];
                 let sealed = &bytes[e.offset as usize..e.offset as usize + e.stored_len as usize];
-                self.decode_entry_with(e, pack, sealed, &resolve).err().map(|err| (*pack, e.id, err))
+                self.check_entry_with(e, pack, sealed, &resolve).err().map(|err| (*pack, e.id, err))
             })
             .collect()
     }
