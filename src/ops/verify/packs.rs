@@ -23,6 +23,9 @@ pub(super) enum PackRead {
     Checked { pack: PackId, bytes: u64, entries: u64, failed: Vec<(ChunkId, Error)>, hash_ok: bool },
 }
 
+/// The dependents of each pack, and the (pack, chunk) pairs checked away from their own pack.
+type Plan = (HashMap<PackId, Vec<Dependent>>, HashSet<(PackId, ChunkId)>);
+
 /// References across packs, gathered from the trailers verify reads anyway: where each chunk
 /// stored whole is, and the chunks stored against a chunk outside their own pack.
 #[derive(Default)]
@@ -48,7 +51,7 @@ impl CrossRefs {
 
     /// The dependents of each pack in `read` (chunks of other packs stored against its chunks),
     /// and the (pack, chunk) pairs so checked away from their own pack.
-    fn plan(self, read: &[(PackId, u64)]) -> (HashMap<PackId, Vec<Dependent>>, HashSet<(PackId, ChunkId)>) {
+    fn plan(self, read: &[(PackId, u64)]) -> Plan {
         let read: HashSet<PackId> = read.iter().map(|(p, _)| *p).collect();
         let mut deps: HashMap<PackId, Vec<Dependent>> = HashMap::new();
         let mut away = HashSet::new();
