@@ -245,28 +245,15 @@ pub fn decode_with(
             decompress_with_prefix(&body[REF_LEN..], &base, raw_len)
                 .map_err(|e| Error::corrupt(what(), format!("zstd delta against chunk {}: {e}", base_id.short())))?
         }
-        ENC_SLICE | ENC_DELTA_PART => {
+        ENC_SLICE => slice(payload, raw_len, what, referenced, &mut |part| Ok(part.to_vec()))?,
+        ENC_DELTA_PART => {
             let whole_id = reference(payload).ok_or_else(|| Error::corrupt(what(), "payload too short"))?;
-            let range = referenced_part(payload, raw_len).ok_or_else(|| Error::corrupt(what(), "payload too short"))?;
-            let (start, len) = (range.start, range.len());
-            let rest = &body[REF_LEN..];
+            referenced_part(payload, raw_len).ok_or_else(|| Error::corrupt(what(), "payload too short"))?;
             let whole = referenced(&whole_id)?;
-            let part = whole.get(range).ok_or_else(|| {
-                Error::corrupt(
-                    what(),
-                    format!("bytes {start}+{len} lie outside chunk {} ({} bytes)", whole_id.short(), whole.len()),
-                )
-            })?;
-            if enc == ENC_SLICE {
-                if rest.len() != 4 {
-                    return Err(Error::corrupt(what(), "slice payload has trailing bytes"));
-                }
-                part.to_vec()
-            } else {
-                decompress_with_prefix(&rest[8..], part, raw_len).map_err(|e| {
-                    Error::corrupt(what(), format!("zstd delta against part of chunk {}: {e}", whole_id.short()))
-                })?
-            }
+            let part = part_of(payload, raw_len, &whole_id, &whole, what)?;
+            decompress_with_prefix(&body[REF_LEN + 8..], part, raw_len).map_err(|e| {
+                Error::corrupt(what(), format!("zstd delta against part of chunk {}: {e}", whole_id.short()))
+            })?
         }
         other => return Err(Error::corrupt(what(), format!("unknown chunk encoding {other}"))),
     };
@@ -274,6 +261,45 @@ pub fn decode_with(
         return Err(Error::corrupt(what(), format!("decoded {} bytes, index says {raw_len}", out.len())));
     }
     Ok(out)
+}
+
+/// The bytes of chunk `whole` (id `whole_id`) that a slice or a delta against a part uses.
+fn part_of<'w>(
+    payload: &[u8],
+    raw_len: usize,
+    whole_id: &ChunkId,
+    whole: &'w [u8],
+    what: &dyn Fn() -> String,
+) -> Result<&'w [u8]> {
+    let range = referenced_part(payload, raw_len).ok_or_else(|| Error::corrupt(what(), "payload too short"))?;
+    let (start, len) = (range.start, range.len());
+    whole.get(range).ok_or_else(|| {
+        Error::corrupt(
+            what(),
+            format!("bytes {start}+{len} lie outside chunk {} ({} bytes)", whole_id.short(), whole.len()),
+        )
+    })
+}
+
+/// Decodes a slice payload (encoding 4) and hands its bytes, borrowed from the group's
+/// plaintext, to `use_part`: a caller that only hashes them (verify) copies nothing.
+pub fn slice<T>(
+    payload: &[u8],
+    raw_len: usize,
+    what: &dyn Fn() -> String,
+    referenced: &dyn Fn(&ChunkId) -> Result<Arc<Vec<u8>>>,
+    use_part: &mut dyn FnMut(&[u8]) -> Result<T>,
+) -> Result<T> {
+    if payload.first() != Some(&ENC_SLICE) {
+        return Err(Error::corrupt(what(), "not a slice payload"));
+    }
+    let whole_id = reference(payload).ok_or_else(|| Error::corrupt(what(), "payload too short"))?;
+    referenced_part(payload, raw_len).ok_or_else(|| Error::corrupt(what(), "payload too short"))?;
+    if payload.len() != 1 + REF_LEN + 4 {
+        return Err(Error::corrupt(what(), "slice payload has trailing bytes"));
+    }
+    let whole = referenced(&whole_id)?;
+    use_part(part_of(payload, raw_len, &whole_id, &whole, what)?)
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use crate::store::{Handle, Store, StoreExt};
 mod files;
 mod packs;
 use files::{check_snapshots, damaged_chunks};
-use packs::{read_packs, PackRead};
+use packs::{read_packs, CrossRefs, PackRead};
 
 /// Verify options.
 #[derive(Clone, Copy, Debug, Default)]
@@ -191,12 +191,14 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
             (*pack, problem)
         })
         .collect();
+    let mut cross = CrossRefs::default();
     for (pack, problem) in trailer_checks {
         let problem = match problem {
             Some(p) => Some(p),
             None => match repo.pack_trailer(&pack) {
                 Err(e) => Some(format!("trailer unreadable: {e}")),
                 Ok((entries, _)) => {
+                    cross.add(pack, &entries);
                     let want = index.pack_entries(&pack)?;
                     let by_id: HashMap<ChunkId, _> = entries.iter().map(|e| (e.id, *e)).collect();
                     let bad: Vec<_> = want.iter().filter(|w| by_id.get(&w.id) != Some(w)).collect();
@@ -224,7 +226,7 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
             candidates = crate::format::sample::sample(&candidates, pct, opts.seed);
         }
     }
-    for read in read_packs(objects, repo.keys(), &repo.chunk_reader(), &candidates) {
+    for read in read_packs(objects, repo.keys(), &repo.chunk_reader(), &candidates, cross) {
         match read {
             PackRead::Unreadable { pack, problem } => {
                 let chunks = index.pack_entries(&pack)?.into_iter().map(|e| e.id).collect();

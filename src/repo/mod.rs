@@ -27,7 +27,7 @@ use crate::format::repo_config::{
 use crate::id::{content_hash, ChunkId, KeyId, PackId, RepoId, SnapshotId};
 use crate::repo::cache::{Cache, Location, SyncReport};
 use crate::repo::packer::IndexBatch;
-pub use crate::repo::reader::ChunkReader;
+pub use crate::repo::reader::{ChunkReader, Dependent};
 use crate::repo::recheck::Recheck;
 use crate::store::fetching::FetchingStore;
 use crate::store::{Handle, LocalStore, Store, StoreExt};

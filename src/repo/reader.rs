@@ -6,7 +6,7 @@
 
 #![allow(clippy::rc_buffer, reason = "the shared decoding contract hands referenced chunks over as Arc<Vec<u8>>")]
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
@@ -20,11 +20,14 @@ use crate::repo::cache::Location;
 use crate::repo::recheck::Recheck;
 use crate::store::{Handle, Store};
 
+mod check;
+pub use check::Dependent;
+
 /// Plaintext bytes of referenced chunks kept for reuse (a run of deltas often shares bases only
 /// by position, so this stays small; bases of one `read_many` call are fetched together anyway).
 const RECENT_BYTES: usize = 4 << 20;
 
-/// Plaintext bytes of one group of [`ChunkReader::check_entries`], which bounds the referenced
+/// Plaintext bytes of one window of [`ChunkReader::check_entries`], which bounds the referenced
 /// chunks fetched for it (a delta's base is about as large as the delta's plaintext).
 const CHECK_GROUP_BYTES: u64 = 2 << 20;
 
@@ -271,6 +274,33 @@ impl ChunkReader {
     }
 
     fn decode_entry_with(&self, e: &Entry, pack: &PackId, sealed: &[u8], resolve: &Resolve) -> Result<Vec<u8>> {
+        let payload = self.open_entry(e, pack, sealed)?;
+        self.finish(&e.id, pack, &payload, e.raw_len, resolve)
+    }
+
+    /// [`ChunkReader::decode_entry_with`] where only the verdict counts (verify): a slice is
+    /// hashed where it lies in its group's plaintext instead of being copied out first.
+    fn check_entry_with(&self, e: &Entry, pack: &PackId, sealed: &[u8], resolve: &Resolve) -> Result<()> {
+        let payload = self.open_entry(e, pack, sealed)?;
+        if payload.first() != Some(&blob::ENC_SLICE) {
+            return self.finish(&e.id, pack, &payload, e.raw_len, resolve).map(drop);
+        }
+        let what = || format!("chunk {} in pack {}", e.id.short(), pack.short());
+        blob::slice(
+            &payload,
+            e.raw_len as usize,
+            &what,
+            &|r| resolve(r).map_err(|err| damage_of(err, &what)),
+            &mut |part| match self.keys.chunk_id(part) == e.id {
+                true => Ok(()),
+                false => Err(Error::corrupt(what(), "content does not match the chunk id")),
+            },
+        )
+    }
+
+    /// Opens a pack entry's blob and checks that the reference its payload names is the one
+    /// the entry records (prune, repair and verify trust the recorded one).
+    fn open_entry(&self, e: &Entry, pack: &PackId, sealed: &[u8]) -> Result<Vec<u8>> {
         let payload = self.open(&e.id, pack, sealed)?;
         let named = blob::reference(&payload);
         if named != e.reference {
@@ -280,76 +310,7 @@ impl ChunkReader {
                 format!("its payload references {}, the pack's entry records {}", show(named), show(e.reference)),
             ));
         }
-        self.finish(&e.id, pack, &payload, e.raw_len, resolve)
-    }
-
-    /// [`ChunkReader::decode_entry`] for every entry of a pack read whole (`bytes`; verify),
-    /// returning the failures only. Entries are taken in groups of bounded plaintext: the chunks
-    /// a group references are fetched together, as [`ChunkReader::read_many`] does, instead of
-    /// one located and read per delta, and the group is decoded in parallel.
-    pub fn check_entries(&self, pack: &PackId, bytes: &[u8], entries: &[Entry]) -> Vec<(ChunkId, Error)> {
-        let mut failed = Vec::new();
-        let mut i = 0;
-        while i < entries.len() {
-            let mut j = i;
-            let mut raw = 0u64;
-            while j < entries.len() && (j == i || (raw < CHECK_GROUP_BYTES && j - i < 4096)) {
-                raw += entries[j].raw_len as u64;
-                j += 1;
-            }
-            let group = &entries[i..j];
-            let blob = |e: &Entry| &bytes[e.offset as usize..e.offset as usize + e.stored_len as usize];
-            // Chunks stored whole first: a group chunk sits just before its slices, so most
-            // references resolve inside this window, decoded once (not again as a fetched base).
-            let referenced: HashSet<ChunkId> = group.iter().filter_map(|e| e.reference).collect();
-            let whole: Vec<(&Entry, Result<Vec<u8>>)> = group
-                .par_iter()
-                .with_min_len(16)
-                .filter(|e| e.reference.is_none())
-                .map(|e| (e, self.decode_entry_with(e, pack, blob(e), &|r| Err(chained(r)))))
-                .collect();
-            let mut near: HashMap<ChunkId, Arc<Vec<u8>>> = HashMap::new();
-            for (e, r) in whole {
-                match r {
-                    Ok(d) if referenced.contains(&e.id) => {
-                        near.insert(e.id, Arc::new(d));
-                    }
-                    Ok(_) => {}
-                    Err(err) => failed.push((e.id, err)),
-                }
-            }
-            let wanted: Vec<(ChunkId, Location)> = group
-                .iter()
-                .filter(|e| e.reference.is_some_and(|r| !near.contains_key(&r)))
-                .map(|e| {
-                    let l = Location {
-                        pack: *pack,
-                        offset: e.offset,
-                        stored_len: e.stored_len,
-                        raw_len: e.raw_len,
-                        reference: e.reference,
-                    };
-                    (e.id, l)
-                })
-                .collect();
-            let fetched = self.fetch_referenced(&wanted);
-            let resolve = |base: &ChunkId| match (near.get(base), fetched.get(base)) {
-                (Some(d), _) => Ok(d.clone()),
-                (None, Some(Ok(d))) => Ok(d.clone()),
-                (None, Some(Err(e))) => Err(base_unreadable(base, e)),
-                (None, None) => self.referenced(base),
-            };
-            failed.extend(
-                group
-                    .par_iter()
-                    .with_min_len(16)
-                    .filter(|e| e.reference.is_some())
-                    .filter_map(|e| self.decode_entry_with(e, pack, blob(e), &resolve).err().map(|err| (e.id, err)))
-                    .collect::<Vec<_>>(),
-            );
-            i = j;
-        }
-        failed
+        Ok(payload)
     }
 
     fn decode_with(
@@ -366,16 +327,20 @@ impl ChunkReader {
 
     fn finish(&self, id: &ChunkId, pack: &PackId, payload: &[u8], raw_len: u32, resolve: &Resolve) -> Result<Vec<u8>> {
         let what = || format!("chunk {} in pack {}", id.short(), pack.short());
-        let data = blob::decode_with(payload, raw_len as usize, &what, &|r| {
-            resolve(r).map_err(|e| match e {
-                Error::Damaged { detail, .. } => Error::Damaged { what: what(), detail },
-                e => e,
-            })
-        })?;
+        let data =
+            blob::decode_with(payload, raw_len as usize, &what, &|r| resolve(r).map_err(|e| damage_of(e, &what)))?;
         if self.keys.chunk_id(&data) != *id {
             return Err(Error::corrupt(what(), "content does not match the chunk id"));
         }
         Ok(data)
+    }
+}
+
+/// A referenced chunk's failure as the failure of the chunk `what` that needs it.
+fn damage_of(e: Error, what: &dyn Fn() -> String) -> Error {
+    match e {
+        Error::Damaged { detail, .. } => Error::Damaged { what: what(), detail },
+        e => e,
     }
 }
 

@@ -86,6 +86,9 @@ fn put_get_and_ranges(f: &Fixture) {
     assert_eq!(s.get(h).unwrap(), bytes);
     assert_eq!(s.size(h).unwrap(), Some(5000));
     assert_eq!(s.get_range(h, 0, 3).unwrap(), &bytes[..3]);
+    let mut buf = b"left over from an earlier object".to_vec();
+    s.get_into(h, &mut buf).unwrap();
+    assert_eq!(buf, bytes);
     assert_eq!(s.get_range(h, 4000, 1000).unwrap(), &bytes[4000..]);
     assert_eq!(s.get_range(h, 17, 0).unwrap(), b"");
     let empty = Handle::Snapshot(SnapshotId([2; 32]));
@@ -112,6 +115,7 @@ fn not_found_is_the_typed_variant(f: &Fixture) {
     for h in [Handle::Pack(PackId([4; 32])), Handle::Config, Handle::Key(KeyId([4; 32]))] {
         assert!(matches!(s.get(h), Err(Error::ObjectNotFound { .. })), "get {h}");
         assert!(matches!(s.get_range(h, 0, 1), Err(Error::ObjectNotFound { .. })), "get_range {h}");
+        assert!(matches!(s.get_into(h, &mut Vec::new()), Err(Error::ObjectNotFound { .. })), "get_into {h}");
         assert_eq!(s.size(h).unwrap(), None, "size {h}");
         s.remove(h).unwrap();
     }

@@ -391,6 +391,18 @@ impl Store for LocalStore {
         fs::read(&p).map_err(|e| not_found(&p, e))
     }
 
+    fn get_into(&self, h: Handle, buf: &mut Vec<u8>) -> Result<()> {
+        use std::io::Read;
+        let p = self.handle_path(h);
+        let mut f = File::open(&p).map_err(|e| not_found(&p, e))?;
+        buf.clear();
+        if let Ok(m) = f.metadata() {
+            buf.reserve(m.len() as usize);
+        }
+        f.read_to_end(buf).map_err(|e| not_found(&p, e))?;
+        Ok(())
+    }
+
     fn get_range(&self, h: Handle, offset: u64, len: usize) -> Result<Vec<u8>> {
         let p = self.handle_path(h);
         let f = match h {

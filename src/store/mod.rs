@@ -257,6 +257,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The whole object.
     fn get(&self, h: Handle) -> Result<Vec<u8>>;
 
+    /// The whole object into `buf` (replacing what it held): a caller reading many large
+    /// objects one after another reuses one buffer instead of fresh pages for each. The default
+    /// is [`Store::get`].
+    fn get_into(&self, h: Handle, buf: &mut Vec<u8>) -> Result<()> {
+        *buf = self.get(h)?;
+        Ok(())
+    }
+
     /// Exactly `len` bytes at `offset`; a shorter object is corruption.
     fn get_range(&self, h: Handle, offset: u64, len: usize) -> Result<Vec<u8>>;
 
@@ -346,6 +354,9 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn get(&self, h: Handle) -> Result<Vec<u8>> {
         (**self).get(h)
+    }
+    fn get_into(&self, h: Handle, buf: &mut Vec<u8>) -> Result<()> {
+        (**self).get_into(h, buf)
     }
     fn get_range(&self, h: Handle, offset: u64, len: usize) -> Result<Vec<u8>> {
         (**self).get_range(h, offset, len)

@@ -267,6 +267,36 @@ fn damaged_base_is_reported_with_every_file_it_breaks_and_restore_names_it() {
 }
 
 #[test]
+fn damaged_delta_checked_beside_its_base_in_another_pack_is_charged_to_its_own_pack() {
+    // verify checks a delta while it decodes the delta's base in the base's pack: a failure
+    // found there still belongs to the delta's pack, and the base's pack stays clean.
+    let env = Env::new();
+    env.init();
+    let db = env.path().join("src/app.db");
+    make_db(&db, 1500);
+    snapshot_dir(&env);
+    touch_rows(&db, 0, 1, "CHANGED");
+    let (s2, _) = snapshot_dir(&env);
+    env.run(&["verify", "--read-data"]).ok();
+    let l = layout(&env.repo());
+    let (delta, base) = *deltas_of(&env, &s2, "src/app.db")
+        .iter()
+        .find(|(d, b)| l.pack_of(d) != l.pack_of(b))
+        .expect("a delta whose base lives in an older pack");
+    let pack = l.pack_of(&delta);
+    let e = l.packs[&pack].iter().find(|e| e.id == delta).unwrap();
+    flip_byte(&pack_path(&env.repo(), &pack), e.offset as u64 + e.stored_len as u64 / 2);
+
+    let r = env.run(&["--json", "verify", "--read-data"]);
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    let v: Value = r.json();
+    let d = v["damaged_packs"].as_array().unwrap();
+    let ours = d.iter().find(|d| d["pack"] == pack.to_hex()).unwrap_or_else(|| panic!("{v:#}"));
+    assert_eq!(ours["chunks"].as_array().unwrap(), &[Value::from(delta.to_hex())], "{ours:#}");
+    assert!(d.iter().all(|d| d["pack"] != l.pack_of(&base).to_hex()), "{v:#}");
+}
+
+#[test]
 fn sigkill_during_a_delta_heavy_backup_leaves_a_repository_that_verifies_and_backs_up() {
     let env = Env::new();
     env.init();

@@ -44,6 +44,8 @@ const WINDOW_BYTES: u64 = 4 << 20;
 /// cache, so batches are large (a 256 MiB database of 4 KiB pages in one; about 7 MB of
 /// locations), not window-sized.
 const LOCATE_BATCH: usize = 65536;
+/// The first batch: about one window of 4 KiB pages, located quickly so decoding can start.
+const FIRST_LOCATE: usize = 1024;
 
 /// Restore options.
 #[derive(Default)]
@@ -104,8 +106,9 @@ pub fn write_content(repo: &Repo, node: &Node, out: &mut (dyn Write + Send)) -> 
 fn stream_content(repo: &Repo, node: &Node, out: &mut (dyn Write + Send), reads: &mut u64) -> Result<u64> {
     let reader: ChunkReader = repo.chunk_reader();
     let path = node.path_str();
-    // Decoding window N+1 overlaps writing window N: a writer thread takes decoded windows from
-    // a one-slot queue, so at most two windows are in memory.
+    // Three stages side by side: this thread locates chunks in the cache (SQLite, one core) and
+    // cuts windows; a decoding thread decodes each window in parallel; a writer thread writes
+    // decoded windows. One-slot queues keep at most about three windows in memory.
     let written = std::thread::scope(|scope| -> Result<u64> {
         let (tx, rx) = crossbeam_channel::bounded::<Vec<Vec<u8>>>(1);
         let path_w = path.clone();
@@ -119,59 +122,57 @@ fn stream_content(repo: &Repo, node: &Node, out: &mut (dyn Write + Send), reads:
             }
             Ok(n)
         });
-        // Chunks are located a batch at a time as the windows need them: the locations of a
-        // whole large file (a database of 4 KiB pages has a quarter million per GiB) are not
-        // held at once.
-        let mut locs: Vec<(ChunkId, Location)> = Vec::new();
-        let mut next = 0;
-        let mut i = 0;
+        let (wtx, wrx) = crossbeam_channel::bounded::<Vec<(ChunkId, Location)>>(1);
+        let decoder = scope.spawn(move || -> Result<()> {
+            for window in wrx {
+                let decoded = reader.read_many(&window).into_iter().collect::<Result<Vec<_>>>()?;
+                if tx.send(decoded).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        // Chunks are located a batch at a time: the locations of a whole large file (a database
+        // of 4 KiB pages has a quarter million per GiB) are not held at once. The first batch is
+        // one window, so decoding starts while the next, larger batch is located.
         let mut failure = None;
-        loop {
-            let mut ahead: u64 = locs[i..].iter().map(|(_, l)| l.raw_len as u64).sum();
-            while ahead < WINDOW_BYTES && next < node.chunks.len() {
-                let end = (next + LOCATE_BATCH).min(node.chunks.len());
-                match locate(repo, &node.chunks[next..end]) {
-                    Ok(more) => {
-                        locs.drain(..i);
-                        i = 0;
-                        ahead += more.iter().map(|(_, l)| l.raw_len as u64).sum::<u64>();
-                        locs.extend(more);
-                        next = end;
-                    }
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
-                    }
-                }
-            }
-            if failure.is_some() || i == locs.len() {
-                break;
-            }
-            let mut j = i;
-            let mut bytes = 0u64;
-            while j < locs.len() && (j == i || bytes < WINDOW_BYTES) {
-                bytes += locs[j].1.raw_len as u64;
-                j += 1;
-            }
-            *reads += count_runs(&locs[i..j]);
-            match reader.read_many(&locs[i..j]).into_iter().collect::<Result<Vec<_>>>() {
-                Ok(window) => {
-                    if tx.send(window).is_err() {
-                        break;
-                    }
-                }
+        let mut window: Vec<(ChunkId, Location)> = Vec::new();
+        let mut bytes = 0u64;
+        let mut next = 0;
+        let mut batch = FIRST_LOCATE;
+        'located: while next < node.chunks.len() {
+            let end = (next + batch).min(node.chunks.len());
+            batch = LOCATE_BATCH;
+            let more = match locate(repo, &node.chunks[next..end]) {
+                Ok(more) => more,
                 Err(e) => {
                     failure = Some(e);
                     break;
                 }
+            };
+            next = end;
+            for c in more {
+                bytes += c.1.raw_len as u64;
+                window.push(c);
+                if bytes >= WINDOW_BYTES {
+                    *reads += count_runs(&window);
+                    if wtx.send(std::mem::take(&mut window)).is_err() {
+                        break 'located;
+                    }
+                    bytes = 0;
+                }
             }
-            i = j;
         }
-        drop(tx);
+        if failure.is_none() && !window.is_empty() {
+            *reads += count_runs(&window);
+            let _ = wtx.send(window);
+        }
+        drop(wtx);
+        let d = decoder.join().map_err(|_| Error::Invalid(format!("{path}: decoding thread panicked")))?;
         let w = writer.join().map_err(|_| Error::Invalid(format!("{path}: writer thread panicked")))?;
-        match failure {
-            Some(e) => Err(e),
-            None => w,
+        match (failure, d) {
+            (Some(e), _) | (None, Err(e)) => Err(e),
+            (None, Ok(())) => w,
         }
     })?;
     if written != node.size {

@@ -1,12 +1,16 @@
 //! Verify's full reads: each chosen pack read whole, its hash checked against its name and
-//! every chunk opened, decoded and re-hashed (`ChunkReader::check_entries`). Only what failed
-//! is kept; the caller turns it into damage and problems.
+//! every chunk opened, decoded and re-hashed (`ChunkReader::check_entries`). A chunk stored
+//! against a chunk of another pack that is read too is checked with that pack, while its base is
+//! decoded anyway ([`CrossRefs`]). Only what failed is kept; the caller turns it into damage and
+//! problems.
+
+use std::collections::{HashMap, HashSet};
 
 use crate::error::Error;
 use crate::format::crypto::Keys;
-use crate::format::pack::parse_pack;
+use crate::format::pack::{parse_pack, Entry};
 use crate::id::{ChunkId, PackId};
-use crate::repo::ChunkReader;
+use crate::repo::{ChunkReader, Dependent};
 use crate::store::{Handle, Store};
 
 /// What reading one pack whole found.
@@ -19,38 +23,105 @@ pub(super) enum PackRead {
     Checked { pack: PackId, bytes: u64, entries: u64, failed: Vec<(ChunkId, Error)>, hash_ok: bool },
 }
 
+/// The dependents of each pack, and the (pack, chunk) pairs checked away from their own pack.
+type Plan = (HashMap<PackId, Vec<Dependent>>, HashSet<(PackId, ChunkId)>);
+
+/// References across packs, gathered from the trailers verify reads anyway: where each chunk
+/// stored whole is, and the chunks stored against a chunk outside their own pack.
+#[derive(Default)]
+pub(super) struct CrossRefs {
+    whole: HashMap<ChunkId, PackId>,
+    foreign: Vec<Dependent>,
+}
+
+impl CrossRefs {
+    /// Adds one pack's trailer entries.
+    pub(super) fn add(&mut self, pack: PackId, entries: &[Entry]) {
+        let here: HashSet<ChunkId> = entries.iter().filter(|e| e.reference.is_none()).map(|e| e.id).collect();
+        for e in entries {
+            match e.reference {
+                None => {
+                    self.whole.entry(e.id).or_insert(pack);
+                }
+                Some(r) if !here.contains(&r) => self.foreign.push(Dependent { pack, entry: *e }),
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// The dependents of each pack in `read` (chunks of other packs stored against its chunks),
+    /// and the (pack, chunk) pairs so checked away from their own pack.
+    fn plan(self, read: &[(PackId, u64)]) -> Plan {
+        let read: HashSet<PackId> = read.iter().map(|(p, _)| *p).collect();
+        let mut deps: HashMap<PackId, Vec<Dependent>> = HashMap::new();
+        let mut away = HashSet::new();
+        for d in self.foreign {
+            let base = d.entry.reference.and_then(|r| self.whole.get(&r));
+            if let Some(bp) = base.filter(|bp| read.contains(*bp) && read.contains(&d.pack)) {
+                away.insert((d.pack, d.entry.id));
+                deps.entry(*bp).or_default().push(d);
+            }
+        }
+        (deps, away)
+    }
+}
+
 /// Reads each pack whole and checks its hash and every chunk (one pack in memory at a time).
 pub(super) fn read_packs(
     objects: &dyn Store,
     keys: &Keys,
     reader: &ChunkReader,
     packs: &[(PackId, u64)],
+    cross: CrossRefs,
 ) -> Vec<PackRead> {
+    let (mut dependents, away) = cross.plan(packs);
     let mut out = Vec::new();
+    // Failures of chunks checked with another pack, merged into their own pack's result.
+    let mut late: Vec<(PackId, ChunkId, Error)> = Vec::new();
+    // One buffer for every pack: fresh pages for each (16 MiB by default) cost page faults.
+    let mut bytes = Vec::new();
     for (pack, _) in packs {
         let pack = *pack;
-        let bytes = match objects.get(Handle::Pack(pack)) {
-            Ok(b) => b,
-            Err(e) => {
-                out.push(PackRead::Unreadable { pack, problem: format!("cannot read pack: {e}") });
-                continue;
-            }
-        };
+        let deps = dependents.remove(&pack).unwrap_or_default();
+        if let Err(e) = objects.get_into(Handle::Pack(pack), &mut bytes) {
+            out.push(PackRead::Unreadable { pack, problem: format!("cannot read pack: {e}") });
+            late.extend(reader.check_dependents(&deps));
+            continue;
+        }
         let what = || format!("pack {pack}");
         let entries = match parse_pack(&bytes, keys, &what) {
             Ok(e) => e,
             Err(e) => {
                 out.push(PackRead::Unparsable { pack, bytes: bytes.len() as u64, problem: e.to_string() });
+                late.extend(reader.check_dependents(&deps));
                 continue;
             }
         };
-        let failed = reader.check_entries(&pack, &bytes, &entries);
+        let mut failed = Vec::new();
+        for (p, id, e) in reader.check_entries(&pack, &bytes, &entries, &|e| away.contains(&(pack, e.id)), &deps) {
+            if p == pack {
+                failed.push((id, e));
+            } else {
+                late.push((p, id, e));
+            }
+        }
         let hash_ok = {
             let mut h = blake3::Hasher::new();
             h.update_rayon(&bytes);
             *h.finalize().as_bytes() == pack.0
         };
         out.push(PackRead::Checked { pack, bytes: bytes.len() as u64, entries: entries.len() as u64, failed, hash_ok });
+    }
+    // A pack that could not be read is reported whole; its chunks' failures add nothing.
+    for (p, id, e) in late {
+        for r in out.iter_mut() {
+            if let PackRead::Checked { pack, failed, .. } = r {
+                if *pack == p {
+                    failed.push((id, e));
+                    break;
+                }
+            }
+        }
     }
     out
 }
