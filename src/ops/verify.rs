@@ -268,12 +268,11 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
             }
         }
     }
-    let (refs, broken_refs, ref_problems) = check_references(&index)?;
+    let (broken_refs, ref_problems) = check_references(&index)?;
     report.problems.extend(ref_problems);
 
     // 5. Snapshots and what the damage breaks.
-    let (mut affected, found) = check_snapshots(repo, &index, &damaged_chunks(&damaged, &refs), &broken_refs)?;
-    drop(refs);
+    let (mut affected, found) = check_snapshots(repo, &index, &damaged_chunks(&damaged, &index)?, &broken_refs)?;
     report.snapshots = found.snapshots;
     report.problems.extend(found.problems);
     if opts.restore_test {
@@ -306,31 +305,19 @@ pub fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<VerifyReport> {
     Ok(report)
 }
 
-/// Every (chunk, the chunk it references) pair, the chunks whose reference is broken (not
-/// indexed, or not stored whole: chains are one link long, pack.md) and the problems to report.
-type References = (Vec<(ChunkId, ChunkId)>, HashMap<ChunkId, String>, Vec<String>);
+/// The chunks whose reference is broken (not indexed, or not stored whole: chains are one link
+/// long, pack.md) and the problems to report.
+type References = (HashMap<ChunkId, String>, Vec<String>);
 
-/// Step 4, references (a delta's base, a dictionary): each must be indexed and stored whole.
 fn check_references(index: &Cache) -> Result<References> {
-    let refs = index.references()?;
     let mut broken_refs: HashMap<ChunkId, String> = HashMap::new();
-    let targets: Vec<ChunkId> = refs.iter().map(|(_, r)| *r).collect();
-    // Probed in sorted order in one pass (a delta's base is a random id), not one query each.
-    let found = index.lookup_many(&targets)?;
-    drop(targets);
-    for ((c, r), found) in refs.iter().zip(found) {
-        match found {
-            None => {
-                broken_refs.insert(*c, format!("references chunk {r}, which is in no index (missing data)"));
-            }
-            Some(l) if l.reference.is_some() => {
-                broken_refs.insert(
-                    *c,
-                    format!("references chunk {r}, which references another in turn (chains are one link long)"),
-                );
-            }
-            Some(_) => {}
-        }
+    for (c, r, indexed) in index.broken_references()? {
+        let why = if indexed {
+            format!("references chunk {r}, which references another in turn (chains are one link long)")
+        } else {
+            format!("references chunk {r}, which is in no index (missing data)")
+        };
+        broken_refs.insert(c, why);
     }
     let mut problems = Vec::new();
     for (i, (c, why)) in broken_refs.iter().enumerate() {
@@ -341,7 +328,7 @@ fn check_references(index: &Cache) -> Result<References> {
     if broken_refs.len() > 20 {
         problems.push(format!("{} more chunks with broken references", broken_refs.len() - 20));
     }
-    Ok((refs, broken_refs, problems))
+    Ok((broken_refs, problems))
 }
 
 /// Compares every row of the local cache with the index files (loaded into `index`): a row is

@@ -327,3 +327,32 @@ fn sigkill_during_a_delta_heavy_backup_leaves_a_repository_that_verifies_and_bac
     assert_eq!(restored_rows(&env, &id, "after"), rows(&db));
     env.run(&["verify", "--read-data"]).ok();
 }
+
+/// Verify's reference check asks the index for the broken references only (streamed in the
+/// referenced id's order): a reference to a chunk no index lists and a reference to a chunk that
+/// itself references another are broken; a reference to a chunk stored whole is not.
+#[test]
+fn broken_references_are_the_missing_and_the_chained_ones_only() {
+    use cairn::format::index::PackRecord;
+    use cairn::format::pack::Entry;
+    use cairn::id::{IndexId, PackId, RepoId};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cache = cairn::Cache::open(&dir.path().join("cache.sqlite"), RepoId([1; 32])).unwrap();
+    let id = |b: u8| ChunkId([b; 32]);
+    let entry = |c: u8, r: Option<u8>| Entry {
+        id: id(c),
+        offset: 8 + 10 * c as u32,
+        stored_len: 10,
+        raw_len: 10,
+        reference: r.map(id),
+    };
+    let entries = vec![entry(1, None), entry(2, Some(1)), entry(3, Some(7)), entry(4, Some(2)), entry(5, Some(1))];
+    cache.add_index(&IndexId([3; 32]), &[PackRecord { id: PackId([9; 32]), size: 100, entries }]).unwrap();
+    let mut broken = cache.broken_references().unwrap();
+    broken.sort();
+    assert_eq!(broken, vec![(id(3), id(7), false), (id(4), id(2), true)]);
+    let mut all = Vec::new();
+    cache.for_each_reference(|c, r| all.push((c, r))).unwrap();
+    all.sort();
+    assert_eq!(all, vec![(id(2), id(1)), (id(3), id(7)), (id(4), id(2)), (id(5), id(1))]);
+}

@@ -63,21 +63,26 @@ impl FileChunks {
     }
 }
 
-/// Chunks lost with a damaged pack, and the chunks that reference one of them.
+/// Chunks lost with a damaged pack, and the chunks that reference one of them (the index's
+/// references streamed, only when something is damaged).
 pub(super) fn damaged_chunks(
     damaged: &BTreeMap<PackId, (String, BTreeSet<ChunkId>)>,
-    refs: &[(ChunkId, ChunkId)],
-) -> HashMap<ChunkId, PackId> {
+    index: &Cache,
+) -> Result<HashMap<ChunkId, PackId>> {
     let mut out: HashMap<ChunkId, PackId> =
         damaged.iter().flat_map(|(p, (_, cs))| cs.iter().map(move |c| (*c, *p))).collect();
     if !out.is_empty() {
-        for (c, r) in refs {
-            if let Some(p) = out.get(r).copied() {
-                out.entry(*c).or_insert(p);
+        let mut referencing = Vec::new();
+        index.for_each_reference(|c, r| {
+            if let Some(p) = out.get(&r) {
+                referencing.push((c, *p));
             }
+        })?;
+        for (c, p) in referencing {
+            out.entry(c).or_insert(p);
         }
     }
-    out
+    Ok(out)
 }
 
 /// What checking the snapshots found: the files each damaged pack breaks, and (in a report of
