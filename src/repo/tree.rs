@@ -114,25 +114,51 @@ impl TreeWriter {
 
     /// Appends a node (nodes arrive in tree order); stores the chunks it completes.
     pub fn add(&mut self, node: &Node, chunks: &mut ChunkWriter) -> Result<()> {
+        self.digest_head(node, node.chunks.len() as u64);
+        for c in &node.chunks {
+            self.digest.update(&c.0);
+        }
+        let mut failed = None;
+        node.write_record(&mut |b| self.stream(b, chunks, &mut failed));
+        self.end_record(chunks, failed)
+    }
+
+    /// [`TreeWriter::add`] for a file whose chunks are in `list` (`node.chunks` is empty).
+    pub fn add_listed(&mut self, node: &Node, list: &ChunkList, chunks: &mut ChunkWriter) -> Result<()> {
+        self.digest_head(node, list.len());
+        let head = node.record_head(list.len())?;
+        let mut failed = None;
+        self.stream(&head, chunks, &mut failed);
+        list.for_each_block(&mut |ids| {
+            self.digest.update(ids);
+            self.stream(ids, chunks, &mut failed);
+        })?;
+        self.end_record(chunks, failed)
+    }
+
+    /// Digests what identifies a node's content, up to its chunk ids (which follow).
+    fn digest_head(&mut self, node: &Node, count: u64) {
         for part in [&node.path[..], &[node.kind as u8][..], &node.target[..]] {
             self.digest.update(&(part.len() as u64).to_le_bytes());
             self.digest.update(part);
         }
-        self.digest.update(&(node.chunks.len() as u64).to_le_bytes());
-        for c in &node.chunks {
-            self.digest.update(&c.0);
-        }
-        // The record goes to the chunker in pieces and its chunks are stored as they complete, so
-        // a database's record (32 bytes per page) is never held whole, nor copied.
-        let mut failed = None;
-        node.write_record(&mut |b| {
-            if failed.is_none() {
-                self.buf.extend_from_slice(b);
-                if self.buf.len() >= FEED_BYTES {
-                    failed = self.feed(chunks).err();
-                }
+        self.digest.update(&count.to_le_bytes());
+    }
+
+    /// Takes record bytes. They go to the chunker in pieces and its chunks are stored as they
+    /// complete, so a database's record (32 bytes per page) is never held whole, nor copied. The
+    /// first failure is kept in `failed` and ends the record's feeding.
+    fn stream(&mut self, bytes: &[u8], chunks: &mut ChunkWriter, failed: &mut Option<Error>) {
+        if failed.is_none() {
+            self.buf.extend_from_slice(bytes);
+            if self.buf.len() >= FEED_BYTES {
+                *failed = self.feed(chunks).err();
             }
-        });
+        }
+    }
+
+    /// Ends a record: its failure, or its last bytes pushed.
+    fn end_record(&mut self, chunks: &mut ChunkWriter, failed: Option<Error>) -> Result<()> {
         match failed {
             Some(e) => Err(e),
             None => self.feed(chunks),
@@ -149,32 +175,6 @@ impl TreeWriter {
             self.ids.extend(chunks.store(&refs)?);
         }
         Ok(())
-    }
-
-    /// [`TreeWriter::add`] for a file whose chunks are in `list` (`node.chunks` is empty).
-    pub fn add_listed(&mut self, node: &Node, list: &ChunkList, chunks: &mut ChunkWriter) -> Result<()> {
-        for part in [&node.path[..], &[node.kind as u8][..], &node.target[..]] {
-            self.digest.update(&(part.len() as u64).to_le_bytes());
-            self.digest.update(part);
-        }
-        self.digest.update(&list.len().to_le_bytes());
-        self.buf.extend_from_slice(&node.record_head(list.len())?);
-        let mut failed = None;
-        list.for_each_block(&mut |ids| {
-            self.digest.update(ids);
-            for piece in ids.chunks(FEED_BYTES) {
-                if failed.is_none() {
-                    self.buf.extend_from_slice(piece);
-                    if self.buf.len() >= FEED_BYTES {
-                        failed = self.feed(chunks).err();
-                    }
-                }
-            }
-        })?;
-        match failed {
-            Some(e) => Err(e),
-            None => self.feed(chunks),
-        }
     }
 
     /// Stores the stream's last chunk.
