@@ -248,9 +248,9 @@ pub fn decode_with(
         ENC_SLICE => slice(payload, raw_len, what, referenced, &mut |part| Ok(part.to_vec()))?,
         ENC_DELTA_PART => {
             let whole_id = reference(payload).ok_or_else(|| Error::corrupt(what(), "payload too short"))?;
-            referenced_part(payload, raw_len).ok_or_else(|| Error::corrupt(what(), "payload too short"))?;
+            let range = referenced_part(payload, raw_len).ok_or_else(|| Error::corrupt(what(), "payload too short"))?;
             let whole = referenced(&whole_id)?;
-            let part = part_of(payload, raw_len, &whole_id, &whole, what)?;
+            let part = part_of(range, &whole_id, &whole, what)?;
             decompress_with_prefix(&body[REF_LEN + 8..], part, raw_len).map_err(|e| {
                 Error::corrupt(what(), format!("zstd delta against part of chunk {}: {e}", whole_id.short()))
             })?
@@ -263,15 +263,14 @@ pub fn decode_with(
     Ok(out)
 }
 
-/// The bytes of chunk `whole` (id `whole_id`) that a slice or a delta against a part uses.
+/// The bytes `range` of chunk `whole` (id `whole_id`) that a slice or a delta against a part
+/// uses, or the damage of a range that lies outside it.
 fn part_of<'w>(
-    payload: &[u8],
-    raw_len: usize,
+    range: std::ops::Range<usize>,
     whole_id: &ChunkId,
     whole: &'w [u8],
     what: &dyn Fn() -> String,
 ) -> Result<&'w [u8]> {
-    let range = referenced_part(payload, raw_len).ok_or_else(|| Error::corrupt(what(), "payload too short"))?;
     let (start, len) = (range.start, range.len());
     whole.get(range).ok_or_else(|| {
         Error::corrupt(
@@ -294,12 +293,12 @@ pub fn slice<T>(
         return Err(Error::corrupt(what(), "not a slice payload"));
     }
     let whole_id = reference(payload).ok_or_else(|| Error::corrupt(what(), "payload too short"))?;
-    referenced_part(payload, raw_len).ok_or_else(|| Error::corrupt(what(), "payload too short"))?;
+    let range = referenced_part(payload, raw_len).ok_or_else(|| Error::corrupt(what(), "payload too short"))?;
     if payload.len() != 1 + REF_LEN + 4 {
         return Err(Error::corrupt(what(), "slice payload has trailing bytes"));
     }
     let whole = referenced(&whole_id)?;
-    use_part(part_of(payload, raw_len, &whole_id, &whole, what)?)
+    use_part(part_of(range, &whole_id, &whole, what)?)
 }
 
 #[cfg(test)]

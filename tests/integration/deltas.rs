@@ -221,16 +221,28 @@ fn prune_keeps_bases_while_repacking_and_the_newest_snapshot_restores() {
     env.run(&["verify", "--read-data"]).ok();
 }
 
-#[test]
-fn damaged_base_is_reported_with_every_file_it_breaks_and_restore_names_it() {
+/// A repository of two snapshots of one database in which every row changed between them:
+/// every data page of the second is a delta against a page of the first.
+fn every_row_changed() -> (Env, String, String) {
     let env = Env::new();
     env.init();
     let db = env.path().join("src/app.db");
     make_db(&db, 1500);
     let (s1, _) = snapshot_dir(&env);
-    // Every row changes: every data page of s2 is a delta against an s1 page.
     touch_rows(&db, 0, 1, "CHANGED");
     let (s2, _) = snapshot_dir(&env);
+    (env, s1, s2)
+}
+
+/// Flips a byte in the middle of chunk `id`'s blob in `pack`.
+fn damage_chunk(env: &Env, l: &util::Layout, pack: &cairn::id::PackId, id: &ChunkId) {
+    let e = l.packs[pack].iter().find(|e| e.id == *id).unwrap();
+    flip_byte(&pack_path(&env.repo(), pack), e.offset as u64 + e.stored_len as u64 / 2);
+}
+
+#[test]
+fn damaged_base_is_reported_with_every_file_it_breaks_and_restore_names_it() {
+    let (env, s1, s2) = every_row_changed();
     let d2 = deltas_of(&env, &s2, "src/app.db");
     assert!(!d2.is_empty());
     let l = layout(&env.repo());
@@ -238,8 +250,7 @@ fn damaged_base_is_reported_with_every_file_it_breaks_and_restore_names_it() {
     let (delta, base) = *d2.iter().find(|(_, b)| !s2_files.contains(b)).expect("a base s2 does not hold itself");
     let pack = l.pack_of(&base);
     assert_ne!(pack, l.pack_of(&delta), "bases live in the older pack");
-    let e = l.packs[&pack].iter().find(|e| e.id == base).unwrap();
-    flip_byte(&pack_path(&env.repo(), &pack), e.offset as u64 + e.stored_len as u64 / 2);
+    damage_chunk(&env, &l, &pack, &base);
 
     let r = env.run(&["--json", "verify", "--read-data"]);
     assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
@@ -270,13 +281,7 @@ fn damaged_base_is_reported_with_every_file_it_breaks_and_restore_names_it() {
 fn damaged_delta_checked_beside_its_base_in_another_pack_is_charged_to_its_own_pack() {
     // verify checks a delta while it decodes the delta's base in the base's pack: a failure
     // found there still belongs to the delta's pack, and the base's pack stays clean.
-    let env = Env::new();
-    env.init();
-    let db = env.path().join("src/app.db");
-    make_db(&db, 1500);
-    snapshot_dir(&env);
-    touch_rows(&db, 0, 1, "CHANGED");
-    let (s2, _) = snapshot_dir(&env);
+    let (env, _, s2) = every_row_changed();
     env.run(&["verify", "--read-data"]).ok();
     let l = layout(&env.repo());
     let (delta, base) = *deltas_of(&env, &s2, "src/app.db")
@@ -284,8 +289,7 @@ fn damaged_delta_checked_beside_its_base_in_another_pack_is_charged_to_its_own_p
         .find(|(d, b)| l.pack_of(d) != l.pack_of(b))
         .expect("a delta whose base lives in an older pack");
     let pack = l.pack_of(&delta);
-    let e = l.packs[&pack].iter().find(|e| e.id == delta).unwrap();
-    flip_byte(&pack_path(&env.repo(), &pack), e.offset as u64 + e.stored_len as u64 / 2);
+    damage_chunk(&env, &l, &pack, &delta);
 
     let r = env.run(&["--json", "verify", "--read-data"]);
     assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
