@@ -175,7 +175,9 @@ add_metric() {  # KEY STEP VALUE: accumulate (sum) into this run's metric
 }
 
 warm_cache() { find "$WORK/app" -type f -exec cat {} + >/dev/null; }
-repo_bytes() { du -sb "$1" | cut -f1; }
+# The repository only: cairn's cache/ (a derived local cache of the index, rebuilt from the
+# repository) is left out as restic's ($RESTIC_CACHE_DIR) and borg's ($BORG_BASE_DIR) are.
+repo_bytes() { du -sb --exclude="$1/cache" "$1" | cut -f1; }
 
 # Per-tool command sets.  $REPO, $WORK, $RESTORE are set by run_one.
 do_init() {

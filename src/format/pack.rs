@@ -15,8 +15,15 @@ pub const PACK_END: &[u8; 8] = b"CAIRNEND";
 pub const TRAILER_VERSION: u8 = 1;
 /// Version byte of a trailer whose entries record the chunk each blob references.
 pub const TRAILER_VERSION_REFS: u8 = 2;
+/// Version byte of a trailer whose version-2 body is one zstd frame: entries of pages in a group
+/// repeat the group's id and sizes, and compress from 77 to about 34 bytes.
+pub const TRAILER_VERSION_ZSTD: u8 = 3;
 /// Encoded size of one version-1 entry (the smallest entry of every version).
 pub const ENTRY_LEN: usize = 32 + 4 + 4 + 4;
+/// Largest body a version-3 trailer or index file may declare: checked before anything is
+/// allocated (a pack of 16384 entries has a body of 1.3 MB, an index file of 32768 entries
+/// plus one pack's about 4 MB; a writer with a larger body writes version 2).
+pub const MAX_ZSTD_BODY: usize = 64 << 20;
 /// Packs never exceed this (offsets are u32).
 pub const MAX_PACK: u64 = u32::MAX as u64;
 
@@ -36,8 +43,9 @@ pub struct Entry {
     pub reference: Option<ChunkId>,
 }
 
-/// The version the entries need: 2 when any records a reference, else 1 (so a repository
-/// without references keeps the bytes, and the readers, it always had).
+/// The form entries are written in: 2 when any records a reference, else 1 (so a repository
+/// without references keeps the bytes, and the readers, it always had). Writers compress a
+/// version-2 body into version 3 ([`compress_body`]).
 pub fn entries_version<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> u8 {
     if entries.into_iter().any(|e| e.reference.is_some()) {
         TRAILER_VERSION_REFS
@@ -67,6 +75,44 @@ pub fn encode_entries(out: &mut Vec<u8>, entries: &[Entry], version: u8) {
             debug_assert!(e.reference.is_none(), "a version-1 entry cannot record a reference");
         }
     }
+}
+
+/// The version-3 form of a version-2 plaintext (`0x02 || body`): `0x03 || u32le len(body) ||
+/// zstd(body)`, or the plaintext unchanged when its body is above [`MAX_ZSTD_BODY`] or does
+/// not shrink.
+pub fn compress_body(v2: Vec<u8>) -> Vec<u8> {
+    debug_assert_eq!(v2.first(), Some(&TRAILER_VERSION_REFS));
+    let body = &v2[1..];
+    if body.len() > MAX_ZSTD_BODY {
+        return v2;
+    }
+    match zstd::bulk::compress(body, 3) {
+        Ok(frame) if frame.len() + 4 < body.len() => {
+            let mut out = Vec::with_capacity(5 + frame.len());
+            out.push(TRAILER_VERSION_ZSTD);
+            out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            out.extend_from_slice(&frame);
+            out
+        }
+        _ => v2,
+    }
+}
+
+/// The version-2 body of a version-3 plaintext (`rest` is what follows the version byte): the
+/// declared length is checked against [`MAX_ZSTD_BODY`] before anything is allocated, and the
+/// frame must give exactly that many bytes.
+pub fn decompress_body(rest: &[u8], what: &dyn Fn() -> String) -> Result<Vec<u8>> {
+    let mut r = Reader::new(rest, what);
+    let len = r.u32()? as usize;
+    if len > MAX_ZSTD_BODY {
+        return Err(Error::corrupt(what(), format!("compressed body declares {len} bytes, above {MAX_ZSTD_BODY}")));
+    }
+    let frame = &rest[4..];
+    let body = zstd::bulk::decompress(frame, len).map_err(|e| Error::corrupt(what(), format!("zstd: {e}")))?;
+    if body.len() != len {
+        return Err(Error::corrupt(what(), format!("compressed body is {} bytes, declared {len}", body.len())));
+    }
+    Ok(body)
 }
 
 /// A cursor over untrusted bytes: every read is bounds-checked.
@@ -146,12 +192,21 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Encodes a trailer plaintext: the version byte (1, or 2 when an entry records a reference),
-/// then the entries.
+/// Encodes a trailer plaintext: version 1 when no entry records a reference, else version 3
+/// (version 2 when compressing does not apply, [`compress_body`]).
 pub fn encode_trailer(entries: &[Entry]) -> Vec<u8> {
-    let v = entries_version(entries);
-    let mut plain = vec![v];
-    encode_entries(&mut plain, entries, v);
+    match entries_version(entries) {
+        TRAILER_VERSION_REFS => compress_body(encode_trailer_as(entries, TRAILER_VERSION_REFS)),
+        v => encode_trailer_as(entries, v),
+    }
+}
+
+/// Encodes a trailer plaintext in version 1 or 2 exactly (`version` must hold the entries).
+pub fn encode_trailer_as(entries: &[Entry], version: u8) -> Vec<u8> {
+    let per = if version >= TRAILER_VERSION_REFS { ENTRY_LEN + 33 } else { ENTRY_LEN };
+    let mut plain = Vec::with_capacity(5 + entries.len() * per);
+    plain.push(version);
+    encode_entries(&mut plain, entries, version);
     plain
 }
 
@@ -159,11 +214,21 @@ pub fn encode_trailer(entries: &[Entry]) -> Vec<u8> {
 pub fn decode_trailer(plain: &[u8], body_end: u64, what: &dyn Fn() -> String) -> Result<Vec<Entry>> {
     let mut r = Reader::new(plain, what);
     let v = r.u8()?;
-    if v != TRAILER_VERSION && v != TRAILER_VERSION_REFS {
-        return Err(Error::corrupt(what(), format!("unknown trailer version {v}")));
-    }
-    let entries = r.entries(v)?;
-    r.finish()?;
+    let entries = match v {
+        TRAILER_VERSION | TRAILER_VERSION_REFS => {
+            let entries = r.entries(v)?;
+            r.finish()?;
+            entries
+        }
+        TRAILER_VERSION_ZSTD => {
+            let body = decompress_body(&plain[1..], what)?;
+            let mut r = Reader::new(&body, what);
+            let entries = r.entries(TRAILER_VERSION_REFS)?;
+            r.finish()?;
+            entries
+        }
+        v => return Err(Error::corrupt(what(), format!("unknown trailer version {v}"))),
+    };
     let mut pos = PACK_MAGIC.len() as u64;
     for e in &entries {
         if e.offset as u64 != pos {

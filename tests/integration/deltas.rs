@@ -76,10 +76,37 @@ fn changed_pages_cost_a_delta_not_a_page() {
     let bases2: BTreeSet<ChunkId> = d2.iter().map(|d| d.1).collect();
     assert_eq!(d3.len(), 20);
     assert!(d3.iter().all(|(_, b)| bases2.contains(b)), "deltas of deltas point at the first bases");
+    // Packs and index files whose entries record references are written in version 3 (the
+    // body compressed); those without stay in version 1 (pack.md, index.md).
+    let (trailers, indexes) = object_versions(&env.repo());
+    assert_eq!(trailers, BTreeSet::from([1, 3]), "trailer versions");
+    assert_eq!(indexes, BTreeSet::from([1, 3]), "index versions");
     assert_eq!(restore_file(&env, &s1, "s1", "app.db"), fake_db(64, 1));
     assert_eq!(restore_file(&env, &s2, "s2", "app.db"), gen2);
     assert_eq!(restore_file(&env, &s3, "s3", "app.db"), db);
     env.run(&["verify", "--read-data"]).ok();
+}
+
+/// The version bytes of every pack trailer and index file plaintext in `repo`.
+fn object_versions(repo: &Path) -> (BTreeSet<u8>, BTreeSet<u8>) {
+    use cairn::format::crypto::ObjectKind;
+    let r = open_repo(repo);
+    let what = || "object".to_string();
+    let open = |kind, sealed: &[u8]| r.keys().open(kind, &[0; 32], sealed, &what).unwrap()[0];
+    let trailers = layout(repo)
+        .packs
+        .keys()
+        .map(|p| {
+            let b = std::fs::read(pack_path(repo, p)).unwrap();
+            let (start, len) = cairn::format::pack::parse_tail(&b[b.len() - 12..], b.len() as u64, &what).unwrap();
+            open(ObjectKind::PackTrailer, &b[start as usize..(start + len as u64) as usize])
+        })
+        .collect();
+    let indexes = std::fs::read_dir(repo.join("index"))
+        .unwrap()
+        .map(|e| open(ObjectKind::Index, &std::fs::read(e.unwrap().path()).unwrap()))
+        .collect();
+    (trailers, indexes)
 }
 
 /// One generation's edit of the fake database.

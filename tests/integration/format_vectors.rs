@@ -39,7 +39,7 @@ const LEVEL: i32 = 3;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-fn vectors_dir() -> PathBuf {
+pub fn vectors_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("format-spec").join("vectors")
 }
 
@@ -47,7 +47,7 @@ fn h(b: impl AsRef<[u8]>) -> String {
     hex::encode(b)
 }
 
-fn unh(v: &Value) -> Vec<u8> {
+pub fn unh(v: &Value) -> Vec<u8> {
     hex::decode(v.as_str().unwrap_or_else(|| panic!("expected a hex string, got {v}"))).expect("valid hex")
 }
 
@@ -1374,13 +1374,37 @@ fn delta_vector_decodes_and_records_its_reference() {
         .map(|e| Entry { reference: e["reference"].as_str().map(|_| ChunkId(id32(&e["reference"]))), ..entry_from(e) })
         .collect();
     let trailer = unh(&v["trailer_plaintext_v2"]);
-    assert_eq!(pack::encode_trailer(&entries), trailer);
+    assert_eq!(pack::encode_trailer_as(&entries, 2), trailer);
     let end = entries.last().map(|e| e.offset as u64 + e.stored_len as u64).unwrap();
     assert_eq!(pack::decode_trailer(&trailer, end, &what).unwrap(), entries);
+    // Version 3: the same body compressed (zstd bytes are not normative: the CLI's frame must
+    // decode, and cairn's must carry the same body).
+    let trailer3 = unh(&v["trailer_plaintext_v3"]);
+    assert_eq!(pack::decode_trailer(&trailer3, end, &what).unwrap(), entries);
+    let ours = pack::encode_trailer(&entries);
+    assert_eq!(ours[0], 3, "cairn writes entries with references in version 3");
+    assert_eq!(pack::decompress_body(&ours[1..], &what).unwrap(), trailer[1..]);
+    assert_eq!(pack::decompress_body(&trailer3[1..], &what).unwrap(), trailer[1..]);
     let record = PackRecord { id: PackId(id32(&v["index_pack_id"])), size: u(&v["index_pack_size"]), entries };
     let plain = unh(&v["index_plaintext_v2"]);
-    assert_eq!(index::encode(std::slice::from_ref(&record)), plain);
-    assert_eq!(index::decode(&plain, &what).unwrap(), vec![record]);
+    assert_eq!(index::encode_as(std::slice::from_ref(&record), 2), plain);
+    assert_eq!(index::decode(&plain, &what).unwrap(), vec![record.clone()]);
+    let plain3 = unh(&v["index_plaintext_v3"]);
+    assert_eq!(index::decode(&plain3, &what).unwrap(), vec![record.clone()]);
+    let ours = index::encode(std::slice::from_ref(&record));
+    assert_eq!(ours[0], 3);
+    assert_eq!(pack::decompress_body(&ours[1..], &what).unwrap(), plain[1..]);
+    // A declared length past the limit is refused before anything is allocated; a frame giving
+    // other than the declared length is refused.
+    let mut huge = trailer3.clone();
+    huge[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(pack::decode_trailer(&huge, end, &what).unwrap_err().to_string().contains("above"));
+    let mut short = plain3.clone();
+    short[1..5].copy_from_slice(&((plain.len() as u32) - 2).to_le_bytes());
+    assert!(index::decode(&short, &what).is_err());
+    let mut long = plain3.clone();
+    long[1..5].copy_from_slice(&(plain.len() as u32).to_le_bytes());
+    assert!(index::decode(&long, &what).unwrap_err().to_string().contains("declared"));
     // A flag other than 0 or 1 is refused.
     let mut bad = trailer.clone();
     bad[1 + 4 + 44] = 2;

@@ -100,6 +100,18 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     ));
     s.push(("pack_trailer", "trailer-gap", with(t.clone(), |v| v[4 + 5 + 32] += 1)));
     s.push(("pack_trailer", "trailer-wrong-end", with(t.clone(), |v| v[0] += 1)));
+    // Version 3 (zstd body): delta.json's trailer, and its declared length at the maximum.
+    let dv: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fv::vectors_dir().join("delta.json")).unwrap()).unwrap();
+    let d_end: u32 =
+        dv["entries"].as_array().unwrap().iter().map(|e| e["stored_len"].as_u64().unwrap() as u32).sum::<u32>() + 8;
+    let t3 = [&d_end.to_le_bytes()[..], &fv::unh(&dv["trailer_plaintext_v3"])].concat();
+    s.push(("pack_trailer", "trailer-version-3", t3.clone()));
+    s.push((
+        "pack_trailer",
+        "trailer-version-3-length-max",
+        with(t3, |v| v[5..9].copy_from_slice(&u32::MAX.to_le_bytes())),
+    ));
     s.push(("pack_trailer", "pack-tail", pu.clone()));
     s.push((
         "pack_trailer",
@@ -156,6 +168,7 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         with(ip.clone(), |v| v[45..49].copy_from_slice(&u32::MAX.to_le_bytes())),
     ));
     s.push(("index_file", "plaintext-trailing-byte", with(ip.clone(), |v| v.push(0))));
+    s.push(("index_file", "plaintext-version-3", fv::unh(&dv["index_plaintext_v3"])));
     s.push(("index_file", "unencrypted-tag-flipped", with(iu.clone(), |v| *v.last_mut().unwrap() ^= 1)));
 
     // snapshot
