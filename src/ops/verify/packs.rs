@@ -23,53 +23,62 @@ pub(super) enum PackRead {
     Checked { pack: PackId, bytes: u64, entries: u64, failed: Vec<(ChunkId, Error)>, hash_ok: bool },
 }
 
-/// The dependents of each pack, and the (pack, chunk) pairs checked away from their own pack.
-type Plan = (HashMap<PackId, Vec<Dependent>>, HashSet<(PackId, ChunkId)>);
+/// Packs by number: the plan names packs by their place in [`CrossRefs`]'s table (4 bytes, not 32).
+type PackNo = u32;
 
-/// Chunks checked beside their base's pack, at most: the plan holds about 180 bytes for each
-/// (its entry, its pack, the pair checked away), 12 MB at this cap. A day's deltas of the 256 MiB
-/// reference database are 45,000; those of a 1 GiB one, 180,000, whose plan took 34 MB.
+/// The dependents of each pack (by number), and the (pack, chunk) pairs checked away from their
+/// own pack.
+type Plan = (HashMap<PackNo, Vec<(PackNo, Entry)>>, HashSet<(PackNo, ChunkId)>);
+
+/// Chunks checked beside their base's pack, at most: the plan holds about 130 bytes for each
+/// (its entry and pack number, the pair checked away), 8.5 MB at this cap. A day's deltas of the
+/// 256 MiB reference database are 45,000; those of a 1 GiB one, 180,000, whose plan took 34 MB.
 const MAX_FOREIGN: usize = 65536;
 
 /// References across packs, gathered from the trailers verify reads anyway: where each chunk
 /// stored whole is, and the chunks stored against a chunk outside their own pack.
 #[derive(Default)]
 pub(super) struct CrossRefs {
-    whole: HashMap<ChunkId, PackId>,
-    foreign: Vec<Dependent>,
+    packs: Vec<PackId>,
+    numbers: HashMap<PackId, PackNo>,
+    whole: HashMap<ChunkId, PackNo>,
+    foreign: Vec<(PackNo, Entry)>,
 }
 
 impl CrossRefs {
     /// Adds one pack's trailer entries.
     pub(super) fn add(&mut self, pack: PackId, entries: &[Entry]) {
+        let no = *self.numbers.entry(pack).or_insert_with(|| {
+            self.packs.push(pack);
+            (self.packs.len() - 1) as PackNo
+        });
         let here: HashSet<ChunkId> = entries.iter().filter(|e| e.reference.is_none()).map(|e| e.id).collect();
         for e in entries {
             match e.reference {
                 None => {
-                    self.whole.entry(e.id).or_insert(pack);
+                    self.whole.entry(e.id).or_insert(no);
                 }
                 // Past the cap a dependent is checked in its own pack, its base fetched again.
-                Some(r) if !here.contains(&r) && self.foreign.len() < MAX_FOREIGN => {
-                    self.foreign.push(Dependent { pack, entry: *e })
-                }
+                Some(r) if !here.contains(&r) && self.foreign.len() < MAX_FOREIGN => self.foreign.push((no, *e)),
                 Some(_) => {}
             }
         }
     }
 
     /// The dependents of each pack in `read` (chunks of other packs stored against its chunks),
-    /// and the (pack, chunk) pairs so checked away from their own pack.
-    fn plan(self, read: &[(PackId, u64)]) -> Plan {
-        let read: HashSet<PackId> = read.iter().map(|(p, _)| *p).collect();
-        let mut deps: HashMap<PackId, Vec<Dependent>> = HashMap::new();
+    /// and the (pack, chunk) pairs so checked away from their own pack; `self` keeps the table.
+    fn plan(&mut self, read: &[(PackId, u64)]) -> Plan {
+        let read: HashSet<PackNo> = read.iter().filter_map(|(p, _)| self.numbers.get(p).copied()).collect();
+        let mut deps: HashMap<PackNo, Vec<(PackNo, Entry)>> = HashMap::new();
         let mut away = HashSet::new();
-        for d in self.foreign {
-            let base = d.entry.reference.and_then(|r| self.whole.get(&r));
-            if let Some(bp) = base.filter(|bp| read.contains(*bp) && read.contains(&d.pack)) {
-                away.insert((d.pack, d.entry.id));
-                deps.entry(*bp).or_default().push(d);
+        for (no, e) in std::mem::take(&mut self.foreign) {
+            let base = e.reference.and_then(|r| self.whole.get(&r));
+            if let Some(bp) = base.filter(|bp| read.contains(*bp) && read.contains(&no)) {
+                away.insert((no, e.id));
+                deps.entry(*bp).or_default().push((no, e));
             }
         }
+        self.whole = HashMap::new();
         (deps, away)
     }
 }
@@ -80,7 +89,7 @@ pub(super) fn read_packs(
     keys: &Keys,
     reader: &ChunkReader,
     packs: &[(PackId, u64)],
-    cross: CrossRefs,
+    mut cross: CrossRefs,
 ) -> Vec<PackRead> {
     let (mut dependents, away) = cross.plan(packs);
     let mut out = Vec::new();
@@ -90,7 +99,13 @@ pub(super) fn read_packs(
     let mut bytes = Vec::new();
     for (pack, _) in packs {
         let pack = *pack;
-        let deps = dependents.remove(&pack).unwrap_or_default();
+        let no = cross.numbers.get(&pack).copied();
+        let deps: Vec<Dependent> = no
+            .and_then(|n| dependents.remove(&n))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(p, entry)| Dependent { pack: cross.packs[p as usize], entry })
+            .collect();
         if let Err(e) = objects.get_into(Handle::Pack(pack), &mut bytes) {
             out.push(PackRead::Unreadable { pack, problem: format!("cannot read pack: {e}") });
             late.extend(reader.check_dependents(&deps));
@@ -106,7 +121,9 @@ pub(super) fn read_packs(
             }
         };
         let mut failed = Vec::new();
-        for (p, id, e) in reader.check_entries(&pack, &bytes, &entries, &|e| away.contains(&(pack, e.id)), &deps) {
+        for (p, id, e) in
+            reader.check_entries(&pack, &bytes, &entries, &|e| no.is_some_and(|n| away.contains(&(n, e.id))), &deps)
+        {
             if p == pack {
                 failed.push((id, e));
             } else {
