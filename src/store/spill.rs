@@ -18,7 +18,7 @@ pub const LIST_BLOCK: usize = 32768;
 const READ_BLOCK: u64 = 2048;
 
 /// A file's chunk ids, in order: the first ones in the file, the last (fewer than
-/// [`LIST_BLOCK`]) in memory.
+/// [`LIST_BLOCK`]) in memory; all in memory when no file can be made.
 pub struct ChunkList {
     store: LocalStore,
     head: Vec<ChunkId>,
@@ -26,12 +26,22 @@ pub struct ChunkList {
     spilled_count: u64,
     /// The block of the file [`ChunkList::get`] read last: its first index and its bytes.
     read: Option<(u64, Vec<u8>)>,
+    /// No file could be made (a repository on read-only media, being restored from): the ids
+    /// stay in memory.
+    in_memory: bool,
 }
 
 impl ChunkList {
     /// An empty list, spilling into `store`'s `tmp/`.
     pub fn new(store: &LocalStore) -> Self {
-        ChunkList { store: store.clone(), head: Vec::new(), spilled: None, spilled_count: 0, read: None }
+        ChunkList {
+            store: store.clone(),
+            head: Vec::new(),
+            spilled: None,
+            spilled_count: 0,
+            read: None,
+            in_memory: false,
+        }
     }
 
     /// How many ids.
@@ -52,11 +62,18 @@ impl ChunkList {
     /// Appends an id.
     pub fn push(&mut self, id: ChunkId) -> Result<()> {
         self.head.push(id);
-        if self.head.len() < LIST_BLOCK {
+        if self.head.len() < LIST_BLOCK || self.in_memory {
             return Ok(());
         }
         if self.spilled.is_none() {
-            let (path, f) = self.store.temp_file()?;
+            let (path, f) = match self.store.temp_file() {
+                Ok(made) => made,
+                Err(e) => {
+                    tracing::warn!("{e}; a file's chunk ids are held in memory instead");
+                    self.in_memory = true;
+                    return Ok(());
+                }
+            };
             // Unlinked at once: the file lives as long as this list, whatever ends the process.
             std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
             self.spilled = Some((path, f));
@@ -149,5 +166,24 @@ mod tests {
         assert_eq!(list.get(ids.len() as u64).unwrap(), None);
         let left: Vec<_> = std::fs::read_dir(store.root().join("tmp")).unwrap().collect();
         assert!(left.is_empty(), "spill files are unlinked: {left:?}");
+    }
+
+    #[test]
+    fn without_a_writable_tmp_the_ids_stay_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        // No layout: `tmp/` does not exist, so no file can be made there.
+        let store = LocalStore::new(dir.path().join("missing"));
+        let ids: Vec<ChunkId> =
+            (0..LIST_BLOCK + 3).map(|i| ChunkId(*blake3::hash(&i.to_le_bytes()).as_bytes())).collect();
+        let mut list = ChunkList::new(&store);
+        for id in &ids {
+            list.push(*id).unwrap();
+        }
+        assert!(!list.is_spilled());
+        assert_eq!(list.len(), ids.len() as u64);
+        assert_eq!(list.get(LIST_BLOCK as u64 + 2).unwrap(), Some(ids[LIST_BLOCK + 2]));
+        let mut all = Vec::new();
+        list.for_each_block(&mut |b| all.extend_from_slice(b)).unwrap();
+        assert_eq!(all, ids.iter().flat_map(|c| c.0).collect::<Vec<u8>>());
     }
 }

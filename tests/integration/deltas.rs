@@ -364,7 +364,7 @@ fn broken_references_are_the_missing_and_the_chained_ones_only() {
 /// A database of more pages than a tree record's ids the reader holds (32,768; 512-byte pages
 /// keep it at 20 MiB): the parent's list is spilled to `tmp/` while it is read, and the backup
 /// plans every delta against the parent's page at the same position, reuses the list of the
-/// unchanged file whole, and leaves no file behind.
+/// unchanged file whole, restores from it, and leaves no file behind.
 #[test]
 fn a_parent_page_list_read_through_a_spill_file_plans_the_same_deltas_and_tree() {
     let env = Env::new();
@@ -437,6 +437,8 @@ fn a_parent_page_list_read_through_a_spill_file_plans_the_same_deltas_and_tree()
         b[92..96].fill(0);
         b
     };
+    // Restore reads the list spilled too.
     let restored = restore_file(&env, &s3, "s3", "app/app.db");
     assert!(stamps(restored) == stamps(std::fs::read(&db).unwrap()), "restored database differs");
+    assert_eq!(tmp_left(), 0);
 }
