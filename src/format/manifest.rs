@@ -16,6 +16,10 @@ use crate::error::{Error, Result};
 use crate::format::crypto::{Keys, ObjectKind};
 use crate::id::{ChunkId, SnapshotId};
 
+mod records;
+
+pub use records::{RecordParser, SPILL_RECORD};
+
 /// Version byte of the snapshot plaintext cairn writes.
 pub const SNAPSHOT_VERSION: u8 = 2;
 /// The first version, without `seq`: still read (as `seq` 0), written only by the vectors.
@@ -320,62 +324,6 @@ impl bincode::enc::write::Writer for SinkWriter<'_> {
     fn write(&mut self, bytes: &[u8]) -> std::result::Result<(), bincode::error::EncodeError> {
         (self.0)(bytes);
         Ok(())
-    }
-}
-
-/// A parser's buffer above this is released once drained (it held one big record).
-const KEEP_BUFFER: usize = 1 << 20;
-
-/// Splits a tree stream byte buffer into records, pulling more bytes on demand.
-pub struct RecordParser {
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl Default for RecordParser {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl RecordParser {
-    /// An empty parser.
-    pub fn new() -> Self {
-        RecordParser { buf: Vec::new(), pos: 0 }
-    }
-    /// Adds stream bytes.
-    pub fn feed(&mut self, data: &[u8]) {
-        if self.pos > 0 && self.pos * 2 > self.buf.len() {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
-        self.buf.extend_from_slice(data);
-    }
-    /// The next complete record, `Ok(None)` if more bytes are needed.
-    pub fn next(&mut self, what: &dyn Fn() -> String) -> Result<Option<Node>> {
-        let avail = &self.buf[self.pos..];
-        if avail.len() < 4 {
-            return Ok(None);
-        }
-        let len = u32::from_le_bytes(avail[..4].try_into().expect("4")) as usize;
-        if len > MAX_RECORD {
-            return Err(Error::corrupt(what(), format!("tree record of {len} bytes")));
-        }
-        if avail.len() < 4 + len {
-            return Ok(None);
-        }
-        let node = Node::decode_record(&avail[4..4 + len], what)?;
-        self.pos += 4 + len;
-        // A big record grew the buffer; what stays buffered is usually a few records.
-        if self.pos == self.buf.len() && self.buf.capacity() > KEEP_BUFFER {
-            self.buf = Vec::new();
-            self.pos = 0;
-        }
-        Ok(Some(node))
-    }
-    /// Bytes fed but not consumed.
-    pub fn leftover(&self) -> usize {
-        self.buf.len() - self.pos
     }
 }
 

@@ -3,8 +3,10 @@
 //! backup stores a changed page as a delta against it (`repo::chunks`). Only a hint: a wrong one
 //! costs compression, never correctness (every stored chunk round-trips before it is kept).
 
-use crate::format::manifest::{path_cmp, Node, NodeKind};
+use crate::error::Result;
+use crate::format::manifest::{path_cmp, NodeKind};
 use crate::id::ChunkId;
+use crate::repo::tree::{ChunkList, ListedNode};
 
 /// The first 16 bytes of every SQLite database file.
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
@@ -26,8 +28,9 @@ pub fn page_size_of_first_chunk(first: &[u8]) -> Option<usize> {
 struct Current {
     /// Its path.
     path: Vec<u8>,
-    /// The parent's chunks of the same path (empty: no parent file).
+    /// The parent's chunks of the same path (empty: no parent file), or the list holding them.
     parent: Vec<ChunkId>,
+    listed: Option<ChunkList>,
     /// Position of the next chunk in the file.
     index: usize,
     /// The page size, once the first chunk showed a database cut at pages (`Some(None)`: not one).
@@ -36,14 +39,14 @@ struct Current {
 
 /// Walks the parent snapshot's tree in step with the backup (both in tree order).
 pub struct PagePlan {
-    parent: Option<Box<dyn Iterator<Item = crate::error::Result<Node>>>>,
-    peeked: Option<Node>,
+    parent: Option<Box<dyn Iterator<Item = Result<ListedNode>>>>,
+    peeked: Option<ListedNode>,
     current: Option<Current>,
 }
 
 impl PagePlan {
     /// A plan over the parent snapshot's tree (`None`: no parent, no bases).
-    pub fn new(parent: Option<Box<dyn Iterator<Item = crate::error::Result<Node>>>>) -> Self {
+    pub fn new(parent: Option<Box<dyn Iterator<Item = Result<ListedNode>>>>) -> Self {
         PagePlan { parent, peeked: None, current: None }
     }
 
@@ -54,9 +57,12 @@ impl PagePlan {
             c.page_size = None;
             return;
         }
-        // Taken, not copied: a 1 GiB database's list is 8 MiB.
-        let parent = self.find(path).filter(|n| n.kind == NodeKind::File).map(|n| n.chunks).unwrap_or_default();
-        self.current = Some(Current { path: path.to_vec(), parent, index: 0, page_size: None });
+        // Taken, not copied; a 1 GiB database's ids (8 MiB) stay in their list's file.
+        let (parent, listed) = match self.find(path) {
+            Some((n, listed)) if n.kind == NodeKind::File => (n.chunks, listed),
+            _ => (Vec::new(), None),
+        };
+        self.current = Some(Current { path: path.to_vec(), parent, listed, index: 0, page_size: None });
     }
 
     /// The next chunk of the current file: the parent's page at its position, if it has one.
@@ -64,18 +70,28 @@ impl PagePlan {
         let c = self.current.as_mut()?;
         let i = c.index;
         c.index += 1;
-        if c.parent.is_empty() {
+        if c.parent.is_empty() && c.listed.as_ref().is_none_or(|l| l.is_empty()) {
             return None;
         }
         let size = *c.page_size.get_or_insert_with(|| page_size_of_first_chunk(data));
-        match size {
-            Some(s) if data.len() == s => c.parent.get(i).copied(),
-            _ => None,
+        if size != Some(data.len()) {
+            return None;
+        }
+        match c.listed.as_mut() {
+            None => c.parent.get(i).copied(),
+            Some(l) => match l.get(i as u64) {
+                Ok(id) => id,
+                Err(e) => {
+                    tracing::warn!("parent's page list unreadable, the file's pages stored whole: {e}");
+                    c.listed = None;
+                    None
+                }
+            },
         }
     }
 
     /// The parent's node at `path`, consuming the parent's tree up to and including it.
-    fn find(&mut self, path: &[u8]) -> Option<Node> {
+    fn find(&mut self, path: &[u8]) -> Option<ListedNode> {
         loop {
             if self.peeked.is_none() {
                 match self.parent.as_mut()?.next() {
@@ -91,7 +107,7 @@ impl PagePlan {
                     }
                 }
             }
-            let p = self.peeked.as_ref().expect("peeked");
+            let (p, _) = self.peeked.as_ref().expect("peeked");
             match path_cmp(&p.path, path) {
                 std::cmp::Ordering::Less => self.peeked = None,
                 std::cmp::Ordering::Equal => return self.peeked.take(),
@@ -104,6 +120,7 @@ impl PagePlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::manifest::Node;
 
     fn node(path: &str, chunks: &[u8]) -> Node {
         Node {
@@ -130,7 +147,11 @@ mod tests {
 
     #[test]
     fn pages_map_to_the_parent_page_at_the_same_position() {
-        let tree = vec![Ok(node("a.db", &[1, 2, 3])), Ok(node("b.txt", &[4, 5])), Ok(node("c.db", &[6, 7]))];
+        let tree = vec![
+            Ok((node("a.db", &[1, 2, 3]), None)),
+            Ok((node("b.txt", &[4, 5]), None)),
+            Ok((node("c.db", &[6, 7]), None)),
+        ];
         let mut plan = PagePlan::new(Some(Box::new(tree.into_iter())));
         plan.file_start(b"a.db");
         assert_eq!(plan.chunk(&first_page(4096)), Some(ChunkId([1; 32])));
@@ -151,5 +172,34 @@ mod tests {
         assert_eq!(plan.chunk(&first_page(65536)), Some(ChunkId([6; 32])));
         assert_eq!(plan.chunk(&[0; 65536]), Some(ChunkId([7; 32])));
         assert_eq!(page_size_of_first_chunk(&first_page(4096)[..2048]), None);
+    }
+
+    #[test]
+    fn a_parent_list_in_a_spill_file_plans_the_same_bases_as_one_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::LocalStore::new(dir.path().join("repo"));
+        store.create_layout().unwrap();
+        let n = crate::store::spill::LIST_BLOCK * 2 + 9;
+        let ids: Vec<ChunkId> = (0..n).map(|i| ChunkId(*blake3::hash(&i.to_le_bytes()).as_bytes())).collect();
+        let held = Node { chunks: ids.clone(), ..node("a.db", &[]) };
+        let mut list = ChunkList::new(&store);
+        for id in &ids {
+            list.push(*id).unwrap();
+        }
+        assert!(list.is_spilled());
+        let listed = (node("a.db", &[]), Some(list));
+        let mut plans = [(held, None), listed].map(|p| PagePlan::new(Some(Box::new(vec![Ok(p)].into_iter()))));
+        // The whole file, a retry cut short, then the file again and past the parent's end.
+        for pages in [n, 1000, n + 5] {
+            let bases: Vec<Vec<Option<ChunkId>>> = plans
+                .iter_mut()
+                .map(|plan| {
+                    plan.file_start(b"a.db");
+                    (0..pages).map(|i| plan.chunk(&if i == 0 { first_page(512) } else { vec![0; 512] })).collect()
+                })
+                .collect();
+            assert_eq!(bases[0], bases[1]);
+            assert_eq!(bases[0][..n.min(pages)], ids.iter().map(|c| Some(*c)).collect::<Vec<_>>()[..n.min(pages)]);
+        }
     }
 }

@@ -21,7 +21,7 @@ use crate::ops::pages::PagePlan;
 use crate::repo::cache::Cache;
 use crate::repo::chunks::ChunkWriter;
 use crate::repo::packer::Packer;
-use crate::repo::tree::{ChunkList, TreeWriter};
+use crate::repo::tree::{ChunkList, ListedNode, TreeWriter};
 use crate::repo::Repo;
 use crate::source::walk::{self, Ev, FileOutcome, WalkOptions};
 use crate::store::lock::Lock;
@@ -130,13 +130,17 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
     };
     // A second reading of the parent's tree, in step with the backup: the parent's pages at the
     // positions of a database's new pages, stored as deltas against them (ops::pages).
+    // Both read it spilling a database's page list to tmp/: 8 MiB each at 1 GiB otherwise.
     let mut pages = PagePlan::new(match &parent {
-        Some((_, s)) => repo.tree(s).ok().map(|t| -> Box<dyn Iterator<Item = Result<Node>>> { Box::new(t) }),
+        Some((_, s)) => repo
+            .tree(s)
+            .ok()
+            .map(|t| -> Box<dyn Iterator<Item = Result<ListedNode>>> { Box::new(t.spilling(repo.store())) }),
         None => None,
     });
     let parent_tree: Option<walk::ParentTree> = match &parent {
         Some((_, s)) => match repo.tree(s) {
-            Ok(t) => Some(Box::new(t)),
+            Ok(t) => Some(Box::new(t.spilling(repo.store()))),
             Err(e) => {
                 tracing::warn!("parent snapshot's tree unavailable, reading every file: {e}");
                 None
@@ -225,6 +229,12 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
                                 errors.push(NodeError { path: n.path_str(), message });
                             }
                         }
+                    }
+                    Ev::Listed(n, list) => {
+                        stats.files += 1;
+                        stats.unchanged_files += 1;
+                        stats.logical_bytes += n.size;
+                        tree.add_listed(&n, &list, &mut chunks)?;
                     }
                     Ev::Node(n) => {
                         match n.kind {

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::format::chunker::Cutter;
 use crate::format::crypto::{Keys, MasterKey};
 use crate::format::keyfile::{KdfParams, KeyFile};
-use crate::format::manifest::{Node, RecordParser, Snapshot};
+use crate::format::manifest::Snapshot;
 use crate::format::pack::{read_trailer_with, Entry};
 use crate::format::repo_config::{
     default_chunkers, Compression, CompressionAlgorithm, Encryption, RepoConfig, FORMAT_NAME, FORMAT_VERSION,
@@ -29,6 +29,7 @@ use crate::repo::cache::{Cache, Location, SyncReport};
 use crate::repo::packer::IndexBatch;
 pub use crate::repo::reader::{ChunkReader, Dependent};
 use crate::repo::recheck::Recheck;
+pub use crate::repo::tree::TreeReader;
 use crate::store::fetching::FetchingStore;
 use crate::store::{Handle, LocalStore, Store, StoreExt};
 
@@ -511,51 +512,4 @@ fn memory_cache(e: &Error, repo: RepoId) -> Result<Cache> {
 /// order is `latest`, whatever the clock said when each was taken.
 pub fn snapshot_order(a: &Snapshot, b: &Snapshot) -> std::cmp::Ordering {
     a.commit_cmp(b)
-}
-
-/// Iterates a tree stream, loading its chunks one at a time.
-pub struct TreeReader {
-    reader: ChunkReader,
-    chunks: std::vec::IntoIter<(ChunkId, Location)>,
-    parser: RecordParser,
-}
-
-impl TreeReader {
-    /// A reader over tree chunks with known locations.
-    pub fn new(reader: ChunkReader, chunks: Vec<(ChunkId, Location)>) -> Self {
-        TreeReader { reader, chunks: chunks.into_iter(), parser: RecordParser::new() }
-    }
-}
-
-impl Iterator for TreeReader {
-    type Item = Result<Node>;
-    fn next(&mut self) -> Option<Result<Node>> {
-        loop {
-            match self.parser.next(&|| "snapshot tree".into()) {
-                Ok(Some(n)) => return Some(Ok(n)),
-                Ok(None) => {}
-                Err(e) => return Some(Err(e)),
-            }
-            match self.chunks.next() {
-                Some((id, loc)) => match self.reader.read(&id, &loc) {
-                    Ok(d) => self.parser.feed(&d),
-                    Err(e) => {
-                        self.chunks = Vec::new().into_iter();
-                        return Some(Err(e));
-                    }
-                },
-                None => {
-                    if self.parser.leftover() > 0 {
-                        let n = self.parser.leftover();
-                        self.parser = RecordParser::new();
-                        return Some(Err(Error::corrupt(
-                            "snapshot tree",
-                            format!("{n} bytes of an incomplete record at the end"),
-                        )));
-                    }
-                    return None;
-                }
-            }
-        }
-    }
 }

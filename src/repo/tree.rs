@@ -1,80 +1,16 @@
-//! Writing a snapshot's tree: the node records in tree order, as one stream cut into chunks by
-//! the repository's "tree" chunker and stored like file content (format-spec/manifest.md).
-
-use std::fs::File;
-use std::io::Write;
-use std::path::PathBuf;
+//! A snapshot's tree: the node records in tree order, as one stream cut into chunks by the
+//! repository's "tree" chunker and stored like file content (format-spec/manifest.md). Written
+//! with a big file's chunk ids streamed from a [`ChunkList`], read back the same way when asked.
 
 use crate::error::{Error, Result};
 use crate::format::chunker::{Cutter, PushChunker};
-use crate::format::manifest::Node;
+use crate::format::manifest::{Node, RecordParser};
 use crate::id::ChunkId;
+use crate::repo::cache::Location;
 use crate::repo::chunks::ChunkWriter;
-use crate::store::local::read_exact_at;
+use crate::repo::ChunkReader;
+pub use crate::store::spill::ChunkList;
 use crate::store::LocalStore;
-
-/// Ids a [`ChunkList`] holds in memory before it moves them to its file (1 MiB).
-const LIST_BLOCK: usize = 32768;
-
-/// A file's chunk ids as a backup produces them. Past [`LIST_BLOCK`] they go to an unlinked
-/// temporary file in `tmp/`, so memory does not grow with the file: a 1 GiB database has 262,144
-/// pages, 8 MiB of ids, which would otherwise be held until the file ends.
-pub struct ChunkList {
-    store: LocalStore,
-    head: Vec<ChunkId>,
-    spilled: Option<(PathBuf, File)>,
-    spilled_count: u64,
-}
-
-impl ChunkList {
-    /// An empty list, spilling into `store`'s `tmp/`.
-    pub fn new(store: &LocalStore) -> Self {
-        ChunkList { store: store.clone(), head: Vec::new(), spilled: None, spilled_count: 0 }
-    }
-
-    /// How many ids.
-    pub(crate) fn len(&self) -> u64 {
-        self.spilled_count + self.head.len() as u64
-    }
-
-    /// Appends an id.
-    pub fn push(&mut self, id: ChunkId) -> Result<()> {
-        self.head.push(id);
-        if self.head.len() < LIST_BLOCK {
-            return Ok(());
-        }
-        if self.spilled.is_none() {
-            let (path, f) = self.store.temp_file()?;
-            // Unlinked at once: the file lives as long as this list, whatever ends the process.
-            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-            self.spilled = Some((path, f));
-        }
-        let (path, f) = self.spilled.as_mut().expect("just set");
-        let bytes: Vec<u8> = self.head.iter().flat_map(|c| c.0).collect();
-        f.write_all(&bytes).map_err(|e| Error::io(&*path, e))?;
-        self.spilled_count += self.head.len() as u64;
-        self.head.clear();
-        Ok(())
-    }
-
-    /// Hands the ids over in order, in blocks of raw 32-byte ids.
-    fn for_each_block(&self, f: &mut dyn FnMut(&[u8])) -> Result<()> {
-        if let Some((path, file)) = &self.spilled {
-            let mut buf = vec![0u8; LIST_BLOCK * 32];
-            let total = self.spilled_count * 32;
-            let mut at = 0u64;
-            while at < total {
-                let n = (total - at).min(buf.len() as u64) as usize;
-                read_exact_at(file, &mut buf[..n], at, path)?;
-                f(&buf[..n]);
-                at += n as u64;
-            }
-        }
-        let tail: Vec<u8> = self.head.iter().flat_map(|c| c.0).collect();
-        f(&tail);
-        Ok(())
-    }
-}
 
 /// Record bytes gathered before they are pushed through the chunker.
 const FEED_BYTES: usize = 64 << 10;
@@ -187,6 +123,96 @@ impl TreeWriter {
     }
 }
 
+/// Iterates a tree stream, loading its chunks one at a time.
+pub struct TreeReader {
+    reader: ChunkReader,
+    chunks: std::vec::IntoIter<(ChunkId, Location)>,
+    parser: RecordParser,
+}
+
+impl TreeReader {
+    /// A reader over tree chunks with known locations.
+    pub fn new(reader: ChunkReader, chunks: Vec<(ChunkId, Location)>) -> Self {
+        TreeReader { reader, chunks: chunks.into_iter(), parser: RecordParser::new() }
+    }
+
+    /// The same nodes, except that a file record too big to hold (more than 32,768 chunks, a
+    /// database of more than 128 MiB in 4 KiB pages) comes without its chunks, which are in the
+    /// list beside it, spilled to `store`'s `tmp/` as they are read.
+    pub fn spilling(self, store: &LocalStore) -> ListedTreeReader {
+        ListedTreeReader { tree: self, store: store.clone(), list: None }
+    }
+
+    /// The next record: `next` from the parser, fed chunk by chunk.
+    fn pull<T>(&mut self, next: &mut dyn FnMut(&mut RecordParser) -> Result<Option<T>>) -> Option<Result<T>> {
+        loop {
+            match next(&mut self.parser) {
+                Ok(Some(n)) => return Some(Ok(n)),
+                Ok(None) => {}
+                Err(e) => return Some(Err(e)),
+            }
+            match self.chunks.next() {
+                Some((id, loc)) => match self.reader.read(&id, &loc) {
+                    Ok(d) => self.parser.feed(&d),
+                    Err(e) => {
+                        self.chunks = Vec::new().into_iter();
+                        return Some(Err(e));
+                    }
+                },
+                None => {
+                    if self.parser.leftover() > 0 {
+                        let n = self.parser.leftover();
+                        self.parser = RecordParser::new();
+                        return Some(Err(Error::corrupt(
+                            "snapshot tree",
+                            format!("{n} bytes of an incomplete record at the end"),
+                        )));
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+impl Iterator for TreeReader {
+    type Item = Result<Node>;
+    fn next(&mut self) -> Option<Result<Node>> {
+        self.pull(&mut |p| p.next(&|| "snapshot tree".into()))
+    }
+}
+
+/// A node of a tree, and the list holding its chunks when there were too many to hold.
+pub type ListedNode = (Node, Option<ChunkList>);
+
+/// See [`TreeReader::spilling`].
+pub struct ListedTreeReader {
+    tree: TreeReader,
+    store: LocalStore,
+    /// The list of the record being read, made at its first ids.
+    list: Option<ChunkList>,
+}
+
+impl Iterator for ListedTreeReader {
+    type Item = Result<ListedNode>;
+    fn next(&mut self) -> Option<Result<ListedNode>> {
+        let (store, list) = (&self.store, &mut self.list);
+        let got = self.tree.pull(&mut |p| {
+            p.next_spilling(&|| "snapshot tree".into(), &mut |ids| {
+                list.get_or_insert_with(|| ChunkList::new(store)).push_raw(ids)
+            })
+        });
+        match got? {
+            Ok((node, None)) => Some(Ok((node, None))),
+            Ok((node, Some(_))) => Some(Ok((node, Some(self.list.take().unwrap_or_else(|| ChunkList::new(store)))))),
+            Err(e) => {
+                self.list = None;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,6 +221,7 @@ mod tests {
     use crate::format::repo_config::default_chunkers;
     use crate::id::RepoId;
     use crate::repo::packer::Packer;
+    use crate::store::spill::LIST_BLOCK;
     use std::sync::Arc;
 
     fn node(path: &str, chunks: Vec<ChunkId>) -> Node {
@@ -226,7 +253,7 @@ mod tests {
                 for c in &n.chunks {
                     list.push(*c).unwrap();
                 }
-                spilled += list.spilled.is_some() as usize;
+                spilled += list.is_spilled() as usize;
                 t.add_listed(&node(&n.path_str(), Vec::new()), &list, &mut chunks).unwrap();
             } else {
                 t.add(n, &mut chunks).unwrap();

@@ -14,10 +14,14 @@ use globset::GlobSet;
 
 use crate::error::{Error, Result};
 use crate::format::chunker::{Cutter, StreamChunker};
-use crate::format::manifest::{check_safe_path, path_cmp, Node, NodeError, NodeKind};
+use crate::format::manifest::{check_safe_path, Node, NodeError, NodeKind};
 use crate::id::ChunkId;
+use crate::store::spill::ChunkList;
 
 mod livedb;
+mod prev;
+
+use prev::{PrevTree, Reused};
 
 /// Bytes of chunk data per batch handed from the walker to the hashing stage. Up to four batches
 /// are alive at once (one filling, two queued, one being stored); 1 MiB is 256 database pages,
@@ -50,6 +54,8 @@ pub enum Source {
 pub(crate) enum Ev {
     /// A directory, a symlink, or a file whose parent-snapshot chunks are reused.
     Node(Node),
+    /// A file whose parent-snapshot chunks are reused from the list holding them.
+    Listed(Node, ChunkList),
     /// A file whose content follows as `Chunk`s, then `FileEnd`.
     FileStart(Node),
     /// The next chunk of the current file.
@@ -75,8 +81,11 @@ pub(crate) enum FileOutcome {
     Failed(String),
 }
 
+/// A node of the parent snapshot's tree, and the list holding its chunks when there were too
+/// many to hold (`repo::TreeReader::spilling`).
+pub(crate) type ParentNode = (Node, Option<ChunkList>);
 /// The parent snapshot's tree, read in tree order.
-pub(crate) type ParentTree = Box<dyn Iterator<Item = Result<Node>> + Send>;
+pub(crate) type ParentTree = Box<dyn Iterator<Item = Result<ParentNode>> + Send>;
 /// Whether a chunk is still stored in the repository.
 pub(crate) type IsStored = Box<dyn Fn(&ChunkId) -> bool + Send>;
 
@@ -179,9 +188,7 @@ pub(crate) fn spawn(source: Source, roots: Roots, opts: WalkOptions) -> (Receive
             batch_bytes: 0,
             cutter: opts.cutter,
             sqlite_detect: opts.sqlite_detect,
-            prev: PrevTree { iter: opts.parent, peeked: None },
-            is_stored: opts.is_stored,
-            force_read: opts.force_read,
+            prev: PrevTree::new(opts.parent, opts.is_stored, opts.force_read),
             excludes: opts.excludes,
             sqlite_tmp: opts.sqlite_tmp,
             skip_dir: opts.skip_dir.and_then(|d| std::fs::metadata(&d).ok().map(|m| (d, (m.dev(), m.ino())))),
@@ -261,39 +268,6 @@ fn node_from_meta(path: Vec<u8>, kind: NodeKind, m: &std::fs::Metadata) -> Node 
     }
 }
 
-/// The parent snapshot's tree, consumed in step with the walk.
-struct PrevTree {
-    iter: Option<ParentTree>,
-    peeked: Option<Node>,
-}
-
-impl PrevTree {
-    fn find(&mut self, path: &[u8]) -> Option<Node> {
-        loop {
-            if self.peeked.is_none() {
-                match self.iter.as_mut()?.next() {
-                    Some(Ok(n)) => self.peeked = Some(n),
-                    Some(Err(e)) => {
-                        tracing::warn!("parent snapshot unreadable, reading every file: {e}");
-                        self.iter = None;
-                        return None;
-                    }
-                    None => {
-                        self.iter = None;
-                        return None;
-                    }
-                }
-            }
-            let p = self.peeked.as_ref().expect("peeked");
-            match path_cmp(&p.path, path) {
-                std::cmp::Ordering::Less => self.peeked = None,
-                std::cmp::Ordering::Equal => return self.peeked.take(),
-                std::cmp::Ordering::Greater => return None,
-            }
-        }
-    }
-}
-
 struct Walker {
     tx: Sender<Batch>,
     batch: Vec<Ev>,
@@ -301,8 +275,6 @@ struct Walker {
     cutter: Cutter,
     sqlite_detect: bool,
     prev: PrevTree,
-    is_stored: Option<IsStored>,
-    force_read: bool,
     excludes: Option<GlobSet>,
     /// Where SQLite copies go.
     sqlite_tmp: PathBuf,
@@ -408,21 +380,6 @@ impl Walker {
         }
     }
 
-    fn unchanged(&mut self, prev: &Node, meta: &std::fs::Metadata) -> bool {
-        if self.force_read || prev.kind != NodeKind::File {
-            return false;
-        }
-        let now = node_from_meta(Vec::new(), NodeKind::File, meta);
-        if (prev.size, prev.mtime_ns, prev.ctime_ns, prev.inode) != (now.size, now.mtime_ns, now.ctime_ns, now.inode) {
-            return false;
-        }
-        // The parent's chunks must still be stored, or the file is read again.
-        match &self.is_stored {
-            Some(stored) => prev.chunks.iter().all(stored),
-            None => false,
-        }
-    }
-
     fn file(
         &mut self,
         fs_path: &Path,
@@ -441,13 +398,16 @@ impl Walker {
             }
             is_db = Some(db);
         }
-        if let Some(prev) = self.prev.find(&tree_path) {
-            let live = is_db == Some(true) && livedb::holds_data(&sidecars);
-            if !live && self.unchanged(&prev, meta) {
-                let mut node = node_from_meta(tree_path, NodeKind::File, meta);
-                node.chunks = prev.chunks;
-                return self.emit(Ev::Node(node));
-            }
+        let live = is_db == Some(true) && livedb::holds_data(&sidecars);
+        if let Some(reused) = self.prev.unchanged(&tree_path, meta, live) {
+            let mut node = node_from_meta(tree_path, NodeKind::File, meta);
+            return self.emit(match reused {
+                Reused::Held(chunks) => {
+                    node.chunks = chunks;
+                    Ev::Node(node)
+                }
+                Reused::Listed(list) => Ev::Listed(node, list),
+            });
         }
         if is_db == Some(true) {
             return self.sqlite_file(fs_path, tree_path, meta, &sidecars);

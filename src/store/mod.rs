@@ -19,6 +19,7 @@ pub mod lock;
 #[cfg(test)]
 pub mod memory;
 pub mod rclone;
+pub mod spill;
 
 #[cfg(test)]
 mod conformance;

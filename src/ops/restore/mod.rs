@@ -17,6 +17,7 @@ mod files;
 mod safety;
 mod sparse;
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs;
@@ -31,6 +32,7 @@ use crate::error::{Error, Result};
 use crate::format::manifest::{check_safe_path, Node, NodeKind, Snapshot};
 use crate::id::ChunkId;
 use crate::repo::cache::Location;
+use crate::repo::tree::ChunkList;
 use crate::repo::{ChunkReader, Repo};
 
 use files::{count_runs, write_file, Batcher, SMALL_FILE};
@@ -45,7 +47,7 @@ const WINDOW_BYTES: u64 = 4 << 20;
 /// locations), not window-sized.
 const LOCATE_BATCH: usize = 65536;
 /// The first batch: about one window of 4 KiB pages, located quickly so decoding can start.
-const FIRST_LOCATE: usize = 1024;
+const FIRST_LOCATE: u64 = 1024;
 
 /// Restore options.
 #[derive(Default)]
@@ -99,11 +101,31 @@ pub fn locate(repo: &Repo, chunks: &[ChunkId]) -> Result<Vec<(ChunkId, Location)
 
 /// Streams a node's content to `out`, decoding windows of chunks in parallel. Returns bytes written.
 pub fn write_content(repo: &Repo, node: &Node, out: &mut (dyn Write + Send)) -> Result<u64> {
-    stream_content(repo, node, out, &mut 0)
+    stream_content(repo, node, None, out, &mut 0)
 }
 
-/// [`write_content`], adding the pack range reads it makes to `reads`.
-fn stream_content(repo: &Repo, node: &Node, out: &mut (dyn Write + Send), reads: &mut u64) -> Result<u64> {
+/// The ids at positions `range` of a file: `node`'s own, or those of the list holding them.
+fn ids_at<'n>(node: &'n Node, list: Option<&mut ChunkList>, range: std::ops::Range<u64>) -> Result<Cow<'n, [ChunkId]>> {
+    let Some(list) = list else {
+        return Ok(Cow::Borrowed(&node.chunks[range.start as usize..range.end as usize]));
+    };
+    let mut ids = Vec::with_capacity((range.end - range.start) as usize);
+    for i in range {
+        ids.extend(list.get(i)?);
+    }
+    Ok(Cow::Owned(ids))
+}
+
+/// [`write_content`], adding the pack range reads it makes to `reads`; the chunks are in `list`
+/// when given (a big file read from a spilling tree reader).
+fn stream_content(
+    repo: &Repo,
+    node: &Node,
+    mut list: Option<&mut ChunkList>,
+    out: &mut (dyn Write + Send),
+    reads: &mut u64,
+) -> Result<u64> {
+    let count = list.as_ref().map_or(node.chunks.len() as u64, |l| l.len());
     let reader: ChunkReader = repo.chunk_reader();
     let path = node.path_str();
     // Three stages side by side: this thread locates chunks in the cache (SQLite, one core) and
@@ -140,10 +162,10 @@ fn stream_content(repo: &Repo, node: &Node, out: &mut (dyn Write + Send), reads:
         let mut bytes = 0u64;
         let mut next = 0;
         let mut batch = FIRST_LOCATE;
-        'located: while next < node.chunks.len() {
-            let end = (next + batch).min(node.chunks.len());
-            batch = LOCATE_BATCH;
-            let more = match locate(repo, &node.chunks[next..end]) {
+        'located: while next < count {
+            let end = (next + batch).min(count);
+            batch = LOCATE_BATCH as u64;
+            let more = match ids_at(node, list.as_deref_mut(), next..end).and_then(|ids| locate(repo, &ids)) {
                 Ok(more) => more,
                 Err(e) => {
                     failure = Some(e);
@@ -209,8 +231,9 @@ pub fn restore(repo: &Repo, snap: &Snapshot, target: &Path, opts: &RestoreOption
     std::thread::scope(|scope| -> Result<()> {
         let (mut batch, writers) = Batcher::start(scope, repo, am_root);
         let walked = (|| -> Result<()> {
-            for node in repo.tree(snap)? {
-                let node = node?;
+            // A database's ids spill to tmp/ as the tree is read: 8 MiB per GiB otherwise.
+            for node in repo.tree(snap)?.spilling(repo.store()) {
+                let (node, mut list) = node?;
                 if let Err(why) = check_safe_path(&node.path) {
                     report.errors.push((node.path_str(), format!("refused: {why}")));
                     continue;
@@ -230,11 +253,11 @@ pub fn restore(repo: &Repo, snap: &Snapshot, target: &Path, opts: &RestoreOption
                     NodeKind::Symlink => links.push(node),
                     NodeKind::File => match dirs.slot(&node.path) {
                         Err(e) => report.errors.push((node.path_str(), e.to_string())),
-                        Ok(p) if node.size <= SMALL_FILE => batch.add(node, p)?,
+                        Ok(p) if node.size <= SMALL_FILE && list.is_none() => batch.add(node, p)?,
                         Ok(p) => {
                             let mut reads = 0;
                             let r = write_file(&node, &p, am_root, |w| {
-                                stream_content(repo, &node, w, &mut reads).map(|_| ())
+                                stream_content(repo, &node, list.as_mut(), w, &mut reads).map(|_| ())
                             });
                             report.pack_reads += reads;
                             record(&mut report, &node, r);
