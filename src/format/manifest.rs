@@ -18,7 +18,7 @@ use crate::id::{ChunkId, SnapshotId};
 
 mod records;
 
-pub use records::{RecordParser, SPILL_RECORD};
+pub use records::{InStep, RecordParser, SPILL_RECORD};
 
 /// Version byte of the snapshot plaintext cairn writes.
 pub const SNAPSHOT_VERSION: u8 = 2;
@@ -368,7 +368,8 @@ mod tests {
         assert!(check_safe_path(b"a/b..c/.hidden").is_ok());
     }
 
-    fn full_node(count: usize) -> Node {
+    /// A file node with every field set and `count` chunk ids (records.rs's tests use it too).
+    pub(super) fn full_node(count: usize) -> Node {
         Node {
             path: b"data/app.db".to_vec(),
             kind: NodeKind::File,

@@ -4,7 +4,7 @@
 //! costs compression, never correctness (every stored chunk round-trips before it is kept).
 
 use crate::error::Result;
-use crate::format::manifest::{path_cmp, NodeKind};
+use crate::format::manifest::{InStep, NodeKind};
 use crate::id::ChunkId;
 use crate::repo::tree::{ChunkList, ListedNode};
 
@@ -39,15 +39,14 @@ struct Current {
 
 /// Walks the parent snapshot's tree in step with the backup (both in tree order).
 pub struct PagePlan {
-    parent: Option<Box<dyn Iterator<Item = Result<ListedNode>>>>,
-    peeked: Option<ListedNode>,
+    parent: InStep<Option<ChunkList>>,
     current: Option<Current>,
 }
 
 impl PagePlan {
     /// A plan over the parent snapshot's tree (`None`: no parent, no bases).
-    pub fn new(parent: Option<Box<dyn Iterator<Item = Result<ListedNode>>>>) -> Self {
-        PagePlan { parent, peeked: None, current: None }
+    pub fn new(parent: Option<Box<dyn Iterator<Item = Result<ListedNode>> + Send>>) -> Self {
+        PagePlan { parent: InStep::new(parent, "pages stored whole"), current: None }
     }
 
     /// A file starts (again, after a retry: the same path keeps the same parent chunks).
@@ -58,7 +57,7 @@ impl PagePlan {
             return;
         }
         // Taken, not copied; a 1 GiB database's ids (8 MiB) stay in their list's file.
-        let (parent, listed) = match self.find(path) {
+        let (parent, listed) = match self.parent.find(path) {
             Some((n, listed)) if n.kind == NodeKind::File => (n.chunks, listed),
             _ => (Vec::new(), None),
         };
@@ -87,32 +86,6 @@ impl PagePlan {
                     None
                 }
             },
-        }
-    }
-
-    /// The parent's node at `path`, consuming the parent's tree up to and including it.
-    fn find(&mut self, path: &[u8]) -> Option<ListedNode> {
-        loop {
-            if self.peeked.is_none() {
-                match self.parent.as_mut()?.next() {
-                    Some(Ok(n)) => self.peeked = Some(n),
-                    Some(Err(e)) => {
-                        tracing::warn!("parent snapshot's tree unreadable, pages stored whole: {e}");
-                        self.parent = None;
-                        return None;
-                    }
-                    None => {
-                        self.parent = None;
-                        return None;
-                    }
-                }
-            }
-            let (p, _) = self.peeked.as_ref().expect("peeked");
-            match path_cmp(&p.path, path) {
-                std::cmp::Ordering::Less => self.peeked = None,
-                std::cmp::Ordering::Equal => return self.peeked.take(),
-                std::cmp::Ordering::Greater => return None,
-            }
         }
     }
 }

@@ -135,7 +135,7 @@ pub fn snapshot(repo: &mut Repo, source: Source, opts: &SnapshotOptions) -> Resu
         Some((_, s)) => repo
             .tree(s)
             .ok()
-            .map(|t| -> Box<dyn Iterator<Item = Result<ListedNode>>> { Box::new(t.spilling(repo.store())) }),
+            .map(|t| -> Box<dyn Iterator<Item = Result<ListedNode>> + Send> { Box::new(t.spilling(repo.store())) }),
         None => None,
     });
     let parent_tree: Option<walk::ParentTree> = match &parent {

@@ -40,6 +40,52 @@ struct Streaming {
     remaining: usize,
 }
 
+/// A tree's nodes as read, each with what comes with it.
+pub type Nodes<L> = Box<dyn Iterator<Item = Result<(Node, L)>> + Send>;
+
+/// A parent snapshot's tree read in step with a walk in tree order: [`InStep::find`] skips the
+/// nodes before a path and takes the one at it. A read error ends the tree (logged): the caller
+/// goes on as without a parent. `L` is what comes with each node (its spilled chunk list).
+pub struct InStep<L> {
+    nodes: Option<Nodes<L>>,
+    peeked: Option<(Node, L)>,
+    /// What an unreadable tree means for the caller, for the log.
+    consequence: &'static str,
+}
+
+impl<L> InStep<L> {
+    /// Over `nodes` (none: no parent).
+    pub fn new(nodes: Option<Nodes<L>>, consequence: &'static str) -> Self {
+        InStep { nodes, peeked: None, consequence }
+    }
+
+    /// The node at `path`, consuming the tree up to and including it.
+    pub fn find(&mut self, path: &[u8]) -> Option<(Node, L)> {
+        loop {
+            if self.peeked.is_none() {
+                match self.nodes.as_mut()?.next() {
+                    Some(Ok(n)) => self.peeked = Some(n),
+                    Some(Err(e)) => {
+                        tracing::warn!("parent snapshot's tree unreadable, {}: {e}", self.consequence);
+                        self.nodes = None;
+                        return None;
+                    }
+                    None => {
+                        self.nodes = None;
+                        return None;
+                    }
+                }
+            }
+            let (p, _) = self.peeked.as_ref().expect("peeked");
+            match super::path_cmp(&p.path, path) {
+                std::cmp::Ordering::Less => self.peeked = None,
+                std::cmp::Ordering::Equal => return self.peeked.take(),
+                std::cmp::Ordering::Greater => return None,
+            }
+        }
+    }
+}
+
 /// Splits a tree stream byte buffer into records, pulling more bytes on demand.
 pub struct RecordParser {
     buf: Vec<u8>,
@@ -167,23 +213,8 @@ impl RecordParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::manifest::tests::full_node;
     use crate::id::ChunkId;
-
-    fn node_of(count: usize) -> Node {
-        Node {
-            path: b"data/app.db".to_vec(),
-            kind: NodeKind::File,
-            mode: 0o100644,
-            uid: 1000,
-            gid: 1000,
-            mtime_ns: -5,
-            ctime_ns: 1_700_000_000_000_000_000,
-            inode: 99,
-            size: count as u64 * 4096,
-            target: b"t".to_vec(),
-            chunks: (0..count).map(|i| ChunkId(*blake3::hash(&i.to_le_bytes()).as_bytes())).collect(),
-        }
-    }
 
     /// Every record of `stream`, fed in pieces of growing size, with `next` or `next_spilling`
     /// (the spilled ids put back into the node), and the number of records that spilled.
@@ -227,9 +258,9 @@ mod tests {
 
     #[test]
     fn a_big_record_spills_its_ids_and_parses_to_the_same_nodes() {
-        let small = Node { path: b"a".to_vec(), ..node_of(3) };
-        let big = node_of(SPILL_RECORD / 32 + 1);
-        let nodes = vec![small.clone(), big.clone(), small, Node { path: b"z.db".to_vec(), ..node_of(70000) }];
+        let small = Node { path: b"a".to_vec(), ..full_node(3) };
+        let big = full_node(SPILL_RECORD / 32 + 1);
+        let nodes = vec![small.clone(), big.clone(), small, Node { path: b"z.db".to_vec(), ..full_node(70000) }];
         let mut stream = Vec::new();
         for n in &nodes {
             n.encode_record(&mut stream);

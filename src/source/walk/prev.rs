@@ -4,11 +4,11 @@
 
 use std::os::unix::fs::MetadataExt;
 
-use crate::format::manifest::{path_cmp, NodeKind};
+use crate::format::manifest::{InStep, NodeKind};
 use crate::id::ChunkId;
 use crate::store::spill::ChunkList;
 
-use super::{ns, IsStored, ParentNode, ParentTree};
+use super::{ns, IsStored, ParentTree};
 
 /// The parent's chunks of an unchanged file.
 pub(super) enum Reused {
@@ -19,8 +19,7 @@ pub(super) enum Reused {
 }
 
 pub(super) struct PrevTree {
-    iter: Option<ParentTree>,
-    peeked: Option<ParentNode>,
+    parent: InStep<Option<ChunkList>>,
     /// Without it, no file counts as unchanged.
     is_stored: Option<IsStored>,
     force_read: bool,
@@ -28,13 +27,13 @@ pub(super) struct PrevTree {
 
 impl PrevTree {
     pub(super) fn new(iter: Option<ParentTree>, is_stored: Option<IsStored>, force_read: bool) -> Self {
-        PrevTree { iter, peeked: None, is_stored, force_read }
+        PrevTree { parent: InStep::new(iter, "reading every file"), is_stored, force_read }
     }
 
     /// The parent's chunks of the file at `path` if it is unchanged since (`live`: a database
     /// whose sidecars hold data, never unchanged). Consumes the parent's tree up to `path`.
     pub(super) fn unchanged(&mut self, path: &[u8], meta: &std::fs::Metadata, live: bool) -> Option<Reused> {
-        let (prev, list) = self.find(path)?;
+        let (prev, list) = self.parent.find(path)?;
         if live || self.force_read || prev.kind != NodeKind::File {
             return None;
         }
@@ -56,31 +55,6 @@ impl PrevTree {
                     return None;
                 }
                 all.then_some(Reused::Listed(list))
-            }
-        }
-    }
-
-    fn find(&mut self, path: &[u8]) -> Option<ParentNode> {
-        loop {
-            if self.peeked.is_none() {
-                match self.iter.as_mut()?.next() {
-                    Some(Ok(n)) => self.peeked = Some(n),
-                    Some(Err(e)) => {
-                        tracing::warn!("parent snapshot unreadable, reading every file: {e}");
-                        self.iter = None;
-                        return None;
-                    }
-                    None => {
-                        self.iter = None;
-                        return None;
-                    }
-                }
-            }
-            let (p, _) = self.peeked.as_ref().expect("peeked");
-            match path_cmp(&p.path, path) {
-                std::cmp::Ordering::Less => self.peeked = None,
-                std::cmp::Ordering::Equal => return self.peeked.take(),
-                std::cmp::Ordering::Greater => return None,
             }
         }
     }
