@@ -31,6 +31,16 @@ pub struct ChunkList {
     in_memory: bool,
 }
 
+/// The ids back to back, 32 bytes each: copied id by id, not byte by byte (a first backup once
+/// spent 5 % of its CPU collecting bytes one at a time).
+fn raw_ids(ids: &[ChunkId]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ids.len() * 32);
+    for id in ids {
+        out.extend_from_slice(&id.0);
+    }
+    out
+}
+
 impl ChunkList {
     /// An empty list, spilling into `store`'s `tmp/`.
     pub fn new(store: &LocalStore) -> Self {
@@ -79,7 +89,7 @@ impl ChunkList {
             self.spilled = Some((path, f));
         }
         let (path, f) = self.spilled.as_mut().expect("just set");
-        let bytes: Vec<u8> = self.head.iter().flat_map(|c| c.0).collect();
+        let bytes = raw_ids(&self.head);
         f.write_all(&bytes).map_err(|e| Error::io(&*path, e))?;
         self.spilled_count += self.head.len() as u64;
         self.head.clear();
@@ -107,7 +117,7 @@ impl ChunkList {
                 at += n as u64;
             }
         }
-        let tail: Vec<u8> = self.head.iter().flat_map(|c| c.0).collect();
+        let tail = raw_ids(&self.head);
         f(&tail);
         Ok(())
     }
